@@ -1,0 +1,93 @@
+"""The small interfaces every collector component implements (like the Collector's
+`component` package). Components are created by a `Factory` from a validated config and started
+with a `Host` through which they find extensions and exporters by id.
+
+Data flows as `meshtrace.model.Traces`, pushed through `TracesConsumer.consume_traces`. A consumer
+refuses data it cannot take now by raising `RefusedError` (retryable: gRPC UNAVAILABLE / HTTP
+503 or 429) and rejects data that can never be taken with `PermanentError` (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from meshtrace.model import Traces
+
+
+class Kind(enum.Enum):
+    RECEIVER = "receiver"
+    PROCESSOR = "processor"
+    EXPORTER = "exporter"
+    EXTENSION = "extension"
+    CONNECTOR = "connector"
+
+    @property
+    def section(self) -> str:
+        """The config section that holds components of this kind (`receivers`, ...)."""
+        return self.value + "s"
+
+
+@dataclass(frozen=True, order=True)
+class ComponentID:
+    """`type[/name]`, e.g. `otlp`, `otlp/jaeger`."""
+
+    type: str
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ComponentID:
+        type_, sep, name = str(text).strip().partition("/")
+        if not type_ or (sep and not name):
+            raise ValueError(f"invalid component id {text!r}: expected type[/name]")
+        return cls(type_, name)
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.name}" if self.name else self.type
+
+
+class RefusedError(Exception):
+    """Data not accepted now; the sender should retry (after `retry_after` seconds if known)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Data that can never be accepted (malformed); the sender must not retry it."""
+
+
+@runtime_checkable
+class TracesConsumer(Protocol):
+    async def consume_traces(self, traces: Traces) -> None: ...
+
+
+class Host(Protocol):
+    """What a running component may ask of the collector it runs in."""
+
+    def get_extension(self, id: ComponentID) -> Component | None: ...
+
+    def get_exporter(self, id: ComponentID) -> Component | None: ...
+
+
+class Component(Protocol):
+    async def start(self, host: Host) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+class Factory(Protocol):
+    """Creates one component type. `create` receives the validated config, with defaults applied.
+
+    `next_consumer` is the processor or exporter fan-out after a receiver/processor; None for
+    exporters and extensions.
+    """
+
+    type: str
+    kind: Kind
+
+    def default_config(self) -> dict[str, Any]: ...
+
+    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component: ...

@@ -1,0 +1,135 @@
+"""Shared test fixtures: run a `meshtrace` command as a real process and find its ports from the
+ready lines it prints (DESIGN.md), never from guessed port numbers."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshtrace import ready
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SEED_MANIFESTS = SHARED / "seed" / "manifests"
+
+
+class MeshtraceProcess:
+    """A running `python -m meshtrace ...`; stdout and stderr are merged and kept in `lines`."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.args = args
+        full_env = dict(os.environ)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meshtrace", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.listeners: dict[str, tuple[str, int]] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def _pump(self, timeout: float) -> bool:
+        """Take one line (waiting up to `timeout`); False when the output has ended."""
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return True
+        if line is None:
+            return False
+        self.lines.append(line)
+        parsed = ready.parse(line)
+        if parsed is not None:
+            self.listeners[parsed[0]] = (parsed[1], parsed[2])
+        return True
+
+    def wait_for_listeners(self, *components: str, timeout: float = 30.0) -> dict[str, tuple[str, int]]:
+        """Block until every named component has printed its ready line."""
+        deadline = time.monotonic() + timeout
+        while not all(c in self.listeners for c in components):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no ready line for {components} in {timeout}s:\n" + self.output())
+            if not self._pump(0.1) and not all(c in self.listeners for c in components):
+                raise RuntimeError(f"process exited ({self.proc.poll()}) before ready:\n" + self.output())
+        return self.listeners
+
+    def wait_for_line(self, needle: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for line in self.lines[seen:]:
+                if needle in line:
+                    return line
+            seen = len(self.lines)
+            if not self._pump(0.1):
+                break
+        raise TimeoutError(f"{needle!r} not printed:\n" + self.output())
+
+    def address(self, component: str) -> str:
+        host, port = self.listeners[component]
+        return f"{host}:{port}"
+
+    def output(self) -> str:
+        while self._pump(0):
+            if self._queue.empty():
+                break
+        return "\n".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the process and wait; kill its whole session if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        while self._pump(0):
+            if self._queue.empty():
+                break
+        return self.proc.returncode
+
+
+@pytest.fixture
+def meshtrace_process() -> Iterator[type[MeshtraceProcess]]:
+    """Factory fixture: `p = meshtrace_process(["collector", ...])`; every process is stopped at the end."""
+    started: list[MeshtraceProcess] = []
+
+    class _Tracked(MeshtraceProcess):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            started.append(self)
+
+    yield _Tracked
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def seed_manifests() -> Path:
+    if not SEED_MANIFESTS.is_dir():
+        pytest.skip("../shared/seed/manifests not present")
+    return SEED_MANIFESTS

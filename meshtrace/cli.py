@@ -23,10 +23,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _available() -> dict[str, str]:
+def _available(table: dict[str, str]) -> dict[str, str]:
     """Only commands whose component module exists are offered."""
     out = {}
-    for name, target in COMMANDS.items():
+    for name, target in table.items():
         module = target.split(":", 1)[0]
         if importlib.util.find_spec(module) is not None:
             out[name] = target
@@ -34,11 +34,15 @@ def _available() -> dict[str, str]:
 
 
 class LazyGroup(click.Group):
+    """A click group whose commands are "module:attribute" strings in `table`."""
+
+    table: dict[str, str] = COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_available())
+        return sorted(_available(self.table))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _available().get(cmd_name)
+        target = _available(self.table).get(cmd_name)
         if target is None:
             return None
         module_name, attr = target.split(":", 1)

@@ -1,0 +1,2 @@
+"""`meshtrace bench ...`: the benchmarks. Each prints a table with ratios against a baseline
+measured in the same run (these machines are shared and noisy). Never used by tests for timing."""

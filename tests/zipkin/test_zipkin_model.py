@@ -143,7 +143,10 @@ def test_otlp_to_zipkin_v2_is_the_inverse() -> None:
 
 
 def test_list_of_spans_round_trip() -> None:
-    spans = [v2_span(shared=True, debug=True), {"traceId": TRACE, "id": "0000000000000001"}]
+    spans: list[dict[str, object]] = [
+        v2_span(shared=True, debug=True),
+        {"traceId": TRACE, "id": "0000000000000001"},
+    ]
     decoded = zipkin.decode_list_of_spans(zipkin.encode_list_of_spans(spans))
     assert decoded[0] == {**v2_span(), "shared": True, "debug": True}
     assert decoded[1] == {"traceId": TRACE, "id": "0000000000000001"}
@@ -153,7 +156,7 @@ def test_list_of_spans_errors() -> None:
     with pytest.raises(ValueError, match="invalid zipkin protobuf"):
         zipkin.decode_list_of_spans(b"\x0a\xff\xff")
     bad_ip = zipkin.ListOfSpans()
-    bad_ip.spans.add(trace_id=b"1" * 16, id=b"2" * 8).local_endpoint.ipv4 = b"\x01\x02"  # type: ignore[attr-defined]
+    bad_ip.spans.add(trace_id=b"1" * 16, id=b"2" * 8).local_endpoint.ipv4 = b"\x01\x02"
     with pytest.raises(ValueError, match=r"spans\[0\].localEndpoint: ipv4 must be 4 bytes"):
         zipkin.decode_list_of_spans(bad_ip.SerializeToString())
 

@@ -1,0 +1,69 @@
+// The query API client: Jaeger's v1 JSON routes (envelope {data, total, limit, offset, errors})
+// plus meshtrace's import/export routes (docs/query-api.md).
+
+export class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function envelope(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // A proxy's HTML error page or an empty body: fall through to the status text.
+  }
+  if (!response.ok || (body && body.errors && body.errors.length)) {
+    const first = body && body.errors && body.errors[0];
+    const msg = first ? first.msg : `${response.status} ${response.statusText}`;
+    throw new ApiError(msg, response.status);
+  }
+  return body;
+}
+
+async function get(path) {
+  return envelope(await fetch(path, { headers: { Accept: "application/json" } }));
+}
+
+export async function services() {
+  return ((await get("/api/services")).data || []).slice().sort();
+}
+
+export async function operations(service) {
+  const data = (await get(`/api/services/${encodeURIComponent(service)}/operations`)).data || [];
+  return data.map((op) => (typeof op === "string" ? op : op.name)).sort();
+}
+
+/** Search: `params` holds Jaeger's query parameters, already in API form. */
+export async function searchTraces(params) {
+  const query = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== "" && v !== undefined) query.set(k, v);
+  return (await get(`/api/traces?${query}`)).data || [];
+}
+
+export async function trace(traceID) {
+  const data = (await get(`/api/traces/${encodeURIComponent(traceID)}`)).data || [];
+  if (!data.length) throw new ApiError(`trace ${traceID} not found`, 404);
+  return data[0];
+}
+
+export async function dependencies(endTsMs, lookbackMs) {
+  return (await get(`/api/dependencies?endTs=${endTsMs}&lookback=${lookbackMs}`)).data || [];
+}
+
+/** Where the browser downloads a trace in `format` ("otlp" or "jaeger"). */
+export function exportUrl(traceID, format) {
+  return `/api/traces/${encodeURIComponent(traceID)}/export?format=${format}`;
+}
+
+/** Upload a file (OTLP/JSON lines or a Jaeger JSON download) into the store. */
+export async function importFile(file) {
+  const response = await fetch("/api/import", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: file,
+  });
+  return (await envelope(response)).data;
+}

@@ -1,0 +1,99 @@
+// Entry point: client-side routing over real URLs (/search?..., /trace/<id>, /dependencies) so
+// every view is a deep link, plus the header's trace-id lookup and import upload.
+
+import * as api from "./api.js";
+import { renderDependencies } from "./deps.js";
+import { h, mount } from "./dom.js";
+import { renderSearch } from "./search.js";
+import { renderTrace } from "./trace.js";
+
+const view = document.getElementById("view");
+const toast = document.getElementById("toast");
+let current = null; // what the rendered view offers the global keys (e.g. focusFind)
+let renderSeq = 0;
+
+function notify(text, kind = "info") {
+  mount(toast, h("span", { class: `toast-${kind}` }, text));
+  toast.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => { toast.hidden = true; }, 8000);
+}
+
+export function navigate(url, { replace = false } = {}) {
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  render();
+}
+
+async function render() {
+  const seq = ++renderSeq;
+  const { pathname, search } = window.location;
+  const q = new URLSearchParams(search);
+  for (const a of document.querySelectorAll("nav.main a")) {
+    a.classList.toggle("active", pathname.startsWith(a.getAttribute("href")) || (pathname === "/" && a.dataset.home === ""));
+  }
+  current = null;
+  const target = h("div", { class: "view-inner" });
+  mount(view, target);
+  const traceMatch = pathname.match(/^\/trace\/([^/]+)\/?$/);
+  let result;
+  if (traceMatch) result = await renderTrace(target, decodeURIComponent(traceMatch[1]));
+  else if (pathname.startsWith("/dependencies")) result = await renderDependencies(target, q, navigate);
+  else result = await renderSearch(target, q, navigate);
+  if (seq === renderSeq) current = result || null;
+}
+
+// Same-origin links marked data-nav change the route without reloading; modified clicks
+// (new tab, new window) keep the browser's behaviour.
+document.addEventListener("click", (e) => {
+  const a = e.target.closest("a[data-nav]");
+  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  e.preventDefault();
+  navigate(a.getAttribute("href"));
+});
+
+window.addEventListener("popstate", render);
+
+document.addEventListener("keydown", (e) => {
+  const typing = e.target.closest("input, textarea, select");
+  if (e.key === "/" && !typing) {
+    e.preventDefault();
+    if (current && current.focusFind) current.focusFind();
+    else document.getElementById("lookup-id").focus();
+  }
+});
+
+document.getElementById("lookup").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = document.getElementById("lookup-id");
+  const id = input.value.trim().toLowerCase();
+  if (!/^[0-9a-f]{1,32}$/.test(id)) {
+    notify(`trace id: "${input.value.trim()}" is not 1 to 32 hex digits`, "error");
+    return;
+  }
+  input.value = "";
+  navigate(`/trace/${id}`);
+});
+
+const upload = document.getElementById("upload");
+document.getElementById("upload-button").addEventListener("click", () => upload.click());
+upload.addEventListener("change", async () => {
+  const file = upload.files[0];
+  if (!file) return;
+  notify(`Importing ${file.name}…`);
+  try {
+    const result = (await api.importFile(file)) || {};
+    const ids = result.traceIDs || result.traces || [];
+    const spans = result.spans ?? result.spanCount;
+    notify(`Imported ${file.name}` + (spans !== undefined ? `: ${spans} spans` : "") +
+      (ids.length ? ` in ${ids.length} trace${ids.length === 1 ? "" : "s"}` : ""), "ok");
+    if (ids.length === 1) navigate(`/trace/${ids[0]}`);
+    else render();
+  } catch (err) {
+    notify(`Import of ${file.name} failed: ${err.message}`, "error");
+  } finally {
+    upload.value = "";
+  }
+});
+
+render();

@@ -1,0 +1,113 @@
+// The service dependency graph (SVG) and the same links as a table.
+
+import * as api from "./api.js";
+import { h, mount, s } from "./dom.js";
+import { layoutDependencies } from "./graph.js";
+import { serviceColor } from "./model.js";
+
+const LOOKBACKS = [["1h", 3600e3], ["6h", 6 * 3600e3], ["24h", 24 * 3600e3], ["7d", 7 * 24 * 3600e3]];
+const NODE_H = 44;
+
+function errorRate(link) {
+  return link.callCount ? (link.errorCount || 0) / link.callCount : 0;
+}
+
+function pctText(rate) {
+  return `${rate > 0 && rate < 0.001 ? "<0.1" : +(rate * 100).toFixed(1)}%`;
+}
+
+function edgePath(e, w) {
+  const x1 = e.from.x + w;
+  const y1 = e.from.y + NODE_H / 2;
+  const x2 = e.to.x;
+  const y2 = e.to.y + NODE_H / 2;
+  if (e.parent === e.child) {
+    // A service calling itself: a loop over the node's top edge.
+    const cx = e.from.x + w / 2;
+    return { d: `M${cx - 20},${e.from.y} C${cx - 40},${e.from.y - 50} ${cx + 40},${e.from.y - 50} ${cx + 20},${e.from.y}`, lx: cx, ly: e.from.y - 40 };
+  }
+  if (e.back) {
+    // Against the layer order: route below both nodes so it does not hide the forward edges.
+    const low = Math.max(e.from.y, e.to.y) + NODE_H + 30;
+    const sx = e.from.x + w / 2;
+    const tx = e.to.x + w / 2;
+    return { d: `M${sx},${e.from.y + NODE_H} C${sx},${low} ${tx},${low} ${tx},${e.to.y + NODE_H}`, lx: (sx + tx) / 2, ly: low - 6 };
+  }
+  const mx = (x1 + x2) / 2;
+  return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, lx: mx, ly: (y1 + y2) / 2 - 6 };
+}
+
+function graph(links, navigate) {
+  const layout = layoutDependencies(links);
+  const w = layout.nodeWidth;
+  const svg = s("svg", {
+    class: "dep-graph", id: "dep-graph", viewBox: `0 -40 ${layout.width} ${layout.height + 80}`,
+    role: "group", "aria-label": "Service dependency graph",
+  },
+  s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
+    s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }))));
+  for (const e of layout.edges) {
+    const { d, lx, ly } = edgePath(e, w);
+    const rate = errorRate(e);
+    const label = `${e.callCount} call${e.callCount === 1 ? "" : "s"}` + (rate ? ` · ${pctText(rate)} errors` : "");
+    svg.append(s("g", { class: ["dep-edge", rate && "has-errors"], "data-parent": e.parent, "data-child": e.child },
+      s("title", {}, `${e.parent} → ${e.child}: ${label}`),
+      s("path", { d, "marker-end": "url(#arrow)" }),
+      s("text", { x: lx, y: ly, "text-anchor": "middle", class: "edge-label" }, label)));
+  }
+  for (const n of layout.nodes) {
+    const open = () => navigate(`/search?service=${encodeURIComponent(n.name)}`);
+    const node = s("g", {
+      class: "dep-node", "data-service": n.name, tabindex: "0", role: "link",
+      "aria-label": `${n.name}: search its traces`,
+      onclick: open,
+      onkeydown: (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          open();
+        }
+      },
+    },
+    s("title", {}, `${n.name} — click to search its traces`),
+    s("rect", { x: n.x, y: n.y, width: w, height: NODE_H, rx: "8" }),
+    s("rect", { x: n.x, y: n.y, width: "6", height: NODE_H, class: "node-stripe", fill: serviceColor(n.name) }),
+    s("text", { x: n.x + 14, y: n.y + 27, class: "node-label" }, n.name.length > 20 ? `${n.name.slice(0, 19)}…` : n.name));
+    svg.append(node);
+  }
+  return svg;
+}
+
+function table(links) {
+  const sorted = [...links].sort((a, b) => b.callCount - a.callCount);
+  return h("table", { class: "dep-table", id: "dep-table" },
+    h("thead", {}, h("tr", {}, ["Caller", "Callee", "Calls", "Errors", "Error rate"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, sorted.map((l) => h("tr", {},
+      h("td", {}, l.parent), h("td", {}, l.child), h("td", { class: "num" }, String(l.callCount)),
+      h("td", { class: "num" }, l.errorCount === undefined ? "—" : String(l.errorCount)),
+      h("td", { class: ["num", errorRate(l) > 0 && "bad"] }, l.errorCount === undefined ? "—" : pctText(errorRate(l)))))));
+}
+
+/** Render the dependencies page for the URL query `q` (lookback=1h|6h|24h|7d). */
+export async function renderDependencies(root, q, navigate) {
+  document.title = "Dependencies · meshtrace";
+  const current = q.get("lookback") || "24h";
+  const select = h("select", { id: "dep-lookback", "aria-label": "Time range" },
+    LOOKBACKS.map(([k]) => h("option", { value: k, selected: k === current || undefined }, `Last ${k}`)));
+  select.addEventListener("change", () => navigate(`/dependencies?lookback=${select.value}`));
+  const content = h("div", { class: "deps-content" }, h("p", { class: "loading" }, "Loading…"));
+  mount(root, h("section", { class: "deps-page" },
+    h("div", { class: "results-head" }, h("h1", {}, "Service dependencies"), select), content));
+  const lookback = (LOOKBACKS.find(([k]) => k === current) || LOOKBACKS[2])[1];
+  let links;
+  try {
+    links = await api.dependencies(Date.now(), lookback);
+  } catch (err) {
+    mount(content, h("p", { class: "banner error", role: "alert" }, err.message));
+    return;
+  }
+  if (!links.length) {
+    mount(content, h("p", { class: "empty" }, "No calls between services in this time range."));
+    return;
+  }
+  mount(content, graph(links, navigate), table(links));
+}

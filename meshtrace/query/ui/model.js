@@ -1,0 +1,318 @@
+// Pure functions over Jaeger JSON traces: span tree, orphans, critical path, flame layout, find,
+// formatting. No DOM here, so tests can import this module and call it directly.
+
+const PALETTE = [
+  "#3b82f6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#06b6d4",
+  "#84cc16", "#f97316", "#6366f1", "#14b8a6", "#a855f7", "#eab308",
+];
+
+/** A stable colour per service name, the same in every view (FNV-1a hash into a palette). */
+export function serviceColor(name) {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    hash ^= name.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return PALETTE[hash % PALETTE.length];
+}
+
+export function tagValue(tags, key) {
+  const tag = (tags || []).find((t) => t.key === key);
+  return tag === undefined ? undefined : tag.value;
+}
+
+/** Error as Jaeger shows it: tag error=true, or the OTel status carried over as otel.status_code. */
+export function isErrorSpan(span) {
+  const error = tagValue(span.tags, "error");
+  return error === true || error === "true" || tagValue(span.tags, "otel.status_code") === "ERROR";
+}
+
+/** The parent span id: the CHILD_OF reference in the same trace. FOLLOWS_FROM are links, not parents. */
+export function parentSpanId(span) {
+  const ref = (span.references || []).find(
+    (r) => (r.refType || "CHILD_OF") === "CHILD_OF" && (!r.traceID || r.traceID === span.traceID),
+  );
+  return ref ? ref.spanID : null;
+}
+
+const byStart = (a, b) => a.start - b.start || a.end - b.end;
+
+/**
+ * Index a Jaeger trace: every span gets its process, service, parent/children, depth, error and
+ * orphan flag (a parent reference to a span that is not in the trace). Spans whose parent chain
+ * loops are treated as roots so the tree is always a forest.
+ */
+export function buildTrace(trace) {
+  const processes = trace.processes || {};
+  const nodes = [];
+  const byId = new Map();
+  for (const span of trace.spans || []) {
+    const process = span.process || processes[span.processID] || { serviceName: "unknown", tags: [] };
+    const node = {
+      span,
+      id: span.spanID,
+      process,
+      service: process.serviceName || "unknown",
+      operation: span.operationName || "",
+      start: span.startTime,
+      duration: span.duration,
+      end: span.startTime + span.duration,
+      parentId: parentSpanId(span),
+      parent: null,
+      children: [],
+      depth: 0,
+      orphan: false,
+      error: isErrorSpan(span),
+      kind: tagValue(span.tags, "span.kind") || "",
+    };
+    nodes.push(node);
+    // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
+    if (!byId.has(node.id)) byId.set(node.id, node);
+  }
+  const roots = [];
+  for (const node of nodes) {
+    const parent = node.parentId && node.parentId !== node.id ? byId.get(node.parentId) : undefined;
+    if (node.parentId && node.parentId !== node.id && !parent) node.orphan = true;
+    if (parent && parent !== node) {
+      node.parent = parent;
+      parent.children.push(node);
+    } else {
+      roots.push(node);
+    }
+  }
+  // Depth-first from the roots; anything not reached sits in a parent cycle and becomes a root.
+  const seen = new Set();
+  const order = [];
+  const visit = (node, depth) => {
+    seen.add(node);
+    node.depth = depth;
+    order.push(node);
+    node.children.sort(byStart);
+    for (const child of node.children) if (!seen.has(child)) visit(child, depth + 1);
+  };
+  roots.sort(byStart);
+  for (const root of roots) visit(root, 0);
+  for (const node of nodes) {
+    if (seen.has(node)) continue;
+    if (node.parent) node.parent.children = node.parent.children.filter((c) => c !== node);
+    node.parent = null;
+    roots.push(node);
+    visit(node, 0);
+  }
+  const start = nodes.length ? Math.min(...nodes.map((n) => n.start)) : 0;
+  const end = nodes.length ? Math.max(...nodes.map((n) => n.end)) : 0;
+  const services = new Map();
+  for (const node of nodes) services.set(node.service, (services.get(node.service) || 0) + 1);
+  const rootSpan = roots.find((r) => !r.orphan) || roots[0] || null;
+  return {
+    traceID: trace.traceID,
+    nodes: order,
+    byId,
+    roots,
+    orphans: nodes.filter((n) => n.orphan),
+    services: [...services].map(([name, count]) => ({ name, count })).sort((a, b) => b.count - a.count),
+    start,
+    end,
+    duration: end - start,
+    depth: nodes.length ? Math.max(...nodes.map((n) => n.depth)) + 1 : 0,
+    errorCount: nodes.filter((n) => n.error).length,
+    rootSpan,
+    hasRoot: roots.some((r) => !r.orphan),
+    warnings: trace.warnings || [],
+  };
+}
+
+/** What a search result shows: name (root service: root operation), counts, services, timing. */
+export function summarize(trace) {
+  const model = buildTrace(trace);
+  const root = model.rootSpan;
+  return {
+    traceID: model.traceID,
+    service: root ? root.service : "",
+    operation: root ? root.operation : "",
+    spanCount: model.nodes.length,
+    services: model.services,
+    start: model.start,
+    duration: model.duration,
+    errorCount: model.errorCount,
+    orphanCount: model.orphans.length,
+    hasRoot: model.hasRoot,
+  };
+}
+
+/** The spans shown in the waterfall, in tree order, skipping descendants of collapsed spans. */
+export function visibleNodes(model, collapsed) {
+  const out = [];
+  const walk = (node) => {
+    out.push(node);
+    if (!collapsed.has(node.id)) for (const child of node.children) walk(child);
+  };
+  for (const root of model.roots) walk(root);
+  return out;
+}
+
+/**
+ * The critical path: the chain of work that determined the trace's end-to-end latency. Walking
+ * back from the root's end, the last child to finish before the cursor is on the path; the time
+ * between children is the parent's own. Returns segments {id, start, end} (microseconds).
+ */
+export function criticalPath(model) {
+  const segments = [];
+  const walk = (node, limit) => {
+    let cursor = Math.min(node.end, limit);
+    const children = [...node.children].sort((a, b) => b.end - a.end);
+    for (const child of children) {
+      if (child.start >= cursor || child.end <= node.start) continue;
+      const childEnd = Math.min(child.end, cursor);
+      if (childEnd < cursor) segments.push({ id: node.id, start: childEnd, end: cursor });
+      walk(child, childEnd);
+      cursor = Math.max(child.start, node.start);
+      if (cursor <= node.start) break;
+    }
+    if (cursor > node.start) segments.push({ id: node.id, start: node.start, end: cursor });
+  };
+  // The latency a caller saw is the root's; spans cut off by a missing parent are not part of it.
+  for (const root of model.hasRoot ? [model.rootSpan] : model.roots) walk(root, root.end);
+  return segments.sort((a, b) => a.start - b.start);
+}
+
+/**
+ * Flame graph rows: each span sits one row below its parent; sibling subtrees that overlap in
+ * time are pushed down to free rows so no two boxes overlap. Returns Map node -> row.
+ */
+export function flameLayout(model) {
+  const rows = new Map();
+  // Lays out `node`'s subtree with the node on row 0; returns its placements and bounding box.
+  const layout = (node) => {
+    const placed = [[node, 0]];
+    const boxes = []; // occupied {r0, r1, t0, t1} of child subtrees, rows relative to node
+    let height = 1;
+    for (const child of node.children) {
+      const sub = layout(child);
+      let offset = 1;
+      const clash = (b) =>
+        offset < b.r1 && b.r0 < offset + sub.height && sub.t0 < b.t1 && b.t0 < sub.t1;
+      while (boxes.some(clash)) offset += 1;
+      boxes.push({ r0: offset, r1: offset + sub.height, t0: sub.t0, t1: sub.t1 });
+      for (const [n, r] of sub.placed) placed.push([n, r + offset]);
+      height = Math.max(height, offset + sub.height);
+    }
+    const t0 = Math.min(node.start, ...boxes.map((b) => b.t0));
+    const t1 = Math.max(node.end, ...boxes.map((b) => b.t1));
+    return { placed, height, t0, t1 };
+  };
+  const top = [];
+  for (const root of model.roots) {
+    const sub = layout(root);
+    let offset = 0;
+    const clash = (b) => offset < b.r1 && b.r0 < offset + sub.height && sub.t0 < b.t1 && b.t0 < sub.t1;
+    while (top.some(clash)) offset += 1;
+    top.push({ r0: offset, r1: offset + sub.height, t0: sub.t0, t1: sub.t1 });
+    for (const [n, r] of sub.placed) rows.set(n, r + offset);
+  }
+  return rows;
+}
+
+function haystack(node) {
+  const parts = [node.service, node.operation, node.id];
+  const tags = [...(node.span.tags || []), ...(node.process.tags || [])];
+  for (const log of node.span.logs || []) tags.push(...(log.fields || []));
+  for (const t of tags) parts.push(`${t.key}=${t.value}`);
+  return parts.join("\n").toLowerCase();
+}
+
+/** Spans matching a find-in-trace query: every whitespace-separated word must appear somewhere. */
+export function findSpans(model, query) {
+  const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  const hits = new Set();
+  if (!words.length) return hits;
+  for (const node of model.nodes) {
+    const text = haystack(node);
+    if (words.every((w) => text.includes(w))) hits.add(node);
+  }
+  return hits;
+}
+
+/**
+ * Parse the search form's attributes field, logfmt style: `http.status_code=500 error=true
+ * msg="two words"`. Returns {tags} or {error} naming the bad token.
+ */
+export function parseTags(text) {
+  const tags = {};
+  const re = /\s*([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))/y;
+  let pos = 0;
+  const src = text.trim();
+  while (pos < src.length) {
+    re.lastIndex = pos;
+    const m = re.exec(src);
+    if (!m) {
+      const token = src.slice(pos).trim().split(/\s+/)[0];
+      return { error: `attributes: "${token}" is not key=value` };
+    }
+    tags[m[1]] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
+    pos = re.lastIndex;
+    while (pos < src.length && /\s/.test(src[pos])) pos++;
+  }
+  return { tags };
+}
+
+/** The inverse of parseTags, for putting a tags map back in the form. */
+export function formatTags(tags) {
+  return Object.entries(tags)
+    .map(([k, v]) => (/[\s"]/.test(v) || v === "" ? `${k}="${v.replace(/(["\\])/g, "\\$1")}"` : `${k}=${v}`))
+    .join(" ");
+}
+
+const DURATION_RE = /^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)$/;
+
+/** Jaeger's duration syntax (Go's time.ParseDuration units); empty is allowed. */
+export function isDuration(text) {
+  return text === "" || DURATION_RE.test(text);
+}
+
+/** Microseconds as a short human duration: 850µs, 12.3ms, 1.24s, 2m 5s. */
+export function fmtDuration(us) {
+  if (!Number.isFinite(us)) return "";
+  if (us < 1000) return `${Math.round(us)}µs`;
+  if (us < 1_000_000) return `${+(us / 1000).toPrecision(3)}ms`;
+  if (us < 60_000_000) return `${+(us / 1_000_000).toPrecision(3)}s`;
+  const s = Math.round(us / 1_000_000);
+  return `${Math.floor(s / 60)}m ${s % 60}s`;
+}
+
+function pad(n, width = 2) {
+  return String(n).padStart(width, "0");
+}
+
+/** Microseconds since the epoch as local `YYYY-MM-DD HH:MM:SS.mmm`. */
+export function fmtTime(us) {
+  const d = new Date(us / 1000);
+  return (
+    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`
+  );
+}
+
+/** "5s ago", "3m ago", "2h ago", "4d ago" relative to `nowMs`. */
+export function fmtAgo(us, nowMs = Date.now()) {
+  const s = Math.max(0, Math.round((nowMs - us / 1000) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+/**
+ * Round tick positions for an axis from 0 to `max`, about `count` of them; with `cover` the last
+ * tick is at or above `max` (an axis that must contain every point).
+ */
+export function ticks(max, count = 5, cover = false) {
+  if (!(max > 0)) return [0];
+  const raw = max / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((v) => v >= raw) || raw;
+  const out = [];
+  for (let v = 0; v <= max + step * 1e-9; v += step) out.push(v);
+  if (cover && out[out.length - 1] < max) out.push(out[out.length - 1] + step);
+  return out;
+}

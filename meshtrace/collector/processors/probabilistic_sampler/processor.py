@@ -1,0 +1,106 @@
+"""The probabilistic_sampler processor: decodes each batch, keeps the spans whose trace passes."""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from meshtrace.collector.component import ComponentID, TracesConsumer
+from meshtrace.collector.processors.base import TracesProcessor
+from meshtrace.collector.processors.probabilistic_sampler import sampling
+from meshtrace.collector.processors.probabilistic_sampler.config import ProbabilisticSamplerConfig
+from meshtrace.model import Traces
+
+log = logging.getLogger(__name__)
+
+PRIORITY_ATTRIBUTE = "sampling.priority"
+
+
+def sampling_priority(attributes: list[KeyValue]) -> float | None:
+    """The OpenTracing `sampling.priority` attribute as a number (None when absent or unreadable)."""
+    for kv in attributes:
+        if kv.key == PRIORITY_ATTRIBUTE:
+            value = kv.value
+            which = value.WhichOneof("value")
+            if which in ("int_value", "double_value"):
+                return float(getattr(value, which))
+            if which == "string_value":
+                try:
+                    return float(value.string_value)
+                except ValueError:
+                    return None
+    return None
+
+
+def prune_empty(message: ExportTraceServiceRequest) -> None:
+    """Drop scope and resource entries left without spans."""
+    for rs in message.resource_spans:
+        kept_scopes = [ss for ss in rs.scope_spans if ss.spans]
+        if len(kept_scopes) != len(rs.scope_spans):
+            del rs.scope_spans[:]
+            rs.scope_spans.extend(kept_scopes)
+    kept_resources = [rs for rs in message.resource_spans if rs.scope_spans]
+    if len(kept_resources) != len(message.resource_spans):
+        del message.resource_spans[:]
+        message.resource_spans.extend(kept_resources)
+
+
+class Sampler:
+    """The per-span decision of one configuration (pure: no IO, no clock)."""
+
+    def __init__(self, config: ProbabilisticSamplerConfig) -> None:
+        self.config = config
+        self.mode = config.effective_mode
+        pct = min(config.sampling_percentage, 100.0)
+        self.scaled_rate = sampling.hash_seed_scaled_rate(pct)
+        self.threshold = sampling.probability_to_threshold(pct / 100, config.sampling_precision)
+
+    def keep(self, span: Span) -> bool:
+        """Decide for `span`, updating its tracestate when kept in the consistent modes."""
+        priority = sampling_priority(list(span.attributes))
+        if priority is not None and priority <= 0:
+            return False
+        if self.mode == "hash_seed":
+            return priority is not None or sampling.hash_seed_keep(
+                span.trace_id, self.config.hash_seed, self.scaled_rate
+            )
+        threshold = 0 if priority is not None else self.threshold
+        try:
+            keep, tracestate = sampling.consistent_decision(
+                span.trace_id, span.trace_state, threshold, self.mode, self.config.sampling_precision
+            )
+        except ValueError as exc:
+            log.debug("span %s: %s", span.span_id.hex(), exc)
+            return not self.config.fail_closed
+        if keep:
+            span.trace_state = tracestate
+        return keep
+
+
+class ProbabilisticSampler(TracesProcessor):
+    def __init__(
+        self, id: ComponentID, config: ProbabilisticSamplerConfig, next_consumer: TracesConsumer
+    ) -> None:
+        super().__init__(id, next_consumer)
+        self.sampler = Sampler(config)
+
+    async def consume_traces(self, traces: Traces) -> None:
+        message = traces.message()
+        incoming = kept = 0
+        for rs in message.resource_spans:
+            for ss in rs.scope_spans:
+                spans = [s for s in ss.spans if self.sampler.keep(s)]
+                incoming += len(ss.spans)
+                kept += len(spans)
+                if len(spans) != len(ss.spans):
+                    del ss.spans[:]
+                    ss.spans.extend(spans)
+        prune_empty(message)
+        self.items.incoming(incoming)
+        traces.changed()
+        if kept:
+            self.items.outgoing(kept)
+            await self.next.consume_traces(traces)

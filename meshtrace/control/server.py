@@ -1,0 +1,240 @@
+"""The control plane's HTTP/1.1 + JSON shell (DESIGN.md "Control plane API", docs/control-api.md).
+
+Thin: every decision is in `core.ControlPlane`; this module parses requests, holds one
+asyncio.Event per waiting node to wake long-polls, watches the -f files by polling their mtimes,
+and expires nodes that stop heartbeating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from meshtrace import ready
+from meshtrace.control.core import (
+    BadRequest,
+    ControlPlane,
+    Snapshot,
+    StaticEndpoint,
+    UnknownNode,
+    new_errors,
+    parse_ack,
+    parse_registration,
+)
+
+MAX_WAIT_S = 300.0  # a long-poll never outlives this, whatever the client asks
+WATCHED_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"meshtrace: control: {message}\n")
+    sys.stderr.flush()
+
+
+def files_signature(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of every watched file: any edit, addition or removal changes it."""
+    out = []
+    for path in paths:
+        # folders are read one level deep, as meshtrace.config.load reads them
+        candidates = sorted(path.iterdir()) if path.is_dir() else [path]
+        for file in candidates:
+            if file.is_dir() or (path.is_dir() and file.suffix not in WATCHED_SUFFIXES):
+                continue
+            try:
+                st = file.stat()
+            except OSError:  # removed between listing and stat: the next poll sees it gone
+                continue
+            out.append((str(file), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class ControlServer:
+    def __init__(
+        self,
+        paths: list[Path],
+        loader: Callable[[list[Path]], Snapshot],
+        snapshot: Snapshot,
+        static: list[StaticEndpoint],
+        heartbeat_s: float,
+        poll_s: float,
+    ) -> None:
+        self.paths = paths
+        self.loader = loader
+        self.plane = ControlPlane(snapshot, static, heartbeat_s)
+        self.poll_s = poll_s
+        self.config_errors: list[dict[str, Any]] = []
+        self.generation = 1  # successful loads of the -f files
+        self._events: dict[str, asyncio.Event] = {}
+        self._signature = files_signature(paths)
+
+    # waking long-polls
+
+    def _wake(self, changed: set[str]) -> None:
+        for node_id in changed:
+            event = self._events.pop(node_id, None)
+            if event is not None:
+                event.set()
+
+    def _event(self, node_id: str) -> asyncio.Event:
+        return self._events.setdefault(node_id, asyncio.Event())
+
+    # handlers
+
+    async def _json_body(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+    async def register(self, request: web.Request) -> web.Response:
+        reg = parse_registration(await self._json_body(request))
+        node, changed = self.plane.register(reg, time.monotonic())
+        self._wake(changed)
+        log(f"registered {reg.node_id} ({reg.workload}.{reg.namespace}, version {node.version})")
+        return web.json_response({"node_id": reg.node_id, "heartbeat_s": self.plane.heartbeat_s})
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        self._wake(self.plane.heartbeat(node_id, time.monotonic()))
+        return web.json_response({"node_id": node_id, "heartbeat_s": self.plane.heartbeat_s})
+
+    async def config(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        known = request.query.get("version")
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            raise BadRequest("query parameter 'wait' must be a number of seconds") from None
+        if not 0 <= wait < float("inf"):
+            raise BadRequest("query parameter 'wait' must be a number of seconds >= 0")
+        deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+        while True:
+            node = self.plane.node(node_id)  # looked up again: it may have re-registered
+            if node.version != known:
+                node.sent_version = node.version
+                return web.json_response({"version": node.version, "config": node.config})
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return web.Response(status=304)
+            try:
+                await asyncio.wait_for(self._event(node_id).wait(), remaining)
+            except TimeoutError:
+                return web.Response(status=304)
+
+    async def ack(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        self.plane.node(node_id)  # 404 before 400: an unknown node must register first
+        ack = parse_ack(await self._json_body(request))
+        self.plane.ack(node_id, ack, time.monotonic())
+        if ack.status == "NACK":
+            log(f"NACK from {node_id} for version {ack.version}: {ack.error}")
+        return web.json_response(
+            {"node_id": node_id, "acked_version": self.plane.nodes[node_id].acked_version}
+        )
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "nodes": self.plane.status(time.monotonic()),
+                "heartbeat_s": self.plane.heartbeat_s,
+                "files": [str(p) for p in self.paths],
+                "generation": self.generation,
+                "config_errors": self.config_errors,
+                "load_errors": sorted(self.plane.snapshot.errors.values()),
+                "static_endpoints": [f"{e.host}={e.ip}:{e.port}" for e in self.plane.static],
+            }
+        )
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    @web.middleware
+    async def errors(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except UnknownNode as exc:
+            return _error(404, f"unknown node {exc.args[0]!r}: register first (POST /v1/register)")
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.errors])
+        app.add_routes(
+            [
+                web.post("/v1/register", self.register),
+                web.post("/v1/heartbeat/{node_id}", self.heartbeat),
+                web.get("/v1/config/{node_id}", self.config),
+                web.post("/v1/ack/{node_id}", self.ack),
+                web.get("/v1/status", self.status),
+                web.get("/ready", self.ready),
+            ]
+        )
+        return app
+
+    # background tasks
+
+    async def watch(self) -> None:
+        """Reload when a watched file changes; an invalid edit is reported and changes nothing."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            signature = files_signature(self.paths)
+            if signature == self._signature:
+                continue
+            self._signature = signature
+            started = time.monotonic()
+            try:
+                snapshot = await asyncio.to_thread(self.loader, self.paths)
+                errors = new_errors(self.plane.snapshot, snapshot)
+                if errors:
+                    raise ValueError("; ".join(errors))
+                changed = self.plane.set_snapshot(snapshot)
+            except Exception as exc:  # a failed load or resolution is reported, never a crash
+                self.config_errors = [{"error": str(exc), "at": time.time()}]
+                log(f"invalid configuration, keeping the previous one: {exc}")
+                continue
+            self.config_errors = []
+            self.generation += 1
+            self._wake(changed)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            log(f"configuration reloaded in {elapsed_ms:.0f} ms; {len(changed)} node(s) get a new version")
+
+    async def sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.plane.heartbeat_s / 2)
+            expired, changed = self.plane.expire(time.monotonic())
+            for node_id in expired:
+                log(f"{node_id} missed its heartbeats: removed from every service")
+            self._wake(changed)
+
+
+async def serve(server: ControlServer, host: str, port: int) -> None:
+    runner = web.AppRunner(server.app(), shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    ready.announce("control", host, int(bound[1]))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(server.watch()), asyncio.create_task(server.sweep())]
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await runner.cleanup()

@@ -1,0 +1,342 @@
+"""From manifests to processes (pure: no process is started here).
+
+Kubernetes -> local mapping: each replica of each Deployment is a pod with its own loopback
+address from `network`; its app listens there on its containerPort and its sidecar on Istio's
+ports. Images map to commands: the seed's frontend/backend images to the demo services, an
+OpenTelemetry Collector image to `meshtrace collector` with its ConfigMap, anything else to the
+annotation `meshtrace.dev/command`. What cannot run is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshtrace.config import Bundle, load
+from meshtrace.config.model import Deployment, Service
+from meshtrace.runtime.collector_config import localize
+from meshtrace.runtime.supervisor import ProcessSpec, meshtrace_argv
+
+DEFAULT_MANIFESTS = Path(__file__).resolve().parent.parent / "examples" / "seed"
+COMMAND_ANNOTATION = "meshtrace.dev/command"
+DEMO_IMAGES = {"frontend": "meshtrace.demo.frontend", "backend": "meshtrace.demo.backend"}
+COLLECTOR_IMAGES = ("opentelemetry-collector", "otelcol")
+CONTROL_PORT = 15010
+GATEWAY = ("istio-ingressgateway", "istio-system")
+# Collector ports a Service may expose, and where the local collector serves each.
+OTLP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+@dataclass
+class PodPlan:
+    name: str
+    deployment: str
+    namespace: str
+    ip: str
+    labels: dict[str, str]
+    app_port: int
+    app_argv: list[str] | None
+    app_env: dict[str, str]
+
+    def app_spec(self) -> ProcessSpec:
+        assert self.app_argv is not None
+        return ProcessSpec(
+            name=f"{self.name}/app", argv=self.app_argv, env=self.app_env, ready_tcp=(self.ip, self.app_port)
+        )
+
+    def sidecar_spec(self, control_url: str) -> ProcessSpec:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        argv = meshtrace_argv(
+            "sidecar",
+            "--workload",
+            self.deployment,
+            "--namespace",
+            self.namespace,
+            "--pod",
+            self.name,
+            "--ip",
+            self.ip,
+            "--labels",
+            labels,
+            "--app-port",
+            str(self.app_port),
+            "--control",
+            control_url,
+        )
+        return ProcessSpec(name=f"{self.name}/sidecar", argv=argv, ready=("inbound", "outbound"))
+
+
+@dataclass
+class CollectorPlan:
+    config: dict[str, Any]
+    env: dict[str, str]
+    ready: tuple[str, ...] = ("otlp-grpc", "query")
+
+
+@dataclass
+class Plan:
+    paths: list[Path]
+    host: str
+    control_port: int
+    ingress: tuple[str, int]
+    ui: tuple[str, int]
+    collector: CollectorPlan
+    pods: list[PodPlan] = field(default_factory=list)
+    static_endpoints: list[str] = field(default_factory=list)  # HOST=IP:PORT for the control plane
+    default_service: str | None = None
+    alert_rule_groups: list[list[dict[str, Any]]] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)
+
+    def fixed_addresses(self) -> list[tuple[str, int]]:
+        """Addresses bound with a fixed port, to check before starting anything."""
+        out = [(self.host, self.control_port), self.ingress, self.ui, (self.host, 4317), (self.host, 4318)]
+        for pod in self.pods:
+            if pod.app_argv is not None:
+                out += [
+                    (pod.ip, pod.app_port),
+                    (pod.ip, 15001),
+                    (pod.ip, 15006),
+                    (pod.ip, 15000),
+                    (pod.ip, 15090),
+                ]
+        return out
+
+    def gateway_args(self, control_url: str) -> list[str]:
+        name, namespace = GATEWAY
+        host, port = self.ingress
+        args = [
+            "sidecar",
+            "--mode",
+            "gateway",
+            "--workload",
+            name,
+            "--namespace",
+            namespace,
+            "--pod",
+            f"{name}-0",
+            "--ip",
+            host,
+            "--labels",
+            f"app={name},istio=ingressgateway",
+            "--gateway-port",
+            str(port),
+            # The gateway's own admin ports are of no interest locally: any free ones.
+            "--admin-port",
+            "0",
+            "--stats-port",
+            "0",
+            "--health-port",
+            "0",
+            "--inbound-port",
+            "0",
+            "--outbound-port",
+            "0",
+            "--control",
+            control_url,
+        ]
+        if self.default_service:
+            args += ["--default-service", self.default_service]
+        return args
+
+
+def _image_name(image: str) -> str:
+    """`your-registry/frontend:latest` -> `frontend`."""
+    return image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+
+
+def _is_collector(dep: Deployment) -> bool:
+    return any(any(m in c.image for m in COLLECTOR_IMAGES) for c in dep.containers)
+
+
+def _app_command(dep: Deployment) -> list[str] | None:
+    if COMMAND_ANNOTATION in dep.annotations:
+        return shlex.split(dep.annotations[COMMAND_ANNOTATION])
+    for container in dep.containers:
+        module = DEMO_IMAGES.get(_image_name(container.image))
+        if module is not None:
+            return [sys.executable, "-m", module]
+    return None
+
+
+def _service_hosts(service: Service) -> set[str]:
+    short = service.name
+    ns = f"{service.name}.{service.namespace}"
+    return {short, ns, f"{ns}.svc", f"{ns}.svc.cluster.local"}
+
+
+def make_plan(
+    paths: list[Path],
+    host: str,
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    ingress: tuple[str, int],
+    ui: tuple[str, int],
+    data_dir: Path | None,
+) -> Plan:
+    bundle = load(paths)
+    errors = [p for p in bundle.problems if p.severity == "error" and p.code in ("yaml-error", "read-error")]
+    if errors:
+        raise ValueError("; ".join(f"{p.file}: {p.message}" for p in errors))
+    if not bundle.deployments:
+        raise ValueError("no Deployment in " + ", ".join(map(str, paths)))
+
+    defined: set[str] = set()
+    for service in bundle.services:
+        defined |= _service_hosts(service)
+
+    collectors = [d for d in bundle.deployments if _is_collector(d)]
+    reports: list[str] = []
+    config, collector_service = _collector_config(bundle, collectors, reports)
+    store: dict[str, Any] = {}
+    if data_dir is not None:
+        store["path"] = str(data_dir / "traces.db")
+    run_config, notes = localize(config, host, ui, store, lambda h: h in defined)
+    reports += notes
+
+    plan = Plan(
+        paths=list(paths),
+        host=host,
+        control_port=CONTROL_PORT,
+        ingress=ingress,
+        ui=ui,
+        collector=CollectorPlan(run_config, env={"MY_POD_IP": host, "POD_IP": host}),
+        reports=reports,
+    )
+    otlp_target = f"http://{host}:4317"
+    collector_hosts: set[str] = set()
+    if collector_service is not None:
+        collector_hosts = _service_hosts(collector_service)
+        for port in collector_service.ports:
+            target = port.target_port if isinstance(port.target_port, int) else port.port
+            plan.static_endpoints.append(f"{collector_service.host}:{port.port}={host}:{target}")
+
+    addresses = (str(a) for a in network.hosts())
+    for dep in bundle.deployments:
+        if dep in collectors:
+            continue
+        argv = _app_command(dep)
+        if argv is None:
+            images = ", ".join(c.image for c in dep.containers) or "no image"
+            plan.reports.append(
+                f"Deployment {dep.namespace}/{dep.name} ({images}) cannot run locally: "
+                f"give its command in the annotation {COMMAND_ANNOTATION}"
+            )
+            continue
+        container = dep.containers[0]
+        app_port = container.ports[0].container_port if container.ports else 8080
+        for i in range(dep.replicas):
+            try:
+                ip = next(addresses)
+            except StopIteration:
+                raise ValueError(f"--network {network} has too few addresses for every replica") from None
+            env = _app_env(
+                container.env, ip, app_port, host, otlp_target, collector_hosts, defined, plan.reports
+            )
+            plan.pods.append(
+                PodPlan(
+                    name=f"{dep.name}-{i}",
+                    deployment=dep.name,
+                    namespace=dep.namespace,
+                    ip=ip,
+                    labels=dict(dep.pod_labels),
+                    app_port=app_port,
+                    app_argv=argv,
+                    app_env=env,
+                )
+            )
+    # The gateway sends requests whose Host names no Service to the first Service (in manifest
+    # order) that selects a running Deployment: the seed's and the demo's frontend.
+    served = [d for d in bundle.deployments if any(p.deployment == d.name for p in plan.pods)]
+    plan.default_service = next(
+        (
+            s.host
+            for s in bundle.services
+            if s.selector and any(s.selector.items() <= d.pod_labels.items() for d in served)
+        ),
+        None,
+    )
+    plan.alert_rule_groups = [rule.groups for rule in bundle.prometheus_rules]
+    return plan
+
+
+def _collector_config(
+    bundle: Bundle, collectors: list[Deployment], reports: list[str]
+) -> tuple[dict[str, Any] | None, Service | None]:
+    """The collector config to run (None: the built-in default) and the Service in front of it."""
+    if not collectors:
+        reports.append("no OpenTelemetry Collector Deployment: running the built-in default collector")
+        return None, None
+    dep = collectors[0]
+    for other in collectors[1:]:
+        reports.append(f"Deployment {other.namespace}/{other.name}: a second collector is not run locally")
+    if dep.replicas != 1:
+        reports.append(
+            f"Deployment {dep.namespace}/{dep.name}: {dep.replicas} replicas -> 1 locally "
+            "(the embedded store is single-node)"
+        )
+    maps = [m for m in bundle.config_maps if m.collector_config is not None and m.namespace == dep.namespace]
+    maps.sort(key=lambda m: "collector" not in m.name)
+    config = maps[0].collector_config if maps else None
+    if config is None:
+        reports.append(
+            f"Deployment {dep.namespace}/{dep.name}: no collector ConfigMap found, using the default"
+        )
+    service = next(
+        (
+            s
+            for s in bundle.services
+            if s.namespace == dep.namespace and s.selector and s.selector.items() <= dep.pod_labels.items()
+        ),
+        None,
+    )
+    return config, service
+
+
+def _app_env(
+    declared: dict[str, str | None],
+    ip: str,
+    port: int,
+    host: str,
+    otlp_target: str,
+    collector_hosts: set[str],
+    defined: set[str],
+    reports: list[str],
+) -> dict[str, str]:
+    """The app's environment: its own, with collector addresses made local, plus the pod's."""
+    env: dict[str, str] = {}
+    for name, value in declared.items():
+        if value is None:
+            if name.endswith("POD_IP"):
+                env[name] = ip
+            continue
+        if name in OTLP_ENV:
+            target = value.split("://", 1)[-1].rsplit(":", 1)[0]
+            if (
+                target not in collector_hosts
+                and target not in defined
+                and f"{name}={value}" not in str(reports)
+            ):
+                reports.append(
+                    f"{name}={value}: host {target!r} is not defined by any manifest; using {otlp_target}"
+                )
+            value = otlp_target
+        env[name] = value
+    proxy = f"http://{ip}:15001"
+    no_proxy = ",".join(sorted({"localhost", "127.0.0.1", host}))
+    env.update(
+        {
+            "POD_IP": ip,
+            "PORT": str(port),
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
+            # gRPC reads its own variable too; telemetry must never loop through the sidecar.
+            "no_grpc_proxy": no_proxy,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": env.get("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_target),
+        }
+    )
+    return env

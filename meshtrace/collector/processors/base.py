@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from typing import Any, Generic, TypeVar
 
 from meshtrace.collector.component import Component, ComponentID, Host, Kind, TracesConsumer
@@ -40,8 +40,13 @@ class ProcessorFactory(Generic[C]):
     kind: Kind = Kind.PROCESSOR
 
     def default_config(self) -> dict[str, Any]:
-        config: Any = self.config_type()
-        return asdict(config)
+        """The field defaults, read without `__init__`: a config may be invalid until the user
+        sets a required value (memory_limiter's check_interval and limit)."""
+        out: dict[str, Any] = {}
+        for f in fields(self.config_type):  # type: ignore[arg-type]
+            value = f.default_factory() if f.default_factory is not MISSING else f.default
+            out[f.name] = asdict(value) if is_dataclass(value) else value  # type: ignore[arg-type]
+        return out
 
     def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
         if next_consumer is None:

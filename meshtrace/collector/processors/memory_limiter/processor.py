@@ -1,0 +1,182 @@
+"""The memory_limiter processor.
+
+Usage is the process's RSS at the last check plus the bytes of requests accepted since then that
+are still inside the pipeline, so a burst between two checks is refused before the next reading.
+CPython keeps freed memory in its allocators and glibc rarely returns it to the OS, so RSS alone
+would stay high after a spike and refuse forever: when over the soft limit the limiter collects
+garbage (over the hard limit, or at most every `min_gc_interval_when_soft_limited`) and then asks
+glibc to give free pages back (`malloc_trim`) before reading RSS again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+from meshtrace.collector.component import ComponentID, Host, RefusedError, TracesConsumer
+from meshtrace.collector.processors.base import TracesProcessor
+from meshtrace.collector.processors.memory_limiter.config import MemoryLimiterConfig
+from meshtrace.collector.telemetry import rss_bytes
+from meshtrace.model import Traces
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+def total_memory() -> int:
+    """The memory this process may use: the cgroup v2 limit if set, else the machine's RAM."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text != "max":
+            return int(text)
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("cannot read the total memory from /proc/meminfo")
+
+
+def _load_malloc_trim() -> Callable[[], None]:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = libc.malloc_trim if libc is not None else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        trim = None
+    if trim is None:
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def trim_heap() -> None:
+        trim(0)
+
+    return trim_heap
+
+
+malloc_trim = _load_malloc_trim()
+
+
+def collect_and_trim() -> None:
+    gc.collect()
+    malloc_trim()
+
+
+def limits(config: MemoryLimiterConfig, total: Callable[[], int] = total_memory) -> tuple[int, int]:
+    """(hard, soft) limits in bytes."""
+    if config.limit_mib:
+        hard = config.limit_mib * MIB
+        spike = config.spike_limit_mib * MIB if config.spike_limit_mib else hard // 5
+    else:
+        memory = total()
+        hard = memory * config.limit_percentage // 100
+        spike = memory * config.spike_limit_percentage // 100 if config.spike_limit_percentage else hard // 5
+    return hard, hard - spike
+
+
+class MemoryLimiter:
+    """The decision (sans-IO apart from the injected readers): refuse or accept, collect when."""
+
+    def __init__(
+        self,
+        hard: int,
+        soft: int,
+        read_memory: Callable[[], int] = rss_bytes,
+        collect: Callable[[], None] = collect_and_trim,
+        trim: Callable[[], None] = malloc_trim,
+        clock: Callable[[], float] = time.monotonic,
+        soft_gc_interval: float = 10.0,
+        hard_gc_interval: float = 0.0,
+    ) -> None:
+        self.hard, self.soft = hard, soft
+        self.read_memory, self.collect, self.trim, self.clock = read_memory, collect, trim, clock
+        self.soft_gc_interval, self.hard_gc_interval = soft_gc_interval, hard_gc_interval
+        self.in_flight = 0  # bytes of accepted requests not yet through the rest of the pipeline
+        self._rss = 0
+        self._in_flight_at_check = 0
+        self._last_gc = float("-inf")
+        self.refusing = False
+
+    def usage(self) -> int:
+        return self._rss + max(0, self.in_flight - self._in_flight_at_check)
+
+    def check(self) -> None:
+        """Read memory (every check_interval); collect and trim when over the limits."""
+        rss = self.read_memory()
+        if rss > self.soft:
+            now = self.clock()
+            interval = self.hard_gc_interval if rss > self.hard else self.soft_gc_interval
+            if now - self._last_gc >= interval:
+                self.collect()
+                self._last_gc = now
+            else:
+                self.trim()
+            rss = self.read_memory()
+        self._rss, self._in_flight_at_check = rss, self.in_flight
+        refusing = self.usage() > self.soft
+        if refusing != self.refusing:
+            log.warning(
+                "memory usage %.1f MiB %s the soft limit %.1f MiB: %s data",
+                self.usage() / MIB,
+                "above" if refusing else "back under",
+                self.soft / MIB,
+                "refusing" if refusing else "accepting",
+            )
+        self.refusing = refusing
+
+    def admit(self, size: int) -> bool:
+        """Whether a request of `size` bytes may enter now."""
+        return not self.refusing and self._rss + max(0, self.in_flight + size - self._in_flight_at_check) <= (
+            self.soft
+        )
+
+
+class MemoryLimiterProcessor(TracesProcessor):
+    def __init__(self, id: ComponentID, config: MemoryLimiterConfig, next_consumer: TracesConsumer) -> None:
+        super().__init__(id, next_consumer)
+        self.interval = float(config.check_interval)
+        hard, soft = limits(config)
+        self.limiter = MemoryLimiter(
+            hard,
+            soft,
+            soft_gc_interval=float(config.min_gc_interval_when_soft_limited),
+            hard_gc_interval=float(config.min_gc_interval_when_hard_limited),
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, host: Host) -> None:
+        self.limiter.check()
+        self._task = asyncio.create_task(self._run(), name=f"{self.id} checks")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.limiter.check()
+
+    async def consume_traces(self, traces: Traces) -> None:
+        n = len(traces)
+        self.items.incoming(n)
+        size = len(traces.encoded())
+        if not self.limiter.admit(size):
+            raise RefusedError(
+                f"data refused due to high memory usage (soft limit {self.limiter.soft // MIB} MiB)",
+                retry_after=max(self.interval, 1.0),
+            )
+        self.limiter.in_flight += size
+        try:
+            await self.next.consume_traces(traces)
+        finally:
+            self.limiter.in_flight -= size
+        self.items.outgoing(n)
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -73,13 +73,33 @@ class Host(Protocol):
 
 
 class Component(Protocol):
+    """Started once with the `Host`; `shutdown` flushes what it holds downstream (processors).
+
+    Exporters may also have `async drain(timeout: float)`: on shutdown the service calls it
+    first, to send what is queued for at most `timeout` seconds (see exporters/helper)."""
+
     async def start(self, host: Host) -> None: ...
 
     async def shutdown(self) -> None: ...
 
 
+class PipelineWatcher(Protocol):
+    """Optional for extensions (health_check): told when every pipeline has started / is stopping."""
+
+    def ready(self) -> None: ...
+
+    def not_ready(self) -> None: ...
+
+
 class Factory(Protocol):
     """Creates one component type. `create` receives the validated config, with defaults applied.
+
+    Config: if the factory has a `config_type` attribute (a dataclass, see
+    `meshtrace.collector.schema`), the YAML is decoded into it (unknown keys, wrong types and
+    `__post_init__` ValueErrors are reported with their key path) and `create` gets the instance;
+    `default_config()` should then return `dataclasses.asdict(config_type())`. Without
+    `config_type`, `create` gets `default_config()` deep-merged with the YAML, and keys not in
+    `default_config()` are errors.
 
     `next_consumer` is the processor or exporter fan-out after a receiver/processor; None for
     exporters and extensions.

@@ -1,0 +1,460 @@
+"""Loading and checking the Collector's own YAML config.
+
+`load(files, sets, env)` reads one or more files (plain collector YAML or a Kubernetes ConfigMap
+whose `data` holds `config.yaml`), expands `${env:VAR}` / `${VAR}` (`${env:VAR:-default}`, `$$`
+for a literal `$`), applies `--set a.b.c=v` overrides and returns the raw mapping.
+`resolve(raw)` checks it and builds a `CollectorConfig`; `check(raw)` returns only the problems.
+Both are pure: they read no files and no environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from meshtrace.collector import registry
+from meshtrace.collector.component import ComponentID, Kind
+from meshtrace.collector.schema import ERROR, WARNING, Problem, decode, host_port
+
+__all__ = ["CollectorConfig", "ConfigError", "Problem", "check", "load", "resolve"]
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:8888"
+SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions", "service")
+SIGNALS = ("traces", "metrics", "logs")
+CONFIGMAP_KEYS = ("config.yaml", "config.yml", "relay", "collector.yaml")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be read or parsed at all."""
+
+
+# --- service section -------------------------------------------------------------------------
+
+
+@dataclass
+class PipelineSpec:
+    receivers: list[str] = field(default_factory=list)
+    processors: list[str] = field(default_factory=list)
+    exporters: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PrometheusPull:
+    host: str = "127.0.0.1"
+    port: int = 8888
+    without_type_suffix: bool = False
+    without_units: bool = False
+    without_scope_info: bool = False
+
+
+@dataclass
+class PullExporter:
+    prometheus: PrometheusPull | None = None
+
+
+@dataclass
+class PullReader:
+    exporter: PullExporter = field(default_factory=PullExporter)
+
+
+@dataclass
+class MetricReader:
+    pull: PullReader | None = None
+    periodic: dict[str, Any] | None = None
+
+
+@dataclass
+class MetricsTelemetry:
+    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+    address: str | None = None
+    readers: list[MetricReader] = field(default_factory=list)
+
+
+@dataclass
+class Telemetry:
+    metrics: MetricsTelemetry = field(default_factory=MetricsTelemetry)
+    # Logs, traces and resource settings are accepted and not interpreted (only logs.level is).
+    logs: dict[str, Any] = field(default_factory=dict)
+    traces: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Service:
+    extensions: list[str] = field(default_factory=list)
+    pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
+    telemetry: Telemetry = field(default_factory=Telemetry)
+
+
+# --- resolved config ---------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentConfig:
+    id: ComponentID
+    kind: Kind
+    type: str  # the registered type (after aliases: `otlp` exporter -> `otlp_grpc`)
+    config: Any  # the factory's decoded config
+
+
+@dataclass
+class Pipeline:
+    name: str  # "traces" or "traces/<name>"
+    receivers: list[ComponentID]
+    processors: list[ComponentID]
+    exporters: list[ComponentID]
+
+
+@dataclass
+class MetricsEndpoint:
+    host: str
+    port: int
+    type_suffix: bool  # append `_total` to counters (a configured Prometheus reader does)
+
+
+@dataclass
+class CollectorConfig:
+    components: dict[tuple[Kind, ComponentID], ComponentConfig]
+    pipelines: list[Pipeline]
+    extensions: list[ComponentID]
+    metrics: MetricsEndpoint | None  # None: self-metrics off (level none)
+    log_level: str = "info"
+
+    def component(self, kind: Kind, id: ComponentID) -> ComponentConfig:
+        return self.components[(kind, id)]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _extract(docs: list[Any], source: str) -> dict[str, Any]:
+    """The collector config among a file's YAML documents (a ConfigMap's data, or the document)."""
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+            data = doc.get("data") or {}
+            keys = [k for k in CONFIGMAP_KEYS if k in data] or [
+                k for k in data if str(k).endswith((".yaml", ".yml"))
+            ]
+            if keys:
+                try:
+                    inner = yaml.safe_load(data[keys[0]]) or {}
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{source}: data.{keys[0]}: invalid YAML: {exc}") from exc
+                if not isinstance(inner, dict):
+                    raise ConfigError(f"{source}: data.{keys[0]}: expected a mapping")
+                return inner
+    for doc in docs:
+        if isinstance(doc, dict) and any(k in doc for k in SECTIONS):
+            return doc
+    if docs and all(d is None for d in docs):
+        return {}
+    raise ConfigError(
+        f"{source}: no collector config (neither a config mapping nor a ConfigMap with config.yaml)"
+    )
+
+
+def load_text(text: str, source: str = "<config>") -> dict[str, Any]:
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+    return _extract(docs, source)
+
+
+_REF = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, env: Mapping[str, str], problems: list[Problem], path: str = "") -> Any:
+    """`${env:VAR}`, `${VAR}` and `${env:VAR:-default}` in every string; `$$` is a literal `$`.
+
+    A string that is exactly one reference takes the variable's value parsed as YAML (the
+    Collector does the same, so `${env:PORT}` can be an int)."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, problems, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, problems, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, default = match[1], match[2]
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(Problem(WARNING, path, f"environment variable {name} is not set: using ''"))
+        return ""
+
+    whole = _REF.fullmatch(value)
+    result = _REF.sub(sub, value)
+    if whole is not None and whole[0] != "$$":
+        return _yaml_scalar(result)
+    return result
+
+
+def _yaml_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def apply_set(config: dict[str, Any], assignment: str) -> None:
+    """`--set a.b.c=v` (or `a::b::c=v`, the Collector's separator): v is parsed as a YAML scalar."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE")
+    parts = key.strip().split("::") if "::" in key else key.strip().split(".")
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = _yaml_scalar(value)
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of mappings (later files win; lists are replaced), as the Collector merges --config."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(
+    files: Iterable[Path], sets: Iterable[str] = (), env: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The raw config from files (the built-in default when none), env-expanded, with --set applied."""
+    paths = list(files) or [DEFAULT_CONFIG]
+    raw: dict[str, Any] = {}
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        raw = merge(raw, load_text(text, str(path)))
+    problems: list[Problem] = []
+    raw = expand_env(raw, env or {}, problems)
+    for assignment in sets:
+        apply_set(raw, assignment)
+    return raw, problems
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+
+def _component_config(kind: Kind, type_: str, raw: Any, path: str) -> tuple[Any, list[Problem]]:
+    factory = registry.factory(kind, type_)
+    config_type = getattr(factory, "config_type", None)
+    if config_type is not None:
+        return decode(config_type, raw, path)
+    problems: list[Problem] = []
+    defaults = factory.default_config()
+    if raw is not None and not isinstance(raw, dict):
+        return defaults, [Problem(ERROR, path, f"expected a mapping, got {raw!r}")]
+    _unknown_keys(defaults, raw or {}, path, problems)
+    return merge(defaults, raw or {}), problems
+
+
+def _unknown_keys(defaults: Mapping[str, Any], raw: Mapping[str, Any], path: str, out: list[Problem]) -> None:
+    for key, value in raw.items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            out.append(Problem(ERROR, f"{path}.{key}", f"unknown key {key!r} (known keys: {known})"))
+        elif isinstance(defaults[key], dict) and defaults[key] and isinstance(value, dict):
+            _unknown_keys(defaults[key], value, f"{path}.{key}", out)
+
+
+def _all_interfaces(raw: Any, path: str, out: list[Problem]) -> None:
+    """Warn about every `endpoint` that binds all interfaces (DESIGN: 127.0.0.1 unless asked)."""
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            sub = f"{path}.{key}"
+            if (
+                key == "endpoint"
+                and isinstance(value, str)
+                and (value.startswith(("0.0.0.0:", "[::]:", ":")) or value in ("0.0.0.0", "::"))
+            ):
+                out.append(
+                    Problem(WARNING, sub, f"{value} binds all interfaces (reachable from other hosts)")
+                )
+            else:
+                _all_interfaces(value, sub, out)
+
+
+def _metrics_endpoint(telemetry: Telemetry, out: list[Problem]) -> MetricsEndpoint | None:
+    metrics = telemetry.metrics
+    if metrics.level == "none":
+        return None
+    for i, reader in enumerate(metrics.readers):
+        path = f"service.telemetry.metrics.readers[{i}]"
+        if reader.periodic is not None:
+            out.append(
+                Problem(WARNING, f"{path}.periodic", "periodic (push) readers are not supported; ignored")
+            )
+        if reader.pull is not None and reader.pull.exporter.prometheus is not None:
+            prom = reader.pull.exporter.prometheus
+            return MetricsEndpoint(prom.host, prom.port, type_suffix=not prom.without_type_suffix)
+    address = metrics.address or DEFAULT_METRICS_ADDRESS
+    try:
+        host, port = host_port(address, "address")
+    except ValueError as exc:
+        out.append(Problem(ERROR, "service.telemetry.metrics.address", str(exc)))
+        return None
+    if host in ("0.0.0.0", "::", ""):
+        out.append(Problem(WARNING, "service.telemetry.metrics.address", f"{address} binds all interfaces"))
+    return MetricsEndpoint(host, port, type_suffix=False)
+
+
+def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Problem]]:
+    """The checked config, or None when there is any error; and every problem found."""
+    problems: list[Problem] = []
+    if not isinstance(raw, Mapping):
+        return None, [Problem(ERROR, "", "the config must be a mapping")]
+    for key in raw:
+        if key not in SECTIONS:
+            problems.append(
+                Problem(ERROR, str(key), f"unknown key {key!r} (known keys: {', '.join(SECTIONS)})")
+            )
+    if raw.get("connectors"):
+        problems.append(Problem(WARNING, "connectors", "connectors are not supported yet; skipped"))
+
+    service, found = decode(Service, raw.get("service"), "service")
+    problems += found
+
+    # Which kinds of component each pipeline uses, to know what is used only by skipped pipelines.
+    pipelines: list[Pipeline] = []
+    skipped_refs: set[tuple[Kind, str]] = set()
+    trace_refs: set[tuple[Kind, str]] = set()
+    for name, spec in service.pipelines.items():
+        path = f"service.pipelines.{name}"
+        signal, _, _suffix = name.partition("/")
+        refs = {
+            (kind, ref)
+            for kind, ids in (
+                (Kind.RECEIVER, spec.receivers),
+                (Kind.PROCESSOR, spec.processors),
+                (Kind.EXPORTER, spec.exporters),
+            )
+            for ref in ids
+        }
+        if signal not in SIGNALS:
+            problems.append(Problem(ERROR, path, f"unknown signal {signal!r} (known: {', '.join(SIGNALS)})"))
+            continue
+        if signal != "traces":
+            problems.append(Problem(WARNING, path, f"{signal} pipelines are not supported yet; skipped"))
+            skipped_refs |= refs
+            continue
+        trace_refs |= refs
+        pipeline = Pipeline(name, [], [], [])
+        for kind, ids, target in (
+            (Kind.RECEIVER, spec.receivers, pipeline.receivers),
+            (Kind.PROCESSOR, spec.processors, pipeline.processors),
+            (Kind.EXPORTER, spec.exporters, pipeline.exporters),
+        ):
+            section = raw.get(kind.section) or {}
+            for i, ref in enumerate(ids):
+                ref_path = f"{path}.{kind.section}[{i}]"
+                connectors = raw.get("connectors") or {}
+                if ref in connectors and kind in (Kind.RECEIVER, Kind.EXPORTER):
+                    problems.append(
+                        Problem(WARNING, ref_path, f"connector {ref!r} is not supported yet; skipped")
+                    )
+                    continue
+                if ref not in section:
+                    problems.append(
+                        Problem(ERROR, ref_path, f"{kind.value} {ref!r} is not defined in {kind.section}")
+                    )
+                    continue
+                try:
+                    cid = ComponentID.parse(ref)
+                except ValueError as exc:
+                    problems.append(Problem(ERROR, ref_path, str(exc)))
+                    continue
+                if cid in target:
+                    problems.append(Problem(ERROR, ref_path, f"{ref!r} is listed twice"))
+                    continue
+                target.append(cid)
+        for kind, ids in ((Kind.RECEIVER, spec.receivers), (Kind.EXPORTER, spec.exporters)):
+            if not ids:
+                problems.append(
+                    Problem(ERROR, f"{path}.{kind.section}", f"a pipeline needs at least one {kind.value}")
+                )
+        pipelines.append(pipeline)
+    if not pipelines and not any(p.severity == ERROR for p in problems):
+        problems.append(Problem(ERROR, "service.pipelines", "no traces pipeline: nothing to run"))
+
+    extension_section = raw.get("extensions") or {}
+    extensions: list[ComponentID] = []
+    for i, ref in enumerate(service.extensions):
+        if ref not in extension_section:
+            problems.append(
+                Problem(ERROR, f"service.extensions[{i}]", f"extension {ref!r} is not defined in extensions")
+            )
+            continue
+        extensions.append(ComponentID.parse(ref))
+        trace_refs.add((Kind.EXTENSION, ref))
+
+    components: dict[tuple[Kind, ComponentID], ComponentConfig] = {}
+    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
+        section = raw.get(kind.section)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            problems.append(Problem(ERROR, kind.section, "expected a mapping of component ids"))
+            continue
+        for ref, comp_raw in section.items():
+            path = f"{kind.section}.{ref}"
+            try:
+                cid = ComponentID.parse(ref)
+            except ValueError as exc:
+                problems.append(Problem(ERROR, path, str(exc)))
+                continue
+            type_, warning = registry.canonical(kind, cid.type)
+            if type_ not in registry.TABLES[kind]:
+                only_skipped = (kind, ref) in skipped_refs and (kind, ref) not in trace_refs
+                types_ = ", ".join(registry.known(kind)) or "none yet"
+                message = f"unknown {kind.value} type {cid.type!r} (known types: {types_})"
+                if only_skipped:
+                    problems.append(Problem(WARNING, path, message + "; used only by skipped pipelines"))
+                else:
+                    problems.append(Problem(ERROR, path, message))
+                continue
+            if warning:
+                problems.append(Problem(WARNING, path, warning))
+            if kind in (Kind.RECEIVER, Kind.EXTENSION):
+                _all_interfaces(comp_raw, path, problems)
+            config, found = _component_config(kind, type_, comp_raw, path)
+            problems += found
+            components[(kind, cid)] = ComponentConfig(cid, kind, type_, config)
+
+    metrics = _metrics_endpoint(service.telemetry, problems)
+    log_level = str(service.telemetry.logs.get("level", "info")).lower()
+    if any(p.severity == ERROR for p in problems):
+        return None, problems
+    return CollectorConfig(components, pipelines, extensions, metrics, log_level), problems
+
+
+def check(config: Mapping[str, Any]) -> list[Problem]:
+    """Every problem in a raw collector config (errors and warnings), with key paths. Pure."""
+    return resolve(config)[1]
+
+
+def defaults_of(config_type: type) -> dict[str, Any]:
+    """`default_config()` for a factory with a dataclass `config_type`."""
+    return dataclasses.asdict(config_type())

@@ -1,0 +1,1 @@
+"""Exporters: components at the end of pipelines that send spans somewhere."""

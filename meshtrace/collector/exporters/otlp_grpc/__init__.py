@@ -1,0 +1,152 @@
+"""The `otlp_grpc` exporter (alias `otlp`): OTLP/gRPC `TraceService/Export`, sending the encoded
+request bytes as they arrived (no re-encoding), queued and retried by exporterhelper.
+
+Retryable gRPC codes follow the Collector: CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE,
+UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED when the server sends RetryInfo (its delay is
+honoured). Every other code drops the batch (counted as send failed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from meshtrace.collector.component import (
+    Component,
+    ComponentID,
+    Host,
+    Kind,
+    PermanentError,
+    RefusedError,
+    TracesConsumer,
+)
+from meshtrace.collector.exporters import tls
+from meshtrace.collector.exporters.helper import QueueConfig, QueuedSender, RetryConfig
+from meshtrace.collector.schema import Duration
+from meshtrace.model import Traces
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+RETRYABLE = {
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS,
+}
+
+
+@dataclass
+class OtlpGrpcConfig:
+    endpoint: str = ""
+    tls: tls.TLSConfig = field(default_factory=tls.TLSConfig)
+    compression: Literal["gzip", "none", ""] = "gzip"
+    timeout: Duration = 5.0
+    headers: dict[str, str] = field(default_factory=dict)
+    sending_queue: QueueConfig = field(default_factory=QueueConfig)
+    retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
+    balancer_name: str = "round_robin"
+    wait_for_ready: bool = False
+    keepalive: dict[str, Any] = field(default_factory=dict)
+    read_buffer_size: int = 0
+    write_buffer_size: int = 512 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.endpoint:
+            raise ValueError("endpoint must be set (host:port)")
+
+
+def target(config: OtlpGrpcConfig) -> tuple[str, bool]:
+    """(gRPC target, secure?) from the endpoint: an http:// scheme or tls.insecure means plaintext."""
+    endpoint = config.endpoint
+    for scheme, secure in (("http://", False), ("https://", True)):
+        if endpoint.startswith(scheme):
+            return endpoint[len(scheme) :].rstrip("/"), secure and not config.tls.insecure
+    return endpoint, not config.tls.insecure
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
+    """The RetryInfo delay a server put in grpc-status-details-bin, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.RetryInfo()
+                if detail.Unpack(info):
+                    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
+
+
+class OtlpGrpcExporter:
+    def __init__(self, id: ComponentID, config: OtlpGrpcConfig) -> None:
+        self.id = id
+        self.config = config
+        self.sender = QueuedSender(id, self._send, config.sending_queue, config.retry_on_failure)
+        self.consume_traces = self.sender.consume_traces
+        self.drain = self.sender.drain
+        self._channel: grpc.aio.Channel | None = None
+        self._call: Any = None
+        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+
+    async def _send(self, traces: Traces) -> None:
+        try:
+            await self._call(
+                traces.encoded(),
+                timeout=self.config.timeout or None,
+                metadata=self._metadata or None,
+                wait_for_ready=self.config.wait_for_ready,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            message = f"{code.name}: {exc.details()}"
+            delay = retry_delay(exc)
+            if code in RETRYABLE or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
+                raise RefusedError(message, delay) from None
+            raise PermanentError(message) from None
+
+    async def start(self, host: Host) -> None:
+        address, secure = target(self.config)
+        options: list[tuple[str, Any]] = [
+            ("grpc.enable_retries", 0),  # exporterhelper retries; gRPC's own would hide failures
+            ("grpc.lb_policy_name", self.config.balancer_name or "pick_first"),
+        ]
+        compression = (
+            grpc.Compression.Gzip if self.config.compression == "gzip" else grpc.Compression.NoCompression
+        )
+        if secure:
+            credentials = grpc.ssl_channel_credentials(
+                tls.read(self.config.tls.ca_file),
+                tls.read(self.config.tls.key_file),
+                tls.read(self.config.tls.cert_file),
+            )
+            if self.config.tls.server_name_override:
+                options.append(("grpc.ssl_target_name_override", self.config.tls.server_name_override))
+            self._channel = grpc.aio.secure_channel(address, credentials, options, compression)
+        else:
+            self._channel = grpc.aio.insecure_channel(address, options, compression)
+        # No (de)serializers: the request is the encoded bytes, the response is ignored.
+        self._call = self._channel.unary_unary(EXPORT)
+        self.sender.start()
+
+    async def shutdown(self) -> None:
+        await self.sender.stop()
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class OtlpGrpcFactory:
+    type = "otlp_grpc"
+    kind = Kind.EXPORTER
+    config_type = OtlpGrpcConfig
+
+    def default_config(self) -> dict[str, Any]:
+        return asdict(OtlpGrpcConfig(endpoint="localhost:4317"))
+
+    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
+        return OtlpGrpcExporter(id, config)
+
+
+factory = OtlpGrpcFactory()

@@ -1,0 +1,1 @@
+"""Extensions: components outside pipelines (health_check; the query extension lives in meshtrace/query)."""

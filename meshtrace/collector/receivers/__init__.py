@@ -1,0 +1,1 @@
+"""Receivers: components that take spans from the network and push them into pipelines."""

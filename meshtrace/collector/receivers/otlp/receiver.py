@@ -1,0 +1,235 @@
+"""The otlp receiver: OTLP/gRPC (grpcio aio) and OTLP/HTTP (aiohttp) into the pipeline.
+
+Requests stay encoded: the protobuf body is parsed once (upb, in C) to validate it and count
+spans, and both the bytes and the parsed message travel on in `Traces`, so exporters forward the
+original bytes. Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400;
+the pipeline refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After
+when the refusal says how long); a permanent rejection -> INVALID_ARGUMENT / 400.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from meshtrace import ready
+from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError, TracesConsumer
+from meshtrace.collector.httpserve import serve
+from meshtrace.collector.receivers.otlp.config import MIB, GrpcConfig, HttpConfig, OtlpReceiverConfig
+from meshtrace.collector.schema import host_port
+from meshtrace.collector.telemetry import TELEMETRY, ReceiverMetrics
+from meshtrace.model import Traces, otlp_json
+
+log = logging.getLogger(__name__)
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
+
+
+def check_ids(request: ExportTraceServiceRequest) -> None:
+    """PermanentError naming the first span whose trace or span id has the wrong length
+    (empty ids are let through, as the Collector's decoder does)."""
+    for r, rs in enumerate(request.resource_spans):
+        for s, ss in enumerate(rs.scope_spans):
+            for i, span in enumerate(ss.spans):
+                for name, value, size in (
+                    ("trace_id", span.trace_id, 16),
+                    ("span_id", span.span_id, 8),
+                    ("parent_span_id", span.parent_span_id, 8),
+                ):
+                    if value and len(value) != size:
+                        raise PermanentError(
+                            f"resource_spans[{r}].scope_spans[{s}].spans[{i}].{name}: "
+                            f"expected {size} bytes, got {len(value)}"
+                        )
+
+
+def decode_protobuf(body: bytes) -> Traces:
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as exc:
+        raise PermanentError(f"cannot decode protobuf ExportTraceServiceRequest: {exc}") from None
+    check_ids(request)
+    return Traces(encoded=body, message=request)
+
+
+def decode_json(body: bytes) -> Traces:
+    try:
+        return Traces.from_message(otlp_json.loads(body))
+    except ValueError as exc:
+        raise PermanentError(f"cannot decode OTLP/JSON: {exc}") from None
+
+
+class Outcome:
+    """What to answer: a gRPC code / HTTP status, a message, and a Retry-After if known."""
+
+    __slots__ = ("grpc_code", "http_status", "message", "retry_after")
+
+    def __init__(
+        self, grpc_code: grpc.StatusCode, http_status: int, message: str, retry_after: float | None = None
+    ) -> None:
+        self.grpc_code, self.http_status, self.message, self.retry_after = (
+            grpc_code,
+            http_status,
+            message,
+            retry_after,
+        )
+
+
+async def push(next_consumer: TracesConsumer, traces: Traces, metrics: ReceiverMetrics) -> Outcome | None:
+    """Hand a batch to the pipeline and count it; None when accepted."""
+    count = traces.span_count()
+    try:
+        await next_consumer.consume_traces(traces)
+    except RefusedError as exc:
+        metrics.refused_spans.add(count)
+        return Outcome(grpc.StatusCode.UNAVAILABLE, 503, str(exc), exc.retry_after)
+    except PermanentError as exc:
+        metrics.refused_spans.add(count)
+        return Outcome(grpc.StatusCode.INVALID_ARGUMENT, 400, str(exc))
+    except Exception as exc:
+        log.exception("pipeline failed")
+        metrics.refused_spans.add(count)
+        return Outcome(grpc.StatusCode.UNAVAILABLE, 503, f"pipeline error: {exc}")
+    metrics.accepted_spans.add(count)
+    return None
+
+
+class OtlpReceiver:
+    def __init__(self, id: ComponentID, config: OtlpReceiverConfig, next_consumer: TracesConsumer) -> None:
+        self.id = id
+        self.config = config
+        self.next = next_consumer
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+
+    # --- gRPC ---
+
+    async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        metrics = self._grpc_metrics
+        try:
+            traces = decode_protobuf(request)
+        except PermanentError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        outcome = await push(self.next, traces, metrics)
+        if outcome is not None:
+            await context.abort(outcome.grpc_code, outcome.message)
+        return EMPTY_RESPONSE
+
+    async def _start_grpc(self, config: GrpcConfig) -> None:
+        self._grpc_metrics = TELEMETRY.receiver(self.id, "grpc")
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * MIB),
+            ("grpc.so_reuseport", 0),
+        ]
+        if config.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
+        server = grpc.aio.server(options=options)
+        # Raw bytes in and out (no (de)serializers): the receiver parses once itself.
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        host, _ = host_port(config.endpoint)
+        port = server.add_insecure_port(config.endpoint)
+        await server.start()
+        self._grpc = server
+        ready.announce(f"{self.id}-grpc", host, port)
+
+    # --- HTTP ---
+
+    async def _http_traces(self, request: web.Request) -> web.StreamResponse:
+        config = self.config.protocols.http
+        assert config is not None
+        if request.method != "POST":
+            return web.Response(
+                status=405, headers={"Allow": "POST"}, text="405 method not allowed, supported: [POST]"
+            )
+        content_type = request.content_type
+        if content_type not in (PROTOBUF, "application/protobuf", JSON):
+            return web.Response(
+                status=415,
+                text=f"415 unsupported media type, supported: [{JSON}, {PROTOBUF}]",
+            )
+        encoding = JSON if content_type == JSON else PROTOBUF
+        limit = config.max_request_body_size
+        if request.content_length is not None and request.content_length > limit:
+            return _status(encoding, 413, 8, f"request body over {limit} bytes")
+        try:
+            body = await _read_limited(request, limit)
+        except _TooLarge:
+            return _status(encoding, 413, 8, f"request body over {limit} bytes")
+        except Exception as exc:  # aiohttp: broken gzip, unknown Content-Encoding, reset connection
+            return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
+        try:
+            traces = decode_json(body) if encoding == JSON else decode_protobuf(body)
+        except PermanentError as exc:
+            return _status(encoding, 400, 3, str(exc))
+        outcome = await push(self.next, traces, self._http_metrics)
+        if outcome is not None:
+            response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
+            if outcome.retry_after is not None:
+                response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
+            return response
+        if encoding == JSON:
+            return web.Response(body=b"{}", content_type=JSON)
+        return web.Response(body=EMPTY_RESPONSE, content_type=PROTOBUF)
+
+    async def _start_http(self, config: HttpConfig) -> None:
+        self._http_metrics = TELEMETRY.receiver(self.id, "http")
+        app = web.Application()
+        app.router.add_route("*", config.traces_url_path, self._http_traces)
+        host, port = host_port(config.endpoint)
+        self._http = await serve(app, host, port, f"{self.id}-http")
+
+    # --- Component ---
+
+    async def start(self, host: Host) -> None:
+        if self.config.protocols.grpc is not None:
+            await self._start_grpc(self.config.protocols.grpc)
+        if self.config.protocols.http is not None:
+            await self._start_http(self.config.protocols.http)
+
+    async def shutdown(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        if self._http is not None:
+            await self._http.cleanup()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The (already gunzipped by aiohttp) body, refusing more than `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+
+
+def _status(encoding: str, http_status: int, code: int, message: str) -> web.Response:
+    """An error answer with a google.rpc.Status body in the request's encoding (OTLP/HTTP spec)."""
+    if encoding == JSON:
+        return web.json_response({"code": code, "message": message}, status=http_status)
+    body = status_pb2.Status(code=code, message=message).SerializeToString()
+    return web.Response(status=http_status, body=body, content_type=PROTOBUF)

@@ -1,0 +1,76 @@
+"""`meshtrace explain` and `meshtrace lint`: thin shells over `effective_config` and `lint`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from meshtrace.config.loader import load
+from meshtrace.config.resolve import effective_config
+
+
+def _labels(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    out: dict[str, str] = {}
+    for item in (p.strip() for p in value.split(",")):
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not k=v")
+        out[key.strip()] = val.strip()
+    return out
+
+
+@click.command()
+@click.option(
+    "-f", "--filename", "paths", multiple=True, required=True, help="YAML file or folder (repeatable)."
+)
+@click.option("--workload", required=True, help="Workload (Deployment) name.")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--labels", callback=_labels, help="k=v,... labels of a workload no Deployment defines.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(
+    paths: tuple[str, ...], workload: str, namespace: str, labels: dict[str, str] | None, output: str
+) -> None:
+    """Show a workload's effective tracing and metrics config and where each value came from."""
+    from meshtrace.config.explain import render_text
+
+    bundle = load(paths)
+    errors = [p for p in bundle.problems if p.code in ("read-error", "empty-folder")]
+    for p in errors:
+        click.echo(f"meshtrace explain: {p.file}: {p.message}", err=True)
+    if errors and not bundle.documents:
+        sys.exit(2)
+    doc = effective_config(bundle, workload, namespace, labels=labels, env=os.environ)
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        render_text(doc)
+
+
+def _dump(findings: list[dict[str, Any]]) -> str:
+    return json.dumps(findings, indent=2)
+
+
+@click.command()
+@click.option(
+    "-f", "--filename", "paths", multiple=True, required=True, help="YAML file or folder (repeatable)."
+)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def lint(paths: tuple[str, ...], output: str) -> None:
+    """Check Istio, Kubernetes and Collector config for mistakes (like istioctl analyze); exit 1 on errors."""
+    from meshtrace.config.lint import lint as run_lint
+    from meshtrace.config.lint import render_text
+
+    findings = run_lint(load(paths))
+    if output == "json":
+        click.echo(_dump([f.as_dict() for f in findings]))
+    else:
+        render_text(findings)
+    sys.exit(1 if any(f.severity == "error" for f in findings) else 0)

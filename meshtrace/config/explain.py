@@ -1,0 +1,140 @@
+"""Text rendering of a config document for `meshtrace explain` (rich tables with provenance)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# (document key inside a tracing direction, label)
+_ROWS = (
+    ("enabled", "spans reported"),
+    ("provider", "provider"),
+    ("random_sampling_percentage", "sampling %"),
+    ("custom_tags", "custom tags"),
+    ("disable_span_reporting", "disableSpanReporting"),
+    ("use_request_id_for_trace_sampling", "useRequestIdForTraceSampling"),
+    ("enable_istio_tags", "enableIstioTags"),
+    ("max_path_tag_length", "max path tag length"),
+    ("propagation", "propagation (read/write)"),
+)
+
+
+def source_text(src: dict[str, Any] | None) -> str:
+    """ "Telemetry default/x spec.tracing[0].randomSamplingPercentage (file.yaml)"."""
+    if not src:
+        return ""
+    parts = [src.get("resource") or ""]
+    if src.get("field"):
+        parts.append(str(src["field"]))
+    text = " ".join(p for p in parts if p)
+    if src.get("file"):
+        text += f" ({os.path.basename(str(src['file']))})"
+    return text
+
+
+def _value(key: str, value: Any) -> str:
+    if key == "provider":
+        if not value:
+            return "none"
+        target = f"{value['service']}:{value['port']}"
+        path = value.get("path") or ""
+        kind = f"{value['type']}, {value['protocol']}"
+        return f"{value['name']} ({kind}) -> {target}{path}, writes {value['trace_context']}"
+    if key == "custom_tags":
+        if not value:
+            return "none"
+        out = []
+        for name, tag in value.items():
+            kind, body = next(iter(tag.items()))
+            if kind == "literal":
+                out.append(f"{name}={body.get('value')}")
+            else:
+                default = f" or {body['default_value']}" if body.get("default_value") else ""
+                out.append(f"{name}=<{kind} {body.get('name', body.get('value'))}{default}>")
+        return ", ".join(out)
+    if key == "propagation":
+        return f"{'+'.join(value['read']) or '-'} / {'+'.join(value['write']) or '-'}"
+    if key == "random_sampling_percentage":
+        return f"{value:g}%"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+    w, sources = doc["workload"], doc["sources"]
+    labels = ",".join(f"{k}={v}" for k, v in w["labels"].items())
+    console.print(
+        f"[bold]Workload {w['namespace']}/{w['name']}[/bold]  labels {labels}"
+        f"  [dim](from {source_text(sources.get('workload.labels'))})[/dim]"
+    )
+    console.print(
+        f"service.name {w['service_name']}  canonical {w['canonical_service']}/{w['canonical_revision']}"
+        f"  mesh {doc['mesh']['mesh_id']} root namespace {doc['mesh']['root_namespace']}"
+    )
+    applied = doc.get("telemetry", {}).get("applied", [])
+    chain = " -> ".join(f"{a['scope']}: {a['resource']}" for a in applied) or "none"
+    console.print(f"Telemetry applied (in order): {chain}")
+    for item in doc.get("telemetry", {}).get("ignored", []):
+        console.print(f"  [yellow]ignored[/yellow] {item['resource']}: {item['reason']}")
+
+    table = Table(title="Tracing", title_justify="left", show_lines=False)
+    for col in ("setting", "client (outbound)", "server (inbound)", "source"):
+        table.add_column(col, overflow="fold")
+    for key, label in _ROWS:
+        client, server = doc["tracing"]["client"], doc["tracing"]["server"]
+        src_c = source_text(
+            sources.get(f"tracing.client.{key}" if key != "provider" else "tracing.client.provider.name")
+        )
+        src_s = source_text(
+            sources.get(f"tracing.server.{key}" if key != "provider" else "tracing.server.provider.name")
+        )
+        src = src_c if src_c == src_s else f"client: {src_c}\nserver: {src_s}"
+        if key == "provider" and sources.get("tracing.client.provider"):
+            src += f"\ndefined by {source_text(sources['tracing.client.provider'])}"
+        table.add_row(label, _value(key, client[key]), _value(key, server[key]), src)
+    console.print(table)
+
+    metrics = doc["metrics"]
+    mt = Table(
+        title=f"Metrics (prometheus {'on' if metrics['enabled'] else 'off'}, "
+        f"{source_text(sources.get('metrics.enabled'))})",
+        title_justify="left",
+    )
+    for col in ("direction", "metric", "override", "source"):
+        mt.add_column(col, overflow="fold")
+    rows = 0
+    for direction in ("client", "server"):
+        for metric, cfg in metrics[direction].items():
+            if cfg["disabled"]:
+                mt.add_row(
+                    direction,
+                    metric,
+                    "disabled",
+                    source_text(sources.get(f"metrics.{direction}.{metric}.disabled")),
+                )
+                rows += 1
+            for tag, override in cfg["tag_overrides"].items():
+                text = (
+                    f"{tag}: REMOVE" if override["operation"] == "REMOVE" else f"{tag} = {override['value']}"
+                )
+                mt.add_row(
+                    direction,
+                    metric,
+                    text,
+                    source_text(sources.get(f"metrics.{direction}.{metric}.tag_overrides.{tag}")),
+                )
+                rows += 1
+    if rows:
+        console.print(mt)
+    else:
+        console.print(f"Metrics: prometheus {'on' if metrics['enabled'] else 'off'}, no overrides")
+    if doc["warnings"]:
+        console.print("[bold]Notes[/bold]")
+        for warning in doc["warnings"]:
+            console.print(f"  - {warning}", highlight=False)

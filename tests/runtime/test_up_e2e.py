@@ -1,0 +1,237 @@
+"""`meshtrace up` end to end: the demo mesh (control plane, collector + store + UI, ingress
+gateway, two frontend and two backend pods, each app + sidecar) as real processes, real HTTP.
+
+Each run takes its own loopback /24, so Istio's fixed per-pod ports never clash with another
+test or a running demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshtrace.runtime import ports
+
+UP_TIMEOUT = 180.0
+
+
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with opener.open(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class Mesh:
+    def __init__(self, process: Any, host: str, network: str) -> None:
+        self.process = process
+        self.host = host
+        self.network = network
+        listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
+        self.ingress = "http://{}:{}".format(*listeners["ingress"])
+        self.ui = "http://{}:{}".format(*listeners["ui"])
+
+    def trace(self, trace_id: str, min_spans: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The trace's spans once at least `min_spans` arrived and the count stopped growing."""
+        deadline = time.monotonic() + timeout
+        last: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            status, body = _get(f"{self.ui}/api/traces/{trace_id}")
+            if status == 200:
+                spans = json.loads(body)["data"][0]["spans"]
+                if len(spans) >= min_spans and len(spans) == len(last):
+                    return spans
+                last = spans
+            time.sleep(1.0)
+        raise AssertionError(
+            f"trace {trace_id}: {len(last)} spans after {timeout}s:\n" + self.process.output()
+        )
+
+    def processes(self, trace: dict[str, Any]) -> dict[str, str]:
+        return {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+
+
+@pytest.fixture
+def mesh(meshtrace_process: Any, tmp_path: Path) -> Mesh:
+    a, b = random.randint(100, 250), random.randint(1, 250)
+    host = f"127.{a}.{b}.200"
+    network = f"127.{a}.{b}.0/25"
+    process = meshtrace_process(
+        [
+            "up",
+            "--host",
+            host,
+            "--network",
+            network,
+            "--ingress",
+            f"{host}:8080",
+            "--ui",
+            f"{host}:16686",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")},
+    )
+    return Mesh(process, host, network)
+
+
+def _tag(span: dict[str, Any], key: str) -> Any:
+    return next((t["value"] for t in span["tags"] if t["key"] == key), None)
+
+
+def _kind(span: dict[str, Any]) -> str | None:
+    return _tag(span, "span.kind")
+
+
+def _chain(spans: list[dict[str, Any]], span: dict[str, Any]) -> list[dict[str, Any]]:
+    """The span and its ancestors, leaf first."""
+    by_id = {s["spanID"]: s for s in spans}
+    out = [span]
+    while out[-1]["references"]:
+        parent = by_id.get(out[-1]["references"][0]["spanID"])
+        if parent is None:
+            break
+        out.append(parent)
+    return out
+
+
+def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
+    trace_id = os.urandom(16).hex()
+    caller_span = os.urandom(8).hex()
+    status, body = _get(
+        mesh.ingress + "/api/data", headers={"traceparent": f"00-{trace_id}-{caller_span}-01"}
+    )
+    assert status == 200, body
+
+    # ingress SERVER+CLIENT, frontend sidecar SERVER, frontend app spans, frontend sidecar
+    # CLIENT, backend sidecar SERVER, backend app spans down to queryDatabase.
+    spans = mesh.trace(trace_id, min_spans=8)
+    _, raw = _get(f"{mesh.ui}/api/traces/{trace_id}")
+    trace = json.loads(raw)["data"][0]
+    services = mesh.processes(trace)
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_service.setdefault(services[span["processID"]], []).append(span)
+
+    query = next(s for s in spans if "queryDatabase" in s["operationName"])
+    chain = _chain(spans, query)
+    chain_services = [services[s["processID"]] for s in reversed(chain)]
+    # The root of the chain is the gateway's SERVER span, child of the caller's span.
+    root = chain[-1]
+    assert root["references"][0]["spanID"] == caller_span
+    assert chain_services[0] == "istio-ingressgateway.istio-system"
+    assert _kind(root) == "server"
+    # Every hop is there, in order: gateway -> frontend sidecar -> frontend app -> frontend
+    # sidecar -> backend sidecar -> backend app.
+    hops = [svc for i, svc in enumerate(chain_services) if i == 0 or chain_services[i - 1] != svc]
+    assert hops == [
+        "istio-ingressgateway.istio-system",
+        "frontend.default",
+        "frontend",
+        "frontend.default",
+        "backend.default",
+        "backend",
+    ], hops
+    sidecar_spans = by_service["frontend.default"] + by_service["backend.default"]
+    assert {_kind(s) for s in by_service["frontend.default"]} == {"server", "client"}
+    assert {_kind(s) for s in by_service["backend.default"]} == {"server"}
+    for span in sidecar_spans:
+        assert _tag(span, "environment") == "development"  # the Telemetry custom tag
+        assert _tag(span, "component") == "proxy"
+    backend_server = next(s for s in by_service["backend.default"] if _kind(s) == "server")
+    assert backend_server["operationName"] == "backend.default.svc.cluster.local:8080/*"
+    # No span points at a parent that is not in the trace (except the caller's).
+    ids = {s["spanID"] for s in spans} | {caller_span}
+    assert all(r["spanID"] in ids for s in spans for r in s["references"])
+
+    # B3 from the caller is continued the same way.
+    b3_trace = os.urandom(16).hex()
+    status, _ = _get(
+        mesh.ingress + "/api/data",
+        headers={"x-b3-traceid": b3_trace, "x-b3-spanid": os.urandom(8).hex(), "x-b3-sampled": "1"},
+    )
+    assert status == 200
+    b3_spans = mesh.trace(b3_trace, min_spans=8)
+    assert any("queryDatabase" in s["operationName"] for s in b3_spans)
+
+    # An unsampled caller: the first proxy honours it, nobody records anything.
+    unsampled = os.urandom(16).hex()
+    status, _ = _get(mesh.ingress + "/api/data", headers={"traceparent": f"00-{unsampled}-{caller_span}-00"})
+    assert status == 200
+    time.sleep(3)  # longer than the batch timeouts on the way (1 s each)
+    assert _get(f"{mesh.ui}/api/traces/{unsampled}")[0] == 404
+
+    # Istio's standard metrics, from both reporters, on the pods' 15090.
+    network_prefix = mesh.network.rsplit(".", 1)[0]
+    reporters: set[str] = set()
+    for i in range(1, 5):
+        status, text = _get(f"http://{network_prefix}.{i}:15090/stats/prometheus")
+        assert status == 200
+        reporters |= {
+            line.split('reporter="', 1)[1].split('"', 1)[0]
+            for line in text.decode().splitlines()
+            if line.startswith("istio_requests_total{")
+        }
+    assert reporters == {"source", "destination"}
+
+    # Kill one backend pod (app and sidecar): no request fails.
+    backend_ip = f"{network_prefix}.3"
+    victims = [ports.owner(backend_ip, 8080), ports.owner(backend_ip, 15006)]
+    pids = [int(v.split()[1]) for v in victims if v and v.startswith("pid ")]
+    assert len(pids) == 2, victims
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    failures = []
+    for _ in range(20):
+        status, body = _get(mesh.ingress + "/api/data")
+        if status != 200:
+            failures.append((status, body[:200]))
+        time.sleep(0.1)
+    assert not failures, failures
+
+    # Ctrl-C: everything stops, nothing is left listening.
+    assert mesh.process.stop(signal.SIGINT, timeout=60) == 0, mesh.process.output()
+    for i in range(1, 5):
+        for port in (8080, 15001, 15006, 15000, 15090):
+            assert ports.is_free(f"{network_prefix}.{i}", port), (i, port)
+    for port in (4317, 4318, 8080, 15010, 16686):
+        assert ports.is_free(mesh.host, port), port
+
+
+def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path, tmp_path: Path) -> None:
+    a, b = random.randint(100, 250), random.randint(1, 250)
+    host = f"127.{a}.{b}.200"
+    process = meshtrace_process(
+        [
+            "up",
+            "-f",
+            str(seed_manifests),
+            "--host",
+            host,
+            "--network",
+            f"127.{a}.{b}.0/25",
+            "--ingress",
+            f"{host}:8080",
+            "--ui",
+            f"{host}:16686",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
+    listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
+    out = process.output()
+    assert "jaeger-collector.observability" in out  # reported and pointed at the local store
+    status, _ = _get("http://{}:{}/api/data".format(*listeners["ingress"]))
+    assert status == 200
+    assert process.stop(signal.SIGINT, timeout=60) == 0

@@ -1,0 +1,699 @@
+"""The embedded trace store: one SQLite database (WAL), written by one writer thread, read by any
+thread through its own connection.
+
+Layout (why: compact and fast for the three questions a trace UI asks):
+- `spans`: one row per span: the indexed columns (trace, span, parent, service, operation, start,
+  duration, status) and the span itself as encoded OTLP `Span` bytes, with the ids (kept in their
+  columns) cleared so they are not stored twice. Indexes: (trace_id, span_id) for trace-by-id and
+  the dependency join, (service_id, start_ns) for search (newest first, stopping at `limit`).
+- `resources`: each distinct (Resource, InstrumentationScope) once; spans point at it.
+- `services`, `operations`: the names the search form lists, with span counts so that eviction
+  removes names whose spans are gone.
+- `traces`: per trace its time range, span count and when it was last written: eviction and
+  retention drop whole traces, least recently written first.
+
+Attribute search needs no extra index: an attribute `k=v` is the encoded `KeyValue` bytes inside the
+span bytes, so `instr(data, <encoded KeyValue>)` finds it in C, for every encoding of v (string,
+int, double, bool). That keeps ingest at one row per span.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, STATUS_BY_NAME
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+# PRAGMA application_id marks a database as a meshtrace trace store ("MSHT").
+APPLICATION_ID = 0x4D534854
+UNKNOWN_SERVICE = "unknown_service"
+STATUS_ERROR = Status.STATUS_CODE_ERROR
+MAX_SEARCH_LIMIT = 1000
+
+_SCHEMA = """
+CREATE TABLE services (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE operations (
+    id INTEGER PRIMARY KEY, service_id INTEGER NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL,
+    spans INTEGER NOT NULL DEFAULT 0, UNIQUE (service_id, name, kind));
+CREATE TABLE resources (
+    id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, resource BLOB NOT NULL,
+    resource_schema_url TEXT NOT NULL, scope BLOB NOT NULL, scope_schema_url TEXT NOT NULL);
+CREATE TABLE traces (
+    trace_id BLOB PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+    spans INTEGER NOT NULL, last_seen INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX traces_last_seen ON traces (last_seen);
+CREATE TABLE spans (
+    trace_id BLOB NOT NULL, span_id BLOB NOT NULL, parent_id BLOB, service_id INTEGER NOT NULL,
+    op_id INTEGER NOT NULL, start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL,
+    status INTEGER NOT NULL, resource_id INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX spans_trace ON spans (trace_id, span_id);
+CREATE INDEX spans_service_start ON spans (service_id, start_ns);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (the message says why)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer meshtrace."""
+
+
+class StoreFullError(StoreError):
+    """Too many spans are waiting to be written; retry later."""
+
+
+def default_path() -> Path:
+    """`$MESHTRACE_DATA_DIR/traces.db`, else the user's data directory (XDG)."""
+    data_dir = os.environ.get("MESHTRACE_DATA_DIR")
+    if data_dir:
+        return Path(data_dir).expanduser() / "traces.db"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "meshtrace" / "traces.db"
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """A search: the traces with at least one span matching every criterion, newest first."""
+
+    service: str
+    start_min_ns: int
+    start_max_ns: int
+    operation: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    duration_min_ns: int | None = None
+    duration_max_ns: int | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    kind: int  # Span.SpanKind value
+
+
+@dataclass(frozen=True)
+class DependencyLink:
+    parent: str
+    child: str
+    call_count: int
+    error_count: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    spans: int
+    traces: int
+    used_bytes: int
+    file_bytes: int
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _open_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in a new database, or check that an existing one is ours and readable."""
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a meshtrace trace store ({exc})") from None
+    if tables == 0:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(
+            f"BEGIN; {_SCHEMA} PRAGMA application_id={APPLICATION_ID};"
+            f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        )
+        return
+    if app_id != APPLICATION_ID:
+        raise StoreError(f"{path}: an SQLite database that is not a meshtrace trace store")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path}: written by a newer meshtrace (store schema {version}; this version reads "
+            f"schema {SCHEMA_VERSION}). Upgrade meshtrace or point the store exporter's `path` "
+            "at another file."
+        )
+    if version < SCHEMA_VERSION:  # pragma: no cover - there is no older schema yet
+        raise StoreError(f"{path}: store schema {version} is too old to migrate")
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _service_name(resource_spans: ResourceSpans) -> str:
+    for kv in resource_spans.resource.attributes:
+        if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value":
+            return kv.value.string_value or UNKNOWN_SERVICE
+    return UNKNOWN_SERVICE
+
+
+def attribute_patterns(key: str, value: str) -> list[bytes]:
+    """Every encoded `KeyValue` that a search tag `key=value` can mean (the value typed as a
+    string, and as an int, double or bool when it reads as one)."""
+    values = [AnyValue(string_value=value)]
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        values.append(AnyValue(bool_value=lowered == "true"))
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None and math.isfinite(number):
+        values.append(AnyValue(double_value=number))
+        if number.is_integer() and -(2**63) <= number < 2**63:
+            values.append(AnyValue(int_value=int(number)))
+    return [KeyValue(key=key, value=v).SerializeToString() for v in values]
+
+
+class _Ingest:
+    """The writer thread's state: name caches and the batch -> rows conversion."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.services: dict[str, int] = {}
+        self.operations: dict[tuple[int, str, int], int] = {}
+        self.resources: dict[tuple[bytes, str, bytes, str], int] = {}
+        self.reload_names()
+
+    def reload_names(self) -> None:
+        self.services = {name: sid for sid, name in self.conn.execute("SELECT id, name FROM services")}
+        self.operations = {
+            (sid, name, kind): oid
+            for oid, sid, name, kind in self.conn.execute("SELECT id, service_id, name, kind FROM operations")
+        }
+
+    def _service_id(self, name: str) -> int:
+        sid = self.services.get(name)
+        if sid is None:
+            self.conn.execute("INSERT OR IGNORE INTO services (name) VALUES (?)", (name,))
+            sid = self.conn.execute("SELECT id FROM services WHERE name = ?", (name,)).fetchone()[0]
+            self.services[name] = sid
+        return sid
+
+    def _operation_id(self, key: tuple[int, str, int]) -> int:
+        self.conn.execute("INSERT OR IGNORE INTO operations (service_id, name, kind) VALUES (?, ?, ?)", key)
+        oid: int = self.conn.execute(
+            "SELECT id FROM operations WHERE service_id = ? AND name = ? AND kind = ?", key
+        ).fetchone()[0]
+        self.operations[key] = oid
+        return oid
+
+    def _resource_id(self, key: tuple[bytes, str, bytes, str]) -> int:
+        rid = self.resources.get(key)
+        if rid is None:
+            digest = hashlib.blake2b(
+                b"\0".join((key[0], key[1].encode(), key[2], key[3].encode())), digest_size=16
+            ).digest()
+            self.conn.execute(
+                "INSERT OR IGNORE INTO resources (digest, resource, resource_schema_url, scope,"
+                " scope_schema_url) VALUES (?, ?, ?, ?, ?)",
+                (digest, *key),
+            )
+            rid = self.conn.execute("SELECT id FROM resources WHERE digest = ?", (digest,)).fetchone()[0]
+            if len(self.resources) > 100_000:  # bounded: a cache miss only costs a lookup
+                self.resources.clear()
+            self.resources[key] = rid
+        return rid
+
+    def write(self, request: ExportTraceServiceRequest, now_ns: int) -> int:
+        """Insert every span of `request` (inside the caller's transaction); returns the count."""
+        rows: list[tuple[object, ...]] = []
+        traces: dict[bytes, list[int]] = {}
+        op_counts: collections.Counter[int] = collections.Counter()
+        operations = self.operations
+        for rs in request.resource_spans:
+            service_id = self._service_id(_service_name(rs))
+            resource = rs.resource.SerializeToString()
+            for ss in rs.scope_spans:
+                rid = self._resource_id(
+                    (resource, rs.schema_url, ss.scope.SerializeToString(), ss.schema_url)
+                )
+                for span in ss.spans:
+                    tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
+                    if len(tid) != 16 or len(sid) != 8 or not any(tid):
+                        continue  # not a valid OTLP span; receivers should not have passed it
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    key = (service_id, span.name, span.kind)
+                    oid = operations.get(key)
+                    if oid is None:
+                        oid = self._operation_id(key)
+                    op_counts[oid] += 1
+                    span.ClearField("trace_id")
+                    span.ClearField("span_id")
+                    span.ClearField("parent_span_id")
+                    rows.append(
+                        (
+                            tid,
+                            sid,
+                            pid if len(pid) == 8 and any(pid) else None,
+                            service_id,
+                            oid,
+                            start,
+                            end - start if end > start else 0,
+                            span.status.code,
+                            rid,
+                            span.SerializeToString(),
+                        )
+                    )
+                    agg = traces.get(tid)
+                    if agg is None:
+                        traces[tid] = [start, max(start, end), 1]
+                    else:
+                        agg[0] = min(agg[0], start)
+                        agg[1] = max(agg[1], end)
+                        agg[2] += 1
+        self.conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany(
+            "INSERT INTO traces (trace_id, start_ns, end_ns, spans, last_seen) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (trace_id) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns),"
+            " end_ns = max(end_ns, excluded.end_ns), spans = spans + excluded.spans,"
+            " last_seen = excluded.last_seen",
+            [(tid, a[0], a[1], a[2], now_ns) for tid, a in traces.items()],
+        )
+        self.conn.executemany(
+            "UPDATE operations SET spans = spans + ? WHERE id = ?", [(n, oid) for oid, n in op_counts.items()]
+        )
+        return len(rows)
+
+    def evict(self, trace_ids: Sequence[bytes]) -> int:
+        """Delete whole traces (inside the caller's transaction); returns spans deleted."""
+        deleted = 0
+        op_counts: collections.Counter[int] = collections.Counter()
+        for i in range(0, len(trace_ids), 500):
+            chunk = trace_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for (oid,) in self.conn.execute(
+                f"DELETE FROM spans WHERE trace_id IN ({marks}) RETURNING op_id", chunk
+            ).fetchall():
+                op_counts[oid] += 1
+            self.conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", chunk)
+        deleted = sum(op_counts.values())
+        self.conn.executemany(
+            "UPDATE operations SET spans = spans - ? WHERE id = ?", [(n, oid) for oid, n in op_counts.items()]
+        )
+        gone = self.conn.execute("DELETE FROM operations WHERE spans <= 0 RETURNING id").fetchall()
+        if gone:
+            self.conn.execute(
+                "DELETE FROM services WHERE id NOT IN (SELECT DISTINCT service_id FROM operations)"
+            )
+            self.reload_names()
+        return deleted
+
+
+_FLUSH = object()
+_STOP = object()
+
+
+class TraceStore:
+    """Owns the database: `write()` queues encoded `ExportTraceServiceRequest` bytes for the writer
+    thread (never blocking the caller), readers query from any thread.
+
+    Bounds: `max_bytes` of live pages in the database file (the oldest traces are deleted down to
+    90% of it when it is exceeded), `retention_s` since a trace was last written, and
+    `max_pending_bytes` of accepted-but-unwritten data (beyond it `write` raises StoreFullError,
+    which the exporter turns into a retryable refusal). A crash loses only what is still pending.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 1 << 30,
+        retention_s: float = 72 * 3600.0,
+        max_pending_bytes: int = 64 << 20,
+        batch_bytes: int = 8 << 20,
+        maintenance_interval_s: float = 1.0,
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.retention_s = retention_s
+        self.max_pending_bytes = max_pending_bytes
+        self.batch_bytes = batch_bytes
+        self.maintenance_interval_s = maintenance_interval_s
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._resources: dict[int, tuple[bytes, str, bytes, str]] = {}
+        self.spans_written = 0
+        self.spans_evicted = 0
+        self.write_errors = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create or open the database (raising StoreError with the reason) and start the writer."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the trace store: {exc}") from None
+        try:
+            _open_schema(conn, self.path)
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            ingest = _Ingest(conn)
+        except Exception:
+            conn.close()
+            raise
+        self._thread = threading.Thread(target=self._run, args=(ingest,), name="meshtrace-store", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is pending, stop the writer and close every connection."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+    # --- writing ---------------------------------------------------------------------------
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    def write(self, encoded: bytes) -> None:
+        """Queue encoded ExportTraceServiceRequest bytes; StoreFullError when too much is pending."""
+        if not encoded:
+            return
+        if self._thread is None:
+            raise StoreError("the trace store is not open")
+        with self._pending_lock:
+            if self._pending + len(encoded) > self.max_pending_bytes and self._pending > 0:
+                raise StoreFullError(f"{self._pending} bytes waiting to be written to the trace store")
+            self._pending += len(encoded)
+        self._queue.put(encoded)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued before this call is committed; False on timeout."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put((_FLUSH, done))
+        return done.wait(timeout)
+
+    def _run(self, ingest: _Ingest) -> None:
+        conn = ingest.conn
+        last_maintenance = 0.0
+        try:
+            while True:
+                item = self._queue.get()
+                payloads: list[bytes] = []
+                waiters: list[threading.Event] = []
+                stop = False
+                size = 0
+                while True:
+                    if item is _STOP:
+                        stop = True
+                    elif isinstance(item, tuple):
+                        waiters.append(item[1])
+                    else:
+                        assert isinstance(item, bytes)
+                        payloads.append(item)
+                        size += len(item)
+                    if stop or size >= self.batch_bytes:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if payloads:
+                    self._write_batch(ingest, payloads)
+                    with self._pending_lock:
+                        self._pending -= size
+                now = time.monotonic()
+                if now - last_maintenance >= self.maintenance_interval_s or waiters:
+                    last_maintenance = now
+                    self._maintain(ingest)
+                for waiter in waiters:
+                    waiter.set()
+                if stop:
+                    break
+        finally:
+            conn.close()
+
+    def _decode(self, payloads: list[bytes]) -> Iterator[ExportTraceServiceRequest]:
+        try:
+            yield ExportTraceServiceRequest.FromString(b"".join(payloads))
+            return
+        except DecodeError:
+            pass
+        for payload in payloads:  # find the bad one and keep the rest
+            try:
+                yield ExportTraceServiceRequest.FromString(payload)
+            except DecodeError:
+                self.write_errors += 1
+                log.warning("store: dropped %d bytes that are not an ExportTraceServiceRequest", len(payload))
+
+    def _write_batch(self, ingest: _Ingest, payloads: list[bytes]) -> None:
+        conn = ingest.conn
+        now_ns = time.time_ns()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            written = sum(ingest.write(req, now_ns) for req in self._decode(payloads))
+            conn.execute("COMMIT")
+            self.spans_written += written
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            log.error("store: write failed, %d bytes lost: %s", sum(map(len, payloads)), exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            ingest.resources.clear()
+            ingest.reload_names()
+
+    def _maintain(self, ingest: _Ingest) -> None:
+        """Apply retention, then the size bound, deleting the least recently written traces."""
+        conn = ingest.conn
+        try:
+            if self.retention_s > 0:
+                cutoff = time.time_ns() - int(self.retention_s * 1e9)
+                while True:
+                    ids = [
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT trace_id FROM traces WHERE last_seen < ? LIMIT 2000", (cutoff,)
+                        )
+                    ]
+                    if not ids:
+                        break
+                    self._evict(ingest, ids)
+            if self.max_bytes > 0 and self._used_bytes(conn) > self.max_bytes:
+                self._shrink(ingest)
+        except sqlite3.Error as exc:
+            log.error("store: maintenance failed: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def _evict(self, ingest: _Ingest, ids: Sequence[bytes]) -> None:
+        ingest.conn.execute("BEGIN IMMEDIATE")
+        self.spans_evicted += ingest.evict(ids)
+        ingest.conn.execute("COMMIT")
+
+    def _shrink(self, ingest: _Ingest) -> None:
+        conn = ingest.conn
+        target = int(self.max_bytes * 0.9)
+        for _ in range(100):  # bounded: each round deletes at least 1% of the traces
+            used = self._used_bytes(conn)
+            if used <= target:
+                return
+            count = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+            if count == 0:
+                return
+            per_trace = used / count
+            n = max(1, count // 100, math.ceil((used - target) / per_trace))
+            ids = [r[0] for r in conn.execute("SELECT trace_id FROM traces ORDER BY last_seen LIMIT ?", (n,))]
+            self._evict(ingest, ids)
+
+    @staticmethod
+    def _used_bytes(conn: sqlite3.Connection) -> int:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    # --- reading (any thread) --------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if not self.path.exists():
+                raise StoreError(f"{self.path}: the trace store is not open")
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def services(self) -> list[str]:
+        return [r[0] for r in self._reader().execute("SELECT name FROM services ORDER BY name")]
+
+    def operations(self, service: str, kind: int | None = None) -> list[Operation]:
+        sql = (
+            "SELECT o.name, o.kind FROM operations o JOIN services s ON s.id = o.service_id"
+            " WHERE s.name = ? AND o.spans > 0"
+        )
+        args: list[object] = [service]
+        if kind is not None:
+            sql += " AND o.kind = ?"
+            args.append(kind)
+        return [Operation(n, k) for n, k in self._reader().execute(sql + " ORDER BY o.name, o.kind", args)]
+
+    def find_trace_ids(self, query: TraceQuery) -> list[bytes]:
+        """Ids of the newest traces with a span matching `query` (at most `query.limit`)."""
+        conn = self._reader()
+        row = conn.execute("SELECT id FROM services WHERE name = ?", (query.service,)).fetchone()
+        if row is None:
+            return []
+        where = ["s.service_id = ?", "s.start_ns >= ?", "s.start_ns <= ?"]
+        args: list[object] = [row[0], query.start_min_ns, query.start_max_ns]
+        if query.operation:
+            where.append("s.op_id IN (SELECT id FROM operations WHERE service_id = ? AND name = ?)")
+            args += [row[0], query.operation]
+        if query.duration_min_ns is not None:
+            where.append("s.duration_ns >= ?")
+            args.append(query.duration_min_ns)
+        if query.duration_max_ns is not None:
+            where.append("s.duration_ns <= ?")
+            args.append(query.duration_max_ns)
+        for key, value in query.tags.items():
+            clause, clause_args = self._tag_clause(conn, key, value)
+            where.append(clause)
+            args += clause_args
+        limit = max(1, min(query.limit, MAX_SEARCH_LIMIT))
+        found: dict[bytes, None] = {}
+        cursor = conn.execute(
+            f"SELECT s.trace_id FROM spans s WHERE {' AND '.join(where)} ORDER BY s.start_ns DESC", args
+        )
+        with closing(cursor):
+            for (tid,) in cursor:
+                found[tid] = None
+                if len(found) >= limit:
+                    break
+        return list(found)
+
+    @staticmethod
+    def _tag_clause(conn: sqlite3.Connection, key: str, value: str) -> tuple[str, list[object]]:
+        if key == "span.kind":
+            kind = SPAN_KIND_BY_NAME.get(value.strip().lower(), -1)
+            return "s.op_id IN (SELECT id FROM operations WHERE kind = ?)", [kind]
+        if key == "otel.status_code":
+            return "s.status = ?", [STATUS_BY_NAME.get(value.strip().upper(), -1)]
+        patterns = attribute_patterns(key, value)
+        marks = " OR ".join("instr(resource, ?) > 0" for _ in patterns)
+        resource_ids = [r[0] for r in conn.execute(f"SELECT id FROM resources WHERE {marks}", patterns)]
+        parts = ["instr(s.data, ?) > 0"] * len(patterns)
+        args: list[object] = list(patterns)
+        if resource_ids:
+            parts.append(f"s.resource_id IN ({','.join(map(str, resource_ids))})")
+        if key == "error" and value.strip().lower() == "true":
+            parts.append("s.status = ?")
+            args.append(STATUS_ERROR)
+        return "(" + " OR ".join(parts) + ")", args
+
+    def _resource(self, conn: sqlite3.Connection, rid: int) -> tuple[bytes, str, bytes, str]:
+        res = self._resources.get(rid)
+        if res is None:
+            row = conn.execute(
+                "SELECT resource, resource_schema_url, scope, scope_schema_url FROM resources WHERE id = ?",
+                (rid,),
+            ).fetchone()
+            res = (row[0], row[1], row[2], row[3]) if row else (b"", "", b"", "")
+            if len(self._resources) > 100_000:
+                self._resources.clear()
+            self._resources[rid] = res
+        return res
+
+    def get_traces(self, trace_ids: Iterable[bytes]) -> dict[bytes, ExportTraceServiceRequest]:
+        """The stored spans of each known trace id, as one ExportTraceServiceRequest per trace."""
+        conn = self._reader()
+        ids = list(dict.fromkeys(trace_ids))
+        out: dict[bytes, ExportTraceServiceRequest] = {}
+        groups: dict[bytes, dict[bytes, tuple[ResourceSpans, dict[bytes, ScopeSpans]]]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = conn.execute(
+                "SELECT trace_id, span_id, parent_id, resource_id, data FROM spans"
+                f" WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY start_ns",
+                chunk,
+            ).fetchall()
+            for tid, sid, pid, rid, data in rows:
+                request = out.get(tid)
+                if request is None:
+                    request = out[tid] = ExportTraceServiceRequest()
+                    groups[tid] = {}
+                resource, resource_schema, scope, scope_schema = self._resource(conn, rid)
+                rkey = resource + b"\0" + resource_schema.encode()
+                entry = groups[tid].get(rkey)
+                if entry is None:
+                    rs = request.resource_spans.add()
+                    rs.resource.MergeFromString(resource)
+                    rs.schema_url = resource_schema
+                    entry = groups[tid][rkey] = (rs, {})
+                skey = scope + b"\0" + scope_schema.encode()
+                ss = entry[1].get(skey)
+                if ss is None:
+                    ss = entry[0].scope_spans.add()
+                    ss.scope.MergeFromString(scope)
+                    ss.schema_url = scope_schema
+                    entry[1][skey] = ss
+                span: Span = ss.spans.add()
+                span.MergeFromString(data)
+                span.trace_id = tid
+                span.span_id = sid
+                if pid:
+                    span.parent_span_id = pid
+        return out
+
+    def get_trace(self, trace_id: bytes) -> ExportTraceServiceRequest | None:
+        return self.get_traces([trace_id]).get(trace_id)
+
+    def dependencies(self, end_ns: int, lookback_ns: int) -> list[DependencyLink]:
+        """Calls between services: spans whose parent span belongs to another service."""
+        rows = self._reader().execute(
+            "SELECT ps.name, cs.name, count(*), sum(c.status = ?) FROM spans c"
+            " JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_id"
+            " JOIN services ps ON ps.id = p.service_id JOIN services cs ON cs.id = c.service_id"
+            " WHERE c.service_id IN (SELECT id FROM services) AND c.start_ns >= ? AND c.start_ns <= ?"
+            " AND c.parent_id IS NOT NULL AND p.service_id != c.service_id"
+            " GROUP BY ps.name, cs.name ORDER BY ps.name, cs.name",
+            (STATUS_ERROR, end_ns - lookback_ns, end_ns),
+        )
+        return [DependencyLink(p, c, n, e or 0) for p, c, n, e in rows]
+
+    def stats(self) -> StoreStats:
+        conn = self._reader()
+        spans = conn.execute("SELECT coalesce(sum(spans), 0), count(*) FROM traces").fetchone()
+        return StoreStats(
+            spans=int(spans[0]),
+            traces=int(spans[1]),
+            used_bytes=self._used_bytes(conn),
+            file_bytes=self.path.stat().st_size if self.path.exists() else 0,
+        )

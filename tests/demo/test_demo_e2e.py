@@ -18,16 +18,16 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from meshtrace.model import otlp_json
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP Span.SpanKind numbers
 UNSET, OK, ERROR = 0, 1, 2  # OTLP Status.StatusCode numbers
@@ -93,24 +93,39 @@ def spans_of(request: ExportTraceServiceRequest) -> list[Span]:
     return out
 
 
-# ---------------------------------------------------------------- the collector
+# ---------------------------------------------------------------- processes and the collector
 
 
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP gRPC receiver that keeps what it gets."""
+@pytest.fixture(scope="module")
+def process_class(request: pytest.FixtureRequest) -> type[Any]:
+    """tests/conftest.py's MeshtraceProcess (reached through the plugin manager: conftest modules
+    are not importable under --import-mode=importlib)."""
+    for plugin in request.config.pluginmanager.get_plugins():
+        found = getattr(plugin, "MeshtraceProcess", None)
+        if found is not None:
+            return found
+    raise RuntimeError("tests/conftest.py MeshtraceProcess not found")
 
-    def __init__(self) -> None:
+
+class CollectedSpans:
+    """What a `meshtrace collector` file exporter wrote (one OTLP/JSON request per line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.spans: list[Span] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request: ExportTraceServiceRequest, context: Any) -> Any:
-        with self.lock:
-            self.spans.extend(spans_of(request))
-        return trace_service_pb2.ExportTraceServiceResponse()
+        self._offset = 0
 
     def all(self) -> list[Span]:
-        with self.lock:
-            return list(self.spans)
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self._offset += len(complete)
+            for line in complete.splitlines():
+                if line.strip():
+                    self.spans.extend(spans_of(otlp_json.loads(line)))
+        return list(self.spans)
 
     def wait_for(self, predicate: Callable[[list[Span]], bool], what: str) -> list[Span]:
         deadline = time.monotonic() + WAIT_S
@@ -124,37 +139,49 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 
 @dataclass
 class RunningCollector:
-    store: Collector
-    port: int
+    store: CollectedSpans
+    grpc: str  # host:port
+    http: str
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.grpc}"
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[RunningCollector]:
-    store = Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(store, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield RunningCollector(store, port)
-    server.stop(grace=None)
-
-
-# ---------------------------------------------------------------- demo processes
-
-
-@pytest.fixture(scope="module")
-def process_class(request: pytest.FixtureRequest) -> type[Any]:
-    """tests/conftest.py's MeshtraceProcess (reached through the plugin manager: conftest modules
-    are not importable under --import-mode=importlib)."""
-    for plugin in request.config.pluginmanager.get_plugins():
-        found = getattr(plugin, "MeshtraceProcess", None)
-        if found is not None:
-            return found
-    raise RuntimeError("tests/conftest.py MeshtraceProcess not found")
+def collector(
+    process_class: type[Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningCollector]:
+    """`meshtrace collector`: otlp receiver (gRPC and HTTP on port 0) -> file exporter."""
+    work = tmp_path_factory.mktemp("collector")
+    out = work / "spans.jsonl"
+    config = {
+        "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+        "exporters": {"file": {"path": str(out), "flush_interval": "0s"}},
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+            "telemetry": {"metrics": {"level": "none"}},
+        },
+    }
+    (work / "collector.yaml").write_text(yaml.safe_dump(config))
+    process = process_class(
+        [
+            "collector",
+            "--config",
+            str(work / "collector.yaml"),
+            "--set",
+            "receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
+            "--set",
+            "receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
+        ]
+    )
+    try:
+        process.wait_for_listeners("otlp-grpc", "otlp-http", timeout=WAIT_S)
+        yield RunningCollector(
+            CollectedSpans(out), process.address("otlp-grpc"), process.address("otlp-http")
+        )
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +239,7 @@ def start_demo(
 
 @dataclass
 class Demo:
-    collector: Collector
+    collector: CollectedSpans
     frontend: str
     backend: str
 
@@ -452,7 +479,7 @@ def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
             "frontend",
             {
                 # The seed's form: host:port without a scheme.
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{collector.port}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc,
                 # `backend` does not resolve: only the proxy can reach it, as with `meshtrace up`.
                 "BACKEND_URL": "http://backend:8080",
                 "HTTP_PROXY": f"http://127.0.0.1:{proxy.server_address[1]}",
@@ -480,18 +507,21 @@ def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
     assert named["GET"].attributes["server.address"] == "backend"
 
 
-def test_sigterm_flushes_spans_still_in_the_batch(
+def test_http_protobuf_export_and_sigterm_flush(
     start_demo: Callable[..., Any], collector: RunningCollector, tmp_path: Path
 ) -> None:
-    # The seed's 5 s batch delay: without the flush on exit, these spans would be lost.
+    # The seed's 5 s batch delay: the spans are still queued when SIGTERM comes; a process that
+    # exits without flushing loses them for good.
     backend = start_demo(
         "backend",
         {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.http}",
             "OTEL_BSP_SCHEDULE_DELAY": "5000",
             "DB_PATH": str(tmp_path / "b.sqlite"),
         },
     )
+    backend.wait_for_line(f"OTLP http/protobuf to http://{collector.http}/v1/traces")
     trace_id = uuid.uuid4().hex
     request = urllib.request.Request(
         address(backend, "backend") + "/api/users",
@@ -500,8 +530,12 @@ def test_sigterm_flushes_spans_still_in_the_batch(
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=WAIT_S) as response:
         assert response.status == 200
-    started = time.monotonic()
     assert backend.stop(signal.SIGTERM) == 0
-    names = {s.name for s in collector.store.all() if s.trace_id == trace_id}
-    assert names == {"GET /api/users", "handleUsers", "queryDatabase"}
-    assert time.monotonic() - started < 5
+    spans = collector.store.wait_for(
+        lambda all_: len([s for s in all_ if s.trace_id == trace_id]) >= 3, "the flushed backend spans"
+    )
+    assert {s.name for s in spans if s.trace_id == trace_id} == {
+        "GET /api/users",
+        "handleUsers",
+        "queryDatabase",
+    }

@@ -1,0 +1,78 @@
+"""The `query` extension: serves the query API and web UI over the store of a `store` exporter.
+
+```yaml
+extensions:
+  query:
+    endpoint: 127.0.0.1:16686
+    store: store        # id of the store exporter to read
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiohttp import web
+
+from meshtrace.collector.component import Component, ComponentID, Host, Kind, TracesConsumer
+from meshtrace.collector.httpserve import serve
+from meshtrace.collector.schema import host_port
+from meshtrace.query.server import QueryServer
+from meshtrace.store import StoreError, TraceStore
+
+
+@dataclass
+class QueryConfig:
+    endpoint: str = "127.0.0.1:16686"
+    store: str = "store"
+
+    def __post_init__(self) -> None:
+        host_port(self.endpoint)
+        ComponentID.parse(self.store)
+
+
+class QueryExtension:
+    def __init__(self, id: ComponentID, config: QueryConfig) -> None:
+        self.id = id
+        self.config = config
+        self.store_id = ComponentID.parse(config.store)
+        self._host: Host | None = None
+        self._server = QueryServer(self._trace_store)
+        self._runner: web.AppRunner | None = None
+
+    def _trace_store(self) -> TraceStore:
+        """The store exporter's TraceStore, looked up when first needed (exporters may start after
+        extensions)."""
+        exporter = self._host.get_exporter(self.store_id) if self._host is not None else None
+        store = getattr(exporter, "store", None)
+        if not isinstance(store, TraceStore):
+            raise StoreError(
+                f"query: no store exporter {str(self.store_id)!r}: add it under exporters and to a pipeline"
+            )
+        return store
+
+    async def start(self, host: Host) -> None:
+        self._host = host
+        address, port = host_port(self.config.endpoint)
+        self._runner = await serve(self._server.app, address, port, str(self.id))
+
+    async def shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._server.close()
+
+
+class QueryFactory:
+    type = "query"
+    kind = Kind.EXTENSION
+    config_type = QueryConfig
+
+    def default_config(self) -> dict[str, Any]:
+        return asdict(QueryConfig())
+
+    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
+        return QueryExtension(id, config)
+
+
+factory = QueryFactory()

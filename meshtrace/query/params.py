@@ -1,0 +1,176 @@
+"""Query-string parsing for the query API, as Jaeger's query service does it (sans-IO).
+
+Errors are `ParamError` with Jaeger's wording where Jaeger has one
+(`unable to parse param 'minDuration': ...`, `parameter 'service' is required`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from meshtrace.collector.schema import parse_duration
+from meshtrace.model.jaeger import parse_trace_id
+from meshtrace.store import MAX_SEARCH_LIMIT, TraceQuery
+
+DEFAULT_LIMIT = 100
+TRACE_LOOKBACK_NS = 48 * 3600 * 10**9  # Jaeger's defaultTraceQueryLookbackDuration
+DEPENDENCY_LOOKBACK_MS = 24 * 3600 * 1000  # Jaeger's defaultDependencyLookbackDuration
+
+Params = Mapping[str, Sequence[str]]
+
+
+class ParamError(ValueError):
+    """A bad query parameter (HTTP 400)."""
+
+
+def _first(params: Params, name: str) -> str:
+    values = params.get(name) or []
+    return values[0] if values else ""
+
+
+def parse_duration_ns(text: str, name: str) -> int:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ParamError(f"unable to parse param '{name}': {exc}") from None
+    return round(seconds * 1e9)
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ParamError(f"unable to parse param '{name}': {text!r} is not an integer") from None
+
+
+def _limit(text: str, name: str) -> int:
+    if not text:
+        return DEFAULT_LIMIT
+    value = _int(text, name)
+    if value <= 0:
+        return DEFAULT_LIMIT
+    return min(value, MAX_SEARCH_LIMIT)  # absurd limits are capped, not refused
+
+
+def parse_tags(simple: Sequence[str], json_maps: Sequence[str]) -> dict[str, str]:
+    """`tag=key:value` (repeatable) and `tags={"key": "value"}` merged, as Jaeger does."""
+    tags: dict[str, str] = {}
+    for item in simple:
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise ParamError(f"malformed 'tag' parameter, expecting key:value, received: {item}")
+        tags[key] = value
+    for text in json_maps:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ParamError(f"malformed 'tags' parameter, cannot unmarshal JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ParamError("malformed 'tags' parameter: expected a JSON object of strings")
+        for key, value in obj.items():
+            if isinstance(value, dict | list) or value is None:
+                raise ParamError(f"malformed 'tags' parameter: value of {key!r} must be a string")
+            tags[str(key)] = json.dumps(value) if not isinstance(value, str) else value
+    return tags
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """Either a search (`query`) or a fetch of explicit trace ids (`trace_ids`)."""
+
+    query: TraceQuery | None
+    trace_ids: list[bytes]
+
+
+def parse_search(params: Params, now_ns: int) -> SearchRequest:
+    """`/api/traces?...` parameters; start/end in microseconds, durations as Go durations."""
+    trace_ids = []
+    for text in params.get("traceID") or []:
+        try:
+            trace_ids.append(parse_trace_id(text))
+        except ValueError as exc:
+            raise ParamError(f"cannot parse traceID param: {exc}") from None
+    end_text, start_text = _first(params, "end"), _first(params, "start")
+    end_ns = _int(end_text, "end") * 1000 if end_text else now_ns
+    start_ns = _int(start_text, "start") * 1000 if start_text else end_ns - TRACE_LOOKBACK_NS
+    tags = parse_tags(params.get("tag") or [], params.get("tags") or [])
+    limit = _limit(_first(params, "limit"), "limit")
+    min_text, max_text = _first(params, "minDuration"), _first(params, "maxDuration")
+    min_ns = parse_duration_ns(min_text, "minDuration") if min_text else None
+    max_ns = parse_duration_ns(max_text, "maxDuration") if max_text else None
+    if trace_ids:
+        return SearchRequest(None, trace_ids)
+    service = _first(params, "service")
+    if not service:
+        raise ParamError("parameter 'service' is required")
+    if min_ns and max_ns and max_ns < min_ns:
+        raise ParamError("'maxDuration' should be greater than 'minDuration'")
+    query = TraceQuery(
+        service=service,
+        operation=_first(params, "operation"),
+        tags=tags,
+        start_min_ns=start_ns,
+        start_max_ns=end_ns,
+        duration_min_ns=min_ns,
+        duration_max_ns=max_ns,
+        limit=limit,
+    )
+    return SearchRequest(query, [])
+
+
+def parse_dependencies(params: Params, now_ms: int) -> tuple[int, int]:
+    """(end, lookback) in nanoseconds from `endTs` and `lookback` in milliseconds."""
+    end_text, lookback_text = _first(params, "endTs"), _first(params, "lookback")
+    end_ms = _int(end_text, "endTs") if end_text else now_ms
+    lookback_ms = _int(lookback_text, "lookback") if lookback_text else DEPENDENCY_LOOKBACK_MS
+    if lookback_ms < 0:
+        raise ParamError("unable to parse param 'lookback': must not be negative")
+    return end_ms * 10**6, lookback_ms * 10**6
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_rfc3339_ns(text: str, name: str) -> int:
+    """Unix nanoseconds from RFC 3339 with up to nanosecond fractions (Go's RFC3339Nano)."""
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        raise ParamError(f"malformed parameter {name}: {text!r} is not an RFC 3339 time")
+    date, clock, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        moment = datetime.datetime.fromisoformat(f"{date}T{clock}{zone}")
+    except ValueError as exc:
+        raise ParamError(f"malformed parameter {name}: {exc}") from None
+    seconds = int(moment.timestamp())
+    return seconds * 10**9 + int((fraction or "0").ljust(9, "0"))
+
+
+def parse_v3_search(params: Params) -> TraceQuery:
+    """api_v3 `/api/v3/traces?query.service_name=...` parameters."""
+    tmin, tmax = _first(params, "query.start_time_min"), _first(params, "query.start_time_max")
+    if not tmin or not tmax:
+        raise ParamError("query.start_time_min and query.start_time_max are required")
+    service = _first(params, "query.service_name")
+    if not service:
+        raise ParamError("query.service_name is required")
+    dmin, dmax = _first(params, "query.duration_min"), _first(params, "query.duration_max")
+    attributes = params.get("query.attributes") or []
+    try:
+        tags = parse_tags([], attributes)
+    except ParamError as exc:
+        raise ParamError(f"malformed parameter query.attributes: {exc}") from None
+    return TraceQuery(
+        service=service,
+        operation=_first(params, "query.operation_name"),
+        tags=tags,
+        start_min_ns=parse_rfc3339_ns(tmin, "query.start_time_min"),
+        start_max_ns=parse_rfc3339_ns(tmax, "query.start_time_max"),
+        duration_min_ns=parse_duration_ns(dmin, "query.duration_min") if dmin else None,
+        duration_max_ns=parse_duration_ns(dmax, "query.duration_max") if dmax else None,
+        limit=_limit(_first(params, "query.num_traces"), "query.num_traces"),
+    )

@@ -1,0 +1,87 @@
+"""The `store` exporter: writes every span it gets into the embedded trace store.
+
+```yaml
+exporters:
+  store:
+    path: ""            # default $MESHTRACE_DATA_DIR/traces.db, else ~/.local/share/meshtrace/traces.db
+    max_bytes: 1073741824   # live database pages; the least recently written traces go first
+    retention: 72h      # traces not written to for this long are deleted (0 = keep)
+```
+
+`consume_traces` only queues the encoded bytes for the store's writer thread, so the event loop
+never waits for the disk; when too much is waiting it refuses (retryable), never buffering without
+bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from meshtrace.collector.component import Component, ComponentID, Host, Kind, RefusedError, TracesConsumer
+from meshtrace.collector.schema import Duration
+from meshtrace.collector.telemetry import TELEMETRY
+from meshtrace.model import Traces
+from meshtrace.store.sqlite import StoreFullError, TraceStore, default_path
+
+
+@dataclass
+class StoreConfig:
+    path: str = ""
+    max_bytes: int = 1 << 30
+    retention: Duration = 72 * 3600.0
+    max_pending_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 0:
+            raise ValueError(f"max_bytes must not be negative, got {self.max_bytes}")
+        if self.max_pending_bytes <= 0:
+            raise ValueError(f"max_pending_bytes must be positive, got {self.max_pending_bytes}")
+
+
+class StoreExporter:
+    """Owns a `TraceStore`; the query extension reads it through `.store`."""
+
+    def __init__(self, id: ComponentID, config: StoreConfig) -> None:
+        self.id = id
+        self.config = config
+        self.store = TraceStore(
+            Path(config.path).expanduser() if config.path else default_path(),
+            max_bytes=config.max_bytes,
+            retention_s=float(config.retention),
+            max_pending_bytes=config.max_pending_bytes,
+        )
+        self.metrics = TELEMETRY.exporter(id)
+        TELEMETRY.exporter_queue(id, lambda: float(self.store.pending_bytes), config.max_pending_bytes)
+
+    async def consume_traces(self, traces: Traces) -> None:
+        count = traces.span_count()
+        try:
+            self.store.write(traces.encoded())
+        except StoreFullError as exc:
+            self.metrics.enqueue_failed_spans.add(count)
+            raise RefusedError(str(exc), retry_after=1.0) from None
+        self.metrics.sent_spans.add(count)
+
+    async def start(self, host: Host) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.store.open)
+
+    async def shutdown(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+
+class StoreFactory:
+    type = "store"
+    kind = Kind.EXPORTER
+    config_type = StoreConfig
+
+    def default_config(self) -> dict[str, Any]:
+        return asdict(StoreConfig())
+
+    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
+        return StoreExporter(id, config)
+
+
+factory = StoreFactory()

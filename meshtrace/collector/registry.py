@@ -23,10 +23,12 @@ EXPORTERS: dict[str, str] = {
     "otlp_http": "meshtrace.collector.exporters.otlp_http:factory",
     "debug": "meshtrace.collector.exporters.debug:factory",
     "file": "meshtrace.collector.exporters.file:factory",
+    "store": "meshtrace.store.exporter:factory",
 }
 
 EXTENSIONS: dict[str, str] = {
     "health_check": "meshtrace.collector.extensions.health_check:factory",
+    "query": "meshtrace.query.extension:factory",
 }
 
 CONNECTORS: dict[str, str] = {}

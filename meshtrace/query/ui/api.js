@@ -50,12 +50,12 @@ export async function trace(traceID) {
 }
 
 export async function dependencies(endTsMs, lookbackMs) {
-  return (await get(`/api/dependencies?endTs=${endTsMs}&lookback=${lookbackMs}`)).data || [];
+  return (await get(`/api/dependencies?endTs=${endTsMs}&lookback=${lookbackMs}&withErrors=true`)).data || [];
 }
 
 /** Where the browser downloads a trace in `format` ("otlp" or "jaeger"). */
 export function exportUrl(traceID, format) {
-  return `/api/traces/${encodeURIComponent(traceID)}/export?format=${format}`;
+  return `/api/export/${encodeURIComponent(traceID)}?format=${format}`;
 }
 
 /** Upload a file (OTLP/JSON lines or a Jaeger JSON download) into the store. */

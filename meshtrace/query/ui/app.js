@@ -85,7 +85,7 @@ upload.addEventListener("change", async () => {
     const result = (await api.importFile(file)) || {};
     const ids = result.traceIDs || result.traces || [];
     const spans = result.spans ?? result.spanCount;
-    notify(`Imported ${file.name}` + (spans !== undefined ? `: ${spans} spans` : "") +
+    notify(`Imported ${file.name}` + (spans !== undefined ? `: ${spans} span${spans === 1 ? "" : "s"}` : "") +
       (ids.length ? ` in ${ids.length} trace${ids.length === 1 ? "" : "s"}` : ""), "ok");
     if (ids.length === 1) navigate(`/trace/${ids[0]}`);
     else render();

@@ -33,6 +33,13 @@ function edgePath(e, w) {
     const tx = e.to.x + w / 2;
     return { d: `M${sx},${e.from.y + NODE_H} C${sx},${low} ${tx},${low} ${tx},${e.to.y + NODE_H}`, lx: (sx + tx) / 2, ly: low - 6 };
   }
+  if (e.skip) {
+    // Over the columns in between, arching above their nodes instead of through them.
+    const high = Math.min(e.from.y, e.to.y) - 30;
+    const sx = e.from.x + w / 2;
+    const tx = e.to.x + w / 2;
+    return { d: `M${sx},${e.from.y} C${sx},${high} ${tx},${high} ${tx},${e.to.y}`, lx: (sx + tx) / 2, ly: high + 8 };
+  }
   const mx = (x1 + x2) / 2;
   return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, lx: mx, ly: (y1 + y2) / 2 - 6 };
 }
@@ -41,7 +48,8 @@ function graph(links, navigate) {
   const layout = layoutDependencies(links);
   const w = layout.nodeWidth;
   const svg = s("svg", {
-    class: "dep-graph", id: "dep-graph", viewBox: `0 -40 ${layout.width} ${layout.height + 80}`,
+    class: "dep-graph", id: "dep-graph", viewBox: `0 -40 ${layout.width} ${layout.height + 40}`,
+    width: layout.width, height: layout.height + 40,
     role: "group", "aria-label": "Service dependency graph",
   },
   s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },

@@ -5,7 +5,7 @@
  * mean position of its callers, so edges cross less. Calls that close a cycle are drawn but do not
  * move nodes. `links` are Jaeger's {parent, child, callCount, errorCount?}.
  */
-export function layoutDependencies(links, { colWidth = 240, rowHeight = 90, nodeWidth = 160 } = {}) {
+export function layoutDependencies(links, { colWidth = 330, rowHeight = 100, nodeWidth = 170 } = {}) {
   const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))].sort();
   const out = new Map(names.map((n) => [n, []]));
   const indegree = new Map(names.map((n) => [n, 0]));
@@ -76,12 +76,13 @@ export function layoutDependencies(links, { colWidth = 240, rowHeight = 90, node
     from: pos.get(l.parent),
     to: pos.get(l.child),
     back: back.has(`${l.parent}\u0000${l.child}`) || layer.get(l.child) <= layer.get(l.parent),
+    skip: layer.get(l.child) - layer.get(l.parent) > 1,
   }));
   return {
     nodes,
     edges,
     width: 40 + (columns.length - 1) * colWidth + nodeWidth,
-    height: 60 + tallest * rowHeight,
+    height: 20 + tallest * rowHeight,
     nodeWidth,
   };
 }

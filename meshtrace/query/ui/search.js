@@ -155,12 +155,14 @@ function buildForm(q, onSubmit) {
     } catch (err) {
       message.textContent = `services: ${err.message}`;
     }
-    const wanted = q.has("service") ? q.get("service") : localStorage.getItem(LAST_SERVICE) || names[0] || "";
-    mount(service, option("", "All services"), names.map((n) => option(n, n, n === wanted)));
+    const last = localStorage.getItem(LAST_SERVICE);
+    const wanted = q.get("service") || (names.includes(last) ? last : names[0] || "");
+    // Jaeger's search needs a service; an empty store has none to offer yet.
+    mount(service, names.length ? null : option("", "No services yet"), names.map((n) => option(n, n, n === wanted)));
     if (wanted && !names.includes(wanted)) service.append(option(wanted, wanted, true));
     await loadOperations(q.get("operation") || "");
   })();
-  return { form, message, ready };
+  return { form, message, ready, service };
 }
 
 function scatter(rows, onOpen) {
@@ -253,13 +255,17 @@ function resultItem(r, maxDuration) {
 /** Render the search page into `root` for the URL query `q`; `navigate` changes the route. */
 export async function renderSearch(root, q, navigate) {
   const results = h("section", { class: "results", id: "results", "aria-live": "polite" });
-  const { form, message, ready } = buildForm(q, (next) => navigate(`/search?${next}`));
+  const { form, message, ready, service } = buildForm(q, (next) => navigate(`/search?${next}`));
   mount(root, h("div", { class: "search-page" }, form, results));
   document.title = "Search · meshtrace";
   await ready;
   if (![...q.keys()].length) {
-    mount(results, h("p", { class: "empty" }, "Pick a service and press Find traces."));
-    return;
+    // The landing page shows the latest traces of the preselected service straight away.
+    if (!service.value) {
+      mount(results, h("p", { class: "empty" }, "No traces stored yet: send some spans, or upload a file."));
+      return;
+    }
+    q = new URLSearchParams({ service: service.value });
   }
   const query = apiQuery(q);
   if (query.error) {

@@ -1,0 +1,104 @@
+"""The UI's pure modules (span tree, critical path, flame layout, form parsing, graph layout),
+imported into a real chromium page; the page's files are answered from the package directory, so
+these need no server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+UI_DIR = Path(__file__).resolve().parents[2] / "meshtrace" / "query" / "ui"
+
+
+def _serve_ui(route: Any) -> None:
+    """Answer the UI's own files from the package directory (module tests need no server)."""
+    path = route.request.url.split("://", 1)[1].split("/", 1)[1].split("?")[0]
+    if path.startswith("static/"):
+        target = UI_DIR / path.removeprefix("static/")
+        ctype = "text/javascript" if target.suffix == ".js" else "text/plain"
+        route.fulfill(status=200, body=target.read_text(), content_type=ctype)
+    else:
+        route.fulfill(status=200, body="<!doctype html><title>t</title>", content_type="text/html")
+
+
+MODEL_CASES = """async () => {
+  const m = await import('/static/model.js');
+  const g = await import('/static/graph.js');
+  const sp = (id, parent, start, duration, service = 'a', tags = []) => ({
+    traceID: 't', spanID: id, operationName: 'op-' + id, startTime: start, duration, tags, logs: [],
+    references: parent ? [{refType: 'CHILD_OF', traceID: 't', spanID: parent}] : [], processID: service,
+  });
+  const trace = (spans) => ({traceID: 't', spans, processes: {a: {serviceName: 'a', tags: []},
+                                                              b: {serviceName: 'b', tags: []}}});
+  const out = {};
+  // root 0-100 with children c1 10-40 and c2 30-90 (overlapping), grandchild g 35-80 under c2.
+  const t1 = m.buildTrace(trace([sp('r', null, 0, 100), sp('c1', 'r', 10, 30), sp('c2', 'r', 30, 60, 'b'),
+                                 sp('g', 'c2', 35, 45, 'b', [{key: 'error', type: 'bool', value: true}]),
+                                 sp('o', 'gone', 50, 5)]));
+  out.order = t1.nodes.map((n) => n.id);
+  out.orphans = t1.orphans.map((n) => n.id);
+  out.errors = t1.errorCount;
+  out.rootName = t1.rootSpan.operation;
+  out.critical = m.criticalPath(t1).map((s) => [s.id, s.start, s.end]);
+  const rows = m.flameLayout(t1);
+  out.flame = Object.fromEntries([...rows].map(([n, r]) => [n.id, r]));
+  out.visible = m.visibleNodes(t1, new Set(['r'])).map((n) => n.id);
+  out.find = [...m.findSpans(t1, 'error=true')].map((n) => n.id);
+  // a parent cycle and a self-parent still give a forest
+  const t2 = m.buildTrace(trace([sp('x', 'y', 0, 10), sp('y', 'x', 1, 5), sp('z', 'z', 2, 3)]));
+  out.cycle = t2.nodes.map((n) => [n.id, n.depth]).sort();
+  out.tags = m.parseTags('a=1 b="two words" c=x\\\\"y');
+  out.badTags = m.parseTags('a=1 oops');
+  out.roundTrip = m.parseTags(m.formatTags({k: 'v w', e: '', q: 'say "hi"'}));
+  out.durations = [m.isDuration('1.5s'), m.isDuration('100ms'), m.isDuration('abc'), m.isDuration('')];
+  out.fmt = [m.fmtDuration(850), m.fmtDuration(12345), m.fmtDuration(1240000), m.fmtDuration(125e6)];
+  out.ticks = [m.ticks(120000, 4), m.ticks(120000, 4, true)];
+  out.color = [m.serviceColor('frontend') === m.serviceColor('frontend'), m.serviceColor('x').length];
+  const link = (parent, child, callCount) => ({parent, child, callCount});
+  const links = [link('a', 'b', 3), link('b', 'c', 1), link('c', 'a', 1), link('a', 'c', 2)];
+  const layout = g.layoutDependencies(links);
+  out.layers = Object.fromEntries(layout.nodes.map((n) => [n.name, n.x]));
+  out.backEdges = layout.edges.filter((e) => e.back).map((e) => e.parent + '>' + e.child);
+  out.skipEdges = layout.edges.filter((e) => e.skip).map((e) => e.parent + '>' + e.child);
+  return out;
+}"""
+
+
+def test_model_functions(browser: Any) -> None:
+    """The pure modules (span tree, critical path, flame layout, form parsing, graph layout)."""
+    page = browser.new_page()
+    page.route("http://meshtrace.test/**", _serve_ui)
+    page.goto("http://meshtrace.test/")
+    out = page.evaluate(MODEL_CASES)
+    page.close()
+    assert out["order"] == ["r", "c1", "c2", "g", "o"]
+    assert out["orphans"] == ["o"]
+    assert out["errors"] == 1
+    assert out["rootName"] == "op-r"
+    # Walking back from the root's end: root's tail, c2 until g's end, g, c2 before g, c1 up to
+    # c2's start, then the root's head. The orphan's own tree is not the root's latency.
+    assert out["critical"] == [
+        ["r", 0, 10],
+        ["c1", 10, 30],
+        ["c2", 30, 35],
+        ["g", 35, 80],
+        ["c2", 80, 90],
+        ["r", 90, 100],
+    ]
+    # c1 and c2 overlap in time, so c2's subtree goes below c1's; the orphan overlaps the root's
+    # time, so it takes the first free row under the root's subtree.
+    assert out["flame"]["r"] == 0 and out["flame"]["c1"] == 1 and out["flame"]["c2"] == 2
+    assert out["flame"]["g"] == 3 and out["flame"]["o"] == 4
+    assert out["visible"] == ["r", "o"]
+    assert out["find"] == ["g"]
+    assert out["cycle"] == [["x", 0], ["y", 1], ["z", 0]]
+    assert out["tags"] == {"tags": {"a": "1", "b": "two words", "c": 'x\\"y'}}
+    assert out["badTags"] == {"error": 'attributes: "oops" is not key=value'}
+    assert out["roundTrip"] == {"tags": {"k": "v w", "e": "", "q": 'say "hi"'}}
+    assert out["durations"] == [True, True, False, True]
+    assert out["fmt"] == ["850µs", "12.3ms", "1.24s", "2m 5s"]
+    assert out["ticks"] == [[0, 50000, 100000], [0, 50000, 100000, 150000]]
+    assert out["color"] == [True, 7]
+    assert out["layers"]["a"] < out["layers"]["b"] < out["layers"]["c"]
+    assert out["backEdges"] == ["c>a"]
+    assert out["skipEdges"] == ["a>c"]

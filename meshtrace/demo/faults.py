@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from meshtrace.sdk.settings import parse_bounded
+
 FAIL_PARAM = "fail"
 SLOW_PARAM = "slow_ms"
 FAIL_ENV = "FAIL_RATE"
@@ -36,26 +38,13 @@ def parse_rate(name: str, value: str) -> float:
         return 1.0
     if text in ("false", "no", ""):
         return 0.0
-    try:
-        rate = float(text)
-    except ValueError:
-        raise FaultError(f"{name}={value!r}: expected a rate between 0 and 1 (or true/false)") from None
-    if not 0.0 <= rate <= 1.0:
-        raise FaultError(f"{name}={value!r}: expected a rate between 0 and 1 (or true/false)")
-    return rate
+    return parse_bounded(name, value, float, 0.0, 1.0, "a rate between 0 and 1 (or true/false)", FaultError)
 
 
 def parse_slow_ms(name: str, value: str) -> int:
-    text = value.strip()
-    if not text:
+    if not value.strip():
         return 0
-    try:
-        slow = int(text)
-    except ValueError:
-        raise FaultError(f"{name}={value!r}: expected milliseconds, 0 to {MAX_SLOW_MS}") from None
-    if not 0 <= slow <= MAX_SLOW_MS:
-        raise FaultError(f"{name}={value!r}: expected milliseconds, 0 to {MAX_SLOW_MS}")
-    return slow
+    return parse_bounded(name, value, int, 0, MAX_SLOW_MS, f"milliseconds, 0 to {MAX_SLOW_MS}", FaultError)
 
 
 def decide(query: Mapping[str, str], env: Mapping[str, str], draw: float) -> Faults:

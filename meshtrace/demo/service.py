@@ -15,6 +15,7 @@ from aiohttp import web
 
 from meshtrace import __version__, aio, ready
 from meshtrace.sdk import init_tracer, instrument_aiohttp
+from meshtrace.sdk.settings import parse_bounded
 from meshtrace.sdk.tracer import Shutdown
 
 log = logging.getLogger("meshtrace.demo")
@@ -30,13 +31,7 @@ def listen_address(env: Mapping[str, str]) -> Listen:
     """POD_IP and PORT, as `meshtrace up` (and a Kubernetes pod spec) give them; 127.0.0.1:8080."""
     host = env.get("POD_IP", "").strip() or "127.0.0.1"
     raw = env.get("PORT", "").strip() or "8080"
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ValueError(f"PORT={raw!r}: expected a port number 0-65535") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"PORT={raw!r}: expected a port number 0-65535")
-    return Listen(host, port)
+    return Listen(host, parse_bounded("PORT", raw, int, 0, 65535, "a port number 0-65535", ValueError))
 
 
 def setup_tracing(service: str) -> Shutdown:

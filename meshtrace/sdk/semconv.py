@@ -78,15 +78,21 @@ def span_name_problems(name: str) -> list[str]:
     return problems
 
 
+def _present(attributes: dict[str, AttributeValue | None]) -> dict[str, AttributeValue]:
+    return {key: value for key, value in attributes.items() if value is not None}
+
+
 def http_server_attributes(
     method: str, route: str, status_code: int | None = None, url: str | None = None
 ) -> dict[str, AttributeValue]:
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: method.upper(), HTTP_ROUTE: route}
-    if url is not None:
-        attributes[URL_FULL] = url
-    if status_code is not None:
-        attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
-    return attributes
+    return _present(
+        {
+            HTTP_REQUEST_METHOD: method.upper(),
+            HTTP_ROUTE: route,
+            URL_FULL: url,
+            HTTP_RESPONSE_STATUS_CODE: status_code,
+        }
+    )
 
 
 def http_client_attributes(
@@ -96,14 +102,15 @@ def http_client_attributes(
     server_address: str | None = None,
     server_port: int | None = None,
 ) -> dict[str, AttributeValue]:
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: method.upper(), URL_FULL: url}
-    if server_address is not None:
-        attributes[SERVER_ADDRESS] = server_address
-    if server_port is not None:
-        attributes[SERVER_PORT] = server_port
-    if status_code is not None:
-        attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
-    return attributes
+    return _present(
+        {
+            HTTP_REQUEST_METHOD: method.upper(),
+            URL_FULL: url,
+            SERVER_ADDRESS: server_address,
+            SERVER_PORT: server_port,
+            HTTP_RESPONSE_STATUS_CODE: status_code,
+        }
+    )
 
 
 def db_attributes(
@@ -114,16 +121,16 @@ def db_attributes(
     namespace: str | None = None,
     returned_rows: int | None = None,
 ) -> dict[str, AttributeValue]:
-    attributes: dict[str, AttributeValue] = {DB_SYSTEM_NAME: system, DB_OPERATION_NAME: operation}
-    if collection is not None:
-        attributes[DB_COLLECTION_NAME] = collection
-    if query_text is not None:
-        attributes[DB_QUERY_TEXT] = query_text
-    if namespace is not None:
-        attributes[DB_NAMESPACE] = namespace
-    if returned_rows is not None:
-        attributes[DB_RESPONSE_RETURNED_ROWS] = returned_rows
-    return attributes
+    return _present(
+        {
+            DB_SYSTEM_NAME: system,
+            DB_OPERATION_NAME: operation,
+            DB_COLLECTION_NAME: collection,
+            DB_QUERY_TEXT: query_text,
+            DB_NAMESPACE: namespace,
+            DB_RESPONSE_RETURNED_ROWS: returned_rows,
+        }
+    )
 
 
 def error_attributes(error: BaseException) -> dict[str, AttributeValue]:

@@ -7,8 +7,10 @@ functions directly with a dict for `env`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -33,6 +35,8 @@ SEED_SCHEDULE_DELAY_MS = 5000
 SEED_MAX_EXPORT_BATCH_SIZE = 512
 
 DEFAULT_SAMPLER = "parentbased_always_on"
+
+N = TypeVar("N", int, float)
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -118,16 +122,29 @@ def exporter_settings(env: Mapping[str, str]) -> ExporterSettings:
     return ExporterSettings(protocol, url, insecure, headers, tuple(notes))
 
 
+def parse_bounded(
+    name: str,
+    raw: str,
+    convert: Callable[[str], N],
+    low: N,
+    high: N,
+    expected: str,
+    error: type[ValueError] = SettingsError,
+) -> N:
+    """`convert(raw)` when it lies in [low, high]; otherwise `error("NAME='raw': expected ...")`."""
+    try:
+        value = convert(raw.strip())
+    except ValueError:
+        raise error(f"{name}={raw!r}: expected {expected}") from None
+    if not low <= value <= high:
+        raise error(f"{name}={raw!r}: expected {expected}")
+    return value
+
+
 def _parse_ratio(name: str, arg: str | None) -> float:
     if arg is None:
         return 1.0
-    try:
-        ratio = float(arg)
-    except ValueError:
-        raise SettingsError(f"{name}={arg!r}: expected a number between 0 and 1") from None
-    if not 0.0 <= ratio <= 1.0:
-        raise SettingsError(f"{name}={arg!r}: expected a number between 0 and 1")
-    return ratio
+    return parse_bounded(name, arg, float, 0.0, 1.0, "a number between 0 and 1")
 
 
 def sampler_from_env(env: Mapping[str, str]) -> Sampler:
@@ -163,13 +180,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     chosen = _first(env, name)
     if chosen is None:
         return default
-    try:
-        value = int(chosen[1])
-    except ValueError:
-        raise SettingsError(f"{name}={chosen[1]!r}: expected a positive integer") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={chosen[1]!r}: expected a positive integer")
-    return value
+    return parse_bounded(name, chosen[1], int, 1, sys.maxsize, "a positive integer")
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,515 @@
-"""`meshtrace lint`: istioctl-analyze-like checks plus the Collector's own config checks."""
+"""`meshtrace lint`: istioctl-analyze-like checks of Istio and Kubernetes config plus the
+Collector's own config checks (`meshtrace.collector.config.check`) on collector ConfigMaps.
+
+Each rule is a function of the loaded `Bundle` yielding `Finding`s; `RULES` lists them with the
+codes they emit (docs/lint.md describes every code). Load problems (YAML, CRD schema, duplicate
+resources, seed-era spellings) are findings too.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import yaml
+from rich.console import Console
 
 from meshtrace.config.loader import Bundle
-from meshtrace.config.model import Finding
+from meshtrace.config.mesh import TRACING_TYPES
+from meshtrace.config.model import Document, Finding, Meta, Severity, Telemetry
+from meshtrace.config.resolve import MODES, effective_config, mixer_to_cel
 
 _ORDER = {"error": 0, "warning": 1, "info": 2}
+# Collector self-metrics removed in v0.111 (REFERENCE.md §4) -> what to use instead.
+REMOVED_METRICS = {
+    "otelcol_processor_dropped_spans": "otelcol_processor_incoming_items - otelcol_processor_outgoing_items "
+    '(label otel_signal="traces")',
+    "otelcol_processor_accepted_spans": 'otelcol_processor_incoming_items{otel_signal="traces"}',
+    "otelcol_processor_refused_spans": "otelcol_receiver_refused_spans",
+}
+PRODUCTION_WORDS = {"production", "prod"}
+PRODUCTION_MAX_SAMPLING = 10.0
+OTLP_GRPC_PORT = 4317
+# Istio picks HTTP/2 (needed by gRPC) from these port-name prefixes or appProtocol values.
+_H2_PREFIXES = ("grpc", "http2", "h2c")
+_H2_APP_PROTOCOLS = {"grpc", "grpc-web", "http2", "h2c", "kubernetes.io/h2c"}
+_PROBE = "lint-probe"
+
+
+def _finding(
+    code: str,
+    severity: Severity,
+    message: str,
+    fix: str,
+    meta: Meta | None = None,
+    path: str = "",
+    doc: Document | None = None,
+) -> Finding:
+    origin = meta.origin if meta is not None else doc.origin if doc is not None else None
+    return Finding(
+        code=code,
+        severity=severity,
+        message=message,
+        fix=fix,
+        resource=meta.ref if meta is not None else doc.ref if doc is not None else "",
+        file=origin.file if origin else "",
+        path=path,
+        document=origin.document if origin else None,
+        line=origin.line if origin else None,
+    )
+
+
+def _tracing_entries(tel: Telemetry) -> Iterator[tuple[int, dict[str, Any]]]:
+    for i, entry in enumerate(tel.spec.get("tracing") or []):
+        if isinstance(entry, dict):
+            yield i, entry
+
+
+# -- Telemetry rules -----------------------------------------------------------------------------
+
+
+def deprecated_version(bundle: Bundle) -> Iterator[Finding]:
+    for doc in bundle.documents:
+        if doc.kind == "Telemetry" and doc.data.get("apiVersion") == "telemetry.istio.io/v1alpha1":
+            yield _finding(
+                "telemetry-deprecated-version",
+                "warning",
+                "telemetry.istio.io/v1alpha1 is deprecated; v1 (Istio 1.22+) has the same schema",
+                "apiVersion: telemetry.istio.io/v1",
+                doc=doc,
+                path="apiVersion",
+            )
+
+
+def namespace_wide_conflicts(bundle: Bundle) -> Iterator[Finding]:
+    by_ns: dict[str, list[Telemetry]] = {}
+    for tel in sorted(bundle.telemetries, key=lambda t: t.sort_key):
+        if tel.valid and tel.namespace_wide:
+            by_ns.setdefault(tel.namespace, []).append(tel)
+    for ns, items in by_ns.items():
+        for later in items[1:]:
+            yield _finding(
+                "multiple-namespace-telemetry",
+                "error",
+                f"{len(items)} selector-less Telemetry resources in {ns}: Istio applies only the oldest "
+                f"(creationTimestamp, then name: {items[0].meta.ref}); this one is silently ignored",
+                f"merge it into {items[0].name} (one selector-less Telemetry per namespace)",
+                meta=later.meta,
+            )
+
+
+def workload_conflicts(bundle: Bundle) -> Iterator[Finding]:
+    for dep in bundle.deployments:
+        matching = [
+            t
+            for t in sorted(bundle.telemetries, key=lambda t: t.sort_key)
+            if t.valid
+            and t.namespace == dep.namespace
+            and t.match_labels
+            and all(dep.pod_labels.get(k) == v for k, v in t.match_labels.items())
+        ]
+        for later in matching[1:]:
+            yield _finding(
+                "multiple-workload-telemetry",
+                "warning",
+                f"selects Deployment {dep.namespace}/{dep.name} as {matching[0].meta.ref} does: Istio "
+                "applies only the oldest matching workload Telemetry, this one is ignored for it",
+                "give each workload one Telemetry (narrow the selectors or merge the resources)",
+                meta=later.meta,
+                path="spec.selector",
+            )
+
+
+def root_selector(bundle: Bundle) -> Iterator[Finding]:
+    root = bundle.mesh.root_namespace
+    for tel in bundle.telemetries:
+        if tel.namespace == root and tel.match_labels:
+            yield _finding(
+                "root-namespace-selector",
+                "warning",
+                f"a Telemetry with a selector in the root namespace ({root}) only applies to workloads in "
+                f"{root}, not to matching workloads in other namespaces",
+                "move it to the namespace of the workloads it should select",
+                meta=tel.meta,
+                path="spec.selector",
+            )
+
+
+def unknown_provider(bundle: Bundle) -> Iterator[Finding]:
+    mesh = bundle.mesh
+    known = sorted({str(p.get("name")) for p in mesh.extension_providers})
+    for tel in bundle.telemetries:
+        for section in ("tracing", "metrics", "accessLogging"):
+            for i, entry in enumerate(tel.spec.get(section) or []):
+                if not isinstance(entry, dict):
+                    continue
+                for pi, ref in enumerate(entry.get("providers") or []):
+                    name = str(ref.get("name", "")) if isinstance(ref, dict) else ""
+                    path = f"spec.{section}[{i}].providers[{pi}].name"
+                    provider, _ = mesh.find_provider(name)
+                    if provider is None:
+                        yield _finding(
+                            "unknown-provider",
+                            "error",
+                            f"provider {name!r} is not in meshConfig.extensionProviders (known: "
+                            f"{', '.join(known)}): Istio configures nothing for it"
+                            + ("; tracing is off" if section == "tracing" else ""),
+                            "add it to meshConfig.extensionProviders or fix the name",
+                            meta=tel.meta,
+                            path=path,
+                        )
+                    elif section == "tracing" and pi == 0:
+                        kind = next((k for k in provider if k != "name"), "")
+                        if kind not in TRACING_TYPES:
+                            yield _finding(
+                                "provider-not-tracing",
+                                "error",
+                                f"provider {name!r} is a {kind} provider, which cannot trace: tracing is off",
+                                "name an opentelemetry or zipkin provider",
+                                meta=tel.meta,
+                                path=path,
+                            )
+    for section in ("tracing", "metrics", "accessLogging"):
+        for name in mesh.get(f"defaultProviders.{section}") or []:
+            if mesh.find_provider(str(name))[0] is None:
+                src = mesh.source(f"defaultProviders.{section}")
+                yield Finding(
+                    "unknown-provider",
+                    "error",
+                    f"default provider {name!r} is not in meshConfig.extensionProviders",
+                    src.resource,
+                    src.file or "",
+                    src.field or "",
+                    "add it to meshConfig.extensionProviders or fix the name",
+                )
+
+
+def sampling_without_provider(bundle: Bundle) -> Iterator[Finding]:
+    """A tracing entry sets a sampling rate but no provider resolves where it applies: a common
+    trap (sampling configured, no spans). Checked by resolving a workload the resource selects."""
+    for tel in bundle.telemetries:
+        entries = [(i, e) for i, e in _tracing_entries(tel) if e.get("randomSamplingPercentage") is not None]
+        if not tel.valid or not entries or tel.target_refs:
+            continue
+        labels = tel.match_labels or {"app": _PROBE}
+        doc = effective_config(bundle, _PROBE, tel.namespace, labels=labels)
+        if tel.meta.ref not in {a["resource"] for a in doc["telemetry"]["applied"]}:
+            continue  # ignored altogether: multiple-namespace-telemetry says so
+        for i, entry in entries:
+            mode = str((entry.get("match") or {}).get("mode") or "CLIENT_AND_SERVER")
+            off = [d for d in MODES.get(mode, ()) if doc["tracing"][d]["provider"] is None]
+            if off:
+                yield _finding(
+                    "sampling-without-provider",
+                    "error",
+                    f"randomSamplingPercentage is set but no tracing provider resolves for "
+                    f"{'/'.join(off)} traffic (none here, none inherited, no defaultProviders.tracing): "
+                    "no spans are produced",
+                    "name a provider (providers: [{name: <extensionProviders name>}]) here or mesh-wide",
+                    meta=tel.meta,
+                    path=f"spec.tracing[{i}].randomSamplingPercentage",
+                )
+
+
+def production_sampling(bundle: Bundle) -> Iterator[Finding]:
+    root = bundle.mesh.root_namespace
+    for tel in bundle.telemetries:
+        if tel.namespace != root or not tel.namespace_wide:
+            continue
+        label_words = {str(v).lower() for v in tel.meta.labels.values()}
+        for i, entry in _tracing_entries(tel):
+            rate = entry.get("randomSamplingPercentage")
+            if not isinstance(rate, (int, float)) or rate <= PRODUCTION_MAX_SAMPLING:
+                continue
+            raw_tags = entry.get("customTags")
+            tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
+            tag_words = {
+                str((t.get("literal") or {}).get("value", "")).lower()
+                for t in tags.values()
+                if isinstance(t, dict)
+            }
+            if (tag_words | label_words) & PRODUCTION_WORDS:
+                yield _finding(
+                    "production-full-sampling",
+                    "warning",
+                    f"mesh-wide sampling {rate:g}% on what its tags/labels call production: every proxy "
+                    f"reports {rate:g}% of requests (collector and storage cost); production meshes sample "
+                    "1-10%",
+                    f"randomSamplingPercentage: {PRODUCTION_MAX_SAMPLING:g} or lower "
+                    "(raise it per namespace or workload)",
+                    meta=tel.meta,
+                    path=f"spec.tracing[{i}].randomSamplingPercentage",
+                )
+
+
+def mixer_tag_overrides(bundle: Bundle) -> Iterator[Finding]:
+    for tel in bundle.telemetries:
+        for mi, metrics in enumerate(tel.spec.get("metrics") or []):
+            overrides = metrics.get("overrides") if isinstance(metrics, dict) else None
+            for oi, override in enumerate(overrides or []):
+                tags = override.get("tagOverrides") if isinstance(override, dict) else None
+                for tag, spec in (tags or {}).items():
+                    value = spec.get("value") if isinstance(spec, dict) else None
+                    cel = mixer_to_cel(value) if isinstance(value, str) else None
+                    if cel is not None:
+                        yield _finding(
+                            "mixer-tag-override",
+                            "warning",
+                            f"{value!r} is the retired Mixer attribute syntax (`a | b`); Istio evaluates tag "
+                            "overrides as CEL, where this does not parse",
+                            f"value: {cel!r}",
+                            meta=tel.meta,
+                            path=f"spec.metrics[{mi}].overrides[{oi}].tagOverrides.{tag}.value",
+                        )
+
+
+# -- MeshConfig rules ----------------------------------------------------------------------------
+
+
+def _mesh_finding(
+    bundle: Bundle, code: str, severity: Severity, path: str, message: str, fix: str
+) -> Finding:
+    src = bundle.mesh.source(path)
+    layer = next((la for la in bundle.mesh.layers if la.resource == src.resource), None)
+    origin = layer.origin if layer else None
+    return Finding(
+        code=code,
+        severity=severity,
+        message=message,
+        resource=src.resource,
+        file=src.file or "",
+        path=src.field or "",
+        fix=fix,
+        document=origin.document if origin else None,
+        line=origin.line if origin else None,
+    )
+
+
+def default_providers_tracing(bundle: Bundle) -> Iterator[Finding]:
+    if bundle.mesh.default_tracing_providers:
+        yield _mesh_finding(
+            bundle,
+            "default-providers-tracing",
+            "warning",
+            "defaultProviders.tracing",
+            "meshConfig.defaultProviders.tracing turns tracing on for every workload and cannot be "
+            "overridden per namespace the way a Telemetry can; Istio maintainers advise against it "
+            "(istio#49557)",
+            "keep the provider in extensionProviders and select it with a root-namespace Telemetry",
+        )
+
+
+def legacy_zipkin(bundle: Bundle) -> Iterator[Finding]:
+    mesh = bundle.mesh
+    zipkin_src = mesh.source("defaultConfig.tracing.zipkin")
+    otel = [p for p in mesh.extension_providers if "opentelemetry" in p]
+    if zipkin_src.resource != "Istio default" and otel:
+        yield _mesh_finding(
+            bundle,
+            "legacy-zipkin-tracing",
+            "warning",
+            "defaultConfig.tracing.zipkin",
+            f"defaultConfig.tracing.zipkin is the pre-Telemetry tracer; beside the opentelemetry provider "
+            f"{otel[0].get('name')!r} it is unused when a Telemetry selects that provider and otherwise "
+            "sends B3/Zipkin spans to a different place",
+            "delete defaultConfig.tracing.zipkin; select the provider with a Telemetry",
+        )
+
+
+def proxy_metadata(bundle: Bundle) -> Iterator[Finding]:
+    for layer in bundle.mesh.layers:
+        if "proxyMetadata" in layer.config:
+            yield Finding(
+                code="mesh-proxy-metadata",
+                severity="warning",
+                message="meshConfig.proxyMetadata is not a MeshConfig field: Istio ignores it, so these "
+                "proxy environment variables are never set",
+                resource=layer.resource,
+                file=layer.origin.file,
+                path=f"{layer.prefix}.proxyMetadata",
+                fix="move it to meshConfig.defaultConfig.proxyMetadata",
+                document=layer.origin.document,
+                line=layer.origin.line,
+            )
+
+
+def operator_overlays(bundle: Bundle) -> Iterator[Finding]:
+    operators = [la for la in bundle.mesh.layers if la.resource.startswith("IstioOperator ")]
+    if len(operators) < 2:
+        return
+    order = ", ".join(la.resource.split(" ", 1)[1] for la in operators)
+    for layer in operators[1:]:
+        replaced = ", ".join(layer.replaced) or "none"
+        yield Finding(
+            code="istio-operator-overlay",
+            severity="info",
+            message=f"{len(operators)} IstioOperators overlay in load order ({order}), like `istioctl "
+            f"install -f a -f b`: maps merge, lists and scalars are replaced; keys this one replaces: "
+            f"{replaced}",
+            resource=layer.resource,
+            file=layer.origin.file,
+            path=layer.prefix,
+            fix="keep one IstioOperator, or check the merged result with `meshtrace explain`",
+            document=layer.origin.document,
+            line=layer.origin.line,
+        )
+
+
+# -- Kubernetes and Collector rules --------------------------------------------------------------
+
+
+def collector_port(bundle: Bundle) -> Iterator[Finding]:
+    for svc in bundle.services:
+        for i, port in enumerate(svc.ports):
+            if OTLP_GRPC_PORT not in (port.port, port.target_port):
+                continue
+            named = port.name == "grpc" or port.name.startswith(tuple(p + "-" for p in _H2_PREFIXES))
+            named = named or port.name in _H2_PREFIXES
+            if named or (port.app_protocol or "").lower() in _H2_APP_PROTOCOLS:
+                continue
+            yield _finding(
+                "collector-port-protocol",
+                "error",
+                f"port {port.port} (OTLP gRPC) is named {port.name or '(unnamed)'!r} with no appProtocol: "
+                "Istio does not know it is gRPC and proxies it as HTTP/1.1, so OTLP/gRPC exports fail",
+                "name the port grpc-otlp (or set appProtocol: grpc)",
+                meta=svc.meta,
+                path=f"spec.ports[{i}]",
+            )
+
+
+def _collector_configs(bundle: Bundle) -> Iterator[tuple[Document, dict[str, Any]]]:
+    """Every collector config as written (each ConfigMap document, before duplicates merge)."""
+    for doc in bundle.documents:
+        data = doc.data.get("data")
+        if (
+            doc.kind != "ConfigMap"
+            or not isinstance(data, dict)
+            or not isinstance(data.get("config.yaml"), str)
+        ):
+            continue
+        try:
+            config = yaml.safe_load(data["config.yaml"])
+        except yaml.YAMLError:
+            continue  # the loader reported it
+        if isinstance(config, dict) and ("receivers" in config or "service" in config):
+            yield doc, config
+
+
+_CM = "data['config.yaml']"
+
+
+def memory_limiter_first(bundle: Bundle) -> Iterator[Finding]:
+    for doc, config in _collector_configs(bundle):
+        pipelines = (config.get("service") or {}).get("pipelines") or {}
+        for name, pipeline in pipelines.items() if isinstance(pipelines, dict) else []:
+            procs = (
+                [str(p) for p in (pipeline or {}).get("processors") or []]
+                if isinstance(pipeline, dict)
+                else []
+            )
+            types = [p.split("/", 1)[0] for p in procs]
+            if "memory_limiter" in types and types[0] != "memory_limiter":
+                yield _finding(
+                    "collector-memory-limiter-order",
+                    "warning",
+                    f"memory_limiter is processor #{types.index('memory_limiter') + 1} of pipeline {name}: "
+                    "data is already buffered by the processors before it when it refuses",
+                    "put memory_limiter first in every pipeline's processors",
+                    doc=doc,
+                    path=f"{_CM}.service.pipelines.{name}.processors",
+                )
+
+
+def collector_checks(bundle: Bundle) -> Iterator[Finding]:
+    """The Collector framework's own checks on every collector ConfigMap."""
+    try:
+        from meshtrace.collector.config import check
+    except ImportError:  # the collector component is optional for lint
+        return
+    for doc, config in _collector_configs(bundle):
+        for problem in check(config):
+            if "binds all interfaces" in problem.message:
+                continue  # right inside a Pod: the collector must listen on the pod's address
+            path = f"{_CM}.{problem.path}" if problem.path else _CM
+            code, fix = "collector-config", ""
+            severity: Severity = "warning" if problem.severity == "warning" else "error"
+            last = problem.path.rsplit(".", 1)[-1]
+            if last == "loglevel":
+                code, severity, fix = "collector-loglevel", "error", "verbosity: basic|normal|detailed"
+            elif last.split("/", 1)[0] == "logging" and problem.path.startswith("exporters."):
+                code, severity = "collector-logging-exporter", "error"
+                fix = "use the debug exporter (rename logging -> debug in exporters and pipelines)"
+            yield _finding(code, severity, problem.message, fix, doc=doc, path=path)
+
+
+def removed_metrics(bundle: Bundle) -> Iterator[Finding]:
+    pattern = re.compile(r"\b(" + "|".join(REMOVED_METRICS) + r")\b")
+    for rule in bundle.prometheus_rules:
+        for alert in rule.alerts:
+            for metric in sorted(set(pattern.findall(alert.expr))):
+                yield _finding(
+                    "alert-removed-metric",
+                    "error",
+                    f"alert {alert.name or alert.group!r} uses {metric}, which the Collector no longer emits "
+                    "(removed in v0.111): the alert can never fire",
+                    f"rewrite with {REMOVED_METRICS[metric]}",
+                    meta=rule.meta,
+                    path=alert.path,
+                )
+
+
+RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
+    deprecated_version,
+    namespace_wide_conflicts,
+    workload_conflicts,
+    root_selector,
+    unknown_provider,
+    sampling_without_provider,
+    production_sampling,
+    mixer_tag_overrides,
+    default_providers_tracing,
+    legacy_zipkin,
+    proxy_metadata,
+    operator_overlays,
+    collector_port,
+    memory_limiter_first,
+    collector_checks,
+    removed_metrics,
+]
 
 
 def lint(bundle: Bundle) -> list[Finding]:
+    """Every finding: load problems first, then each rule; sorted by severity, file, document."""
     findings = list(bundle.problems)
-    return sorted(findings, key=lambda f: (_ORDER[f.severity], f.file, f.document or 0, f.code))
-
-
-def render_text(findings: list[Finding]) -> None:
+    for rule in RULES:
+        findings.extend(rule(bundle))
+    seen: set[tuple[str, int | None, str, str]] = set()
+    unique = []
     for f in findings:
-        print(
-            f"{f.severity.upper()} [{f.code}] {f.resource} ({f.file}) {f.path}: {f.message}", file=sys.stdout
+        key = (f.file, f.document, f.path, f.message)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return sorted(unique, key=lambda f: (_ORDER[f.severity], f.file, f.document or 0, f.code, f.path))
+
+
+def render_text(findings: list[Finding], console: Console | None = None) -> None:
+    """One block per finding: severity, code, resource, where; the message; the fix."""
+    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+    colors = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for f in findings:
+        where = f.file.rsplit("/", 1)[-1] + (f"#{f.document}" if f.document is not None else "")
+        where += f" {f.path}" if f.path else ""
+        console.print(
+            f"[{colors[f.severity]}]{f.severity.upper():7}[/] [bold]{f.code}[/bold] {f.resource} ({where})",
+            highlight=False,
         )
+        console.print(f"        {f.message}", highlight=False)
+        if f.fix:
+            console.print(f"        fix: {f.fix}", highlight=False)
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in _ORDER}
+    summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
+    console.print(summary if findings else "no problems found")

@@ -76,6 +76,7 @@ class Layer:
     origin: Origin
     prefix: str  # key path of meshConfig inside that resource
     config: dict[str, Any]
+    replaced: list[str] = field(default_factory=list)  # keys it overrode from earlier layers
 
 
 @dataclass
@@ -92,6 +93,7 @@ class MeshConfig:
         self.layers.append(layer)
         replaced: list[str] = []
         _merge(self.config, layer.config, "", layer, self.sources, replaced)
+        layer.replaced = replaced
         return replaced
 
     def get(self, path: str, default: Any = None) -> Any:

@@ -125,6 +125,10 @@ def _field(body: Mapping[str, Any], name: str, kind: type, required: bool = True
 def parse_registration(body: Any) -> Registration:
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    # checked in the documented field order, so the first problem is the one reported
+    workload, namespace, pod, ip = (
+        _field(body, name, str) for name in ("workload", "namespace", "pod", "ip")
+    )
     labels = _field(body, "labels", dict, required=False) or {}
     for key, value in labels.items():
         if not isinstance(value, str):
@@ -144,10 +148,10 @@ def parse_registration(body: Any) -> Registration:
     if mode not in ("sidecar", "gateway"):
         raise BadRequest("field 'mode' must be 'sidecar' or 'gateway'")
     return Registration(
-        workload=_field(body, "workload", str),
-        namespace=_field(body, "namespace", str),
-        pod=_field(body, "pod", str),
-        ip=_field(body, "ip", str),
+        workload=workload,
+        namespace=namespace,
+        pod=pod,
+        ip=ip,
         labels=dict(labels),
         ports=ports,
         mode="gateway" if mode == "gateway" else "sidecar",
@@ -385,7 +389,9 @@ class ControlPlane:
             provider = ((config.get("tracing") or {}).get(direction) or {}).get("provider")
             if not isinstance(provider, dict):
                 continue
-            provider["endpoint"] = self._resolve_provider(provider, node.reg.namespace, root, services)
+            resolved = self._resolve_provider(provider, node.reg.namespace, root, services)
+            # An IP or localhost `service` was already made an endpoint by resolution.
+            provider["endpoint"] = resolved or provider.get("endpoint")
             if provider["endpoint"] is None:
                 message = (
                     f"provider {provider.get('name')!r}: no registered endpoint or --endpoint for "

@@ -32,6 +32,7 @@ from meshtrace.control.core import (
 
 MAX_WAIT_S = 300.0  # a long-poll never outlives this, whatever the client asks
 WATCHED_SUFFIXES = (".yaml", ".yml", ".json")
+SETTLE_S = 0.05
 
 
 def log(message: str) -> None:
@@ -193,6 +194,14 @@ class ControlServer:
             signature = files_signature(self.paths)
             if signature == self._signature:
                 continue
+            # Let a write in progress finish (editors truncate, then write): reload only once
+            # the files have stood still for SETTLE_S, so no half-written state is ever pushed.
+            while True:
+                await asyncio.sleep(SETTLE_S)
+                settled = files_signature(self.paths)
+                if settled == signature:
+                    break
+                signature = settled
             self._signature = signature
             started = time.monotonic()
             try:

@@ -1,0 +1,167 @@
+"""`meshtrace control` (the control plane server) and `meshtrace status` (like istioctl
+proxy-status)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_LISTEN = "127.0.0.1:15010"
+DEFAULT_CONTROL = f"http://{DEFAULT_LISTEN}"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(
+            f"{text!r}: expected HOST:PORT (port 0 picks a free port)", param_hint="--listen"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@click.command()
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="YAML file or folder (repeatable); watched for edits.",
+)
+@click.option(
+    "--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API (port 0: any)."
+)
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    metavar="HOST=ADDR:PORT",
+    help="A host outside the registry, like a ServiceEntry (repeatable), e.g. the local collector.",
+)
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Heartbeat interval announced to sidecars, s; 3 missed heartbeats remove an endpoint.",
+)
+@click.option(
+    "--poll",
+    "poll_s",
+    type=click.FloatRange(min=0.01),
+    default=0.25,
+    show_default=True,
+    help="How often the -f files are checked for edits, s.",
+)
+def control(
+    paths: tuple[Path, ...], listen: str, endpoints: tuple[str, ...], heartbeat_s: float, poll_s: float
+) -> None:
+    """Run the control plane: service registry and config push to sidecars (like istiod)."""
+    from meshtrace import aio
+    from meshtrace.control.core import BadRequest, parse_static_endpoint
+    from meshtrace.control.server import ControlServer, log, serve
+    from meshtrace.control.source import load_snapshot
+
+    host, port = parse_listen(listen)
+    try:
+        static = [parse_static_endpoint(e) for e in endpoints]
+    except BadRequest as exc:
+        raise click.BadParameter(str(exc), param_hint="--endpoint") from None
+    snapshot = load_snapshot(list(paths))
+    for message in sorted(snapshot.errors.values()):
+        log(f"configuration error (serving anyway, as istiod would): {message}")
+    server = ControlServer(list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s)
+    try:
+        aio.run(serve(server, host, port))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+
+
+def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/status", timeout=timeout) as response:
+        body: dict[str, Any] = json.load(response)
+        return body
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def status_rows(status: dict[str, Any]) -> list[list[str]]:
+    """One row per node, istioctl proxy-status style: SYNCED when the sent version is ACKed."""
+    rows = []
+    for node in status.get("nodes", []):
+        sent, acked, nack = node.get("sent_version"), node.get("acked_version"), node.get("last_nack")
+        if sent is None:
+            sync = "NOT SENT"
+        elif acked == sent == node.get("version"):
+            sync = "SYNCED"
+        elif nack and nack.get("version") == sent:
+            sync = "NACKED"
+        else:
+            sync = "STALE"
+        rows.append(
+            [
+                node["node_id"],
+                node["workload"],
+                node["namespace"],
+                node["ip"],
+                sent or "-",
+                acked or "-",
+                sync,
+                f"{nack['version']}: {nack['error']}" if nack else "-",
+                _age(node["heartbeat_age_s"]) + ("" if node.get("healthy", True) else " (removed)"),
+            ]
+        )
+    return rows
+
+
+STATUS_COLUMNS = ["NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT"]
+
+
+@click.command()
+@click.option(
+    "--control",
+    "url",
+    envvar="MESHTRACE_CONTROL",
+    default=DEFAULT_CONTROL,
+    show_default=True,
+    help="Control plane URL.",
+)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status(url: str, output: str) -> None:
+    """Every sidecar with its config version sent, ACKed, last NACK and heartbeat age."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if "://" not in url:
+        url = f"http://{url}"
+    try:
+        body = fetch_status(url)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        click.echo(f"meshtrace status: cannot reach the control plane at {url}: {reason}", err=True)
+        click.echo("Is `meshtrace control` (or `meshtrace up`) running? Use --control URL.", err=True)
+        sys.exit(2)
+    if output == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    console = Console(width=200 if not sys.stdout.isatty() else None)
+    table = Table(box=None, header_style="bold")
+    for column in STATUS_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in status_rows(body):
+        table.add_row(*row)
+    console.print(table)
+    if not body.get("nodes"):
+        console.print("no sidecars registered")
+    for error in body.get("config_errors", []):
+        console.print(f"[red]rejected configuration edit:[/red] {error['error']}", highlight=False)

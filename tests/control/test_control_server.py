@@ -1,0 +1,357 @@
+"""`meshtrace control` as a real process, driven by two fake sidecars speaking the HTTP API
+(DESIGN.md "Control plane API"), and `meshtrace status` against it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
+
+MESH = f"""\
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata:
+  name: control-plane
+  namespace: istio-system
+spec:
+  meshConfig:
+    extensionProviders:
+    - name: otel
+      opentelemetry:
+        service: {COLLECTOR}
+        port: 4317
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  tracing:
+  - providers:
+    - name: otel
+    randomSamplingPercentage: 10
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend
+  namespace: default
+spec:
+  selector:
+    app: backend
+  ports:
+  - name: http
+    port: 8080
+    targetPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: frontend
+  namespace: default
+spec:
+  selector:
+    app: frontend
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+"""
+
+
+def frontend_telemetry(percentage: float) -> str:
+    return f"""\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: frontend-tracing
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: frontend
+  tracing:
+  - randomSamplingPercentage: {percentage}
+"""
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class FakeSidecar:
+    """A sidecar as the control plane sees it: register, heartbeat, long-poll, ACK/NACK."""
+
+    def __init__(self, base: str, workload: str, pod: str, ip: str, inbound: int) -> None:
+        self.base = base
+        self.http = requests.Session()
+        body: dict[str, Any] = {
+            "workload": workload,
+            "namespace": "default",
+            "pod": pod,
+            "ip": ip,
+            "labels": {"app": workload, "version": "v1"},
+            "ports": {"inbound": inbound, "outbound": 15001, "admin": 15000, "app": 8080},
+            "mode": "sidecar",
+        }
+        answer = self.http.post(f"{base}/v1/register", json=body, timeout=10)
+        assert answer.status_code == 200, answer.text
+        self.node_id: str = answer.json()["node_id"]
+        self.heartbeat_s: float = answer.json()["heartbeat_s"]
+        self.version = ""
+        self.config: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    def poll(self, wait: float = 0.0) -> int:
+        answer = self.http.get(
+            f"{self.base}/v1/config/{self.node_id}",
+            params={"version": self.version, "wait": str(wait)},
+            timeout=wait + 10,
+        )
+        if answer.status_code == 200:
+            self.version, self.config = answer.json()["version"], answer.json()["config"]
+        return answer.status_code
+
+    def ack(
+        self, status: str = "ACK", error: str | None = None, version: str | None = None
+    ) -> requests.Response:
+        body = {"version": version or self.version, "status": status, "error": error}
+        return self.http.post(f"{self.base}/v1/ack/{self.node_id}", json=body, timeout=10)
+
+    def start_heartbeats(self, every: float) -> None:
+        def beat() -> None:
+            session = requests.Session()  # requests.Session is not shared across threads
+            while not self._stop.wait(every):
+                session.post(f"{self.base}/v1/heartbeat/{self.node_id}", timeout=5)
+
+        self._beater = threading.Thread(target=beat, daemon=True)
+        self._beater.start()
+
+    def stop_heartbeats(self) -> None:
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join(timeout=5)
+
+    def endpoints(self, service: str) -> list[dict[str, Any]]:
+        return list(self.config["services"][f"{service}.default.svc.cluster.local"]["endpoints"])
+
+
+@pytest.fixture
+def mesh_dir(tmp_path: Path) -> Path:
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    (tmp_path / "frontend-telemetry.yaml").write_text(frontend_telemetry(50))
+    return tmp_path
+
+
+@pytest.fixture
+def control(meshtrace_process: Any, mesh_dir: Path) -> Callable[..., str]:
+    def start(*extra: str) -> str:
+        proc = meshtrace_process(
+            [
+                "control",
+                "-f",
+                str(mesh_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--poll",
+                "0.05",
+                "--endpoint",
+                f"{COLLECTOR}=127.0.0.1:4317",
+                *extra,
+            ]
+        )
+        host, port = proc.wait_for_listeners("control")["control"]
+        return f"http://{host}:{port}"
+
+    return start
+
+
+@pytest.fixture
+def sidecars(control: Callable[..., str]) -> Iterator[tuple[str, FakeSidecar, FakeSidecar]]:
+    base = control()
+    frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
+    backend = FakeSidecar(base, "backend", "backend-0", "127.0.1.2", 15006)
+    yield base, frontend, backend
+    frontend.stop_heartbeats()
+    backend.stop_heartbeats()
+
+
+def test_register_and_resolve_each_other(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
+    base, frontend, backend = sidecars
+    assert requests.get(f"{base}/ready", timeout=5).status_code == 200
+    assert frontend.heartbeat_s == 2.0
+    assert frontend.poll() == 200 and backend.poll() == 200
+    assert frontend.endpoints("backend") == [
+        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0"}
+    ]
+    assert backend.endpoints("frontend") == [
+        {"ip": "127.0.1.1", "port": 15006, "app_port": 8080, "pod": "frontend-0"}
+    ]
+    assert frontend.config["services"]["backend.default.svc.cluster.local"]["ports"][0]["port"] == 8080
+    # the workload's effective config, exactly as explain resolves it
+    assert frontend.config["tracing"]["client"]["random_sampling_percentage"] == 50.0
+    assert backend.config["tracing"]["client"]["random_sampling_percentage"] == 10.0
+    # the provider points at the static --endpoint
+    assert frontend.config["tracing"]["server"]["provider"]["endpoint"] == "http://127.0.0.1:4317"
+    assert frontend.config["services"][COLLECTOR]["endpoints"] == [
+        {"ip": "127.0.0.1", "port": 4317, "app_port": 4317, "pod": None}
+    ]
+    # the same version again: 304 after the wait
+    assert frontend.poll(wait=0.2) == 304
+
+
+def test_long_poll_gets_a_file_edit_and_only_affected_nodes_change(
+    sidecars: tuple[str, FakeSidecar, FakeSidecar], mesh_dir: Path
+) -> None:
+    _, frontend, backend = sidecars
+    frontend.poll()
+    backend.poll()
+    old_frontend, old_backend = frontend.version, backend.version
+    with ThreadPoolExecutor(2) as pool:
+        front = pool.submit(frontend.poll, 20.0)
+        back = pool.submit(backend.poll, 2.0)
+        time.sleep(0.2)  # both long-polls are parked on the server before the edit
+        (mesh_dir / "frontend-telemetry.yaml").write_text(frontend_telemetry(25))
+        assert front.result(timeout=30) == 200
+        assert back.result(timeout=30) == 304  # backend's config did not change
+    assert frontend.version != old_frontend and backend.version == old_backend
+    assert frontend.config["tracing"]["client"]["random_sampling_percentage"] == 25.0
+
+
+def test_invalid_edit_is_reported_and_changes_nothing(
+    sidecars: tuple[str, FakeSidecar, FakeSidecar], mesh_dir: Path
+) -> None:
+    base, frontend, _ = sidecars
+    frontend.poll()
+    version = frontend.version
+    (mesh_dir / "frontend-telemetry.yaml").write_text("kind: Telemetry\nspec: [unclosed\n")
+
+    def errors() -> list[dict[str, Any]]:
+        return list(requests.get(f"{base}/v1/status", timeout=5).json()["config_errors"])
+
+    reported = wait_until(errors, what="config_errors in /v1/status")
+    assert "frontend-telemetry.yaml" in reported[0]["error"]
+    assert frontend.poll(wait=0.3) == 304 and frontend.version == version
+    (mesh_dir / "frontend-telemetry.yaml").write_text(frontend_telemetry(75))
+    assert frontend.poll(wait=20) == 200
+    assert frontend.config["tracing"]["client"]["random_sampling_percentage"] == 75.0
+    assert errors() == []
+
+
+def test_nack_keeps_the_acked_version(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
+    base, frontend, _ = sidecars
+    frontend.poll()
+    assert frontend.ack().status_code == 200
+    answer = frontend.ack("NACK", "custom tag value is not a string", version="f00")
+    assert answer.status_code == 200
+    node = next(
+        n
+        for n in requests.get(f"{base}/v1/status", timeout=5).json()["nodes"]
+        if n["node_id"] == frontend.node_id
+    )
+    assert node["acked_version"] == frontend.version == node["sent_version"]
+    assert node["last_nack"]["version"] == "f00"
+    assert node["last_nack"]["error"] == "custom tag value is not a string"
+
+
+def test_missed_heartbeats_remove_the_endpoint(control: Callable[..., str]) -> None:
+    base = control("--heartbeat", "0.3")
+    frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
+    backend = FakeSidecar(base, "backend", "backend-0", "127.0.1.2", 15006)
+    assert frontend.heartbeat_s == 0.3
+    frontend.start_heartbeats(0.1)
+    try:
+        frontend.poll()
+        # backend never heartbeats: after 3 missed heartbeats it leaves every service, and the
+        # frontend's long-poll brings the news
+        wait_until(
+            lambda: frontend.poll(wait=5) == 200 and frontend.endpoints("backend") == [], what="removal"
+        )
+        status = requests.get(f"{base}/v1/status", timeout=5).json()
+        rows = {n["node_id"]: n for n in status["nodes"]}
+        assert rows[backend.node_id]["healthy"] is False and rows[frontend.node_id]["healthy"] is True
+        # a heartbeat brings it back
+        assert requests.post(f"{base}/v1/heartbeat/{backend.node_id}", timeout=5).status_code == 200
+        wait_until(lambda: frontend.poll(wait=5) == 200 and frontend.endpoints("backend"), what="return")
+    finally:
+        frontend.stop_heartbeats()
+
+
+def test_bad_input(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
+    base, frontend, _ = sidecars
+    for method, path in [
+        ("post", "/v1/heartbeat/sidecar~nobody"),
+        ("get", "/v1/config/sidecar~nobody"),
+        ("post", "/v1/ack/sidecar~nobody"),
+    ]:
+        answer = requests.request(method, base + path, json={"version": "x", "status": "ACK"}, timeout=5)
+        assert answer.status_code == 404 and "unknown node" in answer.json()["error"]
+    answer = requests.post(f"{base}/v1/register", data=b"{not json", timeout=5)
+    assert answer.status_code == 400 and "JSON" in answer.json()["error"]
+    answer = requests.post(
+        f"{base}/v1/register", json={"workload": "x", "namespace": "default", "pod": "p"}, timeout=5
+    )
+    assert answer.status_code == 400 and "'ip'" in answer.json()["error"]
+    answer = requests.post(
+        f"{base}/v1/ack/{frontend.node_id}", json={"version": "v", "status": "OK"}, timeout=5
+    )
+    assert answer.status_code == 400 and "'status'" in answer.json()["error"]
+    answer = requests.get(f"{base}/v1/config/{frontend.node_id}", params={"wait": "soon"}, timeout=5)
+    assert answer.status_code == 400 and "'wait'" in answer.json()["error"]
+
+
+def _status(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshtrace", "status", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_status_command(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
+    base, frontend, backend = sidecars
+    frontend.poll()
+    frontend.ack()
+    backend.poll()
+    backend.ack("NACK", "bad config")
+    result = _status("--control", base)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "NODE",
+        "WORKLOAD",
+        "NAMESPACE",
+        "IP",
+        "SENT",
+        "ACKED",
+        "SYNC",
+        "LAST",
+        "NACK",
+        "HEARTBEAT",
+    ]
+    front = next(line for line in lines if frontend.node_id in line)
+    assert "frontend" in front and frontend.version in front and "SYNCED" in front
+    back = next(line for line in lines if backend.node_id in line)
+    assert "NACKED" in back and "bad config" in back
+
+
+def test_status_unreachable_control_plane() -> None:
+    result = _status("--control", "http://127.0.0.1:9")
+    assert result.returncode != 0
+    assert "cannot reach the control plane at http://127.0.0.1:9" in result.stderr

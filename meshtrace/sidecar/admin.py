@@ -1,0 +1,125 @@
+"""The sidecar's own small HTTP servers: admin (15000: /config_dump, /stats, /clusters, /ready,
+/stats/prometheus), stats (15090: /stats/prometheus) and health (15021: /healthz/ready)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+
+from meshtrace.sidecar.conn import Downstream, Timeouts
+from meshtrace.sidecar.http1 import HttpError, RequestHead, simple_response
+from meshtrace.sidecar.proxy import Proxy
+
+Page = tuple[int, bytes, str]
+PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def prometheus(proxy: Proxy) -> bytes:
+    lines = proxy.metrics.exposition()
+    ex = proxy.exporter
+    own = {
+        "meshtrace_sidecar_spans_exported_total": ("counter", ex.exported),
+        "meshtrace_sidecar_spans_dropped_total": ("counter", ex.dropped + ex.failed),
+        "meshtrace_sidecar_span_export_failures_total": ("counter", ex.failed),
+        "meshtrace_sidecar_spans_queued": ("gauge", len(ex.queue)),
+        "envoy_server_total_connections": ("gauge", proxy.connections),
+    }
+    for name, (kind, value) in own.items():
+        lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def envoy_stats(proxy: Proxy) -> bytes:
+    """Envoy's /stats text: `name: value` per counter, sorted."""
+    ex = proxy.exporter
+    stats = dict(proxy.counters)
+    stats.update(
+        {
+            "tracing.spans_exported": ex.exported,
+            "tracing.spans_dropped": ex.dropped + ex.failed,
+            "tracing.export_failures": ex.failed,
+            "server.total_connections": proxy.connections,
+            "cluster_manager.upstream_cx_total": proxy.pool.opened,
+        }
+    )
+    return "".join(f"{k}: {v}\n" for k, v in sorted(stats.items())).encode()
+
+
+def clusters(proxy: Proxy) -> bytes:
+    """Envoy's /clusters text: one line per endpoint of every outbound cluster."""
+    lines = []
+    for svc in proxy.cfg.registry.services.values():
+        for port in svc.ports or (80,):
+            name = f"outbound|{port}||{svc.fqdn}"
+            for ep in svc.endpoints:
+                lines.append(f"{name}::{ep.ip}:{ep.port}::health_flags::healthy")
+    app = proxy.ident.app_port
+    if proxy.ident.mode != "gateway":
+        lines.append(f"inbound|{app}||::{proxy.ident.app_host}:{app}::health_flags::healthy")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def admin_page(proxy: Proxy, head: RequestHead) -> Page:
+    path = head.target.split("?", 1)[0]
+    if path == "/config_dump":
+        body = json.dumps({"version": proxy.cfg.version, "config": proxy.cfg.document}, indent=2).encode()
+        return 200, body, "application/json"
+    if path == "/stats/prometheus":
+        return 200, prometheus(proxy), PROM_TYPE
+    if path == "/stats":
+        return 200, envoy_stats(proxy), "text/plain"
+    if path == "/clusters":
+        return 200, clusters(proxy), "text/plain"
+    if path in ("/ready", "/healthz/ready"):
+        return 200, b"LIVE\n", "text/plain"
+    if path == "/server_info":
+        body = json.dumps(
+            {"node_id": proxy.ident.node_id, "state": "LIVE", "version": proxy.cfg.version}
+        ).encode()
+        return 200, body, "application/json"
+    return (
+        404,
+        b"unknown admin path; try /config_dump /stats /stats/prometheus /clusters /ready\n",
+        "text/plain",
+    )
+
+
+def stats_page(proxy: Proxy, head: RequestHead) -> Page:
+    if head.target.split("?", 1)[0] == "/stats/prometheus":
+        return 200, prometheus(proxy), PROM_TYPE
+    return 404, b"try /stats/prometheus\n", "text/plain"
+
+
+def health_page(proxy: Proxy, head: RequestHead) -> Page:
+    if head.target.split("?", 1)[0] == "/healthz/ready":
+        return 200, b"", "text/plain"
+    return 404, b"try /healthz/ready\n", "text/plain"
+
+
+def local_server(
+    proxy: Proxy, page: Callable[[Proxy, RequestHead], Page], timeouts: Timeouts
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ds = Downstream(reader, writer, timeouts)
+        try:
+            while (head := await ds.next_head()) is not None:
+                if isinstance(head, HttpError):
+                    writer.write(simple_response(head.status, head.detail.encode(), keep_alive=False))
+                    break
+                while await ds.body_chunk() is not None:
+                    pass
+                status, body, ctype = page(proxy, head)
+                writer.write(simple_response(status, body, ctype, keep_alive=head.keep_alive))
+                await writer.drain()
+                if not head.keep_alive:
+                    break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await writer.drain()
+            ds.close()
+
+    return serve

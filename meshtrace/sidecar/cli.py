@@ -1,0 +1,185 @@
+"""`meshtrace sidecar`: the Envoy role beside one workload (or the ingress gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+
+import click
+
+from meshtrace import aio, ready
+from meshtrace.sidecar.admin import admin_page, health_page, local_server, stats_page
+from meshtrace.sidecar.config import ConfigError, parse
+from meshtrace.sidecar.conn import Timeouts
+from meshtrace.sidecar.control import ControlSource, FileSource
+from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
+
+log = logging.getLogger("meshtrace.sidecar")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--labels")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@dataclass
+class Options:
+    ident: Identity
+    control: str | None
+    config: str | None
+    ports: dict[str, int]
+    timeouts: Timeouts
+    access_log: bool
+
+
+async def run(opts: Options) -> None:
+    ident = opts.ident
+    proxy = Proxy(
+        ident,
+        parse({}, "none", ident.workload, ident.namespace, ident.labels),
+        opts.timeouts,
+        opts.access_log,
+    )
+    listeners = {
+        "admin": local_server(proxy, admin_page, opts.timeouts),
+        "stats": local_server(proxy, stats_page, opts.timeouts),
+        "health": local_server(proxy, health_page, opts.timeouts),
+    }
+    if ident.mode == GATEWAY:
+        listeners["gateway"] = proxy.handler(GATEWAY)
+    else:
+        listeners["inbound"] = proxy.handler(INBOUND)
+        listeners["outbound"] = proxy.handler(OUTBOUND)
+    servers: dict[str, asyncio.Server] = {}
+    for name, handler in listeners.items():
+        servers[name] = await asyncio.start_server(
+            handler, ident.ip, opts.ports[name], reuse_address=True, backlog=1024, start_serving=False
+        )
+    real = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
+
+    tasks: list[asyncio.Task[None]] = []
+    loop = asyncio.get_running_loop()
+    if opts.control:
+        ports = {
+            "inbound": real.get("inbound", 0),
+            "outbound": real.get("outbound", 0),
+            "admin": real["admin"],
+        }
+        if ident.mode == GATEWAY:
+            ports["gateway"] = real["gateway"]
+        source = ControlSource(opts.control, ident, ports)
+        proxy.apply(await source.first())
+        tasks += [loop.create_task(source.watch(proxy.apply)), loop.create_task(source.heartbeat())]
+    else:
+        assert opts.config is not None
+        file_source = FileSource(opts.config, ident)
+        try:
+            proxy.apply(file_source.load())
+        except (ConfigError, OSError) as exc:
+            raise click.ClickException(f"--config {opts.config}: {exc}") from exc
+        tasks.append(loop.create_task(file_source.watch(proxy.apply)))
+    proxy.exporter.start()
+    for name, server in servers.items():
+        await server.start_serving()
+        ready.announce(name, ident.ip, real[name])
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for server in servers.values():
+        server.close()
+    for task in tasks:
+        task.cancel()
+    await proxy.exporter.close()
+    proxy.pool.close_all()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+@click.command()
+@click.option("--workload", required=True, help="Workload (Deployment) name.")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--pod", default=None, help="Pod name (default: <workload>-0).")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="The pod address all listeners bind.")
+@click.option("--labels", default="", help="Pod labels, k=v,k=v.")
+@click.option("--app-port", type=int, default=8080, show_default=True, help="The app's containerPort.")
+@click.option("--app-host", default=None, help="Where the app listens (default: --ip).")
+@click.option("--control", default=None, help="Control plane URL, e.g. http://127.0.0.1:15010.")
+@click.option("--config", "config_file", default=None, help="Effective config document (JSON or YAML).")
+@click.option("--mode", type=click.Choice(["sidecar", "gateway"]), default="sidecar", show_default=True)
+@click.option("--default-service", default=None, help="Gateway: Service for hosts that name none.")
+@click.option("--inbound-port", type=int, default=15006, show_default=True)
+@click.option("--outbound-port", type=int, default=15001, show_default=True)
+@click.option("--admin-port", type=int, default=15000, show_default=True)
+@click.option("--stats-port", type=int, default=15090, show_default=True)
+@click.option("--health-port", type=int, default=15021, show_default=True)
+@click.option("--gateway-port", type=int, default=8080, show_default=True)
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@click.option("--header-timeout", type=float, default=10.0, show_default=True, help="Slowloris guard (s).")
+@click.option("--idle-timeout", type=float, default=300.0, show_default=True, help="Idle keep-alive (s).")
+@click.option("--connect-timeout", type=float, default=10.0, show_default=True, help="Upstream connect (s).")
+@click.option(
+    "--upstream-timeout", type=float, default=0.0, show_default=True, help="Response headers (s); 0 = none."
+)
+def sidecar(
+    workload: str,
+    namespace: str,
+    pod: str | None,
+    ip: str,
+    labels: str,
+    app_port: int,
+    app_host: str | None,
+    control: str | None,
+    config_file: str | None,
+    mode: str,
+    default_service: str | None,
+    inbound_port: int,
+    outbound_port: int,
+    admin_port: int,
+    stats_port: int,
+    health_port: int,
+    gateway_port: int,
+    access_log: bool,
+    header_timeout: float,
+    idle_timeout: float,
+    connect_timeout: float,
+    upstream_timeout: float,
+) -> None:
+    """Run the proxy beside one workload: inbound/outbound listeners, tracing, metrics."""
+    if (control is None) == (config_file is None):
+        raise click.UsageError("give exactly one of --control URL or --config FILE")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="meshtrace sidecar: %(message)s")
+    ident = Identity(
+        workload=workload,
+        namespace=namespace,
+        pod=pod or f"{workload}-0",
+        ip=ip,
+        labels=parse_labels(labels),
+        app_host=app_host or ip,
+        app_port=app_port,
+        mode=mode,
+        default_service=default_service,
+    )
+    ports = {
+        "inbound": inbound_port,
+        "outbound": outbound_port,
+        "admin": admin_port,
+        "stats": stats_port,
+        "health": health_port,
+        "gateway": gateway_port,
+    }
+    timeouts = Timeouts(
+        idle=idle_timeout, headers=header_timeout, connect=connect_timeout, upstream=upstream_timeout
+    )
+    aio.run(run(Options(ident, control, config_file, ports, timeouts, access_log)))

@@ -1,0 +1,280 @@
+"""Istio's standard HTTP metrics (REFERENCE.md §3) with Telemetry tagOverrides, and the Prometheus
+text exposition. Per request the cost is one dict lookup in a label cache (labels depend only on
+peer, service, status and flags) and a few integer adds; label strings are built once per series."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from meshtrace.sidecar.cel import CelError, compile_expr
+from meshtrace.sidecar.config import MetricOverride, SidecarConfig
+
+BUCKETS: Final = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
+    1800000, 3600000,
+)  # fmt: skip
+LABELS: Final = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+)
+# metric key in Telemetry overrides -> (Prometheus name, kind, help)
+METRICS: Final = {
+    "REQUEST_COUNT": ("istio_requests_total", "counter", "Total requests."),
+    "REQUEST_DURATION": ("istio_request_duration_milliseconds", "histogram", "Request duration (ms)."),
+    "REQUEST_SIZE": ("istio_request_bytes", "histogram", "Request size (bytes)."),
+    "RESPONSE_SIZE": ("istio_response_bytes", "histogram", "Response size (bytes)."),
+}
+PEER_HEADER: Final = "x-envoy-peer-metadata"
+PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
+UNKNOWN: Final = "unknown"
+
+
+def peer_metadata(cfg: SidecarConfig, node_id: str, pod: str) -> str:
+    """This workload's metadata-exchange header value (Istio's peer metadata, as base64 JSON)."""
+    w = cfg.workload
+    doc = {
+        "NAME": pod,
+        "NAMESPACE": w.namespace,
+        "WORKLOAD_NAME": w.name,
+        "LABELS": w.labels,
+        "CLUSTER_ID": cfg.mesh.cluster_id,
+        "CANONICAL_SERVICE": w.canonical_service,
+        "CANONICAL_REVISION": w.canonical_revision,
+        "NODE_ID": node_id,
+    }
+    return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+
+
+def decode_peer(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(base64.b64decode(raw, validate=True))
+    except (ValueError, json.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+@dataclass(slots=True)
+class Observation:
+    """What the metrics need to know about one finished request."""
+
+    outbound: bool  # reporter=source
+    peer_raw: str | None  # the other workload's metadata header
+    service_fqdn: str
+    service_name: str
+    service_namespace: str
+    port: int
+    host: str
+    status: int
+    flags: str
+    duration_ms: float
+    request_bytes: int
+    response_bytes: int
+
+
+class _Histogram:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, v: float) -> None:
+        self.buckets[bisect.bisect_left(BUCKETS, v)] += 1
+        self.sum += v
+        self.count += 1
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+class IstioMetrics:
+    def __init__(self) -> None:
+        # label string (`{a="b",...}`) per (metric key, series) -> value
+        self.counters: dict[str, dict[str, float]] = {}
+        self.histograms: dict[str, dict[str, _Histogram]] = {}
+        self._cache: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+        self._cfg: SidecarConfig | None = None
+        self._peer_cache: dict[str, dict[str, Any]] = {}
+
+    def configure(self, cfg: SidecarConfig) -> None:
+        """New config: label series computed under the old overrides are not reused."""
+        self._cfg = cfg
+        self._cache.clear()
+
+    def _peer(self, raw: str | None) -> dict[str, Any]:
+        if not raw:
+            return {}
+        doc = self._peer_cache.get(raw)
+        if doc is None:
+            if len(self._peer_cache) > 1024:
+                self._peer_cache.clear()
+            doc = self._peer_cache[raw] = decode_peer(raw)
+        return doc
+
+    def _base(self, o: Observation, cfg: SidecarConfig) -> tuple[dict[str, str], dict[str, Any]]:
+        me = cfg.workload
+        peer = self._peer(o.peer_raw)
+        peer_labels = peer.get("LABELS") if isinstance(peer.get("LABELS"), dict) else {}
+        assert isinstance(peer_labels, dict)
+        mine = {
+            "workload": me.name,
+            "workload_namespace": me.namespace,
+            "principal": UNKNOWN,
+            "app": me.labels.get("app", UNKNOWN),
+            "version": me.labels.get("version", UNKNOWN),
+            "canonical_service": me.canonical_service,
+            "canonical_revision": me.canonical_revision,
+            "cluster": cfg.mesh.cluster_id,
+        }
+        theirs = {
+            "workload": str(peer.get("WORKLOAD_NAME", UNKNOWN)),
+            "workload_namespace": str(peer.get("NAMESPACE", UNKNOWN)),
+            "principal": UNKNOWN,
+            "app": str(peer_labels.get("app", UNKNOWN)),
+            "version": str(peer_labels.get("version", UNKNOWN)),
+            "canonical_service": str(peer.get("CANONICAL_SERVICE", UNKNOWN)),
+            "canonical_revision": str(peer.get("CANONICAL_REVISION", UNKNOWN)),
+            "cluster": str(peer.get("CLUSTER_ID", UNKNOWN)),
+        }
+        src, dst = (mine, theirs) if o.outbound else (theirs, mine)
+        labels = {"reporter": "source" if o.outbound else "destination"}
+        labels.update({f"source_{k}": v for k, v in src.items()})
+        labels.update({f"destination_{k}": v for k, v in dst.items() if k != "cluster"})
+        labels["destination_service"] = o.service_fqdn
+        labels["destination_service_name"] = o.service_name
+        labels["destination_service_namespace"] = o.service_namespace
+        labels["destination_cluster"] = dst["cluster"]
+        labels["request_protocol"] = "http"
+        labels["response_code"] = str(o.status)
+        labels["grpc_response_status"] = ""
+        labels["response_flags"] = o.flags
+        labels["connection_security_policy"] = UNKNOWN if o.outbound else "none"
+        ordered = {k: labels[k] for k in LABELS}
+        attrs = {
+            "request.protocol": "HTTP/1.1",
+            "request.host": o.host,
+            "response.code": o.status,
+            "destination.port": o.port,
+            "destination.service.name": o.service_name,
+            "destination.service.namespace": o.service_namespace,
+            "destination.service.host": o.service_fqdn,
+            "destination.workload.name": dst["workload"],
+            "destination.workload.namespace": dst["workload_namespace"],
+            "source.workload.name": src["workload"],
+            "source.workload.namespace": src["workload_namespace"],
+            "upstream_peer.labels": peer_labels if o.outbound else me.labels,
+            "downstream_peer.labels": me.labels if o.outbound else peer_labels,
+            "response.flags": o.flags,
+        }
+        return ordered, attrs
+
+    def _series(self, o: Observation, cfg: SidecarConfig) -> list[tuple[str, str]]:
+        """(metric key, label string) for each enabled metric."""
+        key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
+        series = self._cache.get(key)
+        if series is not None:
+            return series
+        base, attrs = self._base(o, cfg)
+        overrides = cfg.metrics["client" if o.outbound else "server"]
+        series = []
+        for metric in METRICS:
+            ov: MetricOverride | None = overrides.get(metric) or overrides.get("ALL_METRICS")
+            labels = base
+            if ov is not None:
+                if ov.disabled:
+                    continue
+                labels = _apply(base, ov, attrs)
+            series.append((metric, "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"))
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = series
+        return series
+
+    def record(self, o: Observation) -> None:
+        cfg = self._cfg
+        if cfg is None or not cfg.metrics_enabled:
+            return
+        for metric, labels in self._series(o, cfg):
+            if metric == "REQUEST_COUNT":
+                c = self.counters.setdefault(metric, {})
+                c[labels] = c.get(labels, 0) + 1
+                continue
+            h = self.histograms.setdefault(metric, {}).get(labels)
+            if h is None:
+                h = self.histograms[metric][labels] = _Histogram()
+            if metric == "REQUEST_DURATION":
+                h.observe(o.duration_ms)
+            elif metric == "REQUEST_SIZE":
+                h.observe(o.request_bytes)
+            else:
+                h.observe(o.response_bytes)
+
+    def exposition(self) -> list[str]:
+        lines: list[str] = []
+        for metric, (name, kind, help_text) in METRICS.items():
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            if kind == "counter":
+                for labels, v in self.counters.get(metric, {}).items():
+                    lines.append(f"{name}{labels} {_fmt(v)}")
+                continue
+            for labels, h in self.histograms.get(metric, {}).items():
+                cum = 0
+                inner = labels[1:-1]
+                les = [*map(_fmt, BUCKETS), "+Inf"]
+                for le, n in zip(les, h.buckets, strict=True):
+                    cum += n
+                    lines.append(f'{name}_bucket{{{inner},le="{le}"}} {cum}')
+                lines.append(f"{name}_sum{labels} {_fmt(h.sum)}")
+                lines.append(f"{name}_count{labels} {h.count}")
+        return lines
+
+
+def _apply(base: Mapping[str, str], ov: MetricOverride, attrs: Mapping[str, Any]) -> dict[str, str]:
+    labels = dict(base)
+    for label, (op, expr) in ov.tag_overrides.items():
+        if op == "REMOVE":
+            labels.pop(label, None)
+            continue
+        assert expr is not None
+        try:
+            labels[label] = str(compile_expr(expr)(attrs))
+        except CelError:
+            labels[label] = UNKNOWN
+    return labels

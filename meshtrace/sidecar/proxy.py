@@ -1,0 +1,630 @@
+"""The request path: inbound (SERVER spans, reporter=destination), outbound (CLIENT spans,
+reporter=source) and gateway (both spans) listeners. Per request: route, sampling decision
+(meshtrace.propagation), forward with Istio's default retries, stream the answer back, then
+record the access log line, the Istio metrics and the span(s) (queued, exported elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from meshtrace.propagation.context import decide, inject
+from meshtrace.sidecar.config import Endpoint, Service, SidecarConfig, Tracing
+from meshtrace.sidecar.conn import (
+    ClientGone,
+    ConnectFailure,
+    Downstream,
+    PeerClosed,
+    Pool,
+    Timeouts,
+    Upstream,
+)
+from meshtrace.sidecar.http1 import (
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    HttpError,
+    RequestHead,
+    ResponseHead,
+    encode_chunk,
+    encode_head,
+    simple_response,
+    split_target,
+)
+from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER, IstioMetrics, Observation, peer_metadata
+from meshtrace.sidecar.tracing import SpanExporter, SpanRecord, build_span
+
+log = logging.getLogger("meshtrace.sidecar")
+
+INBOUND: Final = "inbound"
+OUTBOUND: Final = "outbound"
+GATEWAY: Final = "gateway"
+
+# Envoy prints response flags in this fixed order (source/common/stream_info/utility.cc).
+FLAG_ORDER: Final = ("LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "DC", "URX")
+RETRY_ATTEMPTS: Final = 3  # Istio's default policy: 2 retries
+REPLAY_LIMIT: Final = 64 * 1024  # bodies up to this size are kept for retries (Envoy buffers too)
+WRITE_HIGH_WATER: Final = 256 * 1024
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+RESET_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "
+# headers the proxy rewrites rather than forwards
+_REWRITTEN: Final = frozenset(
+    {
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        "x-envoy-decorator-operation",
+        PEER_HEADER,
+        PEER_ID_HEADER,
+        "expect",
+        "content-length",
+    }
+)
+
+
+@dataclass(slots=True)
+class Identity:
+    workload: str
+    namespace: str
+    pod: str
+    ip: str
+    labels: dict[str, str]
+    app_host: str
+    app_port: int
+    mode: str  # sidecar | gateway
+    default_service: str | None = None
+
+    @property
+    def node_id(self) -> str:
+        kind = "router" if self.mode == "gateway" else "sidecar"
+        return f"{kind}~{self.ip}~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
+
+
+@dataclass(slots=True)
+class Route:
+    cluster: str
+    decorator: str
+    route_name: str
+    service: Service | None  # mesh service: pick endpoints, add peer metadata
+    fixed: tuple[str, int] | None  # inbound app / passthrough destination
+    attempts: int
+    svc_fqdn: str
+    svc_name: str
+    svc_namespace: str
+    port: int
+    path: str
+    authority: str
+
+
+class LocalReply(Exception):
+    """An answer the proxy makes itself, with its response flags."""
+
+    def __init__(self, status: int, body: str, *flags: str) -> None:
+        super().__init__(body)
+        self.status = status
+        self.body = body
+        self.flags = flags
+
+
+@dataclass(slots=True)
+class Exchange:
+    kind: str
+    head: RequestHead
+    start_ns: int
+    t0: float
+    peer: tuple[str, int]
+    local: tuple[str, int]
+    route: Route | None = None
+    status: int = 0
+    details: str = "-"
+    flags: set[str] = field(default_factory=set)
+    request_body: int = 0
+    response_body: int = 0
+    response_head: int = 0
+    upstream_host: str = "-"
+    upstream_ms: str = "-"
+    request_id: str = "-"
+    peer_raw: str | None = None
+    sampled: bool = False
+    trace_id: bytes = b""
+    span_id: bytes = b""
+    parent_id: bytes | None = None
+    client_span_id: bytes = b""
+
+
+def _flags(flags: set[str]) -> str:
+    return ",".join(f for f in FLAG_ORDER if f in flags) or "-"
+
+
+class Proxy:
+    def __init__(self, ident: Identity, cfg: SidecarConfig, timeouts: Timeouts, access_log: bool) -> None:
+        self.ident = ident
+        self.timeouts = timeouts
+        self.access_log = access_log
+        self.pool = Pool(timeouts.connect, ident.ip)
+        self.metrics = IstioMetrics()
+        self.exporter = SpanExporter(Pool(timeouts.connect))
+        self.counters: dict[str, int] = {}
+        self.connections = 0
+        self._warned: set[str] = set()
+        self.cfg = cfg
+        self._peer_meta = ""
+        self._own_service: Service | None = None
+        self.apply(cfg)
+
+    def apply(self, cfg: SidecarConfig) -> None:
+        """Take a new config; requests in flight finish with the one they started with."""
+        self.cfg = cfg
+        self.metrics.configure(cfg)
+        self.exporter.configure(cfg)
+        self._peer_meta = peer_metadata(cfg, self.ident.node_id, self.ident.pod)
+        self._own_service = next(
+            (s for s in cfg.registry.services.values() if any(e.ip == self.ident.ip for e in s.endpoints)),
+            None,
+        )
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- listeners
+
+    def handler(self, kind: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self.serve(reader, writer, kind)
+
+        return serve
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str) -> None:
+        ds = Downstream(reader, writer, self.timeouts)
+        self.connections += 1
+        try:
+            while True:
+                head = await ds.next_head()
+                if head is None:
+                    break
+                if isinstance(head, HttpError):
+                    self.count(f"{kind}.downstream_rq_{head.status}")
+                    writer.write(simple_response(head.status, head.detail.encode() + b"\n", keep_alive=False))
+                    self._log_bad_request(head, ds)
+                    break
+                if not await self._exchange(ds, head, kind):
+                    break
+                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        except Exception:  # one bad request must never take the listener down
+            log.exception("%s: unexpected error", kind)
+        finally:
+            self.connections -= 1
+            with contextlib.suppress(Exception):
+                if writer.transport.get_write_buffer_size():
+                    await asyncio.wait_for(writer.drain(), 1.0)
+            ds.close()
+
+    def _log_bad_request(self, err: HttpError, ds: Downstream) -> None:
+        if self.access_log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            sys.stdout.write(
+                f'[{stamp}.000Z] "- - HTTP/1.1" {err.status} - {err.detail.replace(" ", "_")} - "-" 0 0 0 - '
+                f'"-" "-" "-" "-" "-" - - {ds.local[0]}:{ds.local[1]} {ds.peer[0]}:{ds.peer[1]} - -\n'
+            )
+
+    # -- routing
+
+    def _route(self, kind: str, head: RequestHead, cfg: SidecarConfig) -> Route:
+        host, port, path = split_target(head.target, head.index.get("host"))
+        authority = head.index.get("host") or (f"{host}:{port}" if port else host)
+        if kind == INBOUND:
+            svc = cfg.registry.lookup(host) or self._own_service
+            app = self.ident.app_port
+            name = f"{svc.fqdn}:{port or app}/*" if svc else f"{host}:{port or app}/*"
+            return Route(
+                cluster=f"inbound|{app}||",
+                decorator=name,
+                route_name="default",
+                service=None,
+                fixed=(self.ident.app_host, app),
+                attempts=1,
+                svc_fqdn=svc.fqdn if svc else host,
+                svc_name=svc.name if svc else host,
+                svc_namespace=svc.namespace if svc else self.ident.namespace,
+                port=port or app,
+                path=path,
+                authority=authority,
+            )
+        svc = cfg.registry.lookup(host)
+        if svc is None and kind == GATEWAY and self.ident.default_service:
+            svc = cfg.registry.lookup(self.ident.default_service)
+        if svc is not None:
+            if port is None or (kind == GATEWAY and port not in svc.ports):
+                port = svc.ports[0] if svc.ports else 80
+            if svc.ports and port not in svc.ports:
+                raise LocalReply(404, f"no route: {svc.fqdn} has no port {port}", "NR")
+            return Route(
+                cluster=f"outbound|{port}||{svc.fqdn}",
+                decorator=f"{svc.fqdn}:{port}/*",
+                route_name="default",
+                service=svc,
+                fixed=None,
+                attempts=RETRY_ATTEMPTS,
+                svc_fqdn=svc.fqdn,
+                svc_name=svc.name,
+                svc_namespace=svc.namespace,
+                port=port,
+                path=path,
+                authority=authority,
+            )
+        if kind == GATEWAY:
+            raise LocalReply(404, f"no route: no service named {host!r}", "NR")
+        # ALLOW_ANY: unknown hosts go to their original destination through PassthroughCluster
+        port = port or 80
+        return Route(
+            cluster="PassthroughCluster",
+            decorator=f"{host}:{port}/*",
+            route_name="allow_any",
+            service=None,
+            fixed=(host, port),
+            attempts=1,
+            svc_fqdn=host,
+            svc_name="PassthroughCluster",
+            svc_namespace="unknown",
+            port=port,
+            path=path,
+            authority=authority,
+        )
+
+    # -- one request
+
+    def _decide(self, ex: Exchange, t: Tracing) -> list[tuple[str, str]]:
+        """Sampling decision and the tracing headers for the upstream request."""
+        head = ex.head
+        d = decide(head.index, t.sampling, t.use_request_id, t.read, edge=ex.kind == GATEWAY)
+        ex.request_id = d.request_id
+        sampled = d.sampled
+        if len(d.request_id) != 36 and d.reason not in ("traceparent", "b3"):
+            # A request id that is not a UUID cannot carry Envoy's trace reason: never traced.
+            sampled = False
+            self._warn_once(
+                "rid",
+                f"x-request-id {d.request_id[:40]!r} is not a 36-character UUID: requests carrying it are "
+                "not traced (Envoy's UUID request-id extension cannot encode a sampling decision in it)",
+            )
+        ctx = d.context
+        ex.sampled = sampled
+        ex.trace_id = ctx.trace_id if ctx is not None and ctx.trace_id else os.urandom(16)
+        ex.parent_id = ctx.span_id if ctx is not None else None
+        ex.span_id = os.urandom(8)
+        up_span, up_parent = ex.span_id, ex.parent_id
+        if ex.kind == GATEWAY:
+            ex.client_span_id = up_span = os.urandom(8)
+            up_parent = ex.span_id
+        state = ctx.tracestate if ctx is not None else None
+        hdrs = [("x-request-id", d.request_id)]
+        hdrs += inject(ex.trace_id, up_span, up_parent, sampled, state, t.write).items()
+        return hdrs
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    async def _exchange(self, ds: Downstream, head: RequestHead, kind: str) -> bool:
+        cfg = self.cfg
+        ex = Exchange(kind, head, time.time_ns(), time.perf_counter(), ds.peer, ds.local)
+        keep = head.keep_alive
+        try:
+            if head.has_body and head.index.get("expect", "").lower() == "100-continue":
+                # Envoy answers 100-continue itself and does not forward Expect
+                ds.writer.write(CONTINUE)
+            try:
+                ex.route = route = self._route(kind, head, cfg)
+            except HttpError as exc:
+                raise LocalReply(exc.status, exc.detail) from exc
+            t = cfg.server if kind == INBOUND else cfg.client
+            extra = self._decide(ex, t)
+            if kind != INBOUND:
+                extra.append(("x-envoy-decorator-operation", route.decorator))
+            if route.service is not None:
+                extra += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
+            if kind == INBOUND:
+                ex.peer_raw = head.index.get(PEER_HEADER)
+            elif kind == GATEWAY:
+                xff = head.index.get("x-forwarded-for")
+                extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
+                extra.append(("x-forwarded-proto", "http"))
+            keep = await self._forward(ds, ex, route, extra) and keep
+        except LocalReply as reply:
+            ex.flags.update(reply.flags)
+            ex.status = reply.status
+            ex.details = reply.body.split(":")[0].replace(" ", "_")
+            body = reply.body.encode()
+            if head.has_body and not ds.parser.events:
+                keep = False  # the unread request body would be parsed as the next request
+            ds.writer.write(simple_response(reply.status, body, keep_alive=keep))
+            ex.response_body = len(body)
+        except ClientGone:
+            ex.flags.add("DC")
+            keep = False
+        finally:
+            self._record(ex, cfg)
+        return keep
+
+    def _pick(self, route: Route, tried: set[Endpoint]) -> tuple[tuple[str, int], Endpoint | None]:
+        if route.fixed is not None:
+            return route.fixed, None
+        assert route.service is not None
+        ep = route.service.pick(tried)
+        if ep is None:
+            raise LocalReply(503, "no healthy upstream", "UH")
+        return (ep.ip, ep.port), ep
+
+    async def _forward(
+        self, ds: Downstream, ex: Exchange, route: Route, extra: list[tuple[str, str]]
+    ) -> bool:
+        """Send the request upstream (retrying as Istio does) and stream the answer back.
+        Returns whether the downstream connection stays open."""
+        head = ex.head
+        connection = head.index.get("connection")
+        drop = HOP_BY_HOP | _REWRITTEN
+        if connection:
+            drop = drop | {t.strip().lower() for t in connection.split(",")}
+        headers = [(k, v) for k, v in head.headers if k.lower() not in drop]
+        if "host" not in head.index:
+            headers.append(("host", route.authority))
+        headers += extra
+        if head.chunked:
+            headers.append(("transfer-encoding", "chunked"))
+        elif head.content_length:
+            headers.append(("content-length", str(head.content_length)))
+        first_line = f"{head.method} {route.path} HTTP/1.1"
+        encoded_head = encode_head(first_line, headers)
+
+        replay: list[bytes] | None = []  # None once the body outgrew REPLAY_LIMIT
+        body_done = not head.has_body
+        tried: set[Endpoint] = set()
+        attempt = 0
+        stale_retry = True
+        while True:
+            attempt += 1
+            target, ep = self._pick(route, tried)
+            ex.upstream_host = f"{target[0]}:{target[1]}"
+            can_retry = attempt < route.attempts and replay is not None
+            try:
+                up = await self.pool.acquire(*target)
+            except ConnectFailure:
+                if ep is not None:
+                    tried.add(ep)
+                if can_retry:
+                    continue
+                ex.details = "upstream_reset_before_response_started{connection_failure}"
+                flags = ("UF", "URX") if attempt > 1 else ("UF",)
+                raise LocalReply(503, RESET_BEFORE_HEADERS + "connection failure", *flags) from None
+            sent = time.perf_counter()
+            try:
+                if body_done:
+                    up.writer.write(encoded_head + self._frame(head, replay or [], last=True))
+                else:
+                    replay = await self._send_body(ds, up, encoded_head, ex)
+                    body_done = True
+                if self.timeouts.upstream:
+                    async with asyncio.timeout(self.timeouts.upstream):
+                        resp = await up.response_head(head.method == "HEAD")
+                else:
+                    resp = await up.response_head(head.method == "HEAD")
+            except TimeoutError:
+                self.pool.discard(up)
+                raise LocalReply(504, "upstream request timeout", "UT") from None
+            except (PeerClosed, HttpError, ConnectionError, OSError) as exc:
+                self.pool.discard(up)
+                if isinstance(exc, ClientGone):
+                    raise
+                if up.reused and stale_retry and replay is not None:
+                    # a pooled connection the upstream had closed: try a fresh one, uncounted
+                    stale_retry = False
+                    attempt -= 1
+                    continue
+                ex.details = "upstream_reset_before_response_started{connection_termination}"
+                raise LocalReply(503, RESET_BEFORE_HEADERS + "connection termination", "UC") from None
+            if resp.status == 503 and attempt < route.attempts and replay is not None:
+                self.pool.discard(up)
+                if ep is not None:
+                    tried.add(ep)
+                continue
+            if resp.status == 503 and attempt > 1:
+                ex.flags.add("URX")
+            ex.upstream_ms = str(int((time.perf_counter() - sent) * 1000))
+            return await self._respond(ds, ex, up, resp, body_done)
+
+    def _frame(self, head: RequestHead, chunks: list[bytes], last: bool) -> bytes:
+        if not head.chunked:
+            return b"".join(chunks)
+        out = b"".join(encode_chunk(c) for c in chunks if c)
+        return out + LAST_CHUNK if last else out
+
+    async def _send_body(
+        self, ds: Downstream, up: Upstream, encoded_head: bytes, ex: Exchange
+    ) -> list[bytes] | None:
+        """Stream the request body from the client to `up` as it arrives; returns the chunks kept
+        for a retry, or None when the body was too large to keep."""
+        head = ex.head
+        chunks, done = ds.ready_body()
+        total = sum(map(len, chunks))
+        up.writer.write(encoded_head + self._frame(head, chunks, done))
+        replay = chunks if total <= REPLAY_LIMIT else None
+        while not done:
+            chunk = await ds.body_chunk()
+            if chunk is None:
+                done = True
+                if head.chunked:
+                    up.writer.write(LAST_CHUNK)
+                break
+            total += len(chunk)
+            up.writer.write(encode_chunk(chunk) if head.chunked else chunk)
+            if replay is not None:
+                if total <= REPLAY_LIMIT:
+                    replay.append(chunk)
+                else:
+                    replay = None
+            if up.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                await up.writer.drain()
+        ex.request_body = total
+        return replay
+
+    async def _respond(
+        self, ds: Downstream, ex: Exchange, up: Upstream, resp: ResponseHead, body_done: bool
+    ) -> bool:
+        head = ex.head
+        keep = head.keep_alive and body_done
+        headers = resp.forwardable()
+        if ex.kind == INBOUND:
+            if ex.peer_raw is not None:
+                headers += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
+        else:
+            ex.peer_raw = resp.index.get(PEER_HEADER)
+            headers = [(k, v) for k, v in headers if k.lower() not in (PEER_HEADER, PEER_ID_HEADER)]
+            headers.append(("x-envoy-upstream-service-time", ex.upstream_ms))
+        status = resp.status
+        no_body = head.method == "HEAD" or status in (204, 304)
+        chunked = False
+        if resp.content_length is not None:
+            headers.append(("content-length", str(resp.content_length)))
+        elif not no_body:
+            if head.version == "1.1":
+                chunked = True
+                headers.append(("transfer-encoding", "chunked"))
+            else:
+                keep = False  # an HTTP/1.0 client reads until close
+        if not keep:
+            headers.append(("connection", "close"))
+        writer = ds.writer
+        writer.write(encode_head(f"HTTP/1.1 {status} {resp.reason or 'Unknown'}", headers))
+        ex.status = status
+        ex.details = "via_upstream"
+        ex.response_head = resp.raw_size
+        sent = 0
+        reusable = False
+        try:
+            while (chunk := await up.body_chunk()) is not None:
+                sent += len(chunk)
+                writer.write(encode_chunk(chunk) if chunked else chunk)
+                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    try:
+                        await writer.drain()
+                    except (ConnectionError, OSError):
+                        raise ClientGone("downstream closed during response") from None
+            if chunked:
+                writer.write(LAST_CHUNK)
+            reusable = resp.keep_alive and not up.until_close
+        except PeerClosed as exc:
+            if isinstance(exc, ClientGone):
+                ex.flags.add("DC")
+            else:
+                ex.flags.add("UC")  # upstream reset mid-body: the client sees a truncated answer
+                ex.details = "upstream_reset_after_response_started{connection_termination}"
+            keep = False
+        finally:
+            ex.response_body = sent
+            if reusable:
+                self.pool.release(up, True)
+            else:
+                self.pool.discard(up)
+        if writer.is_closing():
+            ex.flags.add("DC")
+            return False
+        return keep
+
+    # -- after the request
+
+    def _record(self, ex: Exchange, cfg: SidecarConfig) -> None:
+        end_ns = time.time_ns()
+        duration_ms = (time.perf_counter() - ex.t0) * 1000.0
+        flags = _flags(ex.flags)
+        head = ex.head
+        route = ex.route
+        kind = ex.kind
+        self.count(f"{kind}.downstream_rq_total")
+        self.count(f"{kind}.downstream_rq_{ex.status // 100}xx")
+        if route is not None:
+            self.count(f"cluster.{route.cluster}.upstream_rq_total")
+        request_bytes = head.raw_size + ex.request_body
+        response_bytes = ex.response_head + ex.response_body
+        if self.access_log:
+            self._access_log(ex, flags, duration_ms)
+        if route is not None:
+            self.metrics.record(
+                Observation(
+                    outbound=kind != INBOUND,
+                    peer_raw=ex.peer_raw,
+                    service_fqdn=route.svc_fqdn,
+                    service_name=route.svc_name,
+                    service_namespace=route.svc_namespace,
+                    port=route.port,
+                    host=route.authority,
+                    status=ex.status,
+                    flags=flags,
+                    duration_ms=duration_ms,
+                    request_bytes=request_bytes,
+                    response_bytes=response_bytes,
+                )
+            )
+        t = cfg.server if kind == INBOUND else cfg.client
+        if not (ex.sampled and route is not None and t.reports and ex.trace_id):
+            return
+        assert t.provider is not None
+        name = (head.index.get("x-envoy-decorator-operation") if kind == INBOUND else None) or route.decorator
+        rec = SpanRecord(
+            trace_id=ex.trace_id,
+            span_id=ex.span_id,
+            parent_span_id=ex.parent_id,
+            name=name,
+            server=kind != OUTBOUND,
+            start_ns=ex.start_ns,
+            end_ns=end_ns,
+            request_id=ex.request_id,
+            url=f"http://{route.authority}{route.path}",
+            method=head.method,
+            status=ex.status,
+            user_agent=head.index.get("user-agent", "-"),
+            peer_address=ex.peer[0],
+            downstream_cluster=head.index.get("x-envoy-downstream-service-cluster", "-"),
+            upstream_cluster=route.cluster,
+            request_size=ex.request_body,
+            response_size=ex.response_body,
+            flags=flags,
+            headers=head.index,
+        )
+        node = self.ident.node_id
+        self.exporter.submit(t.provider, build_span(rec, t, cfg, node))
+        if kind == GATEWAY:
+            rec.server = False
+            rec.parent_span_id, rec.span_id = ex.span_id, ex.client_span_id
+            self.exporter.submit(t.provider, build_span(rec, t, cfg, node))
+
+    def _access_log(self, ex: Exchange, flags: str, duration_ms: float) -> None:
+        head = ex.head
+        idx = head.index
+        route = ex.route
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ex.start_ns / 1e9))
+        ms = (ex.start_ns // 1_000_000) % 1000
+        path = route.path if route else head.target
+        sys.stdout.write(
+            f'[{start}.{ms:03d}Z] "{head.method} {path} HTTP/{head.version}" '
+            f"{ex.status} {flags} {ex.details} - "
+            f'"-" {ex.request_body} {ex.response_body} {int(duration_ms)} {ex.upstream_ms} '
+            f'"{idx.get("x-forwarded-for", "-")}" "{idx.get("user-agent", "-")}" "{ex.request_id}" '
+            f'"{idx.get("host", "-")}" "{ex.upstream_host}" {route.cluster if route else "-"} - '
+            f"{ex.local[0]}:{ex.local[1]} {ex.peer[0]}:{ex.peer[1]} - {route.route_name if route else '-'}\n"
+        )

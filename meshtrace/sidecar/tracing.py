@@ -1,0 +1,255 @@
+"""Spans as Envoy + Istio make them (REFERENCE.md §2), built straight into OTLP protobuf, and their
+export: batched off the request path through a bounded queue, to the direction's provider over
+OTLP/HTTP, OTLP gRPC (grpcio imported only then) or Zipkin v2 JSON. A slow or dead collector
+costs dropped spans (counted), never request latency."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from meshtrace.sidecar.client import request, split_url
+from meshtrace.sidecar.config import Provider, SidecarConfig, Tracing
+from meshtrace.sidecar.conn import Pool
+
+log = logging.getLogger("meshtrace.sidecar")
+
+SCOPE = InstrumentationScope(name="envoy", version="meshtrace")
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """Everything one span needs; filled by the proxy as the request goes."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes | None
+    name: str
+    server: bool
+    start_ns: int
+    end_ns: int
+    request_id: str
+    url: str
+    method: str
+    status: int  # 0: no response
+    user_agent: str
+    peer_address: str
+    downstream_cluster: str
+    upstream_cluster: str
+    request_size: int
+    response_size: int
+    flags: str
+    headers: Mapping[str, str]
+
+
+def _kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def custom_tag_values(
+    tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Telemetry customTags: literal, environment (this process's env) and request header values;
+    a tag with no value and no default is left out, as Envoy does."""
+    out: list[tuple[str, str]] = []
+    for name, spec in tags.items():
+        value: Any = None
+        if "literal" in spec:
+            value = (spec["literal"] or {}).get("value")
+        elif "environment" in spec:
+            env = spec["environment"] or {}
+            value = os.environ.get(str(env.get("name", "")), env.get("default_value"))
+        elif "header" in spec:
+            hdr = spec["header"] or {}
+            value = headers.get(str(hdr.get("name", "")).lower(), hdr.get("default_value"))
+        if value is not None:
+            out.append((name, str(value)))
+    return out
+
+
+def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) -> Span:
+    limit = t.provider.max_tag_length if t.provider else 256
+    status = rec.status
+    tags = [
+        ("guid:x-request-id", rec.request_id),
+        ("http.url", rec.url[: t.max_path_tag_length]),
+        ("http.method", rec.method),
+        ("http.protocol", "HTTP/1.1"),
+        ("http.status_code", str(status)),
+        ("user_agent", rec.user_agent),
+        ("peer.address", rec.peer_address),
+        ("downstream_cluster", rec.downstream_cluster),
+        ("upstream_cluster", rec.upstream_cluster),
+        ("upstream_cluster.name", rec.upstream_cluster),
+        ("request_size", str(rec.request_size)),
+        ("response_size", str(rec.response_size)),
+        ("response_flags", rec.flags),
+        ("component", "proxy"),
+        ("node_id", node_id),
+        ("zone", ""),
+    ]
+    error = status == 0 or status >= 500
+    if error:
+        tags.append(("error", "true"))
+    if t.enable_istio_tags:
+        w = cfg.workload
+        tags += [
+            ("istio.canonical_service", w.canonical_service),
+            ("istio.canonical_revision", w.canonical_revision),
+            ("istio.mesh_id", cfg.mesh.mesh_id),
+            ("istio.namespace", w.namespace),
+            ("istio.cluster_id", cfg.mesh.cluster_id),
+        ]
+    if t.custom_tags:
+        tags += custom_tag_values(t.custom_tags, rec.headers)
+    # REFERENCE.md §6: 5xx (or no answer) is Error; 4xx is Error only on CLIENT spans.
+    code = Status.STATUS_CODE_UNSET
+    if error or (status >= 400 and not rec.server):
+        code = Status.STATUS_CODE_ERROR
+    return Span(
+        trace_id=rec.trace_id,
+        span_id=rec.span_id,
+        parent_span_id=rec.parent_span_id or b"",
+        name=rec.name,
+        kind=Span.SPAN_KIND_SERVER if rec.server else Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=rec.start_ns,
+        end_time_unix_nano=rec.end_ns,
+        attributes=[_kv(k, v[:limit]) for k, v in tags],
+        status=Status(code=code),
+    )
+
+
+class SpanExporter:
+    """Bounded queue + one background task sending batches (size or interval, whichever first)."""
+
+    def __init__(
+        self, pool: Pool, max_queue: int = 4096, batch_size: int = 512, interval: float = 1.0
+    ) -> None:
+        self.pool = pool
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.interval = interval
+        self.queue: deque[tuple[Provider, Span]] = deque()
+        self.resource = Resource()
+        self.dropped = 0
+        self.exported = 0
+        self.failed = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._grpc: dict[str, tuple[Any, Any]] = {}
+        self._stopping = False
+
+    def configure(self, cfg: SidecarConfig) -> None:
+        w = cfg.workload
+        self.resource = Resource(
+            attributes=[
+                _kv("service.name", w.service_name),
+                _kv("k8s.namespace.name", w.namespace),
+                _kv("k8s.workload.name", w.name),
+            ]
+        )
+
+    def submit(self, provider: Provider, span: Span) -> None:
+        if len(self.queue) >= self.max_queue:
+            self.dropped += 1
+            return
+        self.queue.append((provider, span))
+        if len(self.queue) >= self.batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            while self.queue:
+                await self._send_batch()
+                if len(self.queue) < self.batch_size:
+                    break
+
+    async def _send_batch(self) -> None:
+        by_provider: dict[int, tuple[Provider, list[Span]]] = {}
+        for _ in range(min(self.batch_size, len(self.queue))):
+            provider, span = self.queue.popleft()
+            by_provider.setdefault(id(provider), (provider, []))[1].append(span)
+        for provider, spans in by_provider.values():
+            req = ExportTraceServiceRequest(
+                resource_spans=[
+                    ResourceSpans(resource=self.resource, scope_spans=[ScopeSpans(scope=SCOPE, spans=spans)])
+                ]
+            )
+            try:
+                await self._send(provider, req)
+                self.exported += len(spans)
+            except Exception as exc:  # any export failure only costs these spans
+                self.failed += len(spans)
+                log.warning("span export to %s failed: %s", provider.endpoint, exc)
+
+    async def _send(self, provider: Provider, req: ExportTraceServiceRequest) -> None:
+        if provider.endpoint is None:
+            raise ConnectionError(f"provider {provider.name} has no resolved endpoint")
+        if provider.protocol == "grpc":
+            await self._send_grpc(provider, req)
+            return
+        host, port, _ = split_url(provider.endpoint)
+        if provider.protocol == "zipkin":
+            from meshtrace.model.zipkin import otlp_to_zipkin_v2
+
+            body = json.dumps(otlp_to_zipkin_v2(req)).encode()
+            ctype = "application/json"
+        else:
+            body = req.SerializeToString()
+            ctype = "application/x-protobuf"
+        headers = {"content-type": ctype, **provider.headers}
+        status, answer = await request(
+            self.pool, host, port, "POST", provider.path, body, headers, timeout=provider.timeout_s
+        )
+        if not 200 <= status < 300:
+            raise ConnectionError(f"HTTP {status}: {answer[:200]!r}")
+
+    async def _send_grpc(self, provider: Provider, req: ExportTraceServiceRequest) -> None:
+        # grpcio costs ~20 MB of RSS: only sidecars with a gRPC provider pay for it.
+        entry = self._grpc.get(provider.endpoint or "")
+        if entry is None:
+            import grpc
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+            channel = grpc.aio.insecure_channel((provider.endpoint or "").split("://", 1)[-1])
+            entry = self._grpc[provider.endpoint or ""] = (channel, TraceServiceStub(channel))
+        await entry[1].Export(
+            req, timeout=provider.timeout_s, metadata=tuple(provider.headers.items()) or None
+        )
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is queued (bounded by `timeout`) and stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.queue:
+                    await self._send_batch()
+        except TimeoutError:
+            self.dropped += len(self.queue)
+            self.queue.clear()
+        for channel, _ in self._grpc.values():
+            with contextlib.suppress(Exception):
+                await channel.close()

@@ -347,6 +347,7 @@ def test_request_yields_one_trace_with_the_seeds_spans(demo: Demo) -> None:
         "/api/data",
         200,
     )
+    assert server["url.path"] == "/api/data" and "http.target" not in server
     handle = named["handleData"]
     assert handle.attributes["http.request.method"] == "GET"
     assert handle.attributes["url.full"].endswith("/api/data")

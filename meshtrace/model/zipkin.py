@@ -11,6 +11,7 @@ mapping. Every decoder raises `ValueError` naming the offending field, never any
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import math
@@ -444,7 +445,22 @@ def _remote_attributes(remote: Mapping[str, Any], kind: int) -> list[KeyValue]:
     return attrs
 
 
-def _to_otlp_span(i: int, z: Any) -> tuple[str | None, tuple[str, str], Span]:
+def _typed_tag(key: str, value: str) -> KeyValue:
+    """A tag value that reads as a bool, int or float, as that type (`parse_string_tags`)."""
+    if value in ("true", "false"):
+        return KeyValue(key=key, value=AnyValue(bool_value=value == "true"))
+    with contextlib.suppress(ValueError):
+        number = int(value)
+        if -(2**63) <= number < 2**63:
+            return _int_attr(key, number)
+    with contextlib.suppress(ValueError):
+        double = float(value)
+        if math.isfinite(double):
+            return KeyValue(key=key, value=AnyValue(double_value=double))
+    return _str_attr(key, value)
+
+
+def _to_otlp_span(i: int, z: Any, parse_string_tags: bool) -> tuple[str | None, tuple[str, str], Span]:
     where = f"spans[{i}]"
     if not isinstance(z, dict):
         raise ValueError(f"{where} must be an object, got {type(z).__name__}")
@@ -474,7 +490,7 @@ def _to_otlp_span(i: int, z: Any) -> tuple[str | None, tuple[str, str], Span]:
         if not isinstance(value, str):
             raise ValueError(f"{where}.tags.{key} must be a string, got {type(value).__name__}")
         if key not in _SPECIAL_TAGS:
-            span.attributes.append(_str_attr(key, value))
+            span.attributes.append(_typed_tag(key, value) if parse_string_tags else _str_attr(key, value))
     status_code = tags.get(_STATUS_CODE_TAG, "").upper()
     if "error" in tags or status_code == "ERROR":
         message = tags.get(_STATUS_DESCRIPTION_TAG) or tags.get("error", "")
@@ -498,12 +514,15 @@ def _to_otlp_span(i: int, z: Any) -> tuple[str | None, tuple[str, str], Span]:
     return local.get("serviceName"), (scope_name, scope_version), span
 
 
-def zipkin_v2_to_otlp(spans: Iterable[Any]) -> ExportTraceServiceRequest:
-    """Zipkin v2 spans -> one OTLP request: a ResourceSpans per service, a ScopeSpans per scope."""
+def zipkin_v2_to_otlp(spans: Iterable[Any], parse_string_tags: bool = False) -> ExportTraceServiceRequest:
+    """Zipkin v2 spans -> one OTLP request: a ResourceSpans per service, a ScopeSpans per scope.
+
+    Tags are string attributes; with `parse_string_tags` (the receiver's option of that name)
+    values that read as bool, int or float become attributes of that type."""
     resources: dict[str | None, dict[tuple[str, str], list[Span]]] = {}
     for i, z in enumerate(spans):
         try:
-            service, scope, span = _to_otlp_span(i, z)
+            service, scope, span = _to_otlp_span(i, z, parse_string_tags)
         except (UnicodeError, OverflowError, TypeError) as exc:
             # Strings protobuf cannot hold (lone surrogates), numbers out of range.
             raise ValueError(f"spans[{i}]: {exc}") from None

@@ -14,9 +14,15 @@ from meshtrace.collector.component import Factory, Kind
 
 RECEIVERS: dict[str, str] = {
     "otlp": "meshtrace.collector.receivers.otlp:factory",
+    "zipkin": "meshtrace.collector.receivers.zipkin:factory",
 }
 
-PROCESSORS: dict[str, str] = {}
+PROCESSORS: dict[str, str] = {
+    "batch": "meshtrace.collector.processors.batch:factory",
+    "memory_limiter": "meshtrace.collector.processors.memory_limiter:factory",
+    "probabilistic_sampler": "meshtrace.collector.processors.probabilistic_sampler:factory",
+    "tail_sampling": "meshtrace.collector.processors.tail_sampling:factory",
+}
 
 EXPORTERS: dict[str, str] = {
     "otlp_grpc": "meshtrace.collector.exporters.otlp_grpc:factory",

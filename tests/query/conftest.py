@@ -1,0 +1,50 @@
+"""A real query server on 127.0.0.1:<port 0> over a real store, served from its own event loop thread,
+so contract tests speak plain HTTP to it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from meshtrace.query.server import QueryServer
+from meshtrace.store import TraceStore
+
+
+@dataclass
+class RunningQuery:
+    url: str
+    store: TraceStore
+
+
+@pytest.fixture(scope="module")
+def query_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningQuery]:
+    store = TraceStore(Path(tmp_path_factory.mktemp("store")) / "traces.db")
+    store.open()
+    server = QueryServer(lambda: store)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(server.app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    try:
+        yield RunningQuery(f"http://127.0.0.1:{port}", store)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        store.close()

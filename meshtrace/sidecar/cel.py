@@ -171,17 +171,20 @@ def _first_non_empty(left: Expr, right: Expr) -> Expr:
     return pick
 
 
-@lru_cache(maxsize=256)
-def compile_expr(text: str) -> Expr:
-    """A callable evaluating `text` over attributes; raises CelError for what it cannot parse.
-    A bare word after the Mixer `|` (`x | unknown`) is the literal default, as Mixer read it."""
+def _compile(text: str) -> Expr:
     mixer = text.split("|")
     if len(mixer) > 1 and "||" not in text and re.fullmatch(r"\s*[A-Za-z_][\w-]*\s*", mixer[-1]):
+        # a bare word after the Mixer `|` (`x | unknown`) is the literal default, as Mixer read it
         default = mixer[-1].strip()
-        head = compile_expr("|".join(mixer[:-1]))
-        return _first_non_empty(head, lambda a: default)
-    parsed = _Parser(text).parse()
-    return lambda a: _value(parsed(a))
+        return _first_non_empty(_compile("|".join(mixer[:-1])), lambda a: default)
+    return _Parser(text).parse()
+
+
+@lru_cache(maxsize=256)
+def compile_expr(text: str) -> Expr:
+    """A callable evaluating `text` over attributes; raises CelError for what it cannot parse."""
+    raw = _compile(text)
+    return lambda a: _value(raw(a))
 
 
 def evaluate(text: str, attrs: Attributes) -> str:

@@ -14,6 +14,7 @@ from typing import Any, cast
 import yaml
 
 from meshtrace.propagation.context import Format
+from meshtrace.sidecar.cel import CelError, compile_expr
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -238,8 +239,15 @@ def _metrics(raw: Any, where: str) -> dict[str, MetricOverride]:
             if operation not in ("UPSERT", "REMOVE"):
                 raise ConfigError(f"{where}.{metric}.tag_overrides.{label}.operation: {operation!r}")
             value = o.get("value")
-            if operation == "UPSERT" and not isinstance(value, str):
-                raise ConfigError(f"{where}.{metric}.tag_overrides.{label}.value: UPSERT needs an expression")
+            if operation == "UPSERT":
+                if not isinstance(value, str):
+                    raise ConfigError(
+                        f"{where}.{metric}.tag_overrides.{label}.value: UPSERT needs an expression"
+                    )
+                try:
+                    compile_expr(value)
+                except CelError as exc:
+                    raise ConfigError(f"{where}.{metric}.tag_overrides.{label}.value: {exc}") from exc
             tags[str(label)] = (operation, value)
         out[str(metric)] = MetricOverride(bool(s.get("disabled", False)), tags)
     return out

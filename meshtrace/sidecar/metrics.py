@@ -248,6 +248,8 @@ class IstioMetrics:
     def exposition(self) -> list[str]:
         lines: list[str] = []
         for metric, (name, kind, help_text) in METRICS.items():
+            if not (self.counters.get(metric) or self.histograms.get(metric)):
+                continue
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
             if kind == "counter":

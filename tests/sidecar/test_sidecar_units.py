@@ -1,0 +1,325 @@
+"""The sidecar's sans-IO cores: HTTP/1.1 parsing rules, the CEL subset, config validation,
+metric labels and span building."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from prometheus_client.parser import text_string_to_metric_families
+
+from meshtrace.sidecar.cel import CelError, compile_expr, evaluate
+from meshtrace.sidecar.config import ConfigError, parse
+from meshtrace.sidecar.http1 import (
+    END,
+    HttpError,
+    RequestHead,
+    RequestParser,
+    ResponseParser,
+    split_target,
+)
+from meshtrace.sidecar.metrics import IstioMetrics, Observation, peer_metadata
+from meshtrace.sidecar.tracing import SpanRecord, build_span, custom_tag_values
+
+
+def events(data: bytes, *more: bytes) -> list[object]:
+    p = RequestParser()
+    p.feed(data)
+    for m in more:
+        p.feed(m)
+    return list(p.events)
+
+
+def test_request_head_and_chunked_body() -> None:
+    ev = events(
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", b"0\r\n\r\n"
+    )
+    head = ev[0]
+    assert isinstance(head, RequestHead)
+    assert head.method == "POST" and head.target == "/x" and head.chunked and head.keep_alive
+    assert ev[1:] == [b"abc", END]
+
+
+def test_pipelined_requests_keep_order() -> None:
+    ev = events(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    heads = [e.target for e in ev if isinstance(e, RequestHead)]
+    assert heads == ["/a", "/b"]
+
+
+def test_smuggling_is_400() -> None:
+    ev = events(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(ev[-1], HttpError) and ev[-1].status == 400
+
+
+def test_duplicate_content_length_is_400() -> None:
+    ev = events(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc")
+    assert isinstance(ev[-1], HttpError) and ev[-1].status == 400
+
+
+def test_headers_over_60k_are_431_even_in_pieces() -> None:
+    big = b"X-Big: " + b"a" * 70000 + b"\r\n"
+    ev = events(b"GET / HTTP/1.1\r\nHost: a\r\n", big[:30000], big[30000:])
+    assert isinstance(ev[-1], HttpError) and ev[-1].status == 431
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(700))
+    ev = events(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n")
+    assert isinstance(ev[-1], HttpError) and ev[-1].status == 431
+
+
+def test_forwardable_drops_hop_by_hop_and_connection_named() -> None:
+    ev = events(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n"
+        b"Keep-Alive: 5\r\nProxy-Authorization: x\r\nTE: trailers\r\nX-Ok: 2\r\n\r\n"
+    )
+    head = ev[0]
+    assert isinstance(head, RequestHead)
+    assert head.forwardable() == [("Host", "a"), ("X-Ok", "2")]
+
+
+def test_response_parser_skips_nothing_itself() -> None:
+    p = ResponseParser()
+    p.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    statuses = [getattr(e, "status", None) for e in p.events if not isinstance(e, bytes)]
+    assert statuses[0] == 100 and 200 in statuses
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "want"),
+    [
+        ("http://backend:8080/x?y=1", None, ("backend", 8080, "/x?y=1")),
+        ("http://Backend.Default", None, ("backend.default", None, "/")),
+        ("http://backend?q", None, ("backend", None, "/?q")),
+        ("/x", "backend.default.svc.cluster.local:9000", ("backend.default.svc.cluster.local", 9000, "/x")),
+        ("/x", "[::1]:80", ("::1", 80, "/x")),
+    ],
+)
+def test_split_target(target: str, host: str | None, want: tuple[str, int | None, str]) -> None:
+    assert split_target(target, host) == want
+
+
+@pytest.mark.parametrize(("target", "host"), [("/x", None), ("/x", "a:99999"), ("https://a/", None)])
+def test_split_target_errors(target: str, host: str | None) -> None:
+    with pytest.raises(HttpError) as err:
+        split_target(target, host)
+    assert err.value.status == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048), st.integers(min_value=1, max_value=64))
+def test_fuzz_request_parser_never_raises(data: bytes, cut: int) -> None:
+    p = RequestParser()
+    for i in range(0, len(data), cut):
+        p.feed(data[i : i + cut])
+    for e in p.events:
+        assert isinstance(e, RequestHead | HttpError | bytes)
+
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
+_value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_token, _value), max_size=20), st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
+def test_fuzz_valid_heads_roundtrip(headers: list[tuple[str, str]], method: str) -> None:
+    raw = f"{method} /p HTTP/1.1\r\nHost: h\r\n".encode()
+    headers = [(k, v.strip()) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+    raw += b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + b"\r\n"
+    ev = events(raw)
+    head = ev[0]
+    assert isinstance(head, RequestHead), ev
+    assert head.method == method
+    assert head.headers[1:] == headers
+
+
+ATTRS: dict[str, Any] = {
+    "request.protocol": "HTTP/1.1",
+    "request.host": "backend:8080",
+    "response.code": 200,
+    "destination.port": 8080,
+    "destination.service.name": "backend",
+    "destination.workload.name": "backend",
+    "upstream_peer.labels": {"app": "backend", "version": "v2"},
+}
+
+
+@pytest.mark.parametrize(
+    ("expr", "want"),
+    [
+        ("request.protocol", "HTTP/1.1"),
+        ("string(destination.port)", "8080"),
+        ("string(response.code)", "200"),
+        ("upstream_peer.labels['app'].value", "backend"),
+        ("has(request.host) ? request.host : 'unknown'", "backend:8080"),
+        ("has(request.path) ? request.path : 'none'", "none"),
+        ("destination.service.name | unknown", "backend"),
+        ("request.missing | kubernetes", "kubernetes"),
+        ("request.missing", "unknown"),
+        ("response.code == 200 ? 'ok' : 'bad'", "ok"),
+        ("'literal'", "literal"),
+    ],
+)
+def test_cel_subset(expr: str, want: str) -> None:
+    assert evaluate(expr, ATTRS) == want
+
+
+@pytest.mark.parametrize("expr", ["request.host +", "(a", "a ? b", "x[1]"])
+def test_cel_errors(expr: str) -> None:
+    with pytest.raises(CelError):
+        compile_expr(expr)
+
+
+def doc(**tracing: Any) -> dict[str, Any]:
+    block = {
+        "enabled": True,
+        "provider": {"name": "p", "protocol": "http", "endpoint": "http://127.0.0.1:1"},
+        "random_sampling_percentage": 10.0,
+        **tracing,
+    }
+    return {
+        "tracing": {"client": block, "server": block},
+        "workload": {"labels": {"app": "fe", "version": "v3"}},
+    }
+
+
+def test_config_parse_defaults_and_identity() -> None:
+    cfg = parse(doc(), "7", "frontend", "shop", {"team": "x"})
+    assert cfg.workload.service_name == "fe.shop"
+    assert cfg.workload.canonical_revision == "v3"
+    assert cfg.client.sampling == 10.0 and cfg.client.reports
+    assert cfg.client.write == ("w3c", "b3")
+
+
+@pytest.mark.parametrize(
+    ("tracing", "field"),
+    [
+        ({"random_sampling_percentage": 101}, "random_sampling_percentage"),
+        ({"random_sampling_percentage": "x"}, "random_sampling_percentage"),
+        ({"custom_tags": {"t": {"literal": {}, "header": {}}}}, "custom_tags.t"),
+        ({"propagation": {"write": ["jaeger"]}}, "propagation"),
+        ({"provider": {"protocol": "thrift"}}, "provider.protocol"),
+    ],
+)
+def test_config_errors_name_the_field(tracing: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse(doc(**tracing), "1", "w", "default", {})
+
+
+def test_config_refuses_bad_tag_override_expression() -> None:
+    d = doc()
+    d["metrics"] = {"client": {"REQUEST_COUNT": {"tag_overrides": {"x": {"value": "request.host +"}}}}}
+    with pytest.raises(ConfigError, match=r"tag_overrides\.x"):
+        parse(d, "1", "w", "default", {})
+
+
+def test_registry_names() -> None:
+    d = doc()
+    d["services"] = {
+        "backend.default.svc.cluster.local": {
+            "ports": [{"port": 8080}],
+            "endpoints": [{"ip": "127.0.0.9", "port": 1}],
+        },
+        "backend.other.svc.cluster.local": {"ports": [{"port": 8080}], "endpoints": []},
+    }
+    reg = parse(d, "1", "w", "default", {}).registry
+    for name in ("backend", "backend.default", "backend.default.svc", "backend.default.svc.cluster.local"):
+        found = reg.lookup(name)
+        assert found is not None and found.namespace == "default"
+    other = reg.lookup("backend.other")
+    assert other is not None and other.pick() is None
+    assert reg.lookup("nothing") is None
+
+
+def observation(**kw: Any) -> Observation:
+    base: dict[str, Any] = {
+        "outbound": True,
+        "peer_raw": None,
+        "service_fqdn": "backend.default.svc.cluster.local",
+        "service_name": "backend",
+        "service_namespace": "default",
+        "port": 8080,
+        "host": "backend:8080",
+        "status": 200,
+        "flags": "-",
+        "duration_ms": 3.0,
+        "request_bytes": 100,
+        "response_bytes": 200,
+    }
+    base.update(kw)
+    return Observation(**base)
+
+
+def scrape(m: IstioMetrics) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for fam in text_string_to_metric_families("\n".join(m.exposition()) + "\n"):
+        out.setdefault(fam.name, []).extend(fam.samples)
+    return out
+
+
+def test_metrics_labels_peer_and_overrides() -> None:
+    d = doc()
+    d["metrics"] = {
+        "client": {
+            "REQUEST_COUNT": {
+                "tag_overrides": {
+                    "request_host": {"operation": "UPSERT", "value": "request.host"},
+                    "destination_version": {"operation": "REMOVE"},
+                }
+            },
+            "REQUEST_SIZE": {"disabled": True},
+        }
+    }
+    cfg = parse(d, "1", "frontend", "default", {})
+    be = parse(doc(), "1", "backend", "default", {"app": "backend", "version": "v2"})
+    m = IstioMetrics()
+    m.configure(cfg)
+    peer = peer_metadata(be, "sidecar~x", "backend-0")
+    m.record(observation(peer_raw=peer))
+    m.record(observation(peer_raw=peer, duration_ms=700))
+    got = scrape(m)
+    (count,) = got["istio_requests"]
+    assert count.value == 2
+    assert count.labels["request_host"] == "backend:8080"
+    assert "destination_version" not in count.labels
+    assert count.labels["destination_workload"] == "backend"
+    assert count.labels["destination_app"] == "fe"  # doc() labels win over the command line's
+    assert count.labels["source_workload"] == "frontend"
+    assert "istio_request_bytes" not in got
+    durations = {
+        float(s.labels["le"]): s.value for s in got["istio_request_duration_milliseconds"] if "le" in s.labels
+    }
+    assert durations[5.0] == 1 and durations[1000.0] == 2 and durations[float("inf")] == 2
+
+
+def test_span_tags_status_and_custom_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MT_ZONE", "z1")
+    tags = {
+        "env": {"literal": {"value": "prod"}},
+        "zone_env": {"environment": {"name": "MT_ZONE"}},
+        "missing_env": {"environment": {"name": "MT_NOPE", "default_value": "dflt"}},
+        "user": {"header": {"name": "X-User"}},
+        "nobody": {"header": {"name": "x-none"}},
+    }
+    cfg = parse(doc(custom_tags=tags, enable_istio_tags=False, max_path_tag_length=10), "1", "w", "ns", {})
+    rec = SpanRecord(
+        trace_id=b"t" * 16, span_id=b"s" * 8, parent_span_id=None, name="n", server=True,
+        start_ns=1, end_ns=2,
+        request_id="r", url="http://a/very/long/path", method="GET", status=404, user_agent="ua",
+        peer_address="1.2.3.4", downstream_cluster="-", upstream_cluster="inbound|1||", request_size=0,
+        response_size=0, flags="-", headers={"x-user": "alice"},
+    )  # fmt: skip
+    span = build_span(rec, cfg.server, cfg, "node")
+    a = {kv.key: kv.value.string_value for kv in span.attributes}
+    assert (
+        a["env"] == "prod" and a["zone_env"] == "z1" and a["missing_env"] == "dflt" and a["user"] == "alice"
+    )
+    assert "nobody" not in a and "istio.mesh_id" not in a and "error" not in a
+    assert a["http.url"] == "http://a/v"  # cut to max_path_tag_length
+    assert span.kind == Span.SPAN_KIND_SERVER and span.status.code == Status.STATUS_CODE_UNSET
+    rec.server = False
+    assert build_span(rec, cfg.client, cfg, "n").status.code == Status.STATUS_CODE_ERROR
+    rec.status = 0
+    server_span = build_span(rec, cfg.client, cfg, "n")
+    assert {kv.key: kv.value.string_value for kv in server_span.attributes}["error"] == "true"
+    assert custom_tag_values({}, {}) == []

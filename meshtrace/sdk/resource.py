@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import (
     ProcessResourceDetector,
     Resource,
     ResourceDetector,
+    ServiceInstanceIdResourceDetector,
     get_aggregated_resources,
 )
 from opentelemetry.sdk.version import __version__ as SDK_VERSION
@@ -109,6 +110,8 @@ def build_resource(
             ProcessResourceDetector(),
             ContainerResourceDetector(),
             OsResourceDetector(),
+            # service.instance.id tells replicas apart (the seed runs two of each).
+            ServiceInstanceIdResourceDetector(),
         ]
     detected = get_aggregated_resources(detectors, initial_resource=Resource.get_empty())
     explicit: dict[str, str] = {}

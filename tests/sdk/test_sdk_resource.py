@@ -80,5 +80,12 @@ def test_precedence_defaults_then_detected_then_env_then_arguments() -> None:
 
 def test_default_detectors_fill_host_process_and_os() -> None:
     attrs = build_resource({"OTEL_SERVICE_NAME": "svc"}).attributes
-    for key in ("host.name", "host.arch", "process.pid", "process.runtime.name", "os.type"):
+    for key in (
+        "host.name",
+        "host.arch",
+        "process.pid",
+        "process.runtime.name",
+        "os.type",
+        "service.instance.id",
+    ):
         assert key in attrs, key

@@ -6,7 +6,6 @@ of an incoming context), as REFERENCE.md §2 lays out. Header names are lowercas
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -96,8 +95,9 @@ def inject(
 class Decision:
     sampled: bool
     # Why: "traceparent" / "b3" (incoming decision honoured), "request_id" (reason already in
-    # x-request-id), "client_forced", "forced", "random", "not_sampled", or "invalid_request_id"
-    # (a request id whose head is not hex: Envoy skips sampling entirely).
+    # x-request-id), "client_forced", "forced", "random", "not_sampled", "invalid_request_id"
+    # (a request id whose head is not hex: Envoy skips sampling entirely), or
+    # "request_id_not_used" (useRequestIdForTraceSampling: false).
     reason: str
     request_id: str  # the x-request-id to forward, carrying the decision when it is a UUID
     context: SpanContext | None  # the incoming context, to parent the span on
@@ -112,21 +112,24 @@ _REASON_NAMES = {
 
 
 def _request_id_decision(
-    headers: Mapping[str, str], rid: str, percentage: float, use_request_id: bool, edge: bool
-) -> tuple[TraceReason, str]:
-    value = request_id_integer(rid) if use_request_id else random.randrange(10000)
-    if value is None:
-        return TraceReason.NOT_TRACEABLE, "invalid_request_id"
+    headers: Mapping[str, str], rid: str, percentage: float, edge: bool
+) -> tuple[TraceReason, str, bool]:
+    """(reason, why, write it into the request id), conn_manager_utility.cc's order."""
+    value = request_id_integer(rid)
+    if value is None:  # Envoy skips a corrupted request id entirely: not even forced tracing
+        return TraceReason.NOT_TRACEABLE, "invalid_request_id", False
     current = trace_reason(rid)
     if current is not None and current is not TraceReason.NOT_TRACEABLE:
-        return current, "request_id"  # the first proxy on the path decided; later hops follow
+        return current, "request_id", False  # the first proxy on the path decided; later hops follow
     if "x-client-trace-id" in headers:
-        return TraceReason.CLIENT_FORCED, _REASON_NAMES[TraceReason.CLIENT_FORCED]
+        return TraceReason.CLIENT_FORCED, _REASON_NAMES[TraceReason.CLIENT_FORCED], True
     # x-envoy-* headers from outside the mesh are not trusted (Envoy strips them at the edge).
     if "x-envoy-force-trace" in headers and not edge:
-        return TraceReason.FORCED, _REASON_NAMES[TraceReason.FORCED]
-    reason = TraceReason.SAMPLED if sampled_by_value(value, percentage) else TraceReason.NOT_TRACEABLE
-    return reason, _REASON_NAMES[reason]
+        return TraceReason.FORCED, _REASON_NAMES[TraceReason.FORCED], True
+    if sampled_by_value(value, percentage):
+        return TraceReason.SAMPLED, _REASON_NAMES[TraceReason.SAMPLED], True
+    # Not sampled: the id is left as it came (Envoy writes a reason only when it picks one).
+    return TraceReason.NOT_TRACEABLE, _REASON_NAMES[TraceReason.NOT_TRACEABLE], False
 
 
 def decide(
@@ -138,22 +141,27 @@ def decide(
 ) -> Decision:
     """Whether this request is traced, Envoy's way.
 
-    - x-request-id is generated when absent; an existing one is kept even when it is not a UUID
-      (sidecars are not edge proxies), and such an id can carry no reason for later hops.
+    - x-request-id is generated when absent or empty; an existing one is kept even when it is not
+      a UUID (sidecars are not edge proxies), and such an id can carry no reason for later hops.
     - `edge` (a gateway taking outside traffic): the request id is regenerated, as Envoy does
       without preserve_external_request_id, so outside ids cannot force tracing.
-    - The request-id reason is always computed and written back (Envoy does so before tracing).
+    - The request-id reason is computed and, when one is picked, written back (Envoy does this
+      before tracing starts, whatever the tracing headers say).
     - An incoming decision (traceparent flags, x-b3-sampled / b3 / debug) then overrides it for
       this span, because the caller's sampler already decided for the whole trace.
-    - `use_request_id` false (useRequestIdForTraceSampling: false): a random draw replaces the
-      request id's integer, for ids that are not random.
+    - `use_request_id` false (useRequestIdForTraceSampling: false): Envoy leaves the decision to
+      the tracer and returns "sampled" without looking at the id or the percentage, so every
+      trace started here is sampled (reason "request_id_not_used"); incoming decisions still win.
     """
     rid = headers.get("x-request-id")
-    if rid is None or edge:
+    if not rid or edge:
         rid = new_request_id()
-    reason, why = _request_id_decision(headers, rid, percentage, use_request_id, edge)
-    if why != "invalid_request_id":
-        rid = with_trace_reason(rid, reason)
+    if use_request_id:
+        reason, why, write = _request_id_decision(headers, rid, percentage, edge)
+        if write:
+            rid = with_trace_reason(rid, reason)
+    else:
+        reason, why = TraceReason.SAMPLED, "request_id_not_used"
     ctx = extract(headers, read)
     if ctx is not None and ctx.sampled is not None:
         return Decision(ctx.sampled, "traceparent" if ctx.source == "w3c" else "b3", rid, ctx)

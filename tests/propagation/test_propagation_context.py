@@ -156,9 +156,22 @@ def test_decide_edge_regenerates_request_id_and_ignores_force_trace() -> None:
     assert d.request_id != forced and not d.sampled
 
 
-def test_decide_without_request_id_sampling_uses_a_random_draw() -> None:
-    hits = sum(decide({"x-request-id": RID_LOW}, 50.0, use_request_id=False).sampled for _ in range(400))
-    assert 120 < hits < 280  # RID_LOW alone would always be sampled
+def test_decide_without_request_id_sampling_leaves_it_to_the_tracer() -> None:
+    # useRequestIdForTraceSampling: false: Envoy returns "sampled" at once; the id is untouched
+    forced = RID_HIGH[:14] + "a" + RID_HIGH[15:]
+    for rid in (RID_HIGH, forced, "nginx-req-1"):
+        d = decide({"x-request-id": rid}, 0.0, use_request_id=False)
+        assert (d.sampled, d.reason, d.request_id) == (True, "request_id_not_used", rid)
+    d = decide({**TP_UNSAMPLED, "x-request-id": RID_HIGH}, 100.0, use_request_id=False)
+    assert (d.sampled, d.reason) == (False, "traceparent")
+
+
+def test_decide_writes_a_reason_only_when_it_picks_one() -> None:
+    odd = RID_HIGH[:14] + "c" + RID_HIGH[15:]  # an unknown reason char: not traceable, kept as is
+    d = decide({"x-request-id": odd}, 1.0)
+    assert (d.sampled, d.request_id) == (False, odd)
+    assert decide({"x-request-id": odd}, 100.0).request_id == RID_HIGH[:14] + "9" + RID_HIGH[15:]
+    assert decide({"x-request-id": ""}, 0.0).request_id != ""  # an empty id is replaced
 
 
 @settings(max_examples=200, deadline=None)
@@ -185,7 +198,7 @@ def test_decide_without_request_id_sampling_uses_a_random_draw() -> None:
 )
 def test_decide_never_raises(headers: dict[str, str], percentage: float) -> None:
     d = decide(headers, percentage)
-    if "x-request-id" in headers and len(headers["x-request-id"]) != 36:
+    if headers.get("x-request-id") and len(headers["x-request-id"]) != 36:
         assert d.request_id == headers["x-request-id"]
 
 

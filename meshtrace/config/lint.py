@@ -446,7 +446,8 @@ def collector_checks(bundle: Bundle) -> Iterator[Finding]:
 
 
 def removed_metrics(bundle: Bundle) -> Iterator[Finding]:
-    pattern = re.compile(r"\b(" + "|".join(REMOVED_METRICS) + r")\b")
+    # Dashboards in the wild also use the `_total` spelling (REFERENCE.md §4): both are gone.
+    pattern = re.compile(r"\b(" + "|".join(REMOVED_METRICS) + r")(?:_total)?\b")
     for rule in bundle.prometheus_rules:
         for alert in rule.alerts:
             for metric in sorted(set(pattern.findall(alert.expr))):

@@ -94,3 +94,24 @@ def file_collector(tmp_path: Path, meshtrace_process: Any) -> Callable[..., Runn
         return RunningCollector(proc, out)
 
     return start
+
+
+@pytest.fixture
+def run_collector(tmp_path: Path, meshtrace_process: Any) -> Callable[..., Any]:
+    """`run(config_dict, *ready_components, args=())`: a collector process from a config mapping."""
+    counter = iter(range(1000))
+
+    def run(config: dict[str, Any], *components: str, args: tuple[str, ...] = ()) -> Any:
+        path = tmp_path / f"collector-{next(counter)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = meshtrace_process(["collector", "--config", str(path), *args])
+        proc.wait_for_listeners(*components)
+        return proc
+
+    return run
+
+
+@pytest.fixture(name="read_spans")
+def read_spans_fixture() -> Callable[..., list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """`read_spans(path, want, timeout=15)`: (resource, span) pairs a file exporter wrote."""
+    return read_spans

@@ -174,11 +174,11 @@ class QueuedSender:
 
     async def stop(self) -> None:
         self._stopping = True
+        left = list(self._in_flight)  # before cancelling: a cancelled worker forgets its batch
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
-        left = list(self._in_flight)
         self._in_flight.clear()
         while not self._queue.empty():
             left.append(self._queue.get_nowait())

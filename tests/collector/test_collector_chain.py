@@ -1,0 +1,112 @@
+"""Two collectors chained (agent -> gateway over otlp_grpc), a gateway that dies and comes back,
+and shutdown with reachable and unreachable backends."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def gateway_config(out: Path, port: int = 0) -> dict[str, Any]:
+    return {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}}},
+        "exporters": {"file": {"path": str(out), "flush_interval": "0s"}},
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+            "telemetry": {"metrics": {"level": "none"}},
+        },
+    }
+
+
+def agent_config(backend: str, processors: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "processors": processors or {},
+        "exporters": {
+            "otlp_grpc": {
+                "endpoint": backend,
+                "tls": {"insecure": True},
+                "timeout": "2s",
+                "retry_on_failure": {"initial_interval": "100ms", "max_interval": "300ms"},
+            }
+        },
+        "service": {
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": list(processors or {}),
+                    "exporters": ["otlp_grpc"],
+                }
+            },
+            "telemetry": {"metrics": {"address": "127.0.0.1:0"}},
+        },
+    }
+
+
+def send(address: str, name: str, spans: int = 10) -> None:
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for i in range(spans):
+        ss.spans.add(name=f"{name}-{i}", trace_id=bytes([7]) * 16, span_id=(i + 1).to_bytes(8, "big"))
+    with grpc.insecure_channel(address) as channel:
+        channel.unary_unary(EXPORT)(req.SerializeToString(), timeout=10)
+
+
+def names(spans: list[tuple[dict[str, Any], dict[str, Any]]]) -> set[str]:
+    return {span["name"] for _, span in spans}
+
+
+def metric(proc: Any, name: str) -> float:
+    text = requests.get(f"http://{proc.address('metrics')}/metrics", timeout=5).text
+    return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", text, re.M))
+
+
+def test_agent_retries_until_the_gateway_comes_back(
+    tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
+) -> None:
+    first, second = tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"
+    gateway = run_collector(gateway_config(first), "otlp-grpc")
+    port = gateway.listeners["otlp-grpc"][1]
+    agent = run_collector(agent_config(f"127.0.0.1:{port}"), "otlp-grpc", "metrics")
+
+    send(agent.address("otlp-grpc"), "before")
+    assert names(read_spans(first, 10)) == {f"before-{i}" for i in range(10)}
+
+    gateway.stop(signal.SIGKILL)
+    send(agent.address("otlp-grpc"), "during")  # accepted: queued in the agent, not blocked
+    agent.wait_for_line("retrying in")
+    assert metric(agent, "otelcol_exporter_queue_size") + metric(agent, "otelcol_exporter_sent_spans") >= 10
+
+    run_collector(gateway_config(second, port), "otlp-grpc")
+    assert names(read_spans(second, 10)) == {f"during-{i}" for i in range(10)}
+    assert metric(agent, "otelcol_exporter_sent_spans") == 20
+    assert metric(agent, "otelcol_exporter_send_failed_spans") == 0
+
+
+def test_clean_shutdown_flushes_the_batch_and_the_queue(
+    tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
+) -> None:
+    out = tmp_path / "gw.jsonl"
+    gateway = run_collector(gateway_config(out), "otlp-grpc")
+    batch = {"batch": {"timeout": "60s", "send_batch_size": 100000}}  # holds data until shutdown
+    agent = run_collector(agent_config(gateway.address("otlp-grpc"), batch), "otlp-grpc")
+    send(agent.address("otlp-grpc"), "held", spans=25)
+    assert agent.stop(signal.SIGTERM) == 0
+    assert names(read_spans(out, 25)) == {f"held-{i}" for i in range(25)}
+
+
+def test_unreachable_backend_drops_and_counts_after_the_drain_time(run_collector: Callable[..., Any]) -> None:
+    agent = run_collector(agent_config("127.0.0.1:1"), "otlp-grpc", args=("--drain-timeout", "0.5"))
+    send(agent.address("otlp-grpc"), "lost", spans=7)
+    agent.wait_for_line("retrying in")
+    assert agent.stop(signal.SIGTERM, timeout=15) == 0
+    assert "shutdown dropped 7 spans" in agent.output()

@@ -96,7 +96,7 @@ class Decision:
     sampled: bool
     # Why: "traceparent" / "b3" (incoming decision honoured), "request_id" (reason already in
     # x-request-id), "client_forced", "forced", "random", "not_sampled", "invalid_request_id"
-    # (a request id whose head is not hex: Envoy skips sampling entirely), or
+    # (a request id that is not a UUID or whose head is not hex: never traced by it), or
     # "request_id_not_used" (useRequestIdForTraceSampling: false).
     reason: str
     request_id: str  # the x-request-id to forward, carrying the decision when it is a UUID
@@ -115,11 +115,13 @@ def _request_id_decision(
     headers: Mapping[str, str], rid: str, percentage: float, edge: bool
 ) -> tuple[TraceReason, str, bool]:
     """(reason, why, write it into the request id), conn_manager_utility.cc's order."""
-    value = request_id_integer(rid)
-    if value is None:  # Envoy skips a corrupted request id entirely: not even forced tracing
+    value, current = request_id_integer(rid), trace_reason(rid)
+    # A corrupted id (head not hex) is skipped entirely, not even forced. One that is no UUID
+    # cannot hold the decision, and REFERENCE.md §2 treats it as never traced (Envoy releases that
+    # read the decision back from the header; the request ids nginx or gateways mint fall here).
+    if value is None or current is None:
         return TraceReason.NOT_TRACEABLE, "invalid_request_id", False
-    current = trace_reason(rid)
-    if current is not None and current is not TraceReason.NOT_TRACEABLE:
+    if current is not TraceReason.NOT_TRACEABLE:
         return current, "request_id", False  # the first proxy on the path decided; later hops follow
     if "x-client-trace-id" in headers:
         return TraceReason.CLIENT_FORCED, _REASON_NAMES[TraceReason.CLIENT_FORCED], True
@@ -142,7 +144,8 @@ def decide(
     """Whether this request is traced, Envoy's way.
 
     - x-request-id is generated when absent or empty; an existing one is kept even when it is not
-      a UUID (sidecars are not edge proxies), and such an id can carry no reason for later hops.
+      a 36-character UUID (sidecars are not edge proxies), and such an id is then never traced
+      through the request-id path (reason "invalid_request_id").
     - `edge` (a gateway taking outside traffic): the request id is regenerated, as Envoy does
       without preserve_external_request_id, so outside ids cannot force tracing.
     - The request-id reason is computed and, when one is picked, written back (Envoy does this

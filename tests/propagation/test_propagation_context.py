@@ -143,9 +143,9 @@ def test_decide_keeps_invalid_request_id_and_never_traces_it() -> None:
     ):
         d = decide(headers, 100.0)
         assert (d.sampled, d.reason, d.request_id) == (False, "invalid_request_id", "nginx-req-1")
-    # a hex head that is no UUID: sampled at this hop, but the id carries no reason onwards
-    d = decide({"x-request-id": "00000000"}, 50.0)
-    assert (d.sampled, d.request_id) == (True, "00000000")
+    # a hex head that is no UUID: cannot carry the decision, never traced either
+    d = decide({"x-request-id": "00000000-short"}, 100.0)
+    assert (d.sampled, d.reason, d.request_id) == (False, "invalid_request_id", "00000000-short")
     # an incoming decision still counts
     assert decide({**TP_SAMPLED, "x-request-id": "nginx-req-1"}, 0.0).sampled
 

@@ -340,6 +340,10 @@ def test_request_yields_one_trace_with_the_seeds_spans(demo: Demo) -> None:
     spans = demo.trace_with_request_id(request_id, len(SEED_SPANS))
     named = assert_seed_shape(spans)
     assert named["GET /api/data"].parent_id == ""  # no caller context: the frontend starts the trace
+    # ONE trace: both server spans that saw this request id are in it, nothing went elsewhere.
+    saw_it = [s for s in demo.collector.all() if s.attributes.get(REQUEST_ID_ATTRIBUTE) == [request_id]]
+    assert sorted(s.name for s in saw_it) == ["GET /api/data", "GET /api/users"]
+    assert {s.trace_id for s in saw_it} == {spans[0].trace_id}
 
     server = named["GET /api/data"].attributes
     assert (server["http.request.method"], server["http.route"], server["http.response.status_code"]) == (

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from meshtrace.config.loader import Bundle
+from meshtrace.config.loader import Bundle, line_of
 from meshtrace.config.mesh import TRACING_TYPES
 from meshtrace.config.model import Document, Finding, Meta, Severity, Telemetry
 from meshtrace.config.resolve import MODES, effective_config, mixer_to_cel
@@ -494,6 +494,11 @@ def lint(bundle: Bundle) -> list[Finding]:
         if key not in seen:
             seen.add(key)
             unique.append(f)
+    docs = {(d.origin.file, d.origin.document): d for d in bundle.documents}
+    for f in unique:
+        doc = docs.get((f.file, f.document)) if f.document is not None else None
+        if doc is not None and f.path:
+            f.line = line_of(doc, f.path)
     return sorted(unique, key=lambda f: (_ORDER[f.severity], f.file, f.document or 0, f.code, f.path))
 
 
@@ -502,8 +507,7 @@ def render_text(findings: list[Finding], console: Console | None = None) -> None
     console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
     colors = {"error": "red", "warning": "yellow", "info": "cyan"}
     for f in findings:
-        where = f.file.rsplit("/", 1)[-1] + (f"#{f.document}" if f.document is not None else "")
-        where += f" {f.path}" if f.path else ""
+        where = f.file + (f":{f.line}" if f.line else "") + (f" {f.path}" if f.path else "")
         console.print(
             f"[{colors[f.severity]}]{f.severity.upper():7}[/] [bold]{f.code}[/bold] {f.resource} ({where})",
             highlight=False,

@@ -92,8 +92,8 @@ def load(paths: Sequence[str | Path]) -> Bundle:
         except (OSError, UnicodeDecodeError) as e:
             bundle.problems.append(_problem("read-error", f"cannot read file: {e}", str(file)))
             continue
-        for origin, data in _documents(text, str(file), bundle.problems):
-            bundle.documents.append(Document(origin, data))
+        for origin, data, source in _documents(text, str(file), bundle.problems):
+            bundle.documents.append(Document(origin, data, source))
     _build(bundle)
     return bundle
 
@@ -118,7 +118,7 @@ def _expand(paths: Sequence[str | Path], problems: list[Finding]) -> list[Path]:
     return files
 
 
-def _documents(text: str, file: str, problems: list[Finding]) -> list[tuple[Origin, dict[str, Any]]]:
+def _documents(text: str, file: str, problems: list[Finding]) -> list[tuple[Origin, dict[str, Any], str]]:
     """Split on `---` lines ourselves so that one unparsable document does not hide the rest."""
     chunks: list[tuple[int, list[str]]] = [(1, [])]
     for number, line in enumerate(text.splitlines(), start=1):
@@ -126,19 +126,21 @@ def _documents(text: str, file: str, problems: list[Finding]) -> list[tuple[Orig
             chunks.append((number + 1, []))
         elif not _END.match(line):
             chunks[-1][1].append(line)
-    out: list[tuple[Origin, dict[str, Any]]] = []
+    out: list[tuple[Origin, dict[str, Any], str]] = []
     index = 0
     for start, lines in chunks:
-        body = "\n".join(lines)
-        if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in lines):
+        content = [i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")]
+        if not content:
             continue
-        origin = Origin(file, index, start)
+        # The document starts at its first line of content (leading comments are not part of it).
+        body = "\n".join(lines[content[0] :])
+        origin = Origin(file, index, start + content[0])
         index += 1
         try:
             data = yaml.safe_load(body)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            error_line = start + int(mark.line) if mark is not None else start
+            error_line = origin.line + int(mark.line) if mark is not None else origin.line
             problems.append(
                 _problem(
                     "yaml-error",
@@ -164,9 +166,9 @@ def _documents(text: str, file: str, problems: list[Finding]) -> list[tuple[Orig
             )
             continue
         if data.get("kind") == "List" and isinstance(data.get("items"), list):
-            out.extend((origin, item) for item in data["items"] if isinstance(item, dict))
+            out.extend((origin, item, "") for item in data["items"] if isinstance(item, dict))
             continue
-        out.append((origin, data))
+        out.append((origin, data, body))
     return out
 
 
@@ -266,13 +268,13 @@ def _build(bundle: Bundle) -> None:
         if not name:
             reader.problem("metadata.name", "metadata.name is required")
             continue
+        meta = _meta(reader, data, doc.origin)
         if _builder(kind, api_version) is None:
-            meta = _meta(reader, data, doc.origin)
             bundle.ignored.append(Ignored(kind, api_version, name, meta.namespace, doc.origin))
             continue
         if kind == "Telemetry":
             _check_telemetry(reader, data)
-        key = (kind, _meta(reader, data, doc.origin).namespace, name)
+        key = (kind, meta.namespace, name)
         if key in merged:
             base, first, patches = merged[key]
             _patch(base, data)
@@ -287,10 +289,10 @@ def _build(bundle: Bundle) -> None:
         else:
             merged[key] = (copy.deepcopy(data), doc.origin, [])
     for (kind, _ns, _name), (data, origin, patches) in merged.items():
-        reader = _Reader(bundle, origin, "")
-        meta = _meta(reader, data, origin)
+        # Fields were checked document by document above: do not report them twice.
+        meta = _meta(_Reader(Bundle(), origin, ""), data, origin)
         meta.patches = patches
-        reader.ref = meta.ref
+        reader = _Reader(bundle, origin, meta.ref)
         build = _builder(kind, str(data.get("apiVersion")))
         assert build is not None
         build(bundle, reader, meta, data)
@@ -485,3 +487,43 @@ def _add_layer(bundle: Bundle, meta: Meta, mesh_config: dict[str, Any], prefix: 
         )
         bundle.problems.extend(notes)
     bundle.mesh.overlay(Layer(meta.ref, meta.origin, prefix, config))
+
+
+_PATH_TOKEN = re.compile(r"\['([^']*)'\]|\[(\d+)\]|([^.\[]+)")
+
+
+def line_of(doc: Document, path: str) -> int:
+    """The 1-based line in the file where key `path` (as findings write it: `a.b[0]`,
+    `data['config.yaml'].exporters`) is, descending into embedded YAML strings; the nearest
+    ancestor found, or the document's first line."""
+    if not doc.text or not path:
+        return doc.origin.line
+    try:
+        node: yaml.Node | None = yaml.compose(doc.text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return doc.origin.line
+    offset = doc.origin.line - 1
+    line = doc.origin.line
+    for key, index, word in _PATH_TOKEN.findall(path):
+        name = key or word
+        if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+            # An embedded document (a collector config in a ConfigMap): its lines start below.
+            try:
+                inner = yaml.compose(node.value, Loader=yaml.SafeLoader)
+            except yaml.YAMLError:
+                return line
+            offset += node.start_mark.line + 1
+            node = inner
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode) and not index:
+            child = next((v for k, v in node.value if getattr(k, "value", None) == name), None)
+            key_node = next((k for k, _v in node.value if getattr(k, "value", None) == name), None)
+            if key_node is not None:
+                line = offset + key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and index and int(index) < len(node.value):
+            child = node.value[int(index)]
+            line = offset + child.start_mark.line + 1
+        if child is None:
+            return line
+        node = child
+    return line

@@ -287,6 +287,7 @@ class Document:
 
     origin: Origin
     data: dict[str, Any]
+    text: str = ""  # the document's YAML source, for finding the line of a key path
 
     @property
     def kind(self) -> str:

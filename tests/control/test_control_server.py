@@ -228,7 +228,7 @@ def test_long_poll_gets_a_file_edit_and_only_affected_nodes_change(
     with ThreadPoolExecutor(2) as pool:
         front = pool.submit(frontend.poll, 20.0)
         back = pool.submit(backend.poll, 2.0)
-        time.sleep(0.2)  # both long-polls are parked on the server before the edit
+        # parked or not yet: a poll arriving after the edit sees a newer version and returns at once
         (mesh_dir / "frontend-telemetry.yaml").write_text(frontend_telemetry(25))
         assert front.result(timeout=30) == 200
         assert back.result(timeout=30) == 304  # backend's config did not change
@@ -355,3 +355,19 @@ def test_status_unreachable_control_plane() -> None:
     result = _status("--control", "http://127.0.0.1:9")
     assert result.returncode != 0
     assert "cannot reach the control plane at http://127.0.0.1:9" in result.stderr
+
+
+def test_serves_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path) -> None:
+    proc = meshtrace_process(["control", "-f", str(seed_manifests), "--listen", "127.0.0.1:0"])
+    host, port = proc.wait_for_listeners("control")["control"]
+    base = f"http://{host}:{port}"
+    frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
+    assert frontend.poll() == 200
+    # the effective values istiod would give: the workload Telemetry's 50 %, the mesh provider
+    assert frontend.config["tracing"]["client"]["random_sampling_percentage"] == 50.0
+    provider = frontend.config["tracing"]["client"]["provider"]
+    assert provider["service"] == COLLECTOR and provider["endpoint"] is None  # no collector registered
+    assert any("not sent" in w for w in frontend.config["warnings"])
+    assert frontend.endpoints("frontend")[0]["pod"] == "frontend-0"
+    status = requests.get(f"{base}/v1/status", timeout=5).json()
+    assert status["config_errors"] == []

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshtrace.control.core import (
     Ack,
@@ -267,3 +269,38 @@ def test_new_errors_only_blocks_errors_the_running_config_lacks() -> None:
     )
     assert new_errors(old, new) == ["bad"]
     assert new_errors(new, old) == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        k: json_values
+        for k in (
+            "workload",
+            "namespace",
+            "pod",
+            "ip",
+            "labels",
+            "ports",
+            "mode",
+            "version",
+            "status",
+            "error",
+        )
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(json_values, bodies))
+def test_request_parsers_only_raise_bad_request(body: Any) -> None:
+    for parser in (parse_registration, parse_ack):
+        try:
+            parser(body)
+        except BadRequest as exc:
+            assert "'" in str(exc) or "body" in str(exc)  # the message names the field

@@ -68,9 +68,14 @@ async def handle_users(request: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    path = os.environ.get(DB_PATH_ENV, "").strip()
+    raw = os.environ.get(DB_PATH_ENV, "").strip()
+    path = Path(raw) if raw else default_path()
+    try:
+        store = UserStore(path)
+    except (OSError, sqlite3.Error) as err:
+        raise ValueError(f"{DB_PATH_ENV}={str(path)!r}: cannot open the database: {err}") from None
     app = web.Application()
-    app[STORE] = UserStore(Path(path) if path else default_path())
+    app[STORE] = store
     app.router.add_get("/api/users", handle_users)
     return app
 

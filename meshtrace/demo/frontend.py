@@ -89,7 +89,8 @@ async def handle_data(request: web.Request) -> web.Response:
             faults.decide(wanted, {}, 0.0)  # a bad parameter is the caller's error, not the backend's
         except faults.FaultError as err:
             return web.json_response({"error": str(err)}, status=400)
-        url = request.app[BACKEND].join(URL("/api/users")).update_query(wanted)
+        # The seed's `backendURL + "/api/users"`: a path prefix in BACKEND_URL is kept.
+        url = URL(str(request.app[BACKEND]).rstrip("/") + "/api/users").update_query(wanted)
         try:
             data = await call_backend(request, url)
         except BackendError as err:

@@ -44,8 +44,7 @@ def setup_tracing(service: str) -> Shutdown:
     return shutdown
 
 
-async def serve(component: str, make_app: Callable[[], web.Application], where: Listen) -> None:
-    app = make_app()
+async def serve(component: str, app: web.Application, where: Listen) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -63,7 +62,8 @@ async def serve(component: str, make_app: Callable[[], web.Application], where: 
 
 
 def run(component: str, make_app: Callable[[], web.Application]) -> int:
-    """Entry point of `python -m meshtrace.demo.<component>`; returns the exit status."""
+    """Entry point of `python -m meshtrace.demo.<component>`; returns the exit status: 2 for a
+    setting it cannot use (the message names the variable), 1 when it cannot listen."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(levelname)s %(message)s")
     try:
         where = listen_address(os.environ)
@@ -72,7 +72,11 @@ def run(component: str, make_app: Callable[[], web.Application]) -> int:
         print(f"meshtrace {component}: {err}", file=sys.stderr)
         return 2
     try:
-        aio.run(serve(component, make_app, where))
+        app = make_app()  # after setup_tracing: the instrumentation patches web.Application
+        aio.run(serve(component, app, where))
+    except ValueError as err:
+        print(f"meshtrace {component}: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"meshtrace {component}: cannot listen on {where.host}:{where.port}: {err}", file=sys.stderr)
         return 1

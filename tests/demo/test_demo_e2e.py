@@ -510,6 +510,8 @@ def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
     assert int(flags, 16) & 1  # sampled (the SDK also sets bit 1, W3C level 2's random trace id)
     assert (headers["x-b3-traceid"], headers["x-b3-spanid"]) == (client.trace_id, client.span_id)
     assert named["GET"].attributes["server.address"] == "backend"
+    # Ctrl-C stops it as cleanly as SIGTERM.
+    assert frontend.stop(signal.SIGINT) == 0, frontend.output()
 
 
 def test_http_protobuf_export_and_sigterm_flush(

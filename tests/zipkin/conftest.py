@@ -58,14 +58,18 @@ class ZipkinCollector:
                             )
         return found
 
-    def wait_for(self, want: int, timeout: float = 15.0) -> list[Written]:
-        """The spans written, once there are at least `want` (or the timeout passed)."""
+    def wait_until(self, done: Callable[[list[Written]], bool], timeout: float = 15.0) -> list[Written]:
+        """The spans written, once `done` says so (or the timeout passed)."""
         deadline = time.monotonic() + timeout
         while True:
             found = self.written()
-            if len(found) >= want or time.monotonic() > deadline:
+            if done(found) or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
+
+    def wait_for(self, want: int, timeout: float = 15.0) -> list[Written]:
+        """The spans written, once there are at least `want` (or the timeout passed)."""
+        return self.wait_until(lambda found: len(found) >= want, timeout)
 
 
 @pytest.fixture

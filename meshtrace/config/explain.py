@@ -83,21 +83,28 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
     for item in doc.get("telemetry", {}).get("ignored", []):
         console.print(f"  [yellow]ignored[/yellow] {item['resource']}: {item['reason']}")
 
-    table = Table(title="Tracing", title_justify="left", show_lines=False)
-    for col in ("setting", "client (outbound)", "server (inbound)", "source"):
+    table = Table(
+        title="Tracing (client = outbound, server = inbound)", title_justify="left", show_lines=True
+    )
+    for col in ("setting", "value", "source"):
         table.add_column(col, overflow="fold")
     for key, label in _ROWS:
-        client, server = doc["tracing"]["client"], doc["tracing"]["server"]
-        src_c = source_text(
-            sources.get(f"tracing.client.{key}" if key != "provider" else "tracing.client.provider.name")
-        )
-        src_s = source_text(
-            sources.get(f"tracing.server.{key}" if key != "provider" else "tracing.server.provider.name")
-        )
-        src = src_c if src_c == src_s else f"client: {src_c}\nserver: {src_s}"
-        if key == "provider" and sources.get("tracing.client.provider"):
-            src += f"\ndefined by {source_text(sources['tracing.client.provider'])}"
-        table.add_row(label, _value(key, client[key]), _value(key, server[key]), src)
+        values, srcs = {}, {}
+        for d in ("client", "server"):
+            values[d] = _value(key, doc["tracing"][d][key])
+            name = f"tracing.{d}.{key}" if key != "provider" else f"tracing.{d}.provider.name"
+            srcs[d] = source_text(sources.get(name))
+            if key == "provider" and sources.get(f"tracing.{d}.provider"):
+                srcs[d] += f"; defined by {source_text(sources[f'tracing.{d}.provider'])}"
+        same = values["client"] == values["server"] and srcs["client"] == srcs["server"]
+        if same:
+            table.add_row(label, values["client"], srcs["client"])
+        else:
+            table.add_row(
+                label,
+                f"client: {values['client']}\nserver: {values['server']}",
+                f"client: {srcs['client']}\nserver: {srcs['server']}",
+            )
     console.print(table)
 
     metrics = doc["metrics"]

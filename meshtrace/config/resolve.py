@@ -86,12 +86,18 @@ class _Direction:
     """One direction's TracingSpec while entries are applied (telemetry.go `Tracing`)."""
 
     provider_name: _Value | None = None  # None: no provider ever named
-    disable_span_reporting: _Value = field(default_factory=lambda: _Value(False, _default("false")))
+    disable_span_reporting: _Value = field(
+        default_factory=lambda: _Value(False, _default("disableSpanReporting=false"))
+    )
     custom_tags: _Value | None = None
     sampling: _Value | None = None
-    use_request_id: _Value = field(default_factory=lambda: _Value(True, _default("true")))
-    enable_istio_tags: _Value = field(default_factory=lambda: _Value(True, _default("true")))
-    disable_context_propagation: _Value = field(default_factory=lambda: _Value(False, _default("false")))
+    use_request_id: _Value = field(
+        default_factory=lambda: _Value(True, _default("useRequestIdForTraceSampling=true"))
+    )
+    enable_istio_tags: _Value = field(default_factory=lambda: _Value(True, _default("enableIstioTags=true")))
+    disable_context_propagation: _Value = field(
+        default_factory=lambda: _Value(False, _default("disableContextPropagation=false"))
+    )
 
 
 def _default(what: str) -> Source:
@@ -303,7 +309,7 @@ class _Resolution:
             if d.provider_name and not disabled
             else d.disable_span_reporting.source
             if disabled
-            else _default("no provider")
+            else _default("no tracing provider")
         )
         if sampler is not None:
             sampling = sampler
@@ -355,7 +361,7 @@ class _Resolution:
         legacy = (proxy.get("tracing") or {}).get("customTags")
         if isinstance(legacy, dict) and legacy:
             return _tags(legacy), proxy_srcs["customTags"]
-        return {}, d.custom_tags.source if d.custom_tags else _default("none")
+        return {}, d.custom_tags.source if d.custom_tags else _default("no custom tags")
 
     def provider(self, key: str, name: str) -> tuple[dict[str, Any] | None, _Value | None]:
         """The provider document for `name`, and the sampler value when the provider has one."""

@@ -364,9 +364,12 @@ class ControlPlane:
     ) -> str | None:
         host, port = str(provider.get("service") or ""), provider.get("port")
         candidates = normalize_host(host, namespace, root)
-        for entry in self.static:  # an explicit --endpoint wins, as a ServiceEntry would
-            if entry.host == host or entry.host in candidates:
-                return f"http://{entry.ip}:{entry.port}"
+        # An explicit --endpoint wins, as a ServiceEntry would; of several for the host, the one
+        # whose port is the provider's (a collector serves OTLP gRPC, HTTP and Zipkin apart).
+        matching = [e for e in self.static if e.host == host or e.host in candidates]
+        if matching:
+            entry = next((e for e in matching if e.port == port), matching[0])
+            return f"http://{entry.ip}:{entry.port}"
         for candidate in candidates:
             service = services.get(candidate)
             if not service or not service["endpoints"]:

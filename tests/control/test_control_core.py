@@ -228,6 +228,16 @@ def test_provider_endpoint_resolution() -> None:
     }
 
 
+def test_static_endpoint_with_the_providers_port_wins() -> None:
+    # `meshtrace up` names each of the collector's ports; the provider's port picks one.
+    entries = [f"{COLLECTOR}=127.0.0.1:{port}" for port in (9411, 4318, 4317)]
+    plane = ControlPlane(snapshot(), [parse_static_endpoint(e) for e in entries])
+    node, _ = plane.register(parse_registration(reg("backend", "backend-0", "127.0.1.3")), 0.0)
+    provider = node.config["tracing"]["client"]["provider"]
+    assert provider["port"] == 4317
+    assert provider["endpoint"] == "http://127.0.0.1:4317"
+
+
 def test_static_endpoint_outside_the_mesh_is_a_service() -> None:
     plane = ControlPlane(snapshot(), [StaticEndpoint("api.example.com", "127.0.0.9", 8443)])
     services = plane.services()

@@ -4,6 +4,7 @@
 import * as api from "./api.js";
 import { renderDependencies } from "./deps.js";
 import { h, mount } from "./dom.js";
+import { setServiceOrder } from "./model.js";
 import { renderSearch } from "./search.js";
 import { renderTrace } from "./trace.js";
 
@@ -87,6 +88,7 @@ upload.addEventListener("change", async () => {
     const spans = result.spans ?? result.spanCount;
     notify(`Imported ${file.name}` + (spans !== undefined ? `: ${spans} span${spans === 1 ? "" : "s"}` : "") +
       (ids.length ? ` in ${ids.length} trace${ids.length === 1 ? "" : "s"}` : ""), "ok");
+    setServiceOrder(await api.services());
     if (ids.length === 1) navigate(`/trace/${ids[0]}`);
     else render();
   } catch (err) {
@@ -96,4 +98,14 @@ upload.addEventListener("change", async () => {
   }
 });
 
-render();
+/** Learn the store's services (for collision-free colours), then draw the page. */
+async function start() {
+  try {
+    setServiceOrder(await api.services());
+  } catch {
+    // Colours fall back to a hash of the name; the view reports the API error itself.
+  }
+  render();
+}
+
+start();

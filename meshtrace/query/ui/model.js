@@ -2,12 +2,23 @@
 // formatting. No DOM here, so tests can import this module and call it directly.
 
 const PALETTE = [
-  "#3b82f6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#06b6d4",
-  "#84cc16", "#f97316", "#6366f1", "#14b8a6", "#a855f7", "#eab308",
+  "#3b82f6", "#f59e0b", "#10b981", "#a855f7", "#ef4444", "#06b6d4", "#84cc16", "#ec4899",
+  "#6366f1", "#f97316", "#14b8a6", "#eab308", "#8b5cf6", "#22c55e", "#0ea5e9", "#d946ef",
 ];
+let serviceIndex = new Map();
 
-/** A stable colour per service name, the same in every view (FNV-1a hash into a palette). */
+/**
+ * Give the known services (the store's sorted list) one palette slot each, so colours do not
+ * collide until there are more services than colours, and stay the same in every view.
+ */
+export function setServiceOrder(names) {
+  serviceIndex = new Map(names.map((name, i) => [name, i]));
+}
+
+/** A stable colour per service name: its slot in the known order, else a hash (FNV-1a). */
 export function serviceColor(name) {
+  const known = serviceIndex.get(name);
+  if (known !== undefined) return PALETTE[known % PALETTE.length];
   let hash = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) {
     hash ^= name.charCodeAt(i);

@@ -171,6 +171,8 @@ export async function renderTrace(root, traceID) {
   const width = (us) => `${model.duration ? Math.max((100 * us) / model.duration, 0.2) : 100}%`;
   const body = h("section", { class: "trace-body" });
   const rowsByNode = new Map();
+  const nodeByRow = new WeakMap();
+  const detailsByNode = new Map();
 
   const matchCount = h("span", { class: "match-count", id: "match-count", "aria-live": "polite" });
   const find = h("input", {
@@ -230,19 +232,20 @@ export async function renderTrace(root, traceID) {
     }
   });
 
-  /** Expand the ancestors of `node`, show it and (optionally) open its details and focus it. */
+  /** Expand the ancestors of `node`, scroll to it and (optionally) open its details and focus it. */
   function reveal(node, openDetail = true) {
-    for (let p = node.parent; p; p = p.parent) state.collapsed.delete(p.id);
-    if (openDetail) {
-      state.open.add(node);
-      state.selected = node;
+    let hidden = false;
+    for (let p = node.parent; p; p = p.parent) hidden = state.collapsed.delete(p.id) || hidden;
+    if (state.view !== "timeline") {
+      if (openDetail) state.selected = node;
+      draw();
+      return;
     }
-    draw();
+    if (hidden) draw();
     const el = rowsByNode.get(node);
-    if (el) {
-      el.scrollIntoView({ block: "nearest" });
-      if (openDetail) el.focus();
-    }
+    if (!el) return;
+    if (openDetail && !state.open.has(node)) toggleDetail(node);
+    el.scrollIntoView({ block: "nearest" });
   }
   const actions = { reveal };
 
@@ -250,16 +253,8 @@ export async function renderTrace(root, traceID) {
     const hasKids = node.children.length > 0;
     const collapsed = state.collapsed.has(node.id);
     const toggle = hasKids
-      ? h("button", {
-        type: "button", class: "twisty", tabindex: "-1",
-        "aria-label": collapsed ? "Expand" : "Collapse",
-        onclick: (e) => {
-          e.stopPropagation();
-          if (collapsed) state.collapsed.delete(node.id);
-          else state.collapsed.add(node.id);
-          draw();
-        },
-      }, collapsed ? "▸" : "▾")
+      ? h("button", { type: "button", class: "twisty", tabindex: "-1", "aria-label": collapsed ? "Expand" : "Collapse" },
+        collapsed ? "▸" : "▾")
       : h("span", { class: "twisty-space" });
     const name = h("div", { class: "span-name" }, toggle, swatch(node.service),
       h("span", { class: "svc" }, node.service), h("span", { class: "op" }, node.operation),
@@ -298,18 +293,45 @@ export async function renderTrace(root, traceID) {
       "data-span-id": node.id, "data-service": node.service,
       title: `${node.service}: ${node.operation} — ${fmtDuration(node.duration)}`,
     }, name, track);
-    row.addEventListener("click", () => toggleDetail(node));
     rowsByNode.set(node, row);
+    nodeByRow.set(row, node);
     return row;
   }
 
+  /** Open or close a span's details in place: no redraw, so it stays fast on big traces. */
   function toggleDetail(node) {
-    if (state.open.has(node)) state.open.delete(node);
-    else state.open.add(node);
+    state.selected = node;
+    if (state.view !== "timeline") {
+      draw();
+      return;
+    }
+    const row = rowsByNode.get(node);
+    if (state.open.has(node)) {
+      state.open.delete(node);
+      detailsByNode.get(node)?.remove();
+      detailsByNode.delete(node);
+    } else {
+      state.open.add(node);
+      const detail = spanDetail(node, model, actions);
+      detailsByNode.set(node, detail);
+      row.after(detail);
+    }
+    row.classList.toggle("open", state.open.has(node));
+    for (const el of rowsByNode.values()) {
+      el.setAttribute("aria-selected", "false");
+      el.tabIndex = -1;
+    }
+    row.setAttribute("aria-selected", "true");
+    row.tabIndex = 0;
+    row.focus();
+  }
+
+  function toggleCollapsed(node) {
+    if (state.collapsed.has(node.id)) state.collapsed.delete(node.id);
+    else state.collapsed.add(node.id);
     state.selected = node;
     draw();
-    const el = rowsByNode.get(node);
-    if (el) el.focus();
+    rowsByNode.get(node)?.focus();
   }
 
   function drawWaterfall() {
@@ -323,13 +345,27 @@ export async function renderTrace(root, traceID) {
     }
     const tree = h("div", { class: "waterfall", id: "waterfall", role: "tree", "aria-label": "Spans" });
     const nodes = visibleNodes(model, state.collapsed);
+    const rows = document.createDocumentFragment();
     for (const node of nodes) {
-      tree.append(waterfallRow(node, criticalByNode));
-      if (state.open.has(node)) tree.append(spanDetail(node, model, actions));
+      rows.append(waterfallRow(node, criticalByNode));
+      if (state.open.has(node)) {
+        const detail = spanDetail(node, model, actions);
+        detailsByNode.set(node, detail);
+        rows.append(detail);
+      }
     }
+    tree.append(rows);
     const focusRow = rowsByNode.get(state.selected) || rowsByNode.get(nodes[0]);
     if (focusRow) focusRow.tabIndex = 0; // one tab stop; arrows move inside the tree
+    // One listener for all rows (thousands of spans): the row under the event names the span.
     tree.addEventListener("keydown", (e) => treeKeys(e, nodes));
+    tree.addEventListener("click", (e) => {
+      const row = e.target.closest(".span-row");
+      if (!row) return;
+      const node = nodeByRow.get(row);
+      if (e.target.closest(".twisty")) toggleCollapsed(node);
+      else toggleDetail(node);
+    });
     return [h("div", { class: "waterfall-head" }, h("div", { class: "span-name" }, "Service: operation"),
       h("div", { class: "track" }, timeRuler(model))), tree];
   }
@@ -337,7 +373,7 @@ export async function renderTrace(root, traceID) {
   function treeKeys(e, nodes) {
     const row = e.target.closest(".span-row");
     if (!row) return;
-    const node = [...rowsByNode].find(([, el]) => el === row)?.[0];
+    const node = nodeByRow.get(row);
     const i = nodes.indexOf(node);
     const focus = (n) => {
       if (!n) return;
@@ -353,20 +389,12 @@ export async function renderTrace(root, traceID) {
       case "Home": focus(nodes[0]); break;
       case "End": focus(nodes[nodes.length - 1]); break;
       case "ArrowRight":
-        if (state.collapsed.has(node.id)) {
-          state.collapsed.delete(node.id);
-          state.selected = node;
-          draw();
-          rowsByNode.get(node).focus();
-        } else focus(node.children[0]);
+        if (state.collapsed.has(node.id)) toggleCollapsed(node);
+        else focus(node.children[0]);
         break;
       case "ArrowLeft":
-        if (node.children.length && !state.collapsed.has(node.id)) {
-          state.collapsed.add(node.id);
-          state.selected = node;
-          draw();
-          rowsByNode.get(node).focus();
-        } else focus(node.parent);
+        if (node.children.length && !state.collapsed.has(node.id)) toggleCollapsed(node);
+        else focus(node.parent);
         break;
       case "Enter":
       case " ":
@@ -414,6 +442,7 @@ export async function renderTrace(root, traceID) {
 
   function draw() {
     rowsByNode.clear();
+    detailsByNode.clear();
     mount(body, state.view === "timeline" ? drawWaterfall() : drawFlame());
     body.classList.toggle("finding", Boolean(find.value.trim()));
   }

@@ -382,8 +382,8 @@ def _int_attr(key: str, value: int) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(int_value=value))
 
 
-def _any_value(value: Any) -> AnyValue:
-    """A JSON value (event attributes) as an OTLP AnyValue."""
+def python_to_any_value(value: Any) -> AnyValue:
+    """A JSON-like Python value as an OTLP AnyValue (containers as JSON strings)."""
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int) and -(2**63) <= value < 2**63:
@@ -410,7 +410,9 @@ def _event_from_annotation(annotation: Any, field: str) -> Span.Event:
             ((name, attrs),) = parsed.items()
             if isinstance(attrs, dict):
                 event.name = name
-                event.attributes.extend(KeyValue(key=str(k), value=_any_value(v)) for k, v in attrs.items())
+                event.attributes.extend(
+                    KeyValue(key=str(k), value=python_to_any_value(v)) for k, v in attrs.items()
+                )
                 return event
     event.name = value
     return event

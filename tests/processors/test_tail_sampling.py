@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from meshtrace.collector.component import ComponentID
@@ -23,18 +23,13 @@ from meshtrace.collector.processors.tail_sampling.processor import (
 )
 from meshtrace.collector.schema import decode
 from meshtrace.model import Traces
+from meshtrace.model.zipkin import python_to_any_value
 
 MS = 1_000_000
 
 
 def attr(key: str, value: Any) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))
+    return KeyValue(key=key, value=python_to_any_value(value))
 
 
 def span(

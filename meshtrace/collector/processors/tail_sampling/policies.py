@@ -54,7 +54,7 @@ class Policy:
     name: str = ""
 
     def __init__(self, config: Any, clock: Clock) -> None:
-        pass
+        self.config = config
 
     def evaluate(self, trace: TraceData) -> Decision:
         raise NotImplementedError
@@ -120,9 +120,6 @@ class LatencyConfig:
 
 class Latency(Policy):
     """The trace's duration, first span start to last span end."""
-
-    def __init__(self, config: LatencyConfig, clock: Clock) -> None:
-        self.config = config
 
     def evaluate(self, trace: TraceData) -> Decision:
         starts = [s.start_time_unix_nano for _, s in trace.spans()]
@@ -211,7 +208,7 @@ class StringAttributeConfig:
 
 class StringAttribute(Policy):
     def __init__(self, config: StringAttributeConfig, clock: Clock) -> None:
-        self.config = config
+        super().__init__(config, clock)
         self.patterns = [re.compile(v) for v in config.values] if config.enabled_regex_matching else []
         self.values = set(config.values)
 
@@ -239,9 +236,6 @@ class BooleanAttributeConfig:
 
 
 class BooleanAttribute(Policy):
-    def __init__(self, config: BooleanAttributeConfig, clock: Clock) -> None:
-        self.config = config
-
     def evaluate(self, trace: TraceData) -> Decision:
         matched = any(v is self.config.value for v in _attribute_values(trace, self.config.key))
         return _inverted(matched, self.config.invert_match)
@@ -264,9 +258,6 @@ class NumericAttributeConfig:
 
 
 class NumericAttribute(Policy):
-    def __init__(self, config: NumericAttributeConfig, clock: Clock) -> None:
-        self.config = config
-
     def _in_range(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
@@ -327,9 +318,6 @@ class SpanCountConfig:
 
 
 class SpanCount(Policy):
-    def __init__(self, config: SpanCountConfig, clock: Clock) -> None:
-        self.config = config
-
     def evaluate(self, trace: TraceData) -> Decision:
         n = trace.span_count
         return _sampled(
@@ -344,6 +332,7 @@ class AndConfig:
 
 class And(Policy):
     def __init__(self, config: AndConfig, clock: Clock) -> None:
+        super().__init__(config, clock)
         self.policies: list[Policy] = []
 
     def evaluate(self, trace: TraceData) -> Decision:
@@ -373,7 +362,7 @@ class Composite(Policy):
     sub-policies without one) has room this second."""
 
     def __init__(self, config: CompositeConfig, clock: Clock) -> None:
-        self.config = config
+        super().__init__(config, clock)
         self.clock = clock
         self.ordered: list[tuple[Policy, float, _SecondBudget]] = []
 

@@ -4,8 +4,8 @@
 exporters:
   store:
     path: ""            # default $MESHTRACE_DATA_DIR/traces.db, else ~/.local/share/meshtrace/traces.db
-    max_bytes: 1073741824   # live database pages; the least recently written traces go first
-    retention: 72h      # traces not written to for this long are deleted (0 = keep)
+    max_bytes: 1073741824   # live database pages; the first written traces go first
+    retention: 72h      # traces first written longer ago are deleted (0 = keep)
 ```
 
 `consume_traces` only queues the encoded bytes for the store's writer thread, so the event loop

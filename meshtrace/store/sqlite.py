@@ -9,8 +9,9 @@ Layout (why: compact and fast for the three questions a trace UI asks):
 - `resources`: each distinct (Resource, InstrumentationScope) once; spans point at it.
 - `services`, `operations`: the names the search form lists, with span counts so that eviction
   removes names whose spans are gone.
-- `traces`: per trace its time range, span count and when it was last written: eviction and
-  retention drop whole traces, least recently written first.
+- `batches`: the last span rowid and wall time of every committed write. Rowids grow with each
+  write, so eviction (size bound) and retention delete whole traces in the order their first span
+  was written, with no per-trace bookkeeping on the ingest path.
 
 Attribute search needs no extra index: an attribute `k=v` is the encoded `KeyValue` bytes inside the
 span bytes, so `instr(data, <encoded KeyValue>)` finds it in C, for every encoding of v (string,
@@ -57,10 +58,7 @@ CREATE TABLE operations (
 CREATE TABLE resources (
     id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, resource BLOB NOT NULL,
     resource_schema_url TEXT NOT NULL, scope BLOB NOT NULL, scope_schema_url TEXT NOT NULL);
-CREATE TABLE traces (
-    trace_id BLOB PRIMARY KEY, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
-    spans INTEGER NOT NULL, last_seen INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX traces_last_seen ON traces (last_seen);
+CREATE TABLE batches (last_rowid INTEGER PRIMARY KEY, written_ns INTEGER NOT NULL);
 CREATE TABLE spans (
     trace_id BLOB NOT NULL, span_id BLOB NOT NULL, parent_id BLOB, service_id INTEGER NOT NULL,
     op_id INTEGER NOT NULL, start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL,
@@ -240,7 +238,6 @@ class _Ingest:
     def write(self, request: ExportTraceServiceRequest, now_ns: int) -> int:
         """Insert every span of `request` (inside the caller's transaction); returns the count."""
         rows: list[tuple[object, ...]] = []
-        traces: dict[bytes, list[int]] = {}
         op_counts: collections.Counter[int] = collections.Counter()
         operations = self.operations
         for rs in request.resource_spans:
@@ -277,21 +274,11 @@ class _Ingest:
                             span.SerializeToString(),
                         )
                     )
-                    agg = traces.get(tid)
-                    if agg is None:
-                        traces[tid] = [start, max(start, end), 1]
-                    else:
-                        agg[0] = min(agg[0], start)
-                        agg[1] = max(agg[1], end)
-                        agg[2] += 1
         self.conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        self.conn.executemany(
-            "INSERT INTO traces (trace_id, start_ns, end_ns, spans, last_seen) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (trace_id) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns),"
-            " end_ns = max(end_ns, excluded.end_ns), spans = spans + excluded.spans,"
-            " last_seen = excluded.last_seen",
-            [(tid, a[0], a[1], a[2], now_ns) for tid, a in traces.items()],
-        )
+        if rows:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO batches VALUES ((SELECT max(rowid) FROM spans), ?)", (now_ns,)
+            )
         self.conn.executemany(
             "UPDATE operations SET spans = spans + ? WHERE id = ?", [(n, oid) for oid, n in op_counts.items()]
         )
@@ -308,7 +295,6 @@ class _Ingest:
                 f"DELETE FROM spans WHERE trace_id IN ({marks}) RETURNING op_id", chunk
             ).fetchall():
                 op_counts[oid] += 1
-            self.conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", chunk)
         deleted = sum(op_counts.values())
         self.conn.executemany(
             "UPDATE operations SET spans = spans - ? WHERE id = ?", [(n, oid) for oid, n in op_counts.items()]
@@ -376,6 +362,9 @@ class TraceStore:
             _open_schema(conn, self.path)
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
             conn.execute("PRAGMA journal_size_limit=67108864")
+            # Random trace ids make index inserts touch random pages: a 64 MiB page cache keeps
+            # ingest ~2.5x faster than SQLite's 2 MiB default at a million spans.
+            conn.execute("PRAGMA cache_size=-65536")
             ingest = _Ingest(conn)
         except Exception:
             conn.close()
@@ -490,21 +479,16 @@ class TraceStore:
             ingest.reload_names()
 
     def _maintain(self, ingest: _Ingest) -> None:
-        """Apply retention, then the size bound, deleting the least recently written traces."""
+        """Apply retention, then the size bound, deleting whole traces, first written first."""
         conn = ingest.conn
         try:
             if self.retention_s > 0:
                 cutoff = time.time_ns() - int(self.retention_s * 1e9)
-                while True:
-                    ids = [
-                        r[0]
-                        for r in conn.execute(
-                            "SELECT trace_id FROM traces WHERE last_seen < ? LIMIT 2000", (cutoff,)
-                        )
-                    ]
-                    if not ids:
-                        break
-                    self._evict(ingest, ids)
+                row = conn.execute(
+                    "SELECT max(last_rowid) FROM batches WHERE written_ns < ?", (cutoff,)
+                ).fetchone()
+                if row[0] is not None:
+                    self._evict_up_to(ingest, row[0])
             if self.max_bytes > 0 and self._used_bytes(conn) > self.max_bytes:
                 self._shrink(ingest)
         except sqlite3.Error as exc:
@@ -520,17 +504,31 @@ class TraceStore:
     def _shrink(self, ingest: _Ingest) -> None:
         conn = ingest.conn
         target = int(self.max_bytes * 0.9)
-        for _ in range(100):  # bounded: each round deletes at least 1% of the traces
+        for _ in range(100):  # bounded: each round deletes at least 1% of the spans
             used = self._used_bytes(conn)
             if used <= target:
                 return
-            count = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
-            if count == 0:
+            first, last = conn.execute("SELECT min(rowid), max(rowid) FROM spans").fetchone()
+            if first is None:
                 return
-            per_trace = used / count
-            n = max(1, count // 100, math.ceil((used - target) / per_trace))
-            ids = [r[0] for r in conn.execute("SELECT trace_id FROM traces ORDER BY last_seen LIMIT ?", (n,))]
+            count = last - first + 1  # rowids only grow: the span count, give or take holes
+            n = max(1, count // 100, math.ceil((used - target) / (used / count)))
+            self._evict_up_to(ingest, first + n - 1)
+
+    def _evict_up_to(self, ingest: _Ingest, last_rowid: int) -> None:
+        """Delete every trace with a span at or before `last_rowid` (all of its spans)."""
+        conn = ingest.conn
+        while True:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT trace_id FROM spans WHERE rowid <= ? LIMIT 2000", (last_rowid,)
+                )
+            ]
+            if not ids:
+                break
             self._evict(ingest, ids)
+        conn.execute("DELETE FROM batches WHERE last_rowid <= ?", (last_rowid,))
 
     @staticmethod
     def _used_bytes(conn: sqlite3.Connection) -> int:
@@ -690,10 +688,9 @@ class TraceStore:
 
     def stats(self) -> StoreStats:
         conn = self._reader()
-        spans = conn.execute("SELECT coalesce(sum(spans), 0), count(*) FROM traces").fetchone()
         return StoreStats(
-            spans=int(spans[0]),
-            traces=int(spans[1]),
+            spans=conn.execute("SELECT count(*) FROM spans").fetchone()[0],
+            traces=conn.execute("SELECT count(DISTINCT trace_id) FROM spans").fetchone()[0],
             used_bytes=self._used_bytes(conn),
             file_bytes=self.path.stat().st_size if self.path.exists() else 0,
         )

@@ -190,7 +190,7 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
         TraceStore(other).open()
 
 
-def test_size_bound_evicts_least_recently_written_traces(tmp_path: Path) -> None:
+def test_size_bound_evicts_the_first_written_traces(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "traces.db", max_bytes=2 << 20, maintenance_interval_s=0)
     store.open()
     try:
@@ -208,7 +208,7 @@ def test_size_bound_evicts_least_recently_written_traces(tmp_path: Path) -> None
         store.close()
 
 
-def test_retention_drops_traces_not_written_recently(tmp_path: Path) -> None:
+def test_retention_drops_traces_written_before_the_cutoff(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "traces.db", retention_s=0.3, maintenance_interval_s=0)
     store.open()
     try:

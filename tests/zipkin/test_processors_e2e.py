@@ -86,3 +86,17 @@ def test_tail_sampling_keeps_error_traces_and_late_spans_follow(zipkin_collector
     written = collector.wait_for(11)
     late = [w.span for w in written if w.span.name == "op2"]
     assert [s.trace_id.hex() for s in late] == [trace_ids[0]]
+
+
+def test_batch_max_size_and_processor_metrics(zipkin_collector: Callable[..., Any]) -> None:
+    collector = zipkin_collector(
+        processors={"batch": {"send_batch_size": 4, "send_batch_max_size": 4, "timeout": "100ms"}}
+    )
+    post(collector.url(), [zspan(f"{7:032x}", i) for i in range(10)])
+    collector.wait_for(10)
+    lines = [line for line in collector.out.read_text().splitlines() if line.strip()]
+    assert [line.count('"spanId"') for line in lines] == [4, 4, 2]  # split at 4, the rest on timeout
+    metrics = requests.get(f"http://{collector.proc.address('metrics')}/metrics", timeout=10).text
+    for name in ("otelcol_processor_incoming_items", "otelcol_processor_outgoing_items"):
+        assert f'{name}{{otel_signal="traces",processor="batch"}} 10.0' in metrics
+    assert 'otelcol_receiver_accepted_spans{receiver="zipkin",transport="http"} 10.0' in metrics

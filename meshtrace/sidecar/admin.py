@@ -107,6 +107,7 @@ def local_server(
             while (head := await ds.next_head()) is not None:
                 if isinstance(head, HttpError):
                     writer.write(simple_response(head.status, head.detail.encode(), keep_alive=False))
+                    await ds.linger_close()
                     break
                 while await ds.body_chunk() is not None:
                     pass

@@ -148,6 +148,19 @@ class Downstream:
     def close(self) -> None:
         _close(self.writer)
 
+    async def linger_close(self, seconds: float = 1.0, limit: int = 1 << 20) -> None:
+        """Close after an error answer without losing it: closing with unread input makes the
+        kernel send RST, which can destroy the answer before the client reads it."""
+        with contextlib.suppress(Exception):
+            await self.writer.drain()
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            async with asyncio.timeout(seconds):
+                seen = 0
+                while seen < limit and (data := await self.reader.read(READ_SIZE)):
+                    seen += len(data)
+        self.close()
+
 
 class Upstream:
     """One connection to an upstream; reusable after a complete keep-alive response."""

@@ -198,6 +198,7 @@ class Proxy:
                     self.count(f"{kind}.downstream_rq_{head.status}")
                     writer.write(simple_response(head.status, head.detail.encode() + b"\n", keep_alive=False))
                     self._log_bad_request(head, ds)
+                    await ds.linger_close()
                     break
                 if not await self._exchange(ds, head, kind):
                     break

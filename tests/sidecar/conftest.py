@@ -179,12 +179,42 @@ PROPAGATORS = {"w3c": TraceContextTextMapPropagator(), "b3": B3MultiFormat()}
 BACKEND_FQDN = "backend.default.svc.cluster.local"
 
 
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    if handler.headers.get("transfer-encoding", "").lower() == "chunked":
+        out = b""
+        while True:
+            size = int(handler.rfile.readline().strip(), 16)
+            if size == 0:
+                handler.rfile.readline()
+                return out
+            out += handler.rfile.read(size)
+            handler.rfile.readline()
+    return handler.rfile.read(int(handler.headers.get("content-length") or 0))
+
+
 def backend_app(host: str) -> Server:
+    """Echoes the request headers (and body as x-body) as JSON; /slow sleeps, /reset dies mid-body."""
+
     class Handler(_Quiet):
         def do_GET(self) -> None:
             path = urlsplit(self.path)
+            body_in = _read_body(self)
+            if path.path == "/slow":
+                time.sleep(2)
+            if path.path == "/reset":
+                self.send_response(200)
+                self.send_header("content-length", "100000")
+                self.end_headers()
+                self.wfile.write(b"partial")
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
             status = int(parse_qs(path.query).get("status", ["200"])[0])
-            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            seen = {k.lower(): v for k, v in self.headers.items()}
+            if body_in:
+                seen["x-body"] = body_in.decode()
+            body = json.dumps(seen).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -234,6 +264,7 @@ class Mesh:
     endpoint: str
     frontend_doc: dict[str, Any]
     backend_doc: dict[str, Any]
+    backend_app: tuple[str, int]
 
     def call(self, path: str = "/call", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         url = f"http://{self.frontend.address('inbound')}{path}"
@@ -254,7 +285,13 @@ class Mesh:
 
 
 def build_mesh(
-    meshtrace_process: Any, tmp_path: Path, sampling: float, *flags: str, **extra: Any
+    meshtrace_process: Any,
+    tmp_path: Path,
+    sampling: float,
+    *flags: str,
+    backend_sampling: float | None = None,
+    dead_backend: bool = False,
+    **extra: Any,
 ) -> Iterator[Mesh]:
     fe_ip, be_ip, rx_ip = loopback(), loopback(), loopback()
     rx, received = otlp_receiver(rx_ip)
@@ -262,23 +299,45 @@ def build_mesh(
     be_app = backend_app(be_ip)
     fe_app: Server | None = None
     try:
-        be_doc = config_doc("backend", endpoint, sampling, **extra)
+        be_sampling = sampling if backend_sampling is None else backend_sampling
+        be_doc = config_doc("backend", endpoint, be_sampling, **extra)
         be = start_sidecar(meshtrace_process, tmp_path, "backend", be_ip, be_app.port, be_doc, *flags)
         inbound = be.listeners["inbound"][1]
+        if dead_backend:
+            inbound = free_port(be_ip)
         fe_doc = config_doc("frontend", endpoint, sampling, service("backend", be_ip, inbound), **extra)
         # the app needs the sidecar's outbound port and the sidecar the app's port: reserve one
-        with socket.socket() as s:
-            s.bind((fe_ip, 0))
-            app_port = s.getsockname()[1]
+        app_port = free_port(fe_ip)
         fe = start_sidecar(meshtrace_process, tmp_path, "frontend", fe_ip, app_port, fe_doc, *flags)
         fe_app = frontend_app(fe_ip, fe.address("outbound"), app_port)
-        yield Mesh(fe, be, received, endpoint, fe_doc, be_doc)
+        yield Mesh(fe, be, received, endpoint, fe_doc, be_doc, (be_ip, be_app.port))
     finally:
         for srv in (fe_app, be_app, rx):
             if srv is not None:
                 srv.close()
 
 
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def mesh(meshtrace_process: Any, tmp_path: Path) -> Iterator[Mesh]:
     yield from build_mesh(meshtrace_process, tmp_path, 100.0)
+
+
+@pytest.fixture
+def mesh_factory(meshtrace_process: Any, tmp_path: Path) -> Iterator[Callable[..., Mesh]]:
+    """mesh_factory(sampling, *sidecar_flags, backend_sampling=, dead_backend=, **tracing_keys)"""
+    gens: list[Iterator[Mesh]] = []
+
+    def make(sampling: float, *flags: str, **kw: Any) -> Mesh:
+        gen = build_mesh(meshtrace_process, tmp_path, sampling, *flags, **kw)
+        gens.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in gens:
+        gen.close()

@@ -1,7 +1,7 @@
 """The web UI in a real browser: Debian's chromium driven by Playwright, against a real
 `meshtrace collector` (store exporter + query extension) fed by the official OTLP exporter.
 
-Set MESHTRACE_UI_SCREENSHOT=docs/img/trace-view.png to save the trace view as a picture."""
+Set MESHTRACE_UI_SCREENSHOTS=docs/img to save pictures of the views for the docs."""
 
 from __future__ import annotations
 
@@ -161,6 +161,11 @@ def send_trace(otlp_http: str) -> dict[str, str]:
     }
 
 
+def screenshot(page: Any, name: str) -> None:
+    if os.environ.get("MESHTRACE_UI_SCREENSHOTS"):
+        page.screenshot(path=str(Path(os.environ["MESHTRACE_UI_SCREENSHOTS"]) / name), full_page=True)
+
+
 def classes(locator: Any) -> str:
     return str(locator.get_attribute("class") or "")
 
@@ -202,6 +207,7 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     assert sorted(c.split()[0] for c in chips) == ["backend", "frontend", "inventory"]
     assert page.locator(f'.scatter .dot[data-trace-id="{ids["trace"]}"]').count() == 1
     assert page.locator("#service").input_value() == "frontend"
+    screenshot(page, "search.png")
 
     # Result -> trace view.
     result.locator("a.result-link").click()
@@ -231,8 +237,7 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     assert "ERROR: database timeout" in detail.inner_text()
     assert page.evaluate("document.querySelectorAll('main script, main img, main b').length") == 0
     assert ui.dialogs == []
-    if os.environ.get("MESHTRACE_UI_SCREENSHOT"):
-        page.screenshot(path=os.environ["MESHTRACE_UI_SCREENSHOT"], full_page=True)
+    screenshot(page, "trace-view.png")
 
     # Critical path: on by default along the root's chain, off with the toggle.
     assert "on-critical" in classes(page.locator(f'.span-row[data-span-id="{ids["root"]}"]'))
@@ -265,6 +270,7 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     page.locator("#view-flame").click()
     assert page.locator(".flame-box").count() == 5
     page.locator(f'.flame-box[data-span-id="{ids["orphan"]}"]').click()
+    screenshot(page, "flame-graph.png")
     assert "Missing parent" in page.locator(".orphan-callout").inner_text()
     assert "not in this trace" in page.locator(".span-detail").inner_text()
 
@@ -347,6 +353,7 @@ def test_dependency_graph_and_upload(browser: Any, collector: tuple[str, str], t
     assert edge.locator(".edge-label").text_content() == "1 call · 100% errors"
     assert "has-errors" in classes(edge)
     assert page.locator("#dep-table tbody tr").count() == 1
+    screenshot(page, "dependencies.png")
     page.locator('.dep-node[data-service="backend"]').click()
     page.wait_for_url("**/search?service=backend")
 

@@ -110,3 +110,40 @@ def test_unreachable_backend_drops_and_counts_after_the_drain_time(run_collector
     agent.wait_for_line("retrying in")
     assert agent.stop(signal.SIGTERM, timeout=15) == 0
     assert "shutdown dropped 7 spans" in agent.output()
+
+
+def test_otlp_http_exporter_to_a_gateway_in_proto_and_json(
+    tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
+) -> None:
+    out = tmp_path / "gw.jsonl"
+    gateway = run_collector(
+        {
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+            "exporters": {"file": {"path": str(out), "flush_interval": "0s"}},
+            "service": {
+                "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+                "telemetry": {"metrics": {"level": "none"}},
+            },
+        },
+        "otlp-http",
+    )
+    base = f"http://{gateway.address('otlp-http')}"
+    exporters = {
+        "otlphttp": {"endpoint": base},  # the deprecated alias
+        "otlp_http/json": {"traces_endpoint": f"{base}/v1/traces", "encoding": "json", "compression": "none"},
+    }
+    agent = run_collector(
+        {
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+            "exporters": exporters,
+            "service": {
+                "pipelines": {"traces": {"receivers": ["otlp"], "exporters": list(exporters)}},
+                "telemetry": {"metrics": {"level": "none"}},
+            },
+        },
+        "otlp-grpc",
+    )
+    send(agent.address("otlp-grpc"), "via-http", spans=5)
+    found = read_spans(out, 10)
+    assert sorted(span["name"] for _, span in found) == sorted([f"via-http-{i}" for i in range(5)] * 2)
+    assert {span["traceId"] for _, span in found} == {"07" * 16}

@@ -417,7 +417,7 @@ def build_policy(raw: Any, path: str, clock: Clock, nested: bool = False) -> Pol
         raise ValueError(f"{path}: unknown keys {unknown}")
     config_type, policy_type = POLICY_TYPES[type_]
     config, problems = decode(config_type, raw.get(type_) or {}, f"{path}.{type_}")
-    errors = [str(p) for p in problems if p.severity == "error"]
+    errors = [f"{p.path}: {p.message}" for p in problems if p.severity == "error"]
     if errors:
         raise ValueError("; ".join(errors))
     policy = policy_type(config, clock)

@@ -138,8 +138,10 @@ class TailSamplingProcessor(TracesProcessor):
             log.warning("%s: next consumer failed, %d spans dropped: %s", self.id, len(batch), exc)
 
     async def shutdown(self) -> None:
-        # Undecided traces are dropped, as the Collector does: their decision_wait has not passed.
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # The Collector drops traces still waiting; deciding them early on what has arrived keeps
+        # the promise that a clean shutdown delivers what was accepted (and the policies say keep).
+        await self._send(self.sampler.tick(float("inf")))

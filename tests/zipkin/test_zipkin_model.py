@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from meshtrace.model import zipkin
@@ -273,3 +275,57 @@ def test_fuzz_mutated_protobuf_never_crashes(noise: bytes) -> None:
         zipkin.zipkin_v2_to_otlp(zipkin.decode_list_of_spans(valid[:cut] + noise + valid[cut:]))
     except ValueError as exc:
         assert str(exc)
+
+
+ids = st.binary(min_size=8, max_size=8).filter(any)
+otlp_spans = st.tuples(
+    st.binary(min_size=16, max_size=16).filter(any),
+    ids,
+    st.one_of(st.just(b""), ids),
+    st.text(max_size=20),
+    st.sampled_from(
+        [Span.SPAN_KIND_INTERNAL, Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER]
+    ),
+    st.integers(min_value=0, max_value=2**50),
+    st.integers(min_value=0, max_value=2**30),
+    st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(lambda k: not k.startswith("otel.") and k != "error"),
+        st.text(max_size=8),
+        max_size=3,
+    ),
+    st.one_of(st.none(), st.text(max_size=10)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(otlp_spans, min_size=1, max_size=4), st.text(min_size=1, max_size=10))
+def test_otlp_zipkin_round_trip_through_protobuf(spans: list[tuple[Any, ...]], service: str) -> None:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = service
+    ss = rs.scope_spans.add()
+    for trace, sid, parent, name, kind, start, dur, attributes, error in spans:
+        s = ss.spans.add(
+            trace_id=trace,
+            span_id=sid,
+            parent_span_id=parent,
+            name=name,
+            kind=kind,
+            start_time_unix_nano=start * 1000,
+            end_time_unix_nano=(start + dur) * 1000,
+        )
+        for k, v in attributes.items():
+            s.attributes.add(key=k).value.string_value = v
+        if error is not None:
+            s.status.code, s.status.message = Status.STATUS_CODE_ERROR, error
+    zipkin_spans = zipkin.otlp_to_zipkin_v2(req)
+    json.dumps(zipkin_spans)  # what a Zipkin provider is sent must serialize
+    back = zipkin.zipkin_v2_to_otlp(zipkin.decode_list_of_spans(zipkin.encode_list_of_spans(zipkin_spans)))
+    got = [s for r in back.resource_spans for sc in r.scope_spans for s in sc.spans]
+    assert {r.resource.attributes[0].value.string_value for r in back.resource_spans} == {service}
+    for original, s in zip(ss.spans, got, strict=True):
+        for field in ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_unix_nano"):
+            assert getattr(s, field) == getattr(original, field), field
+        assert s.end_time_unix_nano == original.end_time_unix_nano
+        assert (s.status.code, s.status.message) == (original.status.code, original.status.message)
+        assert attrs(s) == attrs(original)

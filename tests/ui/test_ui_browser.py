@@ -331,11 +331,22 @@ def test_search_form_deep_links_and_bad_input(browser: Any, collector: tuple[str
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/trace/{ids['trace']}")
 
+    # Deep link to one span of a trace, with Jaeger UI's uiFind; "/" jumps to find-in-trace.
+    page = ui.goto(f"/trace/{ids['trace']}?span={ids['server']}&uiFind=cart.owner")
+    expect(page.locator(f'.span-detail[data-span-id="{ids["server"]}"]')).to_be_visible()
+    expect(page.locator("#match-count")).to_have_text("1 match")
+    page.locator("body").press("Escape")
+    page.locator(f'.span-row[data-span-id="{ids["db"]}"]').click()
+    page.locator(f'.span-detail[data-span-id="{ids["db"]}"] .span-link').click()
+    page.wait_for_url(f"**/trace/{ids['trace']}?span={ids['db']}")
+    page.keyboard.press("/")
+    expect(page.locator("#find")).to_be_focused()
+
     # Trace id lookup in the header; an unknown id says so.
     page.locator("#lookup-id").fill("00000000000000000000000000000abc")
     page.locator("#lookup-id").press("Enter")
     page.wait_for_url("**/trace/00000000000000000000000000000abc")
-    assert page.locator("#trace-error").is_visible()
+    expect(page.locator("#trace-error")).to_contain_text("not found")
     assert ui.dialogs == [] and ui.errors == []
     page.close()
 

@@ -38,7 +38,7 @@ async function render() {
   mount(view, target);
   const traceMatch = pathname.match(/^\/trace\/([^/]+)\/?$/);
   let result;
-  if (traceMatch) result = await renderTrace(target, decodeURIComponent(traceMatch[1]));
+  if (traceMatch) result = await renderTrace(target, decodeURIComponent(traceMatch[1]), q);
   else if (pathname.startsWith("/dependencies")) result = await renderDependencies(target, q, navigate);
   else result = await renderSearch(target, q, navigate);
   if (seq === renderSeq) current = result || null;

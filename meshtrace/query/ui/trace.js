@@ -88,6 +88,10 @@ function spanDetail(node, model, actions) {
   return h(
     "div", { class: "span-detail", "data-span-id": node.id, role: "region", "aria-label": `Details of ${node.operation}` },
     node.orphan ? h("p", { class: "orphan-callout", role: "note" }, "⚠ ", ORPHAN_HELP) : null,
+    h("a", {
+      class: "span-link", href: `/trace/${encodeURIComponent(model.traceID)}?span=${encodeURIComponent(node.id)}`,
+      "data-nav": "", title: "A link that opens this trace at this span",
+    }, "Link to this span"),
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     section("Attributes", (node.span.tags || []).length, kvTable(node.span.tags || [], "attributes")),
     section("Events", logs.length, logs.length ? h("ul", { class: "logs" }, logs) : h("p", { class: "none" }, "none")),
@@ -143,8 +147,11 @@ function timeRuler(model) {
   }));
 }
 
-/** Render the trace page for `traceID` into `root`. */
-export async function renderTrace(root, traceID) {
+/**
+ * Render the trace page for `traceID` into `root`. `q` may name a span to open (`span=<id>`) and
+ * a find-in-trace text (`uiFind=`, Jaeger UI's parameter).
+ */
+export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   document.title = `Trace ${traceID.slice(0, 7)} · meshtrace`;
   mount(root, h("p", { class: "loading" }, "Loading trace…"));
   let model;
@@ -449,6 +456,12 @@ export async function renderTrace(root, traceID) {
 
   mount(root, header(model), toolbar, body);
   draw();
+  if (q.get("uiFind")) {
+    find.value = q.get("uiFind");
+    applyFind();
+  }
+  const linked = q.get("span") && model.byId.get(q.get("span"));
+  if (linked) reveal(linked);
   return { focusFind: () => find.focus() };
 }
 

@@ -17,6 +17,7 @@ from meshtrace.model import Traces
 log = logging.getLogger(__name__)
 
 PRIORITY_ATTRIBUTE = "sampling.priority"
+PRIORITY_BYTES = PRIORITY_ATTRIBUTE.encode()
 
 
 def sampling_priority(attributes: list[KeyValue]) -> float | None:
@@ -58,9 +59,12 @@ class Sampler:
         self.scaled_rate = sampling.hash_seed_scaled_rate(pct)
         self.threshold = sampling.probability_to_threshold(pct / 100, config.sampling_precision)
 
-    def keep(self, span: Span) -> bool:
-        """Decide for `span`, updating its tracestate when kept in the consistent modes."""
-        priority = sampling_priority(list(span.attributes))
+    def keep(self, span: Span, has_priority: bool = True) -> bool:
+        """Decide for `span`, updating its tracestate when kept in the consistent modes.
+
+        `has_priority` False skips looking for `sampling.priority` (the batch does not contain it).
+        """
+        priority = sampling_priority(list(span.attributes)) if has_priority else None
         if priority is not None and priority <= 0:
             return False
         if self.mode == "hash_seed":
@@ -88,11 +92,13 @@ class ProbabilisticSampler(TracesProcessor):
         self.sampler = Sampler(config)
 
     async def consume_traces(self, traces: Traces) -> None:
+        # Reading every span's attributes is the costly part; most batches carry no priority.
+        has_priority = PRIORITY_BYTES in traces.encoded()
         message = traces.message()
         incoming = kept = 0
         for rs in message.resource_spans:
             for ss in rs.scope_spans:
-                spans = [s for s in ss.spans if self.sampler.keep(s)]
+                spans = [s for s in ss.spans if self.sampler.keep(s, has_priority)]
                 incoming += len(ss.spans)
                 kept += len(spans)
                 if len(spans) != len(ss.spans):

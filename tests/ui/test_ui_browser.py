@@ -31,7 +31,7 @@ MS = 1_000_000  # nanoseconds
 
 
 class Page:
-    """A browser page that records every JavaScript dialog and page error (XSS would fire one)."""
+    """A browser page that records every JavaScript dialog (XSS would fire one) and every error."""
 
     def __init__(self, browser: Any, base: str) -> None:
         self.base = base
@@ -41,6 +41,13 @@ class Page:
         self.page.set_default_timeout(10_000)
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        # A 4xx answer the test asked for logs "Failed to load resource"; anything else (a CSP
+        # violation, a script error) is a bug.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            self.errors.append(message.text)
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)

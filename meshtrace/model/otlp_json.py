@@ -3,7 +3,8 @@
 Differences from protobuf's canonical JSON that OTLP/JSON requires: trace and span ids are hex
 (not base64), enums are integers, keys are lowerCamelCase, 64-bit integers are strings (on
 output; numbers are accepted on input) and unknown fields are ignored. Everything else is
-protobuf's JSON mapping, so google.protobuf.json_format does the bulk and only ids are rewritten.
+protobuf's JSON mapping. Encoding writes spans field by field (json_format is about ten times
+slower); decoding rewrites hex ids to base64 and lets google.protobuf.json_format do the rest.
 
     request_to_json(req) -> dict          request_from_json(obj) -> ExportTraceServiceRequest
     dumps(req) -> bytes                   loads(bytes | str) -> ExportTraceServiceRequest
@@ -26,10 +27,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 # id field -> its length in bytes
 _SPAN_IDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 _LINK_IDS = {"traceId": 16, "spanId": 8}
-
-
-def _b64_to_hex(value: str) -> str:
-    return base64.b64decode(value).hex()
 
 
 def _hex_to_b64(value: Any, size: int, path: str) -> str:
@@ -85,11 +82,99 @@ def _rewrite_ids(obj: dict[str, Any], convert: Callable[[Any, int, str], str]) -
                         link[key] = convert(link[key], size, f"{span_path}.links[{i}].{key}")
 
 
+def _value(v: Any) -> dict[str, Any]:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return {"stringValue": v.string_value}
+    if which == "int_value":
+        return {"intValue": str(v.int_value)}
+    if which == "bool_value":
+        return {"boolValue": v.bool_value}
+    if which is None:
+        return {}
+    # Doubles (NaN/Infinity), bytes (base64), arrays and kvlists: protobuf's mapping, as is.
+    return json_format.MessageToDict(v, use_integers_for_enums=True)
+
+
+def _attributes(out: dict[str, Any], message: Any) -> None:
+    if message.attributes:
+        out["attributes"] = [{"key": kv.key, "value": _value(kv.value)} for kv in message.attributes]
+    if message.dropped_attributes_count:
+        out["droppedAttributesCount"] = message.dropped_attributes_count
+
+
+def _span(span: Any) -> dict[str, Any]:
+    """One span, written field by field: json_format is ten times slower and writes base64 ids."""
+    out: dict[str, Any] = {"traceId": span.trace_id.hex(), "spanId": span.span_id.hex()}
+    if span.trace_state:
+        out["traceState"] = span.trace_state
+    if span.parent_span_id:
+        out["parentSpanId"] = span.parent_span_id.hex()
+    if span.flags:
+        out["flags"] = span.flags
+    if span.name:
+        out["name"] = span.name
+    if span.kind:
+        out["kind"] = span.kind
+    if span.start_time_unix_nano:
+        out["startTimeUnixNano"] = str(span.start_time_unix_nano)
+    if span.end_time_unix_nano:
+        out["endTimeUnixNano"] = str(span.end_time_unix_nano)
+    _attributes(out, span)
+    if span.events:
+        events = []
+        for event in span.events:
+            e: dict[str, Any] = {"timeUnixNano": str(event.time_unix_nano), "name": event.name}
+            _attributes(e, event)
+            events.append(e)
+        out["events"] = events
+    if span.dropped_events_count:
+        out["droppedEventsCount"] = span.dropped_events_count
+    if span.links:
+        links = []
+        for link in span.links:
+            item: dict[str, Any] = {"traceId": link.trace_id.hex(), "spanId": link.span_id.hex()}
+            if link.trace_state:
+                item["traceState"] = link.trace_state
+            _attributes(item, link)
+            if link.flags:
+                item["flags"] = link.flags
+            links.append(item)
+        out["links"] = links
+    if span.dropped_links_count:
+        out["droppedLinksCount"] = span.dropped_links_count
+    if span.HasField("status"):
+        status: dict[str, Any] = {}
+        if span.status.message:
+            status["message"] = span.status.message
+        if span.status.code:
+            status["code"] = span.status.code
+        out["status"] = status
+    return out
+
+
 def request_to_json(request: ExportTraceServiceRequest) -> dict[str, Any]:
     """The OTLP/JSON object of a request (a new dict)."""
-    obj = json_format.MessageToDict(request, use_integers_for_enums=True)
-    _rewrite_ids(obj, lambda value, _size, _path: _b64_to_hex(value))
-    return obj
+    resource_spans = []
+    for rs in request.resource_spans:
+        # Resources and scopes are few: protobuf's generic mapping keeps every field of them.
+        rs_out: dict[str, Any] = {}
+        if rs.HasField("resource"):
+            rs_out["resource"] = json_format.MessageToDict(rs.resource, use_integers_for_enums=True)
+        scope_spans = []
+        for ss in rs.scope_spans:
+            ss_out: dict[str, Any] = {}
+            if ss.HasField("scope"):
+                ss_out["scope"] = json_format.MessageToDict(ss.scope, use_integers_for_enums=True)
+            ss_out["spans"] = [_span(span) for span in ss.spans]
+            if ss.schema_url:
+                ss_out["schemaUrl"] = ss.schema_url
+            scope_spans.append(ss_out)
+        rs_out["scopeSpans"] = scope_spans
+        if rs.schema_url:
+            rs_out["schemaUrl"] = rs.schema_url
+        resource_spans.append(rs_out)
+    return {"resourceSpans": resource_spans}
 
 
 def request_from_json(obj: Any) -> ExportTraceServiceRequest:

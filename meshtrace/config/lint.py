@@ -18,7 +18,7 @@ from rich.console import Console
 
 from meshtrace.config.loader import Bundle, line_of
 from meshtrace.config.mesh import TRACING_TYPES
-from meshtrace.config.model import Document, Finding, Meta, Severity, Telemetry
+from meshtrace.config.model import Document, Finding, Meta, Severity, Telemetry, list_at, map_at
 from meshtrace.config.resolve import MODES, effective_config, mixer_to_cel
 
 _ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -62,7 +62,7 @@ def _finding(
 
 
 def _tracing_entries(tel: Telemetry) -> Iterator[tuple[int, dict[str, Any]]]:
-    for i, entry in enumerate(tel.spec.get("tracing") or []):
+    for i, entry in enumerate(list_at(tel.spec, "tracing")):
         if isinstance(entry, dict):
             yield i, entry
 
@@ -142,10 +142,10 @@ def unknown_provider(bundle: Bundle) -> Iterator[Finding]:
     known = sorted({str(p.get("name")) for p in mesh.extension_providers})
     for tel in bundle.telemetries:
         for section in ("tracing", "metrics", "accessLogging"):
-            for i, entry in enumerate(tel.spec.get(section) or []):
+            for i, entry in enumerate(list_at(tel.spec, section)):
                 if not isinstance(entry, dict):
                     continue
-                for pi, ref in enumerate(entry.get("providers") or []):
+                for pi, ref in enumerate(list_at(entry, "providers")):
                     name = str(ref.get("name", "")) if isinstance(ref, dict) else ""
                     path = f"spec.{section}[{i}].providers[{pi}].name"
                     provider, _ = mesh.find_provider(name)
@@ -172,7 +172,8 @@ def unknown_provider(bundle: Bundle) -> Iterator[Finding]:
                                 path=path,
                             )
     for section in ("tracing", "metrics", "accessLogging"):
-        for name in mesh.get(f"defaultProviders.{section}") or []:
+        names = mesh.get(f"defaultProviders.{section}")
+        for name in names if isinstance(names, list) else []:
             if mesh.find_provider(str(name))[0] is None:
                 src = mesh.source(f"defaultProviders.{section}")
                 yield Finding(
@@ -198,7 +199,7 @@ def sampling_without_provider(bundle: Bundle) -> Iterator[Finding]:
         if tel.meta.ref not in {a["resource"] for a in doc["telemetry"]["applied"]}:
             continue  # ignored altogether: multiple-namespace-telemetry says so
         for i, entry in entries:
-            mode = str((entry.get("match") or {}).get("mode") or "CLIENT_AND_SERVER")
+            mode = str(map_at(entry, "match").get("mode") or "CLIENT_AND_SERVER")
             off = [d for d in MODES.get(mode, ()) if doc["tracing"][d]["provider"] is None]
             if off:
                 yield _finding(
@@ -226,7 +227,7 @@ def production_sampling(bundle: Bundle) -> Iterator[Finding]:
             raw_tags = entry.get("customTags")
             tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
             tag_words = {
-                str((t.get("literal") or {}).get("value", "")).lower()
+                str(map_at(t, "literal").get("value", "")).lower()
                 for t in tags.values()
                 if isinstance(t, dict)
             }
@@ -246,11 +247,9 @@ def production_sampling(bundle: Bundle) -> Iterator[Finding]:
 
 def mixer_tag_overrides(bundle: Bundle) -> Iterator[Finding]:
     for tel in bundle.telemetries:
-        for mi, metrics in enumerate(tel.spec.get("metrics") or []):
-            overrides = metrics.get("overrides") if isinstance(metrics, dict) else None
-            for oi, override in enumerate(overrides or []):
-                tags = override.get("tagOverrides") if isinstance(override, dict) else None
-                for tag, spec in (tags or {}).items():
+        for mi, metrics in enumerate(list_at(tel.spec, "metrics")):
+            for oi, override in enumerate(list_at(metrics, "overrides")):
+                for tag, spec in map_at(override, "tagOverrides").items():
                     value = spec.get("value") if isinstance(spec, dict) else None
                     cel = mixer_to_cel(value) if isinstance(value, str) else None
                     if cel is not None:
@@ -403,13 +402,9 @@ _CM = "data['config.yaml']"
 
 def memory_limiter_first(bundle: Bundle) -> Iterator[Finding]:
     for doc, config in _collector_configs(bundle):
-        pipelines = (config.get("service") or {}).get("pipelines") or {}
-        for name, pipeline in pipelines.items() if isinstance(pipelines, dict) else []:
-            procs = (
-                [str(p) for p in (pipeline or {}).get("processors") or []]
-                if isinstance(pipeline, dict)
-                else []
-            )
+        pipelines = map_at(map_at(config, "service"), "pipelines")
+        for name, pipeline in pipelines.items():
+            procs = [str(p) for p in list_at(pipeline, "processors")]
             types = [p.split("/", 1)[0] for p in procs]
             if "memory_limiter" in types and types[0] != "memory_limiter":
                 yield _finding(

@@ -37,6 +37,8 @@ from meshtrace.config.model import (
     Service,
     ServicePort,
     Telemetry,
+    list_at,
+    map_at,
 )
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -411,12 +413,9 @@ def _check_telemetry(r: _Reader, data: dict[str, Any]) -> bool:
     if sum(1 for k in ("selector", "targetRef", "targetRefs") if k in spec) > 1:
         r.problem("spec", "only one of targetRefs or selector can be set", code="schema")
         valid = False
-    for mi, metrics in enumerate(spec.get("metrics") or []):
-        for oi, override in enumerate(
-            (metrics or {}).get("overrides") or [] if isinstance(metrics, dict) else []
-        ):
-            tags = override.get("tagOverrides") if isinstance(override, dict) else None
-            for tag, value in (tags or {}).items() if isinstance(tags, dict) else []:
+    for mi, metrics in enumerate(list_at(spec, "metrics")):
+        for oi, override in enumerate(list_at(metrics, "overrides")):
+            for tag, value in map_at(override, "tagOverrides").items():
                 if not isinstance(value, dict):
                     continue
                 path = f"spec.metrics[{mi}].overrides[{oi}].tagOverrides.{tag}"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshtrace.config.model import Finding, Origin, Source
+from meshtrace.config.model import Finding, Origin, Source, list_at
 
 ROOT_NAMESPACE = "istio-system"
 # Providers every mesh has without configuring them (Istio's default MeshConfig adds them).
@@ -136,14 +136,14 @@ class MeshConfig:
     @property
     def extension_providers(self) -> list[dict[str, Any]]:
         """Configured providers, then the built-ins not shadowed by one of the same name."""
-        configured = [p for p in self.config.get("extensionProviders") or [] if isinstance(p, dict)]
+        configured = [p for p in list_at(self.config, "extensionProviders") if isinstance(p, dict)]
         names = {str(p.get("name", "")).lower() for p in configured}
         return configured + [p for n, p in BUILTIN_PROVIDERS.items() if n not in names]
 
     def find_provider(self, name: str) -> tuple[dict[str, Any] | None, int | None]:
         """Istio's fetchProvider: the first provider whose name matches case-insensitively, and
         its index in extensionProviders (None for a built-in)."""
-        configured = [p for p in self.config.get("extensionProviders") or [] if isinstance(p, dict)]
+        configured = [p for p in list_at(self.config, "extensionProviders") if isinstance(p, dict)]
         for i, p in enumerate(configured):
             if str(p.get("name", "")).lower() == name.lower():
                 return p, i

@@ -13,6 +13,18 @@ from typing import Any, Literal
 Severity = Literal["error", "warning", "info"]
 
 
+def list_at(node: Any, key: str) -> list[Any]:
+    """`node[key]` when `node` is a mapping holding a list there, else []: YAML may hold any shape."""
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def map_at(node: Any, key: str) -> dict[str, Any]:
+    """`node[key]` when `node` is a mapping holding a mapping there, else {}."""
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a document was read: the file (as given or found in a folder), its 0-based document
@@ -201,13 +213,11 @@ class Telemetry:
 
     @property
     def match_labels(self) -> dict[str, str]:
-        selector = self.spec.get("selector") or {}
-        labels = selector.get("matchLabels") if isinstance(selector, dict) else None
-        return dict(labels) if isinstance(labels, dict) else {}
+        return {str(k): str(v) for k, v in map_at(map_at(self.spec, "selector"), "matchLabels").items()}
 
     @property
     def target_refs(self) -> list[dict[str, Any]]:
-        refs = list(self.spec.get("targetRefs") or [])
+        refs = list(list_at(self.spec, "targetRefs"))
         if isinstance(self.spec.get("targetRef"), dict):
             refs.append(self.spec["targetRef"])
         return [r for r in refs if isinstance(r, dict)]
@@ -257,7 +267,7 @@ class PrometheusRule:
     def alerts(self) -> list[Alert]:
         out = []
         for gi, group in enumerate(self.groups):
-            for ri, rule in enumerate(group.get("rules") or []):
+            for ri, rule in enumerate(list_at(group, "rules")):
                 if isinstance(rule, dict) and "expr" in rule:
                     out.append(
                         Alert(

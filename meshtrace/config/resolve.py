@@ -32,7 +32,7 @@ import yaml
 
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import TRACING_TYPES, MeshConfig, normalize_proxy_config, parse_duration
-from meshtrace.config.model import Origin, Source, Telemetry
+from meshtrace.config.model import Origin, Source, Telemetry, list_at, map_at
 
 SCHEMA_VERSION = 1
 # Istio's standard metrics: what ALL_METRICS expands to (MetricSelector.IstioMetric).
@@ -225,7 +225,7 @@ class _Resolution:
 
     def proxy_sampling(self, proxy: dict[str, Any], srcs: dict[str, Source]) -> _Value:
         """tracing.go proxyConfigSamplingValue, then PILOT_TRACE_SAMPLING."""
-        sampling = (proxy.get("tracing") or {}).get("sampling")
+        sampling = map_at(proxy, "tracing").get("sampling")
         if isinstance(sampling, (int, float)) and not isinstance(sampling, bool) and sampling != 0.0:
             if 0.0 <= sampling <= 100.0:
                 return _Value(float(sampling), srcs["sampling"])
@@ -251,7 +251,7 @@ class _Resolution:
         entries = [
             (tel, i, entry)
             for _scope, tel in chain
-            for i, entry in enumerate(tel.spec.get("tracing") or [])
+            for i, entry in enumerate(list_at(tel.spec, "tracing"))
             if isinstance(entry, dict)
         ]
         defaults = self.mesh.default_tracing_providers
@@ -265,9 +265,9 @@ class _Resolution:
                 d.provider_name = _Value(defaults[0], src)
         for tel, i, entry in entries:
             base = f"spec.tracing[{i}]"
-            mode = str((entry.get("match") or {}).get("mode") or "CLIENT_AND_SERVER")
+            mode = str(map_at(entry, "match").get("mode") or "CLIENT_AND_SERVER")
             targets = [dirs[d] for d in MODES.get(mode, DIRECTIONS)]
-            names = [p.get("name") for p in entry.get("providers") or [] if isinstance(p, dict)]
+            names = [p.get("name") for p in list_at(entry, "providers") if isinstance(p, dict)]
             fields: list[tuple[str, str, Any]] = []
             if names:
                 fields.append(("provider_name", f"{base}.providers[0].name", str(names[0])))
@@ -324,7 +324,7 @@ class _Resolution:
         if provider is not None and provider.get("_max_tag_length_set"):
             max_len = _Value(provider["max_tag_length"], self.sources[f"{key}.provider"])
         elif (
-            isinstance((proxy.get("tracing") or {}).get("maxPathTagLength"), int)
+            isinstance(map_at(proxy, "tracing").get("maxPathTagLength"), int)
             and proxy["tracing"]["maxPathTagLength"]
         ):
             max_len = _Value(int(proxy["tracing"]["maxPathTagLength"]), proxy_srcs["maxPathTagLength"])
@@ -358,7 +358,7 @@ class _Resolution:
         legacy defaultConfig.tracing.customTags (tracing.go configureCustomTags)."""
         if d.custom_tags is not None and d.custom_tags.value:
             return _tags(d.custom_tags.value), d.custom_tags.source
-        legacy = (proxy.get("tracing") or {}).get("customTags")
+        legacy = map_at(proxy, "tracing").get("customTags")
         if isinstance(legacy, dict) and legacy:
             return _tags(legacy), proxy_srcs["customTags"]
         return {}, d.custom_tags.source if d.custom_tags else _default("no custom tags")
@@ -482,7 +482,7 @@ class _Resolution:
                 "false: tracing is off"
             )
         else:
-            address = str(((proxy.get("tracing") or {}).get("zipkin") or {}).get("address") or "")
+            address = str(map_at(map_at(proxy, "tracing"), "zipkin").get("address") or "")
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 self.note(
@@ -509,7 +509,7 @@ class _Resolution:
                 )
         out: dict[str, Any] = {}
         d = _Direction()
-        enable_tags = (proxy.get("tracing") or {}).get("enableIstioTags")
+        enable_tags = map_at(proxy, "tracing").get("enableIstioTags")
         if isinstance(enable_tags, bool):
             d.enable_istio_tags = _Value(enable_tags, proxy_srcs["enableIstioTags"])
         for name in DIRECTIONS:
@@ -533,7 +533,7 @@ class _Resolution:
         key = f"tracing.{name}"
         sampling = self.proxy_sampling(proxy, proxy_srcs)
         tags, tags_src = self.custom_tags(d, proxy, proxy_srcs)
-        max_len = (proxy.get("tracing") or {}).get("maxPathTagLength")
+        max_len = map_at(proxy, "tracing").get("maxPathTagLength")
         has_len = isinstance(max_len, int) and max_len > 0
         self.sources[f"{key}.random_sampling_percentage"] = sampling.source
         self.sources[f"{key}.custom_tags"] = tags_src
@@ -560,7 +560,7 @@ class _Resolution:
         entries = [
             (tel, i, m)
             for _scope, tel in chain
-            for i, m in enumerate(tel.spec.get("metrics") or [])
+            for i, m in enumerate(list_at(tel.spec, "metrics"))
             if isinstance(m, dict)
         ]
         defaults = self.mesh.default_metrics_providers
@@ -581,7 +581,7 @@ class _Resolution:
             if "prometheus" not in names or "prometheus" not in in_scope:
                 continue
             active = True
-            for oi, override in enumerate(m.get("overrides") or []):
+            for oi, override in enumerate(list_at(m, "overrides")):
                 if not isinstance(override, dict):
                     continue
                 base = f"spec.metrics[{i}].overrides[{oi}]"
@@ -711,7 +711,7 @@ def _snake(name: str) -> str:
 
 
 def _provider_names(entry: Mapping[str, Any]) -> list[str]:
-    return [str(p.get("name")) for p in entry.get("providers") or [] if isinstance(p, dict) and p.get("name")]
+    return [str(p.get("name")) for p in list_at(entry, "providers") if isinstance(p, dict) and p.get("name")]
 
 
 def _literal_endpoint(service: str, port: int) -> str | None:

@@ -260,6 +260,10 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     assert page.locator(".span-row.match").get_attribute("data-span-id") == ids["server"]
     page.locator("#find").press("Escape")
     assert page.locator(".span-row.match").count() == 0
+    page.locator(".trace-header button.chip", has_text="inventory").click()
+    assert page.locator("#match-count").inner_text() == "1 match"
+    assert page.locator(".span-row.match").get_attribute("data-span-id") == ids["orphan"]
+    page.locator("#find").press("Escape")
 
     # Collapse the root: only the root and the orphan (a separate top-level tree) stay visible.
     page.locator(f'.span-row[data-span-id="{ids["root"]}"] .twisty').click()

@@ -44,6 +44,15 @@ MODEL_CASES = """async () => {
   out.flame = Object.fromEntries([...rows].map(([n, r]) => [n.id, r]));
   out.visible = m.visibleNodes(t1, new Set(['r'])).map((n) => n.id);
   out.find = [...m.findSpans(t1, 'error=true')].map((n) => n.id);
+  out.self = Object.fromEntries(t1.nodes.map((n) => [n.id, m.selfTime(n)]));
+  const q = await import('/static/search.js');
+  const now = Date.parse('2026-01-02T03:04:05Z');
+  const query = (text) => q.apiQuery(new URLSearchParams(text), now);
+  out.query = query('service=s&tags=a%3D1&errors=1&lookback=15m&minDuration=5ms');
+  out.custom = query('service=s&lookback=custom&start=2026-01-02T03:00&end=2026-01-02T03:30');
+  out.backwards = query('service=s&lookback=custom&start=2026-01-02T03:30&end=2026-01-02T03:00');
+  out.badLimit = query('service=s&limit=0');
+  out.offset = new Date(2026, 0, 2, 3, 0).getTime();
   // a parent cycle and a self-parent still give a forest
   const t2 = m.buildTrace(trace([sp('x', 'y', 0, 10), sp('y', 'x', 1, 5), sp('z', 'z', 2, 3)]));
   out.cycle = t2.nodes.map((n) => [n.id, n.depth]).sort();
@@ -91,6 +100,27 @@ def test_model_functions(browser: Any) -> None:
     assert out["flame"]["g"] == 3 and out["flame"]["o"] == 4
     assert out["visible"] == ["r", "o"]
     assert out["find"] == ["g"]
+    # r 0-100 has children c1 10-40 and c2 30-90 (union 10-90); c2 30-90 has g 35-80.
+    assert out["self"] == {"r": 20, "c1": 30, "c2": 15, "g": 45, "o": 5}
+    now_us = 1767323045000 * 1000
+    assert out["query"] == {
+        "params": {
+            "service": "s",
+            "operation": "",
+            "tags": '{"a":"1","error":"true"}',
+            "minDuration": "5ms",
+            "maxDuration": "",
+            "start": str(now_us - 15 * 60 * 1_000_000),
+            "end": str(now_us),
+            "limit": "20",
+        }
+    }
+    # Custom ranges are local times in the browser's zone.
+    start_us = out["offset"] * 1000
+    assert out["custom"]["params"]["start"] == str(start_us)
+    assert out["custom"]["params"]["end"] == str(start_us + 30 * 60 * 1_000_000)
+    assert out["backwards"] == {"error": "end: must be after start"}
+    assert out["badLimit"] == {"error": 'limit: "0" is not a positive number'}
     assert out["cycle"] == [["x", 0], ["y", 1], ["z", 0]]
     assert out["tags"] == {"tags": {"a": "1", "b": "two words", "c": 'x\\"y'}}
     assert out["badTags"] == {"error": 'attributes: "oops" is not key=value'}

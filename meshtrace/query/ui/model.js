@@ -151,6 +151,22 @@ export function summarize(trace) {
   };
 }
 
+/** A span's own time: its duration less the union of its children's time inside it. */
+export function selfTime(node) {
+  const spans = node.children
+    .map((c) => [Math.max(c.start, node.start), Math.min(c.end, node.end)])
+    .filter(([s, e]) => e > s)
+    .sort((a, b) => a[0] - b[0]);
+  let covered = 0;
+  let reach = node.start;
+  for (const [s, e] of spans) {
+    if (e <= reach) continue;
+    covered += e - Math.max(s, reach);
+    reach = e;
+  }
+  return node.duration - covered;
+}
+
 /** The spans shown in the waterfall, in tree order, skipping descendants of collapsed spans. */
 export function visibleNodes(model, collapsed) {
   const out = [];

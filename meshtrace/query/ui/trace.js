@@ -5,8 +5,8 @@
 import * as api from "./api.js";
 import { h, mount } from "./dom.js";
 import {
-  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, serviceColor, tagValue, ticks,
-  visibleNodes,
+  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, selfTime, serviceColor, tagValue,
+  ticks, visibleNodes,
 } from "./model.js";
 
 export const ORPHAN_HELP =
@@ -61,6 +61,7 @@ function spanDetail(node, model, actions) {
     ["Kind", node.kind || "unspecified"],
     ["Start", `+${fmtDuration(node.start - t0)} (${fmtTime(node.start)})`],
     ["Duration", fmtDuration(node.duration)],
+    ["Self time", `${fmtDuration(selfTime(node))} (not in child spans)`],
     ["Status", h("span", { class: status.cls }, status.text)],
   ];
   const refs = (node.span.references || []).map((ref) => {
@@ -110,7 +111,7 @@ function downloadLinks(traceID) {
       "⤓ Jaeger JSON"));
 }
 
-function header(model) {
+function header(model, onService) {
   const root = model.rootSpan;
   const title = root
     ? h("span", { class: "trace-name" }, swatch(root.service), h("span", { class: "trace-service" }, root.service), ": ",
@@ -126,8 +127,9 @@ function header(model) {
       stat("Depth", String(model.depth), "stat-depth"),
       stat("Spans", String(model.nodes.length), "stat-spans"),
       stat("Errors", String(model.errorCount), "stat-errors")),
-    h("ul", { class: "chips" }, model.services.map((svc) =>
-      h("li", { class: "chip" }, swatch(svc.name), svc.name, h("span", { class: "count" }, String(svc.count))))),
+    h("ul", { class: "chips" }, model.services.map((svc) => h("li", {},
+      h("button", { type: "button", class: "chip", title: `Find ${svc.name}'s spans`, onclick: () => onService(svc.name) },
+        swatch(svc.name), svc.name, h("span", { class: "count" }, String(svc.count)))))),
     model.orphans.length
       ? h("p", { class: "banner warn", id: "orphan-banner", role: "note" },
         `⚠ ${model.orphans.length} span${model.orphans.length === 1 ? " points" : "s point"} at a parent that is not in this trace` +
@@ -454,7 +456,12 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
     body.classList.toggle("finding", Boolean(find.value.trim()));
   }
 
-  mount(root, header(model), toolbar, body);
+  const findService = (name) => {
+    find.value = name;
+    applyFind();
+    find.focus();
+  };
+  mount(root, header(model, findService), toolbar, body);
   draw();
   if (q.get("uiFind")) {
     find.value = q.get("uiFind");

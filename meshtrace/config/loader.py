@@ -13,6 +13,7 @@ import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,14 +227,29 @@ def _meta(reader: _Reader, data: dict[str, Any], origin: Origin) -> Meta:
         namespace=namespace,
         labels=reader.strings(data, "metadata.labels"),
         annotations=reader.strings(data, "metadata.annotations"),
-        creation_timestamp=(str(data["metadata"]["creationTimestamp"]) if _has_timestamp(data) else None),
+        creation_timestamp=_timestamp(reader, data),
         origin=origin,
     )
 
 
-def _has_timestamp(data: dict[str, Any]) -> bool:
-    meta = data.get("metadata")
-    return isinstance(meta, dict) and meta.get("creationTimestamp") is not None
+def _timestamp(reader: _Reader, data: dict[str, Any]) -> str | None:
+    """metadata.creationTimestamp as a UTC RFC 3339 string (sortable): YAML reads an unquoted one
+    as a datetime, a quoted one as a string; both must order the same way."""
+    value = map_at(data, "metadata").get("creationTimestamp")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            reader.problem("metadata.creationTimestamp", f"{value!r} is not an RFC 3339 timestamp")
+            return None
+    if not isinstance(value, datetime):
+        reader.problem("metadata.creationTimestamp", "must be an RFC 3339 timestamp")
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _patch(base: dict[str, Any], overlay: dict[str, Any]) -> None:

@@ -537,3 +537,17 @@ def test_document_shape_is_json_and_complete(manifests: Manifests) -> None:
         "name", "type", "service", "port", "protocol", "path", "endpoint", "timeout_s", "headers",
         "max_tag_length", "trace_context",
     }  # fmt: skip
+
+
+def test_timestamps_compare_as_times_not_text(manifests: Manifests) -> None:
+    """An unquoted timestamp is a YAML datetime, a quoted one a string; offsets count."""
+    older = telemetry(
+        "z-older", "istio-system", "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 40}]",
+        "2024-01-01T02:00:00+03:00",  # 2023-12-31T23:00Z
+    )  # fmt: skip
+    newer = telemetry(
+        "a-newer", "istio-system", "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 60}]"
+    ).replace("namespace: istio-system}", "namespace: istio-system, creationTimestamp: 2024-01-01T00:00:00Z}")
+    doc = resolve(manifests(newer, older))
+    assert both(doc, "random_sampling_percentage") == (40.0, 40.0)
+    assert doc["telemetry"]["ignored"][0]["resource"] == "Telemetry istio-system/a-newer"

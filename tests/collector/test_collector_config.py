@@ -278,3 +278,15 @@ def test_seed_configs_load_with_a_warning_for_each_difference(seed_manifests: Pa
     for path, text in SEED_WARNINGS[name].items():
         assert text in found.get(path, ""), (path, problems)
     assert set(found) == set(SEED_WARNINGS[name]), problems
+
+
+def test_the_built_in_default_config_is_valid() -> None:
+    raw, _ = load([], env={})
+    config, found = resolve(raw)
+    assert config is not None, found
+    assert [str(r) for r in config.pipelines[0].receivers][:1] == ["otlp"]
+    otlp = config.component(Kind.RECEIVER, ComponentID("otlp")).config
+    assert (otlp.protocols.grpc.endpoint, otlp.protocols.http.endpoint) == (
+        "127.0.0.1:4317",
+        "127.0.0.1:4318",
+    )

@@ -84,3 +84,12 @@ def test_self_metrics_count_accepted_and_sent_spans(file_collector: Callable[...
     assert 'otelcol_exporter_sent_spans{exporter="file"} 2.0' in text
     assert "otelcol_process_memory_rss " in text
     assert "_total" not in text
+
+
+def test_health_check_answers_when_running(file_collector: Callable[..., Any]) -> None:
+    import requests
+
+    collector = file_collector()
+    response = requests.get(f"http://{collector.proc.address('health-check')}/", timeout=5)
+    assert response.status_code == 200
+    assert response.json()["status"] == "Server available"

@@ -94,10 +94,9 @@ def test_model_functions(browser: Any) -> None:
         ["c2", 80, 90],
         ["r", 90, 100],
     ]
-    # c1 and c2 overlap in time, so c2's subtree goes below c1's; the orphan overlaps the root's
-    # time, so it takes the first free row under the root's subtree.
-    assert out["flame"]["r"] == 0 and out["flame"]["c1"] == 1 and out["flame"]["c2"] == 2
-    assert out["flame"]["g"] == 3 and out["flame"]["o"] == 4
+    # c1 and c2 overlap in time, so c2's subtree goes below c1's; the orphan's tree comes after
+    # the root's (rows 0-3) and an empty row.
+    assert out["flame"] == {"r": 0, "c1": 1, "c2": 2, "g": 3, "o": 5}
     assert out["visible"] == ["r", "o"]
     assert out["find"] == ["g"]
     # r 0-100 has children c1 10-40 and c2 30-90 (union 10-90); c2 30-90 has g 35-80.

@@ -205,7 +205,8 @@ export function criticalPath(model) {
 
 /**
  * Flame graph rows: each span sits one row below its parent; sibling subtrees that overlap in
- * time are pushed down to free rows so no two boxes overlap. Returns Map node -> row.
+ * time are pushed down to free rows so no two boxes overlap; separate trees stack with a gap.
+ * Returns Map node -> row.
  */
 export function flameLayout(model) {
   const rows = new Map();
@@ -228,14 +229,13 @@ export function flameLayout(model) {
     const t1 = Math.max(node.end, ...boxes.map((b) => b.t1));
     return { placed, height, t0, t1 };
   };
-  const top = [];
+  // Separate trees (a missing parent cuts one off) stack below each other with an empty row
+  // between them, so a cut-off tree never looks like the child of the span above it.
+  let next = 0;
   for (const root of model.roots) {
     const sub = layout(root);
-    let offset = 0;
-    const clash = (b) => offset < b.r1 && b.r0 < offset + sub.height && sub.t0 < b.t1 && b.t0 < sub.t1;
-    while (top.some(clash)) offset += 1;
-    top.push({ r0: offset, r1: offset + sub.height, t0: sub.t0, t1: sub.t1 });
-    for (const [n, r] of sub.placed) rows.set(n, r + offset);
+    for (const [n, r] of sub.placed) rows.set(n, r + next);
+    next += sub.height + 1;
   }
   return rows;
 }

@@ -129,7 +129,9 @@ def run_load(spec_json: str) -> None:
         await asyncio.gather(*(connection(i, start) for i in range(CONNECTIONS)))
 
     aio.run(main())
-    sys.stdout.write(json.dumps({"latencies": latencies, "errors": errors[0]}) + "\n")
+    latencies.sort()
+    summary = {f"p{q}": _percentile(latencies, q / 100) for q in (50, 90, 99)}
+    sys.stdout.write(json.dumps({**summary, "count": len(latencies), "errors": errors[0]}) + "\n")
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -354,9 +356,8 @@ def measure(
     cpu = [(p.cpu_seconds() - b) / elapsed * 1000.0 / rate for p, b in zip(proxies, before, strict=True)]
     rss = [p.rss_mb() for p in proxies]
     data = json.loads(out.strip().splitlines()[-1])
-    lat = sorted(data["latencies"])
-    return Result(path, sampling, rate, _percentile(lat, 0.5), _percentile(lat, 0.9), _percentile(lat, 0.99),
-                  data["errors"], len(lat), cpu, rss)  # fmt: skip
+    return Result(path, sampling, rate, data["p50"], data["p90"], data["p99"], data["errors"], data["count"],
+                  cpu, rss)  # fmt: skip
 
 
 def table(results: list[Result]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from typing import Final
 
 from meshtrace.sidecar.http1 import END, HttpError, RequestHead, RequestParser, ResponseHead, ResponseParser
@@ -16,6 +17,22 @@ MAX_IDLE_PER_ADDRESS: Final = 64
 
 class PeerClosed(Exception):
     """The other side closed or reset the connection before the message was complete."""
+
+
+def _take_ready(events: deque[object]) -> tuple[list[bytes], bool]:
+    """Body chunks already parsed (no waiting) and whether the body is complete: lets the proxy
+    write a head and the body that came with it in one send."""
+    chunks: list[bytes] = []
+    while events:
+        item = events[0]
+        if item is END:
+            events.popleft()
+            return chunks, True
+        if not isinstance(item, bytes):
+            return chunks, False
+        chunks.append(item)
+        events.popleft()
+    return chunks, False
 
 
 class ClientGone(PeerClosed):
@@ -131,19 +148,7 @@ class Downstream:
         return item
 
     def ready_body(self) -> tuple[list[bytes], bool]:
-        """Body chunks already parsed (no waiting) and whether the body is complete."""
-        events = self.parser.events
-        chunks: list[bytes] = []
-        while events:
-            item = events[0]
-            if item is END:
-                events.popleft()
-                return chunks, True
-            if not isinstance(item, bytes):
-                return chunks, False
-            chunks.append(item)
-            events.popleft()
-        return chunks, False
+        return _take_ready(self.parser.events)
 
     def close(self) -> None:
         _close(self.writer)
@@ -235,6 +240,9 @@ class Upstream:
             raise PeerClosed(item.detail)
         assert isinstance(item, bytes)
         return item
+
+    def ready_body(self) -> tuple[list[bytes], bool]:
+        return _take_ready(self._parser.events)
 
     @property
     def until_close(self) -> bool:

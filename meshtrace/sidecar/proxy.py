@@ -416,7 +416,7 @@ class Proxy:
             sent = time.perf_counter()
             try:
                 if body_done:
-                    up.writer.write(encoded_head + self._frame(head, replay or [], last=True))
+                    up.writer.write(encoded_head + self._frame_out(replay or [], head.chunked, True))
                 else:
                     replay = await self._send_body(ds, up, encoded_head, ex)
                     body_done = True
@@ -449,8 +449,9 @@ class Proxy:
             ex.upstream_ms = str(int((time.perf_counter() - sent) * 1000))
             return await self._respond(ds, ex, up, resp, body_done)
 
-    def _frame(self, head: RequestHead, chunks: list[bytes], last: bool) -> bytes:
-        if not head.chunked:
+    @staticmethod
+    def _frame_out(chunks: list[bytes], chunked: bool, last: bool) -> bytes:
+        if not chunked:
             return b"".join(chunks)
         out = b"".join(encode_chunk(c) for c in chunks if c)
         return out + LAST_CHUNK if last else out
@@ -463,7 +464,7 @@ class Proxy:
         head = ex.head
         chunks, done = ds.ready_body()
         total = sum(map(len, chunks))
-        up.writer.write(encoded_head + self._frame(head, chunks, done))
+        up.writer.write(encoded_head + self._frame_out(chunks, head.chunked, done))
         replay = chunks if total <= REPLAY_LIMIT else None
         while not done:
             chunk = await ds.body_chunk()
@@ -511,14 +512,18 @@ class Proxy:
         if not keep:
             headers.append(("connection", "close"))
         writer = ds.writer
-        writer.write(encode_head(f"HTTP/1.1 {status} {resp.reason or 'Unknown'}", headers))
+        first, done = up.ready_body()
+        sent = sum(map(len, first))
+        writer.write(
+            encode_head(f"HTTP/1.1 {status} {resp.reason or 'Unknown'}", headers)
+            + self._frame_out(first, chunked, done)
+        )
         ex.status = status
         ex.details = "via_upstream"
         ex.response_head = resp.raw_size
-        sent = 0
         reusable = False
         try:
-            while (chunk := await up.body_chunk()) is not None:
+            while not done and (chunk := await up.body_chunk()) is not None:
                 sent += len(chunk)
                 writer.write(encode_chunk(chunk) if chunked else chunk)
                 if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
@@ -526,7 +531,7 @@ class Proxy:
                         await writer.drain()
                     except (ConnectionError, OSError):
                         raise ClientGone("downstream closed during response") from None
-            if chunked:
+            if chunked and not done:
                 writer.write(LAST_CHUNK)
             reusable = resp.keep_alive and not up.until_close
         except PeerClosed as exc:

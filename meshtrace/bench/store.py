@@ -199,10 +199,12 @@ def ingest(collector: Collector, db: Path, spans: int, now_ns: int) -> tuple[flo
                     pending.append((export.future(body, timeout=60), body))
         for future, _ in pending:
             future.result()
-        deadline = time.monotonic() + 600
-        while stored_rowid(db) - before < sent and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while (stored := stored_rowid(db) - before) < sent and time.monotonic() < deadline:
             time.sleep(0.02)
         elapsed, cpu = time.perf_counter() - t0, collector.cpu_seconds() - cpu0
+    if stored < sent:
+        raise click.ClickException(f"only {stored} of {sent} spans were stored")
     return sent / elapsed, sent / max(cpu, 1e-9), sent
 
 

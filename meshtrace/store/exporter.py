@@ -6,16 +6,20 @@ exporters:
     path: ""            # default $MESHTRACE_DATA_DIR/traces.db, else ~/.local/share/meshtrace/traces.db
     max_bytes: 1073741824   # live database pages; the first written traces go first
     retention: 72h      # traces first written longer ago are deleted (0 = keep)
+    max_pending_bytes: 67108864   # accepted, not yet written
+    max_wait: 5s        # how long consume waits for room before refusing
 ```
 
 `consume_traces` only queues the encoded bytes for the store's writer thread, so the event loop
-never waits for the disk; when too much is waiting it refuses (retryable), never buffering without
-bound.
+never waits for the disk. When `max_pending_bytes` are already waiting it waits (up to `max_wait`)
+for room, which slows the pipeline, and through it the senders, to the disk's pace; then it
+refuses (retryable). It never buffers without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +37,15 @@ class StoreConfig:
     max_bytes: int = 1 << 30
     retention: Duration = 72 * 3600.0
     max_pending_bytes: int = 64 << 20
+    max_wait: Duration = 5.0
 
     def __post_init__(self) -> None:
         if self.max_bytes < 0:
             raise ValueError(f"max_bytes must not be negative, got {self.max_bytes}")
         if self.max_pending_bytes <= 0:
             raise ValueError(f"max_pending_bytes must be positive, got {self.max_pending_bytes}")
+        if self.max_wait < 0:
+            raise ValueError("max_wait must not be negative")
 
 
 class StoreExporter:
@@ -57,12 +64,20 @@ class StoreExporter:
         TELEMETRY.exporter_queue(id, lambda: float(self.store.pending_bytes), config.max_pending_bytes)
 
     async def consume_traces(self, traces: Traces) -> None:
+        """Queue for the writer; while the queue is full, wait (the caller, and through it the
+        receiver's client, slows down to the disk's pace) up to `max_wait`, then refuse."""
         count = traces.span_count()
-        try:
-            self.store.write(traces.encoded())
-        except StoreFullError as exc:
-            self.metrics.enqueue_failed_spans.add(count)
-            raise RefusedError(str(exc), retry_after=1.0) from None
+        encoded = traces.encoded()
+        deadline = time.monotonic() + self.config.max_wait
+        while True:
+            try:
+                self.store.write(encoded)
+                break
+            except StoreFullError as exc:
+                if time.monotonic() >= deadline:
+                    self.metrics.enqueue_failed_spans.add(count)
+                    raise RefusedError(str(exc), retry_after=1.0) from None
+                await asyncio.sleep(0.01)
         self.metrics.sent_spans.add(count)
 
     async def start(self, host: Host) -> None:

@@ -147,3 +147,33 @@ def test_otlp_http_exporter_to_a_gateway_in_proto_and_json(
     found = read_spans(out, 10)
     assert sorted(span["name"] for _, span in found) == sorted([f"via-http-{i}" for i in range(5)] * 2)
     assert {span["traceId"] for _, span in found} == {"07" * 16}
+
+
+def test_a_full_queue_refuses_with_retryable_statuses_and_counts(run_collector: Callable[..., Any]) -> None:
+    config = agent_config("127.0.0.1:1")
+    config["receivers"]["otlp"]["protocols"]["http"] = {"endpoint": "127.0.0.1:0"}
+    config["exporters"]["otlp_grpc"]["sending_queue"] = {"num_consumers": 1, "queue_size": 1}
+    config["exporters"]["otlp_grpc"]["retry_on_failure"] = {"initial_interval": "10s"}
+    agent = run_collector(config, "otlp-grpc", "otlp-http", "metrics", args=("--drain-timeout", "0.2"))
+    send(agent.address("otlp-grpc"), "a", spans=2)  # taken by the one consumer, retrying
+    agent.wait_for_line("retrying in")
+    send(agent.address("otlp-grpc"), "b", spans=3)  # fills the queue of 1
+    try:
+        send(agent.address("otlp-grpc"), "c", spans=4)
+        raise AssertionError("a full queue must refuse")
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.add(name="d", trace_id=b"\x01" * 16, span_id=b"\x01" * 8)
+    response = requests.post(
+        f"http://{agent.address('otlp-http')}/v1/traces",
+        data=req.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+        timeout=10,
+    )
+    assert response.status_code == 503
+    assert metric(agent, "otelcol_exporter_enqueue_failed_spans") == 5
+    assert metric(agent, "otelcol_receiver_refused_spans") == 5
+    assert metric(agent, "otelcol_receiver_accepted_spans") == 5
+    assert metric(agent, "otelcol_exporter_queue_size") == 1
+    assert metric(agent, "otelcol_exporter_queue_capacity") == 1

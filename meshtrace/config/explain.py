@@ -7,7 +7,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 # (document key inside a tracing direction, label)
 _ROWS = (
@@ -66,22 +68,25 @@ def _value(key: str, value: Any) -> str:
 
 
 def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
+    """Values are printed as plain text: `[...]` in key paths and names is not rich markup."""
     console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
     w, sources = doc["workload"], doc["sources"]
-    labels = ",".join(f"{k}={v}" for k, v in w["labels"].items())
+    labels = escape(",".join(f"{k}={v}" for k, v in w["labels"].items()))
     console.print(
-        f"[bold]Workload {w['namespace']}/{w['name']}[/bold]  labels {labels}"
-        f"  [dim](from {source_text(sources.get('workload.labels'))})[/dim]"
+        f"[bold]Workload {escape(w['namespace'])}/{escape(w['name'])}[/bold]  labels {labels}"
+        f"  [dim](from {escape(source_text(sources.get('workload.labels')))})[/dim]"
     )
     console.print(
-        f"service.name {w['service_name']}  canonical {w['canonical_service']}/{w['canonical_revision']}"
-        f"  mesh {doc['mesh']['mesh_id']} root namespace {doc['mesh']['root_namespace']}"
+        Text(
+            f"service.name {w['service_name']}  canonical {w['canonical_service']}/{w['canonical_revision']}"
+            f"  mesh {doc['mesh']['mesh_id']} root namespace {doc['mesh']['root_namespace']}"
+        )
     )
     applied = doc.get("telemetry", {}).get("applied", [])
     chain = " -> ".join(f"{a['scope']}: {a['resource']}" for a in applied) or "none"
-    console.print(f"Telemetry applied (in order): {chain}")
+    console.print(Text(f"Telemetry applied (in order): {chain}"))
     for item in doc.get("telemetry", {}).get("ignored", []):
-        console.print(f"  [yellow]ignored[/yellow] {item['resource']}: {item['reason']}")
+        console.print(f"  [yellow]ignored[/yellow] {escape(item['resource'])}: {escape(item['reason'])}")
 
     table = Table(
         title="Tracing (client = outbound, server = inbound)", title_justify="left", show_lines=True
@@ -98,19 +103,19 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
                 srcs[d] += f"; defined by {source_text(sources[f'tracing.{d}.provider'])}"
         same = values["client"] == values["server"] and srcs["client"] == srcs["server"]
         if same:
-            table.add_row(label, values["client"], srcs["client"])
+            table.add_row(Text(label), Text(values["client"]), Text(srcs["client"]))
         else:
             table.add_row(
-                label,
-                f"client: {values['client']}\nserver: {values['server']}",
-                f"client: {srcs['client']}\nserver: {srcs['server']}",
+                Text(label),
+                Text(f"client: {values['client']}\nserver: {values['server']}"),
+                Text(f"client: {srcs['client']}\nserver: {srcs['server']}"),
             )
     console.print(table)
 
     metrics = doc["metrics"]
     mt = Table(
         title=f"Metrics (prometheus {'on' if metrics['enabled'] else 'off'}, "
-        f"{source_text(sources.get('metrics.enabled'))})",
+        f"{escape(source_text(sources.get('metrics.enabled')))})",
         title_justify="left",
     )
     for col in ("direction", "metric", "override", "source"):
@@ -123,7 +128,7 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
                     direction,
                     metric,
                     "disabled",
-                    source_text(sources.get(f"metrics.{direction}.{metric}.disabled")),
+                    Text(source_text(sources.get(f"metrics.{direction}.{metric}.disabled"))),
                 )
                 rows += 1
             for tag, override in cfg["tag_overrides"].items():
@@ -133,8 +138,8 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
                 mt.add_row(
                     direction,
                     metric,
-                    text,
-                    source_text(sources.get(f"metrics.{direction}.{metric}.tag_overrides.{tag}")),
+                    Text(text),
+                    Text(source_text(sources.get(f"metrics.{direction}.{metric}.tag_overrides.{tag}"))),
                 )
                 rows += 1
     if rows:
@@ -144,4 +149,4 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
     if doc["warnings"]:
         console.print("[bold]Notes[/bold]")
         for warning in doc["warnings"]:
-            console.print(f"  - {warning}", highlight=False)
+            console.print(Text(f"  - {warning}"), highlight=False)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from meshtrace.config.loader import Bundle, line_of
 from meshtrace.config.mesh import TRACING_TYPES
@@ -97,6 +99,7 @@ def namespace_wide_conflicts(bundle: Bundle) -> Iterator[Finding]:
                 f"(creationTimestamp, then name: {items[0].meta.ref}); this one is silently ignored",
                 f"merge it into {items[0].name} (one selector-less Telemetry per namespace)",
                 meta=later.meta,
+                path="metadata.name",
             )
 
 
@@ -504,12 +507,13 @@ def render_text(findings: list[Finding], console: Console | None = None) -> None
     for f in findings:
         where = f.file + (f":{f.line}" if f.line else "") + (f" {f.path}" if f.path else "")
         console.print(
-            f"[{colors[f.severity]}]{f.severity.upper():7}[/] [bold]{f.code}[/bold] {f.resource} ({where})",
+            f"[{colors[f.severity]}]{f.severity.upper():7}[/] [bold]{f.code}[/bold] "
+            f"{escape(f.resource)} ({escape(where)})",
             highlight=False,
         )
-        console.print(f"        {f.message}", highlight=False)
+        console.print(Text(f"        {f.message}"), highlight=False)
         if f.fix:
-            console.print(f"        fix: {f.fix}", highlight=False)
+            console.print(Text(f"        fix: {f.fix}"), highlight=False)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in _ORDER}
     summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
     console.print(summary if findings else "no problems found")

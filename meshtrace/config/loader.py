@@ -252,21 +252,27 @@ def _timestamp(reader: _Reader, data: dict[str, Any]) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _patch(base: dict[str, Any], overlay: dict[str, Any]) -> None:
-    """Strategic-merge-like: maps merge, lists of named maps merge by name, other lists replace."""
+def _patch(base: dict[str, Any], overlay: dict[str, Any], path: str = "") -> list[str]:
+    """Strategic-merge-like: maps merge, lists of named maps merge by name, other lists replace.
+    Returns the key paths whose earlier value changed."""
+    changed: list[str] = []
     for key, value in overlay.items():
+        key_path = f"{path}.{key}" if path else str(key)
         old = base.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
-            _patch(old, value)
+            changed += _patch(old, value, key_path)
         elif isinstance(value, list) and isinstance(old, list) and _named(value) and _named(old):
             by_name = {item["name"]: item for item in old}
             for item in value:
                 if item["name"] in by_name:
-                    _patch(by_name[item["name"]], item)
+                    changed += _patch(by_name[item["name"]], item, f"{key_path}[{item['name']}]")
                 else:
                     old.append(copy.deepcopy(item))
         else:
+            if key in base and old != value:
+                changed.append(key_path)
             base[key] = copy.deepcopy(value)
+    return changed
 
 
 def _named(items: list[Any]) -> bool:
@@ -295,13 +301,19 @@ def _build(bundle: Bundle) -> None:
         key = (kind, meta.namespace, name)
         if key in merged:
             base, first, patches = merged[key]
-            _patch(base, data)
+            changed = _patch(base, data)
             patches.append(doc.origin)
-            reader.problem(
-                "",
+            message = (
                 f"{doc.ref} is also defined in {first.file} (document {first.document}); "
-                "merged into it as a patch, like kubectl apply",
-                severity="info",
+                "merged into it as a patch, like kubectl apply"
+            )
+            if changed:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                message += f": this document's values replace the earlier ones at {shown}"
+            reader.problem(
+                "metadata.name",
+                message,
+                severity="warning" if changed else "info",
                 code="duplicate-resource",
             )
         else:

@@ -117,6 +117,16 @@ def test_lint_seed_json(seed_manifests: Path) -> None:
     assert (port["resource"], port["path"]) == ("Service istio-system/otel-collector", "spec.ports[0]")
 
 
+def test_lint_seed_text(seed_manifests: Path) -> None:
+    proc = run("lint", "-f", str(seed_manifests))
+    assert proc.returncode == 1
+    assert "ERROR   multiple-namespace-telemetry Telemetry istio-system/sampling-policy" in proc.stdout
+    assert "istio-telemetry.yaml:11 spec.tracing[0].randomSamplingPercentage" in proc.stdout
+    # names in brackets are text, not rich markup
+    assert "spec.template.spec.containers[otel-collector].resources" in proc.stdout
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("6 errors, ")
+
+
 def test_lint_clean_exits_zero(tmp_path: Path) -> None:
     (tmp_path / "mesh.yaml").write_text(
         MESH + "---\n" + telemetry("mesh", "istio-system", "tracing: [{providers: [{name: otel}]}]")

@@ -378,6 +378,13 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
     ),
     (
         "duplicate-resource",
+        "warning",  # a later document changes values: say which
+        [DEPLOYMENT, DEPLOYMENT.replace("image: web", "image: web:2")],
+        [DEPLOYMENT, DEPLOYMENT.replace("name: web, namespace", "name: web2, namespace")],
+        True,
+    ),
+    (
+        "duplicate-resource",
         "info",
         [DEPLOYMENT, DEPLOYMENT.replace("name: web, namespace", "name: web, namespace")],
         [DEPLOYMENT, DEPLOYMENT.replace("name: web, namespace", "name: web2, namespace")],

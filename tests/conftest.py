@@ -23,15 +23,22 @@ SEED_MANIFESTS = SHARED / "seed" / "manifests"
 
 
 class MeshtraceProcess:
-    """A running `python -m meshtrace ...`; stdout and stderr are merged and kept in `lines`."""
+    """A running `python -m meshtrace ...` (or another `module`); stdout and stderr are merged and
+    kept in `lines`."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        module: str = "meshtrace",
+    ) -> None:
         self.args = args
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshtrace", *args],
+            [sys.executable, "-m", module, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -58,35 +58,24 @@ class Page:
         return self.page
 
 
-# The UI's own pipeline: OTLP in, store out, query API + UI; every listener on a free port.
-COLLECTOR_CONFIG = """
-receivers:
-  otlp:
-    protocols:
-      grpc: {endpoint: 127.0.0.1:0}
-      http: {endpoint: 127.0.0.1:0}
-exporters:
-  store: {}
-extensions:
-  health_check: {endpoint: 127.0.0.1:0}
-  query: {endpoint: 127.0.0.1:0, store: store}
-service:
-  extensions: [health_check, query]
-  pipelines:
-    traces: {receivers: [otlp], exporters: [store]}
-  telemetry: {metrics: {address: 127.0.0.1:0}}
-"""
+# The built-in default collector (otlp + zipkin -> memory_limiter -> batch -> store, with the
+# query and health_check extensions), every listener moved to a free port.
+FREE_PORTS = [
+    "receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
+    "receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
+    "receivers.zipkin.endpoint=127.0.0.1:0",
+    "extensions.health_check.endpoint=127.0.0.1:0",
+    "extensions.query.endpoint=127.0.0.1:0",
+    "service.telemetry.metrics.address=127.0.0.1:0",
+]
 
 
 @pytest.fixture
 def collector(meshtrace_process: Any, tmp_path: Path) -> tuple[str, str]:
-    """A `meshtrace collector` with the store and the query extension, its data in a temporary
-    MESHTRACE_DATA_DIR: (query base URL, OTLP/HTTP host:port)."""
-    config = tmp_path / "collector.yaml"
-    config.write_text(COLLECTOR_CONFIG)
-    proc = meshtrace_process(
-        ["collector", "--config", str(config)], env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")}
-    )
+    """`meshtrace collector` with no --config, its store in a temporary MESHTRACE_DATA_DIR:
+    (query base URL, OTLP/HTTP host:port)."""
+    sets = [arg for item in FREE_PORTS for arg in ("--set", item)]
+    proc = meshtrace_process(["collector", *sets], env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")})
     proc.wait_for_listeners("query", "otlp-http", timeout=60)
     return f"http://{proc.address('query')}", proc.address("otlp-http")
 

@@ -101,6 +101,9 @@ class Factory(Protocol):
     `config_type`, `create` gets `default_config()` deep-merged with the YAML, and keys not in
     `default_config()` are errors.
 
+    A factory may also have `warnings(config) -> list[tuple[str, str]]`: (key path relative to
+    the component, message) for values that work but surprise (e.g. TLS on by default).
+
     `next_consumer` is the processor or exporter fan-out after a receiver/processor; None for
     exporters and extensions.
     """

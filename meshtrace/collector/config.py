@@ -262,7 +262,11 @@ def _component_config(kind: Kind, type_: str, raw: Any, path: str) -> tuple[Any,
     factory = registry.factory(kind, type_)
     config_type = getattr(factory, "config_type", None)
     if config_type is not None:
-        return decode(config_type, raw, path)
+        config, found = decode(config_type, raw, path)
+        hook = getattr(factory, "warnings", None)
+        if hook is not None and config is not None and not any(p.severity == ERROR for p in found):
+            found += [Problem(WARNING, f"{path}.{key}", message) for key, message in hook(config)]
+        return config, found
     problems: list[Problem] = []
     defaults = factory.default_config()
     if raw is not None and not isinstance(raw, dict):

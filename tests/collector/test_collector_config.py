@@ -256,6 +256,7 @@ SEED_WARNINGS = {
     "otel-collector-performance.yaml": {
         "receivers.otlp.protocols.grpc.endpoint": "binds all interfaces",
         "exporters.otlp": "deprecated alias of 'otlp_grpc'",
+        "exporters.otlp.tls": "TLS is on by default",
     },
 }
 

@@ -148,5 +148,15 @@ class OtlpGrpcFactory:
     def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
         return OtlpGrpcExporter(id, config)
 
+    def warnings(self, config: OtlpGrpcConfig) -> list[tuple[str, str]]:
+        _, secure = target(config)
+        if secure and not config.endpoint.startswith("https://") and not config.tls.ca_file:
+            message = (
+                "TLS is on by default: a plaintext OTLP backend (such as Jaeger's 4317) "
+                "needs tls.insecure: true or an http:// endpoint"
+            )
+            return [("tls", message)]
+        return []
+
 
 factory = OtlpGrpcFactory()

@@ -34,7 +34,9 @@ class MeshtraceProcess:
         module: str = "meshtrace",
     ) -> None:
         self.args = args
-        full_env = dict(os.environ)
+        # Proxy variables of the machine are not inherited: tests talk to loopback only, and a
+        # test that wants a proxy (the sidecar's outbound listener) sets its own.
+        full_env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.proc = subprocess.Popen(

@@ -6,11 +6,7 @@ callers, the proxy path `meshtrace up` uses, the scheme-less endpoint and the fl
 from __future__ import annotations
 
 import http.server
-import os
-import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -191,43 +187,21 @@ def start_demo(
     """`start_demo("backend", {...env})`: `python -m meshtrace.demo.<name>` as a real process,
     ready when it printed its ready line; stopped (SIGTERM) at the end of the module."""
 
-    class DemoProcess(process_class):
-        def __init__(self, module: str, env: dict[str, str]) -> None:
-            # MeshtraceProcess runs `python -m meshtrace ARGS`; the demo is its own module.
-            self.args = [module]
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                start_new_session=True,
-            )
-            self.lines: list[str] = []
-            self.listeners: dict[str, tuple[str, int]] = {}
-            self._queue: queue.Queue[str | None] = queue.Queue()
-            self._reader = threading.Thread(target=self._read, daemon=True)
-            self._reader.start()
-
     started: list[Any] = []
     db = tmp_path_factory.mktemp("demo") / "backend.sqlite"
 
     def start(name: str, env: dict[str, str]) -> Any:
-        full = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        full.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "POD_IP": "127.0.0.1",
-                "PORT": "0",
-                "DB_PATH": str(db),
-                "OTEL_SERVICE_NAME": name,
-                "OTEL_BSP_SCHEDULE_DELAY": "100",
-                # The server spans record x-request-id, so tests can see that it was forwarded.
-                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-request-id",
-            }
-        )
-        full.update(env)
-        process = DemoProcess(f"meshtrace.demo.{name}", full)
+        full = {
+            "POD_IP": "127.0.0.1",
+            "PORT": "0",
+            "DB_PATH": str(db),
+            "OTEL_SERVICE_NAME": name,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            # The server spans record x-request-id, so tests can see that it was forwarded.
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-request-id",
+            **env,
+        }
+        process = process_class([], env=full, module=f"meshtrace.demo.{name}")
         started.append(process)
         process.wait_for_listeners(name, timeout=WAIT_S)
         return process

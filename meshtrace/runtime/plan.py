@@ -211,7 +211,7 @@ def make_plan(
         collector_hosts = _service_hosts(collector_service)
         for port in collector_service.ports:
             target = port.target_port if isinstance(port.target_port, int) else port.port
-            plan.static_endpoints.append(f"{collector_service.host}:{port.port}={host}:{target}")
+            plan.static_endpoints.append(f"{collector_service.host}={host}:{target}")
 
     addresses = (str(a) for a in network.hosts())
     for dep in bundle.deployments:

@@ -69,13 +69,9 @@ async def run(opts: Options) -> None:
     tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     if opts.control:
-        ports = {
-            "inbound": real.get("inbound", 0),
-            "outbound": real.get("outbound", 0),
-            "admin": real["admin"],
-        }
-        if ident.mode == GATEWAY:
-            ports["gateway"] = real["gateway"]
+        # a gateway has no inbound/outbound pair: its listener stands in as the inbound port
+        inbound = real["gateway"] if ident.mode == GATEWAY else real["inbound"]
+        ports = {"inbound": inbound, "outbound": real.get("outbound"), "admin": real["admin"]}
         source = ControlSource(opts.control, ident, ports)
         proxy.apply(await source.first())
         tasks += [loop.create_task(source.watch(proxy.apply)), loop.create_task(source.heartbeat())]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -341,3 +342,9 @@ def mesh_factory(meshtrace_process: Any, tmp_path: Path) -> Iterator[Callable[..
     yield make
     for gen in gens:
         gen.close()
+
+
+@pytest.fixture
+def harness() -> Any:
+    """This module, for tests that build their own topology from its helpers."""
+    return sys.modules[__name__]

@@ -1,0 +1,173 @@
+"""The sidecar with the real control plane (register, long-poll, ACK, live change) and the real
+collector (OTLP gRPC export, file exporter), behind a gateway that is the first proxy."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
+
+
+def mesh_yaml(percentage: float) -> str:
+    return f"""\
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata:
+  name: control-plane
+  namespace: istio-system
+spec:
+  meshConfig:
+    extensionProviders:
+    - name: otel
+      opentelemetry:
+        service: {COLLECTOR}
+        port: 4317
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  tracing:
+  - providers:
+    - name: otel
+    randomSamplingPercentage: {percentage}
+    customTags:
+      environment:
+        literal:
+          value: e2e
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend
+  namespace: default
+spec:
+  selector:
+    app: backend
+  ports:
+  - name: http
+    port: 8080
+    targetPort: 8080
+"""
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_until(check: Any, what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if out.exists():
+        for line in out.read_text().splitlines():
+            for rs in json.loads(line).get("resourceSpans", []) if line.strip() else []:
+                svc = next(
+                    a["value"]["stringValue"]
+                    for a in rs["resource"]["attributes"]
+                    if a["key"] == "service.name"
+                )
+                for ss in rs.get("scopeSpans", []):
+                    found.extend((svc, s) for s in ss.get("spans", []))
+    return found
+
+
+def test_gateway_and_sidecar_with_control_plane_and_collector(
+    meshtrace_process: Any, tmp_path: Path, harness: Any, servers: Any
+) -> None:
+    out = tmp_path / "spans.jsonl"
+    collector_cfg = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "exporters": {"file": {"path": str(out), "flush_interval": "0s"}},
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+            "telemetry": {"metrics": {"address": "127.0.0.1:0"}},
+        },
+    }
+    (tmp_path / "collector.yaml").write_text(yaml.safe_dump(collector_cfg))
+    collector = meshtrace_process(["collector", "--config", str(tmp_path / "collector.yaml")])
+    grpc_port = collector.wait_for_listeners("otlp-grpc")["otlp-grpc"][1]
+
+    manifests = tmp_path / "mesh.yaml"
+    manifests.write_text(mesh_yaml(100))
+    control = meshtrace_process(
+        ["control", "-f", str(manifests), "--listen", "127.0.0.1:0", "--heartbeat", "0.5", "--poll", "0.1",
+         "--endpoint", f"{COLLECTOR}=127.0.0.1:{grpc_port}"]
+    )  # fmt: skip
+    control.wait_for_listeners("control")
+    control_url = f"http://{control.address('control')}"
+
+    be_ip, gw_ip = harness.loopback(), harness.loopback()
+    app = servers(harness.backend_app(be_ip))
+    backend = meshtrace_process(
+        ["sidecar", "--workload", "backend", "--pod", "backend-0", "--ip", be_ip,
+         "--labels", "app=backend,version=v1", "--app-port", str(app.port), "--control", control_url,
+         "--inbound-port", "0", "--outbound-port", "0",
+         "--admin-port", "0", "--stats-port", "0", "--health-port", "0"]
+    )  # fmt: skip
+    backend.wait_for_listeners("inbound", "outbound", "admin", "stats", "health")
+    gateway = meshtrace_process(
+        ["sidecar", "--mode", "gateway", "--workload", "istio-ingressgateway", "--namespace", "istio-system",
+         "--labels", "app=istio-ingressgateway", "--ip", gw_ip, "--app-port", "8080",
+         "--control", control_url,
+         "--gateway-port", "0", "--admin-port", "0", "--stats-port", "0", "--health-port", "0",
+         "--default-service", "backend.default"]
+    )  # fmt: skip
+    gateway.wait_for_listeners("gateway", "admin", "stats", "health")
+    admin = gateway.address("admin")
+
+    def backend_known() -> bool:
+        svc = get_json(f"http://{admin}/config_dump")["config"].get("services", {})
+        eps = svc.get("backend.default.svc.cluster.local", {}).get("endpoints", [])
+        return any(e["ip"] == be_ip for e in eps)
+
+    wait_until(backend_known, "the gateway never learned the backend endpoint")
+
+    req = urllib.request.Request(
+        f"http://{gateway.address('gateway')}/hello", headers={"host": "anything.example"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+        seen = json.loads(r.read())
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+
+    spans = wait_until(lambda: len(spans_in(out)) >= 3 and spans_in(out), "spans never reached the collector")
+    by = {(svc, s["kind"]): s for svc, s in spans}
+    gw_server = by[("istio-ingressgateway.istio-system", 2)]
+    gw_client = by[("istio-ingressgateway.istio-system", 3)]
+    be_server = by[("backend.default", 2)]
+    assert gw_server["traceId"] == gw_client["traceId"] == be_server["traceId"]
+    assert gw_client["parentSpanId"] == gw_server["spanId"]
+    assert be_server["parentSpanId"] == gw_client["spanId"]
+    assert be_server["name"] == gw_client["name"] == "backend.default.svc.cluster.local:8080/*"
+    tags = {a["key"]: a["value"]["stringValue"] for a in be_server["attributes"]}
+    assert tags["environment"] == "e2e"
+
+    # live change through the control plane: 0 % at the mesh level; the gateway ACKs the new version
+    version = get_json(f"http://{admin}/config_dump")["version"]
+    manifests.write_text(mesh_yaml(0))
+    wait_until(lambda: get_json(f"http://{admin}/config_dump")["version"] != version, "no config push")
+    status = get_json(f"{control_url}/v1/status")
+    assert status
+    before = len(spans_in(out))
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["traceparent"].endswith("-00")
+    time.sleep(1.5)
+    assert len(spans_in(out)) == before

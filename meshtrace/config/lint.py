@@ -229,10 +229,15 @@ def production_sampling(bundle: Bundle) -> Iterator[Finding]:
                 continue
             raw_tags = entry.get("customTags")
             tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
+            # literal values and the defaults of environment/header tags
             tag_words = {
-                str(map_at(t, "literal").get("value", "")).lower()
+                str(map_at(t, kind).get(field, "")).lower()
                 for t in tags.values()
-                if isinstance(t, dict)
+                for kind, field in (
+                    ("literal", "value"),
+                    ("environment", "defaultValue"),
+                    ("header", "defaultValue"),
+                )
             }
             if (tag_words | label_words) & PRODUCTION_WORDS:
                 yield _finding(

@@ -53,8 +53,9 @@ MODES = {"CLIENT": ("client",), "SERVER": ("server",), "CLIENT_AND_SERVER": DIRE
 DEFAULT_TAG_LENGTH = 256  # Envoy's max_path_tag_length default
 DEFAULT_TIMEOUT_S = 3.0
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
-# Keys of an opentelemetry provider that are not a sampler (any other one is: dynatraceSampler...).
-_OTEL_PLAIN_KEYS = {"service", "port", "maxTagLength", "http", "grpc", "resourceDetectors"}
+# OpenTelemetryTracingProvider's fields; the samplers (the `sampling` oneof) force 100% at the proxy.
+_OTEL_KEYS = {"service", "port", "maxTagLength", "http", "grpc", "resourceDetectors"}
+_OTEL_SAMPLERS = ("dynatraceSampler",)
 _MIXER_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
 
 
@@ -422,15 +423,17 @@ class _Resolution:
                     headers=self.headers(grpc.get("initialMetadata"), key),
                 )
             doc["trace_context"] = "w3c"
-            extra = sorted(set(body) - _OTEL_PLAIN_KEYS)
-            if extra:
+            samplers = [k for k in _OTEL_SAMPLERS if k in body]
+            if samplers:
                 sampler = _Value(
-                    100.0, Source(src.resource, src.file, f"{src.field}.opentelemetry.{extra[0]}")
+                    100.0, Source(src.resource, src.file, f"{src.field}.opentelemetry.{samplers[0]}")
                 )
                 self.note(
-                    f"{key}: provider {name!r} has a sampler ({extra[0]}): the proxy samples 100% "
+                    f"{key}: provider {name!r} has a sampler ({samplers[0]}): the proxy samples 100% "
                     "and leaves the decision to it"
                 )
+            for unknown in sorted(set(body) - _OTEL_KEYS - set(_OTEL_SAMPLERS)):
+                self.note(f"{key}: provider {name!r} has an unknown opentelemetry field {unknown!r}: ignored")
         else:
             option = str(body.get("traceContextOption") or "USE_B3")
             doc.update(

@@ -291,6 +291,27 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         True,
     ),
     (
+        "production-full-sampling",
+        "warning",
+        [
+            telemetry(
+                "mesh",
+                "istio-system",
+                "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 50, "
+                "customTags: {env: {environment: {name: ENV, defaultValue: production}}}}]",
+            )
+        ],
+        [
+            telemetry(
+                "mesh",
+                "istio-system",
+                "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 50, "
+                "customTags: {env: {environment: {name: production}}}}]",
+            )
+        ],
+        True,
+    ),
+    (
         "mixer-tag-override",
         "warning",
         [

@@ -111,6 +111,18 @@ def test_provider_sampler_forces_100(manifests: Manifests) -> None:
     assert doc["sources"]["tracing.client.random_sampling_percentage"]["field"].endswith("dynatraceSampler")
 
 
+def test_unknown_provider_field_is_not_a_sampler(manifests: Manifests) -> None:
+    typo = mesh_config(
+        "{extensionProviders: [{name: otel, opentelemetry: {service: a, port: 1, servce: b}}]}"
+    )
+    root = telemetry(
+        "mesh", "istio-system", "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 5}]"
+    )
+    doc = resolve(manifests(root, typo))
+    assert both(doc, "random_sampling_percentage") == (5.0, 5.0)
+    assert any("unknown opentelemetry field 'servce'" in w for w in doc["warnings"])
+
+
 # -- providers ------------------------------------------------------------------------------------
 
 

@@ -439,9 +439,35 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
         extra = ", ".join(d.meta.ref for d in deps[1:])
         out.unchecked.append(f"only {dep.meta.ref if dep else name} is rendered; not: {extra}")
 
+    # Deployment settings first: the memory limit bounds the collector config's memory_limiter.
+    hpa = next(
+        (
+            h
+            for h in bundle.hpas
+            if h.target_name == name and h.meta.namespace == namespace and h.target_kind == "Deployment"
+        ),
+        None,
+    )
+    replicas, dep_notes = _replicas(bundle, dep, hpa, options)
+    container = dep.containers[0] if dep and dep.containers else None
+    if dep is not None:
+        files = ", ".join(base(o.file) for o in [dep.meta.origin, *dep.meta.patches])
+        merged = ", merged in that order like kubectl apply" if dep.meta.patches else ""
+        dep_notes.insert(0, f"From {dep.meta.ref} ({files}{merged}).")
+    resources = copy.deepcopy(container.resources) if container and container.resources else {}
+    for part, values in DEFAULT_RESOURCES.items():
+        if not resources.get(part):
+            resources[part] = dict(values)
+            shown = ", ".join(f"{k} {v}" for k, v in values.items())
+            dep_notes.append(
+                f"resources.{part} defaulted to {shown} (the HPA needs requests; limits bound the pod)."
+            )
+    limit = memory_bytes(resources["limits"].get("memory"))
     # ConfigMap
     raw = cm.collector_config if cm and cm.collector_config else {}
     config, config_notes, health_path, metrics_port = collector_config(raw or {})
+    if limit:
+        _check_limiter(config, limit, config_notes)
     out.unchecked += validate_config(config)
     cm_name = cm.name if cm else f"{name}-config"
     key = "config.yaml"
@@ -473,30 +499,6 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     out.files["configmap.yaml"] = [Manifest(config_map, cm_notes)]
 
     # Deployment
-    hpa = next(
-        (
-            h
-            for h in bundle.hpas
-            if h.target_name == name and h.meta.namespace == namespace and h.target_kind == "Deployment"
-        ),
-        None,
-    )
-    replicas, dep_notes = _replicas(bundle, dep, hpa, options)
-    container = dep.containers[0] if dep and dep.containers else None
-    if dep is not None:
-        dep_notes.insert(
-            0,
-            f"From {dep.meta.ref} ({', '.join(base(o.file) for o in [dep.meta.origin, *dep.meta.patches])}, "
-            "merged in that order like kubectl apply).",
-        )
-    resources = copy.deepcopy(container.resources) if container and container.resources else {}
-    for part, values in DEFAULT_RESOURCES.items():
-        if not resources.get(part):
-            resources[part] = dict(values)
-            dep_notes.append(
-                f"resources.{part} defaulted to {values} (the HPA needs requests; limits bound the pod)."
-            )
-    limit = memory_bytes(resources["limits"].get("memory"))
     env: list[dict[str, Any]] = [
         {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     ]
@@ -507,7 +509,6 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
             f"GOMEMLIMIT={gomemlimit} (80% of the {resources['limits']['memory']} limit): the Go runtime "
             "collects garbage harder before the kernel OOM-kills the pod."
         )
-        _check_limiter(config, limit, cm_notes)
     if container:
         env += [
             {"name": k, "value": v}

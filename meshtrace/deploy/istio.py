@@ -53,8 +53,8 @@ def mesh_config(bundle: Bundle) -> Manifest | None:
     if "profile" not in spec:
         spec = {"profile": "default", **spec}
         notes.append(
-            "profile: default (the production profile); the seed installs with the demo profile, which "
-            "is meant for trials."
+            "profile: default (the production profile; the demo profile of the seed's quick start is "
+            "meant for trials)."
         )
     config = copy.deepcopy(bundle.mesh.config)
     notes += _proxy_metadata(config)

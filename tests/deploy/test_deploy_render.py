@@ -1,0 +1,483 @@
+"""`meshtrace render` end to end: the seed's manifests and the built-in examples rendered by the
+real command, every file parsed, every fix asserted, Istio resources checked against the CRD
+schema, Kubernetes resources against their basic shape, alerts and dashboard queries through
+Debian's promtool, the collector config through `meshtrace collector validate`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from deploy_helpers import documents, one, promtool, render, run_meshtrace
+
+from meshtrace.config import schema
+from meshtrace.config.lint import lint
+from meshtrace.config.loader import load
+from meshtrace.config.resolve import mixer_to_cel
+
+FILES = {
+    "README.md",
+    "namespaces.yaml",
+    "istio/mesh-config.yaml",
+    "istio/telemetry.yaml",
+    "otel-collector/configmap.yaml",
+    "otel-collector/deployment.yaml",
+    "otel-collector/service.yaml",
+    "otel-collector/pdb.yaml",
+    "otel-collector/hpa.yaml",
+    "monitoring/prometheus-rules.yaml",
+    "monitoring/service-monitor.yaml",
+    "monitoring/grafana-dashboard.yaml",
+}
+CLUSTER_SCOPED = {"Namespace"}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # IANA_SVC_NAME, at most 15 characters
+
+
+def yaml_files(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.yaml"))
+
+
+def collector_config(out: Path) -> dict[str, Any]:
+    cm = one(out / "otel-collector" / "configmap.yaml", "ConfigMap")
+    config: dict[str, Any] = yaml.safe_load(cm["data"]["config.yaml"])
+    return config
+
+
+# -- every file -------------------------------------------------------------------------------------
+
+
+def test_all_files_written_each_with_comments(out: Path) -> None:
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert written == FILES
+    for path in yaml_files(out):
+        text = path.read_text()
+        assert text.startswith("# Rendered by `meshtrace render` from "), path
+        for chunk in text.split("\n---\n")[1:]:
+            assert chunk.startswith("# - "), f"{path}: a document without notes"
+
+
+def test_every_document_has_a_kubernetes_shape(out: Path) -> None:
+    for path in yaml_files(out):
+        docs = documents(path)
+        assert docs, path
+        for doc in docs:
+            assert set(doc) >= {"apiVersion", "kind", "metadata"}, path
+            meta = doc["metadata"]
+            assert DNS_LABEL.match(meta["name"]) and len(meta["name"]) <= 63, (path, meta)
+            if doc["kind"] in CLUSTER_SCOPED:
+                assert "namespace" not in meta
+            else:
+                assert DNS_LABEL.match(meta["namespace"]), (path, meta)
+            for key, value in (meta.get("labels") or {}).items():
+                assert isinstance(value, str), (path, key)
+            assert "creationTimestamp" not in meta
+
+
+def test_rendering_is_deterministic(seed_manifests: Path, seed_out: Path, tmp_path: Path) -> None:
+    # Same input from another folder: byte-identical output (no clock, no absolute paths).
+    copy = tmp_path / "input"
+    shutil.copytree(seed_manifests, copy)
+    again = render(copy, tmp_path / "again")
+    for rel in FILES:
+        assert (again / rel).read_bytes() == (seed_out / rel).read_bytes(), rel
+
+
+def test_namespaces_cover_every_namespaced_resource(out: Path) -> None:
+    created = {d["metadata"]["name"] for d in documents(out / "namespaces.yaml")}
+    for path in yaml_files(out):
+        for doc in documents(path):
+            ns = doc["metadata"].get("namespace")
+            assert ns is None or ns in created | {"default", "istio-system"}, (path, ns)
+
+
+def test_readme_lists_files_and_apply_order(out: Path) -> None:
+    readme = (out / "README.md").read_text()
+    for rel in FILES - {"README.md"}:
+        assert f"`{rel}`" in readme
+    order = [
+        "kubectl apply -f namespaces.yaml",
+        "istioctl install -f istio/mesh-config.yaml",
+        "kubectl apply -f otel-collector/",
+        "kubectl apply -f istio/telemetry.yaml",
+        "kubectl apply -f monitoring/",
+    ]
+    positions = [readme.index(step) for step in order]
+    assert positions == sorted(positions)
+
+
+# -- Istio ------------------------------------------------------------------------------------------
+
+
+def test_mesh_config_fixes_the_seed(seed_out: Path) -> None:
+    path = seed_out / "istio" / "mesh-config.yaml"
+    op = one(path, "IstioOperator")
+    mesh = op["spec"]["meshConfig"]
+    assert op["apiVersion"] == "install.istio.io/v1alpha1"
+    assert op["spec"]["profile"] == "default"
+    # No Zipkin tracer beside the opentelemetry provider.
+    assert any("opentelemetry" in p for p in mesh["extensionProviders"])
+    assert "zipkin" not in mesh["defaultConfig"].get("tracing", {})
+    # proxyMetadata where proxies read it.
+    assert "proxyMetadata" not in mesh
+    assert mesh["defaultConfig"]["proxyMetadata"] == {
+        "ISTIO_META_DNS_CAPTURE": "false",
+        "ISTIO_META_DNS_AUTO_ALLOCATE": "false",
+    }
+    # camelCase proxy tracing keys; user-named custom tags are left alone.
+    tracing = mesh["defaultConfig"]["tracing"]
+    assert tracing["maxPathTagLength"] == 256
+    assert "cluster_id" in tracing["customTags"]
+    assert not [k for k in tracing if "_" in k]
+    # Later IstioOperator wins, as with istioctl install -f a -f b.
+    assert tracing["sampling"] == 100.0
+    assert "tracing" not in mesh.get("defaultProviders", {})
+    text = path.read_text()
+    assert "istio#49557" in text
+    assert "defaultConfig.tracing.zipkin (otel-collector.istio-system:9411) removed" in text
+
+
+def test_telemetries_are_v1_valid_and_free_of_mixer_syntax(out: Path) -> None:
+    spec_schema = schema.version_schema("telemetry.json", "v1")
+    assert spec_schema is not None
+    telemetries = documents(out / "istio" / "telemetry.yaml")
+    assert telemetries
+    for tel in telemetries:
+        assert tel["apiVersion"] == "telemetry.istio.io/v1"
+        assert tel["kind"] == "Telemetry"
+        assert schema.validate(tel["spec"], spec_schema["properties"]["spec"], "spec") == []
+        for metrics in tel["spec"].get("metrics", []):
+            for override in metrics.get("overrides", []):
+                for tag in override.get("tagOverrides", {}).values():
+                    assert mixer_to_cel(tag.get("value", "")) is None, tag
+    assert "v1alpha1" not in yaml.safe_dump(telemetries)
+
+
+def test_ignored_duplicate_telemetries_are_left_out_and_named(seed_out: Path) -> None:
+    path = seed_out / "istio" / "telemetry.yaml"
+    names = {(t["metadata"]["namespace"], t["metadata"]["name"]) for t in documents(path)}
+    # Three selector-less Telemetries in istio-system: Istio applies only the oldest (by name here).
+    assert ("istio-system", "mesh-default") in names
+    assert ("istio-system", "mesh-metrics") not in names
+    assert ("istio-system", "sampling-policy") not in names
+    assert {("default", "frontend-tracing"), ("default", "backend-tracing")} <= names
+    assert {("payment", "high-priority-tracing"), ("logging", "low-priority-tracing")} <= names
+    text = path.read_text()
+    assert "# Left out: Telemetry istio-system/mesh-metrics (metrics-config.yaml)" in text
+    assert "# Left out: Telemetry istio-system/sampling-policy (sampling-config.yaml)" in text
+    # The left-out metrics Telemetry is shown with the Mixer value already in CEL, for merging.
+    assert "has(destination.workload.name) ? destination.workload.name : ''unknown''" in text
+
+
+# -- OpenTelemetry Collector ---------------------------------------------------------------------------
+
+
+def test_collector_config_uses_current_names_and_pod_address(out: Path) -> None:
+    config = collector_config(out)
+    types = {e.split("/", 1)[0] for e in config["exporters"]}
+    assert not types & {"logging", "otlp", "otlphttp"}
+    for exporter in config["exporters"].values():
+        assert "loglevel" not in (exporter or {})
+    for pipeline in config["service"]["pipelines"].values():
+        assert pipeline["processors"][0].split("/", 1)[0] == "memory_limiter"
+        assert set(pipeline["exporters"]) <= set(config["exporters"])
+    endpoints = re.findall(r"endpoint: (\S+)", yaml.safe_dump(config["receivers"]))
+    assert endpoints and all(e.startswith("${env:MY_POD_IP}:") for e in endpoints)
+    assert config["extensions"]["health_check"]["endpoint"] == "${env:MY_POD_IP}:13133"
+    assert "health_check" in config["service"]["extensions"]
+    prometheus = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
+    assert prometheus["host"] == "${env:MY_POD_IP}" and prometheus["port"] == 8888
+    assert "address" not in config["service"]["telemetry"]["metrics"]
+
+
+def test_seed_collector_config_renames(seed_out: Path) -> None:
+    config = collector_config(seed_out)
+    assert config["exporters"]["debug"] == {"verbosity": "basic"}
+    assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "jaeger-collector.observability:4317"
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_grpc/jaeger", "debug"]
+
+
+def test_collector_config_passes_meshtrace_collector_validate(out: Path) -> None:
+    proc = run_meshtrace(
+        "collector", "validate", "--config", str(out / "otel-collector" / "configmap.yaml"),
+        env={"MY_POD_IP": "127.0.0.1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "valid (0 warning(s))" in proc.stdout
+
+
+def test_deployment_is_highly_available(seed_out: Path) -> None:
+    dep = one(seed_out / "otel-collector" / "deployment.yaml", "Deployment")
+    assert dep["apiVersion"] == "apps/v1"
+    assert "replicas" not in dep["spec"]  # the HPA owns it
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    spec = dep["spec"]["template"]["spec"]
+    term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    (container,) = spec["containers"]
+    assert container["image"] == "otel/opentelemetry-collector-contrib:0.156.0"
+    # resources: the seed's resource-limits.yaml patch merged into the Deployment.
+    assert container["resources"] == {
+        "requests": {"memory": "512Mi", "cpu": "500m"},
+        "limits": {"memory": "1Gi", "cpu": "1000m"},
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MY_POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["GOMEMLIMIT"]["value"] == "819MiB"  # 80% of 1Gi
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/", "port": 13133}
+    mount = container["volumeMounts"][0]
+    assert container["args"] == [f"--config={mount['mountPath']}/config.yaml"]
+    cm = one(seed_out / "otel-collector" / "configmap.yaml", "ConfigMap")
+    assert spec["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+    for port in container["ports"]:
+        assert "name" not in port or (PORT_NAME.match(port["name"]) and len(port["name"]) <= 15)
+
+
+def test_service_ports_are_named_for_istio(out: Path) -> None:
+    svc = one(out / "otel-collector" / "service.yaml", "Service")
+    ports = {p["port"]: p for p in svc["spec"]["ports"]}
+    assert ports[4317]["name"] == "grpc-otlp" and ports[4317]["appProtocol"] == "grpc"
+    assert ports[4318]["name"] == "http-otlp"
+    assert ports[9411]["name"] == "http-zipkin"
+    assert ports[8888]["name"] == "http-metrics"
+    for port in ports.values():
+        assert DNS_LABEL.match(port["name"]) and 0 < port["targetPort"] < 65536
+    dep = one(out / "otel-collector" / "deployment.yaml", "Deployment")
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    # The mesh's provider points at this Service's gRPC port.
+    mesh = one(out / "istio" / "mesh-config.yaml", "IstioOperator")["spec"]["meshConfig"]
+    provider = next(p["opentelemetry"] for p in mesh["extensionProviders"] if "opentelemetry" in p)
+    meta = svc["metadata"]
+    assert provider["service"] == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    assert ports[provider["port"]]["name"] == "grpc-otlp"
+
+
+def test_pdb_and_hpa(seed_out: Path, examples_out: Path) -> None:
+    for out, minimum in ((seed_out, 3), (examples_out, 2)):
+        dep = one(out / "otel-collector" / "deployment.yaml", "Deployment")
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        pdb = one(out / "otel-collector" / "pdb.yaml", "PodDisruptionBudget")
+        assert pdb["apiVersion"] == "policy/v1"
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        hpa = one(out / "otel-collector" / "hpa.yaml", "HorizontalPodAutoscaler")
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "otel-collector",
+        }
+        assert hpa["spec"]["minReplicas"] == minimum  # seed: its HPA; examples: 1 replica raised to 2
+        assert hpa["spec"]["maxReplicas"] == 10
+        names = {m["resource"]["name"] for m in hpa["spec"]["metrics"]}
+        assert names == {"cpu", "memory"}
+
+
+def test_rendered_output_lints_clean_of_what_render_fixes(out: Path) -> None:
+    bundle = load([out / "istio", out / "otel-collector", out / "monitoring"])
+    codes = {f.code for f in lint(bundle)}
+    fixed = {
+        "telemetry-deprecated-version",
+        "multiple-namespace-telemetry",
+        "mixer-tag-override",
+        "mesh-proxy-metadata",
+        "proxy-config-snake-case",
+        "default-providers-tracing",
+        "collector-port-protocol",
+        "collector-memory-limiter-order",
+        "collector-logging-exporter",
+        "collector-loglevel",
+        "collector-config",
+        "alert-removed-metric",
+        "schema",
+        "schema-unknown-field",
+    }
+    assert not codes & fixed, codes & fixed
+
+
+# -- monitoring -----------------------------------------------------------------------------------------
+
+
+def rule_groups(out: Path) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = one(out / "monitoring" / "prometheus-rules.yaml", "PrometheusRule")[
+        "spec"
+    ]["groups"]
+    return groups
+
+
+def test_alerts_use_current_collector_metrics(seed_out: Path) -> None:
+    groups = rule_groups(seed_out)
+    rules = {r["alert"]: r for g in groups for r in g["rules"]}
+    assert {"HighTracingDropRate", "OtelCollectorDown", "IstioHigh5xxRate", "IstioHighP99Latency"} <= set(
+        rules
+    )
+    text = json.dumps(groups)
+    assert "otelcol_processor_dropped_spans" not in text
+    for counter in ("otelcol_exporter_send_failed_spans", "otelcol_exporter_enqueue_failed_spans"):
+        assert f'__name__=~\\"{counter}(_total)?\\"' in text
+    assert "otelcol_processor_incoming_items" in rules["HighTracingDropRate"]["expr"]
+    assert "otelcol_exporter_queue_capacity" in text
+    assert "istio_requests_total" in rules["IstioHigh5xxRate"]["expr"]
+    assert "istio_request_duration_milliseconds_bucket" in rules["IstioHighP99Latency"]["expr"]
+    assert rules["OtelCollectorDown"]["expr"] == 'up{job="otel-collector"} == 0'
+    monitor = one(seed_out / "monitoring" / "service-monitor.yaml", "ServiceMonitor")
+    assert monitor["metadata"]["name"] == "otel-collector"  # the job label Prometheus gives it
+    assert monitor["spec"]["endpoints"][0]["port"] == "http-metrics"
+
+
+def test_promtool_checks_the_rules(out: Path, tmp_path: Path) -> None:
+    tool = promtool()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule_groups(out)}))
+    proc = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 8 rules found" in proc.stdout
+
+
+# Series both spellings of counters, a sampler that drops by design, and a failing backend: the
+# alerts that must fire do, with the labels an on-call engineer needs; the others stay silent.
+SAMPLER = 'otel_signal="traces",processor="probabilistic_sampler"'
+BACKEND = 'reporter="destination",destination_service="backend"'
+ALERT_TESTS = {
+    "evaluation_interval": "30s",
+    "tests": [
+        {
+            "interval": "30s",
+            "input_series": [
+                {"series": 'up{job="otel-collector",instance="10.0.0.1:8888"}', "values": "0x40"},
+                {
+                    "series": 'otelcol_processor_incoming_items{otel_signal="traces",processor="batch"}',
+                    "values": "0+6000x40",
+                },
+                {
+                    "series": 'otelcol_processor_outgoing_items{otel_signal="traces",processor="batch"}',
+                    "values": "0+1500x40",
+                },
+                {
+                    "series": f"otelcol_processor_incoming_items{{{SAMPLER}}}",
+                    "values": "0+6000x40",
+                },
+                {
+                    "series": f"otelcol_processor_outgoing_items{{{SAMPLER}}}",
+                    "values": "0+60x40",
+                },
+                {
+                    "series": 'otelcol_exporter_enqueue_failed_spans_total{exporter="otlp_grpc/jaeger"}',
+                    "values": "0+30x40",
+                },
+                {
+                    "series": 'otelcol_exporter_sent_spans_total{exporter="otlp_grpc/jaeger"}',
+                    "values": "0+100x40",
+                },
+                {
+                    "series": 'otelcol_exporter_send_failed_spans_total{exporter="otlp_grpc/jaeger"}',
+                    "values": "0+100x40",
+                },
+                {
+                    "series": f'istio_requests_total{{{BACKEND},response_code="500"}}',
+                    "values": "0+60x40",
+                },
+                {
+                    "series": f'istio_requests_total{{{BACKEND},response_code="200"}}',
+                    "values": "0+60x40",
+                },
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "15m",
+                    "alertname": "OtelCollectorDown",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                "job": "otel-collector",
+                                "instance": "10.0.0.1:8888",
+                            }
+                        }
+                    ],
+                },
+                {
+                    "eval_time": "15m",
+                    "alertname": "HighTracingDropRate",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "processor": "batch"}}],
+                },
+                {
+                    "eval_time": "15m",
+                    "alertname": "OtelCollectorEnqueueFailed",
+                    "exp_alerts": [{"exp_labels": {"severity": "critical", "exporter": "otlp_grpc/jaeger"}}],
+                },
+                {
+                    "eval_time": "15m",
+                    "alertname": "OtelCollectorExportFailing",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "exporter": "otlp_grpc/jaeger"}}],
+                },
+                {
+                    "eval_time": "15m",
+                    "alertname": "IstioHigh5xxRate",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "destination_service": "backend"}}],
+                },
+                {"eval_time": "15m", "alertname": "OtelCollectorRefusingSpans", "exp_alerts": []},
+            ],
+        }
+    ],
+}
+
+
+def test_promtool_alerts_fire_on_current_metrics(seed_out: Path, tmp_path: Path) -> None:
+    tool = promtool()
+    groups = rule_groups(seed_out)
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)  # their text embeds $value; labels are what is tested
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], **ALERT_TESTS}))
+    proc = subprocess.run(
+        [tool, "test", "rules", "test.yaml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_grafana_dashboard(out: Path, tmp_path: Path) -> None:
+    cm = one(out / "monitoring" / "grafana-dashboard.yaml", "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    ((key, text),) = cm["data"].items()
+    assert key.endswith(".json")
+    model = json.loads(text)
+    assert "dashboard" not in model  # the bare model, not the HTTP API's envelope
+    titles = " ".join(p["title"] for p in model["panels"])
+    for word in (
+        "Request rate",
+        "P50 / P99",
+        "error rate",
+        "accepted, refused, sent, failed",
+        "size vs capacity",
+    ):
+        assert word in titles
+    exprs = [t["expr"] for p in model["panels"] for t in p["targets"]]
+    assert len({p["id"] for p in model["panels"]}) == len(model["panels"])
+    # Every query parses as PromQL (Grafana's $__rate_interval stands for a range).
+    tool = promtool()
+    records = [
+        {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m")}
+        for i, e in enumerate(exprs)
+    ]
+    rules = tmp_path / "dashboard.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    proc = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_seed_dashboard_replaced_in_place(seed_out: Path) -> None:
+    cm = one(seed_out / "monitoring" / "grafana-dashboard.yaml", "ConfigMap")
+    assert (cm["metadata"]["name"], cm["metadata"]["namespace"]) == (
+        "istio-tracing-dashboard",
+        "observability",
+    )
+    assert "istio-tracing.json" in cm["data"]

@@ -13,12 +13,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from meshtrace.config.loader import Bundle, line_of
+from meshtrace.config.loader import Bundle, collector_configs, line_of
 from meshtrace.config.mesh import TRACING_TYPES
 from meshtrace.config.model import Document, Finding, Meta, Severity, Telemetry, list_at, map_at
 from meshtrace.config.resolve import MODES, effective_config, mixer_to_cel
@@ -387,29 +386,17 @@ def collector_port(bundle: Bundle) -> Iterator[Finding]:
             )
 
 
-def _collector_configs(bundle: Bundle) -> Iterator[tuple[Document, dict[str, Any]]]:
-    """Every collector config as written (each ConfigMap document, before duplicates merge)."""
+def _collector_configs(bundle: Bundle) -> Iterator[tuple[Document, str, dict[str, Any]]]:
+    """Every collector config as written (each ConfigMap document, before duplicates merge), with
+    its key path prefix (`data['config.yaml']`)."""
     for doc in bundle.documents:
-        data = doc.data.get("data")
-        if (
-            doc.kind != "ConfigMap"
-            or not isinstance(data, dict)
-            or not isinstance(data.get("config.yaml"), str)
-        ):
-            continue
-        try:
-            config = yaml.safe_load(data["config.yaml"])
-        except yaml.YAMLError:
-            continue  # the loader reported it
-        if isinstance(config, dict) and ("receivers" in config or "service" in config):
-            yield doc, config
-
-
-_CM = "data['config.yaml']"
+        if doc.kind == "ConfigMap":
+            for key, config in collector_configs(doc.data.get("data"))[0]:
+                yield doc, f"data['{key}']", config
 
 
 def memory_limiter_first(bundle: Bundle) -> Iterator[Finding]:
-    for doc, config in _collector_configs(bundle):
+    for doc, where, config in _collector_configs(bundle):
         pipelines = map_at(map_at(config, "service"), "pipelines")
         for name, pipeline in pipelines.items():
             procs = [str(p) for p in list_at(pipeline, "processors")]
@@ -422,7 +409,7 @@ def memory_limiter_first(bundle: Bundle) -> Iterator[Finding]:
                     "data is already buffered by the processors before it when it refuses",
                     "put memory_limiter first in every pipeline's processors",
                     doc=doc,
-                    path=f"{_CM}.service.pipelines.{name}.processors",
+                    path=f"{where}.service.pipelines.{name}.processors",
                 )
 
 
@@ -432,11 +419,11 @@ def collector_checks(bundle: Bundle) -> Iterator[Finding]:
         from meshtrace.collector.config import check
     except ImportError:  # the collector component is optional for lint
         return
-    for doc, config in _collector_configs(bundle):
+    for doc, where, config in _collector_configs(bundle):
         for problem in check(config):
             if "binds all interfaces" in problem.message:
                 continue  # right inside a Pod: the collector must listen on the pod's address
-            path = f"{_CM}.{problem.path}" if problem.path else _CM
+            path = f"{where}.{problem.path}" if problem.path else where
             code, fix = "collector-config", ""
             severity: Severity = "warning" if problem.severity == "warning" else "error"
             last = problem.path.rsplit(".", 1)[-1]

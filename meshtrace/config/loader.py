@@ -257,7 +257,7 @@ def _patch(base: dict[str, Any], overlay: dict[str, Any], path: str = "") -> lis
     Returns the key paths whose earlier value changed."""
     changed: list[str] = []
     for key, value in overlay.items():
-        key_path = f"{path}.{key}" if path else str(key)
+        key_path = f"{path}['{key}']" if "." in str(key) else f"{path}.{key}" if path else str(key)
         old = base.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
             changed += _patch(old, value, key_path)
@@ -409,17 +409,33 @@ def _namespace(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> 
     bundle.namespaces[meta.name] = Namespace(meta)
 
 
+def collector_configs(values: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+    """The OpenTelemetry Collector configs in a ConfigMap's `data` (`config.yaml` first, then any
+    other YAML value with `receivers` and `service`, like the Helm chart's `relay`), and the
+    (key, error) of `.yaml`/`.yml` values that do not parse."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    errors: list[tuple[str, str]] = []
+    items = values.items() if isinstance(values, dict) else []
+    for key, text in sorted(items, key=lambda kv: kv[0] != "config.yaml"):
+        if not isinstance(text, str):
+            continue
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            if str(key).endswith((".yaml", ".yml")):
+                errors.append((str(key), str(e)))
+            continue
+        if isinstance(parsed, dict) and "receivers" in parsed and "service" in parsed:
+            found.append((str(key), parsed))
+    return found, errors
+
+
 def _config_map(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> None:
     values = r.strings(data, "data")
-    collector: dict[str, Any] | None = None
-    if "config.yaml" in values:
-        try:
-            parsed = yaml.safe_load(values["config.yaml"])
-        except yaml.YAMLError as e:
-            r.problem("data.config.yaml", f"embedded config.yaml does not parse: {e}", code="yaml-error")
-        else:
-            collector = parsed if isinstance(parsed, dict) else None
-    bundle.config_maps.append(ConfigMap(meta, values, collector))
+    found, errors = collector_configs(values)
+    for key, error in errors:
+        r.problem(f"data['{key}']", f"embedded {key} does not parse: {error}", code="yaml-error")
+    bundle.config_maps.append(ConfigMap(meta, values, found[0][1] if found else None))
 
 
 def _check_telemetry(r: _Reader, data: dict[str, Any]) -> bool:

@@ -90,6 +90,24 @@ def otlp_receiver(host: str) -> tuple[Server, Received]:
     return Server(host, Handler), received
 
 
+def zipkin_receiver(host: str) -> tuple[Server, list[dict[str, Any]]]:
+    """Collects Zipkin v2 JSON spans POSTed to /api/v2/spans."""
+    got: list[dict[str, Any]] = []
+
+    class Handler(_Quiet):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if self.path == "/api/v2/spans" and self.headers.get("content-type") == "application/json":
+                got.extend(json.loads(body))
+                self.send_response(202)
+            else:
+                self.send_response(400)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    return Server(host, Handler), got
+
+
 def tracing_block(endpoint: str, sampling: float, **extra: Any) -> dict[str, Any]:
     block: dict[str, Any] = {
         "enabled": True,

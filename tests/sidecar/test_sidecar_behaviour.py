@@ -245,3 +245,24 @@ def test_disable_span_reporting_still_propagates(mesh_factory: Any) -> None:
     assert json.loads(body)["traceparent"].endswith("-01")
     time.sleep(1.5)
     assert mesh.received.spans == []
+
+
+def test_zipkin_provider_gets_v2_json(mesh_factory: Any, harness: Any, servers: Any) -> None:
+    ip = harness.loopback()
+    rx, got = harness.zipkin_receiver(ip)
+    servers(rx)
+    provider = {"name": "zipkin", "type": "zipkin", "protocol": "zipkin", "path": "/api/v2/spans",
+                "endpoint": f"http://{ip}:{rx.port}", "timeout_s": 2.0}  # fmt: skip
+    mesh = mesh_factory(100.0, provider=provider, propagation={"read": ["b3"], "write": ["b3"]})
+    status, body, _ = via_proxy(mesh, "http://backend:8080/echo")
+    assert status == 200
+    seen = json.loads(body)
+    assert "traceparent" not in seen and "x-b3-traceid" in seen  # the provider's B3 only
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kinds = {(s["localEndpoint"]["serviceName"], s["kind"]) for s in got}
+    assert kinds == {("frontend.default", "CLIENT"), ("backend.default", "SERVER")}
+    client = next(s for s in got if s["kind"] == "CLIENT")
+    assert client["tags"]["upstream_cluster"] == f"outbound|8080||{BACKEND_FQDN}"
+    assert client["traceId"] == seen["x-b3-traceid"]

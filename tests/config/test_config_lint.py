@@ -215,6 +215,14 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         True,
     ),
     (
+        "collector-logging-exporter",
+        "error",
+        # the OpenTelemetry Helm chart keeps its config under `relay`
+        [collector(exporters="{logging: {}}").replace("config.yaml: |", "relay: |")],
+        [collector(exporters="{debug: {}}").replace("config.yaml: |", "relay: |")],
+        True,
+    ),
+    (
         "collector-loglevel",
         "error",
         [collector(exporters="{logging: {loglevel: info}}")],

@@ -254,7 +254,16 @@ class QueryServer:
             if not spans:
                 raise params.ParamError("cannot import: the file holds no spans")
             store = self._store()
-            store.write(imported.SerializeToString())
+            payload = imported.SerializeToString()
+            deadline = time.monotonic() + 30
+            while True:  # wait for the writer to make room, as the store exporter does
+                try:
+                    store.write(payload)
+                    break
+                except StoreFullError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             if not store.flush(timeout=60):
                 raise StoreError("the store did not write the import within 60s")
             return envelope({"spans": spans, "traces": [trace_id_to_hex(t) for t in trace_ids]})

@@ -51,25 +51,23 @@ def trace_id_to_hex(trace_id: bytes) -> str:
     return trace_id.hex()
 
 
+def _parse_hex_id(text: str, size: int, what: str) -> bytes:
+    s = text.strip()
+    if not s or len(s) > 2 * size:
+        raise ValueError(f"{what} must be 1 to {2 * size} hex characters, got {text!r}")
+    try:
+        return bytes.fromhex(s.rjust(2 * size, "0"))
+    except ValueError:
+        raise ValueError(f"{what} must be hex, got {text!r}") from None
+
+
 def parse_trace_id(text: str) -> bytes:
     """16 bytes from 1-32 hex characters (shorter ids are left-padded, as Jaeger does)."""
-    s = text.strip()
-    if not s or len(s) > 32:
-        raise ValueError(f"trace id must be 1 to 32 hex characters, got {text!r}")
-    try:
-        return bytes.fromhex(s.rjust(32, "0"))
-    except ValueError:
-        raise ValueError(f"trace id must be hex, got {text!r}") from None
+    return _parse_hex_id(text, 16, "trace id")
 
 
 def parse_span_id(text: str) -> bytes:
-    s = text.strip()
-    if not s or len(s) > 16:
-        raise ValueError(f"span id must be 1 to 16 hex characters, got {text!r}")
-    try:
-        return bytes.fromhex(s.rjust(16, "0"))
-    except ValueError:
-        raise ValueError(f"span id must be hex, got {text!r}") from None
+    return _parse_hex_id(text, 8, "span id")
 
 
 # --- OTLP -> Jaeger ---------------------------------------------------------------------------

@@ -231,6 +231,7 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     assert "cache miss" in detail.locator(".logs").inner_text()
     assert BOLD_PROBE in detail.locator(".logs").inner_text()
     assert "ERROR: database timeout" in detail.inner_text()
+    assert page.locator(f'.span-row[data-span-id="{ids["server"]}"] .log-tick').count() == 1
     assert page.evaluate("document.querySelectorAll('main script, main img, main b').length") == 0
     assert ui.dialogs == []
     screenshot(page, "trace-view.png")
@@ -339,8 +340,17 @@ def test_search_form_deep_links_and_bad_input(browser: Any, collector: tuple[str
     page.locator(f'.span-row[data-span-id="{ids["db"]}"]').click()
     page.locator(f'.span-detail[data-span-id="{ids["db"]}"] .span-link').click()
     page.wait_for_url(f"**/trace/{ids['trace']}?span={ids['db']}")
+    expect(page.locator(f'.span-detail[data-span-id="{ids["db"]}"]')).to_be_visible()
     page.keyboard.press("/")
     expect(page.locator("#find")).to_be_focused()
+
+    # Several ids in the lookup box list those traces; the unknown one is named.
+    unknown = "0123456789abcdef0123456789abcdef"
+    page.locator("#lookup-id").fill(f"{ids['trace']}, {unknown}")
+    page.locator("#lookup-id").press("Enter")
+    page.locator(f'.result[data-trace-id="{ids["trace"]}"]').wait_for()
+    assert page.locator("#result-count").inner_text() == "1 trace"
+    assert page.locator("#missing-ids").inner_text() == f"Not found: {unknown}"
 
     # Trace id lookup in the header; an unknown id says so.
     page.locator("#lookup-id").fill("00000000000000000000000000000abc")

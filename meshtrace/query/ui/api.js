@@ -43,6 +43,20 @@ export async function searchTraces(params) {
   return (await get(`/api/traces?${query}`)).data || [];
 }
 
+/** Several traces by id (`/api/traces?traceID=a&traceID=b`): the ones found and the ids that were not. */
+export async function tracesById(ids) {
+  const query = new URLSearchParams();
+  for (const id of ids) query.append("traceID", id);
+  const response = await fetch(`/api/traces?${query}`, { headers: { Accept: "application/json" } });
+  const body = await response.json().catch(() => null);
+  if (!response.ok || !body) {
+    const first = body && body.errors && body.errors[0];
+    throw new ApiError(first ? first.msg : `${response.status} ${response.statusText}`, response.status);
+  }
+  // Unknown ids come back as errors that name them, next to the traces that were found.
+  return { traces: body.data || [], missing: (body.errors || []).map((e) => e.traceID || e.msg) };
+}
+
 export async function trace(traceID) {
   const data = (await get(`/api/traces/${encodeURIComponent(traceID)}`)).data || [];
   if (!data.length) throw new ApiError(`trace ${traceID} not found`, 404);

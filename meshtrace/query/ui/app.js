@@ -67,13 +67,16 @@ document.addEventListener("keydown", (e) => {
 document.getElementById("lookup").addEventListener("submit", (e) => {
   e.preventDefault();
   const input = document.getElementById("lookup-id");
-  const id = input.value.trim().toLowerCase();
-  if (!/^[0-9a-f]{1,32}$/.test(id)) {
-    notify(`trace id: "${input.value.trim()}" is not 1 to 32 hex digits`, "error");
+  const ids = input.value.trim().toLowerCase().split(/[\s,]+/).filter(Boolean);
+  const bad = ids.find((id) => !/^[0-9a-f]{1,32}$/.test(id));
+  if (!ids.length || bad !== undefined) {
+    notify(`trace id: "${bad ?? ""}" is not 1 to 32 hex digits`, "error");
     return;
   }
   input.value = "";
-  navigate(`/trace/${id}`);
+  // One id opens the trace; several list them side by side as search results.
+  if (ids.length === 1) navigate(`/trace/${ids[0]}`);
+  else navigate(`/search?${ids.map((id) => `traceID=${id}`).join("&")}`);
 });
 
 const upload = document.getElementById("upload");

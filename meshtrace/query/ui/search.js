@@ -267,7 +267,8 @@ export async function renderSearch(root, q, navigate) {
     }
     q = new URLSearchParams({ service: service.value });
   }
-  const query = apiQuery(q);
+  const ids = q.getAll("traceID");
+  const query = ids.length ? {} : apiQuery(q);
   if (query.error) {
     message.textContent = query.error;
     mount(results);
@@ -275,16 +276,21 @@ export async function renderSearch(root, q, navigate) {
   }
   mount(results, h("p", { class: "loading" }, "Searching…"));
   let traces;
+  let missing = [];
   try {
-    traces = await api.searchTraces(query.params);
+    if (ids.length) ({ traces, missing } = await api.tracesById(ids));
+    else traces = await api.searchTraces(query.params);
   } catch (err) {
     message.textContent = err.message;
     mount(results);
     return;
   }
+  const notFound = missing.length
+    ? h("p", { class: "banner warn", id: "missing-ids" }, `Not found: ${missing.join(", ")}`)
+    : null;
   const rows = traces.map(summarize);
   if (!rows.length) {
-    mount(results, h("p", { class: "empty" }, "No traces found. Widen the time range or remove filters."));
+    mount(results, notFound, h("p", { class: "empty" }, "No traces found. Widen the time range or remove filters."));
     return;
   }
   const sortKey = h("select", { id: "sort", "aria-label": "Sort results" }, SORTS.map(([k, label]) => option(k, label)));
@@ -298,6 +304,7 @@ export async function renderSearch(root, q, navigate) {
   fill();
   mount(
     results,
+    notFound,
     scatter(rows, (id) => navigate(`/trace/${encodeURIComponent(id)}`)),
     h("div", { class: "results-head" },
       h("h2", { id: "result-count" }, `${rows.length} trace${rows.length === 1 ? "" : "s"}`), sortKey),

@@ -286,6 +286,11 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
       label.style.left = `calc(${pct(node.start)} + ${width(node.duration)} + 4px)`;
     }
     const track = h("div", { class: "track" }, bar, label);
+    for (const log of node.span.logs || []) {
+      const tick = h("div", { class: "log-tick" });
+      tick.style.left = pct(log.timestamp);
+      track.append(tick);
+    }
     for (const seg of criticalByNode.get(node) || []) {
       const mark = h("div", { class: "critical-seg" });
       mark.style.left = pct(seg.start);

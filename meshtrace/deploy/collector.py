@@ -50,6 +50,12 @@ _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
 _UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "K": 10**3}
 _UNITS |= {"M": 10**6, "G": 10**9, "T": 10**12}
 MIB = 2**20
+# The config of a collector Deployment whose ConfigMap the input does not have.
+MINIMAL_CONFIG: dict[str, Any] = {
+    "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+    "exporters": {"debug": {"verbosity": "basic"}},
+    "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}},
+}
 
 
 @dataclass
@@ -464,8 +470,8 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
             )
     limit = memory_bytes(resources["limits"].get("memory"))
     # ConfigMap
-    raw = cm.collector_config if cm and cm.collector_config else {}
-    config, config_notes, health_path, metrics_port = collector_config(raw or {})
+    raw = cm.collector_config if cm and cm.collector_config else MINIMAL_CONFIG
+    config, config_notes, health_path, metrics_port = collector_config(raw)
     if limit:
         _check_limiter(config, limit, config_notes)
     out.unchecked += validate_config(config)
@@ -474,7 +480,8 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     cm_notes = [
         f"From {cm.meta.ref} ({base(cm.meta.origin.file)})."
         if cm
-        else "No collector config in the input: a minimal one."
+        else "No collector ConfigMap in the input: a minimal config (OTLP in, debug exporter out); add "
+        "your backend's exporter."
     ]
     if cm and cm.meta.patches:
         later = ", ".join(base(o.file) for o in cm.meta.patches)

@@ -107,7 +107,7 @@ def test_decoding_accepts_numbers_for_int64_and_ignores_unknown_fields() -> None
         ({"resourceSpans": [{"scopeSpans": "nope"}]}, "resourceSpans[0].scopeSpans"),
         (
             {"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": {"x": 1}}]}]}]},
-            "resourceSpans.scopeSpans.spans.kind",
+            "resourceSpans[0].scopeSpans[0].spans[0].kind",
         ),
         (
             {"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]},

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from meshtrace.config.loader import Bundle, collector_configs, line_of
 from meshtrace.config.mesh import TRACING_TYPES
-from meshtrace.config.model import Document, Finding, Meta, Severity, Telemetry, list_at, map_at
+from meshtrace.config.model import Deployment, Document, Finding, Meta, Severity, Telemetry, list_at, map_at
 from meshtrace.config.resolve import MODES, effective_config, mixer_to_cel
 
 _ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -214,6 +214,66 @@ def sampling_without_provider(bundle: Bundle) -> Iterator[Finding]:
                     meta=tel.meta,
                     path=f"spec.tracing[{i}].randomSamplingPercentage",
                 )
+
+
+def _callers(bundle: Bundle) -> Iterator[tuple[Deployment, Deployment, str, str]]:
+    """(caller, callee, env var, value): a Deployment whose container env names a Service
+    (`http://backend:8080`, `backend.shop:9000`, `backend.shop.svc.cluster.local`) calls the
+    Deployments that Service selects. Bare names only reach the caller's own namespace."""
+    for svc in bundle.services:
+        if not svc.selector:
+            continue
+        pattern = re.compile(
+            rf"(?<![\w.-]){re.escape(svc.name)}(\.{re.escape(svc.namespace)}(\.svc(\.cluster\.local)?)?)?(?=[:/]|$)"
+        )
+        callees = [
+            d
+            for d in bundle.deployments
+            if d.namespace == svc.namespace and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())
+        ]
+        for caller in bundle.deployments:
+            for container in caller.containers:
+                for var, value in container.env.items():
+                    match = pattern.search(value or "")
+                    if match is None or (caller.namespace != svc.namespace and not match.group(1)):
+                        continue
+                    for callee in callees:
+                        if callee is not caller:
+                            yield caller, callee, var, str(value)
+
+
+def sampling_not_first_hop(bundle: Bundle) -> Iterator[Finding]:
+    """REFERENCE.md §2: the first proxy on the path decides; later hops follow the incoming
+    trace context. A namespace/workload sampling rate on a service that meshed callers reach
+    does not apply to their requests."""
+    seen: set[tuple[str, str]] = set()
+    for caller, callee, var, value in _callers(bundle):
+        callee_doc = effective_config(bundle, callee.name, callee.namespace)
+        src = callee_doc["sources"]["tracing.server.random_sampling_percentage"]
+        tel = next((t for t in bundle.telemetries if t.meta.ref == src["resource"]), None)
+        if tel is None or tel.namespace != callee.namespace or tel.namespace == bundle.mesh.root_namespace:
+            continue  # the mesh-wide rate: the same everywhere unless overridden
+        caller_doc = effective_config(bundle, caller.name, caller.namespace)
+        first = caller_doc["tracing"]["client"]
+        here = callee_doc["tracing"]["server"]["random_sampling_percentage"]
+        if not first["enabled"] or first["random_sampling_percentage"] == here:
+            continue
+        key = (tel.meta.ref, f"{caller.namespace}/{caller.name}")
+        if key in seen:
+            continue
+        seen.add(key)
+        yield _finding(
+            "sampling-not-first-hop",
+            "info",
+            f"{callee.namespace}/{callee.name} samples {here:g}% here, but {caller.namespace}/{caller.name} "
+            f"calls it ({var}={value}) and its sidecar decides first, at "
+            f"{first['random_sampling_percentage']:g}%: "
+            f"requests arriving with trace context keep that decision, so {here:g}% only applies to "
+            f"requests that start a trace at {callee.name}",
+            "set the rate where traces start (the calling workload or the ingress gateway)",
+            meta=tel.meta,
+            path=str(src["field"]),
+        )
 
 
 def production_sampling(bundle: Bundle) -> Iterator[Finding]:
@@ -459,6 +519,7 @@ RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
     root_selector,
     unknown_provider,
     sampling_without_provider,
+    sampling_not_first_hop,
     production_sampling,
     mixer_tag_overrides,
     default_providers_tracing,

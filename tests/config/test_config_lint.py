@@ -65,6 +65,28 @@ DEPLOYMENT = (
     "spec:\n  selector: {matchLabels: {app: web}}\n"
     "  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: web, image: web}]}}\n"
 )
+
+
+def app(name: str, namespace: str, env: str = "[]") -> str:
+    """A Deployment and its Service (port 8080)."""
+    return (
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+        f"spec:\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n"
+        f"    spec: {{containers: [{{name: {name}, image: {name}, env: {env}}}]}}\n"
+        f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+        f"spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 8080}}]}}\n"
+    )
+
+
+def rate(name: str, namespace: str, percent: int) -> str:
+    return telemetry(
+        f"{name}-rate",
+        namespace,
+        f"selector: {{matchLabels: {{app: {name}}}}}\ntracing: [{{randomSamplingPercentage: {percent}}}]",
+    )
+
+
+CALLS_BACKEND = "[{name: BACKEND_URL, value: 'http://backend:8080'}]"
 CLEAN = [
     ROOT,
     service("[{name: grpc-otlp, port: 4317}, {name: http-otlp, port: 4318}]"),
@@ -316,6 +338,45 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
                 "tracing: [{providers: [{name: otel}], randomSamplingPercentage: 50, "
                 "customTags: {env: {environment: {name: production}}}}]",
             )
+        ],
+        True,
+    ),
+    (
+        "sampling-not-first-hop",
+        "info",
+        [
+            ROOT,
+            app("frontend", "shop", CALLS_BACKEND),
+            app("backend", "shop"),
+            rate("frontend", "shop", 50),
+            rate("backend", "shop", 30),
+        ],
+        # the same rate; or a bare name that cannot reach another namespace
+        [
+            ROOT,
+            app("frontend", "shop", CALLS_BACKEND),
+            app("backend", "shop"),
+            rate("frontend", "shop", 30),
+            rate("backend", "shop", 30),
+            app("web", "other", CALLS_BACKEND),
+        ],
+        True,
+    ),
+    (
+        "sampling-not-first-hop",
+        "info",
+        [
+            ROOT,
+            app("frontend", "web", "[{name: B, value: 'backend.shop.svc.cluster.local:8080'}]"),
+            app("backend", "shop"),
+            rate("backend", "shop", 30),
+        ],
+        # only a namespace/workload rate on the callee counts, not the mesh-wide one
+        [
+            ROOT,
+            app("frontend", "web", "[{name: B, value: 'backend.shop.svc.cluster.local:8080'}]"),
+            app("backend", "shop"),
+            rate("frontend", "web", 30),
         ],
         True,
     ),

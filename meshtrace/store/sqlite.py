@@ -4,8 +4,8 @@ thread through its own connection.
 Layout (why: compact and fast for the three questions a trace UI asks):
 - `spans`: one row per span: the indexed columns (trace, span, parent, service, operation, start,
   duration, status) and the span itself as encoded OTLP `Span` bytes, with the ids (kept in their
-  columns) cleared so they are not stored twice. Indexes: (trace_id, span_id) for trace-by-id and
-  the dependency join, (service_id, start_ns) for search (newest first, stopping at `limit`).
+  columns) cleared so they are not stored twice. Indexes: (trace_id, span_id, service_id) for
+  trace-by-id and the dependency join (covering the parent's side), (service_id, start_ns) for search (newest first, stopping at `limit`).
 - `resources`: each distinct (Resource, InstrumentationScope) once; spans point at it.
 - `services`, `operations`: the names the search form lists, with span counts so that eviction
   removes names whose spans are gone.
@@ -63,7 +63,7 @@ CREATE TABLE spans (
     trace_id BLOB NOT NULL, span_id BLOB NOT NULL, parent_id BLOB, service_id INTEGER NOT NULL,
     op_id INTEGER NOT NULL, start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL,
     status INTEGER NOT NULL, resource_id INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE INDEX spans_trace ON spans (trace_id, span_id);
+CREATE INDEX spans_trace ON spans (trace_id, span_id, service_id);  -- covers the dependency join
 CREATE INDEX spans_service_start ON spans (service_id, start_ns);
 """
 

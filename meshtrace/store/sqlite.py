@@ -5,7 +5,8 @@ Layout (why: compact and fast for the three questions a trace UI asks):
 - `spans`: one row per span: the indexed columns (trace, span, parent, service, operation, start,
   duration, status) and the span itself as encoded OTLP `Span` bytes, with the ids (kept in their
   columns) cleared so they are not stored twice. Indexes: (trace_id, span_id, service_id) for
-  trace-by-id and the dependency join (covering the parent's side), (service_id, start_ns) for search (newest first, stopping at `limit`).
+  trace-by-id and the dependency join (covering the parent's side), (service_id, start_ns) for
+  search (newest first, stopping at `limit`).
 - `resources`: each distinct (Resource, InstrumentationScope) once; spans point at it.
 - `services`, `operations`: the names the search form lists, with span counts so that eviction
   removes names whose spans are gone.

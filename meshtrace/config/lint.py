@@ -276,6 +276,49 @@ def sampling_not_first_hop(bundle: Bundle) -> Iterator[Finding]:
         )
 
 
+# OTEL_PROPAGATORS names -> the trace context format they read and write.
+_APP_PROPAGATORS = {"tracecontext": "w3c", "b3": "b3", "b3multi": "b3"}
+_PROVIDER_READS = {"w3c": {"w3c"}, "b3": {"b3"}, "b3+w3c": {"w3c", "b3"}}
+
+
+def propagation_mismatch(bundle: Bundle) -> Iterator[Finding]:
+    """An app whose OpenTelemetry SDK propagates a format its sidecar's provider does not read:
+    Istio's opentelemetry provider reads only W3C traceparent, zipkin (USE_B3) only B3, so the
+    proxy's spans and the app's spans land in different traces (REFERENCE.md §2)."""
+    for dep in bundle.deployments:
+        for ci, container in enumerate(dep.containers):
+            env = container.env
+            if "OTEL_PROPAGATORS" in env:
+                declared = str(env["OTEL_PROPAGATORS"] or "")
+            elif any(k.startswith("OTEL_") for k in env):
+                declared = "tracecontext,baggage"  # the SDK's default
+            else:
+                continue
+            app = {_APP_PROPAGATORS[p.strip()] for p in declared.split(",") if p.strip() in _APP_PROPAGATORS}
+            doc = effective_config(bundle, dep.name, dep.namespace)
+            provider = next(
+                (b["provider"] for b in doc["tracing"].values() if b["enabled"] and b["provider"]), None
+            )
+            if provider is None or app & _PROVIDER_READS[provider["trace_context"]]:
+                continue
+            fix = (
+                "OTEL_PROPAGATORS=tracecontext,baggage"
+                if provider["trace_context"] == "w3c"
+                else "OTEL_PROPAGATORS=b3multi (or traceContextOption: USE_B3_WITH_W3C_PROPAGATION)"
+            )
+            yield _finding(
+                "propagation-mismatch",
+                "warning",
+                f"container {container.name} propagates {declared or 'nothing'} (OTEL_PROPAGATORS) but the "
+                f"sidecar's provider {provider['name']!r} ({provider['type']}) reads only "
+                f"{'+'.join(sorted(_PROVIDER_READS[provider['trace_context']]))}: in Istio the proxy's spans "
+                "and the app's spans end up in separate traces",
+                fix,
+                meta=dep.meta,
+                path=f"spec.template.spec.containers[{ci}].env",
+            )
+
+
 def production_sampling(bundle: Bundle) -> Iterator[Finding]:
     root = bundle.mesh.root_namespace
     for tel in bundle.telemetries:
@@ -520,6 +563,7 @@ RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
     unknown_provider,
     sampling_without_provider,
     sampling_not_first_hop,
+    propagation_mismatch,
     production_sampling,
     mixer_tag_overrides,
     default_providers_tracing,

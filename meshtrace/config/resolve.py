@@ -127,7 +127,9 @@ class _Resolution:
         self.deployment = bundle.deployment(workload, namespace)
         if labels is not None:
             self.labels = dict(labels)
-            self.sources["workload.labels"] = Source("--labels", None, None)
+            self.sources["workload.labels"] = Source(
+                "given labels", None, "--labels or the registering sidecar"
+            )
         elif self.deployment is not None:
             self.labels = dict(self.deployment.pod_labels)
             self.sources["workload.labels"] = Source(

@@ -51,7 +51,7 @@ def test_explain_seed_json(
     assert doc["tracing"]["server"]["custom_tags"]["environment"] == {"literal": {"value": "production"}}
     if labels:
         assert doc["workload"]["labels"] == dict(kv.split("=") for kv in labels.split(","))
-        assert doc["sources"]["workload.labels"]["resource"] == "--labels"
+        assert doc["sources"]["workload.labels"]["resource"] == "given labels"
 
 
 def test_explain_seed_text_shows_provenance(seed_manifests: Path) -> None:

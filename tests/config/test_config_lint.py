@@ -381,6 +381,33 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         True,
     ),
     (
+        "propagation-mismatch",
+        "warning",
+        [ROOT, app("web", "shop", "[{name: OTEL_PROPAGATORS, value: b3multi}]")],
+        # the SDK default (tracecontext) with the opentelemetry provider; b3 with a zipkin provider
+        [
+            ROOT,
+            app("web", "shop", "[{name: OTEL_SERVICE_NAME, value: web}]"),
+            app("api", "shop", "[{name: OTEL_PROPAGATORS, value: 'b3multi,tracecontext'}]"),
+        ],
+        True,
+    ),
+    (
+        "propagation-mismatch",
+        "warning",
+        [
+            operator("{extensionProviders: [{name: zip, zipkin: {service: z, port: 9411}}]}", name="only"),
+            ROOT.replace("name: otel}", "name: zip}"),
+            app("web", "shop", "[{name: OTEL_SERVICE_NAME, value: web}]"),
+        ],
+        [
+            operator("{extensionProviders: [{name: zip, zipkin: {service: z, port: 9411}}]}", name="only"),
+            ROOT.replace("name: otel}", "name: zip}"),
+            app("web", "shop", "[{name: OTEL_PROPAGATORS, value: b3}]"),
+        ],
+        False,
+    ),
+    (
         "mixer-tag-override",
         "warning",
         [

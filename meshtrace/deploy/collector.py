@@ -163,31 +163,30 @@ def _bind_pod_ip(node: Any, path: str, notes: list[str]) -> None:
             _bind_pod_ip(value, sub, notes)
 
 
+def _endpoint(parent: dict[str, Any], key: str, port: int, path: str, notes: list[str]) -> dict[str, Any]:
+    """`parent[key]` as a mapping with an `endpoint`: the pod's address and `port` when unset
+    (the default, localhost since v0.110, is unreachable from other pods)."""
+    settings = parent.get(key)
+    if not isinstance(settings, dict):
+        settings = parent[key] = {}
+    if "endpoint" not in settings:
+        settings["endpoint"] = f"{POD_IP}:{port}"
+        notes.append(
+            f"{path}.endpoint set to {settings['endpoint']} (the default, localhost, is unreachable)."
+        )
+    return settings
+
+
 def _default_endpoints(receivers: dict[str, Any], notes: list[str]) -> None:
-    """Receivers without an endpoint listen on localhost since v0.110: unreachable in a pod."""
     for rid, receiver in receivers.items():
         rtype = rid.split("/", 1)[0]
         if rtype == "otlp":
             protocols = receiver.get("protocols") if isinstance(receiver, dict) else None
             for proto, port in (("grpc", 4317), ("http", 4318)):
                 if isinstance(protocols, dict) and proto in protocols:
-                    settings = protocols[proto]
-                    if not isinstance(settings, dict):
-                        settings = protocols[proto] = {}
-                    if "endpoint" not in settings:
-                        settings["endpoint"] = f"{POD_IP}:{port}"
-                        notes.append(
-                            f"receivers.{rid}.protocols.{proto}.endpoint set to {settings['endpoint']} "
-                            "(the default, localhost, is unreachable from other pods since v0.110)."
-                        )
+                    _endpoint(protocols, proto, port, f"receivers.{rid}.protocols.{proto}", notes)
         elif rtype == "zipkin":
-            if not isinstance(receiver, dict):
-                receiver = receivers[rid] = {}
-            if "endpoint" not in receiver:
-                receiver["endpoint"] = f"{POD_IP}:9411"
-                notes.append(
-                    f"receivers.{rid}.endpoint set to {receiver['endpoint']} (default is localhost)."
-                )
+            _endpoint(receivers, rid, 9411, f"receivers.{rid}", notes)
 
 
 def _pipelines(config: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +229,8 @@ def _processors(config: dict[str, Any], notes: list[str]) -> None:
         pipeline["processors"] = procs
 
 
-def _health_check(config: dict[str, Any], notes: list[str]) -> str:
-    """The health_check extension on the pod's address (the probes call it); its path."""
+def _health_check(config: dict[str, Any], notes: list[str]) -> tuple[str, int]:
+    """The health_check extension on the pod's address (the probes call it); its path and port."""
     extensions = config.setdefault("extensions", {}) or {}
     config["extensions"] = extensions
     hid = next((e for e in _ids(extensions) if e.split("/", 1)[0] == "health_check"), None)
@@ -242,18 +241,14 @@ def _health_check(config: dict[str, Any], notes: list[str]) -> str:
             f"extensions.health_check added on {POD_IP}:{HEALTH_PORT}: the readiness and liveness "
             "probes call it."
         )
-    settings = extensions[hid]
-    if not isinstance(settings, dict):
-        settings = extensions[hid] = {}
-    if "endpoint" not in settings:
-        settings["endpoint"] = f"{POD_IP}:{HEALTH_PORT}"
-        notes.append(f"extensions.{hid}.endpoint set to {settings['endpoint']} (default is localhost).")
+    settings = _endpoint(extensions, hid, HEALTH_PORT, f"extensions.{hid}", notes)
+    port = str(settings["endpoint"]).rpartition(":")[2]
     service = config.setdefault("service", {})
     enabled = [str(e) for e in service.get("extensions") or []]
     if hid not in enabled:
         service["extensions"] = [*enabled, hid]
         notes.append(f"service.extensions: {hid} enabled (defined is not enough).")
-    return str(settings.get("path", "/"))
+    return str(settings.get("path", "/")), int(port) if port.isdigit() else HEALTH_PORT
 
 
 def _self_metrics(config: dict[str, Any], notes: list[str]) -> int:
@@ -301,9 +296,17 @@ def _self_metrics(config: dict[str, Any], notes: list[str]) -> int:
     return port
 
 
-def collector_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], str, int]:
-    """The production collector config, the notes on each change, the health check path and the
-    self-metrics port."""
+@dataclass
+class Listening:
+    """Where the rendered config's health check and self-metrics are: the pod spec follows."""
+
+    health_path: str = "/"
+    health_port: int = HEALTH_PORT
+    metrics_port: int = METRICS_PORT
+
+
+def collector_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], Listening]:
+    """The production collector config, the notes on each change, and where it listens."""
     config = copy.deepcopy(raw)
     notes: list[str] = []
     for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
@@ -313,10 +316,9 @@ def collector_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], st
         _default_endpoints(receivers, notes)
         _bind_pod_ip(receivers, "receivers", notes)
     _processors(config, notes)
-    path = _health_check(config, notes)
+    path, health_port = _health_check(config, notes)
     _bind_pod_ip(config.get("extensions"), "extensions", notes)
-    port = _self_metrics(config, notes)
-    return config, notes, path, port
+    return config, notes, Listening(path, health_port, _self_metrics(config, notes))
 
 
 def validate_config(config: dict[str, Any]) -> list[str]:
@@ -471,7 +473,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     limit = memory_bytes(resources["limits"].get("memory"))
     # ConfigMap
     raw = cm.collector_config if cm and cm.collector_config else MINIMAL_CONFIG
-    config, config_notes, health_path, metrics_port = collector_config(raw)
+    config, config_notes, listening = collector_config(raw)
     if limit:
         _check_limiter(config, limit, config_notes)
     out.unchecked += validate_config(config)
@@ -526,8 +528,8 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
         dep_notes.append(
             f"image {container.image} -> {options.image} (a current release that accepts this config)."
         )
-    out.ports = service_ports(config, metrics_port)
-    probe: dict[str, Any] = {"httpGet": {"path": health_path, "port": HEALTH_PORT}}
+    out.ports = service_ports(config, listening.metrics_port)
+    probe: dict[str, Any] = {"httpGet": {"path": listening.health_path, "port": listening.health_port}}
     strategy = _raw_spec(bundle, dep, ["spec", "strategy"]) if dep else None
     affinity = _raw_spec(bundle, dep, ["spec", "template", "spec", "affinity"]) if dep else None
     if not affinity:
@@ -540,8 +542,8 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
         f"kubectl apply would reset it); it starts and stays at >= {replicas}."
     )
     dep_notes.append(
-        "Probes call the health_check extension on 13133; MY_POD_IP (downward API) is where every "
-        "receiver listens."
+        f"Probes call the health_check extension on {listening.health_port}; MY_POD_IP (downward API) is "
+        "where every receiver listens."
     )
     pod_annotations = {"checksum/config": hashlib.sha256(config_text.encode()).hexdigest()}
     deployment = {
@@ -575,7 +577,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
                                 {"name": p.name, "containerPort": p.port, "protocol": "TCP"}
                                 if len(p.name) <= 15
                                 else {"containerPort": p.port, "protocol": "TCP"}
-                                for p in [*out.ports, Port("health", HEALTH_PORT)]
+                                for p in [*out.ports, Port("health", listening.health_port)]
                             ],
                             "resources": resources,
                             "readinessProbe": probe | {"periodSeconds": 10},

@@ -84,7 +84,7 @@ def test_bare_config_gets_everything_production_needs() -> None:
             "telemetry": {"metrics": {"address": "0.0.0.0:9999"}},
         },
     }
-    config, notes, path, port = collector_config(raw)
+    config, notes, listening = collector_config(raw)
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == "${env:MY_POD_IP}:4317"
     assert config["receivers"]["zipkin"]["endpoint"] == "${env:MY_POD_IP}:9411"
     assert config["exporters"] == {"debug": {"verbosity": "detailed"}}
@@ -93,7 +93,7 @@ def test_bare_config_gets_everything_production_needs() -> None:
     assert pipeline["exporters"] == ["debug"]
     assert config["processors"]["memory_limiter"]["limit_percentage"] == 80
     assert config["extensions"]["health_check"]["endpoint"] == "${env:MY_POD_IP}:13133"
-    assert (path, port) == ("/", 9999)
+    assert (listening.health_path, listening.health_port, listening.metrics_port) == ("/", 13133, 9999)
     reader = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
     assert reader["port"] == 9999
     assert any("loglevel debug -> verbosity detailed" in n for n in notes)
@@ -116,7 +116,7 @@ def test_memory_limiter_moved_first_and_batch_kept() -> None:
             }
         },
     }
-    config, _notes, _path, _port = collector_config(raw)
+    config, _notes, _listening = collector_config(raw)
     assert config["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter/x", "batch/big"]
     assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_http"]
     assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "${env:MY_POD_IP}:4318"
@@ -379,3 +379,31 @@ def test_cli_options_and_warnings(tmp_path: Path) -> None:
     )
     assert one(out / "otel-collector" / "hpa.yaml", "HorizontalPodAutoscaler")["spec"]["minReplicas"] == 4
     assert documents(out / "istio" / "mesh-config.yaml")
+
+
+def test_probes_follow_a_custom_health_check(tmp_path: Path) -> None:
+    result = render_docs(
+        tmp_path,
+        COLLECTOR,
+        config_map(
+            """
+            receivers: {otlp: {protocols: {grpc: {}}}}
+            exporters: {debug: {}}
+            extensions: {health_check/k8s: {endpoint: "0.0.0.0:13999", path: /health}}
+            service:
+              extensions: [health_check/k8s]
+              pipelines: {traces: {receivers: [otlp], exporters: [debug]}}
+            """
+        ),
+    )
+    config = yaml.safe_load(parsed(result, "otel-collector/configmap.yaml")[0]["data"]["config.yaml"])
+    assert config["extensions"] == {
+        "health_check/k8s": {"endpoint": "${env:MY_POD_IP}:13999", "path": "/health"}
+    }
+    assert config["service"]["extensions"] == ["health_check/k8s"]
+    (container,) = parsed(result, "otel-collector/deployment.yaml")[0]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": 13999}
+    assert {"name": "health", "containerPort": 13999, "protocol": "TCP"} in container["ports"]

@@ -42,6 +42,9 @@ MODEL_CASES = """async () => {
   out.critical = m.criticalPath(t1).map((s) => [s.id, s.start, s.end]);
   const rows = m.flameLayout(t1);
   out.flame = Object.fromEntries([...rows].map(([n, r]) => [n.id, r]));
+  const t3 = m.buildTrace(trace([sp('p', null, 0, 100), sp('k1', 'p', 0, 10), sp('k2', 'p', 5, 10),
+                                 sp('k3', 'p', 20, 10), sp('k4', 'k2', 6, 2)]));
+  out.flame3 = Object.fromEntries([...m.flameLayout(t3)].map(([n, r]) => [n.id, r]));
   out.visible = m.visibleNodes(t1, new Set(['r'])).map((n) => n.id);
   out.find = [...m.findSpans(t1, 'error=true')].map((n) => n.id);
   out.self = Object.fromEntries(t1.nodes.map((n) => [n.id, m.selfTime(n)]));
@@ -97,6 +100,9 @@ def test_model_functions(browser: Any) -> None:
     # c1 and c2 overlap in time, so c2's subtree goes below c1's; the orphan's tree comes after
     # the root's (rows 0-3) and an empty row.
     assert out["flame"] == {"r": 0, "c1": 1, "c2": 2, "g": 3, "o": 5}
+    # k2 overlaps k1 and goes below it (with its child k4 under it); k3 starts after k1 ended
+    # and reuses k1's row.
+    assert out["flame3"] == {"p": 0, "k1": 1, "k2": 2, "k4": 3, "k3": 1}
     assert out["visible"] == ["r", "o"]
     assert out["find"] == ["g"]
     # r 0-100 has children c1 10-40 and c2 30-90 (union 10-90); c2 30-90 has g 35-80.

@@ -211,22 +211,30 @@ export function criticalPath(model) {
 export function flameLayout(model) {
   const rows = new Map();
   // Lays out `node`'s subtree with the node on row 0; returns its placements and bounding box.
+  // Child subtrees go in order of their start, each at the first offset whose rows are free from
+  // its start on: with starts sorted, a row is free when everything in it ended by then.
   const layout = (node) => {
     const placed = [[node, 0]];
-    const boxes = []; // occupied {r0, r1, t0, t1} of child subtrees, rows relative to node
+    const rowEnd = []; // per relative row: the latest end time placed there
     let height = 1;
-    for (const child of node.children) {
-      const sub = layout(child);
+    let t0 = node.start;
+    let t1 = node.end;
+    const subs = node.children.map(layout).sort((a, b) => a.t0 - b.t0);
+    for (const sub of subs) {
+      // 0 when rows offset..offset+height-1 are free, else the row below the first busy one
+      // (no window holding a busy row can fit, so the search jumps past it).
+      const busy = (offset) => {
+        for (let r = offset; r < offset + sub.height; r++) if ((rowEnd[r] ?? -Infinity) > sub.t0) return r + 1;
+        return 0;
+      };
       let offset = 1;
-      const clash = (b) =>
-        offset < b.r1 && b.r0 < offset + sub.height && sub.t0 < b.t1 && b.t0 < sub.t1;
-      while (boxes.some(clash)) offset += 1;
-      boxes.push({ r0: offset, r1: offset + sub.height, t0: sub.t0, t1: sub.t1 });
+      for (let next = busy(offset); next; next = busy(offset)) offset = next;
+      for (let r = offset; r < offset + sub.height; r++) rowEnd[r] = Math.max(rowEnd[r] ?? -Infinity, sub.t1);
       for (const [n, r] of sub.placed) placed.push([n, r + offset]);
       height = Math.max(height, offset + sub.height);
+      t0 = Math.min(t0, sub.t0);
+      t1 = Math.max(t1, sub.t1);
     }
-    const t0 = Math.min(node.start, ...boxes.map((b) => b.t0));
-    const t1 = Math.max(node.end, ...boxes.map((b) => b.t1));
     return { placed, height, t0, t1 };
   };
   // Separate trees (a missing parent cuts one off) stack below each other with an empty row

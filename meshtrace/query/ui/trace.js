@@ -197,7 +197,7 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
     },
   }, v === "timeline" ? "Timeline" : "Flame graph"));
   const criticalButton = h("button", {
-    type: "button", id: "critical", class: "toggle-button", "aria-pressed": "true",
+    type: "button", id: "critical", "aria-pressed": "true",
     title: "Highlight the chain of spans that determined the trace's latency",
     onclick: () => {
       state.critical = !state.critical;
@@ -280,7 +280,7 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
     const label = h("span", { class: "bar-label" }, fmtDuration(node.duration));
     const startFrac = model.duration ? (node.start - model.start) / model.duration : 0;
     if (startFrac > 0.7) {
-      label.classList.add("left");
+      // Late spans carry their label on the left of the bar, inside the track.
       label.style.right = `${100 - startFrac * 100}%`;
     } else {
       label.style.left = `calc(${pct(node.start)} + ${width(node.duration)} + 4px)`;
@@ -315,10 +315,6 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   /** Open or close a span's details in place: no redraw, so it stays fast on big traces. */
   function toggleDetail(node) {
     state.selected = node;
-    if (state.view !== "timeline") {
-      draw();
-      return;
-    }
     const row = rowsByNode.get(node);
     if (state.open.has(node)) {
       state.open.delete(node);
@@ -420,11 +416,23 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
     e.preventDefault();
   }
 
+  let flameRows = null; // the layout depends only on the trace: computed once
+
+  /** Select a flame-graph box: move the highlight and swap the details, without a redraw. */
+  function selectFlame(node, detailSlot) {
+    rowsByNode.get(state.selected)?.classList.remove("selected");
+    state.selected = node;
+    rowsByNode.get(node).classList.add("selected");
+    detailSlot.replaceWith(spanDetail(node, model, actions));
+  }
+
   function drawFlame() {
-    const rows = flameLayout(model);
-    const height = Math.max(...rows.values(), 0) + 1;
+    flameRows = flameRows || flameLayout(model);
+    const height = Math.max(...flameRows.values(), 0) + 1;
     const graph = h("div", { class: "flame", id: "flame", role: "group", "aria-label": "Flame graph" });
     graph.style.height = `${height * 1.6}rem`;
+    const wrap = h("div", { class: "flame-wrap" }, timeRuler(model), graph);
+    const detail = () => wrap.nextElementSibling;
     for (const node of model.nodes) {
       const box = h("div", {
         class: ["flame-box", node.error && "is-error", node.orphan && "is-orphan",
@@ -433,25 +441,29 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
         tabindex: "0", role: "button", "data-span-id": node.id,
         title: `${node.service}: ${node.operation} — ${fmtDuration(node.duration)}` +
           (node.orphan ? `\n\n${ORPHAN_HELP}` : ""),
-        onclick: () => { state.selected = node; draw(); },
-        onkeydown: (e) => {
-          if (e.key === "Enter" || e.key === " ") {
-            e.preventDefault();
-            state.selected = node;
-            draw();
-          }
-        },
       }, node.orphan ? "⚠ " : "", node.operation, h("span", { class: "flame-svc" }, ` ${node.service}`));
       box.style.left = pct(node.start);
       box.style.width = width(node.duration);
-      box.style.top = `${rows.get(node) * 1.6}rem`;
+      box.style.top = `${flameRows.get(node) * 1.6}rem`;
       box.style.setProperty("--c", serviceColor(node.service));
       rowsByNode.set(node, box);
+      nodeByRow.set(box, node);
       graph.append(box);
     }
-    return [h("div", { class: "flame-wrap" }, timeRuler(model), graph),
-      state.selected ? spanDetail(state.selected, model, actions)
-        : h("p", { class: "empty" }, "Click a box to see the span's details.")];
+    // One listener pair for every box, as in the waterfall.
+    graph.addEventListener("click", (e) => {
+      const box = e.target.closest(".flame-box");
+      if (box) selectFlame(nodeByRow.get(box), detail());
+    });
+    graph.addEventListener("keydown", (e) => {
+      const box = e.target.closest(".flame-box");
+      if (box && (e.key === "Enter" || e.key === " ")) {
+        e.preventDefault();
+        selectFlame(nodeByRow.get(box), detail());
+      }
+    });
+    return [wrap, state.selected ? spanDetail(state.selected, model, actions)
+      : h("p", { class: "empty" }, "Click a box to see the span's details.")];
   }
 
   function draw() {

@@ -9,6 +9,7 @@ through json_format.
 
     request_to_json(req) -> dict          request_from_json(obj) -> ExportTraceServiceRequest
     dumps(req) -> bytes                   loads(bytes | str) -> ExportTraceServiceRequest
+    iter_dumps(req) -> pieces of text (for encoding large batches without blocking a loop)
 
 Decoding errors are ValueError whose message starts with the field path
 (`resourceSpans[0].scopeSpans[0].spans[3].traceId: ...`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -101,28 +103,61 @@ def _span(span: Any) -> dict[str, Any]:
     return out
 
 
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _generic(message: Any) -> str:
+    return _compact(json_format.MessageToDict(message, use_integers_for_enums=True))
+
+
+def iter_dumps(request: ExportTraceServiceRequest, chunk: int = 256) -> Iterator[str]:
+    """The compact OTLP/JSON text of a request in pieces of at most `chunk` spans, so an event
+    loop can run other work between pieces of a large batch. `"".join(...)` is the document."""
+    yield '{"resourceSpans":['
+    for r, rs in enumerate(request.resource_spans):
+        yield "{" if r == 0 else ",{"
+        if rs.HasField("resource"):
+            # Resources and scopes are few: protobuf's generic mapping keeps every field of them.
+            yield (
+                '"resource":'
+                + _compact(json_format.MessageToDict(rs.resource, use_integers_for_enums=True))
+                + ","
+            )
+        yield '"scopeSpans":['
+        for i, ss in enumerate(rs.scope_spans):
+            yield "{" if i == 0 else ",{"
+            if ss.HasField("scope"):
+                yield (
+                    '"scope":'
+                    + _compact(json_format.MessageToDict(ss.scope, use_integers_for_enums=True))
+                    + ","
+                )
+            yield '"spans":['
+            spans = ss.spans
+            for start in range(0, len(spans), chunk):
+                text = _compact([_span(span) for span in spans[start : start + chunk]])[1:-1]
+                yield text if start == 0 else "," + text
+            yield "]"
+            if ss.schema_url:
+                yield ',"schemaUrl":' + _compact(ss.schema_url)
+            yield "}"
+        yield "]"
+        if rs.schema_url:
+            yield ',"schemaUrl":' + _compact(rs.schema_url)
+        yield "}"
+    yield "]}"
+
+
+def dumps(request: ExportTraceServiceRequest) -> bytes:
+    """Compact OTLP/JSON bytes (one line)."""
+    return "".join(iter_dumps(request)).encode()
+
+
 def request_to_json(request: ExportTraceServiceRequest) -> dict[str, Any]:
     """The OTLP/JSON object of a request (a new dict)."""
-    resource_spans = []
-    for rs in request.resource_spans:
-        # Resources and scopes are few: protobuf's generic mapping keeps every field of them.
-        rs_out: dict[str, Any] = {}
-        if rs.HasField("resource"):
-            rs_out["resource"] = json_format.MessageToDict(rs.resource, use_integers_for_enums=True)
-        scope_spans = []
-        for ss in rs.scope_spans:
-            ss_out: dict[str, Any] = {}
-            if ss.HasField("scope"):
-                ss_out["scope"] = json_format.MessageToDict(ss.scope, use_integers_for_enums=True)
-            ss_out["spans"] = [_span(span) for span in ss.spans]
-            if ss.schema_url:
-                ss_out["schemaUrl"] = ss.schema_url
-            scope_spans.append(ss_out)
-        rs_out["scopeSpans"] = scope_spans
-        if rs.schema_url:
-            rs_out["schemaUrl"] = rs.schema_url
-        resource_spans.append(rs_out)
-    return {"resourceSpans": resource_spans}
+    obj: dict[str, Any] = json.loads(dumps(request))
+    return obj
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -344,11 +379,6 @@ def request_from_json(obj: Any) -> ExportTraceServiceRequest:
             for span_path, span_obj in _objects(ss_obj, "spans", ss_path):
                 _set_span(span_obj, spans.add(), span_path)
     return request
-
-
-def dumps(request: ExportTraceServiceRequest) -> bytes:
-    """Compact OTLP/JSON bytes (one line)."""
-    return json.dumps(request_to_json(request), separators=(",", ":")).encode()
 
 
 def loads(data: bytes | str) -> ExportTraceServiceRequest:

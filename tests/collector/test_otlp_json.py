@@ -198,3 +198,18 @@ def test_fuzz_round_trip(spans: list[tuple[bytes, bytes, str, int, int]]) -> Non
     for trace_id, span_id, name, kind, start in spans:
         ss.spans.add(trace_id=trace_id, span_id=span_id, name=name, kind=kind, start_time_unix_nano=start)
     assert otlp_json.loads(otlp_json.dumps(req)) == req
+
+
+def test_pieces_join_into_the_document_across_resources_scopes_and_chunks() -> None:
+    req = ExportTraceServiceRequest()
+    for r in range(2):
+        rs = req.resource_spans.add(schema_url=f"r{r}")
+        for s in range(2):
+            ss = rs.scope_spans.add(schema_url=f"s{s}")
+            for i in range(5):
+                ss.spans.add(name=f"{r}.{s}.{i}", trace_id=b"\x01" * 16, span_id=(i + 1).to_bytes(8, "big"))
+        rs.scope_spans.add()  # an empty scope
+    text = "".join(otlp_json.iter_dumps(req, chunk=2))
+    assert otlp_json.loads(text) == req
+    assert text.encode() == otlp_json.dumps(req)
+    assert otlp_json.loads(otlp_json.dumps(ExportTraceServiceRequest())) == ExportTraceServiceRequest()

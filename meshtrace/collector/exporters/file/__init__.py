@@ -77,7 +77,12 @@ class FileExporter:
 
     async def consume_traces(self, traces: Traces) -> None:
         if self.config.format == "json":
-            record = otlp_json.dumps(traces.message()) + b"\n"
+            pieces = []
+            for piece in otlp_json.iter_dumps(traces.message()):
+                pieces.append(piece)
+                await asyncio.sleep(0)  # a large batch must not stall receivers while it encodes
+            pieces.append("\n")
+            record = "".join(pieces).encode()
         else:
             encoded = traces.encoded()
             record = len(encoded).to_bytes(4, "big") + encoded

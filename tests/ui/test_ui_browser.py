@@ -379,38 +379,48 @@ def test_dependency_graph_and_upload(browser: Any, collector: tuple[str, str], t
     page.wait_for_url("**/search?service=backend")
 
     # Upload an OTLP/JSON file (the file exporter's format): the UI imports it and opens the trace.
+    # Its services carry markup too, and one calls the other, so they reach the graph.
     trace_id = "5b8efff798038103d269b633813fc60c"
     now = time.time_ns()
-    service = {"key": "service.name", "value": {"stringValue": "imported-svc"}}
-    line = {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": [service]},
-                "scopeSpans": [
-                    {
-                        "spans": [
-                            {
-                                "traceId": trace_id,
-                                "spanId": "eee19b7ec3c1b174",
-                                "name": "uploaded <script>alert(3)</script>",
-                                "kind": 2,
-                                "startTimeUnixNano": str(now - 50 * MS),
-                                "endTimeUnixNano": str(now),
-                            }
-                        ]
-                    }
-                ],
-            }
-        ]
+
+    def resource_spans(service: str, span: dict[str, Any]) -> dict[str, Any]:
+        name = {"key": "service.name", "value": {"stringValue": service}}
+        return {"resource": {"attributes": [name]}, "scopeSpans": [{"spans": [span]}]}
+
+    root = {
+        "traceId": trace_id,
+        "spanId": "eee19b7ec3c1b174",
+        "name": "uploaded <script>alert(3)</script>",
+        "kind": 2,
+        "startTimeUnixNano": str(now - 50 * MS),
+        "endTimeUnixNano": str(now),
     }
+    child = {
+        "traceId": trace_id,
+        "spanId": "eee19b7ec3c1b175",
+        "parentSpanId": "eee19b7ec3c1b174",
+        "name": "SELECT",
+        "kind": 2,
+        "startTimeUnixNano": str(now - 40 * MS),
+        "endTimeUnixNano": str(now - 10 * MS),
+    }
+    caller, callee = "imported <svg onload=alert(4)>", "imported-db"
+    line = {"resourceSpans": [resource_spans(caller, root), resource_spans(callee, child)]}
     upload = tmp_path / "spans.jsonl"
     upload.write_text(json.dumps(line) + "\n")
     page.locator("#upload").set_input_files(str(upload))
     page.wait_for_url(f"**/trace/{trace_id}")
     assert page.locator(".trace-name").inner_text().replace("\n", "") == (
-        "imported-svc: uploaded <script>alert(3)</script>"
+        f"{caller}: uploaded <script>alert(3)</script>"
     )
-    expect(page.locator("#toast")).to_contain_text("Imported spans.jsonl: 1 span in 1 trace")
+    expect(page.locator("#toast")).to_contain_text("Imported spans.jsonl: 2 spans in 1 trace")
+    page = ui.goto("/dependencies")
+    node = page.locator(".dep-node", has_text=caller)
+    expect(node).to_have_attribute("data-service", caller)
+    assert node.locator(".node-label").text_content() == caller[:19] + "…"  # long names are cut
+    assert node.locator("title").text_content() == f"{caller} — click to search its traces"
+    assert page.locator("#dep-table").inner_text().count(caller) == 1
+    assert page.evaluate("document.querySelectorAll('[onload], [onerror]').length") == 0
 
     # A file that is neither format: the server's reason is shown.
     bad = tmp_path / "bad.json"

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -125,7 +125,7 @@ class OtlpReceiver:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         outcome = await push(self.next, traces, metrics)
         if outcome is not None:
-            await context.abort(outcome.grpc_code, outcome.message)
+            await context.abort(outcome.grpc_code, outcome.message, _retry_info(outcome))
         return EMPTY_RESPONSE
 
     async def _start_grpc(self, config: GrpcConfig) -> None:
@@ -207,6 +207,17 @@ class OtlpReceiver:
             await self._grpc.stop(grace=2.0)
         if self._http is not None:
             await self._http.cleanup()
+
+
+def _retry_info(outcome: Outcome) -> tuple[tuple[str, bytes], ...]:
+    """gRPC's way to say how long to wait: RetryInfo in grpc-status-details-bin."""
+    if outcome.retry_after is None:
+        return ()
+    status = status_pb2.Status(code=outcome.grpc_code.value[0], message=outcome.message)
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromNanoseconds(int(outcome.retry_after * 1e9))
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 class _TooLarge(Exception):

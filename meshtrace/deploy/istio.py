@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from meshtrace.collector.config import merge
-from meshtrace.config import schema
+from meshtrace.config import lint, schema
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import camel
 from meshtrace.config.model import Telemetry
@@ -20,6 +20,15 @@ from meshtrace.deploy.manifest import Manifest
 TELEMETRY_API = "telemetry.istio.io/v1"
 OPERATOR_API = "install.istio.io/v1alpha1"
 _PATH_TOKEN = re.compile(r"\[(\d+)\]|([^.\[]+)")
+# Lint rules about what a Telemetry means rather than how it is written: render keeps the meaning
+# (it cannot know the intent) and repeats the finding on the resource.
+ADVICE_RULES = (
+    lint.production_sampling,
+    lint.unknown_provider,
+    lint.sampling_without_provider,
+    lint.root_selector,
+    lint.workload_conflicts,
+)
 
 
 class RenderError(Exception):
@@ -137,6 +146,13 @@ def telemetries(bundle: Bundle) -> tuple[list[Manifest], list[tuple[str, Telemet
     with the reason (Istio would ignore or reject them)."""
     root = bundle.mesh.root_namespace
     ordered = sorted(bundle.telemetries, key=lambda t: (t.namespace != root, t.namespace, t.sort_key))
+    advice: dict[str, list[str]] = {}
+    for rule in ADVICE_RULES:
+        for finding in rule(bundle):
+            fix = f"; fix: {finding.fix}" if finding.fix else ""
+            advice.setdefault(finding.resource, []).append(
+                f"Kept as written, but ({finding.code}): {finding.message}{fix}."
+            )
     first_wide: dict[str, Telemetry] = {}
     kept: list[Manifest] = []
     left_out: list[tuple[str, Telemetry]] = []
@@ -161,7 +177,9 @@ def telemetries(bundle: Bundle) -> tuple[list[Manifest], list[tuple[str, Telemet
                     )
                 )
                 continue
-        kept.append(_telemetry(tel))
+        manifest = _telemetry(tel)
+        manifest.notes += sorted(set(advice.get(tel.meta.ref, [])))
+        kept.append(manifest)
     return kept, left_out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from deploy_helpers import documents, one, promtool, render, run_meshtrace
+from k8s_shapes import SHAPES
 
 from meshtrace.config import schema
 from meshtrace.config.lint import lint
@@ -77,6 +78,14 @@ def test_every_document_has_a_kubernetes_shape(out: Path) -> None:
             for key, value in (meta.get("labels") or {}).items():
                 assert isinstance(value, str), (path, key)
             assert "creationTimestamp" not in meta
+
+
+def test_every_document_matches_its_api_schema(out: Path) -> None:
+    for path in yaml_files(out):
+        for doc in documents(path):
+            shape = SHAPES.get((doc["apiVersion"], doc["kind"]))
+            assert shape is not None, f"{path}: unexpected {doc['apiVersion']} {doc['kind']}"
+            assert schema.validate(doc, shape) == [], path
 
 
 def test_rendering_is_deterministic(seed_manifests: Path, seed_out: Path, tmp_path: Path) -> None:
@@ -170,6 +179,8 @@ def test_ignored_duplicate_telemetries_are_left_out_and_named(seed_out: Path) ->
     text = path.read_text()
     assert "# Left out: Telemetry istio-system/mesh-metrics (metrics-config.yaml)" in text
     assert "# Left out: Telemetry istio-system/sampling-policy (sampling-config.yaml)" in text
+    # Meaning is kept; what lint says about it is repeated on the resource.
+    assert "# - Kept as written, but (production-full-sampling): mesh-wide sampling 100%" in text
     # The left-out metrics Telemetry is shown with the Mixer value already in CEL, for merging.
     assert "has(destination.workload.name) ? destination.workload.name : ''unknown''" in text
 

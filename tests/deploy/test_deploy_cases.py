@@ -3,6 +3,7 @@ directly, and the CLI's exit codes and messages as a real process."""
 
 from __future__ import annotations
 
+import copy
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from deploy_helpers import documents, one, run_meshtrace
 
 from meshtrace.config.loader import load
 from meshtrace.deploy.collector import Options, collector_config, memory_bytes, validate_config
-from meshtrace.deploy.istio import RenderError
+from meshtrace.deploy.istio import RenderError, rewrite_mixer
 from meshtrace.deploy.render import Result, render
 
 MESH = """
@@ -407,3 +408,17 @@ def test_probes_follow_a_custom_health_check(tmp_path: Path) -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": 13999}
     assert {"name": "health", "containerPort": 13999, "protocol": "TCP"} in container["ports"]
+
+
+def test_mixer_rewrite_means_what_the_seed_meant(seed_manifests: Path) -> None:
+    # The sidecar's CEL evaluator (what meshtrace's own proxies run) gives the Mixer fallback.
+    from meshtrace.sidecar.cel import evaluate
+
+    bundle = load([seed_manifests])
+    tel = next(t for t in bundle.telemetries if t.name == "mesh-metrics")
+    spec = copy.deepcopy(tel.spec)
+    assert rewrite_mixer(spec)
+    value = spec["metrics"][0]["overrides"][0]["tagOverrides"]["destination_version"]["value"]
+    assert evaluate(value, {}) == "unknown"
+    assert evaluate(value, {"destination.workload.name": "backend-v1"}) == "backend-v1"
+    assert rewrite_mixer(spec) == []  # CEL stays CEL

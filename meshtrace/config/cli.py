@@ -42,7 +42,7 @@ def explain(
     from meshtrace.config.explain import render_text
 
     bundle = load(paths)
-    errors = [p for p in bundle.problems if p.code in ("read-error", "empty-folder")]
+    errors = bundle.unreadable
     for p in errors:
         click.echo(f"meshtrace explain: {p.file}: {p.message}", err=True)
     if errors and not bundle.documents:

@@ -62,12 +62,6 @@ def _finding(
     )
 
 
-def _tracing_entries(tel: Telemetry) -> Iterator[tuple[int, dict[str, Any]]]:
-    for i, entry in enumerate(list_at(tel.spec, "tracing")):
-        if isinstance(entry, dict):
-            yield i, entry
-
-
 # -- Telemetry rules -----------------------------------------------------------------------------
 
 
@@ -144,9 +138,7 @@ def unknown_provider(bundle: Bundle) -> Iterator[Finding]:
     known = sorted({str(p.get("name")) for p in mesh.extension_providers})
     for tel in bundle.telemetries:
         for section in ("tracing", "metrics", "accessLogging"):
-            for i, entry in enumerate(list_at(tel.spec, section)):
-                if not isinstance(entry, dict):
-                    continue
+            for i, entry in tel.entries(section):
                 for pi, ref in enumerate(list_at(entry, "providers")):
                     name = str(ref.get("name", "")) if isinstance(ref, dict) else ""
                     path = f"spec.{section}[{i}].providers[{pi}].name"
@@ -193,7 +185,7 @@ def sampling_without_provider(bundle: Bundle) -> Iterator[Finding]:
     """A tracing entry sets a sampling rate but no provider resolves where it applies: a common
     trap (sampling configured, no spans). Checked by resolving a workload the resource selects."""
     for tel in bundle.telemetries:
-        entries = [(i, e) for i, e in _tracing_entries(tel) if e.get("randomSamplingPercentage") is not None]
+        entries = [(i, e) for i, e in tel.entries("tracing") if e.get("randomSamplingPercentage") is not None]
         if not tel.valid or not entries or tel.target_refs:
             continue
         labels = tel.match_labels or {"app": _PROBE}
@@ -325,7 +317,7 @@ def production_sampling(bundle: Bundle) -> Iterator[Finding]:
         if tel.namespace != root or not tel.namespace_wide:
             continue
         label_words = {str(v).lower() for v in tel.meta.labels.values()}
-        for i, entry in _tracing_entries(tel):
+        for i, entry in tel.entries("tracing"):
             rate = entry.get("randomSamplingPercentage")
             if not isinstance(rate, (int, float)) or rate <= PRODUCTION_MAX_SAMPLING:
                 continue

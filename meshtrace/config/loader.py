@@ -77,6 +77,11 @@ class Bundle:
         return next((c for c in self.config_maps if c.name == name and c.namespace == namespace), None)
 
     @property
+    def unreadable(self) -> list[Finding]:
+        """Paths that could not be read at all (missing, unreadable, an empty folder)."""
+        return [p for p in self.problems if p.code in ("read-error", "empty-folder")]
+
+    @property
     def all_namespaces(self) -> list[str]:
         """Namespaces defined or used by any resource, sorted."""
         names = set(self.namespaces)

@@ -95,6 +95,21 @@ class Meta:
 
 
 @dataclass
+class Resource:
+    """What every modelled Kubernetes object has: its metadata (and so a name and namespace)."""
+
+    meta: Meta
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.namespace
+
+
+@dataclass
 class ContainerPort:
     container_port: int
     name: str = ""
@@ -114,21 +129,12 @@ class Container:
 
 
 @dataclass
-class Deployment:
-    meta: Meta
+class Deployment(Resource):
     replicas: int
     selector: dict[str, str]  # spec.selector.matchLabels
     pod_labels: dict[str, str]  # spec.template.metadata.labels: what Telemetry selectors match
     annotations: dict[str, str]  # spec.template.metadata.annotations (proxy.istio.io/config, ...)
     containers: list[Container]
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
 
 @dataclass
@@ -141,19 +147,10 @@ class ServicePort:
 
 
 @dataclass
-class Service:
-    meta: Meta
+class Service(Resource):
     selector: dict[str, str]
     ports: list[ServicePort]
     type: str = "ClusterIP"
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     @property
     def host(self) -> str:
@@ -161,13 +158,7 @@ class Service:
 
 
 @dataclass
-class Namespace:
-    meta: Meta
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
+class Namespace(Resource):
     @property
     def labels(self) -> dict[str, str]:
         return self.meta.labels
@@ -180,36 +171,19 @@ class Namespace:
 
 
 @dataclass
-class ConfigMap:
-    meta: Meta
+class ConfigMap(Resource):
     data: dict[str, str]
-    # `data['config.yaml']` parsed, when it is a YAML mapping (an OpenTelemetry Collector config).
+    # The OpenTelemetry Collector config it holds (`data['config.yaml']`, else another YAML value
+    # with receivers and service), parsed; None when it holds none.
     collector_config: dict[str, Any] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
 
 @dataclass
-class Telemetry:
-    meta: Meta
+class Telemetry(Resource):
     spec: dict[str, Any]
     # False when the CRD schema rejects the resource: the API server would not have admitted it,
     # so resolution skips it (lint reports why).
     valid: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
-
-    @property
-    def namespace(self) -> str:
-        return self.meta.namespace
 
     @property
     def match_labels(self) -> dict[str, str]:
@@ -227,6 +201,10 @@ class Telemetry:
         """No workload selector and no targetRefs: applies to the whole namespace."""
         return not self.match_labels and not self.target_refs
 
+    def entries(self, section: str) -> list[tuple[int, dict[str, Any]]]:
+        """(index, entry) of `spec.<section>` (tracing, metrics, accessLogging) that are mappings."""
+        return [(i, e) for i, e in enumerate(list_at(self.spec, section)) if isinstance(e, dict)]
+
     @property
     def sort_key(self) -> tuple[str, str, str]:
         """Istio's order (sortConfigByCreationTime): creationTimestamp, then name, then namespace.
@@ -235,14 +213,12 @@ class Telemetry:
 
 
 @dataclass
-class IstioOperator:
-    meta: Meta
+class IstioOperator(Resource):
     mesh_config: dict[str, Any]  # spec.meshConfig
 
 
 @dataclass
-class HorizontalPodAutoscaler:
-    meta: Meta
+class HorizontalPodAutoscaler(Resource):
     target_kind: str
     target_name: str
     min_replicas: int
@@ -259,8 +235,7 @@ class Alert:
 
 
 @dataclass
-class PrometheusRule:
-    meta: Meta
+class PrometheusRule(Resource):
     groups: list[dict[str, Any]]
 
     @property

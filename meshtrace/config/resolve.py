@@ -251,12 +251,7 @@ class _Resolution:
         return _Value(value, src)
 
     def tracing(self, chain: list[tuple[str, Telemetry]]) -> dict[str, Any]:
-        entries = [
-            (tel, i, entry)
-            for _scope, tel in chain
-            for i, entry in enumerate(list_at(tel.spec, "tracing"))
-            if isinstance(entry, dict)
-        ]
+        entries = [(tel, i, entry) for _scope, tel in chain for i, entry in tel.entries("tracing")]
         defaults = self.mesh.default_tracing_providers
         proxy, proxy_srcs = self.proxy_config()
         if not entries and not defaults:
@@ -562,12 +557,7 @@ class _Resolution:
 
     def metrics(self, chain: list[tuple[str, Telemetry]]) -> dict[str, Any]:
         """telemetry.go mergeMetrics for the prometheus provider."""
-        entries = [
-            (tel, i, m)
-            for _scope, tel in chain
-            for i, m in enumerate(list_at(tel.spec, "metrics"))
-            if isinstance(m, dict)
-        ]
+        entries = [(tel, i, m) for _scope, tel in chain for i, m in tel.entries("metrics")]
         defaults = self.mesh.default_metrics_providers
         in_scope = list(defaults)
         scope_src = self.mesh.source("defaultProviders.metrics")

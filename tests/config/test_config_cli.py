@@ -106,8 +106,10 @@ def test_lint_seed_json(seed_manifests: Path) -> None:
         "collector-logging-exporter",
         "collector-loglevel",
         "alert-removed-metric",
+        "sampling-not-first-hop",
     }
     assert expected <= set(by_code)
+    assert by_code["sampling-not-first-hop"][0]["resource"] == "Telemetry default/backend-tracing"
     assert len(by_code["telemetry-deprecated-version"]) == 7  # every Telemetry in the seed is v1alpha1
     prod = by_code["production-full-sampling"][0]
     assert prod["resource"] == "Telemetry istio-system/mesh-default"

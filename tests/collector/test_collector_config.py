@@ -291,3 +291,13 @@ def test_the_built_in_default_config_is_valid() -> None:
         "127.0.0.1:4317",
         "127.0.0.1:4318",
     )
+
+
+def test_several_configs_merge_in_order(tmp_path: Path) -> None:
+    base, override = tmp_path / "base.yaml", tmp_path / "override.yaml"
+    base.write_text(yaml.safe_dump(minimal(debug={"verbosity": "basic"})))
+    override.write_text(yaml.safe_dump({"exporters": {"debug": {"verbosity": "detailed"}}}))
+    raw, _ = load([base, override], env={})
+    assert raw["exporters"]["debug"] == {"verbosity": "detailed"}
+    assert raw["receivers"] == minimal()["receivers"]
+    assert _validate("--config", f"file:{base}", "--config", str(override)).returncode == 0

@@ -80,7 +80,7 @@ def serve_app(host: str) -> None:
 def run_load(spec_json: str) -> None:
     """Fixed-rate load; prints one JSON line with the latencies (ms) and errors."""
     from meshtrace import aio
-    from meshtrace.sidecar.conn import Upstream
+    from meshtrace.sidecar.conn import Upstream, connect
 
     spec = json.loads(spec_json)
     host, port, target, authority = spec["host"], spec["port"], spec["target"], spec["authority"]
@@ -93,8 +93,7 @@ def run_load(spec_json: str) -> None:
     errors = [0]
 
     async def connection(i: int, start: float) -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        up = Upstream(reader, writer, (host, port))
+        up = Upstream(await connect(host, port), (host, port))
         interval = CONNECTIONS / rate
         k = 0
         # perf_counter, not loop.time(): uvloop's clock has millisecond resolution
@@ -107,22 +106,21 @@ def run_load(spec_json: str) -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                writer.write(request)
+                up.writer.write(request)
                 head = await up.response_head(False)
                 while await up.body_chunk() is not None:
                     pass
                 ok = head.status == 200
             except Exception:
                 ok = False
-                writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
-                up = Upstream(reader, writer, (host, port))
+                up.writer.close()
+                up = Upstream(await connect(host, port), (host, port))
             if due >= start + warmup:
                 if ok:
                     latencies.append((time.perf_counter() - due) * 1000.0)
                 else:
                     errors[0] += 1
-        writer.close()
+        up.writer.close()
 
     async def main() -> None:
         start = time.perf_counter() + 0.05

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from meshtrace.sidecar.conn import Downstream, Timeouts
+from meshtrace.sidecar.conn import Downstream, Timeouts, Wire
 from meshtrace.sidecar.http1 import HttpError, RequestHead, simple_response
 from meshtrace.sidecar.proxy import Proxy
 
@@ -100,9 +100,9 @@ def health_page(proxy: Proxy, head: RequestHead) -> Page:
 
 def local_server(
     proxy: Proxy, page: Callable[[Proxy, RequestHead], Page], timeouts: Timeouts
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ds = Downstream(reader, writer, timeouts)
+) -> Callable[[Wire], Coroutine[Any, Any, None]]:
+    async def serve(writer: Wire) -> None:
+        ds = Downstream(writer, timeouts)
         try:
             while (head := await ds.next_head()) is not None:
                 if isinstance(head, HttpError):

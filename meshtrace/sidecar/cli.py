@@ -14,7 +14,7 @@ import click
 from meshtrace import aio, ready
 from meshtrace.sidecar.admin import admin_page, health_page, local_server, stats_page
 from meshtrace.sidecar.config import ConfigError, parse
-from meshtrace.sidecar.conn import Timeouts
+from meshtrace.sidecar.conn import Timeouts, serve
 from meshtrace.sidecar.control import ControlSource, FileSource
 from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
 
@@ -61,9 +61,7 @@ async def run(opts: Options) -> None:
         listeners["outbound"] = proxy.handler(OUTBOUND)
     servers: dict[str, asyncio.Server] = {}
     for name, handler in listeners.items():
-        servers[name] = await asyncio.start_server(
-            handler, ident.ip, opts.ports[name], reuse_address=True, backlog=1024, start_serving=False
-        )
+        servers[name] = await serve(handler, ident.ip, opts.ports[name])
     real = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
 
     tasks: list[asyncio.Task[None]] = []

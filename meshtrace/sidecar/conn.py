@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Final
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, cast
 
 from meshtrace.sidecar.http1 import END, HttpError, RequestHead, RequestParser, ResponseHead, ResponseParser
 
-READ_SIZE: Final = 65536
 MAX_IDLE_PER_ADDRESS: Final = 64
 
 
@@ -56,44 +56,157 @@ class Timeouts:
         self.upstream = upstream
 
 
-def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
+class Wire(asyncio.Protocol):
+    """The socket shell: received bytes go straight into the current parser (`feed`), no
+    StreamReader buffer in between; `wait()` parks the one reader until more arrives. Reading
+    pauses while the consumer has not caught up (backpressure), writing follows the transport's
+    flow control (`drain`). Its write/drain/close interface is StreamWriter's."""
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self.feed: Callable[[bytes], None] = self._pending.append  # until a parser takes over
+        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
+        self.eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused_writing = False
+        self._paused_reading = False
+
+    # -- protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.feed(data)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif not self._paused_reading:
+            # nobody is waiting: the consumer is behind, stop reading until it asks again
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.wake_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.wake_eof()
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        self._wake_drain()
+
+    # -- for the connection objects
+    def set_feed(self, feed: Callable[[bytes], None]) -> None:
+        """Hand received bytes to `feed` from now on, starting with any that came before."""
+        self.feed = feed
+        pending, self._pending = self._pending, []
+        for data in pending:
+            feed(data)
+
+    def wake_eof(self) -> None:
+        self.eof = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    async def wait(self) -> bool:
+        """Wait for more bytes (fed to the parser as they come); False once the stream has ended
+        (callers re-check their events after every wake-up)."""
+        if self.eof:
+            return False
+        if self._paused_reading:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        await waiter
+        return True
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        if self._paused_writing:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+            if self.transport.is_closing():
+                raise ConnectionResetError("connection closed")
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.abort()
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.transport.get_extra_info(name)
+
+
+async def serve(handler: Callable[[Wire], Coroutine[Any, Any, None]], host: str, port: int) -> asyncio.Server:
+    """A listening server (not yet serving) running `handler` as one task per connection."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    class _Accepted(Wire):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            task = loop.create_task(handler(self))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    return await loop.create_server(
+        _Accepted, host, port, reuse_address=True, backlog=1024, start_serving=False
+    )
+
+
+async def connect(host: str, port: int, local_addr: tuple[str, int] | None = None) -> Wire:
+    _, wire = await asyncio.get_running_loop().create_connection(Wire, host, port, local_addr=local_addr)
+    return wire
 
 
 class Downstream:
     """One client connection. `next_head()` waits for a request head; `body_chunk()` returns
     the next de-chunked body piece, or None when the request body is complete."""
 
-    __slots__ = ("_timer", "eof", "local", "parser", "peer", "reader", "timed_out", "timeouts", "writer")
+    __slots__ = ("_timer", "local", "parser", "peer", "timed_out", "timeouts", "writer")
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeouts: Timeouts
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, wire: Wire, timeouts: Timeouts) -> None:
+        self.writer = wire
         self.timeouts = timeouts
         self.parser = RequestParser()
-        self.eof = False
+        wire.set_feed(self.parser.feed)
         self.timed_out = False
         self._timer: asyncio.TimerHandle | None = None
-        peer = writer.get_extra_info("peername") or ("", 0)
-        local = writer.get_extra_info("sockname") or ("", 0)
+        peer = wire.get_extra_info("peername") or ("", 0)
+        local = wire.get_extra_info("sockname") or ("", 0)
         self.peer: tuple[str, int] = (peer[0], peer[1])
         self.local: tuple[str, int] = (local[0], local[1])
-
-    async def _fill(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            data = await self.reader.read(READ_SIZE)
-        except (ConnectionError, OSError):
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.parser.feed(data)
-        return True
 
     def _on_idle(self) -> None:
         self._timer = None
@@ -102,7 +215,7 @@ class Downstream:
             # slowloris: a request started but its head never finished
             self.parser.events.append(HttpError(408, "request header timeout"))
             self.parser.failed = True
-        self.reader.feed_eof()
+        self.writer.wake_eof()
 
     async def next_head(self) -> RequestHead | HttpError | None:
         """The next request head, an error to answer (then close), or None when the client left."""
@@ -113,14 +226,16 @@ class Downstream:
             if t.idle:
                 self._timer = loop.call_later(t.idle, self._on_idle)
             try:
+                armed = False
                 while not events:
-                    began = self.parser.in_message
-                    if not await self._fill():
-                        break
-                    if not began and self.parser.in_message and t.headers:
+                    if not armed and t.headers and self.parser.in_message:
+                        # a request has begun: its head must now complete in time
+                        armed = True
                         if self._timer is not None:
                             self._timer.cancel()
                         self._timer = loop.call_later(t.headers, self._on_idle)
+                    if not await self.writer.wait():
+                        break
             finally:
                 if self._timer is not None:
                     self._timer.cancel()
@@ -137,7 +252,7 @@ class Downstream:
     async def body_chunk(self) -> bytes | None:
         events = self.parser.events
         while not events:
-            if not await self._fill():
+            if not await self.writer.wait():
                 raise ClientGone("downstream closed during request body")
         item = events.popleft()
         if item is END:
@@ -151,49 +266,46 @@ class Downstream:
         return _take_ready(self.parser.events)
 
     def close(self) -> None:
-        _close(self.writer)
+        self.writer.close()
 
     async def linger_close(self, seconds: float = 1.0, limit: int = 1 << 20) -> None:
         """Close after an error answer without losing it: closing with unread input makes the
         kernel send RST, which can destroy the answer before the client reads it."""
+        wire = self.writer
+        seen = [0]
+
+        def count(data: bytes) -> None:
+            seen[0] += len(data)
+
+        wire.set_feed(count)
         with contextlib.suppress(Exception):
-            await self.writer.drain()
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
+            await wire.drain()
+            if wire.transport.can_write_eof():
+                wire.transport.write_eof()
             async with asyncio.timeout(seconds):
-                seen = 0
-                while seen < limit and (data := await self.reader.read(READ_SIZE)):
-                    seen += len(data)
+                while seen[0] < limit and await wire.wait():
+                    pass
         self.close()
 
 
 class Upstream:
     """One connection to an upstream; reusable after a complete keep-alive response."""
 
-    __slots__ = ("_parser", "_until_close", "key", "reader", "reused", "writer")
+    __slots__ = ("_parser", "_until_close", "key", "reused", "writer")
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: tuple[str, int]
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, wire: Wire, key: tuple[str, int]) -> None:
+        self.writer = wire
         self.key = key
         self.reused = False
         self._parser = ResponseParser()
         self._until_close = False
+        wire.set_feed(self._feed)
+
+    def _feed(self, data: bytes) -> None:
+        self._parser.feed(data)
 
     def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
-
-    async def _fill(self) -> bool:
-        try:
-            data = await self.reader.read(READ_SIZE)
-        except (ConnectionError, OSError):
-            data = b""
-        if not data:
-            return False
-        self._parser.feed(data)
-        return True
+        return not self.writer.eof and not self.writer.is_closing()
 
     async def response_head(self, head_request: bool) -> ResponseHead:
         """The final response head (1xx interim responses skipped). Raises PeerClosed, HttpError."""
@@ -201,7 +313,7 @@ class Upstream:
         events = parser.events
         while True:
             while not events:
-                if not await self._fill():
+                if not await self.writer.wait():
                     raise PeerClosed("upstream closed before response headers")
             item = events.popleft()
             if isinstance(item, HttpError):
@@ -213,22 +325,15 @@ class Upstream:
                     # a HEAD answer has no body whatever its Content-Length says
                     events.clear()
                     events.append(END)
-                self._until_close = (
-                    not item.chunked
-                    and item.content_length is None
-                    and item.status
-                    not in (
-                        204,
-                        304,
-                    )
-                )
+                no_body = item.status in (204, 304)
+                self._until_close = not item.chunked and item.content_length is None and not no_body
                 return item
             # END of an interim response: keep reading
 
     async def body_chunk(self) -> bytes | None:
         events = self._parser.events
         while not events:
-            if not await self._fill():
+            if not await self.writer.wait():
                 if self._until_close:
                     events.append(END)
                     break
@@ -267,19 +372,17 @@ class Pool:
             if up.usable():
                 up.reused = True
                 return up
-            _close(up.writer)
+            up.writer.close()
         try:
             async with asyncio.timeout(self.connect_timeout or None):
                 local = self.local_addr if host.startswith("127.") else None
-                reader, writer = await asyncio.open_connection(
-                    host, port, limit=READ_SIZE * 2, local_addr=local
-                )
+                wire = await connect(host, port, local)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailure(
                 f"{host}:{port}: {exc.strerror if isinstance(exc, OSError) else 'timeout'}"
             ) from exc
         self.opened += 1
-        return Upstream(reader, writer, key)
+        return Upstream(wire, key)
 
     def release(self, up: Upstream, reusable: bool) -> None:
         if reusable and up.usable():
@@ -287,13 +390,13 @@ class Pool:
             if len(idle) < MAX_IDLE_PER_ADDRESS:
                 idle.append(up)
                 return
-        _close(up.writer)
+        up.writer.close()
 
     def discard(self, up: Upstream) -> None:
-        _close(up.writer)
+        up.writer.close()
 
     def close_all(self) -> None:
         for conns in self.idle.values():
             for up in conns:
-                _close(up.writer)
+                up.writer.close()
         self.idle.clear()

@@ -11,9 +11,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from meshtrace.propagation.context import decide, inject
 from meshtrace.sidecar.config import Endpoint, Service, SidecarConfig, Tracing
@@ -25,6 +25,7 @@ from meshtrace.sidecar.conn import (
     Pool,
     Timeouts,
     Upstream,
+    Wire,
 )
 from meshtrace.sidecar.http1 import (
     HOP_BY_HOP,
@@ -180,14 +181,14 @@ class Proxy:
 
     # -- listeners
 
-    def handler(self, kind: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.serve(reader, writer, kind)
+    def handler(self, kind: str) -> Callable[[Wire], Coroutine[Any, Any, None]]:
+        async def serve(wire: Wire) -> None:
+            await self.serve(wire, kind)
 
         return serve
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str) -> None:
-        ds = Downstream(reader, writer, self.timeouts)
+    async def serve(self, writer: Wire, kind: str) -> None:
+        ds = Downstream(writer, self.timeouts)
         self.connections += 1
         try:
             while True:
@@ -202,7 +203,7 @@ class Proxy:
                     break
                 if not await self._exchange(ds, head, kind):
                     break
-                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                if writer.buffered() > WRITE_HIGH_WATER:
                     await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -211,7 +212,7 @@ class Proxy:
         finally:
             self.connections -= 1
             with contextlib.suppress(Exception):
-                if writer.transport.get_write_buffer_size():
+                if writer.buffered():
                     await asyncio.wait_for(writer.drain(), 1.0)
             ds.close()
 
@@ -480,7 +481,7 @@ class Proxy:
                     replay.append(chunk)
                 else:
                     replay = None
-            if up.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            if up.writer.buffered() > WRITE_HIGH_WATER:
                 await up.writer.drain()
         ex.request_body = total
         return replay
@@ -526,7 +527,7 @@ class Proxy:
             while not done and (chunk := await up.body_chunk()) is not None:
                 sent += len(chunk)
                 writer.write(encode_chunk(chunk) if chunked else chunk)
-                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                if writer.buffered() > WRITE_HIGH_WATER:
                     try:
                         await writer.drain()
                     except (ConnectionError, OSError):

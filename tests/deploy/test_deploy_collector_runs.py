@@ -32,7 +32,7 @@ def test_rendered_collector_config_runs(seed_out: Path, tmp_path: Path, meshtrac
         assert resp.status == 200  # what the readiness and liveness probes call
 
     tracer = TracerProvider().get_tracer("render-test")
-    spans = []
+    spans: list[Any] = []
     for i in range(20):
         with tracer.start_as_current_span(f"span-{i}") as span:
             spans.append(span)

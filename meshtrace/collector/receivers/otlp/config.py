@@ -8,6 +8,7 @@ from typing import Any, Literal
 from meshtrace.collector.schema import host_port
 
 MIB = 1024 * 1024
+IGNORED = "accepted for compatibility and not implemented yet: ignored"
 
 
 @dataclass
@@ -18,8 +19,8 @@ class GrpcConfig:
     max_concurrent_streams: int = 0
     read_buffer_size: int = 512 * 1024
     write_buffer_size: int = 0
-    include_metadata: bool = False
-    keepalive: dict[str, Any] = field(default_factory=dict)
+    include_metadata: bool = field(default=False, metadata={"warning": IGNORED})
+    keepalive: dict[str, Any] = field(default_factory=dict, metadata={"warning": IGNORED})
 
     def __post_init__(self) -> None:
         host_port(self.endpoint)
@@ -32,8 +33,8 @@ class HttpConfig:
     endpoint: str = "127.0.0.1:4318"
     traces_url_path: str = "/v1/traces"
     max_request_body_size: int = 20 * MIB
-    include_metadata: bool = False
-    cors: dict[str, Any] = field(default_factory=dict)
+    include_metadata: bool = field(default=False, metadata={"warning": IGNORED})
+    cors: dict[str, Any] = field(default_factory=dict, metadata={"warning": IGNORED})
 
     def __post_init__(self) -> None:
         host_port(self.endpoint)

@@ -258,14 +258,16 @@ class QueryServer:
             deadline = time.monotonic() + 30
             while True:  # wait for the writer to make room, as the store exporter does
                 try:
-                    store.write(payload)
+                    committed = store.write(payload)
                     break
                 except StoreFullError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            if not store.flush(timeout=60):
-                raise StoreError("the store did not write the import within 60s")
+            try:
+                committed.result(timeout=60)
+            except TimeoutError:
+                raise StoreError("the store did not write the import within 60s") from None
             return envelope({"spans": spans, "traces": [trace_id_to_hex(t) for t in trace_ids]})
 
         try:

@@ -28,7 +28,7 @@ from meshtrace.collector.component import Component, ComponentID, Host, Kind, Re
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
-from meshtrace.store.sqlite import StoreFullError, TraceStore, default_path
+from meshtrace.store.sqlite import StoreError, StoreFullError, TraceStore, default_path
 
 
 @dataclass
@@ -64,20 +64,26 @@ class StoreExporter:
         TELEMETRY.exporter_queue(id, lambda: float(self.store.pending_bytes), config.max_pending_bytes)
 
     async def consume_traces(self, traces: Traces) -> None:
-        """Queue for the writer; while the queue is full, wait (the caller, and through it the
-        receiver's client, slows down to the disk's pace) up to `max_wait`, then refuse."""
+        """Queue for the writer and wait until committed, so a returned call is on disk. While the
+        queue is full, wait for room (the caller, and through it the receiver's client, slows down
+        to the disk's pace) up to `max_wait`, then refuse."""
         count = traces.span_count()
         encoded = traces.encoded()
         deadline = time.monotonic() + self.config.max_wait
         while True:
             try:
-                self.store.write(encoded)
+                committed = self.store.write(encoded)
                 break
             except StoreFullError as exc:
                 if time.monotonic() >= deadline:
                     self.metrics.enqueue_failed_spans.add(count)
                     raise RefusedError(str(exc), retry_after=1.0) from None
                 await asyncio.sleep(0.01)
+        try:
+            await asyncio.wrap_future(committed)
+        except StoreError as exc:
+            self.metrics.send_failed_spans.add(count)
+            raise RefusedError(str(exc), retry_after=1.0) from None
         self.metrics.sent_spans.add(count)
 
     async def start(self, host: Host) -> None:

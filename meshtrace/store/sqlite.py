@@ -31,6 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,12 +316,14 @@ _STOP = object()
 
 class TraceStore:
     """Owns the database: `write()` queues encoded `ExportTraceServiceRequest` bytes for the writer
-    thread (never blocking the caller), readers query from any thread.
+    thread (never blocking the caller) and returns a future that completes when they are
+    committed; readers query from any thread.
 
-    Bounds: `max_bytes` of live pages in the database file (the oldest traces are deleted down to
-    90% of it when it is exceeded), `retention_s` since a trace was last written, and
-    `max_pending_bytes` of accepted-but-unwritten data (beyond it `write` raises StoreFullError,
-    which the exporter turns into a retryable refusal). A crash loses only what is still pending.
+    Bounds: `max_bytes` of live pages in the database file (the first written traces are deleted
+    down to 90% of it when it is exceeded), `retention_s` since a trace was first written, and
+    `max_pending_bytes` of accepted-but-unwritten data (beyond it `write` raises StoreFullError).
+    A crash loses only what is still pending, none of which has been acknowledged to a caller
+    that waits for its future.
     """
 
     def __init__(
@@ -390,17 +393,22 @@ class TraceStore:
     def pending_bytes(self) -> int:
         return self._pending
 
-    def write(self, encoded: bytes) -> None:
-        """Queue encoded ExportTraceServiceRequest bytes; StoreFullError when too much is pending."""
+    def write(self, encoded: bytes) -> Future[None]:
+        """Queue encoded ExportTraceServiceRequest bytes; the future completes once they are
+        committed (StoreError if the write failed or the bytes are not a request). Raises
+        StoreFullError at once when too much is pending."""
+        done: Future[None] = Future()
         if not encoded:
-            return
+            done.set_result(None)
+            return done
         if self._thread is None:
             raise StoreError("the trace store is not open")
         with self._pending_lock:
             if self._pending + len(encoded) > self.max_pending_bytes and self._pending > 0:
                 raise StoreFullError(f"{self._pending} bytes waiting to be written to the trace store")
             self._pending += len(encoded)
-        self._queue.put(encoded)
+        self._queue.put((encoded, done))
+        return done
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued before this call is committed; False on timeout."""
@@ -416,19 +424,19 @@ class TraceStore:
         try:
             while True:
                 item = self._queue.get()
-                payloads: list[bytes] = []
+                payloads: list[tuple[bytes, Future[None]]] = []
                 waiters: list[threading.Event] = []
                 stop = False
                 size = 0
                 while True:
                     if item is _STOP:
                         stop = True
-                    elif isinstance(item, tuple):
+                    elif isinstance(item, tuple) and item[0] is _FLUSH:
                         waiters.append(item[1])
                     else:
-                        assert isinstance(item, bytes)
+                        assert isinstance(item, tuple)
                         payloads.append(item)
-                        size += len(item)
+                        size += len(item[0])
                     if stop or size >= self.batch_bytes:
                         break
                     try:
@@ -450,22 +458,24 @@ class TraceStore:
         finally:
             conn.close()
 
-    def _decode(self, payloads: list[bytes]) -> Iterator[ExportTraceServiceRequest]:
+    def _decode(self, payloads: list[tuple[bytes, Future[None]]]) -> Iterator[ExportTraceServiceRequest]:
         try:
-            yield ExportTraceServiceRequest.FromString(b"".join(payloads))
+            yield ExportTraceServiceRequest.FromString(b"".join(p for p, _ in payloads))
             return
         except DecodeError:
             pass
-        for payload in payloads:  # find the bad one and keep the rest
+        for payload, done in payloads:  # find the bad one and keep the rest
             try:
                 yield ExportTraceServiceRequest.FromString(payload)
             except DecodeError:
                 self.write_errors += 1
                 log.warning("store: dropped %d bytes that are not an ExportTraceServiceRequest", len(payload))
+                done.set_exception(StoreError("not an encoded ExportTraceServiceRequest"))
 
-    def _write_batch(self, ingest: _Ingest, payloads: list[bytes]) -> None:
+    def _write_batch(self, ingest: _Ingest, payloads: list[tuple[bytes, Future[None]]]) -> None:
         conn = ingest.conn
         now_ns = time.time_ns()
+        error: StoreError | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             written = sum(ingest.write(req, now_ns) for req in self._decode(payloads))
@@ -473,11 +483,19 @@ class TraceStore:
             self.spans_written += written
         except sqlite3.Error as exc:
             self.write_errors += 1
-            log.error("store: write failed, %d bytes lost: %s", sum(map(len, payloads)), exc)
+            log.error("store: write failed, %d bytes lost: %s", sum(len(p) for p, _ in payloads), exc)
+            error = StoreError(f"the trace store could not write: {exc}")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             ingest.resources.clear()
             ingest.reload_names()
+        for _, done in payloads:
+            if done.done():
+                continue
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
     def _maintain(self, ingest: _Ingest) -> None:
         """Apply retention, then the size bound, deleting whole traces, first written first."""

@@ -34,9 +34,8 @@ def test_refuses_after_max_wait_while_the_disk_is_stuck(tmp_path: Path) -> None:
     blocker.execute("BEGIN IMMEDIATE")
     try:
 
-        async def flood() -> None:
-            for _ in range(100):
-                await exporter.consume_traces(_traces())
+        async def flood() -> None:  # concurrent calls, as several receivers' requests would be
+            await asyncio.gather(*(exporter.consume_traces(_traces()) for _ in range(100)))
 
         with pytest.raises(RefusedError):
             asyncio.run(flood())

@@ -260,11 +260,23 @@ def test_backpressure_refuses_instead_of_buffering_without_bound(tmp_path: Path)
 
 def test_undecodable_payload_is_dropped_and_the_rest_kept(store: TraceStore) -> None:
     good = mesh_trace(NOW, random.Random(1))
-    store.write(b"\xff\xff\xff garbage")
-    store.write(good.SerializeToString())
-    assert store.flush(10)
+    bad = store.write(b"\xff\xff\xff garbage")
+    committed = store.write(good.SerializeToString())
+    assert committed.result(10) is None
+    with pytest.raises(StoreError, match="not an encoded ExportTraceServiceRequest"):
+        bad.result(10)
     assert store.get_trace(trace_ids(good)[0]) is not None
     assert store.write_errors >= 1
+
+
+def test_write_completes_when_committed(store: TraceStore) -> None:
+    sent = mesh_trace(NOW, random.Random(1))
+    store.write(sent.SerializeToString()).result(10)
+    reader = sqlite3.connect(store.path)  # another connection sees it: it is committed
+    try:
+        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 4
+    finally:
+        reader.close()
 
 
 def test_spans_with_invalid_ids_are_skipped(store: TraceStore) -> None:

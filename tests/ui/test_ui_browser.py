@@ -275,6 +275,22 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     assert "Missing parent" in page.locator(".orphan-callout").inner_text()
     assert "not in this trace" in page.locator(".span-detail").inner_text()
 
+    # Statistics: one row per service and operation, sortable; a service opens its spans.
+    page.locator("#view-stats").click()
+    rows = page.locator("#stats-table tbody tr")
+    assert rows.count() == 5
+    screenshot(page, "statistics.png")
+    db_row = rows.filter(has_text="SELECT cart")
+    # operation, spans, errors, total, mean, max, self time
+    expected = ["SELECT cart", "1", "1", "50ms", "50ms", "50ms", "50ms"]
+    assert db_row.locator("td").all_inner_texts()[1:] == expected
+    page.locator('#stats-table button.sort[data-key="count"]').click()
+    page.locator('#stats-table button.sort[data-key="operation"]').click()
+    assert rows.first.locator("td").nth(1).inner_text() == "GET /api/cart"
+    rows.filter(has_text="GET /stock").locator("button.linkish").click()
+    assert page.locator("#view-timeline").get_attribute("aria-pressed") == "true"
+    assert page.locator(".span-row.match").get_attribute("data-span-id") == ids["orphan"]
+
     # Downloads: the trace as Jaeger JSON and as OTLP/JSON.
     with page.expect_download() as jaeger_download:
         page.locator("#download-jaeger").click()

@@ -48,6 +48,7 @@ MODEL_CASES = """async () => {
   out.visible = m.visibleNodes(t1, new Set(['r'])).map((n) => n.id);
   out.find = [...m.findSpans(t1, 'error=true')].map((n) => n.id);
   out.self = Object.fromEntries(t1.nodes.map((n) => [n.id, m.selfTime(n)]));
+  out.stats = m.operationStats(t1).map((r) => [r.service, r.operation, r.count, r.errors, r.total, r.self]);
   const q = await import('/static/search.js');
   const now = Date.parse('2026-01-02T03:04:05Z');
   const query = (text) => q.apiQuery(new URLSearchParams(text), now);
@@ -107,6 +108,13 @@ def test_model_functions(browser: Any) -> None:
     assert out["find"] == ["g"]
     # r 0-100 has children c1 10-40 and c2 30-90 (union 10-90); c2 30-90 has g 35-80.
     assert out["self"] == {"r": 20, "c1": 30, "c2": 15, "g": 45, "o": 5}
+    assert out["stats"] == [
+        ["b", "op-g", 1, 1, 45, 45],
+        ["a", "op-c1", 1, 0, 30, 30],
+        ["a", "op-r", 1, 0, 100, 20],
+        ["b", "op-c2", 1, 0, 60, 15],
+        ["a", "op-o", 1, 0, 5, 5],
+    ]
     now_us = 1767323045000 * 1000
     assert out["query"] == {
         "params": {

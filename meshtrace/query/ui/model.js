@@ -167,6 +167,30 @@ export function selfTime(node) {
   return node.duration - covered;
 }
 
+/**
+ * Per service and operation: span count, errors, total / mean / max duration and total self time,
+ * most total self time first (where the trace's time went).
+ */
+export function operationStats(model) {
+  const groups = new Map();
+  for (const node of model.nodes) {
+    const key = `${node.service}\u0000${node.operation}`;
+    let g = groups.get(key);
+    if (!g) {
+      g = { service: node.service, operation: node.operation, count: 0, errors: 0, total: 0, max: 0, self: 0 };
+      groups.set(key, g);
+    }
+    g.count += 1;
+    g.errors += node.error ? 1 : 0;
+    g.total += node.duration;
+    g.max = Math.max(g.max, node.duration);
+    g.self += selfTime(node);
+  }
+  return [...groups.values()]
+    .map((g) => ({ ...g, mean: g.total / g.count }))
+    .sort((a, b) => b.self - a.self || a.service.localeCompare(b.service) || a.operation.localeCompare(b.operation));
+}
+
 /** The spans shown in the waterfall, in tree order, skipping descendants of collapsed spans. */
 export function visibleNodes(model, collapsed) {
   const out = [];

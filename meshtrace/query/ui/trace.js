@@ -5,8 +5,8 @@
 import * as api from "./api.js";
 import { h, mount } from "./dom.js";
 import {
-  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, selfTime, serviceColor, tagValue,
-  ticks, visibleNodes,
+  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, operationStats, selfTime, serviceColor,
+  tagValue, ticks, visibleNodes,
 } from "./model.js";
 
 export const ORPHAN_HELP =
@@ -188,14 +188,16 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
     id: "find", type: "search", placeholder: "Find in trace  ( / )", autocomplete: "off", spellcheck: "false",
     "aria-label": "Find in trace",
   });
-  const viewButtons = ["timeline", "flame"].map((v) => h("button", {
+  const VIEWS = { timeline: "Timeline", flame: "Flame graph", stats: "Statistics" };
+  const viewButtons = Object.keys(VIEWS).map((v) => h("button", {
     type: "button", id: `view-${v}`, class: "seg", "aria-pressed": String(state.view === v),
-    onclick: () => {
-      state.view = v;
-      for (const b of viewButtons) b.setAttribute("aria-pressed", String(b.id === `view-${v}`));
-      draw();
-    },
-  }, v === "timeline" ? "Timeline" : "Flame graph"));
+    onclick: () => setView(v),
+  }, VIEWS[v]));
+  function setView(v) {
+    state.view = v;
+    for (const b of viewButtons) b.setAttribute("aria-pressed", String(b.id === `view-${v}`));
+    draw();
+  }
   const criticalButton = h("button", {
     type: "button", id: "critical", "aria-pressed": "true",
     title: "Highlight the chain of spans that determined the trace's latency",
@@ -469,7 +471,12 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   function draw() {
     rowsByNode.clear();
     detailsByNode.clear();
-    mount(body, state.view === "timeline" ? drawWaterfall() : drawFlame());
+    const showInTimeline = (name) => {
+      setView("timeline");
+      findService(name);
+    };
+    const views = { timeline: drawWaterfall, flame: drawFlame, stats: () => statsTable(model, showInTimeline) };
+    mount(body, views[state.view]());
     body.classList.toggle("finding", Boolean(find.value.trim()));
   }
 
@@ -487,6 +494,45 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   const linked = q.get("span") && model.byId.get(q.get("span"));
   if (linked) reveal(linked);
   return { focusFind: () => find.focus() };
+}
+
+const STAT_COLUMNS = [
+  ["service", "Service", (r) => r.service],
+  ["operation", "Operation", (r) => r.operation],
+  ["count", "Spans", (r) => String(r.count)],
+  ["errors", "Errors", (r) => String(r.errors)],
+  ["total", "Total", (r) => fmtDuration(r.total)],
+  ["mean", "Mean", (r) => fmtDuration(r.mean)],
+  ["max", "Max", (r) => fmtDuration(r.max)],
+  ["self", "Self time", (r) => fmtDuration(r.self)],
+];
+
+/** The statistics view: one row per service and operation; headers sort, a service finds its spans. */
+function statsTable(model, onService) {
+  const rows = operationStats(model);
+  const body = h("tbody");
+  let sortKey = "self";
+  let descending = true;
+  const headers = STAT_COLUMNS.map(([key, label]) => h("th", { scope: "col", class: !["service", "operation"].includes(key) && "num" },
+    h("button", { type: "button", class: "sort", "data-key": key, onclick: () => sortBy(key) }, label)));
+  const fill = () => {
+    const sign = descending ? -1 : 1;
+    const sorted = [...rows].sort((a, b) =>
+      sign * (typeof a[sortKey] === "string" ? a[sortKey].localeCompare(b[sortKey]) : a[sortKey] - b[sortKey]));
+    mount(body, sorted.map((r) => h("tr", {}, STAT_COLUMNS.map(([key, , text]) => {
+      if (key !== "service") return h("td", { class: [key !== "operation" && "num", key === "errors" && r.errors && "bad"] }, text(r));
+      return h("td", {}, h("button", { type: "button", class: "linkish", onclick: () => onService(r.service) }, swatch(r.service), r.service));
+    }))));
+    headers.forEach((th, i) => th.setAttribute("aria-sort",
+      STAT_COLUMNS[i][0] === sortKey ? (descending ? "descending" : "ascending") : "none"));
+  };
+  function sortBy(key) {
+    descending = key === sortKey ? !descending : !["service", "operation"].includes(key);
+    sortKey = key;
+    fill();
+  }
+  fill();
+  return h("table", { class: "stats-table", id: "stats-table" }, h("thead", {}, h("tr", {}, headers)), body);
 }
 
 function countDescendants(node) {

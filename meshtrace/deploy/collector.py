@@ -545,11 +545,22 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
         f"Probes call the health_check extension on {listening.health_port}; MY_POD_IP (downward API) is "
         "where every receiver listens."
     )
-    pod_annotations = {"checksum/config": hashlib.sha256(config_text.encode()).hexdigest()}
+    # A config change changes the pod template, so the pods roll and load it.
+    pod_annotations = {
+        **(dep.annotations if dep else {}),
+        "checksum/config": hashlib.sha256(config_text.encode()).hexdigest(),
+    }
+    # Other flags (feature gates, ...) are kept; --config points at the rendered ConfigMap.
+    args = [f"--config={CONFIG_DIR}/{key}"]
+    args += [a for a in (container.args if container else []) if not a.startswith("--config")]
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(selector)},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**(dep.meta.labels if dep else {}), **selector},
+        },
         "spec": {
             "selector": {"matchLabels": dict(selector)},
             "strategy": strategy
@@ -571,7 +582,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
                         {
                             "name": container.name if container and container.name else name,
                             "image": options.image,
-                            "args": [f"--config={CONFIG_DIR}/{key}"],
+                            "args": args,
                             "env": env,
                             "ports": [
                                 {"name": p.name, "containerPort": p.port, "protocol": "TCP"}

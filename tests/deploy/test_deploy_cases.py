@@ -422,3 +422,24 @@ def test_mixer_rewrite_means_what_the_seed_meant(seed_manifests: Path) -> None:
     assert evaluate(value, {}) == "unknown"
     assert evaluate(value, {"destination.workload.name": "backend-v1"}) == "backend-v1"
     assert rewrite_mixer(spec) == []  # CEL stays CEL
+
+
+def test_input_flags_annotations_and_labels_are_kept(tmp_path: Path) -> None:
+    dep = COLLECTOR.replace(
+        "metadata: {labels: {app: otel-collector}}",
+        "metadata: {labels: {app: otel-collector}, annotations: {team: obs}}",
+    )
+    dep = dep.replace(
+        "image: otel/", "args: [--config=/etc/otel/x.yaml, --feature-gates=-foo]\n        image: otel/"
+    )
+    dep = dep.replace(
+        "metadata: {name: otel-collector, namespace: istio-system}",
+        "metadata: {name: otel-collector, namespace: istio-system, labels: {tier: obs}}",
+    )
+    result = render_docs(tmp_path, dep)
+    out = parsed(result, "otel-collector/deployment.yaml")[0]
+    assert out["metadata"]["labels"] == {"tier": "obs", "app": "otel-collector"}
+    template = out["spec"]["template"]
+    assert template["metadata"]["annotations"]["team"] == "obs"
+    assert "checksum/config" in template["metadata"]["annotations"]
+    assert template["spec"]["containers"][0]["args"] == ["--config=/conf/config.yaml", "--feature-gates=-foo"]

@@ -8,6 +8,8 @@ written "5s", "200ms"), `Literal[...]`, nested dataclasses, `X | None`, `list[X]
 - A nested dataclass field whose YAML value is null takes that dataclass's defaults (the
   Collector's `grpc:` with no value enables gRPC with defaults).
 - `__post_init__` may raise ValueError: it is reported at the dataclass's path.
+- A `${...}` environment reference still in a non-string value is not type-checked (it is only
+  there when a raw config is checked without loading it).
 - `field(metadata={"warning": "why / what to use"})` makes setting the key a warning
   (deprecated or accepted-but-ignored keys).
 """
@@ -167,6 +169,10 @@ class _Decoder:
                 continue
             if "warning" in f.metadata:
                 self.problems.append(Problem(WARNING, sub, f.metadata["warning"]))
+            if isinstance(raw, str) and "${" in raw and hints[f.name] is not str:
+                # An environment reference left unexpanded (check() on a raw ConfigMap): its
+                # type is only known at run time, so the default stands in for it.
+                continue
             kwargs[f.name] = self.value(hints[f.name], raw, sub)
         try:
             return cls(**kwargs)

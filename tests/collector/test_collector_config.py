@@ -301,3 +301,9 @@ def test_several_configs_merge_in_order(tmp_path: Path) -> None:
     assert raw["exporters"]["debug"] == {"verbosity": "detailed"}
     assert raw["receivers"] == minimal()["receivers"]
     assert _validate("--config", f"file:{base}", "--config", str(override)).returncode == 0
+
+
+def test_check_on_a_raw_config_accepts_unexpanded_env_references() -> None:
+    raw = minimal(otlp_grpc={"endpoint": "${env:BACKEND}:4317", "timeout": "${env:TIMEOUT}"})
+    raw["exporters"]["otlp_grpc"]["sending_queue"] = {"queue_size": "${env:QUEUE}"}
+    assert errors(check(raw)) == {}

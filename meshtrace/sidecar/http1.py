@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import httptools
 
@@ -113,6 +113,8 @@ class _Building:
 class _Parser:
     """Shared callback plumbing; subclasses make the head object."""
 
+    _p: Any  # the httptools parser
+
     def __init__(self, max_header_bytes: int = MAX_HEADERS_BYTES) -> None:
         self.events: deque[object] = deque()
         self.max_header_bytes = max_header_bytes
@@ -193,7 +195,20 @@ class _Parser:
         self.events.append(error)
 
     def _feed(self, data: bytes) -> None:
-        raise NotImplementedError
+        self._p.feed_data(data)
+
+    def _common(self) -> dict[str, Any]:
+        """The Head fields both message kinds share, from the parser's state."""
+        b = self._b
+        chunked, length = self._framing(b.index)
+        return {
+            "headers": b.headers,
+            "index": b.index,
+            "version": self._p.get_http_version(),
+            "keep_alive": self._p.should_keep_alive(),
+            "chunked": chunked,
+            "content_length": length,
+        }
 
     @property
     def in_message(self) -> bool:
@@ -211,23 +226,12 @@ class RequestParser(_Parser):
         super().__init__(max_header_bytes)
         self._p = httptools.HttpRequestParser(self)
 
-    def _feed(self, data: bytes) -> None:
-        self._p.feed_data(data)
-
     def _make_head(self) -> RequestHead:
-        b = self._b
-        p = self._p
-        chunked, length = self._framing(b.index)
         return RequestHead(
-            headers=b.headers,
-            index=b.index,
-            version=p.get_http_version(),
-            keep_alive=p.should_keep_alive(),
-            chunked=chunked,
-            content_length=length,
-            method=p.get_method().decode("ascii"),
-            target=b"".join(b.url).decode("latin-1"),
-            raw_size=b.size + 16,
+            **self._common(),
+            method=self._p.get_method().decode("ascii"),
+            target=b"".join(self._b.url).decode("latin-1"),
+            raw_size=self._b.size + 16,
         )
 
 
@@ -240,23 +244,12 @@ class ResponseParser(_Parser):
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
-    def _feed(self, data: bytes) -> None:
-        self._p.feed_data(data)
-
     def _make_head(self) -> ResponseHead:
-        b = self._b
-        p = self._p
-        chunked, length = self._framing(b.index)
         head = ResponseHead(
-            headers=b.headers,
-            index=b.index,
-            version=p.get_http_version(),
-            keep_alive=p.should_keep_alive(),
-            chunked=chunked,
-            content_length=length,
-            status=p.get_status_code(),
+            **self._common(),
+            status=self._p.get_status_code(),
             reason=self._reason.decode("latin-1"),
-            raw_size=b.size + 17,
+            raw_size=self._b.size + 17,
         )
         self._reason = b""
         return head

@@ -109,7 +109,7 @@ class QueryServer:
         r.add_get("/api/v3/traces", self.v3_search)
         r.add_get("/api/v3/traces/{trace_id}", self.v3_trace)
         r.add_route("*", "/api/{tail:.*}", self.api_not_found)
-        r.add_get("/static/{name}", self.static)
+        r.add_get("/static/{name:.*}", self.static)  # any depth: names with "/" are refused
         r.add_get("/{tail:.*}", self.index)
 
     async def close(self) -> None:

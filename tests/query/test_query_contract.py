@@ -534,7 +534,8 @@ def test_static_files(seeded: Seeded, name: str, content_type: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/static/..%2Fserver.py", "/static/.hidden", "/static/nope.js", "/static/%2e%2e"]
+    "path",
+    ["/static/..%2Fserver.py", "/static/.hidden", "/static/nope.js", "/static/%2e%2e", "/static/sub/app.js"],
 )
 def test_static_files_stay_inside_the_ui_folder(seeded: Seeded, path: str) -> None:
     assert requests.get(seeded.url + path, timeout=10).status_code == 404

@@ -172,5 +172,8 @@ def parse_v3_search(params: Params) -> TraceQuery:
         start_max_ns=parse_rfc3339_ns(tmax, "query.start_time_max"),
         duration_min_ns=parse_duration_ns(dmin, "query.duration_min") if dmin else None,
         duration_max_ns=parse_duration_ns(dmax, "query.duration_max") if dmax else None,
-        limit=_limit(_first(params, "query.num_traces"), "query.num_traces"),
+        # Jaeger renamed query.num_traces to query.search_depth; accept both
+        limit=_limit(
+            _first(params, "query.num_traces") or _first(params, "query.search_depth"), "query.num_traces"
+        ),
     )

@@ -478,6 +478,8 @@ def test_v3_search(seeded: Seeded) -> None:
     assert seeded.error_id in ids and not {seeded.ok_id, *seeded.batch_ids} & ids
     two = get(seeded, "/api/v3/traces", **params, **{"query.num_traces": "2", "query.duration_min": "1ms"})
     assert len({s.trace_id for s in _spans(otlp_json.request_from_json(two["result"])).values()}) == 2
+    depth = get(seeded, "/api/v3/traces", **params, **{"query.search_depth": "3"})
+    assert len({s.trace_id for s in _spans(otlp_json.request_from_json(depth["result"])).values()}) == 3
     empty = get(seeded, "/api/v3/traces", **{**params, "query.service_name": "nope"})
     assert empty == {"result": {"resourceSpans": []}}
 

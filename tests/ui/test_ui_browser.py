@@ -348,6 +348,16 @@ def test_search_form_deep_links_and_bad_input(browser: Any, collector: tuple[str
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/trace/{ids['trace']}")
 
+    # Live: with the switch on, a trace sent after the search shows up without a click.
+    page = ui.goto("/search?service=inventory")
+    expect(page.locator("#result-count")).to_have_text("1 trace")
+    page.locator("#live").check()
+    later = send_trace(otlp)["trace"]
+    expect(page.locator(f'.result[data-trace-id="{later}"]')).to_be_visible(timeout=20_000)
+    expect(page.locator("#result-count")).to_have_text("2 traces")
+    assert page.locator("#live").is_checked()
+    page.locator("#live").uncheck()
+
     # Deep link to one span of a trace, with Jaeger UI's uiFind; "/" jumps to find-in-trace.
     page = ui.goto(f"/trace/{ids['trace']}?span={ids['server']}&uiFind=cart.owner")
     expect(page.locator(f'.span-detail[data-span-id="{ids["server"]}"]')).to_be_visible()

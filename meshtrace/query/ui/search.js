@@ -252,6 +252,9 @@ function resultItem(r, maxDuration) {
   );
 }
 
+const LIVE = "meshtrace.live";
+const LIVE_SECONDS = 5;
+
 /** Render the search page into `root` for the URL query `q`; `navigate` changes the route. */
 export async function renderSearch(root, q, navigate) {
   const results = h("section", { class: "results", id: "results", "aria-live": "polite" });
@@ -268,48 +271,67 @@ export async function renderSearch(root, q, navigate) {
     q = new URLSearchParams({ service: service.value });
   }
   const ids = q.getAll("traceID");
-  const query = ids.length ? {} : apiQuery(q);
-  if (query.error) {
-    message.textContent = query.error;
+  const first = ids.length ? {} : apiQuery(q);
+  if (first.error) {
+    message.textContent = first.error;
     mount(results);
     return;
   }
-  mount(results, h("p", { class: "loading" }, "Searching…"));
-  let traces;
-  let missing = [];
-  try {
-    if (ids.length) ({ traces, missing } = await api.tracesById(ids));
-    else traces = await api.searchTraces(query.params);
-  } catch (err) {
-    message.textContent = err.message;
-    mount(results);
-    return;
-  }
-  const notFound = missing.length
-    ? h("p", { class: "banner warn", id: "missing-ids" }, `Not found: ${missing.join(", ")}`)
-    : null;
-  const rows = traces.map(summarize);
-  if (!rows.length) {
-    mount(results, notFound, h("p", { class: "empty" }, "No traces found. Widen the time range or remove filters."));
-    return;
-  }
+  // Kept across refreshes, so the chosen order and the live switch survive them.
   const sortKey = h("select", { id: "sort", "aria-label": "Sort results" }, SORTS.map(([k, label]) => option(k, label)));
+  const live = h("input", { id: "live", type: "checkbox", checked: sessionStorage.getItem(LIVE) === "1" || undefined });
+  const liveLabel = h("label", { class: "check live", title: `Search again every ${LIVE_SECONDS} s` }, live, h("span", {}, "Live"));
   const list = h("ol", { class: "result-list", id: "result-list" });
-  const maxDuration = Math.max(...rows.map((r) => r.duration), 1);
+  let rows = [];
   const fill = () => {
     const cmp = SORTS.find(([k]) => k === sortKey.value)[2];
+    const maxDuration = Math.max(...rows.map((r) => r.duration), 1);
     mount(list, [...rows].sort(cmp).map((r) => resultItem(r, maxDuration)));
   };
   sortKey.addEventListener("change", fill);
-  fill();
-  mount(
-    results,
-    notFound,
-    scatter(rows, (id) => navigate(`/trace/${encodeURIComponent(id)}`)),
-    h("div", { class: "results-head" },
-      h("h2", { id: "result-count" }, `${rows.length} trace${rows.length === 1 ? "" : "s"}`), sortKey),
-    list,
-  );
+
+  const load = async () => {
+    let traces;
+    let missing = [];
+    try {
+      if (ids.length) ({ traces, missing } = await api.tracesById(ids));
+      // A relative time range moves with the clock: recompute it on every refresh.
+      else traces = await api.searchTraces(apiQuery(q).params);
+    } catch (err) {
+      message.textContent = err.message;
+      if (!rows.length) mount(results); // first load: drop "Searching…"; a refresh keeps what it had
+      return;
+    }
+    message.textContent = "";
+    rows = traces.map(summarize);
+    fill();
+    const head = h("div", { class: "results-head" },
+      h("h2", { id: "result-count" }, `${rows.length} trace${rows.length === 1 ? "" : "s"}`),
+      h("span", { class: "results-tools" }, liveLabel, sortKey));
+    mount(results,
+      missing.length ? h("p", { class: "banner warn", id: "missing-ids" }, `Not found: ${missing.join(", ")}`) : null,
+      rows.length ? scatter(rows, (id) => navigate(`/trace/${encodeURIComponent(id)}`)) : null,
+      head,
+      rows.length ? list : h("p", { class: "empty" }, "No traces found. Widen the time range or remove filters."));
+  };
+
+  let timer = null;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (live.checked) timer = setTimeout(tick, LIVE_SECONDS * 1000);
+  };
+  const tick = async () => {
+    if (!results.isConnected || !live.checked) return; // the page was left or live turned off
+    await load();
+    schedule();
+  };
+  live.addEventListener("change", () => {
+    sessionStorage.setItem(LIVE, live.checked ? "1" : "0");
+    schedule();
+  });
+  mount(results, h("p", { class: "loading" }, "Searching…"));
+  await load();
+  schedule();
 }
 
 /** Put a tags map (e.g. from a link elsewhere) into the search query string. */

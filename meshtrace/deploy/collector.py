@@ -261,7 +261,7 @@ def _self_metrics(config: dict[str, Any], notes: list[str]) -> int:
     readers = metrics.get("readers")
     if isinstance(readers, list) and readers:
         for reader in readers:
-            prom = (((reader or {}).get("pull") or {}).get("exporter") or {}).get("prometheus")
+            prom = _dig(reader, "pull", "exporter", "prometheus")
             if isinstance(prom, dict):
                 if str(prom.get("host", "localhost")) in _LOCAL_HOSTS:
                     prom["host"] = POD_IP
@@ -305,8 +305,55 @@ class Listening:
     metrics_port: int = METRICS_PORT
 
 
+def _dig(node: Any, *keys: str) -> Any:
+    """node[k1][k2]... or None where a level is missing or not a mapping."""
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _check_shape(raw: Any) -> None:
+    """The structure the rewrite relies on (values inside components are the collector check's
+    business); RenderError naming the field otherwise."""
+
+    def mapping(value: Any, path: str, null_ok: bool = True) -> None:
+        if not (isinstance(value, dict) or (null_ok and value is None)):
+            raise RenderError(f"collector config: {path} must be a mapping, got {type(value).__name__}")
+
+    mapping(raw, "the config", null_ok=False)
+    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
+        mapping(raw.get(kind.section), kind.section)
+        for cid, component in (raw.get(kind.section) or {}).items():
+            mapping(component, f"{kind.section}.{cid}")
+            if isinstance(component, dict) and "protocols" in component:
+                mapping(component["protocols"], f"{kind.section}.{cid}.protocols")
+                for proto, settings in (component["protocols"] or {}).items():
+                    mapping(settings, f"{kind.section}.{cid}.protocols.{proto}")
+    service = raw.get("service")
+    mapping(service, "service")
+    for key in ("pipelines", "telemetry"):
+        mapping((service or {}).get(key), f"service.{key}")
+    for name, pipeline in ((service or {}).get("pipelines") or {}).items():
+        mapping(pipeline, f"service.pipelines.{name}")
+        for section in ("receivers", "processors", "exporters"):
+            refs = (pipeline or {}).get(section)
+            if refs is not None and not (isinstance(refs, list) and all(isinstance(r, str) for r in refs)):
+                raise RenderError(
+                    f"collector config: service.pipelines.{name}.{section} must be a list of ids"
+                )
+    telemetry = (service or {}).get("telemetry") or {}
+    mapping(telemetry.get("metrics"), "service.telemetry.metrics")
+    readers = (telemetry.get("metrics") or {}).get("readers")
+    if readers is not None and not (isinstance(readers, list) and all(isinstance(r, dict) for r in readers)):
+        raise RenderError("collector config: service.telemetry.metrics.readers must be a list of mappings")
+    extensions = (service or {}).get("extensions")
+    if extensions is not None and not isinstance(extensions, list):
+        raise RenderError("collector config: service.extensions must be a list of ids")
+
+
 def collector_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], Listening]:
     """The production collector config, the notes on each change, and where it listens."""
+    _check_shape(raw)
     config = copy.deepcopy(raw)
     notes: list[str] = []
     for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
@@ -348,10 +395,10 @@ def service_ports(config: dict[str, Any], metrics_port: int) -> list[Port]:
         suffix = rid.replace("/", "-").replace("_", "-")
         found: list[tuple[str, str, str | None]] = []
         if rtype == "otlp":
-            protocols = receiver.get("protocols") or {}
+            protocols = _dig(receiver, "protocols") or {}
             for proto, port_name, app in (("grpc", "grpc-otlp", "grpc"), ("http", "http-otlp", "http")):
                 if proto in protocols:
-                    found.append((str(protocols[proto].get("endpoint", "")), port_name, app))
+                    found.append((str(_dig(protocols, proto, "endpoint") or ""), port_name, app))
         elif isinstance(receiver, dict) and "endpoint" in receiver:
             kind = "http" if rtype in ("zipkin", "jaeger", "prometheus") else "tcp"
             found.append((str(receiver["endpoint"]), f"{kind}-{suffix}", "http" if kind == "http" else None))

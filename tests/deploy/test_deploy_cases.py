@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import yaml
 from deploy_helpers import documents, one, run_meshtrace
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshtrace.config.loader import load
-from meshtrace.deploy.collector import Options, collector_config, memory_bytes, validate_config
+from meshtrace.deploy.collector import Options, collector_config, memory_bytes, service_ports, validate_config
 from meshtrace.deploy.istio import RenderError, rewrite_mixer
 from meshtrace.deploy.render import Result, render
 
@@ -443,3 +445,45 @@ def test_input_flags_annotations_and_labels_are_kept(tmp_path: Path) -> None:
     assert template["metadata"]["annotations"]["team"] == "obs"
     assert "checksum/config" in template["metadata"]["annotations"]
     assert template["spec"]["containers"][0]["args"] == ["--config=/conf/config.yaml", "--feature-gates=-foo"]
+
+
+# Collector configs built from the words a config uses, in any shape: render either gives a
+# config the collector check accepts or says why not (RenderError), never another exception.
+_WORDS = st.sampled_from(
+    ["otlp", "zipkin", "grpc", "http", "endpoint", "0.0.0.0:4317", "memory_limiter", "batch", "debug",
+     "logging", "otlp/jaeger", "health_check", "readers", "pull", "exporter", "prometheus", "address",
+     "metrics", "loglevel", "limit_mib", "check_interval", "1s", "traces", "protocols", "port"]
+)  # fmt: skip
+_VALUES = st.recursive(
+    st.none() | st.integers(-2, 70000) | _WORDS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_WORDS, inner, max_size=4),
+    max_leaves=12,
+)
+_CONFIGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "receivers": st.dictionaries(_WORDS, _VALUES, max_size=3) | _VALUES,
+        "processors": st.dictionaries(_WORDS, _VALUES, max_size=3),
+        "exporters": st.dictionaries(_WORDS, _VALUES, max_size=3),
+        "extensions": st.dictionaries(_WORDS, _VALUES, max_size=2),
+        "service": st.fixed_dictionaries(
+            {},
+            optional={
+                "pipelines": st.dictionaries(_WORDS, _VALUES, max_size=2) | _VALUES,
+                "extensions": _VALUES,
+                "telemetry": _VALUES,
+            },
+        ),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CONFIGS)
+def test_any_collector_config_renders_or_is_refused(raw: dict[str, Any]) -> None:
+    try:
+        config, _notes, _listening = collector_config(raw)
+        validate_config(config)
+    except RenderError:
+        return
+    service_ports(config, 8888)

@@ -38,7 +38,7 @@ class Page:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
         self.page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-        self.page.set_default_timeout(10_000)
+        self.page.set_default_timeout(15_000)
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.on("console", self._console)

@@ -83,6 +83,10 @@ class Component(Protocol):
     async def shutdown(self) -> None: ...
 
 
+class TracesComponent(Component, TracesConsumer, Protocol):
+    """What processors and exporters are: a component that consumes traces."""
+
+
 class PipelineWatcher(Protocol):
     """Optional for extensions (health_check): told when every pipeline has started / is stopping."""
 

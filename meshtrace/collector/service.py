@@ -15,7 +15,14 @@ import signal
 from typing import Any
 
 from meshtrace.collector import registry
-from meshtrace.collector.component import Component, ComponentID, Kind, RefusedError, TracesConsumer
+from meshtrace.collector.component import (
+    Component,
+    ComponentID,
+    Kind,
+    RefusedError,
+    TracesComponent,
+    TracesConsumer,
+)
 from meshtrace.collector.config import CollectorConfig
 from meshtrace.collector.telemetry import TELEMETRY, MetricsServer
 from meshtrace.model import Traces
@@ -52,8 +59,8 @@ class Service:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.extensions: dict[ComponentID, Component] = {}
-        self.exporters: dict[ComponentID, Component] = {}
-        self.processors: list[list[Component]] = []  # per pipeline, in pipeline order
+        self.exporters: dict[ComponentID, TracesComponent] = {}
+        self.processors: list[list[TracesComponent]] = []  # per pipeline, in pipeline order
         self.receivers: dict[ComponentID, Component] = {}
         self.metrics: MetricsServer | None = None
         self._started: list[Component] = []
@@ -70,8 +77,8 @@ class Service:
             for cid in pipeline.exporters:
                 if cid not in self.exporters:
                     self.exporters[cid] = self._create(Kind.EXPORTER, cid, None)
-            consumer = fanout([self.exporters[cid] for cid in pipeline.exporters])  # type: ignore[misc]
-            chain: list[Component] = []
+            consumer = fanout([self.exporters[cid] for cid in pipeline.exporters])
+            chain: list[TracesComponent] = []
             for cid in reversed(pipeline.processors):
                 processor = self._create(Kind.PROCESSOR, cid, consumer)
                 chain.insert(0, processor)

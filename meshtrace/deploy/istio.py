@@ -103,7 +103,9 @@ def _proxy_metadata(config: dict[str, Any]) -> list[str]:
     if not isinstance(moved, dict):
         return []
     default_config = config.setdefault("defaultConfig", {})
-    target = default_config.setdefault("proxyMetadata", {})
+    target = default_config.setdefault("proxyMetadata", {}) if isinstance(default_config, dict) else None
+    if not isinstance(target, dict):
+        raise RenderError("meshConfig.defaultConfig.proxyMetadata must be a mapping")
     notes = [
         f"proxyMetadata ({', '.join(sorted(moved))}) moved from meshConfig, where Istio ignores it, to "
         "meshConfig.defaultConfig.proxyMetadata, where proxies read it."
@@ -177,7 +179,11 @@ def telemetries(bundle: Bundle) -> tuple[list[Manifest], list[tuple[str, Telemet
                     )
                 )
                 continue
-        manifest = _telemetry(tel)
+        try:
+            manifest = _telemetry(tel)
+        except RenderError as e:
+            left_out.append((str(e), tel))
+            continue
         manifest.notes += sorted(set(advice.get(tel.meta.ref, [])))
         kept.append(manifest)
     return kept, left_out
@@ -195,7 +201,7 @@ def _telemetry(tel: Telemetry) -> Manifest:
     errors = schema.validate(spec, _spec_schema(), "spec")
     if errors:
         problems = "; ".join(f"{e.path}: {e.message}" for e in errors)
-        raise RenderError(f"{tel.meta.ref}: rendered Telemetry fails the CRD schema: {problems}")
+        raise RenderError(f"it would still fail the CRD schema: {problems}")
     metadata: dict[str, Any] = {"name": tel.name, "namespace": tel.namespace}
     if tel.meta.labels:
         metadata["labels"] = dict(tel.meta.labels)
@@ -238,15 +244,20 @@ def _prune_unknown(spec: dict[str, Any]) -> list[str]:
     kubectl's strict validation), so they are dropped here, each with a note."""
     notes = []
     for error in schema.validate(spec, _spec_schema(), "spec"):
-        if error.unknown_field:
-            _delete(spec, error.path.removeprefix("spec."))
+        if error.unknown_field and _delete(spec, error.path.removeprefix("spec.")):
             notes.append(f"{error.path} removed: {error.message}.")
     return notes
 
 
-def _delete(root: dict[str, Any], path: str) -> None:
+def _delete(root: dict[str, Any], path: str) -> bool:
+    """Delete the key at `path`; False when the path does not lead there (a map key with a dot:
+    the schema check that follows then reports it)."""
     tokens = [(int(i) if i else key) for i, key in _PATH_TOKEN.findall(path)]
     node: Any = root
-    for token in tokens[:-1]:
-        node = node[token]
-    del node[tokens[-1]]
+    try:
+        for token in tokens[:-1]:
+            node = node[token]
+        del node[tokens[-1]]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True

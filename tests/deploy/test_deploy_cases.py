@@ -487,3 +487,20 @@ def test_any_collector_config_renders_or_is_refused(raw: dict[str, Any]) -> None
     except RenderError:
         return
     service_ports(config, 8888)
+
+
+def test_telemetry_that_cannot_be_made_valid_is_left_out(tmp_path: Path) -> None:
+    odd = """
+    apiVersion: telemetry.istio.io/v1
+    kind: Telemetry
+    metadata: {name: odd, namespace: default}
+    spec:
+      tracing:
+      - providers: [{name: otel}]
+        customTags: {"my.tag": {literal: {value: x}, bogus: 1}}
+    """
+    result = render_docs(tmp_path, MESH, odd)
+    assert parsed(result, "istio/telemetry.yaml") == []
+    assert "Left out: Telemetry default/odd (01.yaml): it would still fail the CRD schema" in prose(
+        result.files["istio/telemetry.yaml"]
+    )

@@ -181,10 +181,14 @@ def _readme(
         "kubectl apply -f monitoring/                   # needs the Prometheus Operator CRDs",
         "```",
         "",
-        "Changes to `meshConfig.defaultConfig` (proxy config) reach a sidecar only when its pod starts: "
-        "`kubectl rollout restart deployment -n <namespace>` the meshed workloads after `istioctl install`.",
-        "",
     ]
+    if "istio/mesh-config.yaml" in result.files:
+        lines += [
+            "Changes to `meshConfig.defaultConfig` (proxy config) reach a sidecar only when its pod "
+            "starts: `kubectl rollout restart deployment -n <namespace>` the meshed workloads after "
+            "`istioctl install`.",
+            "",
+        ]
     if rendered is not None and rendered.unchecked:
         lines += ["## Not checked by meshtrace", "", *[f"- {u}" for u in rendered.unchecked], ""]
     if result.warnings:

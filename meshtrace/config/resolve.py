@@ -321,11 +321,8 @@ class _Resolution:
         max_len = _Value(DEFAULT_TAG_LENGTH, _default("Envoy max_path_tag_length=256"))
         if provider is not None and provider.get("_max_tag_length_set"):
             max_len = _Value(provider["max_tag_length"], self.sources[f"{key}.provider"])
-        elif (
-            isinstance(map_at(proxy, "tracing").get("maxPathTagLength"), int)
-            and proxy["tracing"]["maxPathTagLength"]
-        ):
-            max_len = _Value(int(proxy["tracing"]["maxPathTagLength"]), proxy_srcs["maxPathTagLength"])
+        elif _whole(map_at(proxy, "tracing").get("maxPathTagLength")):
+            max_len = _Value(_whole(proxy["tracing"]["maxPathTagLength"]), proxy_srcs["maxPathTagLength"])
         self.sources[f"{key}.max_path_tag_length"] = max_len.source
         self.sources[f"{key}.use_request_id_for_trace_sampling"] = d.use_request_id.source
         self.sources[f"{key}.enable_istio_tags"] = d.enable_istio_tags.source
@@ -384,15 +381,20 @@ class _Resolution:
                 f"{key}: provider {name!r} is {kind}, which meshtrace does not implement: tracing is off"
             )
             return None, None
-        if not body.get("port"):
-            self.note(f"{key}: provider {name!r} has no port (required): Istio cannot build its cluster")
+        port = _whole(body.get("port"))
+        if port is None or not 0 < port < 65536:
+            self.note(
+                f"{key}: provider {name!r} has no valid port (required): Istio cannot build its cluster"
+            )
+            port = 0
+        max_tag = _whole(body.get("maxTagLength"))
         doc: dict[str, Any] = {
             "name": str(entry.get("name")),
             "type": kind,
             "service": str(body.get("service", "")),
-            "port": int(body.get("port") or 0),
-            "max_tag_length": int(body.get("maxTagLength") or DEFAULT_TAG_LENGTH),
-            "_max_tag_length_set": bool(body.get("maxTagLength")),
+            "port": port,
+            "max_tag_length": max_tag or DEFAULT_TAG_LENGTH,
+            "_max_tag_length_set": bool(max_tag),
         }
         sampler: _Value | None = None
         if kind == "opentelemetry":
@@ -533,12 +535,11 @@ class _Resolution:
         key = f"tracing.{name}"
         sampling = self.proxy_sampling(proxy, proxy_srcs)
         tags, tags_src = self.custom_tags(d, proxy, proxy_srcs)
-        max_len = map_at(proxy, "tracing").get("maxPathTagLength")
-        has_len = isinstance(max_len, int) and max_len > 0
+        max_len = _whole(map_at(proxy, "tracing").get("maxPathTagLength"))
         self.sources[f"{key}.random_sampling_percentage"] = sampling.source
         self.sources[f"{key}.custom_tags"] = tags_src
         self.sources[f"{key}.max_path_tag_length"] = (
-            proxy_srcs["maxPathTagLength"] if has_len else _default("Envoy max_path_tag_length=256")
+            proxy_srcs["maxPathTagLength"] if max_len else _default("Envoy max_path_tag_length=256")
         )
         self.sources[f"{key}.enable_istio_tags"] = d.enable_istio_tags.source
         return {
@@ -548,7 +549,7 @@ class _Resolution:
             "disable_span_reporting": False,
             "use_request_id_for_trace_sampling": True,
             "enable_istio_tags": bool(d.enable_istio_tags.value),
-            "max_path_tag_length": max_len if isinstance(max_len, int) and has_len else DEFAULT_TAG_LENGTH,
+            "max_path_tag_length": max_len or DEFAULT_TAG_LENGTH,
             "custom_tags": tags,
             "propagation": {"read": ["w3c", "b3"], "write": ["w3c", "b3"]},
         }
@@ -696,9 +697,20 @@ def _tags(raw: Mapping[str, Any]) -> dict[str, Any]:
         for kind in ("literal", "environment", "header", "formatter"):
             body = tag.get(kind)
             if isinstance(body, dict):
-                out[str(name)] = {kind: {_snake(k): v for k, v in body.items()}}
+                out[str(name)] = {kind: {_snake(k): str(v) for k, v in body.items()}}
                 break
     return dict(sorted(out.items()))
+
+
+def _whole(value: Any) -> int | None:
+    """A non-negative integer written as a number or digits, else None (YAML may hold anything)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
 
 
 def _snake(name: str) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from config_helpers import MESH, telemetry
 
+from meshtrace.config.document_schema import check_document
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
@@ -25,6 +27,7 @@ def explain_json(*args: str, env: dict[str, str] | None = None) -> dict[str, Any
     proc = run("explain", *args, "-o", "json", env=env)
     assert proc.returncode == 0, proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)
+    assert [str(e) for e in check_document(doc)] == []
     return doc
 
 

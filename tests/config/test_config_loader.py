@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshtrace.config import effective_config, load
+from meshtrace.config.document_schema import check_document
 from meshtrace.config.lint import lint
 from meshtrace.config.schema import crd_schema, validate
 
@@ -255,6 +256,81 @@ def test_fuzz_load_resolve_lint_never_crash(tmp_path: Path, spec: Any, mesh: Any
     path.write_text(yaml.safe_dump_all(docs) + "---\n" + text, encoding="utf-8")
     bundle = load([path])
     doc = effective_config(bundle, "w", "s")
-    assert set(doc["tracing"]) == {"client", "server"}
+    assert [str(e) for e in check_document(doc)] == []
     for finding in lint(bundle):
         assert finding.severity in ("error", "warning", "info")
+
+
+_anything = st.one_of(
+    _leaf, st.lists(_leaf, max_size=2), st.dictionaries(st.sampled_from(["a", "value"]), _leaf, max_size=2)
+)
+_PROVIDER_KEYS = ["service", "port", "maxTagLength", "http", "grpc", "path", "traceContextOption", "timeout",
+                  "headers", "dynatraceSampler", "resourceDetectors"]  # fmt: skip
+_TRANSPORT_KEYS = ["path", "timeout", "headers", "initialMetadata"]
+_provider_body = st.dictionaries(
+    st.sampled_from(_PROVIDER_KEYS),
+    st.one_of(_anything, st.dictionaries(st.sampled_from(_TRANSPORT_KEYS), _anything, max_size=3)),
+    max_size=6,
+)
+_provider = st.builds(
+    lambda name, kind, body: {"name": name, kind: body},
+    st.sampled_from(["otel", "zip", "OTEL", "prometheus"]),
+    st.sampled_from(["opentelemetry", "zipkin", "datadog", "prometheus"]),
+    _provider_body,
+)
+_names = st.lists(st.sampled_from(["otel", "zip", "nope", "prometheus"]), max_size=2)
+_proxy_tracing = st.dictionaries(
+    st.sampled_from(["sampling", "max_path_tag_length", "customTags", "zipkin", "enableIstioTags"]),
+    _anything,
+    max_size=4,
+)
+_mesh = st.fixed_dictionaries(
+    {},
+    optional={
+        "extensionProviders": st.lists(_provider, max_size=3),
+        "defaultProviders": st.fixed_dictionaries({}, optional={"tracing": _names}),
+        "defaultConfig": st.fixed_dictionaries({}, optional={"tracing": _proxy_tracing}),
+        "enableTracing": _leaf,
+        "rootNamespace": st.sampled_from(["istio-system", "s", ""]),
+    },
+)
+_literal = st.fixed_dictionaries(
+    {"literal": st.fixed_dictionaries({"value": st.text(min_size=1, max_size=4)})}
+)
+_entry = st.fixed_dictionaries(
+    {},
+    optional={
+        "providers": _names.map(lambda names: [{"name": n} for n in names]),
+        "randomSamplingPercentage": st.floats(0, 100),
+        "match": st.fixed_dictionaries({"mode": st.sampled_from(["CLIENT", "SERVER", "CLIENT_AND_SERVER"])}),
+        "customTags": st.dictionaries(st.sampled_from(["a", "b"]), _literal, max_size=2),
+        "disableSpanReporting": st.booleans(),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    mesh=_mesh, root=st.lists(_entry, max_size=3), ns=st.lists(_entry, max_size=3), env=st.text(max_size=5)
+)
+def test_fuzz_structured_documents_follow_the_contract(
+    tmp_path: Path, mesh: dict[str, Any], root: list[Any], ns: list[Any], env: str
+) -> None:
+    docs = [
+        {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator", "metadata": {"name": "o"},
+         "spec": {"meshConfig": mesh}},
+        {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+         "metadata": {"name": "root", "namespace": "istio-system"}, "spec": {"tracing": root}},
+        {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+         "metadata": {"name": "ns", "namespace": "s"}, "spec": {"tracing": ns}},
+    ]  # fmt: skip
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+    bundle = load([path])
+    doc = effective_config(bundle, "w", "s", env={"PILOT_TRACE_SAMPLING": env})
+    assert [str(e) for e in check_document(doc)] == []
+    for direction in ("client", "server"):
+        block = doc["tracing"][direction]
+        assert 0.0 <= block["random_sampling_percentage"] <= 100.0
+        assert block["enabled"] == (block["provider"] is not None and not block["disable_span_reporting"])
+    lint(bundle)

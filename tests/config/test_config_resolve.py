@@ -10,6 +10,7 @@ import pytest
 from config_helpers import MESH, telemetry
 
 from meshtrace.config import Bundle, effective_config
+from meshtrace.config.document_schema import check_document
 from meshtrace.config.resolve import mixer_to_cel
 
 Manifests = Callable[..., Bundle]
@@ -44,8 +45,11 @@ def mesh_config(body: str) -> str:
 
 
 def resolve(bundle: Bundle, workload: str = "web", namespace: str = "shop", **kw: Any) -> dict[str, Any]:
+    """effective_config, and every document it returns must follow the contract's schema."""
     labels = kw.pop("labels", {"app": workload})
-    return effective_config(bundle, workload, namespace, labels=labels, **kw)
+    doc = effective_config(bundle, workload, namespace, labels=labels, **kw)
+    assert [str(e) for e in check_document(doc)] == []
+    return doc
 
 
 def both(doc: dict[str, Any], key: str) -> tuple[Any, Any]:
@@ -522,6 +526,19 @@ def test_operator_overlay_and_istio_configmap(manifests: Manifests) -> None:
     assert [p["name"] for p in mesh.config["extensionProviders"]] == ["other"]  # lists are replaced
     assert mesh.source("defaultConfig.tracing.sampling").resource == "ConfigMap mesh-root/istio"
     assert mesh.source("extensionProviders[0].zipkin").field == "spec.meshConfig.extensionProviders[0].zipkin"
+
+
+def test_contract_schema_catches_drift(manifests: Manifests) -> None:
+    doc = resolve(manifests(ROOT_OTEL))
+    doc["tracing"]["client"]["provider"]["port"] = "4317"
+    doc["tracing"]["server"]["sampling"] = 5
+    del doc["workload"]["service_name"]
+    problems = {(e.path, e.unknown_field) for e in check_document(doc)}
+    assert problems == {
+        ("tracing.client.provider.port", False),
+        ("tracing.server.sampling", True),
+        ("workload.service_name", False),
+    }
 
 
 def test_document_shape_is_json_and_complete(manifests: Manifests) -> None:

@@ -5,8 +5,10 @@ spans land in the same store."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from meshtrace.store import TraceStore
 
 PORTS_TO_ZERO = [
     "receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
@@ -144,3 +148,20 @@ def test_zipkin_spans_land_in_the_store(meshtrace_process: Any, tmp_path: Path) 
     assert traces[0]["spans"][0]["duration"] == 1500
     deps = requests.get(f"{base}/api/dependencies", timeout=10).json()
     assert deps["errors"] is None and deps["data"] == []
+
+
+def test_a_store_from_a_newer_meshtrace_stops_the_collector_with_the_reason(
+    meshtrace_process: Any, tmp_path: Path
+) -> None:
+    store = TraceStore(tmp_path / "traces.db")
+    store.open()
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "traces.db")) as conn:
+        conn.execute("PRAGMA user_version=7")
+        conn.commit()
+    args = ["collector"]
+    for item in PORTS_TO_ZERO:
+        args += ["--set", item]
+    proc = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
+    assert proc.proc.wait(timeout=60) == 1
+    assert "written by a newer meshtrace (store schema 7" in proc.output()

@@ -101,7 +101,7 @@ class Factory(Protocol):
     Config: if the factory has a `config_type` attribute (a dataclass, see
     `meshtrace.collector.schema`), the YAML is decoded into it (unknown keys, wrong types and
     `__post_init__` ValueErrors are reported with their key path) and `create` gets the instance;
-    `default_config()` should then return `dataclasses.asdict(config_type())`. Without
+    `meshtrace.collector.factory.ComponentFactory` builds such a factory in one statement. Without
     `config_type`, `create` gets `default_config()` deep-merged with the YAML, and keys not in
     `default_config()` are errors.
 

@@ -10,7 +10,6 @@ Both are pure: they read no files and no environment.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -457,8 +456,3 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
 def check(config: Mapping[str, Any]) -> list[Problem]:
     """Every problem in a raw collector config (errors and warnings), with key paths. Pure."""
     return resolve(config)[1]
-
-
-def defaults_of(config_type: type) -> dict[str, Any]:
-    """`default_config()` for a factory with a dataclass `config_type`."""
-    return dataclasses.asdict(config_type())

@@ -7,12 +7,13 @@ field. Output goes to the collector's log (stderr), as the Collector's does. Not
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from meshtrace.collector.component import Component, ComponentID, Host, Kind, TracesConsumer
+from meshtrace.collector.component import ComponentID, Host, Kind
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
 
@@ -115,16 +116,6 @@ class DebugExporter:
         return None
 
 
-class DebugFactory:
-    type = "debug"
-    kind = Kind.EXPORTER
-    config_type = DebugConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(DebugConfig())
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return DebugExporter(id, config)
-
-
-factory = DebugFactory()
+factory = ComponentFactory(
+    "debug", Kind.EXPORTER, DebugConfig, lambda id, config, _: DebugExporter(id, config)
+)

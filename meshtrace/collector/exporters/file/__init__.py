@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import datetime
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from meshtrace.collector.component import Component, ComponentID, Host, Kind, TracesConsumer
+from meshtrace.collector.component import ComponentID, Host, Kind
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces, otlp_json
@@ -121,16 +122,4 @@ class FileExporter:
             self._file = None
 
 
-class FileFactory:
-    type = "file"
-    kind = Kind.EXPORTER
-    config_type = FileConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(FileConfig(path="traces.jsonl"))
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return FileExporter(id, config)
-
-
-factory = FileFactory()
+factory = ComponentFactory("file", Kind.EXPORTER, FileConfig, lambda id, config, _: FileExporter(id, config))

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from meshtrace.collector.component import ComponentID, PermanentError, RefusedError
+from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
@@ -191,3 +191,35 @@ class QueuedSender:
                 dropped,
                 len(left),
             )
+
+
+class QueuedExporter:
+    """Base of exporters that send through the queue: subclasses implement `_send` (one attempt)
+    and may override `_open` / `_close` for their connections."""
+
+    def __init__(self, id: ComponentID, queue: QueueConfig, retry: RetryConfig) -> None:
+        self.id = id
+        self.sender = QueuedSender(id, self._send, queue, retry)
+
+    async def _send(self, traces: Traces) -> None:
+        raise NotImplementedError
+
+    async def _open(self) -> None:
+        return None
+
+    async def _close(self) -> None:
+        return None
+
+    async def consume_traces(self, traces: Traces) -> None:
+        await self.sender.consume_traces(traces)
+
+    async def drain(self, timeout: float) -> None:
+        await self.sender.drain(timeout)
+
+    async def start(self, host: Host) -> None:
+        await self._open()
+        self.sender.start()
+
+    async def shutdown(self) -> None:
+        await self.sender.stop()
+        await self._close()

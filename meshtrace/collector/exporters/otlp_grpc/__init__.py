@@ -8,23 +8,21 @@ honoured). Every other code drops the batch (counted as send failed).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from meshtrace.collector.component import (
-    Component,
     ComponentID,
-    Host,
     Kind,
     PermanentError,
     RefusedError,
-    TracesConsumer,
 )
 from meshtrace.collector.exporters import tls
-from meshtrace.collector.exporters.helper import QueueConfig, QueuedSender, RetryConfig
+from meshtrace.collector.exporters.helper import QueueConfig, QueuedExporter, RetryConfig
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.model import Traces
 
@@ -80,13 +78,10 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
     return None
 
 
-class OtlpGrpcExporter:
+class OtlpGrpcExporter(QueuedExporter):
     def __init__(self, id: ComponentID, config: OtlpGrpcConfig) -> None:
-        self.id = id
+        super().__init__(id, config.sending_queue, config.retry_on_failure)
         self.config = config
-        self.sender = QueuedSender(id, self._send, config.sending_queue, config.retry_on_failure)
-        self.consume_traces = self.sender.consume_traces
-        self.drain = self.sender.drain
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
@@ -107,7 +102,7 @@ class OtlpGrpcExporter:
                 raise RefusedError(message, delay) from None
             raise PermanentError(message) from None
 
-    async def start(self, host: Host) -> None:
+    async def _open(self) -> None:
         address, secure = target(self.config)
         options: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 0),  # exporterhelper retries; gRPC's own would hide failures
@@ -129,34 +124,23 @@ class OtlpGrpcExporter:
             self._channel = grpc.aio.insecure_channel(address, options, compression)
         # No (de)serializers: the request is the encoded bytes, the response is ignored.
         self._call = self._channel.unary_unary(EXPORT)
-        self.sender.start()
 
-    async def shutdown(self) -> None:
-        await self.sender.stop()
+    async def _close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
 
 
-class OtlpGrpcFactory:
-    type = "otlp_grpc"
-    kind = Kind.EXPORTER
-    config_type = OtlpGrpcConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(OtlpGrpcConfig(endpoint="localhost:4317"))
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return OtlpGrpcExporter(id, config)
-
-    def warnings(self, config: OtlpGrpcConfig) -> list[tuple[str, str]]:
-        _, secure = target(config)
-        if secure and not config.endpoint.startswith("https://") and not config.tls.ca_file:
-            message = (
-                "TLS is on by default: a plaintext OTLP backend (such as Jaeger's 4317) "
-                "needs tls.insecure: true or an http:// endpoint"
-            )
-            return [("tls", message)]
-        return []
+def warnings(config: OtlpGrpcConfig) -> list[tuple[str, str]]:
+    _, secure = target(config)
+    if secure and not config.endpoint.startswith("https://") and not config.tls.ca_file:
+        message = (
+            "TLS is on by default: a plaintext OTLP backend (such as Jaeger's 4317) "
+            "needs tls.insecure: true or an http:// endpoint"
+        )
+        return [("tls", message)]
+    return []
 
 
-factory = OtlpGrpcFactory()
+factory = ComponentFactory(
+    "otlp_grpc", Kind.EXPORTER, OtlpGrpcConfig, lambda id, config, _: OtlpGrpcExporter(id, config), warnings
+)

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import gzip
 import ssl
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import aiohttp
 
 from meshtrace.collector.component import (
-    Component,
     ComponentID,
-    Host,
     Kind,
     PermanentError,
     RefusedError,
-    TracesConsumer,
 )
 from meshtrace.collector.exporters import tls
-from meshtrace.collector.exporters.helper import QueueConfig, QueuedSender, RetryConfig
+from meshtrace.collector.exporters.helper import QueueConfig, QueuedExporter, RetryConfig
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.model import Traces, otlp_json
 
@@ -65,13 +63,10 @@ def retry_after(value: str | None) -> float | None:
         return None
 
 
-class OtlpHttpExporter:
+class OtlpHttpExporter(QueuedExporter):
     def __init__(self, id: ComponentID, config: OtlpHttpConfig) -> None:
-        self.id = id
+        super().__init__(id, config.sending_queue, config.retry_on_failure)
         self.config = config
-        self.sender = QueuedSender(id, self._send, config.sending_queue, config.retry_on_failure)
-        self.consume_traces = self.sender.consume_traces
-        self.drain = self.sender.drain
         self._session: aiohttp.ClientSession | None = None
         content_type = "application/json" if config.encoding == "json" else "application/x-protobuf"
         self._headers = {**config.headers, "Content-Type": content_type}
@@ -92,7 +87,7 @@ class OtlpHttpExporter:
                 raise RefusedError(message, retry_after(response.headers.get("Retry-After")))
             raise PermanentError(message)
 
-    async def start(self, host: Host) -> None:
+    async def _open(self) -> None:
         ssl_context: ssl.SSLContext | bool = True
         if self.config.tls.insecure_skip_verify:
             ssl_context = False
@@ -102,24 +97,12 @@ class OtlpHttpExporter:
             timeout=aiohttp.ClientTimeout(total=self.config.timeout or None),
             connector=aiohttp.TCPConnector(ssl=ssl_context),
         )
-        self.sender.start()
 
-    async def shutdown(self) -> None:
-        await self.sender.stop()
+    async def _close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
 
-class OtlpHttpFactory:
-    type = "otlp_http"
-    kind = Kind.EXPORTER
-    config_type = OtlpHttpConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(OtlpHttpConfig(endpoint="http://localhost:4318"))
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return OtlpHttpExporter(id, config)
-
-
-factory = OtlpHttpFactory()
+factory = ComponentFactory(
+    "otlp_http", Kind.EXPORTER, OtlpHttpConfig, lambda id, config, _: OtlpHttpExporter(id, config)
+)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from meshtrace.collector.component import Component, ComponentID, Host, Kind, TracesConsumer
+from meshtrace.collector.component import ComponentID, Host, Kind
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.schema import host_port
 
@@ -74,16 +75,6 @@ class HealthCheck:
             await self._runner.cleanup()
 
 
-class HealthCheckFactory:
-    type = "health_check"
-    kind = Kind.EXTENSION
-    config_type = HealthCheckConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(HealthCheckConfig())
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return HealthCheck(id, config)
-
-
-factory = HealthCheckFactory()
+factory = ComponentFactory(
+    "health_check", Kind.EXTENSION, HealthCheckConfig, lambda id, config, _: HealthCheck(id, config)
+)

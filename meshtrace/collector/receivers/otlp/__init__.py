@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
 from meshtrace.collector.component import Component, ComponentID, Kind, TracesConsumer
-from meshtrace.collector.receivers.otlp.config import GrpcConfig, HttpConfig, OtlpReceiverConfig
+from meshtrace.collector.factory import ComponentFactory
+from meshtrace.collector.receivers.otlp.config import OtlpReceiverConfig
 
 
-class OtlpReceiverFactory:
-    type = "otlp"
-    kind = Kind.RECEIVER
-    config_type = OtlpReceiverConfig
+def _build(id: ComponentID, config: OtlpReceiverConfig, next_consumer: TracesConsumer | None) -> Component:
+    # Imported here: `validate` and the lint need the config, not grpcio and aiohttp.
+    from meshtrace.collector.receivers.otlp.receiver import OtlpReceiver
 
-    def default_config(self) -> dict[str, Any]:
-        return {"protocols": {"grpc": asdict(GrpcConfig()), "http": asdict(HttpConfig())}}
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        from meshtrace.collector.receivers.otlp.receiver import OtlpReceiver
-
-        assert next_consumer is not None
-        return OtlpReceiver(id, config, next_consumer)
+    assert next_consumer is not None
+    return OtlpReceiver(id, config, next_consumer)
 
 
-factory = OtlpReceiverFactory()
+factory = ComponentFactory("otlp", Kind.RECEIVER, OtlpReceiverConfig, _build)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -165,3 +166,13 @@ def test_a_store_from_a_newer_meshtrace_stops_the_collector_with_the_reason(
     proc = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
     assert proc.proc.wait(timeout=60) == 1
     assert "written by a newer meshtrace (store schema 7" in proc.output()
+
+
+def test_committed_spans_survive_a_kill(meshtrace_process: Any, tmp_path: Path) -> None:
+    proc, base = start_collector(meshtrace_process, tmp_path)
+    trace_id = send_with_sdk(proc.address("otlp-grpc"))
+    assert poll(lambda: search(base, service="e2e-checkout"))  # visible = committed
+    proc.stop(signal.SIGKILL)
+    _, base2 = start_collector(meshtrace_process, tmp_path)
+    body = requests.get(f"{base2}/api/traces/{trace_id}", timeout=10).json()
+    assert len(body["data"][0]["spans"]) == 2

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from meshtrace.collector import registry
 from meshtrace.collector.component import Kind
 from meshtrace.collector.config import check, expand_env
@@ -538,6 +540,9 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
             f"Also defined in {later}: as with kubectl apply, the later document's {key} replaced the "
             f"earlier one ({base(cm.meta.origin.file)}), so only the last one is rendered."
         )
+        lost = _replaced_settings(bundle, cm)
+        if lost:
+            cm_notes.append(f"Settings of the replaced {key} that are not in effect: {', '.join(lost)}.")
     cm_notes += config_notes
     if out.unchecked:
         cm_notes.append(
@@ -704,6 +709,30 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     ]
     out.files["hpa.yaml"] = [_hpa(name, namespace, replicas, hpa)]
     return out
+
+
+def _leaves(node: Any, path: str = "") -> set[str]:
+    if not isinstance(node, dict) or not node:
+        return {path} if path else set()
+    return {leaf for k, v in node.items() for leaf in _leaves(v, f"{path}.{k}" if path else str(k))}
+
+
+def _replaced_settings(bundle: Bundle, cm: ConfigMap) -> list[str]:
+    """Key paths set by the earlier definitions of the ConfigMap and not by the one in effect."""
+    final = _leaves(cm.collector_config)
+    earlier: set[str] = set()
+    for doc in bundle.documents:
+        meta = doc.data.get("metadata") or {}
+        data = doc.data.get("data")
+        if doc.kind != "ConfigMap" or meta.get("name") != cm.name or not isinstance(data, dict):
+            continue
+        if (meta.get("namespace") or "default") != cm.namespace:
+            continue
+        try:
+            earlier |= _leaves(yaml.safe_load(str(data.get("config.yaml", ""))))
+        except yaml.YAMLError:
+            continue  # the loader reported it
+    return sorted(earlier - final)
 
 
 def _check_limiter(config: dict[str, Any], limit: int, notes: list[str]) -> None:

@@ -211,6 +211,11 @@ def test_seed_collector_config_renames(seed_out: Path) -> None:
     assert config["exporters"]["debug"] == {"verbosity": "basic"}
     assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "jaeger-collector.observability:4317"
     assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_grpc/jaeger", "debug"]
+    # The seed defines the ConfigMap twice: the later file wins, and what that loses is named.
+    text = (seed_out / "otel-collector" / "configmap.yaml").read_text()
+    notes = " ".join(ln[1:].strip() for ln in text.splitlines() if ln.startswith("#"))
+    assert "not in effect: exporters.otlp.endpoint," in notes
+    assert "processors.probabilistic_sampler.sampling_percentage" in notes
 
 
 def test_collector_config_passes_meshtrace_collector_validate(out: Path) -> None:

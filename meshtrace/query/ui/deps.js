@@ -16,7 +16,7 @@ function pctText(rate) {
   return `${rate > 0 && rate < 0.001 ? "<0.1" : +(rate * 100).toFixed(1)}%`;
 }
 
-function edgePath(e, w) {
+function edgePath(e, w, bottom) {
   const x1 = e.from.x + w;
   const y1 = e.from.y + NODE_H / 2;
   const x2 = e.to.x;
@@ -27,11 +27,16 @@ function edgePath(e, w) {
     return { d: `M${cx - 20},${e.from.y} C${cx - 40},${e.from.y - 50} ${cx + 40},${e.from.y - 50} ${cx + 20},${e.from.y}`, lx: cx, ly: e.from.y - 40 };
   }
   if (e.back) {
-    // Against the layer order: route below both nodes so it does not hide the forward edges.
-    const low = Math.max(e.from.y, e.to.y) + NODE_H + 30;
-    const sx = e.from.x + w / 2;
-    const tx = e.to.x + w / 2;
-    return { d: `M${sx},${e.from.y + NODE_H} C${sx},${low} ${tx},${low} ${tx},${e.to.y + NODE_H}`, lx: (sx + tx) / 2, ly: low - 6 };
+    // Against the layer order: out of the caller's right side, down the gap after its column,
+    // back under the whole graph, up the gap before the callee's column and into its left side,
+    // so the edge crosses no node.
+    const low = bottom + 24;
+    const sx = e.from.x + w + 20;
+    const tx = e.to.x - 20;
+    const c = 12; // corner radius
+    const d = `M${x1},${y1} H${sx - c} Q${sx},${y1} ${sx},${y1 + c} V${low - c} Q${sx},${low} ${sx - c},${low} ` +
+      `H${tx + c} Q${tx},${low} ${tx},${low - c} V${y2 + c} Q${tx},${y2} ${tx + c},${y2} H${x2}`;
+    return { d, lx: (sx + tx) / 2, ly: low - 6 };
   }
   if (e.skip) {
     // Over the columns in between, arching above their nodes instead of through them.
@@ -54,8 +59,9 @@ function graph(links, navigate) {
   },
   s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
     s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }))));
+  const bottom = Math.max(...layout.nodes.map((n) => n.y)) + NODE_H;
   for (const e of layout.edges) {
-    const { d, lx, ly } = edgePath(e, w);
+    const { d, lx, ly } = edgePath(e, w, bottom);
     const rate = errorRate(e);
     const label = `${e.callCount} call${e.callCount === 1 ? "" : "s"}` + (rate ? ` · ${pctText(rate)} errors` : "");
     svg.append(s("g", { class: ["dep-edge", rate && "has-errors"], "data-parent": e.parent, "data-child": e.child },

@@ -81,8 +81,8 @@ export function layoutDependencies(links, { colWidth = 330, rowHeight = 100, nod
   return {
     nodes,
     edges,
-    width: 40 + (columns.length - 1) * colWidth + nodeWidth,
-    height: 20 + tallest * rowHeight,
+    width: 56 + (columns.length - 1) * colWidth + nodeWidth, // room for a back edge right of the last column
+    height: 40 + tallest * rowHeight,
     nodeWidth,
   };
 }

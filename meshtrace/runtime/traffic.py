@@ -29,6 +29,7 @@ class TrafficStats:
     def summary(self) -> str:
         return (
             f"traffic: {self.sent} sent, {self.ok} ok, {self.failed} failed, "
+            f"{self.sent - self.ok - self.failed} in flight, "
             f"p50 {self.percentile(0.5):.1f} ms, p99 {self.percentile(0.99):.1f} ms"
         )
 

@@ -50,7 +50,6 @@ _CUSTOM_TAG: dict[str, Any] = {
         "literal": _TAG_BODY,
         "environment": _TAG_BODY,
         "header": _TAG_BODY,
-        "formatter": _TAG_BODY,
     },
     "additionalProperties": False,
     "maxProperties": 1,

@@ -352,11 +352,23 @@ class _Resolution:
         """Telemetry customTags (replaced whole by each level that sets them); when none, the
         legacy defaultConfig.tracing.customTags (tracing.go configureCustomTags)."""
         if d.custom_tags is not None and d.custom_tags.value:
-            return _tags(d.custom_tags.value), d.custom_tags.source
+            return self.tags(d.custom_tags.value), d.custom_tags.source
         legacy = map_at(proxy, "tracing").get("customTags")
         if isinstance(legacy, dict) and legacy:
-            return _tags(legacy), proxy_srcs["customTags"]
+            return self.tags(legacy), proxy_srcs["customTags"]
         return {}, d.custom_tags.source if d.custom_tags else _default("no custom tags")
+
+    def tags(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """customTags in the document's snake_case shape. Like tracing.go (buildCustomTagsFrom*),
+        only literal, environment and header tags become span tags; others are dropped."""
+        out: dict[str, Any] = {}
+        for name, tag in raw.items():
+            kinds = [k for k in ("literal", "environment", "header") if map_at(tag, k)]
+            if not kinds:
+                self.note(f"custom tag {name!r} is not a literal, environment or header tag: Istio drops it")
+                continue
+            out[str(name)] = {kinds[0]: {_snake(k): str(v) for k, v in map_at(tag, kinds[0]).items()}}
+        return dict(sorted(out.items()))
 
     def provider(self, key: str, name: str) -> tuple[dict[str, Any] | None, _Value | None]:
         """The provider document for `name`, and the sampler value when the provider has one."""
@@ -686,20 +698,6 @@ class _Resolution:
                 f"defaultConfig.tracing.zipkin.address {address} ({address_src.resource}) is not used: "
                 f"the Telemetry provider {providers[0]['name']!r} ({providers[0]['type']}) sends the spans"
             )
-
-
-def _tags(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Istio customTags in the document's snake_case shape."""
-    out: dict[str, Any] = {}
-    for name, tag in raw.items():
-        if not isinstance(tag, dict):
-            continue
-        for kind in ("literal", "environment", "header", "formatter"):
-            body = tag.get(kind)
-            if isinstance(body, dict):
-                out[str(name)] = {kind: {_snake(k): str(v) for k, v in body.items()}}
-                break
-    return dict(sorted(out.items()))
 
 
 def _whole(value: Any) -> int | None:

@@ -256,6 +256,18 @@ def test_custom_tags_are_replaced_whole(manifests: Manifests) -> None:
     assert doc["tracing"]["server"]["custom_tags"] == {"c": {"header": {"name": "x-c"}}}
 
 
+def test_formatter_custom_tags_are_dropped_like_istiod(manifests: Manifests) -> None:
+    root = telemetry(
+        "mesh",
+        "istio-system",
+        "tracing: [{providers: [{name: otel}], customTags: {f: {formatter: {value: '%REQ(x)%'}}, "
+        "l: {literal: {value: v}}}}]",
+    )
+    doc = resolve(manifests(root))
+    assert doc["tracing"]["client"]["custom_tags"] == {"l": {"literal": {"value": "v"}}}
+    assert any("custom tag 'f'" in w for w in doc["warnings"])
+
+
 def test_legacy_custom_tags_when_telemetry_sets_none(manifests: Manifests) -> None:
     extra = mesh_config(
         "{defaultConfig: {tracing: {custom_tags: {cluster_id: {environment: {name: CLUSTER_ID, "

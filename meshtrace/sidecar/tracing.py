@@ -18,15 +18,13 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import Provider, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import Pool
 
 log = logging.getLogger("meshtrace.sidecar")
-
-SCOPE = InstrumentationScope(name="envoy", version="meshtrace")
 
 
 @dataclass(slots=True)
@@ -58,6 +56,39 @@ def _kv(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
+# Spans are written straight to protobuf wire bytes (DESIGN.md: no object per span where bytes
+# will do): encoded messages concatenate, so a batch is a few joins. Field numbers are
+# opentelemetry/proto/trace/v1/trace.proto's; tests decode the bytes with the generated classes.
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [_varint(i) for i in range(16384)]
+
+
+def _ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 16384 else _varint(n)) + payload
+
+
+def _attr(key: str, value: str) -> bytes:
+    """Span.attributes (field 9) entry: KeyValue{key, AnyValue{string_value}}."""
+    any_value = _ld(b"\x0a", value.encode())
+    return _ld(b"\x4a", _ld(b"\x0a", key.encode()) + _ld(b"\x12", any_value))
+
+
+_SCOPE = _ld(b"\x0a", InstrumentationScope(name="envoy", version="meshtrace").SerializeToString())
+_KIND_SERVER = b"\x30" + _varint(Span.SPAN_KIND_SERVER)
+_KIND_CLIENT = b"\x30" + _varint(Span.SPAN_KIND_CLIENT)
+_STATUS_ERROR = _ld(b"\x7a", b"\x18" + _varint(Status.STATUS_CODE_ERROR))
+
+
 def custom_tag_values(
     tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str]
 ) -> list[tuple[str, str]]:
@@ -79,7 +110,8 @@ def custom_tag_values(
     return out
 
 
-def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) -> Span:
+def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) -> bytes:
+    """One encoded `Span` with Envoy's and Istio's tags."""
     limit = t.provider.max_tag_length if t.provider else 256
     status = rec.status
     tags = [
@@ -96,39 +128,47 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
         ("request_size", str(rec.request_size)),
         ("response_size", str(rec.response_size)),
         ("response_flags", rec.flags),
-        ("component", "proxy"),
-        ("node_id", node_id),
-        ("zone", ""),
     ]
     error = status == 0 or status >= 500
     if error:
         tags.append(("error", "true"))
-    if t.enable_istio_tags:
-        w = cfg.workload
-        tags += [
-            ("istio.canonical_service", w.canonical_service),
-            ("istio.canonical_revision", w.canonical_revision),
-            ("istio.mesh_id", cfg.mesh.mesh_id),
-            ("istio.namespace", w.namespace),
-            ("istio.cluster_id", cfg.mesh.cluster_id),
-        ]
     if t.custom_tags:
         tags += custom_tag_values(t.custom_tags, rec.headers)
+    parts = [
+        _ld(b"\x0a", rec.trace_id),
+        _ld(b"\x12", rec.span_id),
+        _ld(b"\x22", rec.parent_span_id) if rec.parent_span_id else b"",
+        _ld(b"\x2a", rec.name.encode()),
+        _KIND_SERVER if rec.server else _KIND_CLIENT,
+        b"\x39" + rec.start_ns.to_bytes(8, "little"),
+        b"\x41" + rec.end_ns.to_bytes(8, "little"),
+        *(_attr(k, v[:limit]) for k, v in tags),
+        _static_tags(t, cfg, node_id, limit),
+    ]
     # REFERENCE.md §6: 5xx (or no answer) is Error; 4xx is Error only on CLIENT spans.
-    code = Status.STATUS_CODE_UNSET
     if error or (status >= 400 and not rec.server):
-        code = Status.STATUS_CODE_ERROR
-    return Span(
-        trace_id=rec.trace_id,
-        span_id=rec.span_id,
-        parent_span_id=rec.parent_span_id or b"",
-        name=rec.name,
-        kind=Span.SPAN_KIND_SERVER if rec.server else Span.SPAN_KIND_CLIENT,
-        start_time_unix_nano=rec.start_ns,
-        end_time_unix_nano=rec.end_ns,
-        attributes=[_kv(k, v[:limit]) for k, v in tags],
-        status=Status(code=code),
-    )
+        parts.append(_STATUS_ERROR)
+    return b"".join(parts)
+
+
+_static_cache: dict[tuple[str, ...], bytes] = {}
+
+
+def _static_tags(t: Tracing, cfg: SidecarConfig, node_id: str, limit: int) -> bytes:
+    """The tags that are the same on every span of this config, encoded once per value set."""
+    w = cfg.workload
+    istio = (w.canonical_service, w.canonical_revision, cfg.mesh.mesh_id, w.namespace, cfg.mesh.cluster_id)
+    key = (node_id, str(limit), *(istio if t.enable_istio_tags else ()))
+    encoded = _static_cache.get(key)
+    if encoded is None:
+        tags = [("component", "proxy"), ("node_id", node_id), ("zone", "")]
+        if t.enable_istio_tags:
+            names = ("canonical_service", "canonical_revision", "mesh_id", "namespace", "cluster_id")
+            tags += [(f"istio.{n}", v) for n, v in zip(names, istio, strict=True)]
+        if len(_static_cache) > 64:
+            _static_cache.clear()  # values of old configs
+        encoded = _static_cache[key] = b"".join(_attr(k, v[:limit]) for k, v in tags)
+    return encoded
 
 
 class SpanExporter:
@@ -141,8 +181,8 @@ class SpanExporter:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.interval = interval
-        self.queue: deque[tuple[Provider, Span]] = deque()
-        self.resource = Resource()
+        self.queue: deque[tuple[Provider, bytes]] = deque()
+        self.resource = b""
         self.dropped = 0
         self.exported = 0
         self.failed = 0
@@ -153,15 +193,16 @@ class SpanExporter:
 
     def configure(self, cfg: SidecarConfig) -> None:
         w = cfg.workload
-        self.resource = Resource(
+        resource = Resource(
             attributes=[
                 _kv("service.name", w.service_name),
                 _kv("k8s.namespace.name", w.namespace),
                 _kv("k8s.workload.name", w.name),
             ]
         )
+        self.resource = _ld(b"\x0a", resource.SerializeToString())  # ResourceSpans.resource
 
-    def submit(self, provider: Provider, span: Span) -> None:
+    def submit(self, provider: Provider, span: bytes) -> None:
         if len(self.queue) >= self.max_queue:
             self.dropped += 1
             return
@@ -184,16 +225,13 @@ class SpanExporter:
                     break
 
     async def _send_batch(self) -> None:
-        by_provider: dict[int, tuple[Provider, list[Span]]] = {}
+        by_provider: dict[int, tuple[Provider, list[bytes]]] = {}
         for _ in range(min(self.batch_size, len(self.queue))):
             provider, span = self.queue.popleft()
             by_provider.setdefault(id(provider), (provider, []))[1].append(span)
         for provider, spans in by_provider.values():
-            req = ExportTraceServiceRequest(
-                resource_spans=[
-                    ResourceSpans(resource=self.resource, scope_spans=[ScopeSpans(scope=SCOPE, spans=spans)])
-                ]
-            )
+            scope_spans = _SCOPE + b"".join(_ld(b"\x12", span) for span in spans)
+            req = _ld(b"\x0a", self.resource + _ld(b"\x12", scope_spans))  # ExportTraceServiceRequest
             try:
                 await self._send(provider, req)
                 self.exported += len(spans)
@@ -201,7 +239,8 @@ class SpanExporter:
                 self.failed += len(spans)
                 log.warning("span export to %s failed: %s", provider.endpoint, exc)
 
-    async def _send(self, provider: Provider, req: ExportTraceServiceRequest) -> None:
+    async def _send(self, provider: Provider, req: bytes) -> None:
+        """Send one encoded ExportTraceServiceRequest in the provider's protocol."""
         if provider.endpoint is None:
             raise ConnectionError(f"provider {provider.name} has no resolved endpoint")
         if provider.protocol == "grpc":
@@ -211,10 +250,10 @@ class SpanExporter:
         if provider.protocol == "zipkin":
             from meshtrace.model.zipkin import otlp_to_zipkin_v2
 
-            body = json.dumps(otlp_to_zipkin_v2(req)).encode()
+            body = json.dumps(otlp_to_zipkin_v2(ExportTraceServiceRequest.FromString(req))).encode()
             ctype = "application/json"
         else:
-            body = req.SerializeToString()
+            body = req
             ctype = "application/x-protobuf"
         headers = {"content-type": ctype, **provider.headers}
         status, answer = await request(
@@ -223,18 +262,20 @@ class SpanExporter:
         if not 200 <= status < 300:
             raise ConnectionError(f"HTTP {status}: {answer[:200]!r}")
 
-    async def _send_grpc(self, provider: Provider, req: ExportTraceServiceRequest) -> None:
+    async def _send_grpc(self, provider: Provider, req: bytes) -> None:
         # grpcio costs ~20 MB of RSS: only sidecars with a gRPC provider pay for it.
         entry = self._grpc.get(provider.endpoint or "")
         if entry is None:
             import grpc
-            from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
             channel = grpc.aio.insecure_channel((provider.endpoint or "").split("://", 1)[-1])
-            entry = self._grpc[provider.endpoint or ""] = (channel, TraceServiceStub(channel))
-        await entry[1].Export(
-            req, timeout=provider.timeout_s, metadata=tuple(provider.headers.items()) or None
-        )
+            export = channel.unary_unary(  # the request is already encoded: send the bytes as they are
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                request_serializer=None,
+                response_deserializer=None,
+            )
+            entry = self._grpc[provider.endpoint or ""] = (channel, export)
+        await entry[1](req, timeout=provider.timeout_s, metadata=tuple(provider.headers.items()) or None)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush what is queued (bounded by `timeout`) and stop."""

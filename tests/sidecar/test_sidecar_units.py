@@ -309,7 +309,7 @@ def test_span_tags_status_and_custom_tags(monkeypatch: pytest.MonkeyPatch) -> No
         peer_address="1.2.3.4", downstream_cluster="-", upstream_cluster="inbound|1||", request_size=0,
         response_size=0, flags="-", headers={"x-user": "alice"},
     )  # fmt: skip
-    span = build_span(rec, cfg.server, cfg, "node")
+    span = Span.FromString(build_span(rec, cfg.server, cfg, "node"))
     a = {kv.key: kv.value.string_value for kv in span.attributes}
     assert (
         a["env"] == "prod" and a["zone_env"] == "z1" and a["missing_env"] == "dflt" and a["user"] == "alice"
@@ -318,8 +318,31 @@ def test_span_tags_status_and_custom_tags(monkeypatch: pytest.MonkeyPatch) -> No
     assert a["http.url"] == "http://a/v"  # cut to max_path_tag_length
     assert span.kind == Span.SPAN_KIND_SERVER and span.status.code == Status.STATUS_CODE_UNSET
     rec.server = False
-    assert build_span(rec, cfg.client, cfg, "n").status.code == Status.STATUS_CODE_ERROR
+    assert Span.FromString(build_span(rec, cfg.client, cfg, "n")).status.code == Status.STATUS_CODE_ERROR
     rec.status = 0
-    server_span = build_span(rec, cfg.client, cfg, "n")
+    server_span = Span.FromString(build_span(rec, cfg.client, cfg, "n"))
     assert {kv.key: kv.value.string_value for kv in server_span.attributes}["error"] == "true"
     assert custom_tag_values({}, {}) == []
+
+
+def test_encoded_span_decodes_as_otlp() -> None:
+    cfg = parse(doc(), "1", "w", "ns", {"app": "w"})
+    rec = SpanRecord(
+        trace_id=bytes(range(16)), span_id=bytes(range(8)), parent_span_id=b"\x01" * 8, name="b:80/*" * 3000,
+        server=False, start_ns=1_700_000_000_000_000_001, end_ns=1_700_000_000_000_900_000, request_id="r",
+        url="http://b/", method="GET", status=200, user_agent="ua", peer_address="1.2.3.4",
+        downstream_cluster="-", upstream_cluster="outbound|80||b", request_size=1, response_size=2,
+        flags="-", headers={},
+    )  # fmt: skip
+    span = Span.FromString(build_span(rec, cfg.client, cfg, "node"))
+    assert span.trace_id == bytes(range(16)) and span.parent_span_id == b"\x01" * 8
+    assert span.name == "b:80/*" * 3000  # long names use multi-byte lengths
+    assert span.kind == Span.SPAN_KIND_CLIENT and span.status.code == Status.STATUS_CODE_UNSET
+    assert span.start_time_unix_nano == 1_700_000_000_000_000_001
+    assert span.end_time_unix_nano == 1_700_000_000_000_900_000
+    a = {kv.key: kv.value.string_value for kv in span.attributes}
+    assert (
+        a["component"] == "proxy"
+        and a["istio.canonical_service"] == "fe"
+        and a["upstream_cluster"] == "outbound|80||b"
+    )

@@ -45,7 +45,6 @@ from meshtrace.config.model import (
 SUFFIXES = (".yaml", ".yml", ".json")
 _SEPARATOR = re.compile(r"^---(\s.*)?$")
 _END = re.compile(r"^\.\.\.\s*$")
-TELEMETRY_VERSIONS = ("v1", "v1alpha1", "v1beta1")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 

@@ -31,21 +31,6 @@ DEFAULTS: dict[str, Any] = {
     "defaultProviders": {"metrics": ["prometheus"]},
     "defaultConfig": {"tracing": {"zipkin": {"address": "zipkin.istio-system:9411"}}},
 }
-PROVIDER_TYPES = (
-    "opentelemetry",
-    "zipkin",
-    "datadog",
-    "skywalking",
-    "lightstep",
-    "stackdriver",
-    "prometheus",
-    "envoyFileAccessLog",
-    "envoyOtelAls",
-    "envoyHttpAls",
-    "envoyTcpAls",
-    "envoyExtAuthzHttp",
-    "envoyExtAuthzGrpc",
-)
 TRACING_TYPES = ("opentelemetry", "zipkin", "datadog", "skywalking", "lightstep", "stackdriver")
 # ProxyConfig.tracing's tracer oneof.
 _TRACERS = ("zipkin", "lightstep", "datadog", "stackdriver", "openCensusAgent")

@@ -401,7 +401,7 @@ class TraceStore:
         if not encoded:
             done.set_result(None)
             return done
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             raise StoreError("the trace store is not open")
         with self._pending_lock:
             if self._pending + len(encoded) > self.max_pending_bytes and self._pending > 0:
@@ -481,7 +481,7 @@ class TraceStore:
             written = sum(ingest.write(req, now_ns) for req in self._decode(payloads))
             conn.execute("COMMIT")
             self.spans_written += written
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer must outlive any bad batch
             self.write_errors += 1
             log.error("store: write failed, %d bytes lost: %s", sum(len(p) for p, _ in payloads), exc)
             error = StoreError(f"the trace store could not write: {exc}")
@@ -510,7 +510,7 @@ class TraceStore:
                     self._evict_up_to(ingest, row[0])
             if self.max_bytes > 0 and self._used_bytes(conn) > self.max_bytes:
                 self._shrink(ingest)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer must outlive a failed clean-up
             log.error("store: maintenance failed: %s", exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

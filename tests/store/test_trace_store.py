@@ -284,3 +284,20 @@ def test_spans_with_invalid_ids_are_skipped(store: TraceStore) -> None:
     request.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x01\x02"
     put(store, request)
     assert store.stats().spans == 3
+
+
+def test_a_failing_batch_fails_its_callers_and_the_writer_lives_on(
+    store: TraceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshtrace.store import sqlite as engine
+
+    def boom(self: object, request: object, now_ns: int) -> int:
+        raise RuntimeError("bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine._Ingest, "write", boom)
+        failed = store.write(mesh_trace(NOW, random.Random(1)).SerializeToString())
+        with pytest.raises(StoreError, match="bug"):
+            failed.result(10)
+    store.write(mesh_trace(NOW, random.Random(2)).SerializeToString()).result(10)
+    assert store.stats().spans == 4

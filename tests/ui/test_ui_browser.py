@@ -389,8 +389,14 @@ def test_search_form_deep_links_and_bad_input(browser: Any, collector: tuple[str
 
 def test_dependency_graph_and_upload(browser: Any, collector: tuple[str, str], tmp_path: Path) -> None:
     base, otlp = collector
-    stored_trace(base, otlp)
     ui = Page(browser, base)
+
+    # An empty store: the landing page says so and shows the traces once they arrive.
+    page = ui.goto("/")
+    expect(page.locator("#no-traces")).to_contain_text("No traces stored yet")
+    ids = stored_trace(base, otlp)
+    expect(page.locator(f'.result[data-trace-id="{ids["trace"]}"]')).to_be_visible(timeout=20_000)
+    assert page.url == base + "/"
 
     page = ui.goto("/dependencies")
     page.locator("#dep-graph").wait_for()

@@ -265,7 +265,12 @@ export async function renderSearch(root, q, navigate) {
   if (![...q.keys()].length) {
     // The landing page shows the latest traces of the preselected service straight away.
     if (!service.value) {
-      mount(results, h("p", { class: "empty" }, "No traces stored yet: send some spans, or upload a file."));
+      mount(results, h("p", { class: "empty", id: "no-traces" },
+        "No traces stored yet: send some spans, or upload a file. This page looks again every few seconds."));
+      // First use: the page is open before the app sends anything; show its traces once they land.
+      setTimeout(() => {
+        if (results.isConnected) navigate("/", { replace: true });
+      }, LIVE_SECONDS * 1000);
       return;
     }
     q = new URLSearchParams({ service: service.value });

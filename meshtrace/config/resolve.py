@@ -212,15 +212,15 @@ class _Resolution:
             try:
                 parsed = yaml.safe_load(text)
             except yaml.YAMLError as e:
-                self.warnings.append(
-                    f"{ref}: annotation {PROXY_CONFIG_ANNOTATION} does not parse ({e}); ignored"
-                )
+                self.note(f"{ref}: annotation {PROXY_CONFIG_ANNOTATION} does not parse ({e}); ignored")
                 parsed = None
             if isinstance(parsed, dict):
                 parsed, _notes = normalize_proxy_config(parsed, field_path, Origin(file, 0), ref)
                 tracing = parsed.get("tracing")
                 if isinstance(tracing, dict):
-                    base = proxy.setdefault("tracing", {})
+                    if not isinstance(proxy.get("tracing"), dict):
+                        proxy["tracing"] = {}
+                    base = proxy["tracing"]
                     for key, value in tracing.items():
                         base[key] = copy.deepcopy(value)
                         srcs[key] = Source(ref, file, f"{field_path}.tracing.{key}")
@@ -232,8 +232,9 @@ class _Resolution:
         if isinstance(sampling, (int, float)) and not isinstance(sampling, bool) and sampling != 0.0:
             if 0.0 <= sampling <= 100.0:
                 return _Value(float(sampling), srcs["sampling"])
-            self.warnings.append(
-                f"defaultConfig.tracing.sampling {sampling} is out of range 0-100: Istio uses 1.0"
+            self.note(
+                f"tracing.sampling {sampling} ({srcs['sampling'].resource}) is out of range 0-100: "
+                "Istio uses 1.0"
             )
             return _Value(1.0, srcs["sampling"])
         raw = self.env.get("PILOT_TRACE_SAMPLING")
@@ -243,10 +244,10 @@ class _Resolution:
         try:
             value = float(raw)
         except ValueError:
-            self.warnings.append(f"PILOT_TRACE_SAMPLING={raw!r} is not a number: Istio uses 1.0")
+            self.note(f"PILOT_TRACE_SAMPLING={raw!r} is not a number: Istio uses 1.0")
             return _Value(1.0, src)
         if not 0.0 <= value <= 100.0:
-            self.warnings.append(f"PILOT_TRACE_SAMPLING={raw} is out of range 0-100: Istio uses 1.0")
+            self.note(f"PILOT_TRACE_SAMPLING={raw} is out of range 0-100: Istio uses 1.0")
             return _Value(1.0, src)
         return _Value(value, src)
 

@@ -292,6 +292,7 @@ class _Resolution:
         key = f"tracing.{name}"
         provider: dict[str, Any] | None = None
         sampler: _Value | None = None
+        own_tag_length = False
         if d.provider_name is None:
             self.note(
                 f"{key}: no tracing provider (no Telemetry names one, no defaultProviders.tracing): "
@@ -299,7 +300,7 @@ class _Resolution:
             )
         else:
             self.sources[f"{key}.provider.name"] = d.provider_name.source
-            provider, sampler = self.provider(key, str(d.provider_name.value))
+            provider, sampler, own_tag_length = self.provider(key, str(d.provider_name.value))
         disabled = bool(d.disable_span_reporting.value)
         self.sources[f"{key}.disable_span_reporting"] = d.disable_span_reporting.source
         enabled = provider is not None and not disabled
@@ -320,7 +321,7 @@ class _Resolution:
         tags, tags_src = self.custom_tags(d, proxy, proxy_srcs)
         self.sources[f"{key}.custom_tags"] = tags_src
         max_len = _Value(DEFAULT_TAG_LENGTH, _default("Envoy max_path_tag_length=256"))
-        if provider is not None and provider.get("_max_tag_length_set"):
+        if provider is not None and own_tag_length:
             max_len = _Value(provider["max_tag_length"], self.sources[f"{key}.provider"])
         elif _whole(map_at(proxy, "tracing").get("maxPathTagLength")):
             max_len = _Value(_whole(proxy["tracing"]["maxPathTagLength"]), proxy_srcs["maxPathTagLength"])
@@ -329,8 +330,6 @@ class _Resolution:
         self.sources[f"{key}.enable_istio_tags"] = d.enable_istio_tags.source
         self.sources[f"{key}.propagation"] = d.disable_context_propagation.source
         write = [] if d.disable_context_propagation.value else ["w3c", "b3"]
-        if provider is not None:
-            provider.pop("_max_tag_length_set", None)
         return {
             "enabled": enabled,
             "provider": provider,
@@ -371,15 +370,16 @@ class _Resolution:
             out[str(name)] = {kinds[0]: {_snake(k): str(v) for k, v in map_at(tag, kinds[0]).items()}}
         return dict(sorted(out.items()))
 
-    def provider(self, key: str, name: str) -> tuple[dict[str, Any] | None, _Value | None]:
-        """The provider document for `name`, and the sampler value when the provider has one."""
+    def provider(self, key: str, name: str) -> tuple[dict[str, Any] | None, _Value | None, bool]:
+        """The provider document for `name`, the sampler value when the provider has one, and
+        whether it sets its own maxTagLength."""
         entry, index = self.mesh.find_provider(name)
         if entry is None:
             self.note(
                 f"{key}: provider {name!r} is not in meshConfig.extensionProviders: tracing is off, "
                 "spans are not produced"
             )
-            return None, None
+            return None, None, False
         where = f"extensionProviders[{index}]" if index is not None else None
         src = self.mesh.source(where) if where else Source("built-in provider", None, name)
         self.sources[f"{key}.provider"] = src
@@ -388,12 +388,12 @@ class _Resolution:
         body: dict[str, Any] = raw_body if isinstance(raw_body, dict) else {}
         if kind not in TRACING_TYPES:
             self.note(f"{key}: provider {name!r} ({kind}) does not support tracing: tracing is off")
-            return None, None
+            return None, None, False
         if kind not in ("opentelemetry", "zipkin"):
             self.note(
                 f"{key}: provider {name!r} is {kind}, which meshtrace does not implement: tracing is off"
             )
-            return None, None
+            return None, None, False
         port = _whole(body.get("port"))
         if port is None or not 0 < port < 65536:
             self.note(
@@ -407,7 +407,6 @@ class _Resolution:
             "service": str(body.get("service", "")),
             "port": port,
             "max_tag_length": max_tag or DEFAULT_TAG_LENGTH,
-            "_max_tag_length_set": bool(max_tag),
         }
         sampler: _Value | None = None
         if kind == "opentelemetry":
@@ -468,9 +467,8 @@ class _Resolution:
             "headers",
             "max_tag_length",
             "trace_context",
-            "_max_tag_length_set",
         )
-        return {k: doc[k] for k in order}, sampler
+        return {k: doc[k] for k in order}, sampler, bool(max_tag)
 
     def headers(self, items: Any, key: str) -> dict[str, str]:
         out: dict[str, str] = {}

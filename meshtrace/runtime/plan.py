@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meshtrace.config import Bundle, load
+from meshtrace.config.lint import lint
 from meshtrace.config.model import Deployment, Service
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.supervisor import ProcessSpec, meshtrace_argv
@@ -183,12 +184,12 @@ def make_plan(
     if not bundle.deployments:
         raise ValueError("no Deployment in " + ", ".join(map(str, paths)))
 
+    reports: list[str] = _lint_summary(bundle, paths)
     defined: set[str] = set()
     for service in bundle.services:
         defined |= _service_hosts(service)
 
     collectors = [d for d in bundle.deployments if _is_collector(d)]
-    reports: list[str] = []
     config, collector_service = _collector_config(bundle, collectors, reports)
     store: dict[str, Any] = {}
     if data_dir is not None:
@@ -260,6 +261,20 @@ def make_plan(
     )
     plan.alert_rule_groups = [rule.groups for rule in bundle.prometheus_rules]
     return plan
+
+
+def _lint_summary(bundle: Bundle, paths: list[Path]) -> list[str]:
+    """Each lint error (a real cluster would misbehave the same way) and a count of the rest."""
+    findings = lint(bundle)
+    errors = [f for f in findings if f.severity == "error"]
+    out = [f"lint error [{f.code}] {f.resource or f.file}: {f.message.splitlines()[0]}" for f in errors]
+    if findings:
+        warnings = sum(f.severity == "warning" for f in findings)
+        where = " ".join(f"-f {p}" for p in paths)
+        out.append(
+            f"lint: {len(errors)} error(s), {warnings} warning(s): `meshtrace lint {where}` explains each"
+        )
+    return out
 
 
 def _collector_config(

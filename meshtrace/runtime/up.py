@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shutil
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from meshtrace.runtime import ports
 from meshtrace.runtime.plan import Plan, make_plan
+from meshtrace.runtime.prometheus import PROMETHEUS_PORT, prometheus_spec
 from meshtrace.runtime.supervisor import Child, ProcessSpec, Supervisor, meshtrace_argv
 from meshtrace.runtime.traffic import run_traffic
 
@@ -61,10 +63,11 @@ class Output:
         self.console.file.flush()
 
 
-def _busy_addresses(plan: Plan) -> list[str]:
+def _busy_addresses(plan: Plan, prometheus: bool) -> list[str]:
     """Every fixed address the plan binds that something else already holds, with its owner."""
     problems = []
-    for host, port in plan.fixed_addresses():
+    extra = [(plan.host, PROMETHEUS_PORT)] if prometheus else []
+    for host, port in plan.fixed_addresses() + extra:
         if port and not ports.is_free(host, port):
             problems.append(f"{host}:{port} is in use by {ports.owner(host, port) or 'another process'}")
     return problems
@@ -81,7 +84,7 @@ async def run(options: Options) -> int:
         return 2
     for report in plan.reports:
         out.say(report)
-    busy = _busy_addresses(plan)
+    busy = _busy_addresses(plan, options.prometheus)
     if busy:
         for problem in busy:
             out.say(problem)
@@ -132,6 +135,7 @@ async def run(options: Options) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await traffic
         await supervisor.stop_all()
+        shutil.rmtree(rundir, ignore_errors=True)
         out.say("stopped")
 
 
@@ -170,8 +174,6 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
         [pod.sidecar_spec(control_url) for pod in plan.pods if pod.app_argv is not None]
     )
     if options.prometheus:
-        from meshtrace.runtime.prometheus import prometheus_spec
-
         prometheus = await supervisor.start(prometheus_spec(plan, rundir))
 
     _print_status(out, plan, collector, control, gateway, prometheus)
@@ -183,7 +185,7 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
     if ui is not None:
         out.ready_line("ui", *ui)
     if prometheus is not None:
-        out.ready_line("prometheus", plan.host, 9090)
+        out.ready_line("prometheus", plan.host, PROMETHEUS_PORT)
     out.ready_line("ingress", *gateway.listeners["gateway"])
     return gateway
 
@@ -207,7 +209,7 @@ def _print_status(
             table.add_row(f"collector {component}", f"{host}:{port}", "")
     table.add_row("control plane", "http://{}:{}".format(*control.listeners["control"]), "meshtrace status")
     if prometheus is not None:
-        table.add_row("prometheus", f"http://{plan.host}:9090", "")
+        table.add_row("prometheus", f"http://{plan.host}:{PROMETHEUS_PORT}", "alerts: /alerts")
     for pod in plan.pods:
         if pod.app_argv is None:
             continue

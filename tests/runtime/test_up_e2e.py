@@ -12,6 +12,7 @@ import random
 import signal
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ def mesh(meshtrace_process: Any, tmp_path: Path) -> Mesh:
             f"{host}:16686",
             "--data-dir",
             str(tmp_path / "data"),
+            "--prometheus",
         ],
         env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")},
     )
@@ -185,6 +187,25 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
         }
     assert reporters == {"source", "destination"}
 
+    # Debian's Prometheus, started by `up --prometheus`, scrapes both reporters and evaluates
+    # the demo's alert rules (written against metrics the collector and sidecars really emit).
+    prometheus = "http://{}:{}".format(*mesh.process.listeners["prometheus"])
+    query = urllib.parse.quote('sum by (reporter) (istio_requests_total{destination_app="backend"})')
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while seen != {"source", "destination"} and time.monotonic() < deadline:
+        status, body = _get(f"{prometheus}/api/v1/query?query={query}")
+        if status == 200:
+            seen = {r["metric"].get("reporter", "") for r in json.loads(body)["data"]["result"]}
+        time.sleep(1)
+    assert seen == {"source", "destination"}, seen
+    _, body = _get(f"{prometheus}/api/v1/rules")
+    rules = {r["name"]: r for g in json.loads(body)["data"]["groups"] for r in g["rules"]}
+    assert {"OtelCollectorDown", "HighTracingDropRate", "IstioHigh5xxRate"} <= set(rules)
+    assert all(r["health"] in ("ok", "unknown") for r in rules.values()), rules
+    _, body = _get(f"{prometheus}/api/v1/query?query=" + urllib.parse.quote('up{job="otel-collector"}'))
+    assert [r["value"][1] for r in json.loads(body)["data"]["result"]] == ["1"]
+
     # Kill one backend pod (app and sidecar): no request fails.
     backend_ip = f"{network_prefix}.3"
     victims = [ports.owner(backend_ip, 8080), ports.owner(backend_ip, 15006)]
@@ -205,7 +226,7 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     for i in range(1, 5):
         for port in (8080, 15001, 15006, 15000, 15090):
             assert ports.is_free(f"{network_prefix}.{i}", port), (i, port)
-    for port in (4317, 4318, 8080, 15010, 16686):
+    for port in (4317, 4318, 8080, 9090, 15010, 16686):
         assert ports.is_free(mesh.host, port), port
 
 

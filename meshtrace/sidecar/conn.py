@@ -13,6 +13,7 @@ from typing import Any, Final, cast
 from meshtrace.sidecar.http1 import END, HttpError, RequestHead, RequestParser, ResponseHead, ResponseParser
 
 MAX_IDLE_PER_ADDRESS: Final = 64
+READ_BACKLOG: Final = 256 * 1024
 
 
 class PeerClosed(Exception):
@@ -71,6 +72,7 @@ class Wire(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._paused_writing = False
         self._paused_reading = False
+        self._unread = 0  # bytes fed while nobody waited
 
     # -- protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,8 +85,11 @@ class Wire(asyncio.Protocol):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        elif not self._paused_reading:
-            # nobody is waiting: the consumer is behind, stop reading until it asks again
+            return
+        self._unread += len(data)
+        if self._unread > READ_BACKLOG and not self._paused_reading:
+            # the consumer is far behind (a body faster than its upstream): stop reading until
+            # it asks for more
             self._paused_reading = True
             self.transport.pause_reading()
 
@@ -131,6 +136,7 @@ class Wire(asyncio.Protocol):
         (callers re-check their events after every wake-up)."""
         if self.eof:
             return False
+        self._unread = 0
         if self._paused_reading:
             self._paused_reading = False
             self.transport.resume_reading()

@@ -266,3 +266,13 @@ def test_zipkin_provider_gets_v2_json(mesh_factory: Any, harness: Any, servers: 
     client = next(s for s in got if s["kind"] == "CLIENT")
     assert client["tags"]["upstream_cluster"] == f"outbound|8080||{BACKEND_FQDN}"
     assert client["traceId"] == seen["x-b3-traceid"]
+
+
+def test_large_bodies_stream_both_ways(mesh_factory: Any) -> None:
+    """3 MB up and back through two sidecars: read backpressure and write flow control hold."""
+    mesh = mesh_factory(0.0)
+    payload = b"0123456789abcdef" * (3 * 65536)
+    status, body, headers = via_proxy(mesh, "http://backend:8080/echo", {"content-type": "x/y"}, payload)
+    assert status == 200
+    assert json.loads(body)["x-body"].encode() == payload
+    assert int(headers["content-length"]) == len(body)

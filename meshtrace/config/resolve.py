@@ -138,8 +138,11 @@ class _Resolution:
         else:
             self.labels = {"app": workload}
             self.sources["workload.labels"] = Source("assumed", None, None)
+            elsewhere = sorted(d.namespace for d in bundle.deployments if d.name == workload)
+            hint = f" (a Deployment {workload} exists in: {', '.join(elsewhere)})" if elsewhere else ""
             self.warnings.append(
-                f"no Deployment {namespace}/{workload} and no labels given: assuming labels app={workload}"
+                f"no Deployment {namespace}/{workload} and no labels given: "
+                f"assuming labels app={workload}{hint}"
             )
         self.annotations = dict(self.deployment.annotations) if self.deployment else {}
 

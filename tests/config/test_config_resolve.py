@@ -515,6 +515,8 @@ def test_unknown_workload_assumes_app_label(manifests: Manifests) -> None:
     assert doc["workload"]["labels"] == {"app": "ghost"}
     assert doc["workload"]["canonical_revision"] == "latest"
     assert any("assuming labels app=ghost" in w for w in doc["warnings"])
+    elsewhere = effective_config(manifests(ROOT_OTEL, deployment()), "web", "default")
+    assert any("a Deployment web exists in: shop" in w for w in elsewhere["warnings"])
 
 
 def test_operator_overlay_and_istio_configmap(manifests: Manifests) -> None:

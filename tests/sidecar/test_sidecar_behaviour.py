@@ -276,3 +276,31 @@ def test_large_bodies_stream_both_ways(mesh_factory: Any) -> None:
     assert status == 200
     assert json.loads(body)["x-body"].encode() == payload
     assert int(headers["content-length"]) == len(body)
+
+
+def test_fuzzed_requests_against_a_running_listener(mesh_factory: Any) -> None:
+    """Random request heads at the inbound listener: always an HTTP answer or a close, never a
+    crash, and the listener keeps serving."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    mesh = mesh_factory(0.0, "--header-timeout", "1")
+    inbound = mesh.backend.address("inbound")
+    line = st.sampled_from(
+        [b"GET /echo HTTP/1.1", b"POST / HTTP/1.1", b"GET http://x/ HTTP/1.0", b"\x00\xff"]
+    )
+    header = st.tuples(st.binary(min_size=0, max_size=20), st.binary(min_size=0, max_size=40)).map(
+        lambda kv: kv[0] + b": " + kv[1]
+    )
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(line, st.lists(header, max_size=6), st.binary(max_size=64))
+    def probe(first: bytes, headers: list[bytes], tail: bytes) -> None:
+        data = first + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + tail
+        out = raw(inbound, data, 3.0)
+        assert out == b"" or out.startswith(b"HTTP/1.1 ")
+
+    probe()
+    status, _, _ = via_proxy_direct(mesh, "/echo")
+    assert status == 200
+    assert "Traceback" not in mesh.backend.output()

@@ -95,7 +95,7 @@ def load(paths: Sequence[str | Path]) -> Bundle:
     for file in _expand(paths, bundle.problems):
         bundle.files.append(str(file))
         try:
-            text = file.read_text(encoding="utf-8")
+            text = file.read_text(encoding="utf-8-sig")  # a BOM is not part of the YAML
         except (OSError, UnicodeDecodeError) as e:
             bundle.problems.append(_problem("read-error", f"cannot read file: {e}", str(file)))
             continue

@@ -155,6 +155,16 @@ metadata: {name: x}
     assert dep is not None and dep.replicas == 1  # the default, after the finding
 
 
+def test_bom_and_crlf(tmp_path: Path) -> None:
+    text = "apiVersion: v1\r\nkind: Namespace\r\nmetadata: {name: shop}\r\n---\r\napiVersion: v1\r\n"
+    (tmp_path / "win.yaml").write_bytes(
+        b"\xef\xbb\xbf" + (text + "kind: Namespace\r\nmetadata: {name: b}\r\n").encode()
+    )
+    bundle = load([tmp_path])
+    assert sorted(bundle.namespaces) == ["b", "shop"]
+    assert bundle.problems == []
+
+
 def test_targetrefs_telemetry_is_not_namespace_wide(tmp_path: Path) -> None:
     write(
         tmp_path,

@@ -240,7 +240,8 @@ class _Ingest:
     def write(self, request: ExportTraceServiceRequest, now_ns: int) -> int:
         """Insert every span of `request` (inside the caller's transaction); returns the count."""
         rows: list[tuple[object, ...]] = []
-        op_counts: collections.Counter[int] = collections.Counter()
+        append = rows.append
+        op_counts: dict[int, int] = {}
         operations = self.operations
         for rs in request.resource_spans:
             service_id = self._service_id(_service_name(rs))
@@ -258,19 +259,21 @@ class _Ingest:
                     oid = operations.get(key)
                     if oid is None:
                         oid = self._operation_id(key)
-                    op_counts[oid] += 1
+                    op_counts[oid] = op_counts.get(oid, 0) + 1
                     span.ClearField("trace_id")
                     span.ClearField("span_id")
                     span.ClearField("parent_span_id")
-                    rows.append(
+                    parent = pid if len(pid) == 8 and any(pid) else None  # else a root span
+                    duration = end - start if end > start else 0
+                    append(
                         (
                             tid,
                             sid,
-                            pid if len(pid) == 8 and any(pid) else None,
+                            parent,
                             service_id,
                             oid,
                             start,
-                            end - start if end > start else 0,
+                            duration,
                             span.status.code,
                             rid,
                             span.SerializeToString(),

@@ -168,7 +168,8 @@ def classes(locator: Any) -> str:
 
 def cell(table: Any, key: str) -> str:
     """The value cell of a key/value table's row for `key`."""
-    return str(table.locator("tr", has=table.page.locator("th", has_text=key)).locator("td").inner_text())
+    row = table.locator("tr", has=table.page.locator("th", has_text=key))
+    return str(row.locator("td").first.inner_text())
 
 
 def stored_trace(base: str, otlp: str) -> dict[str, str]:
@@ -369,6 +370,15 @@ def test_search_form_deep_links_and_bad_input(browser: Any, collector: tuple[str
     expect(page.locator(f'.span-detail[data-span-id="{ids["db"]}"]')).to_be_visible()
     page.keyboard.press("/")
     expect(page.locator("#find")).to_be_focused()
+
+    # An attribute's "find traces" link searches for it, markup and all, through the URL and form.
+    page = ui.goto(f"/trace/{ids['trace']}?span={ids['server']}")
+    row = page.locator("table.attributes tr", has=page.locator("th", has_text="xss"))
+    row.hover()
+    row.locator("a", has_text="find traces").click()
+    page.locator(f'.result[data-trace-id="{ids["trace"]}"]').wait_for()
+    assert page.locator("#service").input_value() == "backend"
+    assert page.locator("#tags").input_value() == f"xss={SCRIPT_PROBE}"
 
     # Several ids in the lookup box list those traces; the unknown one is named.
     unknown = "0123456789abcdef0123456789abcdef"

@@ -315,7 +315,7 @@ export function parseTags(text) {
   return { tags };
 }
 
-/** The inverse of parseTags, for putting a tags map back in the form. */
+/** The inverse of parseTags: a tags map as the search form's attributes text. */
 export function formatTags(tags) {
   return Object.entries(tags)
     .map(([k, v]) => (/[\s"]/.test(v) || v === "" ? `${k}="${v.replace(/(["\\])/g, "\\$1")}"` : `${k}=${v}`))

@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { h, mount, s } from "./dom.js";
 import {
-  fmtAgo, fmtDuration, fmtTime, formatTags, isDuration, parseTags, serviceColor, summarize, ticks,
+  fmtAgo, fmtDuration, fmtTime, isDuration, parseTags, serviceColor, summarize, ticks,
 } from "./model.js";
 
 const LOOKBACKS = [
@@ -337,11 +337,4 @@ export async function renderSearch(root, q, navigate) {
   mount(results, h("p", { class: "loading" }, "Searching…"));
   await load();
   schedule();
-}
-
-/** Put a tags map (e.g. from a link elsewhere) into the search query string. */
-export function searchLink(service, tags = {}) {
-  const q = new URLSearchParams({ service });
-  if (Object.keys(tags).length) q.set("tags", formatTags(tags));
-  return `/search?${q}`;
 }

@@ -5,8 +5,8 @@
 import * as api from "./api.js";
 import { h, mount } from "./dom.js";
 import {
-  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, operationStats, selfTime, serviceColor,
-  tagValue, ticks, visibleNodes,
+  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, formatTags, operationStats, selfTime,
+  serviceColor, tagValue, ticks, visibleNodes,
 } from "./model.js";
 
 export const ORPHAN_HELP =
@@ -22,11 +22,20 @@ function swatch(service) {
   return el;
 }
 
-function kvTable(items, cls) {
+/** `/search` for the traces of `service` holding attribute key=value. */
+function searchLink(service, key, value) {
+  return `/search?${new URLSearchParams({ service, tags: formatTags({ [key]: String(value) }) })}`;
+}
+
+/** A key/value table; with `service`, each row links to a search for that attribute. */
+function kvTable(items, cls, service) {
   if (!items.length) return h("p", { class: "none" }, "none");
   return h("table", { class: ["kv", cls] }, h("tbody", {}, items.map(({ key, value, type }) =>
     h("tr", {}, h("th", { scope: "row" }, key),
-      h("td", { class: type ? `t-${type}` : undefined }, value === undefined ? "" : String(value))))));
+      h("td", { class: type ? `t-${type}` : undefined }, value === undefined ? "" : String(value)),
+      service === undefined ? null : h("td", { class: "kv-action" },
+        h("a", { href: searchLink(service, key, value), "data-nav": "", title: `Traces of ${service} with ${key}=${value}` },
+          "find traces"))))));
 }
 
 function section(title, count, body, open = true) {
@@ -94,7 +103,7 @@ function spanDetail(node, model, actions) {
       "data-nav": "", title: "A link that opens this trace at this span",
     }, "Link to this span"),
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-    section("Attributes", (node.span.tags || []).length, kvTable(node.span.tags || [], "attributes")),
+    section("Attributes", (node.span.tags || []).length, kvTable(node.span.tags || [], "attributes", node.service)),
     section("Events", logs.length, logs.length ? h("ul", { class: "logs" }, logs) : h("p", { class: "none" }, "none")),
     section("Resource", (node.process.tags || []).length + 1,
       kvTable([{ key: "service.name", value: node.service }, ...(node.process.tags || [])], "resource")),

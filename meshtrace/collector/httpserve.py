@@ -6,10 +6,13 @@ from aiohttp import web
 
 from meshtrace import ready
 
+SHUTDOWN_TIMEOUT_S = 2.0
+
 
 async def serve(app: web.Application, host: str, port: int, component: str) -> web.AppRunner:
     """The running runner; `runner.addresses` holds the bound address (port 0 resolved)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A client stalled mid-body must not hold shutdown for aiohttp's default 60 s.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     ready.announce(component, host, bound_port(runner, port))

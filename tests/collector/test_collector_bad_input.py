@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -115,6 +116,10 @@ def test_slow_client_does_not_block_others(collector: Any) -> None:
         started = time.monotonic()
         assert post(collector, request().SerializeToString()).status_code == 200
         assert time.monotonic() - started < 5
+        # ... nor shutdown: SIGTERM still ends the process promptly.
+        started = time.monotonic()
+        assert collector.proc.stop(signal.SIGTERM, timeout=15) == 0
+        assert time.monotonic() - started < 10
 
 
 def test_grpc_statuses(collector: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
@@ -149,11 +150,19 @@ async def _quietly(step: Any) -> None:
 
 
 async def run(config: CollectorConfig, drain_timeout: float) -> int:
-    """Run until SIGTERM/SIGINT, then shut down gracefully. Returns the exit status."""
+    """Run until SIGTERM/SIGINT, then shut down gracefully (a second signal exits at once,
+    abandoning what is still queued). Returns the exit status."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting without draining")
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     service = Service(config)
     status = 0
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,14 @@ def test_a_full_queue_refuses_with_retryable_statuses_and_counts(run_collector: 
     assert metric(agent, "otelcol_receiver_accepted_spans") == 5
     assert metric(agent, "otelcol_exporter_queue_size") == 1
     assert metric(agent, "otelcol_exporter_queue_capacity") == 1
+
+
+def test_a_second_signal_exits_without_waiting_for_the_drain(run_collector: Callable[..., Any]) -> None:
+    agent = run_collector(agent_config("127.0.0.1:1"), "otlp-grpc", args=("--drain-timeout", "60"))
+    send(agent.address("otlp-grpc"), "stuck", spans=3)
+    agent.wait_for_line("retrying in")
+    agent.proc.send_signal(signal.SIGTERM)
+    agent.wait_for_line("shutting down")
+    started = time.monotonic()
+    assert agent.stop(signal.SIGTERM, timeout=15) == 1
+    assert time.monotonic() - started < 10

@@ -142,3 +142,21 @@ def seed_manifests() -> Path:
     if not SEED_MANIFESTS.is_dir():
         pytest.skip("../shared/seed/manifests not present")
     return SEED_MANIFESTS
+
+
+@pytest.fixture
+def default_collector_args() -> list[str]:
+    """`collector` arguments that run the built-in default config (otlp + zipkin -> memory_limiter
+    -> batch -> store, with query and health_check) with every listener on a free port."""
+    listeners = [
+        "receivers.otlp.protocols.grpc.endpoint",
+        "receivers.otlp.protocols.http.endpoint",
+        "receivers.zipkin.endpoint",
+        "extensions.health_check.endpoint",
+        "extensions.query.endpoint",
+        "service.telemetry.metrics.address",
+    ]
+    args = ["collector"]
+    for key in listeners:
+        args += ["--set", f"{key}=127.0.0.1:0"]
+    return args

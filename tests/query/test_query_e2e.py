@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -24,23 +25,19 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from meshtrace.store import TraceStore
 
-PORTS_TO_ZERO = [
-    "receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
-    "receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
-    "receivers.zipkin.endpoint=127.0.0.1:0",
-    "extensions.health_check.endpoint=127.0.0.1:0",
-    "extensions.query.endpoint=127.0.0.1:0",
-    "service.telemetry.metrics.address=127.0.0.1:0",
-]
 
+@pytest.fixture
+def start_collector(
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
+) -> Callable[[], tuple[Any, str]]:
+    """Starts the default collector on free ports with its store in tmp_path: (process, query URL)."""
 
-def start_collector(meshtrace_process: Any, data_dir: Path) -> tuple[Any, str]:
-    args = ["collector"]
-    for item in PORTS_TO_ZERO:
-        args += ["--set", item]
-    proc = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(data_dir)})
-    proc.wait_for_listeners("query", "otlp-grpc", "zipkin", timeout=60)
-    return proc, f"http://{proc.address('query')}"
+    def start() -> tuple[Any, str]:
+        proc = meshtrace_process(default_collector_args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
+        proc.wait_for_listeners("query", "otlp-grpc", "zipkin", timeout=60)
+        return proc, f"http://{proc.address('query')}"
+
+    return start
 
 
 def send_with_sdk(grpc_address: str) -> str:
@@ -83,8 +80,10 @@ def rfc3339(ns: int) -> str:
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
-def test_sdk_spans_are_found_and_survive_a_restart(meshtrace_process: Any, tmp_path: Path) -> None:
-    proc, base = start_collector(meshtrace_process, tmp_path)
+def test_sdk_spans_are_found_and_survive_a_restart(
+    start_collector: Callable[[], tuple[Any, str]], tmp_path: Path
+) -> None:
+    proc, base = start_collector()
     before = time.time_ns()
     trace_id = send_with_sdk(proc.address("otlp-grpc"))
 
@@ -121,7 +120,7 @@ def test_sdk_spans_are_found_and_survive_a_restart(meshtrace_process: Any, tmp_p
     assert len(spans) == 2
 
     assert proc.stop() == 0
-    proc2, base2 = start_collector(meshtrace_process, tmp_path)
+    proc2, base2 = start_collector()
     body = requests.get(f"{base2}/api/traces/{trace_id}", timeout=10).json()
     assert len(body["data"][0]["spans"]) == 2
     assert requests.get(f"{base2}/api/services", timeout=10).json()["data"] == ["e2e-checkout"]
@@ -129,8 +128,10 @@ def test_sdk_spans_are_found_and_survive_a_restart(meshtrace_process: Any, tmp_p
     assert (tmp_path / "traces.db").is_file()
 
 
-def test_zipkin_spans_land_in_the_store(meshtrace_process: Any, tmp_path: Path) -> None:
-    proc, base = start_collector(meshtrace_process, tmp_path)
+def test_zipkin_spans_land_in_the_store(
+    start_collector: Callable[[], tuple[Any, str]], tmp_path: Path
+) -> None:
+    proc, base = start_collector()
     now_us = time.time_ns() // 1000
     span: dict[str, Any] = {
         "traceId": "5af7183fb1d4cf5f",
@@ -152,7 +153,7 @@ def test_zipkin_spans_land_in_the_store(meshtrace_process: Any, tmp_path: Path) 
 
 
 def test_a_store_from_a_newer_meshtrace_stops_the_collector_with_the_reason(
-    meshtrace_process: Any, tmp_path: Path
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
 ) -> None:
     store = TraceStore(tmp_path / "traces.db")
     store.open()
@@ -160,19 +161,18 @@ def test_a_store_from_a_newer_meshtrace_stops_the_collector_with_the_reason(
     with contextlib.closing(sqlite3.connect(tmp_path / "traces.db")) as conn:
         conn.execute("PRAGMA user_version=7")
         conn.commit()
-    args = ["collector"]
-    for item in PORTS_TO_ZERO:
-        args += ["--set", item]
-    proc = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
+    proc = meshtrace_process(default_collector_args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
     assert proc.proc.wait(timeout=60) == 1
     assert "written by a newer meshtrace (store schema 7" in proc.output()
 
 
-def test_committed_spans_survive_a_kill(meshtrace_process: Any, tmp_path: Path) -> None:
-    proc, base = start_collector(meshtrace_process, tmp_path)
+def test_committed_spans_survive_a_kill(
+    start_collector: Callable[[], tuple[Any, str]], tmp_path: Path
+) -> None:
+    proc, base = start_collector()
     trace_id = send_with_sdk(proc.address("otlp-grpc"))
     assert poll(lambda: search(base, service="e2e-checkout"))  # visible = committed
     proc.stop(signal.SIGKILL)
-    _, base2 = start_collector(meshtrace_process, tmp_path)
+    _, base2 = start_collector()
     body = requests.get(f"{base2}/api/traces/{trace_id}", timeout=10).json()
     assert len(body["data"][0]["spans"]) == 2

@@ -461,6 +461,41 @@ def operator_overlays(bundle: Bundle) -> Iterator[Finding]:
 # -- Kubernetes and Collector rules --------------------------------------------------------------
 
 
+def provider_service(bundle: Bundle) -> Iterator[Finding]:
+    """istiod finds a provider's cluster by the service's full host name (`[ns/]name.ns.svc.cluster.
+    local`); a short name or a missing port means no cluster, and then no tracing at all."""
+    mesh = bundle.mesh
+    for index, provider in enumerate(list_at(mesh.config, "extensionProviders")):
+        kind = next((k for k in ("opentelemetry", "zipkin") if map_at(provider, k)), None)
+        if kind is None:
+            continue
+        body = map_at(provider, kind)
+        port = body.get("port")
+        name = provider.get("name")
+        target, short = bundle.services_for_host(str(body.get("service", "")))
+        if short is not None:
+            yield _mesh_finding(
+                bundle,
+                "provider-service-host",
+                "error",
+                f"extensionProviders[{index}].{kind}.service",
+                f"provider {name!r} names service {body.get('service')!r}: istiod looks providers up by full "
+                "host name, finds no cluster and configures no tracing",
+                f"service: {short.host}",
+            )
+        elif target is not None and port not in [p.port for p in target.ports]:
+            yield _mesh_finding(
+                bundle,
+                "provider-service-host",
+                "error",
+                f"extensionProviders[{index}].{kind}.port",
+                f"provider {name!r} sends to port {port} but {target.meta.ref} has ports "
+                f"{', '.join(str(p.port) for p in target.ports) or 'none'}: the proxy has no cluster for "
+                "that port and drops the spans",
+                "use a port the Service defines",
+            )
+
+
 def collector_port(bundle: Bundle) -> Iterator[Finding]:
     for svc in bundle.services:
         for i, port in enumerate(svc.ports):
@@ -562,6 +597,7 @@ RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
     legacy_zipkin,
     proxy_metadata,
     operator_overlays,
+    provider_service,
     collector_port,
     memory_limiter_first,
     collector_checks,

@@ -75,6 +75,22 @@ class Bundle:
     def config_map(self, name: str, namespace: str) -> ConfigMap | None:
         return next((c for c in self.config_maps if c.name == name and c.namespace == namespace), None)
 
+    def services_for_host(self, service: str) -> tuple[Service | None, Service | None]:
+        """How istiod's LookupCluster sees a provider's `service` (`[namespace/]host`): the Service
+        whose full host name it is, and else a Service it merely abbreviates (`name`,
+        `name.namespace`, `name.namespace.svc`), which istiod does not find."""
+        host = service.rsplit("/", 1)[-1]
+        exact = next((s for s in self.services if s.host == host), None)
+        short = next(
+            (
+                s
+                for s in self.services
+                if host in (s.name, f"{s.name}.{s.namespace}", f"{s.name}.{s.namespace}.svc")
+            ),
+            None,
+        )
+        return exact, None if exact else short
+
     @property
     def unreadable(self) -> list[Finding]:
         """Paths that could not be read at all (missing, unreadable, an empty folder)."""

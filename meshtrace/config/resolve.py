@@ -403,11 +403,18 @@ class _Resolution:
                 f"{key}: provider {name!r} has no valid port (required): Istio cannot build its cluster"
             )
             port = 0
+        _exact, short = self.bundle.services_for_host(str(body.get("service", "")))
+        if short is not None:
+            self.note(
+                f"{key}: provider {name!r} names service {body.get('service')!r}, not the full host name "
+                f"{short.host}: istiod finds no cluster for it, tracing is off"
+            )
+            return None, None, False
         max_tag = _whole(body.get("maxTagLength"))
         doc: dict[str, Any] = {
             "name": str(entry.get("name")),
             "type": kind,
-            "service": str(body.get("service", "")),
+            "service": str(body.get("service", "")).rsplit("/", 1)[-1],  # `[namespace/]host`: the host
             "port": port,
             "max_tag_length": max_tag or DEFAULT_TAG_LENGTH,
         }

@@ -28,6 +28,14 @@ def operator(body: str, name: str = "extra") -> str:
     return OPERATOR.format(name=name, body=body)
 
 
+def provider(host: str, port: int) -> str:
+    """The only IstioOperator, with one opentelemetry provider `otel`."""
+    return operator(
+        f"{{extensionProviders: [{{name: otel, opentelemetry: {{service: {host}, port: {port}}}}}]}}",
+        name="only",
+    )
+
+
 def service(ports: str) -> str:
     return (
         "apiVersion: v1\nkind: Service\nmetadata: {name: otel, namespace: istio-system}\n"
@@ -213,6 +221,22 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         [MESH, ROOT, operator("{defaultConfig: {tracing: {zipkin: {address: 'otel.istio-system:9411'}}}}")],
         # the same address with no opentelemetry provider around is just the legacy tracer
         [operator("{defaultConfig: {tracing: {zipkin: {address: 'zipkin.obs:9411'}}}}", name="only")],
+        False,
+    ),
+    (
+        "provider-service-host",
+        "error",
+        # istiod looks providers up by full host name: a short name finds no cluster
+        [provider("otel.istio-system", 4317), service("[{name: grpc-otlp, port: 4317}]")],
+        [provider("otel.istio-system.svc.cluster.local", 4317), service("[{name: grpc-otlp, port: 4317}]")],
+        False,
+    ),
+    (
+        "provider-service-host",
+        "error",
+        [provider("otel.istio-system.svc.cluster.local", 4318), service("[{name: grpc-otlp, port: 4317}]")],
+        # a host no manifest defines may be outside the cluster (ServiceEntry): not judged
+        [provider("api.honeycomb.io", 443), service("[{name: grpc-otlp, port: 4317}]")],
         False,
     ),
     (

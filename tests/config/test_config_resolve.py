@@ -166,6 +166,29 @@ def test_unknown_provider_turns_tracing_off_even_over_a_good_one(manifests: Mani
     assert any("'otel-colector' is not in meshConfig.extensionProviders" in w for w in doc["warnings"])
 
 
+def test_short_service_name_finds_no_cluster(manifests: Manifests) -> None:
+    """istiod's LookupCluster matches the full host name: `otel.istio-system` is not found."""
+    svc = (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: otel, namespace: istio-system}\n"
+        "spec: {selector: {app: otel}, ports: [{name: grpc, port: 4317}]}\n"
+    )
+    short = mesh_config(
+        "{extensionProviders: [{name: otel, opentelemetry: {service: otel.istio-system, port: 4317}}]}"
+    )
+    doc = resolve(manifests(ROOT_OTEL, svc, short))
+    assert both(doc, "enabled") == (False, False)
+    assert any("not the full host name otel.istio-system.svc.cluster.local" in w for w in doc["warnings"])
+    full = resolve(manifests(ROOT_OTEL, svc))  # MESH names the full host
+    assert both(full, "enabled") == (True, True)
+    qualified = mesh_config(
+        "{extensionProviders: [{name: otel, opentelemetry: "
+        "{service: istio-system/otel.istio-system.svc.cluster.local, port: 4317}}]}"
+    )
+    doc = resolve(manifests(ROOT_OTEL, svc, qualified))
+    assert both(doc, "enabled") == (True, True)
+    assert doc["tracing"]["client"]["provider"]["service"] == "otel.istio-system.svc.cluster.local"
+
+
 def test_provider_name_is_case_insensitive(manifests: Manifests) -> None:
     root = telemetry("mesh", "istio-system", "tracing: [{providers: [{name: OTEL}]}]")
     assert resolve(manifests(root))["tracing"]["server"]["provider"]["name"] == "otel"

@@ -213,3 +213,20 @@ def test_pieces_join_into_the_document_across_resources_scopes_and_chunks() -> N
     assert otlp_json.loads(text) == req
     assert text.encode() == otlp_json.dumps(req)
     assert otlp_json.loads(otlp_json.dumps(ExportTraceServiceRequest())) == ExportTraceServiceRequest()
+
+
+def test_encoding_matches_protobufs_json_mapping_apart_from_hex_ids() -> None:
+    import base64
+
+    from google.protobuf import json_format
+
+    req = rich_request()
+    reference = json_format.MessageToDict(req, use_integers_for_enums=True)
+    for rs in reference["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                for item in [span, *span.get("links", [])]:
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in item:
+                            item[key] = base64.b64decode(item[key]).hex()
+    assert otlp_json.request_to_json(req) == reference

@@ -58,24 +58,11 @@ class Page:
         return self.page
 
 
-# The built-in default collector (otlp + zipkin -> memory_limiter -> batch -> store, with the
-# query and health_check extensions), every listener moved to a free port.
-FREE_PORTS = [
-    "receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
-    "receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
-    "receivers.zipkin.endpoint=127.0.0.1:0",
-    "extensions.health_check.endpoint=127.0.0.1:0",
-    "extensions.query.endpoint=127.0.0.1:0",
-    "service.telemetry.metrics.address=127.0.0.1:0",
-]
-
-
 @pytest.fixture
-def collector(meshtrace_process: Any, tmp_path: Path) -> tuple[str, str]:
+def collector(meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path) -> tuple[str, str]:
     """`meshtrace collector` with no --config, its store in a temporary MESHTRACE_DATA_DIR:
     (query base URL, OTLP/HTTP host:port)."""
-    sets = [arg for item in FREE_PORTS for arg in ("--set", item)]
-    proc = meshtrace_process(["collector", *sets], env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")})
+    proc = meshtrace_process(default_collector_args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")})
     proc.wait_for_listeners("query", "otlp-http", timeout=60)
     return f"http://{proc.address('query')}", proc.address("otlp-http")
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import os
 import resource
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -93,13 +91,6 @@ HELP = {
 }
 
 
-def _version() -> str:
-    try:
-        return metadata.version("meshtrace")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def rss_bytes() -> int:
     """The resident set size now (from /proc; ru_maxrss where there is no /proc)."""
     try:
@@ -112,12 +103,6 @@ def rss_bytes() -> int:
 class Telemetry:
     def __init__(self) -> None:
         self.families: dict[str, _Family] = {}
-        # On every series, as the Collector adds its resource (dashboards split by instance).
-        self.constant_labels: Labels = (
-            ("service_instance_id", str(uuid.uuid4())),
-            ("service_name", "meshtrace"),
-            ("service_version", _version()),
-        )
         self.started = time.monotonic()
         self.type_suffix = False
         self.gauge("otelcol_process_memory_rss", (), lambda: float(rss_bytes()))
@@ -181,7 +166,7 @@ class Telemetry:
             lines.append(f"# HELP {sample} {family.help}")
             lines.append(f"# TYPE {sample} {family.type}")
             for labels, value in values:
-                text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels + self.constant_labels))
+                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
                 lines.append(
                     f"{sample}{{{text}}} {floatToGoString(value)}"
                     if text

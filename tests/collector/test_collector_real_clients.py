@@ -3,7 +3,6 @@ the file exporter's output is checked field by field."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -81,12 +80,8 @@ def test_self_metrics_count_accepted_and_sent_spans(file_collector: Callable[...
     collector.spans(2)
     text = requests.get(f"http://{collector.metrics}/metrics", timeout=5).text
     assert "# TYPE otelcol_receiver_accepted_spans counter" in text
-    accepted = re.search(r"^otelcol_receiver_accepted_spans\{(.*)\} (\S+)$", text, re.M)
-    assert accepted is not None and accepted[2] == "2.0"
-    labels = dict(re.findall(r'(\w+)="([^"]*)"', accepted[1]))
-    assert labels["receiver"] == "otlp" and labels["transport"] == "grpc"
-    assert labels["service_name"] == "meshtrace" and len(labels["service_instance_id"]) == 36
-    assert re.search(r'^otelcol_exporter_sent_spans\{exporter="file",service_.*\} 2.0$', text, re.M)
+    assert 'otelcol_receiver_accepted_spans{receiver="otlp",transport="grpc"} 2.0' in text
+    assert 'otelcol_exporter_sent_spans{exporter="file"} 2.0' in text
     assert "otelcol_process_memory_rss " in text
     assert "_total" not in text
 

@@ -461,6 +461,23 @@ def operator_overlays(bundle: Bundle) -> Iterator[Finding]:
 # -- Kubernetes and Collector rules --------------------------------------------------------------
 
 
+def no_sidecar(bundle: Bundle) -> Iterator[Finding]:
+    """A workload without a sidecar produces no proxy spans or metrics: Telemetry does nothing."""
+    for dep in bundle.deployments:
+        injected, why = bundle.sidecar_injected(dep.namespace, dep.pod_labels, dep.annotations)
+        if injected is False:
+            yield _finding(
+                "no-sidecar-injection",
+                "info" if why.startswith("pod") else "warning",
+                f"no sidecar is injected ({why}): this workload produces no proxy spans or metrics and "
+                "Telemetry settings do not apply to it",
+                f"label the namespace istio-injection=enabled (kubectl label namespace {dep.namespace} "
+                "istio-injection=enabled) or the pod sidecar.istio.io/inject=true",
+                meta=dep.meta,
+                path="spec.template.metadata",
+            )
+
+
 def provider_service(bundle: Bundle) -> Iterator[Finding]:
     """istiod finds a provider's cluster by the service's full host name (`[ns/]name.ns.svc.cluster.
     local`); a short name or a missing port means no cluster, and then no tracing at all."""
@@ -597,6 +614,7 @@ RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
     legacy_zipkin,
     proxy_metadata,
     operator_overlays,
+    no_sidecar,
     provider_service,
     collector_port,
     memory_limiter_first,

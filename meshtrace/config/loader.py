@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,6 +90,27 @@ class Bundle:
             None,
         )
         return exact, None if exact else short
+
+    def sidecar_injected(
+        self, namespace: str, pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str]
+    ) -> tuple[bool | None, str]:
+        """Istio's injection webhook decision and why; None when the namespace is not in the
+        manifests (then nothing can be said). The pod's `sidecar.istio.io/inject` label (or the
+        older annotation) wins; else the namespace's `istio-injection` / `istio.io/rev` label."""
+        for where, marks in (("label", pod_labels), ("annotation", pod_annotations)):
+            value = marks.get("sidecar.istio.io/inject")
+            if value is not None:
+                return value.lower() == "true", f"pod {where} sidecar.istio.io/inject={value}"
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            return None, f"Namespace {namespace} is not in the manifests"
+        if ns.labels.get("istio-injection") == "enabled" or (
+            "istio.io/rev" in ns.labels and ns.labels.get("istio-injection") != "disabled"
+        ):
+            return True, f"Namespace {namespace} is labelled for injection"
+        label = ns.labels.get("istio-injection")
+        reason = f"istio-injection={label}" if label else "neither istio-injection=enabled nor istio.io/rev"
+        return False, f"Namespace {namespace} has {reason}"
 
     @property
     def unreadable(self) -> list[Finding]:

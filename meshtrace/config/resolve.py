@@ -145,6 +145,9 @@ class _Resolution:
                 f"assuming labels app={workload}{hint}"
             )
         self.annotations = dict(self.deployment.annotations) if self.deployment else {}
+        injected, why = bundle.sidecar_injected(namespace, self.labels, self.annotations)
+        if injected is False:
+            self.warnings.append(f"no sidecar would be injected ({why}): in Istio this workload has no proxy")
 
     # -- which Telemetry resources apply -------------------------------------------------------
 

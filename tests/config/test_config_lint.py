@@ -28,6 +28,10 @@ def operator(body: str, name: str = "extra") -> str:
     return OPERATOR.format(name=name, body=body)
 
 
+def namespace(name: str, labels: str = "{}") -> str:
+    return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n"
+
+
 def provider(host: str, port: int) -> str:
     """The only IstioOperator, with one opentelemetry provider `otel`."""
     return operator(
@@ -222,6 +226,31 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         # the same address with no opentelemetry provider around is just the legacy tracer
         [operator("{defaultConfig: {tracing: {zipkin: {address: 'zipkin.obs:9411'}}}}", name="only")],
         False,
+    ),
+    (
+        "no-sidecar-injection",
+        "warning",
+        [namespace("shop"), DEPLOYMENT],
+        # labelled for injection, or a namespace the manifests do not define (nothing can be said)
+        [
+            namespace("shop", "{istio-injection: enabled}"),
+            DEPLOYMENT,
+            DEPLOYMENT.replace("namespace: shop", "namespace: x"),
+        ],
+        True,
+    ),
+    (
+        "no-sidecar-injection",
+        "info",  # the pod opts out on purpose
+        [
+            namespace("shop", "{istio.io/rev: stable}"),
+            DEPLOYMENT.replace("labels: {app: web}", "labels: {app: web, sidecar.istio.io/inject: 'false'}"),
+        ],
+        [
+            namespace("shop"),
+            DEPLOYMENT.replace("labels: {app: web}", "labels: {app: web, sidecar.istio.io/inject: 'true'}"),
+        ],
+        True,
     ),
     (
         "provider-service-host",

@@ -533,6 +533,15 @@ def test_workload_identity_from_deployment(manifests: Manifests) -> None:
     assert doc["sources"]["workload.labels"]["resource"] == "Deployment shop/web"
 
 
+def test_explain_notes_a_workload_without_sidecar(manifests: Manifests) -> None:
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: disabled}}\n"
+    doc = resolve(manifests(ROOT_OTEL, ns))
+    assert any(
+        "no sidecar would be injected (Namespace shop has istio-injection=disabled)" in w
+        for w in doc["warnings"]
+    )
+
+
 def test_unknown_workload_assumes_app_label(manifests: Manifests) -> None:
     doc = effective_config(manifests(ROOT_OTEL), "ghost", "shop")
     assert doc["workload"]["labels"] == {"app": "ghost"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -27,14 +26,20 @@ def _labels(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return out
 
 
-@click.command()
-@click.option(
+_files = click.option(
     "-f", "--filename", "paths", multiple=True, required=True, help="YAML file or folder (repeatable)."
 )
+_output = click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+@click.command()
+@_files
 @click.option("--workload", required=True, help="Workload (Deployment) name.")
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--labels", callback=_labels, help="k=v,... labels of a workload no Deployment defines.")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_output
 def explain(
     paths: tuple[str, ...], workload: str, namespace: str, labels: dict[str, str] | None, output: str
 ) -> None:
@@ -54,15 +59,9 @@ def explain(
         render_text(doc)
 
 
-def _dump(findings: list[dict[str, Any]]) -> str:
-    return json.dumps(findings, indent=2)
-
-
 @click.command()
-@click.option(
-    "-f", "--filename", "paths", multiple=True, required=True, help="YAML file or folder (repeatable)."
-)
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_files
+@_output
 def lint(paths: tuple[str, ...], output: str) -> None:
     """Check Istio, Kubernetes and Collector config for mistakes (like istioctl analyze); exit 1 on errors."""
     from meshtrace.config.lint import lint as run_lint
@@ -70,7 +69,7 @@ def lint(paths: tuple[str, ...], output: str) -> None:
 
     findings = run_lint(load(paths))
     if output == "json":
-        click.echo(_dump([f.as_dict() for f in findings]))
+        click.echo(json.dumps([f.as_dict() for f in findings], indent=2))
     else:
         render_text(findings)
     sys.exit(1 if any(f.severity == "error" for f in findings) else 0)

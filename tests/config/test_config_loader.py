@@ -344,3 +344,13 @@ def test_fuzz_structured_documents_follow_the_contract(
         assert 0.0 <= block["random_sampling_percentage"] <= 100.0
         assert block["enabled"] == (block["provider"] is not None and not block["disable_span_reporting"])
     lint(bundle)
+
+
+def test_packaged_telemetry_schema_matches_istio_crds(seed_manifests: Path) -> None:
+    """The schema shipped in the package is the one in Istio's CRD bundle (re-extract if not)."""
+    from meshtrace.config.extract_schemas import extract
+
+    crds = seed_manifests.parent.parent / "schemas" / "istio-crds.yaml"
+    with open(crds, encoding="utf-8") as f:
+        extracted = extract(list(yaml.safe_load_all(f)))
+    assert extracted["telemetry.json"] == crd_schema("telemetry.json")

@@ -404,9 +404,12 @@ def default_providers_tracing(bundle: Bundle) -> Iterator[Finding]:
 
 def legacy_zipkin(bundle: Bundle) -> Iterator[Finding]:
     mesh = bundle.mesh
+    # The key itself must be set: source() answers for its nearest set ancestor (`tracing`).
+    tracing = map_at(map_at(mesh.config, "defaultConfig"), "tracing")
+    zipkin_set = "zipkin" in tracing
     zipkin_src = mesh.source("defaultConfig.tracing.zipkin")
     otel = [p for p in mesh.extension_providers if "opentelemetry" in p]
-    if zipkin_src.resource != "Istio default" and otel:
+    if zipkin_set and zipkin_src.resource != "Istio default" and otel:
         yield _mesh_finding(
             bundle,
             "legacy-zipkin-tracing",

@@ -596,3 +596,10 @@ def test_findings_are_sorted_by_severity(manifests: Manifests) -> None:
     order = [f.severity for f in findings]
     assert order == sorted(order, key=["error", "warning", "info"].index)
     assert {"error", "warning", "info"} <= set(order)
+
+
+def test_legacy_zipkin_needs_the_zipkin_key_itself(manifests: Manifests) -> None:
+    # `meshtrace render` keeps defaultConfig.tracing (sampling) and removes only its zipkin key:
+    # a tracing block without zipkin is no legacy tracer.
+    bundle = manifests(operator("{defaultConfig: {tracing: {sampling: 10.0}}}"), ROOT)
+    assert "legacy-zipkin-tracing" not in codes(bundle)

@@ -304,6 +304,7 @@ def test_rendered_output_lints_clean_of_what_render_fixes(out: Path) -> None:
         "multiple-namespace-telemetry",
         "mixer-tag-override",
         "mesh-proxy-metadata",
+        "legacy-zipkin-tracing",
         "proxy-config-snake-case",
         "default-providers-tracing",
         "collector-port-protocol",

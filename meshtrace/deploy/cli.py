@@ -50,7 +50,7 @@ def render(
     from meshtrace.deploy.render import render as render_bundle
 
     bundle = load(paths)
-    unreadable = [p for p in bundle.problems if p.code in ("read-error", "empty-folder")]
+    unreadable = bundle.unreadable
     for p in unreadable:
         click.echo(f"meshtrace render: {p.file}: {p.message}", err=True)
     if unreadable and not bundle.documents:

@@ -178,9 +178,8 @@ def make_plan(
     data_dir: Path | None,
 ) -> Plan:
     bundle = load(paths)
-    errors = [p for p in bundle.problems if p.severity == "error" and p.code in ("yaml-error", "read-error")]
-    if errors:
-        raise ValueError("; ".join(f"{p.file}: {p.message}" for p in errors))
+    if bundle.unreadable:
+        raise ValueError("; ".join(f"{p.file}: {p.message}" for p in bundle.unreadable))
     if not bundle.deployments:
         raise ValueError("no Deployment in " + ", ".join(map(str, paths)))
 

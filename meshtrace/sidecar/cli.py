@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -82,6 +83,9 @@ async def run(opts: Options) -> None:
             raise click.ClickException(f"--config {opts.config}: {exc}") from exc
         tasks.append(loop.create_task(file_source.watch(proxy.apply)))
     proxy.exporter.start()
+    # everything built so far lives for the whole run: keep it out of the collector's scans
+    gc.collect()
+    gc.freeze()
     for name, server in servers.items():
         await server.start_serving()
         ready.announce(name, ident.ip, real[name])

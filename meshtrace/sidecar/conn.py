@@ -95,7 +95,7 @@ class Wire(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.wake_eof()
-        return False
+        return True  # half-close: the answer to what was sent can still be written; we close later
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.wake_eof()

@@ -304,3 +304,15 @@ def test_fuzzed_requests_against_a_running_listener(mesh_factory: Any) -> None:
     status, _, _ = via_proxy_direct(mesh, "/echo")
     assert status == 200
     assert "Traceback" not in mesh.backend.output()
+
+
+def test_client_half_close_still_gets_its_answer(mesh_factory: Any) -> None:
+    mesh = mesh_factory(0.0)
+    host, port = mesh.frontend.address("outbound").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET http://backend:8080/echo HTTP/1.1\r\nHost: backend:8080\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200")

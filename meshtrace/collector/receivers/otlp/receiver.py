@@ -1,9 +1,11 @@
 """The otlp receiver: OTLP/gRPC (grpcio aio) and OTLP/HTTP (aiohttp) into the pipeline.
 
 Requests stay encoded: the protobuf body is parsed once (upb, in C) to validate it and count
-spans, and both the bytes and the parsed message travel on in `Traces`, so exporters forward the
-original bytes. Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400;
-the pipeline refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After
+spans, then only the bytes and the count travel on in `Traces`, so exporters forward the original
+bytes and batches hold no parsed messages.
+
+Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400; the pipeline
+refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After / RetryInfo
 when the refusal says how long); a permanent rejection -> INVALID_ARGUMENT / 400.
 """
 
@@ -62,7 +64,10 @@ def decode_protobuf(body: bytes) -> Traces:
     except DecodeError as exc:
         raise PermanentError(f"cannot decode protobuf ExportTraceServiceRequest: {exc}") from None
     check_ids(request)
-    return Traces(encoded=body, message=request)
+    # Only the bytes and the count travel on: the parsed message is several times the size of
+    # the bytes, and batching and forwarding never read it (a processor that does re-parses).
+    count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+    return Traces.from_bytes(body, span_count=count)
 
 
 def decode_json(body: bytes) -> Traces:

@@ -267,8 +267,8 @@ def _lint_summary(bundle: Bundle, paths: list[Path]) -> list[str]:
     findings = lint(bundle)
     errors = [f for f in findings if f.severity == "error"]
     out = [f"lint error [{f.code}] {f.resource or f.file}: {f.message.splitlines()[0]}" for f in errors]
-    if findings:
-        warnings = sum(f.severity == "warning" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    if errors or warnings:
         where = " ".join(f"-f {p}" for p in paths)
         out.append(
             f"lint: {len(errors)} error(s), {warnings} warning(s): `meshtrace lint {where}` explains each"

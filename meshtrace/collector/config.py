@@ -410,7 +410,13 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
                 Problem(ERROR, f"service.extensions[{i}]", f"extension {ref!r} is not defined in extensions")
             )
             continue
-        extensions.append(ComponentID.parse(ref))
+        cid = ComponentID.parse(ref)
+        if cid.type in registry.SKIPPED_EXTENSIONS:
+            problems.append(
+                Problem(WARNING, f"extensions.{ref}", f"the {cid.type} extension is not supported; skipped")
+            )
+            continue
+        extensions.append(cid)
         trace_refs.add((Kind.EXTENSION, ref))
 
     components: dict[tuple[Kind, ComponentID], ComponentConfig] = {}
@@ -429,6 +435,8 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
                 problems.append(Problem(ERROR, path, str(exc)))
                 continue
             type_, warning = registry.canonical(kind, cid.type)
+            if kind == Kind.EXTENSION and type_ in registry.SKIPPED_EXTENSIONS:
+                continue  # warned about above when the service uses it
             if type_ not in registry.TABLES[kind]:
                 only_skipped = (kind, ref) in skipped_refs and (kind, ref) not in trace_refs
                 types_ = ", ".join(registry.known(kind)) or "none yet"

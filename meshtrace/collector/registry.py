@@ -39,6 +39,10 @@ EXTENSIONS: dict[str, str] = {
 
 CONNECTORS: dict[str, str] = {}
 
+# Collector extensions common in real configs that only help debug the Go process: a config
+# naming them still runs, with a warning, without them.
+SKIPPED_EXTENSIONS = frozenset({"pprof", "zpages", "memory_ballast"})
+
 # Old names a current Collector still accepts (or the seed still uses): old -> (new, warning).
 ALIASES: dict[tuple[Kind, str], tuple[str, str]] = {
     (Kind.EXPORTER, "otlp"): ("otlp_grpc", "exporter type 'otlp' is a deprecated alias of 'otlp_grpc'"),

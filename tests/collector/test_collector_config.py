@@ -307,3 +307,13 @@ def test_check_on_a_raw_config_accepts_unexpanded_env_references() -> None:
     raw = minimal(otlp_grpc={"endpoint": "${env:BACKEND}:4317", "timeout": "${env:TIMEOUT}"})
     raw["exporters"]["otlp_grpc"]["sending_queue"] = {"queue_size": "${env:QUEUE}"}
     assert errors(check(raw)) == {}
+
+
+def test_go_debugging_extensions_are_skipped_with_a_warning() -> None:
+    raw = minimal()
+    raw["extensions"] = {"pprof": {"endpoint": "0.0.0.0:1777"}, "zpages": None, "health_check": None}
+    raw["service"]["extensions"] = ["pprof", "zpages", "health_check"]
+    config, problems = resolve(raw)
+    assert config is not None, problems
+    assert [str(e) for e in config.extensions] == ["health_check"]
+    assert "not supported; skipped" in warnings(problems)["extensions.zpages"]

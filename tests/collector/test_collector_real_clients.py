@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -38,15 +40,21 @@ def _send(exporter: SpanExporter, service: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("transport", ["grpc", "http"])
+@pytest.mark.parametrize("transport", ["grpc", "http", "grpc-gzip", "http-gzip", "http-deflate"])
 def test_official_exporter_spans_arrive_field_by_field(
     file_collector: Callable[..., Any], transport: str
 ) -> None:
     collector = file_collector()
-    if transport == "grpc":
-        exporter: SpanExporter = GrpcExporter(endpoint=f"http://{collector.grpc}", insecure=True)
+    if transport.startswith("grpc"):
+        compression = grpc.Compression.Gzip if transport.endswith("gzip") else grpc.Compression.NoCompression
+        exporter: SpanExporter = GrpcExporter(
+            endpoint=f"http://{collector.grpc}", insecure=True, compression=compression
+        )
     else:
-        exporter = HttpExporter(endpoint=f"http://{collector.http}/v1/traces")
+        _, _, encoding = transport.partition("-")
+        exporter = HttpExporter(
+            endpoint=f"http://{collector.http}/v1/traces", compression=Compression(encoding or "none")
+        )
     sent = _send(exporter, f"svc-{transport}")
 
     found = collector.spans(2)

@@ -334,7 +334,14 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
             problems.append(
                 Problem(ERROR, str(key), f"unknown key {key!r} (known keys: {', '.join(SECTIONS)})")
             )
-    if raw.get("connectors"):
+    # From here on every component section is a mapping (null and wrong types become {}).
+    raw = {key: value for key, value in raw.items() if key in SECTIONS}
+    for name in SECTIONS[:-1]:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, Mapping):
+            problems.append(Problem(ERROR, name, f"expected a mapping of component ids, got {value!r}"))
+        raw[name] = value if isinstance(value, Mapping) else {}
+    if raw["connectors"]:
         problems.append(Problem(WARNING, "connectors", "connectors are not supported yet; skipped"))
 
     service, found = decode(Service, raw.get("service"), "service")
@@ -370,10 +377,10 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
             (Kind.PROCESSOR, spec.processors, pipeline.processors),
             (Kind.EXPORTER, spec.exporters, pipeline.exporters),
         ):
-            section = raw.get(kind.section) or {}
+            section = raw[kind.section]
             for i, ref in enumerate(ids):
                 ref_path = f"{path}.{kind.section}[{i}]"
-                connectors = raw.get("connectors") or {}
+                connectors = raw["connectors"]
                 if ref in connectors and kind in (Kind.RECEIVER, Kind.EXPORTER):
                     problems.append(
                         Problem(WARNING, ref_path, f"connector {ref!r} is not supported yet; skipped")
@@ -402,7 +409,7 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
     if not pipelines and not any(p.severity == ERROR for p in problems):
         problems.append(Problem(ERROR, "service.pipelines", "no traces pipeline: nothing to run"))
 
-    extension_section = raw.get("extensions") or {}
+    extension_section = raw["extensions"]
     extensions: list[ComponentID] = []
     for i, ref in enumerate(service.extensions):
         if ref not in extension_section:
@@ -421,13 +428,7 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
 
     components: dict[tuple[Kind, ComponentID], ComponentConfig] = {}
     for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
-        section = raw.get(kind.section)
-        if section is None:
-            continue
-        if not isinstance(section, Mapping):
-            problems.append(Problem(ERROR, kind.section, "expected a mapping of component ids"))
-            continue
-        for ref, comp_raw in section.items():
+        for ref, comp_raw in raw[kind.section].items():
             path = f"{kind.section}.{ref}"
             try:
                 cid = ComponentID.parse(ref)

@@ -138,14 +138,17 @@ def _extract(docs: list[Any], source: str) -> dict[str, Any]:
     """The collector config among a file's YAML documents (a ConfigMap's data, or the document)."""
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-            data = doc.get("data") or {}
+            data = doc.get("data")
+            data = data if isinstance(data, dict) else {}
             keys = [k for k in CONFIGMAP_KEYS if k in data] or [
                 k for k in data if str(k).endswith((".yaml", ".yml"))
             ]
             if keys:
+                if not isinstance(data[keys[0]], str):
+                    raise ConfigError(f"{source}: data.{keys[0]}: expected the config as a string")
                 try:
                     inner = yaml.safe_load(data[keys[0]]) or {}
-                except yaml.YAMLError as exc:
+                except (yaml.YAMLError, ValueError) as exc:
                     raise ConfigError(f"{source}: data.{keys[0]}: invalid YAML: {exc}") from exc
                 if not isinstance(inner, dict):
                     raise ConfigError(f"{source}: data.{keys[0]}: expected a mapping")
@@ -163,7 +166,7 @@ def _extract(docs: list[Any], source: str) -> dict[str, Any]:
 def load_text(text: str, source: str = "<config>") -> dict[str, Any]:
     try:
         docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: impossible dates such as 2001-13-45
         raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
     return _extract(docs, source)
 
@@ -204,7 +207,7 @@ def expand_env(value: Any, env: Mapping[str, str], problems: list[Problem], path
 def _yaml_scalar(text: str) -> Any:
     try:
         return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         return text
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshtrace.collector.config import check
+from meshtrace.collector.config import ConfigError, check, load_text
 from meshtrace.collector.schema import Problem
 
 WORDS = [
@@ -127,3 +128,17 @@ def test_check_never_raises_on_a_valid_config_with_values_replaced(
         except (KeyError, TypeError):
             continue  # an earlier change replaced a mapping on this path
     assert all(isinstance(p, Problem) for p in check(raw))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(max_size=200)
+    | st.sampled_from(["receivers: 2001-13-45", "x: !!binary abc", "a: [", "- 1", "kind: ConfigMap\ndata: 5"])
+    | st.builds(lambda d: yaml.safe_dump({"kind": "ConfigMap", "data": d}), configs)
+)
+def test_loading_text_gives_a_config_or_a_config_error(text: str) -> None:
+    try:
+        raw = load_text(text)
+    except ConfigError:
+        return
+    assert isinstance(raw, dict)

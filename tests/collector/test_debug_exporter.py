@@ -26,3 +26,13 @@ def test_verbosity_levels() -> None:
     assert "Resource attributes: service.name=svc" in detailed
     assert f"Trace ID       : {'01' * 16}" in detailed
     assert "     -> k: 7" in detailed
+
+
+def test_the_logging_exporters_loglevel_maps_to_verbosity() -> None:
+    from meshtrace.collector.exporters.debug import DebugConfig
+    from meshtrace.collector.schema import decode
+
+    assert decode(DebugConfig, {"loglevel": "info"})[0].verbosity == "normal"
+    assert decode(DebugConfig, {"loglevel": "debug"})[0].verbosity == "detailed"
+    _, problems = decode(DebugConfig, {"loglevel": "loud"}, "exporters.logging")
+    assert any(p.severity == "error" and "loud" in p.message for p in problems)

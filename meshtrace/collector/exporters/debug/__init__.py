@@ -20,9 +20,14 @@ from meshtrace.model import Traces
 log = logging.getLogger("meshtrace.collector.debug")
 
 
+Verbosity = Literal["basic", "normal", "detailed"]
+# The removed logging exporter's own mapping of its `loglevel` to a verbosity.
+LOGLEVELS: dict[str, Verbosity] = {"debug": "detailed", "info": "normal", "warn": "basic", "error": "basic"}
+
+
 @dataclass
 class DebugConfig:
-    verbosity: Literal["basic", "normal", "detailed"] = "basic"
+    verbosity: Verbosity = "basic"
     sampling_initial: int = 2
     sampling_thereafter: int = 1
     use_internal_logger: bool = True
@@ -30,9 +35,22 @@ class DebugConfig:
         default=None,
         metadata={
             "warning": "'loglevel' was removed with the logging exporter; "
-            "use 'verbosity' (basic|normal|detailed)"
+            "use 'verbosity' (basic|normal|detailed); mapped as the logging exporter did"
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.loglevel is not None:
+            levels: dict[str, Verbosity] = {
+                "debug": "detailed",
+                "info": "normal",
+                "warn": "basic",
+                "error": "basic",
+            }
+            verbosity = levels.get(self.loglevel.lower())
+            if verbosity is None:
+                raise ValueError(f"loglevel {self.loglevel!r}: expected one of {', '.join(LOGLEVELS)}")
+            self.verbosity = verbosity
 
 
 def _value(v: AnyValue) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -189,3 +190,41 @@ def test_a_second_signal_exits_without_waiting_for_the_drain(run_collector: Call
     started = time.monotonic()
     assert agent.stop(signal.SIGTERM, timeout=15) == 1
     assert time.monotonic() - started < 10
+
+
+def test_gateway_killed_mid_stream_loses_nothing_the_agent_accepted(
+    tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
+) -> None:
+    first, second = tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"
+    gateway = run_collector(gateway_config(first), "otlp-grpc")
+    port = gateway.listeners["otlp-grpc"][1]
+    agent = run_collector(agent_config(f"127.0.0.1:{port}"), "otlp-grpc", "metrics")
+    batches = 40
+    sent: list[str] = []
+
+    def stream() -> None:
+        for n in range(batches):
+            send(agent.address("otlp-grpc"), f"b{n}", spans=5)
+            sent.append(f"b{n}")
+            time.sleep(0.02)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    deadline = time.monotonic() + 20
+    while len(sent) < batches // 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gateway.stop(signal.SIGKILL)  # while the agent is sending
+    while len(sent) < 2 * batches // 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run_collector(gateway_config(second, port), "otlp-grpc")
+    sender.join(timeout=30)
+    assert len(sent) == batches  # the agent accepted every request, gateway or not
+
+    want = {f"b{n}-{i}" for n in range(batches) for i in range(5)}
+    deadline = time.monotonic() + 20
+    got: set[str] = set()
+    while got != want and time.monotonic() < deadline:
+        got = names(read_spans(first, 0, timeout=0)) | names(read_spans(second, 0, timeout=0))
+        time.sleep(0.1)
+    assert got == want  # a batch in flight when the gateway died may arrive twice, never not at all
+    assert metric(agent, "otelcol_exporter_send_failed_spans") == 0

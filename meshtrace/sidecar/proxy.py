@@ -429,6 +429,9 @@ class Proxy:
             except TimeoutError:
                 self.pool.discard(up)
                 raise LocalReply(504, "upstream request timeout", "UT") from None
+            except LocalReply:
+                self.pool.discard(up)
+                raise
             except (PeerClosed, HttpError, ConnectionError, OSError) as exc:
                 self.pool.discard(up)
                 if isinstance(exc, ClientGone):
@@ -468,7 +471,10 @@ class Proxy:
         up.writer.write(encoded_head + self._frame_out(chunks, head.chunked, done))
         replay = chunks if total <= REPLAY_LIMIT else None
         while not done:
-            chunk = await ds.body_chunk()
+            try:
+                chunk = await ds.body_chunk()
+            except HttpError as exc:  # the client's body is malformed (e.g. a bad chunk size)
+                raise LocalReply(exc.status, exc.detail) from None
             if chunk is None:
                 done = True
                 if head.chunked:

@@ -337,3 +337,14 @@ def test_down_collector_costs_spans_not_requests(mesh_factory: Any, harness: Any
     while dropped() < 20 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert dropped() >= 20
+
+
+def test_malformed_chunked_body_is_400(mesh_factory: Any) -> None:
+    mesh = mesh_factory(0.0)
+    head = (
+        b"POST http://backend:8080/echo HTTP/1.1\r\nHost: backend:8080\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    out = raw(mesh.frontend.address("outbound"), head, 5.0, (0.1, b"5\r\nhello\r\nZZ\r\n"))
+    assert out.startswith(b"HTTP/1.1 400")
+    status, _, _ = via_proxy(mesh, "http://backend:8080/echo")
+    assert status == 200

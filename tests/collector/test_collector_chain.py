@@ -228,3 +228,35 @@ def test_gateway_killed_mid_stream_loses_nothing_the_agent_accepted(
         time.sleep(0.1)
     assert got == want  # a batch in flight when the gateway died may arrive twice, never not at all
     assert metric(agent, "otelcol_exporter_send_failed_spans") == 0
+
+
+def test_one_receiver_fans_out_to_two_pipelines(
+    tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
+) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    collector = run_collector(
+        {
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+            "processors": {"batch": {"timeout": "50ms"}},
+            "exporters": {
+                "file/a": {"path": str(a), "flush_interval": "0s"},
+                "file/b": {"path": str(b), "flush_interval": "0s"},
+            },
+            "service": {
+                "pipelines": {
+                    "traces/a": {"receivers": ["otlp"], "exporters": ["file/a"]},
+                    "traces/b": {
+                        "receivers": ["otlp"],
+                        "processors": ["batch"],
+                        "exporters": ["file/a", "file/b"],
+                    },
+                },
+                "telemetry": {"metrics": {"level": "none"}},
+            },
+        },
+        "otlp-grpc",
+    )
+    send(collector.address("otlp-grpc"), "fan", spans=4)
+    expected = {f"fan-{i}" for i in range(4)}
+    assert sorted(span["name"] for _, span in read_spans(a, 8)) == sorted([*expected, *expected])
+    assert names(read_spans(b, 4)) == expected

@@ -296,9 +296,7 @@ class Proxy:
         d = decide(head.index, t.sampling, t.use_request_id, t.read, edge=ex.kind == GATEWAY)
         ex.request_id = d.request_id
         sampled = d.sampled
-        if len(d.request_id) != 36 and d.reason not in ("traceparent", "b3"):
-            # A request id that is not a UUID cannot carry Envoy's trace reason: never traced.
-            sampled = False
+        if d.reason == "invalid_request_id":
             self._warn_once(
                 "rid",
                 f"x-request-id {d.request_id[:40]!r} is not a 36-character UUID: requests carrying it are "

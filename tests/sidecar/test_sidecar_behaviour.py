@@ -83,6 +83,24 @@ def test_sampling_by_request_id_and_forced(mesh_factory: Any) -> None:
     assert client.parent_span_id.hex() == "b7ad6b7169203331"
 
 
+def test_a_request_id_that_is_no_uuid_is_never_traced(mesh_factory: Any) -> None:
+    """Request ids minted by nginx or an API gateway cannot carry Envoy's trace reason."""
+    mesh = mesh_factory(100.0)
+    for request_id in ("deadbeef-from-nginx", "0123456789abcdef0123456789abcdef"):
+        status, body, _ = via_proxy(mesh, "http://backend:8080/echo", {"x-request-id": request_id})
+        assert status == 200
+        seen = json.loads(body)
+        assert seen["x-request-id"] == request_id  # forwarded as it came
+        assert seen["traceparent"].endswith("-00")  # context propagated, not sampled
+    # a caller's sampled traceparent still decides
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    _, body, _ = via_proxy(mesh, "http://backend:8080/echo", {"x-request-id": "nginx-1", "traceparent": tp})
+    assert json.loads(body)["traceparent"].endswith("-01")
+    mesh.received.wait(2)
+    time.sleep(1.2)
+    assert {s.trace_id.hex() for _, s in mesh.received.spans} == {"0af7651916cd43dd8448eb211c80319c"}
+
+
 def test_first_proxy_decides(mesh_factory: Any) -> None:
     """Backend at 100%, frontend at 0%: the backend follows the frontend's 'no'."""
     mesh = mesh_factory(0.0, backend_sampling=100.0)

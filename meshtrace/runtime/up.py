@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import shutil
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ class Output:
     """Prefixed, coloured log lines; one colour per workload."""
 
     def __init__(self) -> None:
-        self.console = Console(highlight=False, soft_wrap=True)
+        # Piped output (logs, CI) gets a wide page rather than rich's 80 columns.
+        self.console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
         self._colours: dict[str, str] = {}
 
     def colour(self, name: str) -> str:
@@ -216,6 +218,6 @@ def _print_status(
         table.add_row(
             f"pod {pod.namespace}/{pod.name}",
             f"{pod.ip}:{pod.app_port}",
-            f"sidecar in :15006 out :15001 admin :15000, metrics http://{pod.ip}:15090/stats/prometheus",
+            "sidecar :15006 in, :15001 out, :15000 admin; metrics :15090/stats/prometheus",
         )
     out.console.print(table)

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from meshtrace.clitools import filename_option, load_or_exit
 from meshtrace.config.loader import load
 from meshtrace.config.resolve import effective_config
 
@@ -26,9 +27,7 @@ def _labels(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return out
 
 
-_files = click.option(
-    "-f", "--filename", "paths", multiple=True, required=True, help="YAML file or folder (repeatable)."
-)
+_files = filename_option("YAML file or folder (repeatable).")
 _output = click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -46,12 +45,7 @@ def explain(
     """Show a workload's effective tracing and metrics config and where each value came from."""
     from meshtrace.config.explain import render_text
 
-    bundle = load(paths)
-    errors = bundle.unreadable
-    for p in errors:
-        click.echo(f"meshtrace explain: {p.file}: {p.message}", err=True)
-    if errors and not bundle.documents:
-        sys.exit(2)
+    bundle = load_or_exit("explain", paths)
     doc = effective_config(bundle, workload, namespace, labels=labels, env=os.environ)
     if output == "json":
         click.echo(json.dumps(doc, indent=2))

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from meshtrace.clitools import filename_option
+
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_CONTROL = f"http://{DEFAULT_LISTEN}"
 
@@ -26,15 +28,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 @click.command()
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="YAML file or folder (repeatable); watched for edits.",
-)
+@filename_option("YAML file or folder (repeatable); watched for edits.", must_exist=True)
 @click.option(
     "--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API (port 0: any)."
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from meshtrace.clitools import filename_option, load_or_exit
 from meshtrace.deploy.collector import DEFAULT_IMAGE
 
 
@@ -21,9 +22,7 @@ def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 @click.command()
-@click.option(
-    "-f", "--filename", "paths", multiple=True, required=True, help="YAML file or folder (repeatable)."
-)
+@filename_option("YAML file or folder (repeatable).")
 @click.option(
     "-o",
     "--output",
@@ -44,17 +43,12 @@ def render(
     paths: tuple[str, ...], out_dir: Path, collector_image: str, collector_replicas: int | None
 ) -> None:
     """Write production manifests for real Istio and the OpenTelemetry Collector from the YAML `up` runs."""
-    from meshtrace.config.loader import load
     from meshtrace.deploy.collector import Options
     from meshtrace.deploy.istio import RenderError
     from meshtrace.deploy.render import render as render_bundle
 
-    bundle = load(paths)
+    bundle = load_or_exit("render", paths)
     unreadable = bundle.unreadable
-    for p in unreadable:
-        click.echo(f"meshtrace render: {p.file}: {p.message}", err=True)
-    if unreadable and not bundle.documents:
-        sys.exit(2)
     for p in bundle.problems:
         if p.severity == "error" and p not in unreadable:
             where = f"{p.file}: {p.resource} {p.path}".strip()

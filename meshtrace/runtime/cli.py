@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from meshtrace.clitools import filename_option
 from meshtrace.runtime.plan import DEFAULT_MANIFESTS
 
 
@@ -18,13 +19,10 @@ def _address(value: str) -> tuple[str, int]:
 
 
 @click.command()
-@click.option(
-    "-f",
-    "--filename",
-    "paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Manifest file or folder (repeatable). Default: the built-in demo (examples/seed).",
+@filename_option(
+    "Manifest file or folder (repeatable). Default: the built-in demo (examples/seed).",
+    required=False,
+    must_exist=True,
 )
 @click.option(
     "--traffic", "rps", type=click.FloatRange(min=0.1, max=500), help="Send RPS requests/s to the ingress."

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,88 @@ def default_collector_args() -> list[str]:
     for key in listeners:
         args += ["--set", f"{key}=127.0.0.1:0"]
     return args
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """`wait_until(check, what, timeout=15.0)`: poll `check` until it returns something truthy and
+    return that; TimeoutError naming `what` when it never does."""
+
+    def wait(check: Callable[[], Any], what: str = "condition", timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+    return wait
+
+
+@pytest.fixture
+def mesh_yaml() -> Callable[..., str]:
+    """`mesh_yaml(collector, percentage, services={"backend": 8080}, literal_tags={})`: an
+    IstioOperator whose `otel` provider is `collector`:4317, a mesh-wide Telemetry sampling
+    `percentage` (with `literal_tags` as customTags) and a Service per name -> port (targetPort
+    8080, selector app=name), as one multi-document YAML."""
+
+    def build(
+        collector: str,
+        percentage: float,
+        services: Mapping[str, int] = {"backend": 8080},
+        literal_tags: Mapping[str, str] = {},
+    ) -> str:
+        tags = "".join(
+            f"      {name}:\n        literal:\n          value: {value}\n"
+            for name, value in literal_tags.items()
+        )
+        docs = [
+            f"""\
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata:
+  name: control-plane
+  namespace: istio-system
+spec:
+  meshConfig:
+    extensionProviders:
+    - name: otel
+      opentelemetry:
+        service: {collector}
+        port: 4317
+""",
+            f"""\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  tracing:
+  - providers:
+    - name: otel
+    randomSamplingPercentage: {percentage}
+"""
+            + ("    customTags:\n" + tags if tags else ""),
+        ]
+        docs += [
+            f"""\
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  selector:
+    app: {name}
+  ports:
+  - name: http
+    port: {port}
+    targetPort: 8080
+"""
+            for name, port in services.items()
+        ]
+        return "---\n".join(docs)
+
+    return build

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,58 +15,6 @@ import pytest
 import requests
 
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
-
-MESH = f"""\
-apiVersion: install.istio.io/v1alpha1
-kind: IstioOperator
-metadata:
-  name: control-plane
-  namespace: istio-system
-spec:
-  meshConfig:
-    extensionProviders:
-    - name: otel
-      opentelemetry:
-        service: {COLLECTOR}
-        port: 4317
----
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata:
-  name: mesh-default
-  namespace: istio-system
-spec:
-  tracing:
-  - providers:
-    - name: otel
-    randomSamplingPercentage: 10
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: backend
-  namespace: default
-spec:
-  selector:
-    app: backend
-  ports:
-  - name: http
-    port: 8080
-    targetPort: 8080
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: frontend
-  namespace: default
-spec:
-  selector:
-    app: frontend
-  ports:
-  - name: http
-    port: 80
-    targetPort: 8080
-"""
 
 
 def frontend_telemetry(percentage: float) -> str:
@@ -84,16 +31,6 @@ spec:
   tracing:
   - randomSamplingPercentage: {percentage}
 """
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class FakeSidecar:
@@ -155,8 +92,8 @@ class FakeSidecar:
 
 
 @pytest.fixture
-def mesh_dir(tmp_path: Path) -> Path:
-    (tmp_path / "mesh.yaml").write_text(MESH)
+def mesh_dir(tmp_path: Path, mesh_yaml: Callable[..., str]) -> Path:
+    (tmp_path / "mesh.yaml").write_text(mesh_yaml(COLLECTOR, 10, {"backend": 8080, "frontend": 80}))
     (tmp_path / "frontend-telemetry.yaml").write_text(frontend_telemetry(50))
     return tmp_path
 
@@ -237,7 +174,7 @@ def test_long_poll_gets_a_file_edit_and_only_affected_nodes_change(
 
 
 def test_invalid_edit_is_reported_and_changes_nothing(
-    sidecars: tuple[str, FakeSidecar, FakeSidecar], mesh_dir: Path
+    sidecars: tuple[str, FakeSidecar, FakeSidecar], mesh_dir: Path, wait_until: Callable[..., Any]
 ) -> None:
     base, frontend, _ = sidecars
     frontend.poll()
@@ -272,7 +209,9 @@ def test_nack_keeps_the_acked_version(sidecars: tuple[str, FakeSidecar, FakeSide
     assert node["last_nack"]["error"] == "custom tag value is not a string"
 
 
-def test_missed_heartbeats_remove_the_endpoint(control: Callable[..., str]) -> None:
+def test_missed_heartbeats_remove_the_endpoint(
+    control: Callable[..., str], wait_until: Callable[..., Any]
+) -> None:
     base = control("--heartbeat", "0.3")
     frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
     backend = FakeSidecar(base, "backend", "backend-0", "127.0.1.2", 15006)

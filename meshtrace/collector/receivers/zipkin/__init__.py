@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
 from meshtrace.collector.component import Component, ComponentID, Kind, TracesConsumer
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.receivers.zipkin.config import ZipkinReceiverConfig
 
 
-class ZipkinReceiverFactory:
-    type = "zipkin"
-    kind = Kind.RECEIVER
-    config_type = ZipkinReceiverConfig
+def _build(id: ComponentID, config: ZipkinReceiverConfig, next_consumer: TracesConsumer | None) -> Component:
+    # Imported here: `validate` and the lint need the config, not aiohttp.
+    from meshtrace.collector.receivers.zipkin.receiver import ZipkinReceiver
 
-    def default_config(self) -> dict[str, Any]:
-        return asdict(ZipkinReceiverConfig())
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        from meshtrace.collector.receivers.zipkin.receiver import ZipkinReceiver
-
-        if next_consumer is None:
-            raise ValueError(f"receiver {id} needs a next consumer")
-        return ZipkinReceiver(id, config, next_consumer)
+    if next_consumer is None:
+        raise ValueError(f"receiver {id} needs a next consumer")
+    return ZipkinReceiver(id, config, next_consumer)
 
 
-factory = ZipkinReceiverFactory()
+factory = ComponentFactory("zipkin", Kind.RECEIVER, ZipkinReceiverConfig, _build)

@@ -133,20 +133,12 @@ def iter_dumps(request: ExportTraceServiceRequest, chunk: int = 256) -> Iterator
         yield "{" if r == 0 else ",{"
         if rs.HasField("resource"):
             # Resources and scopes are few: protobuf's generic mapping keeps every field of them.
-            yield (
-                '"resource":'
-                + _compact(json_format.MessageToDict(rs.resource, use_integers_for_enums=True))
-                + ","
-            )
+            yield '"resource":' + _generic(rs.resource) + ","
         yield '"scopeSpans":['
         for i, ss in enumerate(rs.scope_spans):
             yield "{" if i == 0 else ",{"
             if ss.HasField("scope"):
-                yield (
-                    '"scope":'
-                    + _compact(json_format.MessageToDict(ss.scope, use_integers_for_enums=True))
-                    + ","
-                )
+                yield '"scope":' + _generic(ss.scope) + ","
             yield '"spans":['
             spans = ss.spans
             for start in range(0, len(spans), chunk):

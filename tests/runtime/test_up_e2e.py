@@ -63,28 +63,19 @@ class Mesh:
         return {pid: p["serviceName"] for pid, p in trace["processes"].items()}
 
 
+def up_args(tmp_path: Path, *extra: str) -> tuple[str, str, list[str]]:
+    """(host, network, `up` arguments) with every address on a random loopback /25, so runs side
+    by side do not collide, and the store in `tmp_path`."""
+    a, b = random.randint(100, 250), random.randint(1, 250)
+    host, network = f"127.{a}.{b}.200", f"127.{a}.{b}.0/25"
+    args = ["up", *extra, "--host", host, "--network", network, "--ingress", f"{host}:8080"]
+    return host, network, [*args, "--ui", f"{host}:16686", "--data-dir", str(tmp_path / "data")]
+
+
 @pytest.fixture
 def mesh(meshtrace_process: Any, tmp_path: Path) -> Mesh:
-    a, b = random.randint(100, 250), random.randint(1, 250)
-    host = f"127.{a}.{b}.200"
-    network = f"127.{a}.{b}.0/25"
-    process = meshtrace_process(
-        [
-            "up",
-            "--host",
-            host,
-            "--network",
-            network,
-            "--ingress",
-            f"{host}:8080",
-            "--ui",
-            f"{host}:16686",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--prometheus",
-        ],
-        env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")},
-    )
+    host, network, args = up_args(tmp_path, "--prometheus")
+    process = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")})
     return Mesh(process, host, network)
 
 
@@ -231,25 +222,7 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
 
 
 def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path, tmp_path: Path) -> None:
-    a, b = random.randint(100, 250), random.randint(1, 250)
-    host = f"127.{a}.{b}.200"
-    process = meshtrace_process(
-        [
-            "up",
-            "-f",
-            str(seed_manifests),
-            "--host",
-            host,
-            "--network",
-            f"127.{a}.{b}.0/25",
-            "--ingress",
-            f"{host}:8080",
-            "--ui",
-            f"{host}:16686",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ]
-    )
+    process = meshtrace_process(up_args(tmp_path, "-f", str(seed_manifests))[2])
     listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
     out = process.output()
     assert "jaeger-collector.observability" in out  # reported and pointed at the local store

@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.collector.component import ComponentID, RefusedError
+from meshtrace.collector.exporters.helper import QueuedExporter
 from meshtrace.collector.exporters.otlp_grpc import OtlpGrpcConfig, OtlpGrpcExporter
 from meshtrace.collector.exporters.otlp_http import OtlpHttpConfig, OtlpHttpExporter
 from meshtrace.collector.receivers.otlp.config import GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols
@@ -38,23 +39,20 @@ def test_refusal_carries_the_wait_over_grpc_and_http(capsys: pytest.CaptureFixtu
         ports = {line.split()[1]: line.rsplit(":", 1)[1] for line in capsys.readouterr().out.splitlines()}
         grpc_port, http_port = ports["otlp/refuse-grpc"], ports["otlp/refuse-http"]
         try:
-            grpc_exporter = OtlpGrpcExporter(
-                ComponentID("otlp_grpc"), OtlpGrpcConfig(endpoint=f"http://127.0.0.1:{grpc_port}")
-            )
-            await grpc_exporter.start(None)  # type: ignore[arg-type]
-            with pytest.raises(RefusedError) as refused:
-                await grpc_exporter._send(batch())
-            assert refused.value.retry_after == 3.0
-            await grpc_exporter.shutdown()
-
-            http_exporter = OtlpHttpExporter(
-                ComponentID("otlp_http"), OtlpHttpConfig(endpoint=f"http://127.0.0.1:{http_port}")
-            )
-            await http_exporter.start(None)  # type: ignore[arg-type]
-            with pytest.raises(RefusedError) as refused:
-                await http_exporter._send(batch())
-            assert refused.value.retry_after == 3.0
-            await http_exporter.shutdown()
+            exporters: list[QueuedExporter] = [
+                OtlpGrpcExporter(
+                    ComponentID("otlp_grpc"), OtlpGrpcConfig(endpoint=f"http://127.0.0.1:{grpc_port}")
+                ),
+                OtlpHttpExporter(
+                    ComponentID("otlp_http"), OtlpHttpConfig(endpoint=f"http://127.0.0.1:{http_port}")
+                ),
+            ]
+            for exporter in exporters:
+                await exporter.start(None)  # type: ignore[arg-type]
+                with pytest.raises(RefusedError) as refused:
+                    await exporter._send(batch())
+                assert refused.value.retry_after == 3.0, exporter.id
+                await exporter.shutdown()
 
             async with (
                 aiohttp.ClientSession() as session,

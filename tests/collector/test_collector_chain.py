@@ -63,6 +63,15 @@ def send(address: str, name: str, spans: int = 10) -> None:
         channel.unary_unary(EXPORT)(req.SerializeToString(), timeout=10)
 
 
+def gateway_and_agent(run_collector: Callable[..., Any], out: Path) -> tuple[Any, Any, int]:
+    """A gateway writing to `out` and an agent (metrics on) exporting to it, with the gateway's
+    port so a test can kill the gateway and start another on the same port."""
+    gateway = run_collector(gateway_config(out), "otlp-grpc")
+    port = gateway.listeners["otlp-grpc"][1]
+    agent = run_collector(agent_config(f"127.0.0.1:{port}"), "otlp-grpc", "metrics")
+    return gateway, agent, port
+
+
 def names(spans: list[tuple[dict[str, Any], dict[str, Any]]]) -> set[str]:
     return {span["name"] for _, span in spans}
 
@@ -76,9 +85,7 @@ def test_agent_retries_until_the_gateway_comes_back(
     tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
 ) -> None:
     first, second = tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"
-    gateway = run_collector(gateway_config(first), "otlp-grpc")
-    port = gateway.listeners["otlp-grpc"][1]
-    agent = run_collector(agent_config(f"127.0.0.1:{port}"), "otlp-grpc", "metrics")
+    gateway, agent, port = gateway_and_agent(run_collector, first)
 
     send(agent.address("otlp-grpc"), "before")
     assert names(read_spans(first, 10)) == {f"before-{i}" for i in range(10)}
@@ -196,9 +203,7 @@ def test_gateway_killed_mid_stream_loses_nothing_the_agent_accepted(
     tmp_path: Path, run_collector: Callable[..., Any], read_spans: Callable[..., Any]
 ) -> None:
     first, second = tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"
-    gateway = run_collector(gateway_config(first), "otlp-grpc")
-    port = gateway.listeners["otlp-grpc"][1]
-    agent = run_collector(agent_config(f"127.0.0.1:{port}"), "otlp-grpc", "metrics")
+    gateway, agent, port = gateway_and_agent(run_collector, first)
     batches = 40
     sent: list[str] = []
 

@@ -200,7 +200,17 @@ class Downstream:
     """One client connection. `next_head()` waits for a request head; `body_chunk()` returns
     the next de-chunked body piece, or None when the request body is complete."""
 
-    __slots__ = ("_timer", "local", "parser", "peer", "timed_out", "timeouts", "writer")
+    __slots__ = (
+        "_idle_since",
+        "_timer",
+        "_waiting",
+        "local",
+        "parser",
+        "peer",
+        "timed_out",
+        "timeouts",
+        "writer",
+    )
 
     def __init__(self, wire: Wire, timeouts: Timeouts) -> None:
         self.writer = wire
@@ -209,13 +219,28 @@ class Downstream:
         wire.set_feed(self.parser.feed)
         self.timed_out = False
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False  # in next_head, waiting for a request to begin
+        self._idle_since = 0.0
         peer = wire.get_extra_info("peername") or ("", 0)
         local = wire.get_extra_info("sockname") or ("", 0)
         self.peer: tuple[str, int] = (peer[0], peer[1])
         self.local: tuple[str, int] = (local[0], local[1])
 
-    def _on_idle(self) -> None:
+    def _idle_check(self) -> None:
+        """The idle timer stays armed across requests (arming and cancelling one per request
+        costs more than the request logic): when it fires early it re-arms for the remainder."""
         self._timer = None
+        loop = asyncio.get_running_loop()
+        if self._waiting and not self.parser.in_message:
+            due = self._idle_since + self.timeouts.idle
+            if loop.time() >= due:
+                self._on_idle()
+                return
+        else:
+            due = loop.time() + self.timeouts.idle
+        self._timer = loop.call_at(due, self._idle_check)
+
+    def _on_idle(self) -> None:
         self.timed_out = True
         if self.parser.in_message:
             # slowloris: a request started but its head never finished
@@ -229,24 +254,24 @@ class Downstream:
         if not events:
             loop = asyncio.get_running_loop()
             t = self.timeouts
-            if t.idle:
-                self._timer = loop.call_later(t.idle, self._on_idle)
+            self._idle_since = loop.time()
+            if t.idle and self._timer is None:
+                self._timer = loop.call_at(self._idle_since + t.idle, self._idle_check)
+            self._waiting = True
+            header_timer = None
             try:
-                armed = False
                 while not events:
-                    if not armed and t.headers and self.parser.in_message:
+                    if header_timer is None and t.headers and self.parser.in_message:
                         # a request has begun: its head must now complete in time
-                        armed = True
-                        if self._timer is not None:
-                            self._timer.cancel()
-                        self._timer = loop.call_later(t.headers, self._on_idle)
+                        header_timer = loop.call_later(t.headers, self._on_idle)
                     if not await self.writer.wait():
                         break
             finally:
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
+                self._waiting = False
+                if header_timer is not None:
+                    header_timer.cancel()
             if not events:
+                self.stop_timer()
                 return None
         while events:
             item = events.popleft()
@@ -271,7 +296,13 @@ class Downstream:
     def ready_body(self) -> tuple[list[bytes], bool]:
         return _take_ready(self.parser.events)
 
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def close(self) -> None:
+        self.stop_timer()
         self.writer.close()
 
     async def linger_close(self, seconds: float = 1.0, limit: int = 1 << 20) -> None:

@@ -115,6 +115,18 @@ class _Histogram:
         self.count += 1
 
 
+class _Counter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+# what one cached label set records into: the count cell and the three histograms (None where the
+# metric is disabled by a Telemetry override)
+_Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None]
+
+
 def _escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -126,9 +138,9 @@ def _fmt(v: float) -> str:
 class IstioMetrics:
     def __init__(self) -> None:
         # label string (`{a="b",...}`) per (metric key, series) -> value
-        self.counters: dict[str, dict[str, float]] = {}
+        self.counters: dict[str, dict[str, _Counter]] = {}
         self.histograms: dict[str, dict[str, _Histogram]] = {}
-        self._cache: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+        self._cache: dict[tuple[Any, ...], _Cells] = {}
         self._cfg: SidecarConfig | None = None
         self._peer_cache: dict[str, dict[str, Any]] = {}
 
@@ -206,10 +218,6 @@ class IstioMetrics:
 
     def _series(self, o: Observation, cfg: SidecarConfig) -> list[tuple[str, str]]:
         """(metric key, label string) for each enabled metric."""
-        key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
-        series = self._cache.get(key)
-        if series is not None:
-            return series
         base, attrs = self._base(o, cfg)
         overrides = cfg.metrics["client" if o.outbound else "server"]
         series = []
@@ -221,29 +229,38 @@ class IstioMetrics:
                     continue
                 labels = _apply(base, ov, attrs)
             series.append((metric, "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"))
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[key] = series
         return series
+
+    def _cells(self, o: Observation, cfg: SidecarConfig) -> _Cells:
+        """The series cells one request records into, resolved once per label set."""
+        count: _Counter | None = None
+        hists: dict[str, _Histogram] = {}
+        for metric, labels in self._series(o, cfg):
+            if metric == "REQUEST_COUNT":
+                count = self.counters.setdefault(metric, {}).setdefault(labels, _Counter())
+            else:
+                hists[metric] = self.histograms.setdefault(metric, {}).setdefault(labels, _Histogram())
+        return count, hists.get("REQUEST_DURATION"), hists.get("REQUEST_SIZE"), hists.get("RESPONSE_SIZE")
 
     def record(self, o: Observation) -> None:
         cfg = self._cfg
         if cfg is None or not cfg.metrics_enabled:
             return
-        for metric, labels in self._series(o, cfg):
-            if metric == "REQUEST_COUNT":
-                c = self.counters.setdefault(metric, {})
-                c[labels] = c.get(labels, 0) + 1
-                continue
-            h = self.histograms.setdefault(metric, {}).get(labels)
-            if h is None:
-                h = self.histograms[metric][labels] = _Histogram()
-            if metric == "REQUEST_DURATION":
-                h.observe(o.duration_ms)
-            elif metric == "REQUEST_SIZE":
-                h.observe(o.request_bytes)
-            else:
-                h.observe(o.response_bytes)
+        key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
+        cells = self._cache.get(key)
+        if cells is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            cells = self._cache[key] = self._cells(o, cfg)
+        count, duration, request, response = cells
+        if count is not None:
+            count.value += 1
+        if duration is not None:
+            duration.observe(o.duration_ms)
+        if request is not None:
+            request.observe(o.request_bytes)
+        if response is not None:
+            response.observe(o.response_bytes)
 
     def exposition(self) -> list[str]:
         lines: list[str] = []
@@ -253,8 +270,8 @@ class IstioMetrics:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
             if kind == "counter":
-                for labels, v in self.counters.get(metric, {}).items():
-                    lines.append(f"{name}{labels} {_fmt(v)}")
+                for labels, c in self.counters.get(metric, {}).items():
+                    lines.append(f"{name}{labels} {c.value}")
                 continue
             for labels, h in self.histograms.get(metric, {}).items():
                 cum = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import random
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -107,6 +107,10 @@ class Route:
     port: int
     path: str
     authority: str
+    stat_key: str = ""  # `cluster.<cluster>.upstream_rq_total`, built once per cached route
+
+    def __post_init__(self) -> None:
+        self.stat_key = f"cluster.{self.cluster}.upstream_rq_total"
 
 
 class LocalReply(Exception):
@@ -146,7 +150,21 @@ class Exchange:
 
 
 def _flags(flags: set[str]) -> str:
+    if not flags:
+        return "-"
     return ",".join(f for f in FLAG_ORDER if f in flags) or "-"
+
+
+# Span and trace ids come from a PRNG seeded once from the OS, as Envoy's do: os.urandom per id
+# is a getrandom syscall on every request.
+_ids = random.Random()
+
+
+def _random_id(nbytes: int) -> bytes:
+    return (_ids.getrandbits(nbytes * 8) or 1).to_bytes(nbytes, "big")
+
+
+ROUTE_CACHE_SIZE: Final = 1024
 
 
 class Proxy:
@@ -163,6 +181,15 @@ class Proxy:
         self.cfg = cfg
         self._peer_meta = ""
         self._own_service: Service | None = None
+        # (kind, target, host) -> Route, for the config `_routes_cfg`: routing is a pure function
+        # of those, so a keep-alive client asking for the same thing skips name resolution
+        self._routes: dict[tuple[str, str, str | None], Route] = {}
+        self._routes_cfg: SidecarConfig | None = None
+        # per listener kind: the total key and the `downstream_rq_<n>xx` keys by status class
+        self._rq_keys = {
+            k: (f"{k}.downstream_rq_total", tuple(f"{k}.downstream_rq_{n}xx" for n in range(10)))
+            for k in (INBOUND, OUTBOUND, GATEWAY)
+        }
         self.apply(cfg)
 
     def apply(self, cfg: SidecarConfig) -> None:
@@ -227,8 +254,20 @@ class Proxy:
     # -- routing
 
     def _route(self, kind: str, head: RequestHead, cfg: SidecarConfig) -> Route:
-        host, port, path = split_target(head.target, head.index.get("host"))
-        authority = head.index.get("host") or (f"{host}:{port}" if port else host)
+        host_header = head.index.get("host")
+        if cfg is not self._routes_cfg or len(self._routes) > ROUTE_CACHE_SIZE:
+            self._routes = {}
+            self._routes_cfg = cfg
+        key = (kind, head.target, host_header)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = self._resolve(kind, head.target, host_header, cfg)
+        return route
+
+    def _resolve(self, kind: str, target: str, host_header: str | None, cfg: SidecarConfig) -> Route:
+        """The route for a request target (raises LocalReply/HttpError when there is none)."""
+        host, port, path = split_target(target, host_header)
+        authority = host_header or (f"{host}:{port}" if port else host)
         if kind == INBOUND:
             svc = cfg.registry.lookup(host) or self._own_service
             app = self.ident.app_port
@@ -304,12 +343,12 @@ class Proxy:
             )
         ctx = d.context
         ex.sampled = sampled
-        ex.trace_id = ctx.trace_id if ctx is not None and ctx.trace_id else os.urandom(16)
+        ex.trace_id = ctx.trace_id if ctx is not None and ctx.trace_id else _random_id(16)
         ex.parent_id = ctx.span_id if ctx is not None else None
-        ex.span_id = os.urandom(8)
+        ex.span_id = _random_id(8)
         up_span, up_parent = ex.span_id, ex.parent_id
         if ex.kind == GATEWAY:
-            ex.client_span_id = up_span = os.urandom(8)
+            ex.client_span_id = up_span = _random_id(8)
             up_parent = ex.span_id
         state = ctx.tracestate if ctx is not None else None
         hdrs = [("x-request-id", d.request_id)]
@@ -566,10 +605,13 @@ class Proxy:
         head = ex.head
         route = ex.route
         kind = ex.kind
-        self.count(f"{kind}.downstream_rq_total")
-        self.count(f"{kind}.downstream_rq_{ex.status // 100}xx")
+        counters = self.counters
+        total, by_class = self._rq_keys[kind]
+        cls = by_class[ex.status // 100 % 10]
+        counters[total] = counters.get(total, 0) + 1
+        counters[cls] = counters.get(cls, 0) + 1
         if route is not None:
-            self.count(f"cluster.{route.cluster}.upstream_rq_total")
+            counters[route.stat_key] = counters.get(route.stat_key, 0) + 1
         request_bytes = head.raw_size + ex.request_body
         response_bytes = ex.response_head + ex.response_body
         if self.access_log:

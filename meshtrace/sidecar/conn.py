@@ -73,6 +73,9 @@ class Wire(asyncio.Protocol):
         self._paused_writing = False
         self._paused_reading = False
         self._unread = 0  # bytes fed while nobody waited
+        # kept, not looked up per wait: on Python 3.11 every asyncio.get_running_loop() is a
+        # getpid() syscall (the fork check), three per proxied request
+        self.loop = asyncio.get_running_loop()
 
     # -- protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,7 +143,7 @@ class Wire(asyncio.Protocol):
         if self._paused_reading:
             self._paused_reading = False
             self.transport.resume_reading()
-        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter = self.loop.create_future()
         await waiter
         return True
 
@@ -154,7 +157,7 @@ class Wire(asyncio.Protocol):
         if self.transport.is_closing():
             raise ConnectionResetError("connection closed")
         if self._paused_writing:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self.loop.create_future()
             await self._drain
             if self.transport.is_closing():
                 raise ConnectionResetError("connection closed")
@@ -230,7 +233,7 @@ class Downstream:
         """The idle timer stays armed across requests (arming and cancelling one per request
         costs more than the request logic): when it fires early it re-arms for the remainder."""
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self.writer.loop
         if self._waiting and not self.parser.in_message:
             due = self._idle_since + self.timeouts.idle
             if loop.time() >= due:
@@ -252,7 +255,7 @@ class Downstream:
         """The next request head, an error to answer (then close), or None when the client left."""
         events = self.parser.events
         if not events:
-            loop = asyncio.get_running_loop()
+            loop = self.writer.loop
             t = self.timeouts
             self._idle_since = loop.time()
             if t.idle and self._timer is None:

@@ -346,3 +346,17 @@ def test_encoded_span_decodes_as_otlp() -> None:
         and a["istio.canonical_service"] == "fe"
         and a["upstream_cluster"] == "outbound|80||b"
     )
+
+
+def test_minted_request_ids_are_uuid4_and_not_traceable() -> None:
+    import uuid
+
+    from meshtrace.propagation.request_id import TraceReason, trace_reason
+    from meshtrace.sidecar.proxy import _request_id
+
+    ids = {_request_id() for _ in range(500)}
+    assert len(ids) == 500
+    for rid in ids:
+        u = uuid.UUID(rid)
+        assert str(u) == rid and u.version == 4 and u.variant == uuid.RFC_4122
+        assert trace_reason(rid) is TraceReason.NOT_TRACEABLE

@@ -331,13 +331,14 @@ class Downstream:
 class Upstream:
     """One connection to an upstream; reusable after a complete keep-alive response."""
 
-    __slots__ = ("_parser", "_until_close", "key", "reused", "writer")
+    __slots__ = ("_fresh_parser", "_parser", "_until_close", "key", "reused", "writer")
 
     def __init__(self, wire: Wire, key: tuple[str, int]) -> None:
         self.writer = wire
         self.key = key
         self.reused = False
         self._parser = ResponseParser()
+        self._fresh_parser = False  # the parser's state cannot carry over to the next response
         self._until_close = False
         wire.set_feed(self._feed)
 
@@ -349,7 +350,10 @@ class Upstream:
 
     async def response_head(self, head_request: bool) -> ResponseHead:
         """The final response head (1xx interim responses skipped). Raises PeerClosed, HttpError."""
-        self._parser = parser = ResponseParser()
+        if self._fresh_parser:
+            self._parser = ResponseParser()
+        self._fresh_parser = head_request
+        parser = self._parser
         events = parser.events
         while True:
             while not events:

@@ -32,6 +32,8 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 
+_NOT_FORWARDED: Final = HOP_BY_HOP | {"content-length"}
+
 REASONS: Final = {
     100: "Continue",
     200: "OK",
@@ -61,8 +63,9 @@ class HttpError(Exception):
 
 @dataclass(slots=True)
 class Head:
-    """Common part of request and response heads. `headers` keeps the original names and order;
-    `index` maps lowercase names to values (repeated headers joined with ", ")."""
+    """Common part of request and response heads. `headers` keeps the original names and order,
+    `names` their lowercase forms (same order, lowered once while parsing); `index` maps lowercase
+    names to values (repeated headers joined with ", ")."""
 
     headers: list[tuple[str, str]]
     index: dict[str, str]
@@ -70,18 +73,19 @@ class Head:
     keep_alive: bool
     chunked: bool
     content_length: int | None
+    names: list[str]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.index.get(name, default)
 
-    def forwardable(self) -> list[tuple[str, str]]:
-        """The headers without hop-by-hop ones (including those named in Connection) and without
-        Content-Length, which the sender sets from its own framing."""
-        drop = HOP_BY_HOP
+    def forwardable(self, drop: frozenset[str] = _NOT_FORWARDED) -> list[tuple[str, str]]:
+        """The headers without hop-by-hop ones (including those named in Connection), without
+        Content-Length, which the sender sets from its own framing, and without `drop` (which
+        must include HOP_BY_HOP and content-length)."""
         connection = self.index.get("connection")
         if connection:
             drop = drop | {t.strip().lower() for t in connection.split(",")}
-        return [(k, v) for k, v in self.headers if (lk := k.lower()) not in drop and lk != "content-length"]
+        return [h for h, lk in zip(self.headers, self.names, strict=True) if lk not in drop]
 
 
 @dataclass(slots=True)
@@ -106,6 +110,7 @@ class ResponseHead(Head):
 class _Building:
     url: list[bytes] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
     index: dict[str, str] = field(default_factory=dict)
     size: int = 0
 
@@ -144,6 +149,7 @@ class _Parser:
         val = value.decode("latin-1")
         b.headers.append((key, val))
         lower = key.lower()
+        b.names.append(lower)
         old = b.index.get(lower)
         b.index[lower] = val if old is None else f"{old}, {val}"
 
@@ -197,19 +203,6 @@ class _Parser:
     def _feed(self, data: bytes) -> None:
         self._p.feed_data(data)
 
-    def _common(self) -> dict[str, Any]:
-        """The Head fields both message kinds share, from the parser's state."""
-        b = self._b
-        chunked, length = self._framing(b.index)
-        return {
-            "headers": b.headers,
-            "index": b.index,
-            "version": self._p.get_http_version(),
-            "keep_alive": self._p.should_keep_alive(),
-            "chunked": chunked,
-            "content_length": length,
-        }
-
     @property
     def in_message(self) -> bool:
         """A message has begun (bytes arrived) and its head is not complete yet."""
@@ -227,11 +220,19 @@ class RequestParser(_Parser):
         self._p = httptools.HttpRequestParser(self)
 
     def _make_head(self) -> RequestHead:
+        b, p = self._b, self._p
+        chunked, length = self._framing(b.index)
         return RequestHead(
-            **self._common(),
-            method=self._p.get_method().decode("ascii"),
-            target=b"".join(self._b.url).decode("latin-1"),
-            raw_size=self._b.size + 16,
+            b.headers,
+            b.index,
+            p.get_http_version(),
+            p.should_keep_alive(),
+            chunked,
+            length,
+            b.names,
+            p.get_method().decode("ascii"),
+            b"".join(b.url).decode("latin-1"),
+            b.size + 16,
         )
 
 
@@ -245,11 +246,19 @@ class ResponseParser(_Parser):
         self._reason += status
 
     def _make_head(self) -> ResponseHead:
+        b, p = self._b, self._p
+        chunked, length = self._framing(b.index)
         head = ResponseHead(
-            **self._common(),
-            status=self._p.get_status_code(),
-            reason=self._reason.decode("latin-1"),
-            raw_size=self._b.size + 17,
+            b.headers,
+            b.index,
+            p.get_http_version(),
+            p.should_keep_alive(),
+            chunked,
+            length,
+            b.names,
+            p.get_status_code(),
+            self._reason.decode("latin-1"),
+            b.size + 17,
         )
         self._reason = b""
         return head

@@ -73,6 +73,9 @@ _REWRITTEN: Final = frozenset(
         "content-length",
     }
 )
+_NOT_FORWARDED_UP: Final = HOP_BY_HOP | _REWRITTEN
+# an answer from a mesh upstream: its peer metadata is for this sidecar, not for the app
+_NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"content-length", PEER_HEADER, PEER_ID_HEADER}
 
 
 @dataclass(slots=True)
@@ -428,11 +431,7 @@ class Proxy:
         """Send the request upstream (retrying as Istio does) and stream the answer back.
         Returns whether the downstream connection stays open."""
         head = ex.head
-        connection = head.index.get("connection")
-        drop = HOP_BY_HOP | _REWRITTEN
-        if connection:
-            drop = drop | {t.strip().lower() for t in connection.split(",")}
-        headers = [(k, v) for k, v in head.headers if k.lower() not in drop]
+        headers = head.forwardable(_NOT_FORWARDED_UP)
         if "host" not in head.index:
             headers.append(("host", route.authority))
         headers += extra
@@ -546,13 +545,13 @@ class Proxy:
     ) -> bool:
         head = ex.head
         keep = head.keep_alive and body_done
-        headers = resp.forwardable()
         if ex.kind == INBOUND:
+            headers = resp.forwardable()
             if ex.peer_raw is not None:
                 headers += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
         else:
             ex.peer_raw = resp.index.get(PEER_HEADER)
-            headers = [(k, v) for k, v in headers if k.lower() not in (PEER_HEADER, PEER_ID_HEADER)]
+            headers = resp.forwardable(_NOT_FORWARDED_DOWN)
             headers.append(("x-envoy-upstream-service-time", ex.upstream_ms))
         status = resp.status
         no_body = head.method == "HEAD" or status in (204, 304)

@@ -340,10 +340,7 @@ class Upstream:
         self._parser = ResponseParser()
         self._fresh_parser = False  # the parser's state cannot carry over to the next response
         self._until_close = False
-        wire.set_feed(self._feed)
-
-    def _feed(self, data: bytes) -> None:
-        self._parser.feed(data)
+        wire.set_feed(self._parser.feed)
 
     def usable(self) -> bool:
         return not self.writer.eof and not self.writer.is_closing()
@@ -352,6 +349,7 @@ class Upstream:
         """The final response head (1xx interim responses skipped). Raises PeerClosed, HttpError."""
         if self._fresh_parser:
             self._parser = ResponseParser()
+            self.writer.set_feed(self._parser.feed)
         self._fresh_parser = head_request
         parser = self._parser
         events = parser.events

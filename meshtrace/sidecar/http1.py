@@ -184,7 +184,7 @@ class _Parser:
         if self.failed:
             return
         try:
-            self._feed(data)
+            self._p.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(HttpError(501, "protocol upgrade is not supported"))
             return
@@ -199,9 +199,6 @@ class _Parser:
     def _fail(self, error: HttpError) -> None:
         self.failed = True
         self.events.append(error)
-
-    def _feed(self, data: bytes) -> None:
-        self._p.feed_data(data)
 
     @property
     def in_message(self) -> bool:

@@ -242,6 +242,13 @@ def backend_app(host: str) -> Server:
 
         do_POST = do_GET
 
+        def do_HEAD(self) -> None:
+            # the GET answer's head (its Content-Length included) without the body
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "1234")
+            self.end_headers()
+
     return Server(host, Handler)
 
 

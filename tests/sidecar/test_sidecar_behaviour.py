@@ -366,3 +366,18 @@ def test_malformed_chunked_body_is_400(mesh_factory: Any) -> None:
     assert out.startswith(b"HTTP/1.1 400")
     status, _, _ = via_proxy(mesh, "http://backend:8080/echo")
     assert status == 200
+
+
+def test_head_answer_then_get_on_the_same_pooled_connections(mesh: Mesh) -> None:
+    """A HEAD answer carries a Content-Length but no body: the next answer on the same pooled
+    upstream connection (both sidecars reuse theirs) must still be read as an answer."""
+    out = raw(
+        mesh.frontend.address("outbound"),
+        b"HEAD http://backend:8080/echo HTTP/1.1\r\nHost: backend:8080\r\n\r\n"
+        b"GET http://backend:8080/echo HTTP/1.1\r\nHost: backend:8080\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = out.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ") and b"content-length: 1234" in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:200]
+    _, _, body = rest.partition(b"\r\n\r\n")
+    assert json.loads(body)["host"] == "backend:8080"

@@ -10,12 +10,12 @@ extensions:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from meshtrace.collector.component import Component, ComponentID, Host, Kind, TracesConsumer
+from meshtrace.collector.component import ComponentID, Host, Kind
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.schema import host_port
 from meshtrace.query.server import QueryServer
@@ -63,16 +63,6 @@ class QueryExtension:
         await self._server.close()
 
 
-class QueryFactory:
-    type = "query"
-    kind = Kind.EXTENSION
-    config_type = QueryConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(QueryConfig())
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return QueryExtension(id, config)
-
-
-factory = QueryFactory()
+factory = ComponentFactory(
+    "query", Kind.EXTENSION, QueryConfig, lambda id, config, _next: QueryExtension(id, config)
+)

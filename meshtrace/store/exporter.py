@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from meshtrace.collector.component import Component, ComponentID, Host, Kind, RefusedError, TracesConsumer
+from meshtrace.collector.component import ComponentID, Host, Kind, RefusedError
+from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
@@ -93,16 +93,6 @@ class StoreExporter:
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
 
-class StoreFactory:
-    type = "store"
-    kind = Kind.EXPORTER
-    config_type = StoreConfig
-
-    def default_config(self) -> dict[str, Any]:
-        return asdict(StoreConfig())
-
-    def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component:
-        return StoreExporter(id, config)
-
-
-factory = StoreFactory()
+factory = ComponentFactory(
+    "store", Kind.EXPORTER, StoreConfig, lambda id, config, _next: StoreExporter(id, config)
+)

@@ -175,9 +175,14 @@ class Proc:
                 self.popen.wait()
 
 
-def _start(args: list[str], components: tuple[str, ...], log: Path, timeout: float = 30.0) -> Proc:
+def _start(
+    args: list[str], components: tuple[str, ...], log: Path, timeout: float = 30.0, code: Path | None = None
+) -> Proc:
+    """Start a process and wait for its ready lines; `code`: a directory whose `meshtrace` package
+    it runs instead of this one (the --baseline sidecars)."""
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     popen = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=log.open("a"), text=True, start_new_session=True
+        args, stdout=subprocess.PIPE, stderr=log.open("a"), text=True, start_new_session=True, env=env
     )
     proc = Proc(popen)
     deadline = time.monotonic() + timeout
@@ -222,7 +227,9 @@ def _sidecar_config(app: str, sink: str, sampling: float, services: dict[str, An
 
 
 @contextmanager
-def sidecar_pair(work: Path, app: tuple[str, int], sink: str, sampling: float) -> Iterator[tuple[Proc, Proc]]:
+def sidecar_pair(
+    work: Path, app: tuple[str, int], sink: str, sampling: float, code: Path | None = None
+) -> Iterator[tuple[Proc, Proc]]:
     client_ip, server_ip = "127.0.9.1", "127.0.9.2"
     common = ["--namespace", "default", "--no-access-log", "--inbound-port", "0", "--outbound-port", "0",
               "--admin-port", "0", "--stats-port", "0", "--health-port", "0"]  # fmt: skip
@@ -234,7 +241,7 @@ def sidecar_pair(work: Path, app: tuple[str, int], sink: str, sampling: float) -
             [sys.executable, "-m", "meshtrace", "sidecar", "--workload", "server", "--ip", server_ip,
              "--labels", "app=server", "--app-host", app[0], "--app-port", str(app[1]),
              "--config", str(server_cfg), *common],
-            ("inbound",), work / "server.log",
+            ("inbound",), work / "server.log", code=code,
         )  # fmt: skip
         started.append(server)
         services = {
@@ -248,7 +255,7 @@ def sidecar_pair(work: Path, app: tuple[str, int], sink: str, sampling: float) -
         client = _start(
             [sys.executable, "-m", "meshtrace", "sidecar", "--workload", "client", "--ip", client_ip,
              "--labels", "app=client", "--app-port", "8080", "--config", str(client_cfg), *common],
-            ("outbound",), work / "client.log",
+            ("outbound",), work / "client.log", code=code,
         )  # fmt: skip
         started.append(client)
         yield client, server
@@ -402,8 +409,18 @@ def seed_table(results: list[Result], rate: int) -> str:
 @click.option("--duration", type=float, default=8.0, show_default=True, help="Seconds measured per run.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Seconds discarded per run.")
 @click.option("--no-nginx", is_flag=True, help="Skip the nginx yardstick.")
-def overhead(rates: str, sampling: str, duration: float, warmup: float, no_nginx: bool) -> None:
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also measure the sidecars of another meshtrace checkout (a directory holding its "
+    "`meshtrace` package, e.g. from `git archive REV meshtrace | tar -x -C DIR`): path `baseline`.",
+)
+def overhead(
+    rates: str, sampling: str, duration: float, warmup: float, no_nginx: bool, baseline: Path | None
+) -> None:
     """Latency, CPU and memory a client+server sidecar pair adds (the seed's 性能指标 table)."""
+    if baseline is not None and not (baseline / "meshtrace" / "sidecar").is_dir():
+        raise click.BadParameter(f"{baseline} has no meshtrace/sidecar package", param_hint="--baseline")
     rate_list = [int(r) for r in rates.split(",") if r]
     samplings = [float(s) for s in sampling.split(",") if s]
     results: list[Result] = []
@@ -420,15 +437,20 @@ def overhead(rates: str, sampling: str, duration: float, warmup: float, no_nginx
                 target = (app_addr[0], app_addr[1], "/", f"{app_addr[0]}:{app_addr[1]}")
                 results.append(measure("no mesh", "-", rate, target, [], duration, warmup))
                 _progress(results[-1])
+            paths: list[tuple[str, Path | None]] = [("mesh", None)]
+            if baseline is not None:
+                paths.append(("baseline", baseline.resolve()))
             for pct in samplings:
-                with sidecar_pair(work, app_addr, sink_url, pct) as (client, server):
-                    out = client.listeners["outbound"]
-                    target = (out[0], out[1], "http://server:8080/", "server:8080")
-                    for rate in rate_list:
-                        results.append(
-                            measure("mesh", f"{pct:g}%", rate, target, [client, server], duration, warmup)
-                        )
-                        _progress(results[-1])
+                # interleaved, so the two code versions see the same machine load
+                for path, code in paths:
+                    with sidecar_pair(work, app_addr, sink_url, pct, code) as (client, server):
+                        out = client.listeners["outbound"]
+                        target = (out[0], out[1], "http://server:8080/", "server:8080")
+                        for rate in rate_list:
+                            results.append(
+                                measure(path, f"{pct:g}%", rate, target, [client, server], duration, warmup)
+                            )
+                            _progress(results[-1])
             if not no_nginx and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
                 with nginx_pair(work, app_addr) as (nc, ns):
                     front = nc.listeners["proxy"]
@@ -439,7 +461,8 @@ def overhead(rates: str, sampling: str, duration: float, warmup: float, no_nginx
         finally:
             app.stop()
             sink.stop()
-    results.sort(key=lambda r: (r.rate, ["no mesh", "mesh", "nginx pair"].index(r.path), r.sampling))
+    group = {"no mesh": 0, "mesh": 1, "baseline": 1, "nginx pair": 2}  # baseline rows under mesh rows
+    results.sort(key=lambda r: (r.rate, group[r.path], r.sampling, r.path == "baseline"))
     click.echo("\n" + table(results))
     for rate in rate_list:
         seed = seed_table(results, rate)

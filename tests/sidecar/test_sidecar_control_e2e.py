@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,64 +15,9 @@ import yaml
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 
 
-def mesh_yaml(percentage: float) -> str:
-    return f"""\
-apiVersion: install.istio.io/v1alpha1
-kind: IstioOperator
-metadata:
-  name: control-plane
-  namespace: istio-system
-spec:
-  meshConfig:
-    extensionProviders:
-    - name: otel
-      opentelemetry:
-        service: {COLLECTOR}
-        port: 4317
----
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata:
-  name: mesh-default
-  namespace: istio-system
-spec:
-  tracing:
-  - providers:
-    - name: otel
-    randomSamplingPercentage: {percentage}
-    customTags:
-      environment:
-        literal:
-          value: e2e
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: backend
-  namespace: default
-spec:
-  selector:
-    app: backend
-  ports:
-  - name: http
-    port: 8080
-    targetPort: 8080
-"""
-
-
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
-
-
-def wait_until(check: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -90,7 +36,12 @@ def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_gateway_and_sidecar_with_control_plane_and_collector(
-    meshtrace_process: Any, tmp_path: Path, harness: Any, servers: Any
+    meshtrace_process: Any,
+    tmp_path: Path,
+    harness: Any,
+    servers: Any,
+    mesh_yaml: Callable[..., str],
+    wait_until: Callable[..., Any],
 ) -> None:
     out = tmp_path / "spans.jsonl"
     collector_cfg = {
@@ -106,7 +57,7 @@ def test_gateway_and_sidecar_with_control_plane_and_collector(
     grpc_port = collector.wait_for_listeners("otlp-grpc")["otlp-grpc"][1]
 
     manifests = tmp_path / "mesh.yaml"
-    manifests.write_text(mesh_yaml(100))
+    manifests.write_text(mesh_yaml(COLLECTOR, 100, literal_tags={"environment": "e2e"}))
     control = meshtrace_process(
         ["control", "-f", str(manifests), "--listen", "127.0.0.1:0", "--heartbeat", "0.5", "--poll", "0.1",
          "--endpoint", f"{COLLECTOR}=127.0.0.1:{grpc_port}"]
@@ -138,7 +89,7 @@ def test_gateway_and_sidecar_with_control_plane_and_collector(
         eps = svc.get("backend.default.svc.cluster.local", {}).get("endpoints", [])
         return any(e["ip"] == be_ip for e in eps)
 
-    wait_until(backend_known, "the gateway never learned the backend endpoint")
+    wait_until(backend_known, "the gateway to learn the backend endpoint", timeout=20.0)
 
     req = urllib.request.Request(
         f"http://{gateway.address('gateway')}/hello", headers={"host": "anything.example"}
@@ -148,7 +99,9 @@ def test_gateway_and_sidecar_with_control_plane_and_collector(
         seen = json.loads(r.read())
     assert seen["x-forwarded-for"] == "127.0.0.1"
 
-    spans = wait_until(lambda: len(spans_in(out)) >= 3 and spans_in(out), "spans never reached the collector")
+    spans = wait_until(
+        lambda: len(spans_in(out)) >= 3 and spans_in(out), "spans at the collector", timeout=20.0
+    )
     by = {(svc, s["kind"]): s for svc, s in spans}
     gw_server = by[("istio-ingressgateway.istio-system", 2)]
     gw_client = by[("istio-ingressgateway.istio-system", 3)]
@@ -162,8 +115,10 @@ def test_gateway_and_sidecar_with_control_plane_and_collector(
 
     # live change through the control plane: 0 % at the mesh level; the gateway ACKs the new version
     version = get_json(f"http://{admin}/config_dump")["version"]
-    manifests.write_text(mesh_yaml(0))
-    wait_until(lambda: get_json(f"http://{admin}/config_dump")["version"] != version, "no config push")
+    manifests.write_text(mesh_yaml(COLLECTOR, 0, literal_tags={"environment": "e2e"}))
+    wait_until(
+        lambda: get_json(f"http://{admin}/config_dump")["version"] != version, "a config push", timeout=20.0
+    )
     status = get_json(f"{control_url}/v1/status")
     assert status
     before = len(spans_in(out))

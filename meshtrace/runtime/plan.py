@@ -40,11 +40,10 @@ class PodPlan:
     ip: str
     labels: dict[str, str]
     app_port: int
-    app_argv: list[str] | None
+    app_argv: list[str]
     app_env: dict[str, str]
 
     def app_spec(self) -> ProcessSpec:
-        assert self.app_argv is not None
         return ProcessSpec(
             name=f"{self.name}/app", argv=self.app_argv, env=self.app_env, ready_tcp=(self.ip, self.app_port)
         )
@@ -96,14 +95,13 @@ class Plan:
         """Addresses bound with a fixed port, to check before starting anything."""
         out = [(self.host, self.control_port), self.ingress, self.ui, (self.host, 4317), (self.host, 4318)]
         for pod in self.pods:
-            if pod.app_argv is not None:
-                out += [
-                    (pod.ip, pod.app_port),
-                    (pod.ip, 15001),
-                    (pod.ip, 15006),
-                    (pod.ip, 15000),
-                    (pod.ip, 15090),
-                ]
+            out += [
+                (pod.ip, pod.app_port),
+                (pod.ip, 15001),
+                (pod.ip, 15006),
+                (pod.ip, 15000),
+                (pod.ip, 15090),
+            ]
         return out
 
     def gateway_args(self, control_url: str) -> list[str]:

@@ -16,7 +16,6 @@ PROMETHEUS_PORT = 9090
 
 
 def prometheus_config(plan: Plan, rule_files: list[str]) -> dict[str, Any]:
-    pods = [p for p in plan.pods if p.app_argv is not None]
     return {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": rule_files,
@@ -29,7 +28,7 @@ def prometheus_config(plan: Plan, rule_files: list[str]) -> dict[str, Any]:
                         "targets": [f"{p.ip}:15090"],
                         "labels": {"namespace": p.namespace, "pod": p.name, "app": p.labels.get("app", "")},
                     }
-                    for p in pods
+                    for p in plan.pods
                 ],
             },
             {"job_name": "otel-collector", "static_configs": [{"targets": [f"{plan.host}:8888"]}]},

@@ -163,7 +163,6 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
     )
     control_url = "http://{}:{}".format(*control.listeners["control"])
 
-    prometheus = None
     gateway = await supervisor.start(
         ProcessSpec(
             name="istio-ingressgateway",
@@ -171,12 +170,9 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
             ready=("gateway",),
         )
     )
-    await supervisor.start_all([pod.app_spec() for pod in plan.pods if pod.app_argv is not None])
-    await supervisor.start_all(
-        [pod.sidecar_spec(control_url) for pod in plan.pods if pod.app_argv is not None]
-    )
-    if options.prometheus:
-        prometheus = await supervisor.start(prometheus_spec(plan, rundir))
+    await supervisor.start_all([pod.app_spec() for pod in plan.pods])
+    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods])
+    prometheus = await supervisor.start(prometheus_spec(plan, rundir)) if options.prometheus else None
 
     _print_status(out, plan, collector, control, gateway, prometheus)
     for component in ("otlp-grpc", "otlp-http", "zipkin"):
@@ -213,8 +209,6 @@ def _print_status(
     if prometheus is not None:
         table.add_row("prometheus", f"http://{plan.host}:{PROMETHEUS_PORT}", "alerts: /alerts")
     for pod in plan.pods:
-        if pod.app_argv is None:
-            continue
         table.add_row(
             f"pod {pod.namespace}/{pod.name}",
             f"{pod.ip}:{pod.app_port}",

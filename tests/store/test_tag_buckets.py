@@ -7,10 +7,8 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -22,14 +20,6 @@ from meshtrace.store.synthetic import BACKEND, mesh_trace
 MINUTE = TAG_BUCKET_NS
 # The start of a whole minute, a while ago, so traces can be placed in chosen minutes.
 BASE = (time.time_ns() // MINUTE - 30) * MINUTE
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TraceStore]:
-    s = TraceStore(tmp_path / "traces.db")
-    s.open()
-    yield s
-    s.close()
 
 
 def put(store: TraceStore, request: ExportTraceServiceRequest) -> None:

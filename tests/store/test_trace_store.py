@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ from meshtrace.store.synthetic import BACKEND, FRONTEND, mesh_trace, mesh_traces
 
 NOW = time.time_ns()
 HOUR = 3600 * 10**9
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TraceStore]:
-    s = TraceStore(tmp_path / "traces.db")
-    s.open()
-    yield s
-    s.close()
 
 
 def put(store: TraceStore, request: ExportTraceServiceRequest) -> None:

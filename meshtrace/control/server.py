@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from meshtrace import ready
+from meshtrace import csrf, ready
 from meshtrace.control.core import (
     BadRequest,
     ControlPlane,
@@ -172,7 +172,9 @@ class ControlServer:
             return _error(404, f"unknown node {exc.args[0]!r}: register first (POST /v1/register)")
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.errors])
+        app = web.Application(
+            middlewares=[self.errors, csrf.middleware(lambda _, status, message: _error(status, message))]
+        )
         app.add_routes(
             [
                 web.post("/v1/register", self.register),

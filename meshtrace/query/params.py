@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from meshtrace.store import MAX_SEARCH_LIMIT, TraceQuery
 DEFAULT_LIMIT = 100
 TRACE_LOOKBACK_NS = 48 * 3600 * 10**9  # Jaeger's defaultTraceQueryLookbackDuration
 DEPENDENCY_LOOKBACK_MS = 24 * 3600 * 1000  # Jaeger's defaultDependencyLookbackDuration
+# The store keeps times and durations as signed 64-bit nanoseconds: a time parameter must lie in
+# 1970-01-01T00:00:00Z .. 2262-04-11T23:47:16.854775807Z, a duration in 0 .. ~106751 days.
+MAX_NS = 2**63 - 1
 
 Params = Mapping[str, Sequence[str]]
 
@@ -32,11 +36,18 @@ def _first(params: Params, name: str) -> str:
     return values[0] if values else ""
 
 
+def _shown(text: str) -> str:
+    """A parameter's value, quoted and short, for an error message."""
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
 def parse_duration_ns(text: str, name: str) -> int:
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
         raise ParamError(f"unable to parse param '{name}': {exc}") from None
+    if not math.isfinite(seconds) or round(seconds * 1e9) > MAX_NS:
+        raise ParamError(f"unable to parse param '{name}': {_shown(text)} is longer than {MAX_NS}ns")
     return round(seconds * 1e9)
 
 
@@ -44,7 +55,17 @@ def _int(text: str, name: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ParamError(f"unable to parse param '{name}': {text!r} is not an integer") from None
+        raise ParamError(f"unable to parse param '{name}': {_shown(text)} is not an integer") from None
+
+
+def _ns(text: str, name: str, unit_ns: int, unit: str) -> int:
+    """An integer count of `unit` as nanoseconds, in 0..MAX_NS."""
+    value = _int(text, name)
+    if not 0 <= value <= MAX_NS // unit_ns:
+        raise ParamError(
+            f"unable to parse param '{name}': {value} is out of range: 0 to {MAX_NS // unit_ns} ({unit})"
+        )
+    return value * unit_ns
 
 
 def _limit(text: str, name: str) -> int:
@@ -67,7 +88,7 @@ def parse_tags(simple: Sequence[str], json_maps: Sequence[str]) -> dict[str, str
     for text in json_maps:
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: also an integer of 4300+ digits
             raise ParamError(f"malformed 'tags' parameter, cannot unmarshal JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise ParamError("malformed 'tags' parameter: expected a JSON object of strings")
@@ -95,8 +116,10 @@ def parse_search(params: Params, now_ns: int) -> SearchRequest:
         except ValueError as exc:
             raise ParamError(f"cannot parse traceID param: {exc}") from None
     end_text, start_text = _first(params, "end"), _first(params, "start")
-    end_ns = _int(end_text, "end") * 1000 if end_text else now_ns
-    start_ns = _int(start_text, "start") * 1000 if start_text else end_ns - TRACE_LOOKBACK_NS
+    end_ns = _ns(end_text, "end", 1000, "unix microseconds") if end_text else now_ns
+    start_ns = (
+        _ns(start_text, "start", 1000, "unix microseconds") if start_text else end_ns - TRACE_LOOKBACK_NS
+    )
     tags = parse_tags(params.get("tag") or [], params.get("tags") or [])
     limit = _limit(_first(params, "limit"), "limit")
     min_text, max_text = _first(params, "minDuration"), _first(params, "maxDuration")
@@ -125,11 +148,9 @@ def parse_search(params: Params, now_ns: int) -> SearchRequest:
 def parse_dependencies(params: Params, now_ms: int) -> tuple[int, int]:
     """(end, lookback) in nanoseconds from `endTs` and `lookback` in milliseconds."""
     end_text, lookback_text = _first(params, "endTs"), _first(params, "lookback")
-    end_ms = _int(end_text, "endTs") if end_text else now_ms
-    lookback_ms = _int(lookback_text, "lookback") if lookback_text else DEPENDENCY_LOOKBACK_MS
-    if lookback_ms < 0:
-        raise ParamError("unable to parse param 'lookback': must not be negative")
-    return end_ms * 10**6, lookback_ms * 10**6
+    end_ns = _ns(end_text, "endTs", 10**6, "unix milliseconds") if end_text else now_ms * 10**6
+    lookback_ns = _ns(lookback_text, "lookback", 10**6, "milliseconds") if lookback_text else None
+    return end_ns, DEPENDENCY_LOOKBACK_MS * 10**6 if lookback_ns is None else lookback_ns
 
 
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
@@ -144,10 +165,16 @@ def parse_rfc3339_ns(text: str, name: str) -> int:
     zone = "+00:00" if zone in ("Z", "z") else zone
     try:
         moment = datetime.datetime.fromisoformat(f"{date}T{clock}{zone}")
-    except ValueError as exc:
+        seconds = int(moment.timestamp())
+    except (ValueError, OverflowError) as exc:
         raise ParamError(f"malformed parameter {name}: {exc}") from None
-    seconds = int(moment.timestamp())
-    return seconds * 10**9 + int((fraction or "0").ljust(9, "0"))
+    ns = seconds * 10**9 + int((fraction or "0").ljust(9, "0"))
+    if not 0 <= ns <= MAX_NS:
+        raise ParamError(
+            f"malformed parameter {name}: {_shown(text)} is out of range: 1970-01-01T00:00:00Z to "
+            "2262-04-11T23:47:16.854775807Z"
+        )
+    return ns
 
 
 def parse_v3_search(params: Params) -> TraceQuery:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from meshtrace import csrf
 from meshtrace.model import otlp_json
 from meshtrace.model.jaeger import (
     SPAN_KIND_BY_NAME,
@@ -86,6 +87,13 @@ def v3_error(status: int, message: str) -> web.Response:
     return _json({"error": {"httpCode": status, "message": message}}, status)
 
 
+def api_error(request: web.Request, status: int, message: str) -> web.Response:
+    """An error in the shape of the API the request went to: api_v3's or Jaeger v1's envelope."""
+    if request.path.startswith("/api/v3/"):
+        return v3_error(status, message)
+    return error_response(status, message)
+
+
 class QueryServer:
     """The aiohttp application over a store. `store` is called per request, so the server can be
     built before the store exporter exists (the collector starts extensions first)."""
@@ -94,7 +102,9 @@ class QueryServer:
         self._store = store
         self.ui_dir = ui_dir
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meshtrace-query")
-        self.app = web.Application(client_max_size=MAX_IMPORT_BYTES, middlewares=[self._errors])
+        self.app = web.Application(
+            client_max_size=MAX_IMPORT_BYTES, middlewares=[self._errors, csrf.middleware(api_error)]
+        )
         r = self.app.router
         r.add_get("/api/services", self.services)
         r.add_get("/api/services/{service}/operations", self.service_operations)
@@ -122,18 +132,16 @@ class QueryServer:
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        api = request.path.startswith("/api/")
-        v3 = request.path.startswith("/api/v3/")
         try:
             response = await handler(request)
         except params.ParamError as exc:
-            response = v3_error(400, str(exc)) if v3 else error_response(400, str(exc))
+            response = api_error(request, 400, str(exc))
         except web.HTTPException as exc:
-            if not api:
+            if not request.path.startswith("/api/"):
                 raise
-            response = v3_error(exc.status, exc.reason) if v3 else error_response(exc.status, exc.reason)
+            response = api_error(request, exc.status, exc.reason)
         except StoreError as exc:
-            response = v3_error(500, str(exc)) if v3 else error_response(500, str(exc))
+            response = api_error(request, 500, str(exc))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
@@ -313,7 +321,8 @@ class QueryServer:
 
     # --- the rest -----------------------------------------------------------------------------
     async def api_not_found(self, request: web.Request) -> web.Response:
-        raise web.HTTPNotFound(reason=f"no route {request.method} {request.path}")
+        # the path goes in the body, never the status line (it may hold a decoded CR or LF)
+        return api_error(request, 404, f"no route {request.method} {request.path}")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

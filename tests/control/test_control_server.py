@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -243,7 +244,9 @@ def test_bad_input(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
     ]:
         answer = requests.request(method, base + path, json={"version": "x", "status": "ACK"}, timeout=5)
         assert answer.status_code == 404 and "unknown node" in answer.json()["error"]
-    answer = requests.post(f"{base}/v1/register", data=b"{not json", timeout=5)
+    answer = requests.post(
+        f"{base}/v1/register", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=5
+    )
     assert answer.status_code == 400 and "JSON" in answer.json()["error"]
     answer = requests.post(
         f"{base}/v1/register", json={"workload": "x", "namespace": "default", "pod": "p"}, timeout=5
@@ -255,6 +258,36 @@ def test_bad_input(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
     assert answer.status_code == 400 and "'status'" in answer.json()["error"]
     answer = requests.get(f"{base}/v1/config/{frontend.node_id}", params={"wait": "soon"}, timeout=5)
     assert answer.status_code == 400 and "'wait'" in answer.json()["error"]
+
+
+def test_writes_from_web_pages_are_refused(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
+    """Issue 10, finding 9 (CSRF): a POST a browser sends cross-origin without a preflight (a
+    `text/plain` body, or a foreign Origin) changes nothing; same-origin and tool requests work."""
+    base, frontend, _ = sidecars
+    body = {"workload": "intruder", "namespace": "default", "pod": "intruder-0", "ip": "127.0.1.9"}
+    body["ports"] = {"inbound": 15006}
+    answer = requests.post(
+        f"{base}/v1/register", data=json.dumps(body), headers={"Content-Type": "text/plain"}, timeout=5
+    )
+    assert answer.status_code == 415 and "application/json" in answer.json()["error"]
+    answer = requests.post(
+        f"{base}/v1/ack/{frontend.node_id}",
+        data="status=NACK",
+        timeout=5,  # a form post
+    )
+    assert answer.status_code == 415
+    for origin in ("http://evil.example", "null", base.replace("127.0.0.1", "localhost")):
+        answer = requests.post(f"{base}/v1/register", json=body, headers={"Origin": origin}, timeout=5)
+        assert answer.status_code == 403 and "cross-origin" in answer.json()["error"], origin
+        answer = requests.post(
+            f"{base}/v1/heartbeat/{frontend.node_id}", headers={"Origin": origin}, timeout=5
+        )
+        assert answer.status_code == 403, origin
+    pods = {n["pod"] for n in requests.get(f"{base}/v1/status", timeout=5).json()["nodes"]}
+    assert "intruder-0" not in pods
+    answer = requests.post(f"{base}/v1/register", json=body, headers={"Origin": base}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert requests.post(f"{base}/v1/heartbeat/{frontend.node_id}", timeout=5).status_code == 200  # no body
 
 
 def _status(*args: str) -> subprocess.CompletedProcess[str]:

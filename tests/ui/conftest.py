@@ -43,3 +43,12 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def collector(meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path) -> tuple[str, str]:
+    """`meshtrace collector` with no --config, its store in a temporary MESHTRACE_DATA_DIR:
+    (query base URL, OTLP/HTTP host:port)."""
+    proc = meshtrace_process(default_collector_args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")})
+    proc.wait_for_listeners("query", "otlp-http", timeout=60)
+    return f"http://{proc.address('query')}", proc.address("otlp-http")

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -56,15 +55,6 @@ class Page:
     def goto(self, path: str) -> Any:
         self.page.goto(self.base + path)
         return self.page
-
-
-@pytest.fixture
-def collector(meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path) -> tuple[str, str]:
-    """`meshtrace collector` with no --config, its store in a temporary MESHTRACE_DATA_DIR:
-    (query base URL, OTLP/HTTP host:port)."""
-    proc = meshtrace_process(default_collector_args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")})
-    proc.wait_for_listeners("query", "otlp-http", timeout=60)
-    return f"http://{proc.address('query')}", proc.address("otlp-http")
 
 
 def api_get(url: str) -> Any:

@@ -1,7 +1,7 @@
 """Reading the conformance tables (tests/conformance/<suite>/*.yaml) as rows.
 
 A table file names its upstream (`upstream: {repo, commit, file, test}`) and holds cases either
-directly (`cases`), per test function (`suites: [{test, file?, cases}]`), read from upstream's
+directly (`cases`), per test function (`suites: [{test, file?, commit?, cases}]`), read from upstream's
 source (`source_rows`) or left out as a whole (`not_restated`). Every case has a `name` (upstream's
 subtest name, verbatim) and a `status`:
 - `agree`: meshtrace gives upstream's expected result; the suite asserts it.
@@ -48,8 +48,8 @@ def load(path: Path) -> tuple[dict[str, Any], list[Row]]:
     up = doc.get("upstream", {})
     rows: list[Row] = []
 
-    def add(case: dict[str, Any], test: str, file: str | None) -> None:
-        where = f"{up.get('repo')}@{str(up.get('commit'))[:11]} {file or up.get('file')}"
+    def add(case: dict[str, Any], test: str, file: str | None, commit: str | None = None) -> None:
+        where = f"{up.get('repo')}@{str(commit or up.get('commit'))[:11]} {file or up.get('file')}"
         row = Row(path.stem, f"{where} {test}/{case['name']}", test, case)
         if row.status not in STATUSES:
             raise ValueError(f"{path.name} {row.id}: status {row.status!r} is not one of {STATUSES}")
@@ -63,7 +63,7 @@ def load(path: Path) -> tuple[dict[str, Any], list[Row]]:
         add(case, str(up.get("test")), None)
     for suite in doc.get("suites", []):
         for case in suite["cases"]:
-            add(case, str(suite.get("test") or up.get("test")), suite.get("file"))
+            add(case, str(suite.get("test") or up.get("test")), suite.get("file"), suite.get("commit"))
     for case in doc.get("source_rows", []):
         add(case, "source", None)
     return doc, rows

@@ -115,7 +115,7 @@ def format_value(template: str, headers: Mapping[str, str]) -> str:
 
 
 def custom_tag_values(
-    tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str]
+    tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str], url: str = "", method: str = ""
 ) -> list[tuple[str, str]]:
     """Telemetry customTags: literal, environment (this process's env), request header and
     formatter values; a tag with no value and no default is left out, as Envoy does."""
@@ -131,7 +131,11 @@ def custom_tag_values(
             hdr = spec["header"] or {}
             value = headers.get(str(hdr.get("name", "")).lower(), hdr.get("default_value"))
         elif "formatter" in spec:
-            value = format_value(str((spec["formatter"] or {}).get("value", "")), headers)
+            # Envoy's %REQ()% also reads the HTTP/2 pseudo-headers; HTTP/1.1 has them in the
+            # request line, which `url` (http://authority/path) and `method` carry.
+            authority, _, path = url.removeprefix("http://").partition("/")
+            request = {**headers, ":method": method, ":authority": authority, ":path": "/" + path}
+            value = format_value(str((spec["formatter"] or {}).get("value", "")), request)
         if value is not None:
             out.append((name, str(value)))
     return out
@@ -160,7 +164,7 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
     if error:
         tags.append(("error", "true"))
     if t.custom_tags:
-        tags += custom_tag_values(t.custom_tags, rec.headers)
+        tags += custom_tag_values(t.custom_tags, rec.headers, rec.url, rec.method)
     parts = [
         _ld(b"\x0a", rec.trace_id),
         _ld(b"\x12", rec.span_id),

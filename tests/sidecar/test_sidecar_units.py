@@ -22,7 +22,7 @@ from meshtrace.sidecar.http1 import (
     split_target,
 )
 from meshtrace.sidecar.metrics import IstioMetrics, Observation, peer_metadata
-from meshtrace.sidecar.tracing import SpanRecord, build_span, custom_tag_values
+from meshtrace.sidecar.tracing import SpanRecord, build_span, custom_tag_values, format_value
 
 
 def events(data: bytes, *more: bytes) -> list[object]:
@@ -290,6 +290,18 @@ def test_metrics_labels_peer_and_overrides() -> None:
         float(s.labels["le"]): s.value for s in got["istio_request_duration_milliseconds"] if "le" in s.labels
     }
     assert durations[5.0] == 1 and durations[1000.0] == 2 and durations[float("inf")] == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="%REQ():?-ab:0123456789 ", max_size=60),
+    st.dictionaries(st.sampled_from(["a", "b", "-", ":path"]), st.text(max_size=20), max_size=3),
+)
+def test_fuzz_formatter_never_raises(template: str, headers: dict[str, str]) -> None:
+    out = format_value(template, headers)
+    assert isinstance(out, str)
+    if "%" not in template:
+        assert out == template  # text outside commands is kept as written
 
 
 @pytest.mark.parametrize(("client", "server"), [(False, True), (True, False), (True, True)])

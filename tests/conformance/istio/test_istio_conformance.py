@@ -94,22 +94,20 @@ def _skip_out_of_scope(row: Row) -> None:
 # -- TestTracing (pilot/pkg/model/telemetry_test.go) and source rows ---------------------------
 
 
-def _tracing_actual(block: dict[str, Any]) -> dict[str, Any]:
+def _tracing_actual(doc: dict[str, Any], direction: str) -> dict[str, Any]:
     """One direction of the document in TestTracing's terms (the TracingSpec fields)."""
-    from_telemetry = block_source(block, "random_sampling_percentage").startswith("Telemetry ")
+    block = doc["tracing"][direction]
+    sampling_source = doc["sources"][f"tracing.{direction}.random_sampling_percentage"]["resource"]
     return {
         "provider": block["provider"]["name"] if block["provider"] else None,
         "disabled": not block["enabled"],
-        "sampling": block["random_sampling_percentage"] if from_telemetry else None,
+        # set by a Telemetry, else null: the proxy-config chain decides (upstream's nil)
+        "sampling": block["random_sampling_percentage"] if sampling_source.startswith("Telemetry ") else None,
         "custom_tags": sorted(block["custom_tags"]) or None,
         "use_request_id": block["use_request_id_for_trace_sampling"],
         "enable_istio_tags": block["enable_istio_tags"],
         "disable_context_propagation": block["propagation"]["write"] == [],
     }
-
-
-def block_source(block: dict[str, Any], key: str) -> str:
-    return str(block["_sources"].get(key, {}).get("resource", ""))
 
 
 @pytest.mark.parametrize("row", _params(TRACING_ROWS))
@@ -133,12 +131,7 @@ def test_telemetry_tracing(row: Row, resolve: Resolve) -> None:
         return
     for direction in ("client", "server"):
         want = {**TRACING_DOC["direction_defaults"], **expect.get("both", {}), **expect.get(direction, {})}
-        block = {**doc["tracing"][direction], "_sources": _sources(doc, f"tracing.{direction}")}
-        assert _tracing_actual(block) == want, direction
-
-
-def _sources(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix) + 1 :]: v for k, v in doc["sources"].items() if k.startswith(prefix + ".")}
+        assert _tracing_actual(doc, direction) == want, direction
 
 
 # -- TestMergeMetrics (telemetry_metric_test.go) and TestTelemetryFilters' metrics rows ---------

@@ -50,6 +50,7 @@ _CUSTOM_TAG: dict[str, Any] = {
         "literal": _TAG_BODY,
         "environment": _TAG_BODY,
         "header": _TAG_BODY,
+        "formatter": _TAG_BODY,
     },
     "additionalProperties": False,
     "maxProperties": 1,
@@ -128,7 +129,15 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
             }
         ),
         "tracing": _object({"client": _DIRECTION, "server": _DIRECTION}),
-        "metrics": _object({"enabled": _BOOL, "client": _METRICS, "server": _METRICS}),
+        "metrics": _object(
+            {
+                "enabled": _BOOL,
+                "client_enabled": _BOOL,
+                "server_enabled": _BOOL,
+                "client": _METRICS,
+                "server": _METRICS,
+            }
+        ),
         "services": {"type": "object", "additionalProperties": _SERVICE},
         "sources": {"type": "object", "additionalProperties": _SOURCE},
         "warnings": {"type": "array", "items": _STR},

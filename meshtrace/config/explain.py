@@ -122,6 +122,12 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
         mt.add_column(col, overflow="fold")
     rows = 0
     for direction in ("client", "server"):
+        if metrics["enabled"] and not metrics.get(f"{direction}_enabled", True):
+            # ALL_METRICS disabled for this direction only: its per-metric overrides do nothing.
+            source = sources.get(f"metrics.{direction}_enabled")
+            mt.add_row(direction, "ALL_METRICS", "disabled", Text(source_text(source)))
+            rows += 1
+            continue
         for metric, cfg in metrics[direction].items():
             if cfg["disabled"]:
                 mt.add_row(

@@ -111,7 +111,8 @@ def workload_conflicts(bundle: Bundle) -> Iterator[Finding]:
                 "multiple-workload-telemetry",
                 "warning",
                 f"selects Deployment {dep.namespace}/{dep.name} as {matching[0].meta.ref} does: Istio "
-                "applies only the oldest matching workload Telemetry, this one is ignored for it",
+                "1.21+ applies every matching workload Telemetry, oldest first, so the fields this one "
+                "sets override the older one's for it (before 1.21 only the oldest applied)",
                 "give each workload one Telemetry (narrow the selectors or merge the resources)",
                 meta=later.meta,
                 path="spec.selector",

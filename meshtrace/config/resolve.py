@@ -4,9 +4,9 @@ Follows istio/istio pilot/pkg/model/telemetry.go (`applicableTelemetries`, `Trac
 `mergeMetrics`) and pilot/pkg/networking/core/tracing.go (`configureTracingFromTelemetry`):
 
 1. Telemetry resources in scope, in this order: the root namespace's oldest selector-less one,
-   the workload namespace's oldest selector-less one, then the oldest resource in the workload's
-   namespace whose `selector.matchLabels` is a subset of the workload's labels (only that one:
-   istiod stops at the first match). "Oldest" = creationTimestamp, then name.
+   the workload namespace's oldest selector-less one, then every resource in the workload's
+   namespace whose `selector.matchLabels` is a subset of the workload's labels, oldest first
+   (istiod since 1.21). "Oldest" = creationTimestamp, then name.
 2. Tracing: start from `meshConfig.defaultProviders.tracing[0]`; every `tracing[]` entry in
    order overrides, per direction (match.mode), each field it sets; `customTags` replace whole.
    A provider name that does not resolve leaves no provider: tracing off for that direction.
@@ -52,10 +52,15 @@ DIRECTIONS = ("client", "server")
 MODES = {"CLIENT": ("client",), "SERVER": ("server",), "CLIENT_AND_SERVER": DIRECTIONS}
 DEFAULT_TAG_LENGTH = 256  # Envoy's max_path_tag_length default
 DEFAULT_TIMEOUT_S = 3.0
+# tracing.go zipkinConfig: Envoy needs a timeout on the HttpService, istiod sets 5 s when unset.
+ZIPKIN_DEFAULT_TIMEOUT_S = 5.0
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+PROXY_CONFIG_TAG_KINDS = ("literal", "environment", "header")
+TELEMETRY_TAG_KINDS = (*PROXY_CONFIG_TAG_KINDS, "formatter")
 # OpenTelemetryTracingProvider's fields; the samplers (the `sampling` oneof) force 100% at the proxy.
 _OTEL_KEYS = {"service", "port", "maxTagLength", "http", "grpc", "resourceDetectors"}
 _OTEL_SAMPLERS = ("dynatraceSampler",)
+_FORMAT_COMMANDS = re.compile(r"%([A-Z_0-9]+)")  # command names in an Envoy format string
 _MIXER_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
 
 
@@ -177,7 +182,8 @@ class _Resolution:
                             f"({wide[0].meta.ref}) applies",
                         }
                     )
-        matched = False
+        # Every matching workload Telemetry applies, oldest first, each over the previous ones
+        # (istiod's first-match `break` went in istio#47162, released in 1.21.0).
         for tel in by_ns.get(self.namespace, []):
             if tel.namespace_wide:
                 continue
@@ -187,17 +193,7 @@ class _Resolution:
                 )
                 continue
             if all(self.labels.get(k) == v for k, v in tel.match_labels.items()):
-                if matched:
-                    ignored.append(
-                        {
-                            "resource": tel.meta.ref,
-                            "reason": "also selects this workload, but only the oldest matching "
-                            "workload Telemetry applies",
-                        }
-                    )
-                else:
-                    chain.append(("workload", tel))
-                    matched = True
+                chain.append(("workload", tel))
         for item in ignored:
             self.warnings.append(f"{item['resource']} ignored: {item['reason']}")
         return chain, ignored
@@ -356,24 +352,33 @@ class _Resolution:
         self, d: _Direction, proxy: dict[str, Any], proxy_srcs: dict[str, Source]
     ) -> tuple[dict[str, Any], Source]:
         """Telemetry customTags (replaced whole by each level that sets them); when none, the
-        legacy defaultConfig.tracing.customTags (tracing.go configureCustomTags)."""
+        legacy defaultConfig.tracing.customTags (tracing.go configureCustomTags). Telemetry tags
+        may also be `formatter` (an Envoy format string, kept by istiod for 1.29+ proxies);
+        ProxyConfig has no formatter tags."""
         if d.custom_tags is not None and d.custom_tags.value:
-            return self.tags(d.custom_tags.value), d.custom_tags.source
+            return self.tags(d.custom_tags.value, TELEMETRY_TAG_KINDS), d.custom_tags.source
         legacy = map_at(proxy, "tracing").get("customTags")
         if isinstance(legacy, dict) and legacy:
-            return self.tags(legacy), proxy_srcs["customTags"]
+            return self.tags(legacy, PROXY_CONFIG_TAG_KINDS), proxy_srcs["customTags"]
         return {}, d.custom_tags.source if d.custom_tags else _default("no custom tags")
 
-    def tags(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """customTags in the document's snake_case shape. Like tracing.go (buildCustomTagsFrom*),
-        only literal, environment and header tags become span tags; others are dropped."""
+    def tags(self, raw: Mapping[str, Any], kinds: tuple[str, ...]) -> dict[str, Any]:
+        """customTags in the document's snake_case shape: the `kinds` istiod turns into span tags
+        (tracing.go buildCustomTagsFrom*); any other tag is dropped with a note."""
         out: dict[str, Any] = {}
         for name, tag in raw.items():
-            kinds = [k for k in ("literal", "environment", "header") if map_at(tag, k)]
-            if not kinds:
-                self.note(f"custom tag {name!r} is not a literal, environment or header tag: Istio drops it")
+            found = [k for k in kinds if map_at(tag, k)]
+            if not found:
+                self.note(f"custom tag {name!r} is not a {', '.join(kinds)} tag: Istio drops it")
                 continue
-            out[str(name)] = {kinds[0]: {_snake(k): str(v) for k, v in map_at(tag, kinds[0]).items()}}
+            body = {_snake(k): str(v) for k, v in map_at(tag, found[0]).items()}
+            others = sorted(set(_FORMAT_COMMANDS.findall(body.get("value", ""))) - {"REQ"})
+            if found[0] == "formatter" and others:
+                self.note(
+                    f"custom tag {name!r}: meshtrace's sidecar evaluates only %REQ(...)% in formatter "
+                    f"tags; {', '.join(others)} print '-'"
+                )
+            out[str(name)] = {found[0]: body}
         return dict(sorted(out.items()))
 
     def provider(self, key: str, name: str) -> tuple[dict[str, Any] | None, _Value | None, bool]:
@@ -463,7 +468,7 @@ class _Resolution:
             doc.update(
                 protocol="zipkin",
                 path=str(body.get("path") or "/api/v2/spans"),
-                timeout_s=parse_duration(body.get("timeout")) or DEFAULT_TIMEOUT_S,
+                timeout_s=parse_duration(body.get("timeout")) or ZIPKIN_DEFAULT_TIMEOUT_S,
                 headers=self.headers(body.get("headers"), key),
                 trace_context="b3+w3c" if option == "USE_B3_WITH_W3C_PROPAGATION" else "b3",
             )
@@ -592,8 +597,9 @@ class _Resolution:
                 in_scope, scope_src = names, _tel_source(tel, f"spec.metrics[{i}].providers")
         per: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in DIRECTIONS}
         active = not entries and "prometheus" in defaults
-        enabled_src = scope_src
-        disabled_all = False
+        # ALL_METRICS disabled is kept per direction (istiod keys it by provider and mode); any
+        # later override touching that direction turns it back on.
+        off: dict[str, Source] = {}
         parent = list(defaults)
         for tel, i, m in entries:
             names = _provider_names(m) or parent
@@ -607,18 +613,22 @@ class _Resolution:
                 base = f"spec.metrics[{i}].overrides[{oi}]"
                 raw_match = override.get("match")
                 match: dict[str, Any] = raw_match if isinstance(raw_match, dict) else {}
-                is_all = match.get("metric") == "ALL_METRICS"
+                directions = MODES.get(str(match.get("mode") or "CLIENT_AND_SERVER"), DIRECTIONS)
+                # No metric and no customMetric selects every metric, like ALL_METRICS.
+                is_all = "customMetric" not in match and match.get("metric") in (None, "ALL_METRICS")
                 if is_all and override.get("disabled") is True:
-                    disabled_all, enabled_src = True, _tel_source(tel, f"{base}.disabled")
+                    for direction in directions:
+                        off[direction] = _tel_source(tel, f"{base}.disabled")
                     continue
-                disabled_all = False
+                for direction in directions:
+                    off.pop(direction, None)
                 if "customMetric" in match:
                     names_ = [str(match["customMetric"])]
-                elif match.get("metric") and not is_all:
+                elif not is_all:
                     names_ = [str(match["metric"])]
                 else:
                     names_ = list(STANDARD_METRICS)
-                for direction in MODES.get(str(match.get("mode") or "CLIENT_AND_SERVER"), DIRECTIONS):
+                for direction in directions:
                     for metric in names_:
                         slot = per[direction].setdefault(metric, {"disabled": False, "tag_overrides": {}})
                         mkey = f"metrics.{direction}.{metric}"
@@ -630,8 +640,14 @@ class _Resolution:
                             tag_path = f"{base}.tagOverrides.{tag}"
                             slot["tag_overrides"][str(tag)] = self.tag_override(tel, tag_path, spec)
                             self.sources[f"{mkey}.tag_overrides.{tag}"] = _tel_source(tel, tag_path)
-        out: dict[str, Any] = {"enabled": active and not disabled_all}
-        self.sources["metrics.enabled"] = enabled_src
+        on = {d: active and d not in off for d in DIRECTIONS}
+        out: dict[str, Any] = {"enabled": any(on.values())}
+        for direction in DIRECTIONS:
+            out[f"{direction}_enabled"] = on[direction]
+            self.sources[f"metrics.{direction}_enabled"] = off.get(direction, scope_src)
+        self.sources["metrics.enabled"] = (
+            next(iter(off.values())) if off and not out["enabled"] else scope_src
+        )
         for direction in DIRECTIONS:
             metrics = {m: {"disabled": False, "tag_overrides": {}} for m in STANDARD_METRICS}
             metrics.update(per[direction])

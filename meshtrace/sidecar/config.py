@@ -17,6 +17,7 @@ from meshtrace.propagation.context import Format
 from meshtrace.sidecar.cel import CelError, compile_expr
 
 CLUSTER_DOMAIN = "svc.cluster.local"
+CUSTOM_TAG_KINDS = ("literal", "environment", "header", "formatter")
 
 
 class ConfigError(ValueError):
@@ -138,7 +139,7 @@ class SidecarConfig:
     mesh: Mesh
     client: Tracing
     server: Tracing
-    metrics_enabled: bool
+    metrics_enabled: dict[str, bool]  # direction ("client" | "server") -> reports Istio metrics
     metrics: dict[str, dict[str, MetricOverride]]  # direction -> metric -> override
     registry: Registry
 
@@ -203,10 +204,10 @@ def _tracing(raw: Any, where: str) -> Tracing:
         raise ConfigError(f"{where}.random_sampling_percentage: {sampling} is outside 0..100")
     tags = _obj(t.get("custom_tags"), f"{where}.custom_tags")
     for name, spec in tags.items():
-        kinds = set(_obj(spec, f"{where}.custom_tags.{name}")) & {"literal", "environment", "header"}
+        kinds = set(_obj(spec, f"{where}.custom_tags.{name}")) & set(CUSTOM_TAG_KINDS)
         if len(kinds) != 1:
             raise ConfigError(
-                f"{where}.custom_tags.{name}: needs exactly one of literal, environment, header"
+                f"{where}.custom_tags.{name}: needs exactly one of {', '.join(CUSTOM_TAG_KINDS)}"
             )
     prop = _obj(t.get("propagation"), f"{where}.propagation")
     write = tuple(prop.get("write") or ("w3c", "b3"))
@@ -309,7 +310,11 @@ def parse(
         mesh=mesh,
         client=_tracing(tr.get("client"), "tracing.client"),
         server=_tracing(tr.get("server"), "tracing.server"),
-        metrics_enabled=bool(me.get("enabled", True)),
+        # `<direction>_enabled` (schema 1 addition) refines `enabled`; older documents lack it.
+        metrics_enabled={
+            d: bool(me.get("enabled", True)) and bool(me.get(f"{d}_enabled", True))
+            for d in ("client", "server")
+        },
         metrics={d: _metrics(me.get(d), f"metrics.{d}") for d in ("client", "server")},
         registry=Registry(_services(doc.get("services")), ns),
     )

@@ -244,7 +244,7 @@ class IstioMetrics:
 
     def record(self, o: Observation) -> None:
         cfg = self._cfg
-        if cfg is None or not cfg.metrics_enabled:
+        if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
             return
         key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
         cells = self._cache.get(key)

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -89,11 +90,35 @@ _KIND_CLIENT = b"\x30" + _varint(Span.SPAN_KIND_CLIENT)
 _STATUS_ERROR = _ld(b"\x7a", b"\x18" + _varint(Status.STATUS_CODE_ERROR))
 
 
+# Envoy's substitution format commands in a formatter tag: %REQ(name?alternative):max_length%
+# is evaluated; any other command is one meshtrace does not implement (explain warns) and,
+# like a value Envoy does not have, prints "-".
+_FORMAT_COMMAND = re.compile(r"%([A-Z_0-9]+)(?:\(([^)]*)\))?(?::(\d+))?%")
+
+
+def format_value(template: str, headers: Mapping[str, str]) -> str:
+    """An Envoy format string (Telemetry customTags `formatter`) over the request headers."""
+
+    def command(m: re.Match[str]) -> str:
+        name, arg, limit = m.group(1), m.group(2) or "", m.group(3)
+        value = None
+        if name == "REQ":
+            for header in arg.split("?", 1):
+                value = headers.get(header.strip().lower())
+                if value is not None:
+                    break
+        if value is None:
+            return "-"
+        return value[: int(limit)] if limit else value
+
+    return _FORMAT_COMMAND.sub(command, template)
+
+
 def custom_tag_values(
-    tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str]
+    tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str], url: str = "", method: str = ""
 ) -> list[tuple[str, str]]:
-    """Telemetry customTags: literal, environment (this process's env) and request header values;
-    a tag with no value and no default is left out, as Envoy does."""
+    """Telemetry customTags: literal, environment (this process's env), request header and
+    formatter values; a tag with no value and no default is left out, as Envoy does."""
     out: list[tuple[str, str]] = []
     for name, spec in tags.items():
         value: Any = None
@@ -105,6 +130,12 @@ def custom_tag_values(
         elif "header" in spec:
             hdr = spec["header"] or {}
             value = headers.get(str(hdr.get("name", "")).lower(), hdr.get("default_value"))
+        elif "formatter" in spec:
+            # Envoy's %REQ()% also reads the HTTP/2 pseudo-headers; HTTP/1.1 has them in the
+            # request line, which `url` (http://authority/path) and `method` carry.
+            authority, _, path = url.removeprefix("http://").partition("/")
+            request = {**headers, ":method": method, ":authority": authority, ":path": "/" + path}
+            value = format_value(str((spec["formatter"] or {}).get("value", "")), request)
         if value is not None:
             out.append((name, str(value)))
     return out
@@ -133,7 +164,7 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
     if error:
         tags.append(("error", "true"))
     if t.custom_tags:
-        tags += custom_tag_values(t.custom_tags, rec.headers)
+        tags += custom_tag_values(t.custom_tags, rec.headers, rec.url, rec.method)
     parts = [
         _ld(b"\x0a", rec.trace_id),
         _ld(b"\x12", rec.span_id),

@@ -77,6 +77,31 @@ def test_explain_reads_pilot_trace_sampling(tmp_path: Path) -> None:
     assert doc["tracing"]["client"]["random_sampling_percentage"] == 2.5
 
 
+def test_explain_text_names_every_workload_telemetry_and_a_disabled_direction(tmp_path: Path) -> None:
+    docs = [
+        MESH,
+        telemetry(
+            "mesh",
+            "istio-system",
+            "tracing: [{providers: [{name: otel}]}]\nmetrics: [{providers: [{name: prometheus}], "
+            "overrides: [{match: {metric: ALL_METRICS, mode: SERVER}, disabled: true}]}]",
+        ),
+        telemetry(
+            "a", "default", "selector: {matchLabels: {app: w}}\ntracing: [{randomSamplingPercentage: 10}]"
+        ),
+        telemetry(
+            "b", "default", "selector: {matchLabels: {app: w}}\ntracing: [{randomSamplingPercentage: 20}]"
+        ),
+    ]
+    (tmp_path / "mesh.yaml").write_text("---\n".join(docs))
+    proc = run("explain", "-f", str(tmp_path), "--workload", "w")
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "workload: Telemetry default/a -> workload: Telemetry default/b" in out
+    assert "20%" in out and "ignored Telemetry default/b" not in out
+    assert "server ALL_METRICS disabled" in out.replace("│", "").replace("  ", " ")
+
+
 def test_explain_bad_input(tmp_path: Path) -> None:
     missing = run("explain", "-f", str(tmp_path / "nope.yaml"), "--workload", "w")
     assert missing.returncode == 2

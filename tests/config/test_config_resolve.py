@@ -220,6 +220,7 @@ def test_zipkin_provider_shape(manifests: Manifests) -> None:
     assert provider["protocol"] == "zipkin"
     assert provider["path"] == "/api/v2/spans"
     assert provider["trace_context"] == "b3+w3c"
+    assert provider["timeout_s"] == 5.0  # tracing.go zipkinConfig's default, not the OTel 3 s
 
 
 def test_opentelemetry_http_provider_shape(manifests: Manifests) -> None:
@@ -279,16 +280,21 @@ def test_custom_tags_are_replaced_whole(manifests: Manifests) -> None:
     assert doc["tracing"]["server"]["custom_tags"] == {"c": {"header": {"name": "x-c"}}}
 
 
-def test_formatter_custom_tags_are_dropped_like_istiod(manifests: Manifests) -> None:
+def test_formatter_custom_tags_are_kept_like_istiod_1_29(manifests: Manifests) -> None:
     root = telemetry(
         "mesh",
         "istio-system",
         "tracing: [{providers: [{name: otel}], customTags: {f: {formatter: {value: '%REQ(x)%'}}, "
-        "l: {literal: {value: v}}}}]",
+        "g: {formatter: {value: '%START_TIME%'}}, l: {literal: {value: v}}}}]",
     )
     doc = resolve(manifests(root))
-    assert doc["tracing"]["client"]["custom_tags"] == {"l": {"literal": {"value": "v"}}}
-    assert any("custom tag 'f'" in w for w in doc["warnings"])
+    assert doc["tracing"]["client"]["custom_tags"] == {
+        "f": {"formatter": {"value": "%REQ(x)%"}},
+        "g": {"formatter": {"value": "%START_TIME%"}},
+        "l": {"literal": {"value": "v"}},
+    }
+    assert not any("custom tag 'f'" in w for w in doc["warnings"])
+    assert any("custom tag 'g'" in w and "START_TIME" in w for w in doc["warnings"])
 
 
 def test_legacy_custom_tags_when_telemetry_sets_none(manifests: Manifests) -> None:
@@ -359,7 +365,7 @@ def test_root_selector_only_matches_root_workloads(manifests: Manifests) -> None
     assert both(in_root, "random_sampling_percentage") == (60.0, 60.0)
 
 
-def test_only_the_oldest_matching_workload_telemetry_applies(manifests: Manifests) -> None:
+def test_every_matching_workload_telemetry_applies_oldest_first(manifests: Manifests) -> None:
     a = telemetry(
         "a", "shop", "selector: {matchLabels: {app: web}}\ntracing: [{randomSamplingPercentage: 11}]"
     )
@@ -367,8 +373,13 @@ def test_only_the_oldest_matching_workload_telemetry_applies(manifests: Manifest
         "b", "shop", "selector: {matchLabels: {app: web}}\ntracing: [{randomSamplingPercentage: 22}]"
     )
     doc = resolve(manifests(ROOT_OTEL, b, a))
-    assert both(doc, "random_sampling_percentage") == (11.0, 11.0)
-    assert [i["resource"] for i in doc["telemetry"]["ignored"]] == ["Telemetry shop/b"]
+    assert both(doc, "random_sampling_percentage") == (22.0, 22.0)  # a then b: b's value last
+    assert doc["telemetry"]["ignored"] == []
+    assert [(i["scope"], i["resource"]) for i in doc["telemetry"]["applied"]][-2:] == [
+        ("workload", "Telemetry shop/a"),
+        ("workload", "Telemetry shop/b"),
+    ]
+    assert doc["sources"]["tracing.client.random_sampling_percentage"]["resource"] == "Telemetry shop/b"
 
 
 def test_selector_must_be_a_subset_of_the_labels(manifests: Manifests) -> None:
@@ -475,7 +486,11 @@ def test_all_metrics_disabled_turns_metrics_off(manifests: Manifests) -> None:
     root = telemetry(
         "mesh", "istio-system", "metrics: [{providers: [{name: prometheus}], overrides: [{disabled: true}]}]"
     )
-    assert resolve(manifests(root))["metrics"]["enabled"] is True  # no match = every metric, not ALL_METRICS
+    # No match selects every metric: it disables like ALL_METRICS (isAllMetrics).
+    assert resolve(manifests(root))["metrics"]["enabled"] is False
+    ns = telemetry("ns", "shop", "metrics: [{overrides: [{match: {metric: REQUEST_COUNT}}]}]")
+    metrics = resolve(manifests(root, ns))["metrics"]
+    assert (metrics["client_enabled"], metrics["server_enabled"]) == (True, True)  # a namespace re-enables
     root = telemetry(
         "mesh",
         "istio-system",
@@ -487,6 +502,24 @@ def test_all_metrics_disabled_turns_metrics_off(manifests: Manifests) -> None:
         "ns", "shop", "metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: false}]}]"
     )
     assert resolve(manifests(root, ns))["metrics"]["enabled"] is True  # a namespace re-enables
+
+
+@pytest.mark.parametrize(("mode", "client", "server"), [("CLIENT", False, True), ("SERVER", True, False)])
+def test_all_metrics_disabled_for_one_direction(
+    manifests: Manifests, mode: str, client: bool, server: bool
+) -> None:
+    root = telemetry(
+        "mesh",
+        "istio-system",
+        f"metrics: [{{providers: [{{name: prometheus}}], "
+        f"overrides: [{{match: {{metric: ALL_METRICS, mode: {mode}}}, disabled: true}}]}}]",
+    )
+    metrics = resolve(manifests(root))["metrics"]
+    assert (metrics["enabled"], metrics["client_enabled"], metrics["server_enabled"]) == (
+        True,
+        client,
+        server,
+    )
 
 
 def test_metrics_off_when_prometheus_not_in_scope(manifests: Manifests) -> None:

@@ -22,7 +22,7 @@ from meshtrace.sidecar.http1 import (
     split_target,
 )
 from meshtrace.sidecar.metrics import IstioMetrics, Observation, peer_metadata
-from meshtrace.sidecar.tracing import SpanRecord, build_span, custom_tag_values
+from meshtrace.sidecar.tracing import SpanRecord, build_span, custom_tag_values, format_value
 
 
 def events(data: bytes, *more: bytes) -> list[object]:
@@ -292,6 +292,30 @@ def test_metrics_labels_peer_and_overrides() -> None:
     assert durations[5.0] == 1 and durations[1000.0] == 2 and durations[float("inf")] == 2
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="%REQ():?-ab:0123456789 ", max_size=60),
+    st.dictionaries(st.sampled_from(["a", "b", "-", ":path"]), st.text(max_size=20), max_size=3),
+)
+def test_fuzz_formatter_never_raises(template: str, headers: dict[str, str]) -> None:
+    out = format_value(template, headers)
+    assert isinstance(out, str)
+    if "%" not in template:
+        assert out == template  # text outside commands is kept as written
+
+
+@pytest.mark.parametrize(("client", "server"), [(False, True), (True, False), (True, True)])
+def test_metrics_per_direction(client: bool, server: bool) -> None:
+    d = doc()
+    d["metrics"] = {"enabled": True, "client_enabled": client, "server_enabled": server}
+    m = IstioMetrics()
+    m.configure(parse(d, "1", "frontend", "default", {}))
+    m.record(observation(outbound=True))
+    m.record(observation(outbound=False))
+    reporters = sorted(s.labels["reporter"] for s in scrape(m).get("istio_requests", []))
+    assert reporters == [r for r, on in (("destination", server), ("source", client)) if on]
+
+
 def test_span_tags_status_and_custom_tags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MT_ZONE", "z1")
     tags = {
@@ -300,6 +324,7 @@ def test_span_tags_status_and_custom_tags(monkeypatch: pytest.MonkeyPatch) -> No
         "missing_env": {"environment": {"name": "MT_NOPE", "default_value": "dflt"}},
         "user": {"header": {"name": "X-User"}},
         "nobody": {"header": {"name": "x-none"}},
+        "fmt": {"formatter": {"value": "u=%REQ(x-none?X-User):3% t=%START_TIME% n=%REQ(x-none)%"}},
     }
     cfg = parse(doc(custom_tags=tags, enable_istio_tags=False, max_path_tag_length=10), "1", "w", "ns", {})
     rec = SpanRecord(
@@ -314,6 +339,7 @@ def test_span_tags_status_and_custom_tags(monkeypatch: pytest.MonkeyPatch) -> No
     assert (
         a["env"] == "prod" and a["zone_env"] == "z1" and a["missing_env"] == "dflt" and a["user"] == "alice"
     )
+    assert a["fmt"] == "u=ali t=- n=-"  # Envoy's %REQ(a?b):len%; what is not there prints "-"
     assert "nobody" not in a and "istio.mesh_id" not in a and "error" not in a
     assert a["http.url"] == "http://a/v"  # cut to max_path_tag_length
     assert span.kind == Span.SPAN_KIND_SERVER and span.status.code == Status.STATUS_CODE_UNSET

@@ -98,8 +98,9 @@ def test_attribute_policies_and_inversion() -> None:
             "string_attribute": {"key": "route", "values": ["/checkout"], "invert_match": True},
         }
     )
-    assert inv.evaluate(t) is Decision.INVERT_NOT_SAMPLED
-    assert inv.evaluate(trace_of(span(2, 1, route="/home"))) is Decision.INVERT_SAMPLED
+    # invert_match answers plainly (the Collector since v0.144): no veto over other policies.
+    assert inv.evaluate(t) is Decision.NOT_SAMPLED
+    assert inv.evaluate(trace_of(span(2, 1, route="/home"))) is Decision.SAMPLED
     b = policy({"type": "boolean_attribute", "boolean_attribute": {"key": "retry", "value": True}})
     assert b.evaluate(t).keeps
     n = policy(

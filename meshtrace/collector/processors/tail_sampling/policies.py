@@ -1,9 +1,11 @@
 """tail_sampling policies: each a pure evaluator of one whole trace, built from the Collector's
 policy config (`{name, type, <type>: {...}}`). Rate-based policies read an injected clock.
 
-A policy answers SAMPLED, NOT_SAMPLED or, for an inverted attribute match, INVERT_SAMPLED /
-INVERT_NOT_SAMPLED. Combined as the Collector does: any INVERT_NOT_SAMPLED drops the trace, else
-any SAMPLED or INVERT_SAMPLED keeps it.
+A policy answers SAMPLED, NOT_SAMPLED or DROPPED (a `drop` policy whose sub-policies all
+matched). `invert_match` negates the match and answers plainly, as the Collector has since
+v0.144 (its `disableinvertdecisions` gate, stable in v0.152, removed by v0.156): it no longer
+vetoes the other policies; a `drop` policy does that. INVERT_SAMPLED / INVERT_NOT_SAMPLED remain
+only because `combine` ranks them as the Collector's decision flow still does.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class Decision(enum.Enum):
     NOT_SAMPLED = "not_sampled"
     INVERT_SAMPLED = "invert_sampled"
     INVERT_NOT_SAMPLED = "invert_not_sampled"
+    DROPPED = "dropped"
 
     @property
     def keeps(self) -> bool:
+        """Whether a sub-policy of `and`/`composite` counts as matched."""
         return self in (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 
 
@@ -61,9 +65,30 @@ class Policy:
 
 
 def combine(decisions: list[Decision]) -> bool:
-    if Decision.INVERT_NOT_SAMPLED in decisions:
+    """The Collector's flow, in order: any DROPPED or INVERT_NOT_SAMPLED drops the trace; any
+    SAMPLED keeps it; an INVERT_SAMPLED keeps it only when no policy answered NOT_SAMPLED."""
+    if Decision.DROPPED in decisions or Decision.INVERT_NOT_SAMPLED in decisions:
         return False
-    return any(d.keeps for d in decisions)
+    if Decision.SAMPLED in decisions:
+        return True
+    return Decision.INVERT_SAMPLED in decisions and Decision.NOT_SAMPLED not in decisions
+
+
+def decide(policies: list[Policy], trace: TraceData, sample_on_first_match: bool = False) -> bool:
+    """Evaluate `policies` (drop policies first, see `ordered`) and combine their answers. A
+    DROPPED answer ends the evaluation; so does SAMPLED with `sample_on_first_match`."""
+    decisions: list[Decision] = []
+    for policy in policies:
+        decision = policy.evaluate(trace)
+        decisions.append(decision)
+        if decision is Decision.DROPPED or (sample_on_first_match and decision is Decision.SAMPLED):
+            break
+    return combine(decisions)
+
+
+def ordered(policies: list[Policy]) -> list[Policy]:
+    """The Collector evaluates `drop` policies before the others (a drop wins over any keep)."""
+    return [p for p in policies if isinstance(p, Drop)] + [p for p in policies if not isinstance(p, Drop)]
 
 
 def _sampled(flag: bool) -> Decision:
@@ -71,9 +96,7 @@ def _sampled(flag: bool) -> Decision:
 
 
 def _inverted(matched: bool, invert: bool) -> Decision:
-    if not invert:
-        return _sampled(matched)
-    return Decision.INVERT_NOT_SAMPLED if matched else Decision.INVERT_SAMPLED
+    return _sampled(matched != invert)
 
 
 def _attribute_values(trace: TraceData, key: str) -> Iterator[Any]:
@@ -343,6 +366,19 @@ class And(Policy):
 
 
 @dataclass
+class DropConfig:
+    drop_sub_policy: list[Any] = field(default_factory=list)
+
+
+class Drop(And):
+    """DROPPED when every sub-policy matches (as `and`); the trace is then dropped whatever the
+    other policies say."""
+
+    def evaluate(self, trace: TraceData) -> Decision:
+        return Decision.DROPPED if super().evaluate(trace) is Decision.SAMPLED else Decision.NOT_SAMPLED
+
+
+@dataclass
 class RateAllocation:
     policy: str = ""
     percent: float = 0.0
@@ -401,6 +437,7 @@ POLICY_TYPES: dict[str, tuple[type[Any], type[Policy]]] = {
     "rate_limiting": (RateLimitingConfig, RateLimiting),
     "span_count": (SpanCountConfig, SpanCount),
     "and": (AndConfig, And),
+    "drop": (DropConfig, Drop),
     "composite": (CompositeConfig, Composite),
 }
 
@@ -410,7 +447,7 @@ def build_policy(raw: Any, path: str, clock: Clock, nested: bool = False) -> Pol
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with name and type, got {raw!r}")
     type_ = raw.get("type")
-    if type_ not in POLICY_TYPES or (nested and type_ == "composite"):
+    if type_ not in POLICY_TYPES or (nested and type_ in ("composite", "drop")):
         raise ValueError(f"{path}.type: unknown policy type {type_!r} (known: {', '.join(POLICY_TYPES)})")
     unknown = [k for k in raw if k not in ("name", "type") and k not in POLICY_TYPES]
     if unknown:
@@ -423,9 +460,11 @@ def build_policy(raw: Any, path: str, clock: Clock, nested: bool = False) -> Pol
     policy = policy_type(config, clock)
     policy.name = str(raw.get("name") or "")
     if isinstance(policy, And):
+        key = "drop" if isinstance(policy, Drop) else "and"
+        subs = config.drop_sub_policy if isinstance(policy, Drop) else config.and_sub_policy
         policy.policies = [
-            build_policy(sub, f"{path}.and.and_sub_policy[{i}]", clock, nested=True)
-            for i, sub in enumerate(config.and_sub_policy)
+            build_policy(sub, f"{path}.{key}.{key}_sub_policy[{i}]", clock, nested=True)
+            for i, sub in enumerate(subs)
         ]
     elif isinstance(policy, Composite):
         subs = [

@@ -5,6 +5,7 @@ decision after decision_wait, late spans) where real policies can give those ans
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,24 @@ SCENARIOS = load("decision_flow.yaml")["scenarios"]
 @pytest.mark.parametrize("case", SCENARIOS["cases"], ids=lambda c: c["desc"])
 def test_drop_health_checks_keep_errors(case: dict[str, Any]) -> None:
     assert run_sampler(SCENARIOS["policies"], case["trace"])[0] is case["sampled"]
+
+
+PROBABILISTIC = load("policies.yaml")["probabilistic"]
+
+
+@pytest.mark.parametrize("case", PROBABILISTIC["cases"], ids=lambda c: c["name"])
+def test_probabilistic_policy_share(case: dict[str, Any]) -> None:
+    config = {k: case[k] for k in ("sampling_percentage", "hash_salt") if k in case}
+    raw = {"name": "p", "type": "probabilistic", "probabilistic": config}
+    if "divergence" in case:
+        with pytest.raises(ValueError, match="sampling_percentage"):
+            build_policy(raw, "p", lambda: 0.0)
+        return
+    policy = build_policy(raw, "p", lambda: 0.0)
+    rng = random.Random(1)
+    n = PROBABILISTIC["traces"]
+    kept = 0
+    for _ in range(n):
+        trace = TraceData(rng.randbytes(16), 0.0)
+        kept += policy.evaluate(trace) is Decision.SAMPLED
+    assert abs(kept / n * 100 - case["expected"]) <= PROBABILISTIC["tolerance_points"]

@@ -1,0 +1,79 @@
+"""Zipkin v2 -> OTLP against collector-contrib's translator and receiver tests (the YAML files
+here, each naming its upstream file, test and commit): the spans go through the same decoder and
+converter the zipkin receiver runs on a request body."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from meshtrace.model import zipkin
+
+HERE = Path(__file__).parent
+DATA = yaml.safe_load((HERE / "v2_to_otlp.yaml").read_text())
+
+
+def attributes(span: Span) -> dict[str, Any]:
+    return {kv.key: zipkin.any_value_to_python(kv.value) for kv in span.attributes}
+
+
+def cases() -> list[Any]:
+    return [
+        pytest.param(case, id=f"{Path(source['file'].split()[0]).name}/{case['test']}")
+        for source in DATA["sources"]
+        for case in source["cases"]
+    ]
+
+
+@pytest.mark.parametrize("case", cases())
+def test_v2_to_otlp_tables(case: dict[str, Any]) -> None:
+    expect = case["expect"]
+    body = case["body"] if "body" in case else json.dumps(case["spans"])
+    if expect.get("error"):
+        with pytest.raises(ValueError):
+            zipkin.zipkin_v2_to_otlp(zipkin.decode_v2_json(body))
+        return
+    request = zipkin.zipkin_v2_to_otlp(zipkin.decode_v2_json(body), case.get("parse_string_tags", False))
+    (rs,) = request.resource_spans
+    (ss,) = rs.scope_spans
+    (span,) = ss.spans
+    if "resource" in expect:
+        assert {kv.key: kv.value.string_value for kv in rs.resource.attributes} == expect["resource"]
+    if "name" in expect:
+        assert span.name == expect["name"]
+    if "kind" in expect:
+        assert Span.SpanKind.Name(span.kind) == expect["kind"]
+    if "status" in expect:
+        assert Status.StatusCode.Name(span.status.code) == expect["status"]
+    if "message" in expect:
+        assert span.status.message == expect["message"]
+    if "start_ns" in expect:
+        assert (span.start_time_unix_nano, span.end_time_unix_nano) == (expect["start_ns"], expect["end_ns"])
+    if "parent" in expect:
+        assert span.parent_span_id.hex() == expect["parent"]
+    if "tracestate" in expect:
+        assert span.trace_state == expect["tracestate"]
+    if "attributes" in expect:
+        assert attributes(span) == expect["attributes"]
+    for key, value in expect.get("attribute", {}).items():
+        assert attributes(span)[key] == value
+    if "no_attribute" in expect:
+        assert expect["no_attribute"] not in attributes(span)
+
+
+TYPES = {"int": "int_value", "double": "double_value", "bool": "bool_value", "string": "string_value"}
+
+
+@pytest.mark.parametrize("case", DATA["parse_string_tags"]["cases"], ids=lambda c: repr(c["value"]))
+def test_parse_string_tags_patterns(case: dict[str, Any]) -> None:
+    span = {"traceId": "4d1e00c0db9010db86154a4ba6e91385", "id": "4d1e00c0db9010db", "kind": "CLIENT"}
+    span |= {"timestamp": 1472470996199000, "tags": {"t": case["value"]}}
+    (otlp,) = zipkin.zipkin_v2_to_otlp([span], parse_string_tags=True).resource_spans[0].scope_spans[0].spans
+    (kv,) = [kv for kv in otlp.attributes if kv.key == "t"]
+    assert kv.value.WhichOneof("value") == TYPES[case["type"]]
+    assert zipkin.any_value_to_python(kv.value) == case.get("python", case["value"])

@@ -265,11 +265,81 @@ def _v1_tag_value(value: Any) -> str:
     raise ValueError(f"unsupported binary annotation value {value!r}")
 
 
+_V1_INT32 = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_V1_STATUS_TAG: dict[int, str] = {
+    Status.STATUS_CODE_UNSET: "STATUS_CODE_UNSET",
+    Status.STATUS_CODE_OK: "STATUS_CODE_OK",
+    Status.STATUS_CODE_ERROR: "STATUS_CODE_ERROR",
+}
+
+
+def _v1_int32(text: str) -> int | None:
+    if not _V1_INT32.fullmatch(text):
+        return None
+    value = int(text)
+    return value if -(2**31) <= value < 2**31 else None
+
+
+def _v1_status(tags: dict[str, str]) -> None:
+    """The Collector's v1 status rules, re-expressed as the v2 tags its v2 rules read.
+
+    In order of precedence: `census.status_code` (0 OK, else Error; message from
+    `census.status_description` / `opencensus.status_description`), `otel.status_code` (the
+    numeric code; message `otel.status_description`), an `error` tag (Error; message from the
+    census or otel description), `http.status_code` (100-399 Unset, else Error; message
+    `http.status_message`). The census, otel and error tags are consumed; the http ones stay.
+    """
+    census_code = otel_code = http_code = None
+    census_message = otel_message = http_message = ""
+    error = False
+    for key in list(tags):
+        value = tags[key]
+        if key == "census.status_code":
+            code = _v1_int32(value)
+            if code is not None:
+                census_code = Status.STATUS_CODE_OK if code == 0 else Status.STATUS_CODE_ERROR
+        elif key in ("census.status_description", "opencensus.status_description"):
+            census_message = value
+        elif key == _STATUS_CODE_TAG:
+            otel_code = _v1_int32(value)
+        elif key == _STATUS_DESCRIPTION_TAG:
+            otel_message = value
+        elif key == "error":
+            error = True
+        else:
+            if key == "http.status_code" and (code := _v1_int32(value)) is not None:
+                http_code = Status.STATUS_CODE_UNSET if 100 <= code < 400 else Status.STATUS_CODE_ERROR
+            elif key == "http.status_message":
+                http_message = value
+            continue
+        del tags[key]
+    if census_code is not None:
+        code, message = census_code, census_message
+    elif otel_code is not None:
+        code, message = otel_code, otel_message
+    elif error:
+        code, message = Status.STATUS_CODE_ERROR, census_message or otel_message
+    elif http_code is not None:
+        code, message = http_code, http_message
+    else:
+        return
+    # A code outside OTLP's three (the Collector keeps it as is) reads back as Unset.
+    tags[_STATUS_CODE_TAG] = _V1_STATUS_TAG.get(code, "STATUS_CODE_UNSET")
+    if message:
+        tags[_STATUS_DESCRIPTION_TAG] = message
+
+
 def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
     where = f"spans[{i}]"
     if not isinstance(v1, dict):
         raise ValueError(f"{where} must be an object, got {type(v1).__name__}")
     base: ZipkinSpan = {k: v1[k] for k in ("traceId", "id", "parentId", "name", "debug") if k in v1}
+    # The Collector's v1 reader takes only full-length ids (the v2 rules then check the digits).
+    for key, lengths in (("traceId", (16, 32)), ("id", (16,)), ("parentId", (16,))):
+        value = base.get(key)
+        if isinstance(value, str) and value and len(value) not in lengths:
+            digits = " or ".join(map(str, lengths))
+            raise ValueError(f"{where}.{key} must have {digits} hex digits, got {value!r}")
     annotations = v1.get("annotations") or []
     binary = v1.get("binaryAnnotations") or []
     if not isinstance(annotations, list) or not isinstance(binary, list):
@@ -302,6 +372,7 @@ def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
         except ValueError as exc:
             raise ValueError(f"{where}.binaryAnnotations[{j}]: {exc}") from None
         local_endpoint = local_endpoint or b.get("endpoint")
+    _v1_status(tags)
     if other:
         base["annotations"] = other
     if tags:

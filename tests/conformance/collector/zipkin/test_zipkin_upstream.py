@@ -104,3 +104,56 @@ def test_v1_status_table(case: dict[str, Any]) -> None:
         want["status"],
         want.get("message", ""),
     )
+
+
+JSON_TEST = V1_STATUS["json_test"]
+TRACE_ID, SPAN_ID = "00000000000000010000000000000002", "0000000000000001"
+
+
+def v1_span(**fields: Any) -> Span:
+    v1 = {"traceId": TRACE_ID, "id": SPAN_ID, **fields}
+    request = zipkin.zipkin_v2_to_otlp(zipkin.decode_v1_json(json.dumps([v1])), parse_string_tags=True)
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    return span
+
+
+@pytest.mark.parametrize("case", JSON_TEST["annotations_to_status"], ids=lambda c: c["name"])
+def test_v1_annotations_to_status(case: dict[str, Any]) -> None:
+    binary = [{"key": k, "value": v} for k, v in case["tags"].items()]
+    span = v1_span(timestamp=1, binaryAnnotations=binary)
+    assert Status.StatusCode.Name(span.status.code) == case["status"]
+    assert span.status.message == case.get("message", "")
+    assert attributes(span) == case["attributes"]
+
+
+@pytest.mark.parametrize("case", JSON_TEST["http_status_ranges"], ids=lambda c: f"{c['from']}-{c['to']}")
+def test_v1_http_status_codes(case: dict[str, Any]) -> None:
+    for code in range(case["from"], case["to"] + 1):
+        span = v1_span(binaryAnnotations=[{"key": "http.status_code", "value": str(code)}])
+        assert Status.StatusCode.Name(span.status.code) == case["status"], code
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=f"span id/{c['name']}") for c in JSON_TEST["span_ids"]]
+    + [pytest.param(c, id=f"trace id/{c['name']}") for c in JSON_TEST["trace_ids"]],
+)
+def test_v1_ids(case: dict[str, Any]) -> None:
+    fields = (
+        {"timestamp": 1, "id": case["id"]} if "id" in case else {"timestamp": 1, "traceId": case["trace_id"]}
+    )
+    if case.get("error"):
+        with pytest.raises(ValueError, match="spans\\[0\\]"):
+            v1_span(**fields)
+        return
+    span = v1_span(**fields)
+    assert (span.span_id if "id" in case else span.trace_id).hex() == case["want"]
+
+
+@pytest.mark.parametrize("case", JSON_TEST["timestamps"], ids=lambda c: c["name"])
+def test_v1_timestamps(case: dict[str, Any]) -> None:
+    span = v1_span(**({"timestamp": case["timestamp"]} if case["timestamp"] is not None else {}))
+    want = case.get("divergence", case)  # a documented divergence gives meshtrace's value
+    assert span.start_time_unix_nano == want["start_ns"]
+    for key, value in case.get("attributes", {}).items():
+        assert attributes(span)[key] == value

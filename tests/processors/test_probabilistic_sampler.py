@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -173,3 +175,35 @@ def test_config_mode_and_validation() -> None:
         ProbabilisticSamplerConfig(sampling_percentage=-1)
     with pytest.raises(ValueError, match="sampling_precision"):
         ProbabilisticSamplerConfig(sampling_precision=15)
+
+
+tracestates = st.one_of(
+    st.text(max_size=80),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["rv", "th", "x", "RV", ""]),
+            st.text(alphabet="0123456789abcdefABCDEF-_.:; ", max_size=18),
+        ),
+        max_size=4,
+    ).map(lambda fields: "ot=" + ";".join(f"{k}:{v}" for k, v in fields)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["proportional", "equalizing", "hash_seed"]),
+    st.floats(min_value=0, max_value=150),
+    st.binary(min_size=16, max_size=16),
+    tracestates,
+    st.sampled_from(list(s.Priority)),
+    st.booleans(),
+)
+def test_decide_never_raises_on_any_tracestate(
+    mode: str, pct: float, trace_id: bytes, tracestate: str, priority: s.Priority, fail_closed: bool
+) -> None:
+    keep, out, problem = s.Sampler.build(mode, pct, 4, 7).decide(trace_id, tracestate, priority, fail_closed)
+    if keep and problem is None and out != tracestate:
+        state = s.TraceState.parse(out)  # what it writes, it can read back
+        assert state.th is not None and s.parse_threshold(state.th) >= 0
+    if priority is s.Priority.DO_NOT_SAMPLE:
+        assert not keep

@@ -68,8 +68,9 @@ def policy(raw: dict[str, Any], clock: list[float] | None = None) -> Any:
 
 def test_always_latency_status_span_count() -> None:
     assert policy({"type": "always_sample"}).evaluate(trace_of(span(1, 1))) is Decision.SAMPLED
-    slow = trace_of(span(1, 1, 0, 50), span(1, 2, 400, 600))  # 600 ms first start to last end
-    fast = trace_of(span(1, 1, 0, 50))
+    # 600 ms first start to last end (not from time 0: like the Collector, a 0 start counts as unset)
+    slow = trace_of(span(1, 1, 1000, 1050), span(1, 2, 1400, 1600))
+    fast = trace_of(span(1, 1, 1000, 1050))
     latency = policy({"type": "latency", "latency": {"threshold_ms": 500}})
     assert latency.evaluate(slow).keeps and not latency.evaluate(fast).keeps
     banded = policy({"type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 500}})

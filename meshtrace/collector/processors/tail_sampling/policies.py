@@ -142,18 +142,23 @@ class LatencyConfig:
 
 
 class Latency(Policy):
-    """The trace's duration, first span start to last span end."""
+    """The trace's duration, first span start to last span end, grown span by span in arrival
+    order as the Collector does: the first span that brings it into range decides, so with an
+    upper bound a later, longer span does not undo a match."""
 
     def evaluate(self, trace: TraceData) -> Decision:
-        starts = [s.start_time_unix_nano for _, s in trace.spans()]
-        ends = [s.end_time_unix_nano for _, s in trace.spans()]
-        if not starts:
-            return Decision.NOT_SAMPLED
-        duration_ms = (max(ends) - min(starts)) // 1_000_000
         low, high = self.config.threshold_ms, self.config.upper_threshold_ms
-        if not high:
-            return _sampled(duration_ms >= low)
-        return _sampled(low < duration_ms <= high)
+        first = last = 0
+        for _, span in trace.spans():
+            if not first or span.start_time_unix_nano < first:
+                first = span.start_time_unix_nano
+            if not last or span.end_time_unix_nano > last:
+                last = span.end_time_unix_nano
+            nanos = last - first
+            ms = nanos // 1_000_000 if nanos >= 0 else -(-nanos // 1_000_000)  # Go truncates
+            if (low < ms <= high) if high else ms >= low:
+                return Decision.SAMPLED
+        return Decision.NOT_SAMPLED
 
 
 _STATUS = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}

@@ -287,8 +287,9 @@ class NumericAttributeConfig:
 
 class NumericAttribute(Policy):
     def _in_range(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
+        # The Collector reads the value as an int64: any other type (double, string, bool) is 0.
+        if isinstance(value, bool) or not isinstance(value, int):
+            value = 0
         low, high = self.config.min_value, self.config.max_value
         return (low is None or value >= low) and (high is None or value <= high)
 

@@ -99,14 +99,14 @@ def _inverted(matched: bool, invert: bool) -> Decision:
     return _sampled(matched != invert)
 
 
-def _attribute_values(trace: TraceData, key: str) -> Iterator[Any]:
-    """Every value of `key` on the trace's resources and spans."""
+def _attribute_values(trace: TraceData, key: str) -> Iterator[tuple[bool, Any]]:
+    """Every value of `key` on the trace's resources and spans: (from a span, value)."""
     seen_resources: set[int] = set()
     for rs, span in trace.spans():
         if id(rs) not in seen_resources:
             seen_resources.add(id(rs))
-            yield from _values(rs.resource.attributes, key)
-        yield from _values(span.attributes, key)
+            yield from ((False, v) for v in _values(rs.resource.attributes, key))
+        yield from ((True, v) for v in _values(span.attributes, key))
 
 
 def _values(attributes: Any, key: str) -> Iterator[Any]:
@@ -238,17 +238,19 @@ class StringAttribute(Policy):
     def __init__(self, config: StringAttributeConfig, clock: Clock) -> None:
         super().__init__(config, clock)
         self.patterns = [re.compile(v) for v in config.values] if config.enabled_regex_matching else []
-        self.values = set(config.values)
+        self.values = {v for v in config.values if v}  # the Collector ignores an empty value
 
-    def _matches(self, value: Any) -> bool:
-        if not isinstance(value, str):
+    def _matches(self, from_span: bool, value: Any) -> bool:
+        # As the Collector reads it: a non-string value is "", and an empty span value never matches.
+        text = value if isinstance(value, str) else ""
+        if from_span and not text:
             return False
         if self.patterns:
-            return any(p.search(value) for p in self.patterns)  # Go's MatchString: unanchored
-        return value in self.values
+            return any(p.search(text) for p in self.patterns)  # Go's MatchString: unanchored
+        return text in self.values
 
     def evaluate(self, trace: TraceData) -> Decision:
-        matched = any(self._matches(v) for v in _attribute_values(trace, self.config.key))
+        matched = any(self._matches(*found) for found in _attribute_values(trace, self.config.key))
         return _inverted(matched, self.config.invert_match)
 
 
@@ -265,7 +267,9 @@ class BooleanAttributeConfig:
 
 class BooleanAttribute(Policy):
     def evaluate(self, trace: TraceData) -> Decision:
-        matched = any(v is self.config.value for v in _attribute_values(trace, self.config.key))
+        # As the Collector reads it: a non-bool value is false.
+        values = (v if isinstance(v, bool) else False for _, v in _attribute_values(trace, self.config.key))
+        matched = any(v == self.config.value for v in values)
         return _inverted(matched, self.config.invert_match)
 
 
@@ -294,7 +298,7 @@ class NumericAttribute(Policy):
         return (low is None or value >= low) and (high is None or value <= high)
 
     def evaluate(self, trace: TraceData) -> Decision:
-        matched = any(self._in_range(v) for v in _attribute_values(trace, self.config.key))
+        matched = any(self._in_range(v) for _, v in _attribute_values(trace, self.config.key))
         return _inverted(matched, self.config.invert_match)
 
 

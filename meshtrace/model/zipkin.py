@@ -4,14 +4,13 @@ The common currency is the Zipkin v2 JSON span as a dict (`{"traceId", "id", "ki
 v2 protobuf `ListOfSpans` and v1 JSON decode into it, and `zipkin_v2_to_otlp` maps it to an
 `ExportTraceServiceRequest` the way the Collector's zipkin receiver does (kind 1:1,
 `localEndpoint.serviceName` -> resource `service.name`, tags -> attributes, `error` -> status
-Error, annotations -> events, `remoteEndpoint` -> `peer.service` and peer address attributes).
+Error, annotations -> events, endpoints -> `net.host.*` / `peer.service` and `net.peer.*`).
 `otlp_to_zipkin_v2` is the reverse, following the OpenTelemetry specification's Zipkin exporter
 mapping. Every decoder raises `ValueError` naming the offending field, never anything else.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import math
@@ -30,7 +29,8 @@ ZipkinSpan = dict[str, Any]
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _MAX_MICROS = 2**63 // 1000  # timestamps become uint64/int64 nanoseconds
 
-# Zipkin v2 kind <-> OTLP span kind. A Zipkin span without kind is a local (INTERNAL) span.
+# Zipkin v2 kind <-> OTLP span kind. Without a kind the Collector reads a `span.kind` tag
+# (`internal` -> INTERNAL) and otherwise leaves the kind UNSPECIFIED.
 _KIND_TO_OTLP = {
     "CLIENT": Span.SPAN_KIND_CLIENT,
     "SERVER": Span.SPAN_KIND_SERVER,
@@ -45,9 +45,25 @@ _SCOPE_NAME_TAGS = ("otel.scope.name", "otel.library.name")
 _SCOPE_VERSION_TAGS = ("otel.scope.version", "otel.library.version")
 _STATUS_CODE_TAG = "otel.status_code"
 _STATUS_DESCRIPTION_TAG = "otel.status_description"
-_SPECIAL_TAGS = frozenset(
-    (*_SCOPE_NAME_TAGS, *_SCOPE_VERSION_TAGS, _STATUS_CODE_TAG, _STATUS_DESCRIPTION_TAG, "error")
-)
+_SPAN_KIND_TAG = "span.kind"
+_TRACESTATE_TAG = "w3c.tracestate"
+_SCOPE_TAGS = frozenset((*_SCOPE_NAME_TAGS, *_SCOPE_VERSION_TAGS))
+# The values the Collector reads in `otel.status_code` (its own zipkin exporter writes "Ok"/"Error");
+# any other value is consumed and leaves the status unset.
+_STATUS_CODES: dict[str, Status.StatusCode.ValueType] = {
+    "STATUS_CODE_UNSET": Status.STATUS_CODE_UNSET,
+    "STATUS_CODE_OK": Status.STATUS_CODE_OK,
+    "STATUS_CODE_ERROR": Status.STATUS_CODE_ERROR,
+    "Unset": Status.STATUS_CODE_UNSET,
+    "Ok": Status.STATUS_CODE_OK,
+    "Error": Status.STATUS_CODE_ERROR,
+}
+# A span without `timestamp` starts at 0 and is marked so (the Collector's attribute).
+START_TIME_ABSENT = "otel.zipkin.absentField.startTime"
+# `parse_string_tags`: the Collector's patterns (ASCII digits); anything else stays a string.
+_INT_TAG = re.compile(r"-?[0-9]+", re.ASCII)
+_DOUBLE_TAG = re.compile(r"-?[0-9]+\.[0-9]+", re.ASCII)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 # --- zipkin.proto (openzipkin/zipkin-api), built from a descriptor at import: no protoc needed ---
@@ -249,11 +265,81 @@ def _v1_tag_value(value: Any) -> str:
     raise ValueError(f"unsupported binary annotation value {value!r}")
 
 
+_V1_INT32 = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_V1_STATUS_TAG: dict[int, str] = {
+    Status.STATUS_CODE_UNSET: "STATUS_CODE_UNSET",
+    Status.STATUS_CODE_OK: "STATUS_CODE_OK",
+    Status.STATUS_CODE_ERROR: "STATUS_CODE_ERROR",
+}
+
+
+def _v1_int32(text: str) -> int | None:
+    if not _V1_INT32.fullmatch(text):
+        return None
+    value = int(text)
+    return value if -(2**31) <= value < 2**31 else None
+
+
+def _v1_status(tags: dict[str, str]) -> None:
+    """The Collector's v1 status rules, re-expressed as the v2 tags its v2 rules read.
+
+    In order of precedence: `census.status_code` (0 OK, else Error; message from
+    `census.status_description` / `opencensus.status_description`), `otel.status_code` (the
+    numeric code; message `otel.status_description`), an `error` tag (Error; message from the
+    census or otel description), `http.status_code` (100-399 Unset, else Error; message
+    `http.status_message`). The census, otel and error tags are consumed; the http ones stay.
+    """
+    census_code = otel_code = http_code = None
+    census_message = otel_message = http_message = ""
+    error = False
+    for key in list(tags):
+        value = tags[key]
+        if key == "census.status_code":
+            code = _v1_int32(value)
+            if code is not None:
+                census_code = Status.STATUS_CODE_OK if code == 0 else Status.STATUS_CODE_ERROR
+        elif key in ("census.status_description", "opencensus.status_description"):
+            census_message = value
+        elif key == _STATUS_CODE_TAG:
+            otel_code = _v1_int32(value)
+        elif key == _STATUS_DESCRIPTION_TAG:
+            otel_message = value
+        elif key == "error":
+            error = True
+        else:
+            if key == "http.status_code" and (code := _v1_int32(value)) is not None:
+                http_code = Status.STATUS_CODE_UNSET if 100 <= code < 400 else Status.STATUS_CODE_ERROR
+            elif key == "http.status_message":
+                http_message = value
+            continue
+        del tags[key]
+    if census_code is not None:
+        code, message = census_code, census_message
+    elif otel_code is not None:
+        code, message = otel_code, otel_message
+    elif error:
+        code, message = Status.STATUS_CODE_ERROR, census_message or otel_message
+    elif http_code is not None:
+        code, message = http_code, http_message
+    else:
+        return
+    # A code outside OTLP's three (the Collector keeps it as is) reads back as Unset.
+    tags[_STATUS_CODE_TAG] = _V1_STATUS_TAG.get(code, "STATUS_CODE_UNSET")
+    if message:
+        tags[_STATUS_DESCRIPTION_TAG] = message
+
+
 def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
     where = f"spans[{i}]"
     if not isinstance(v1, dict):
         raise ValueError(f"{where} must be an object, got {type(v1).__name__}")
     base: ZipkinSpan = {k: v1[k] for k in ("traceId", "id", "parentId", "name", "debug") if k in v1}
+    # The Collector's v1 reader takes only full-length ids (the v2 rules then check the digits).
+    for key, lengths in (("traceId", (16, 32)), ("id", (16,)), ("parentId", (16,))):
+        value = base.get(key)
+        if isinstance(value, str) and value and len(value) not in lengths:
+            digits = " or ".join(map(str, lengths))
+            raise ValueError(f"{where}.{key} must have {digits} hex digits, got {value!r}")
     annotations = v1.get("annotations") or []
     binary = v1.get("binaryAnnotations") or []
     if not isinstance(annotations, list) or not isinstance(binary, list):
@@ -286,6 +372,7 @@ def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
         except ValueError as exc:
             raise ValueError(f"{where}.binaryAnnotations[{j}]: {exc}") from None
         local_endpoint = local_endpoint or b.get("endpoint")
+    _v1_status(tags)
     if other:
         base["annotations"] = other
     if tags:
@@ -432,34 +519,59 @@ def _endpoint(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def _remote_attributes(remote: Mapping[str, Any], kind: int) -> list[KeyValue]:
-    attrs = []
-    if remote.get("serviceName"):
-        attrs.append(_str_attr("peer.service", remote["serviceName"]))
-    ip = remote.get("ipv4") or remote.get("ipv6")
-    port = remote.get("port")
-    # The address of the other side: the server for outgoing spans, the client for incoming ones.
-    prefix = "client" if kind in (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CONSUMER) else "server"
+def _endpoint_attributes(endpoint: Mapping[str, Any], field: str, prefix: str) -> list[KeyValue]:
+    """`net.<prefix>.ip` (IPv6 over IPv4, in canonical text) and `net.<prefix>.port`."""
+    attrs: list[KeyValue] = []
+    ip = ""
+    for key, family in (("ipv4", ipaddress.IPv4Address), ("ipv6", ipaddress.IPv6Address)):
+        if endpoint.get(key):
+            try:
+                ip = str(family(endpoint[key]))
+            except ValueError:
+                raise ValueError(f"{field}.{key} is not an address: {endpoint[key]!r}") from None
     if ip:
-        attrs += [_str_attr("net.peer.ip", ip), _str_attr(f"{prefix}.address", ip)]
-    if port:
-        attrs += [_int_attr("net.peer.port", port), _int_attr(f"{prefix}.port", port)]
+        attrs.append(_str_attr(f"net.{prefix}.ip", ip))
+    if endpoint.get("port"):
+        attrs.append(_int_attr(f"net.{prefix}.port", endpoint["port"]))
     return attrs
 
 
 def _typed_tag(key: str, value: str) -> KeyValue:
-    """A tag value that reads as a bool, int or float, as that type (`parse_string_tags`)."""
+    """`parse_string_tags`: an integer, a decimal with digits on both sides of the point, or
+    true/false become that type; anything else ("1e5", "+3", ".5", " 42") stays a string."""
     if value in ("true", "false"):
         return KeyValue(key=key, value=AnyValue(bool_value=value == "true"))
-    with contextlib.suppress(ValueError):
-        number = int(value)
-        if -(2**63) <= number < 2**63:
-            return _int_attr(key, number)
-    with contextlib.suppress(ValueError):
-        double = float(value)
-        if math.isfinite(double):
-            return KeyValue(key=key, value=AnyValue(double_value=double))
+    if _INT_TAG.fullmatch(value):
+        return _int_attr(key, max(_INT64_MIN, min(int(value), _INT64_MAX)))  # Go's ParseInt clamps
+    if _DOUBLE_TAG.fullmatch(value):
+        return KeyValue(key=key, value=AnyValue(double_value=float(value)))
     return _str_attr(key, value)
+
+
+def _kind(z: Mapping[str, Any], tags: dict[str, str], where: str) -> Span.SpanKind.ValueType:
+    kind = z.get("kind")
+    if kind in _KIND_TO_OTLP:
+        return _KIND_TO_OTLP[kind]
+    if kind is not None:
+        raise ValueError(f"{where}.kind must be one of {sorted(_KIND_TO_OTLP)}, got {kind!r}")
+    if tags.pop(_SPAN_KIND_TAG, None) == "internal":
+        return Span.SPAN_KIND_INTERNAL
+    return Span.SPAN_KIND_UNSPECIFIED
+
+
+def _status(tags: dict[str, str]) -> Status:
+    """`otel.status_code` (+ description) then `error`: any value sets Error; only `error=true`
+    (a flag, as Envoy and Brave write it) is consumed, a message stays an attribute."""
+    status = Status()
+    if _STATUS_CODE_TAG in tags:
+        status.code = _STATUS_CODES.get(tags.pop(_STATUS_CODE_TAG), Status.STATUS_CODE_UNSET)
+        if _STATUS_DESCRIPTION_TAG in tags:
+            status.message = tags.pop(_STATUS_DESCRIPTION_TAG)
+    if "error" in tags:
+        status.code = Status.STATUS_CODE_ERROR
+        if tags["error"] == "true":
+            del tags["error"]
+    return status
 
 
 def _to_otlp_span(i: int, z: Any, parse_string_tags: bool) -> tuple[str | None, tuple[str, str], Span]:
@@ -471,40 +583,39 @@ def _to_otlp_span(i: int, z: Any, parse_string_tags: bool) -> tuple[str | None, 
         span_id=_hex_id(z.get("id"), 8, f"{where}.id"),
         parent_span_id=_hex_id(z.get("parentId"), 8, f"{where}.parentId", required=False),
     )
+    if span.parent_span_id == span.span_id:
+        span.parent_span_id = b""  # its own parent: a root, as the Collector reads it
     name = z.get("name")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"{where}.name must be a string")
     span.name = name or ""
-    kind = z.get("kind")
-    if kind is None:
-        span.kind = Span.SPAN_KIND_INTERNAL
-    elif kind in _KIND_TO_OTLP:
-        span.kind = _KIND_TO_OTLP[kind]
-    else:
-        raise ValueError(f"{where}.kind must be one of {sorted(_KIND_TO_OTLP)}, got {kind!r}")
+    raw_tags = z.get("tags") or {}
+    if not isinstance(raw_tags, dict):
+        raise ValueError(f"{where}.tags must be an object of strings")
+    for key, value in raw_tags.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{where}.tags.{key} must be a string, got {type(value).__name__}")
+    tags: dict[str, str] = dict(raw_tags)
+    if _TRACESTATE_TAG in tags:
+        span.trace_state = tags.pop(_TRACESTATE_TAG)
+    span.kind = _kind(z, tags, where)
+    span.status.CopyFrom(_status(tags))
+    span.attributes.extend(
+        _typed_tag(key, value) if parse_string_tags else _str_attr(key, value)
+        for key, value in tags.items()
+        if key not in _SCOPE_TAGS
+    )
+    local = _endpoint(z.get("localEndpoint"), f"{where}.localEndpoint")
+    remote = _endpoint(z.get("remoteEndpoint"), f"{where}.remoteEndpoint")
+    span.attributes.extend(_endpoint_attributes(local, f"{where}.localEndpoint", "host"))
+    if remote.get("serviceName"):
+        span.attributes.append(_str_attr("peer.service", remote["serviceName"]))
+    span.attributes.extend(_endpoint_attributes(remote, f"{where}.remoteEndpoint", "peer"))
     start = _uint(z.get("timestamp"), f"{where}.timestamp")
     span.start_time_unix_nano = start * 1000
     span.end_time_unix_nano = (start + _uint(z.get("duration"), f"{where}.duration")) * 1000
-    tags = z.get("tags") or {}
-    if not isinstance(tags, dict):
-        raise ValueError(f"{where}.tags must be an object of strings")
-    for key, value in tags.items():
-        if not isinstance(value, str):
-            raise ValueError(f"{where}.tags.{key} must be a string, got {type(value).__name__}")
-        if key not in _SPECIAL_TAGS:
-            span.attributes.append(_typed_tag(key, value) if parse_string_tags else _str_attr(key, value))
-    status_code = tags.get(_STATUS_CODE_TAG, "").upper()
-    if "error" in tags or status_code == "ERROR":
-        message = tags.get(_STATUS_DESCRIPTION_TAG) or tags.get("error", "")
-        # Envoy and Brave write `error=true` (a flag, not a message).
-        span.status.CopyFrom(
-            Status(code=Status.STATUS_CODE_ERROR, message="" if message == "true" else message)
-        )
-    elif status_code == "OK":
-        span.status.code = Status.STATUS_CODE_OK
-    local = _endpoint(z.get("localEndpoint"), f"{where}.localEndpoint")
-    remote = _endpoint(z.get("remoteEndpoint"), f"{where}.remoteEndpoint")
-    span.attributes.extend(_remote_attributes(remote, span.kind))
+    if not start:
+        span.attributes.append(KeyValue(key=START_TIME_ABSENT, value=AnyValue(bool_value=True)))
     annotations = z.get("annotations") or []
     if not isinstance(annotations, list):
         raise ValueError(f"{where}.annotations must be an array")
@@ -623,11 +734,17 @@ def otlp_to_zipkin_v2(request: ExportTraceServiceRequest) -> list[ZipkinSpan]:
                     tags["otel.scope.name"] = ss.scope.name
                 if ss.scope.version:
                     tags["otel.scope.version"] = ss.scope.version
+                # As the Collector's zipkin exporter: `error=true` plus the description in
+                # `otel.status_description`, so its receiver (and ours) reads the status back.
                 if s.status.code == Status.STATUS_CODE_ERROR:
                     tags[_STATUS_CODE_TAG] = "ERROR"
-                    tags["error"] = s.status.message
+                    tags["error"] = "true"
                 elif s.status.code == Status.STATUS_CODE_OK:
                     tags[_STATUS_CODE_TAG] = "OK"
+                if s.status.code != Status.STATUS_CODE_UNSET and s.status.message:
+                    tags[_STATUS_DESCRIPTION_TAG] = s.status.message
+                if s.kind == Span.SPAN_KIND_INTERNAL:
+                    tags[_SPAN_KIND_TAG] = "internal"  # Zipkin has no internal kind
                 if tags:
                     z["tags"] = tags
                 if s.events:

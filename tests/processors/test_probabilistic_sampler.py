@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -31,15 +33,17 @@ def test_hash_seed_scaled_rate_uses_float32() -> None:
     assert s.hash_seed_scaled_rate(0) == 0
 
 
-def test_hash_seed_keep_vector() -> None:
+def test_hash_randomness_decides_as_the_legacy_bucket() -> None:
     trace_id = bytes(range(16))
     # FNV-1a over 4 seed bytes (22 little-endian) then the trace id, masked to 14 bits.
     h = 0x811C9DC5
     for byte in bytes([22, 0, 0, 0, *range(16)]):
         h = ((h ^ byte) * 0x01000193) % 2**32
     bucket = h & 0x3FFF
-    assert s.hash_seed_keep(trace_id, 22, bucket + 1)
-    assert not s.hash_seed_keep(trace_id, 22, bucket)
+    randomness = s.hash_randomness(trace_id, 22)
+    # kept at rate r (bucket < r) exactly when the threshold (16384 - r) << 42 is <= randomness
+    assert (0x4000 - (bucket + 1)) << 42 <= randomness
+    assert not (0x4000 - bucket) << 42 <= randomness
 
 
 @pytest.mark.parametrize(
@@ -59,37 +63,35 @@ def test_threshold_vectors(probability: float, precision: int, th: str) -> None:
     assert s.threshold_hex(s.probability_to_threshold(probability, precision)) == th
 
 
+def decide(sampler: s.Sampler, trace_id: bytes, tracestate: str = "") -> tuple[bool, str]:
+    keep, state, _ = sampler.decide(trace_id, tracestate, s.Priority.DEFER, fail_closed=True)
+    return keep, state
+
+
 def test_consistent_decision_randomness_and_tracestate() -> None:
-    threshold = s.probability_to_threshold(0.5)
+    half = s.Sampler.build("proportional", 50, 4, 0)
     low = bytes(9) + bytes.fromhex("7fffffffffffff")
     high = bytes(9) + bytes.fromhex("80000000000000")
-    assert s.consistent_decision(low, "", threshold, "proportional", 4) == (False, "")
-    assert s.consistent_decision(high, "vendor=x", threshold, "proportional", 4) == (True, "ot=th:8,vendor=x")
-    # rv in the ot member wins over the trace id; the th is merged into the existing member.
-    keep, state = s.consistent_decision(low, "a=1,ot=rv:ffffffffffffff", threshold, "proportional", 4)
-    assert keep and state == "ot=th:8;rv:ffffffffffffff,a=1"
+    assert decide(half, low) == (False, "")
+    assert decide(half, high, "vendor=x") == (True, "ot=th:8,vendor=x")
+    # rv in the ot member wins over the trace id; the ot member goes first, rv before th.
+    assert decide(half, low, "a=1,ot=rv:ffffffffffffff") == (True, "ot=rv:ffffffffffffff;th:8,a=1")
     # Upstream already sampled at 50%: proportional halves again (25% -> th c), equalizing keeps 8.
-    upstream = "ot=th:8"
     very_high = bytes(9) + bytes.fromhex("f0000000000000")
-    assert s.consistent_decision(very_high, upstream, threshold, "proportional", 4) == (True, "ot=th:c")
-    assert s.consistent_decision(high, upstream, threshold, "equalizing", 4) == (True, "ot=th:8")
-    with pytest.raises(ValueError, match="rv"):
-        s.consistent_decision(high, "ot=rv:xyz", threshold, "proportional", 4)
+    assert decide(half, very_high, "ot=th:8") == (True, "ot=th:c")
+    assert decide(s.Sampler.build("equalizing", 50, 4, 0), high, "ot=th:8") == (True, "ot=th:8")
+    keep, _, problem = half.decide(high, "ot=rv:xyz", s.Priority.DEFER, fail_closed=True)
+    assert not keep and problem is not None and "rv" in problem
 
 
 @pytest.mark.parametrize("mode", ["hash_seed", "proportional"])
 def test_kept_fraction_over_100k_trace_ids(mode: str) -> None:
     rng = random.Random(7)
     n, pct = 100_000, 15.3
-    sampler_threshold = s.probability_to_threshold(pct / 100)
-    rate = s.hash_seed_scaled_rate(pct)
+    sampler = s.Sampler.build(mode, pct, 4, 22)
     kept = 0
     for _ in range(n):
-        trace_id = rng.randbytes(16)
-        if mode == "hash_seed":
-            kept += s.hash_seed_keep(trace_id, 22, rate)
-        else:
-            kept += s.consistent_decision(trace_id, "", sampler_threshold, "proportional", 4)[0]
+        kept += decide(sampler, rng.randbytes(16))[0]
     p = pct / 100
     sigma = (n * p * (1 - p)) ** 0.5
     assert abs(kept - n * p) < 5 * sigma, (kept, n * p, sigma)
@@ -173,3 +175,35 @@ def test_config_mode_and_validation() -> None:
         ProbabilisticSamplerConfig(sampling_percentage=-1)
     with pytest.raises(ValueError, match="sampling_precision"):
         ProbabilisticSamplerConfig(sampling_precision=15)
+
+
+tracestates = st.one_of(
+    st.text(max_size=80),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["rv", "th", "x", "RV", ""]),
+            st.text(alphabet="0123456789abcdefABCDEF-_.:; ", max_size=18),
+        ),
+        max_size=4,
+    ).map(lambda fields: "ot=" + ";".join(f"{k}:{v}" for k, v in fields)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["proportional", "equalizing", "hash_seed"]),
+    st.floats(min_value=0, max_value=150),
+    st.binary(min_size=16, max_size=16),
+    tracestates,
+    st.sampled_from(list(s.Priority)),
+    st.booleans(),
+)
+def test_decide_never_raises_on_any_tracestate(
+    mode: str, pct: float, trace_id: bytes, tracestate: str, priority: s.Priority, fail_closed: bool
+) -> None:
+    keep, out, problem = s.Sampler.build(mode, pct, 4, 7).decide(trace_id, tracestate, priority, fail_closed)
+    if keep and problem is None and out != tracestate:
+        state = s.TraceState.parse(out)  # what it writes, it can read back
+        assert state.th is not None and s.parse_threshold(state.th) >= 0
+    if priority is s.Priority.DO_NOT_SAMPLE:
+        assert not keep

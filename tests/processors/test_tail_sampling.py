@@ -68,8 +68,9 @@ def policy(raw: dict[str, Any], clock: list[float] | None = None) -> Any:
 
 def test_always_latency_status_span_count() -> None:
     assert policy({"type": "always_sample"}).evaluate(trace_of(span(1, 1))) is Decision.SAMPLED
-    slow = trace_of(span(1, 1, 0, 50), span(1, 2, 400, 600))  # 600 ms first start to last end
-    fast = trace_of(span(1, 1, 0, 50))
+    # 600 ms first start to last end (not from time 0: like the Collector, a 0 start counts as unset)
+    slow = trace_of(span(1, 1, 1000, 1050), span(1, 2, 1400, 1600))
+    fast = trace_of(span(1, 1, 1000, 1050))
     latency = policy({"type": "latency", "latency": {"threshold_ms": 500}})
     assert latency.evaluate(slow).keeps and not latency.evaluate(fast).keeps
     banded = policy({"type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 500}})
@@ -98,8 +99,9 @@ def test_attribute_policies_and_inversion() -> None:
             "string_attribute": {"key": "route", "values": ["/checkout"], "invert_match": True},
         }
     )
-    assert inv.evaluate(t) is Decision.INVERT_NOT_SAMPLED
-    assert inv.evaluate(trace_of(span(2, 1, route="/home"))) is Decision.INVERT_SAMPLED
+    # invert_match answers plainly (the Collector since v0.144): no veto over other policies.
+    assert inv.evaluate(t) is Decision.NOT_SAMPLED
+    assert inv.evaluate(trace_of(span(2, 1, route="/home"))) is Decision.SAMPLED
     b = policy({"type": "boolean_attribute", "boolean_attribute": {"key": "retry", "value": True}})
     assert b.evaluate(t).keeps
     n = policy(

@@ -5,6 +5,7 @@ different requests; tail_sampling keeps the traces with an error and lets late s
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,11 @@ def post(url: str, spans: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize(
     ("config", "tracestate"),
-    [({"sampling_percentage": 25}, "ot=th:c"), ({"sampling_percentage": 25, "hash_seed": 22}, "")],
+    # hash_seed writes the randomness its hash gave (the same for every span of a trace) as rv.
+    [
+        ({"sampling_percentage": 25}, r"ot=th:c"),
+        ({"sampling_percentage": 25, "hash_seed": 22}, r"ot=rv:[0-9a-f]{14};th:c"),
+    ],
     ids=["proportional", "hash_seed"],
 )
 def test_probabilistic_sampler_same_decision_for_every_span_of_a_trace(
@@ -57,7 +62,8 @@ def test_probabilistic_sampler_same_decision_for_every_span_of_a_trace(
     kept = len(per_trace)
     sigma = (N_TRACES * 0.25 * 0.75) ** 0.5
     assert abs(kept - N_TRACES * 0.25) < 5 * sigma, kept
-    assert {w.span.trace_state for w in written} == {tracestate}
+    assert all(re.fullmatch(tracestate, w.span.trace_state) for w in written)
+    assert len({(w.span.trace_id, w.span.trace_state) for w in written}) == kept
 
 
 def test_tail_sampling_keeps_error_traces_and_late_spans_follow(zipkin_collector: Callable[..., Any]) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
-from meshtrace.collector.processors.probabilistic_sampler.sampling import NUM_HEX_DIGITS
+from meshtrace.collector.processors.probabilistic_sampler.sampling import (
+    MIN_PROBABILITY,
+    NUM_HEX_DIGITS,
+    float32,
+)
 
 
 @dataclass
@@ -21,8 +26,16 @@ class ProbabilisticSamplerConfig:
     sampling_priority: str = ""
 
     def __post_init__(self) -> None:
-        if self.sampling_percentage < 0:
+        # The Collector's checks, on the float32 it declares the percentage as.
+        ratio = float32(self.sampling_percentage) / 100
+        if math.isnan(ratio) or math.isinf(ratio):
+            raise ValueError(f"sampling_percentage is invalid: {self.sampling_percentage}")
+        if ratio < 0:
             raise ValueError(f"sampling_percentage must not be negative, got {self.sampling_percentage}")
+        if 0 < ratio < MIN_PROBABILITY:
+            raise ValueError(
+                f"sampling_percentage {self.sampling_percentage} is too small: the smallest is 2^-56 * 100"
+            )
         if not 0 <= self.hash_seed <= 0xFFFFFFFF:
             raise ValueError("hash_seed must be a uint32")
         if not 1 <= self.sampling_precision <= NUM_HEX_DIGITS:

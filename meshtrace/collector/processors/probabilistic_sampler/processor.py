@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -18,22 +19,31 @@ log = logging.getLogger(__name__)
 
 PRIORITY_ATTRIBUTE = "sampling.priority"
 PRIORITY_BYTES = PRIORITY_ATTRIBUTE.encode()
+# What Go's strconv.ParseFloat reads and Python's float() also would: no spaces or "_" separators.
+_GO_FLOAT = re.compile(r"[^\s_]+")
 
 
-def sampling_priority(attributes: list[KeyValue]) -> float | None:
-    """The OpenTracing `sampling.priority` attribute as a number (None when absent or unreadable)."""
+def _priority_of(number: float) -> sampling.Priority:
+    if number == 0:
+        return sampling.Priority.DO_NOT_SAMPLE
+    return sampling.Priority.MUST_SAMPLE if number > 0 else sampling.Priority.DEFER  # negative and NaN defer
+
+
+def sampling_priority(attributes: list[KeyValue]) -> sampling.Priority:
+    """The OpenTracing `sampling.priority` attribute: a number, or a string Go's ParseFloat reads."""
     for kv in attributes:
         if kv.key == PRIORITY_ATTRIBUTE:
             value = kv.value
             which = value.WhichOneof("value")
             if which in ("int_value", "double_value"):
-                return float(getattr(value, which))
-            if which == "string_value":
+                return _priority_of(float(getattr(value, which)))
+            if which == "string_value" and _GO_FLOAT.fullmatch(value.string_value):
                 try:
-                    return float(value.string_value)
+                    return _priority_of(float(value.string_value))
                 except ValueError:
-                    return None
-    return None
+                    return sampling.Priority.DEFER
+            return sampling.Priority.DEFER
+    return sampling.Priority.DEFER
 
 
 def prune_empty(message: ExportTraceServiceRequest) -> None:
@@ -49,36 +59,26 @@ def prune_empty(message: ExportTraceServiceRequest) -> None:
         message.resource_spans.extend(kept_resources)
 
 
-class Sampler:
+class SpanSampler:
     """The per-span decision of one configuration (pure: no IO, no clock)."""
 
     def __init__(self, config: ProbabilisticSamplerConfig) -> None:
-        self.config = config
-        self.mode = config.effective_mode
-        pct = min(config.sampling_percentage, 100.0)
-        self.scaled_rate = sampling.hash_seed_scaled_rate(pct)
-        self.threshold = sampling.probability_to_threshold(pct / 100, config.sampling_precision)
+        self.fail_closed = config.fail_closed
+        self.sampler = sampling.Sampler.build(
+            config.effective_mode, config.sampling_percentage, config.sampling_precision, config.hash_seed
+        )
 
     def keep(self, span: Span, has_priority: bool = True) -> bool:
-        """Decide for `span`, updating its tracestate when kept in the consistent modes.
+        """Decide for `span`, updating its tracestate when kept.
 
         `has_priority` False skips looking for `sampling.priority` (the batch does not contain it).
         """
-        priority = sampling_priority(list(span.attributes)) if has_priority else None
-        if priority is not None and priority <= 0:
-            return False
-        if self.mode == "hash_seed":
-            return priority is not None or sampling.hash_seed_keep(
-                span.trace_id, self.config.hash_seed, self.scaled_rate
-            )
-        threshold = 0 if priority is not None else self.threshold
-        try:
-            keep, tracestate = sampling.consistent_decision(
-                span.trace_id, span.trace_state, threshold, self.mode, self.config.sampling_precision
-            )
-        except ValueError as exc:
-            log.debug("span %s: %s", span.span_id.hex(), exc)
-            return not self.config.fail_closed
+        priority = sampling_priority(list(span.attributes)) if has_priority else sampling.Priority.DEFER
+        keep, tracestate, problem = self.sampler.decide(
+            span.trace_id, span.trace_state, priority, self.fail_closed
+        )
+        if problem is not None:
+            log.debug("span %s: %s", span.span_id.hex(), problem)
         if keep:
             span.trace_state = tracestate
         return keep
@@ -89,7 +89,7 @@ class ProbabilisticSampler(TracesProcessor):
         self, id: ComponentID, config: ProbabilisticSamplerConfig, next_consumer: TracesConsumer
     ) -> None:
         super().__init__(id, next_consumer)
-        self.sampler = Sampler(config)
+        self.sampler = SpanSampler(config)
 
     async def consume_traces(self, traces: Traces) -> None:
         # Reading every span's attributes is the costly part; most batches carry no priority.

@@ -22,6 +22,8 @@ class TailSamplingConfig:
     # checked by `build_policy` rather than declared as dataclass fields.
     policies: list[Any] = field(default_factory=list)
     decision_cache: dict[str, int] = field(default_factory=dict)
+    # Stop at the first policy that answers SAMPLED (a `drop` policy is still evaluated first).
+    sample_on_first_match: bool = False
 
     def __post_init__(self) -> None:
         if self.decision_wait <= 0:
@@ -30,5 +32,9 @@ class TailSamplingConfig:
             raise ValueError("num_traces must be greater than zero")
         if not self.policies:
             raise ValueError("policies: at least one policy is required")
+        names: set[str] = set()
         for i, raw in enumerate(self.policies):
-            build_policy(raw, f"policies[{i}]", time.time)
+            policy = build_policy(raw, f"policies[{i}]", time.time)
+            if policy.name in names:
+                raise ValueError(f"policies[{i}].name: duplicate policy name {policy.name!r}")
+            names.add(policy.name)

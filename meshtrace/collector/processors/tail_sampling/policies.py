@@ -1,9 +1,11 @@
 """tail_sampling policies: each a pure evaluator of one whole trace, built from the Collector's
 policy config (`{name, type, <type>: {...}}`). Rate-based policies read an injected clock.
 
-A policy answers SAMPLED, NOT_SAMPLED or, for an inverted attribute match, INVERT_SAMPLED /
-INVERT_NOT_SAMPLED. Combined as the Collector does: any INVERT_NOT_SAMPLED drops the trace, else
-any SAMPLED or INVERT_SAMPLED keeps it.
+A policy answers SAMPLED, NOT_SAMPLED or DROPPED (a `drop` policy whose sub-policies all
+matched). `invert_match` negates the match and answers plainly, as the Collector has since
+v0.144 (its `disableinvertdecisions` gate, stable in v0.152, removed by v0.156): it no longer
+vetoes the other policies; a `drop` policy does that. INVERT_SAMPLED / INVERT_NOT_SAMPLED remain
+only because `combine` ranks them as the Collector's decision flow still does.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class Decision(enum.Enum):
     NOT_SAMPLED = "not_sampled"
     INVERT_SAMPLED = "invert_sampled"
     INVERT_NOT_SAMPLED = "invert_not_sampled"
+    DROPPED = "dropped"
 
     @property
     def keeps(self) -> bool:
+        """Whether a sub-policy of `and`/`composite` counts as matched."""
         return self in (Decision.SAMPLED, Decision.INVERT_SAMPLED)
 
 
@@ -61,9 +65,30 @@ class Policy:
 
 
 def combine(decisions: list[Decision]) -> bool:
-    if Decision.INVERT_NOT_SAMPLED in decisions:
+    """The Collector's flow, in order: any DROPPED or INVERT_NOT_SAMPLED drops the trace; any
+    SAMPLED keeps it; an INVERT_SAMPLED keeps it only when no policy answered NOT_SAMPLED."""
+    if Decision.DROPPED in decisions or Decision.INVERT_NOT_SAMPLED in decisions:
         return False
-    return any(d.keeps for d in decisions)
+    if Decision.SAMPLED in decisions:
+        return True
+    return Decision.INVERT_SAMPLED in decisions and Decision.NOT_SAMPLED not in decisions
+
+
+def decide(policies: list[Policy], trace: TraceData, sample_on_first_match: bool = False) -> bool:
+    """Evaluate `policies` (drop policies first, see `ordered`) and combine their answers. A
+    DROPPED answer ends the evaluation; so does SAMPLED with `sample_on_first_match`."""
+    decisions: list[Decision] = []
+    for policy in policies:
+        decision = policy.evaluate(trace)
+        decisions.append(decision)
+        if decision is Decision.DROPPED or (sample_on_first_match and decision is Decision.SAMPLED):
+            break
+    return combine(decisions)
+
+
+def ordered(policies: list[Policy]) -> list[Policy]:
+    """The Collector evaluates `drop` policies before the others (a drop wins over any keep)."""
+    return [p for p in policies if isinstance(p, Drop)] + [p for p in policies if not isinstance(p, Drop)]
 
 
 def _sampled(flag: bool) -> Decision:
@@ -71,19 +96,17 @@ def _sampled(flag: bool) -> Decision:
 
 
 def _inverted(matched: bool, invert: bool) -> Decision:
-    if not invert:
-        return _sampled(matched)
-    return Decision.INVERT_NOT_SAMPLED if matched else Decision.INVERT_SAMPLED
+    return _sampled(matched != invert)
 
 
-def _attribute_values(trace: TraceData, key: str) -> Iterator[Any]:
-    """Every value of `key` on the trace's resources and spans."""
+def _attribute_values(trace: TraceData, key: str) -> Iterator[tuple[bool, Any]]:
+    """Every value of `key` on the trace's resources and spans: (from a span, value)."""
     seen_resources: set[int] = set()
     for rs, span in trace.spans():
         if id(rs) not in seen_resources:
             seen_resources.add(id(rs))
-            yield from _values(rs.resource.attributes, key)
-        yield from _values(span.attributes, key)
+            yield from ((False, v) for v in _values(rs.resource.attributes, key))
+        yield from ((True, v) for v in _values(span.attributes, key))
 
 
 def _values(attributes: Any, key: str) -> Iterator[Any]:
@@ -119,18 +142,23 @@ class LatencyConfig:
 
 
 class Latency(Policy):
-    """The trace's duration, first span start to last span end."""
+    """The trace's duration, first span start to last span end, grown span by span in arrival
+    order as the Collector does: the first span that brings it into range decides, so with an
+    upper bound a later, longer span does not undo a match."""
 
     def evaluate(self, trace: TraceData) -> Decision:
-        starts = [s.start_time_unix_nano for _, s in trace.spans()]
-        ends = [s.end_time_unix_nano for _, s in trace.spans()]
-        if not starts:
-            return Decision.NOT_SAMPLED
-        duration_ms = (max(ends) - min(starts)) // 1_000_000
         low, high = self.config.threshold_ms, self.config.upper_threshold_ms
-        if not high:
-            return _sampled(duration_ms >= low)
-        return _sampled(low < duration_ms <= high)
+        first = last = 0
+        for _, span in trace.spans():
+            if not first or span.start_time_unix_nano < first:
+                first = span.start_time_unix_nano
+            if not last or span.end_time_unix_nano > last:
+                last = span.end_time_unix_nano
+            nanos = last - first
+            ms = nanos // 1_000_000 if nanos >= 0 else -(-nanos // 1_000_000)  # Go truncates
+            if (low < ms <= high) if high else ms >= low:
+                return Decision.SAMPLED
+        return Decision.NOT_SAMPLED
 
 
 _STATUS = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}
@@ -210,17 +238,19 @@ class StringAttribute(Policy):
     def __init__(self, config: StringAttributeConfig, clock: Clock) -> None:
         super().__init__(config, clock)
         self.patterns = [re.compile(v) for v in config.values] if config.enabled_regex_matching else []
-        self.values = set(config.values)
+        self.values = {v for v in config.values if v}  # the Collector ignores an empty value
 
-    def _matches(self, value: Any) -> bool:
-        if not isinstance(value, str):
+    def _matches(self, from_span: bool, value: Any) -> bool:
+        # As the Collector reads it: a non-string value is "", and an empty span value never matches.
+        text = value if isinstance(value, str) else ""
+        if from_span and not text:
             return False
         if self.patterns:
-            return any(p.search(value) for p in self.patterns)  # Go's MatchString: unanchored
-        return value in self.values
+            return any(p.search(text) for p in self.patterns)  # Go's MatchString: unanchored
+        return text in self.values
 
     def evaluate(self, trace: TraceData) -> Decision:
-        matched = any(self._matches(v) for v in _attribute_values(trace, self.config.key))
+        matched = any(self._matches(*found) for found in _attribute_values(trace, self.config.key))
         return _inverted(matched, self.config.invert_match)
 
 
@@ -237,7 +267,9 @@ class BooleanAttributeConfig:
 
 class BooleanAttribute(Policy):
     def evaluate(self, trace: TraceData) -> Decision:
-        matched = any(v is self.config.value for v in _attribute_values(trace, self.config.key))
+        # As the Collector reads it: a non-bool value is false.
+        values = (v if isinstance(v, bool) else False for _, v in _attribute_values(trace, self.config.key))
+        matched = any(v == self.config.value for v in values)
         return _inverted(matched, self.config.invert_match)
 
 
@@ -259,13 +291,14 @@ class NumericAttributeConfig:
 
 class NumericAttribute(Policy):
     def _in_range(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
+        # The Collector reads the value as an int64: any other type (double, string, bool) is 0.
+        if isinstance(value, bool) or not isinstance(value, int):
+            value = 0
         low, high = self.config.min_value, self.config.max_value
         return (low is None or value >= low) and (high is None or value <= high)
 
     def evaluate(self, trace: TraceData) -> Decision:
-        matched = any(self._in_range(v) for v in _attribute_values(trace, self.config.key))
+        matched = any(self._in_range(v) for _, v in _attribute_values(trace, self.config.key))
         return _inverted(matched, self.config.invert_match)
 
 
@@ -343,6 +376,19 @@ class And(Policy):
 
 
 @dataclass
+class DropConfig:
+    drop_sub_policy: list[Any] = field(default_factory=list)
+
+
+class Drop(And):
+    """DROPPED when every sub-policy matches (as `and`); the trace is then dropped whatever the
+    other policies say."""
+
+    def evaluate(self, trace: TraceData) -> Decision:
+        return Decision.DROPPED if super().evaluate(trace) is Decision.SAMPLED else Decision.NOT_SAMPLED
+
+
+@dataclass
 class RateAllocation:
     policy: str = ""
     percent: float = 0.0
@@ -401,6 +447,7 @@ POLICY_TYPES: dict[str, tuple[type[Any], type[Policy]]] = {
     "rate_limiting": (RateLimitingConfig, RateLimiting),
     "span_count": (SpanCountConfig, SpanCount),
     "and": (AndConfig, And),
+    "drop": (DropConfig, Drop),
     "composite": (CompositeConfig, Composite),
 }
 
@@ -410,7 +457,7 @@ def build_policy(raw: Any, path: str, clock: Clock, nested: bool = False) -> Pol
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with name and type, got {raw!r}")
     type_ = raw.get("type")
-    if type_ not in POLICY_TYPES or (nested and type_ == "composite"):
+    if type_ not in POLICY_TYPES or (nested and type_ in ("composite", "drop")):
         raise ValueError(f"{path}.type: unknown policy type {type_!r} (known: {', '.join(POLICY_TYPES)})")
     unknown = [k for k in raw if k not in ("name", "type") and k not in POLICY_TYPES]
     if unknown:
@@ -423,9 +470,11 @@ def build_policy(raw: Any, path: str, clock: Clock, nested: bool = False) -> Pol
     policy = policy_type(config, clock)
     policy.name = str(raw.get("name") or "")
     if isinstance(policy, And):
+        key = "drop" if isinstance(policy, Drop) else "and"
+        subs = config.drop_sub_policy if isinstance(policy, Drop) else config.and_sub_policy
         policy.policies = [
-            build_policy(sub, f"{path}.and.and_sub_policy[{i}]", clock, nested=True)
-            for i, sub in enumerate(config.and_sub_policy)
+            build_policy(sub, f"{path}.{key}.{key}_sub_policy[{i}]", clock, nested=True)
+            for i, sub in enumerate(subs)
         ]
     elif isinstance(policy, Composite):
         subs = [

@@ -2,7 +2,8 @@
 time passed in); `TailSamplingProcessor` is its shell (a once-a-second decision tick).
 
 Spans are grouped by trace id and kept, as ResourceSpans fragments, from the trace's first span
-for `decision_wait`; then every policy evaluates the trace and it is sent on if any keeps it. At
+for `decision_wait`; then the policies evaluate the trace (`drop` policies first) and their
+answers are combined as the Collector does (`policies.combine`). At
 most `num_traces` traces are held: the oldest is evicted (dropped undecided). The decision is
 remembered for the same number of traces, so late spans of a decided trace follow it.
 """
@@ -22,7 +23,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 from meshtrace.collector.component import ComponentID, Host, TracesConsumer
 from meshtrace.collector.processors.base import TracesProcessor
 from meshtrace.collector.processors.tail_sampling.config import TailSamplingConfig
-from meshtrace.collector.processors.tail_sampling.policies import Policy, TraceData, build_policy, combine
+from meshtrace.collector.processors.tail_sampling.policies import (
+    Policy,
+    TraceData,
+    build_policy,
+    decide,
+    ordered,
+)
 from meshtrace.model import Traces
 
 log = logging.getLogger(__name__)
@@ -51,9 +58,10 @@ class TailSampler:
     def __init__(self, config: TailSamplingConfig, clock: Callable[[], float]) -> None:
         self.decision_wait = float(config.decision_wait)
         self.num_traces = config.num_traces
-        self.policies: list[Policy] = [
-            build_policy(raw, f"policies[{i}]", clock) for i, raw in enumerate(config.policies)
-        ]
+        self.sample_on_first_match = config.sample_on_first_match
+        self.policies: list[Policy] = ordered(
+            [build_policy(raw, f"policies[{i}]", clock) for i, raw in enumerate(config.policies)]
+        )
         self.pending: OrderedDict[bytes, TraceData] = OrderedDict()  # in order of first arrival
         self.decided: OrderedDict[bytes, bool] = OrderedDict()
         self.evicted = 0
@@ -88,7 +96,7 @@ class TailSampler:
             if now - trace.arrived < self.decision_wait:
                 break
             del self.pending[trace.trace_id]
-            keep = combine([p.evaluate(trace) for p in self.policies])
+            keep = decide(self.policies, trace, self.sample_on_first_match)
             self.decided[trace.trace_id] = keep
             if len(self.decided) > self.num_traces:
                 self.decided.popitem(last=False)

@@ -176,4 +176,4 @@ def test_zipkin_refuses_a_body_with_a_span_it_cannot_store_and_counts_it(
     assert (
         requests.get(f"http://{proc.address('query')}/api/traces/{'1' * 32}", timeout=10).status_code == 404
     )
-    assert requests.post(url, json=[good], timeout=10).status_code == 202
+    assert requests.post(url, data=json.dumps([good]), timeout=10).status_code == 202

@@ -17,6 +17,7 @@ request the pipeline refuses. An undecodable body counts nothing (its spans cann
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -47,13 +48,15 @@ EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 NONE_REFUSED = Refused()
 
 
-def response(refused: Refused) -> ExportTraceServiceResponse:
-    """The success answer: empty, or `partial_success` saying how many spans were refused and why."""
+def success_body(refused: Refused) -> bytes:
+    """The encoded success answer: empty, or `partial_success` saying how many spans were refused
+    and why."""
+    if not refused.spans:
+        return EMPTY_RESPONSE
     answer = ExportTraceServiceResponse()
-    if refused.spans:
-        answer.partial_success.rejected_spans = refused.spans
-        answer.partial_success.error_message = refused.message
-    return answer
+    answer.partial_success.rejected_spans = refused.spans
+    answer.partial_success.error_message = refused.message
+    return answer.SerializeToString()
 
 
 def decode_protobuf(body: bytes) -> tuple[Traces, Refused]:
@@ -77,9 +80,10 @@ def decode_protobuf(body: bytes) -> tuple[Traces, Refused]:
 def decode_json(body: bytes) -> tuple[Traces, Refused]:
     try:
         request = otlp_json.loads(body)
-        return Traces.from_message(request), refuse_invalid(request)
+        refused = refuse_invalid(request)
     except ValueError as exc:
         raise PermanentError(f"cannot decode OTLP/JSON: {exc}") from None
+    return Traces.from_message(request), refused
 
 
 class Outcome:
@@ -142,7 +146,7 @@ class OtlpReceiver:
         outcome = await push(self.next, traces, metrics, refused)
         if outcome is not None:
             await context.abort(outcome.grpc_code, outcome.message, _retry_info(outcome))
-        return response(refused).SerializeToString() if refused.spans else EMPTY_RESPONSE
+        return success_body(refused)
 
     async def _start_grpc(self, config: GrpcConfig) -> None:
         self._grpc_metrics = TELEMETRY.receiver(self.id, "grpc")
@@ -195,13 +199,13 @@ class OtlpReceiver:
             return _status(encoding, 400, 3, str(exc))
         outcome = await push(self.next, traces, self._http_metrics, refused)
         if outcome is not None:
-            answer = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
+            response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
             if outcome.retry_after is not None:
-                answer.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
-            return answer
+                response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
+            return response
         if encoding == JSON:
-            return web.json_response(_partial_success_json(refused))
-        return web.Response(body=response(refused).SerializeToString(), content_type=PROTOBUF)
+            return web.Response(body=_partial_success_json(refused), content_type=JSON)
+        return web.Response(body=success_body(refused), content_type=PROTOBUF)
 
     async def _start_http(self, config: HttpConfig) -> None:
         self._http_metrics = TELEMETRY.receiver(self.id, "http")
@@ -254,11 +258,12 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def _partial_success_json(refused: Refused) -> dict[str, Any]:
+def _partial_success_json(refused: Refused) -> bytes:
     """OTLP/JSON of the success answer (64-bit integers as decimal strings)."""
     if not refused.spans:
-        return {}
-    return {"partialSuccess": {"rejectedSpans": str(refused.spans), "errorMessage": refused.message}}
+        return b"{}"
+    partial = {"rejectedSpans": str(refused.spans), "errorMessage": refused.message}
+    return json.dumps({"partialSuccess": partial}).encode()
 
 
 def _status(encoding: str, http_status: int, code: int, message: str) -> web.Response:

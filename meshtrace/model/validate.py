@@ -3,10 +3,10 @@
 A span is refused (removed from the request and counted) when
 - its trace id is empty or all zeros, or its span id is empty or all zeros: OTLP calls such ids
   invalid, and a span without a valid id can never be found, nor joined to its trace;
-- its start or end time is 2^63 ns or later (after 2262-04-11T23:47:16Z), the largest time a
-  signed 64-bit count of nanoseconds holds (SQLite's INTEGER, Go's `time.Time`, Jaeger's
-  microseconds). Refused rather than clamped: a clamped time would be invented, and a span dated
-  2262 is never found by a time-window search; the sender learns about it instead.
+- its start or end time is 2^63 ns or later (after 2262-04-11T23:47:16Z): past what a signed
+  64-bit count of nanoseconds holds (SQLite's INTEGER, Go's `time.Time`). Refused rather than
+  clamped: a clamped time would be invented, and a span dated 2262 is never found by a
+  time-window search; the sender learns about it instead.
 
 Kept as sent: an end before its start (stored with duration 0), a time of 0, an all-zero parent
 span id (a root span). An id of the wrong length makes the whole request malformed (`ValueError`

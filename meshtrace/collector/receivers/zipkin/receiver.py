@@ -1,6 +1,6 @@
 """The zipkin receiver's HTTP shell: pick the decoder by path and content type, convert to OTLP
 (meshtrace/model/zipkin.py) and push into the pipeline. 202 on success; 400 naming what is wrong;
-a body whose spans decode but one cannot be stored (all-zero ids, times after 2262:
+a body that decodes but holds a span that cannot be stored (all-zero ids, times after 2262:
 meshtrace/model/validate.py) is refused whole with 400, since Zipkin has no partial success and a
 202 would hide the loss from the reporter: all its spans count in `otelcol_receiver_refused_spans`
 (a body that does not decode counts nothing);

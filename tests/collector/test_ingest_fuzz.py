@@ -120,7 +120,7 @@ def build(batch: Batch) -> ExportTraceServiceRequest:
                     # Traces are shared by a few spans: trace number n % 2.
                     trace_id=make_id(p.trace, 16, example, n % 2 + 1),
                     span_id=make_id(p.span, 8, example, n),
-                    parent_span_id=make_id(p.parent, 8, example, n + 1000) if p.parent != "empty" else b"",
+                    parent_span_id=make_id(p.parent, 8, example, n + 1000),
                     name=p.name,
                     start_time_unix_nano=p.start,
                     end_time_unix_nano=p.end,

@@ -25,6 +25,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.validate import MAX_TIME_NS
+
 ZipkinSpan = dict[str, Any]
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -483,8 +485,11 @@ def _to_otlp_span(i: int, z: Any, parse_string_tags: bool) -> tuple[str | None, 
     else:
         raise ValueError(f"{where}.kind must be one of {sorted(_KIND_TO_OTLP)}, got {kind!r}")
     start = _uint(z.get("timestamp"), f"{where}.timestamp")
+    end = start + _uint(z.get("duration"), f"{where}.duration")
+    if end * 1000 > MAX_TIME_NS:  # model/validate.py would refuse it with an OTLP path
+        raise ValueError(f"{where}.duration: the span would end after 2262-04-11 ({end} µs)")
     span.start_time_unix_nano = start * 1000
-    span.end_time_unix_nano = (start + _uint(z.get("duration"), f"{where}.duration")) * 1000
+    span.end_time_unix_nano = end * 1000
     tags = z.get("tags") or {}
     if not isinstance(tags, dict):
         raise ValueError(f"{where}.tags must be an object of strings")

@@ -167,7 +167,7 @@ def test_zipkin_refuses_a_body_with_a_span_it_cannot_store_and_counts_it(
     good = {"traceId": "1" * 32, "id": "2" * 16, "name": "ok", "timestamp": 1_700_000_000_000_000}
     zero = {**good, "traceId": "0" * 32}
     late = {**good, "timestamp": 2**63 // 1000 - 1, "duration": 10}
-    for bad, field in ((zero, "traceId"), (late, "end_time_unix_nano")):
+    for bad, field in ((zero, "spans[1].traceId"), (late, "spans[1].duration")):
         got = requests.post(
             url, data=json.dumps([good, bad]), headers={"Content-Type": "application/json"}, timeout=10
         )

@@ -100,6 +100,10 @@ def test_spans_group_by_service() -> None:
         ({"kind": "BOTH"}, "spans[0].kind"),
         ({"timestamp": -1}, "spans[0].timestamp"),
         ({"duration": "5"}, "spans[0].duration"),
+        (
+            {"timestamp": 2**63 // 1000 - 1, "duration": 10},
+            "spans[0].duration: the span would end after 2262",
+        ),
         ({"tags": {"a": 1}}, "spans[0].tags.a"),
         ({"remoteEndpoint": {"port": 70000}}, "spans[0].remoteEndpoint.port"),
         ({"annotations": [{"timestamp": 1}]}, "spans[0].annotations[0]"),

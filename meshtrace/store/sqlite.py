@@ -661,7 +661,7 @@ class TraceStore:
             count = Traces.from_message(request).span_count()
             if count <= 1:
                 self.spans_dropped += count
-                log.warning("store: dropped %d span it cannot hold: %s", count, exc)
+                log.warning("store: dropped a span it cannot hold: %s", exc)
                 return 0, count
         head, rest = split_traces(Traces.from_message(request), count // 2)
         first = self._write_isolating(ingest, head.message(), now_ns)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from meshtrace import ready
 
@@ -178,6 +180,23 @@ def wait_until() -> Callable[..., Any]:
         raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
     return wait
+
+
+@pytest.fixture
+def collector_metric() -> Callable[..., float]:
+    """`collector_metric(proc, name, **labels)`: the sum of a collector's self-metric series
+    `name` whose labels include `labels`, scraped from its `metrics` listener."""
+
+    def read(proc: MeshtraceProcess, name: str, **labels: str) -> float:
+        text = requests.get(f"http://{proc.address('metrics')}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if family.name == name and labels.items() <= sample.labels.items()
+        )
+
+    return read
 
 
 @pytest.fixture

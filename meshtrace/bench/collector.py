@@ -44,7 +44,7 @@ def make_request(spans: int = 100, attributes: int = 20, seed: int = 0) -> bytes
     ss.scope.name = "meshtrace.bench"
     for i in range(spans):
         span = ss.spans.add(
-            trace_id=(seed * spans + i).to_bytes(16, "big"),
+            trace_id=(seed * spans + i + 1).to_bytes(16, "big"),  # never all zeros (refused)
             span_id=(i + 1).to_bytes(8, "big"),
             name=f"GET /api/items/{i % 10}",
             kind=2,

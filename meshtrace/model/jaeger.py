@@ -22,6 +22,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.validate import MAX_TIME_NS
+
 JsonDict = dict[str, Any]
 
 SPAN_KIND_NAMES: dict[int, str] = {
@@ -249,6 +251,15 @@ def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
         raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from None
 
 
+def _micros(obj: Mapping[str, Any], key: str, where: str, since: int) -> int:
+    """A time (`since` 0) or a duration after `since`, in microseconds, such that the time it
+    ends at lies between 1970 and 2262 (model/validate.py)."""
+    value = _int(obj, key, where)
+    if not 0 <= (since + value) * 1000 <= MAX_TIME_NS:
+        raise ValueError(f"{where}.{key}: {value} µs puts the span outside 1970-01-01..2262-04-11")
+    return value
+
+
 def _traces_of(document: Any) -> list[Any]:
     if isinstance(document, dict) and "data" in document:
         document = document["data"]
@@ -295,9 +306,9 @@ def from_jaeger(document: Any) -> ExportTraceServiceRequest:
             except ValueError as exc:
                 raise ValueError(f"{sw}: {exc}") from None
             span.name = str(obj.get("operationName", ""))
-            start_us = _int(obj, "startTime", sw)
+            start_us = _micros(obj, "startTime", sw, 0)
             span.start_time_unix_nano = start_us * 1000
-            span.end_time_unix_nano = (start_us + _int(obj, "duration", sw)) * 1000
+            span.end_time_unix_nano = (start_us + _micros(obj, "duration", sw, start_us)) * 1000
             span.flags = _int(obj, "flags", sw) & 0xFF
             scope_name = scope_version = ""
             status_code: int | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 
 class Traces:
@@ -77,3 +78,29 @@ class Traces:
 
     def __repr__(self) -> str:
         return f"Traces(spans={self.span_count()})"
+
+
+def split_traces(traces: Traces, limit: int) -> tuple[Traces, Traces]:
+    """(the first `limit` spans, the rest), keeping each span under its resource and scope."""
+    head, rest = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    room = limit
+    for rs in traces.message().resource_spans:
+        if room <= 0:
+            rest.resource_spans.append(rs)
+            continue
+        head_rs: ResourceSpans | None = None
+        rest_rs: ResourceSpans | None = None
+        for ss in rs.scope_spans:
+            take = min(room, len(ss.spans))
+            room -= take
+            if take:
+                if head_rs is None:
+                    head_rs = head.resource_spans.add(resource=rs.resource, schema_url=rs.schema_url)
+                head_rs.scope_spans.add(scope=ss.scope, schema_url=ss.schema_url, spans=ss.spans[:take])
+            if take < len(ss.spans):
+                if rest_rs is None:
+                    rest_rs = rest.resource_spans.add(resource=rs.resource, schema_url=rs.schema_url)
+                rest_rs.scope_spans.add(scope=ss.scope, schema_url=ss.schema_url, spans=ss.spans[take:])
+    return Traces(message=head, span_count=min(limit, len(traces))), Traces(
+        message=rest, span_count=max(0, len(traces) - limit)
+    )

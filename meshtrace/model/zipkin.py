@@ -24,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.validate import MAX_TIME_NS
+
 ZipkinSpan = dict[str, Any]
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -612,8 +614,11 @@ def _to_otlp_span(i: int, z: Any, parse_string_tags: bool) -> tuple[str | None, 
         span.attributes.append(_str_attr("peer.service", remote["serviceName"]))
     span.attributes.extend(_endpoint_attributes(remote, f"{where}.remoteEndpoint", "peer"))
     start = _uint(z.get("timestamp"), f"{where}.timestamp")
+    end = start + _uint(z.get("duration"), f"{where}.duration")
+    if end * 1000 > MAX_TIME_NS:  # model/validate.py would refuse it with an OTLP path
+        raise ValueError(f"{where}.duration: the span would end after 2262-04-11 ({end} µs)")
     span.start_time_unix_nano = start * 1000
-    span.end_time_unix_nano = (start + _uint(z.get("duration"), f"{where}.duration")) * 1000
+    span.end_time_unix_nano = end * 1000
     if not start:
         span.attributes.append(KeyValue(key=START_TIME_ABSENT, value=AnyValue(bool_value=True)))
     annotations = z.get("annotations") or []

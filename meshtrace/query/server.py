@@ -29,6 +29,7 @@ from meshtrace.model.jaeger import (
     to_jaeger_traces,
     trace_id_to_hex,
 )
+from meshtrace.model.validate import refuse_invalid
 from meshtrace.query import params
 from meshtrace.query.importer import parse_import
 from meshtrace.store import StoreError, StoreFullError, TraceStore
@@ -249,16 +250,18 @@ class QueryServer:
         def run() -> dict[str, Any]:
             try:
                 imported = parse_import(body)
+                refused = refuse_invalid(imported)
             except ValueError as exc:
                 raise params.ParamError(f"cannot import: {exc}") from None
-            trace_ids: dict[bytes, None] = {}
-            spans = 0
-            for rs in imported.resource_spans:
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        if len(span.trace_id) == 16 and any(span.trace_id) and len(span.span_id) == 8:
-                            trace_ids[span.trace_id] = None
-                            spans += 1
+            if refused.spans:  # a file is imported whole or not at all
+                raise params.ParamError(f"cannot import: {refused.message}")
+            trace_ids = {
+                span.trace_id: None
+                for rs in imported.resource_spans
+                for ss in rs.scope_spans
+                for span in ss.spans
+            }
+            spans = sum(len(ss.spans) for rs in imported.resource_spans for ss in rs.scope_spans)
             if not spans:
                 raise params.ParamError("cannot import: the file holds no spans")
             store = self._store()
@@ -273,10 +276,10 @@ class QueryServer:
                         raise
                     time.sleep(0.05)
             try:
-                committed.result(timeout=60)
+                dropped = committed.result(timeout=60)
             except TimeoutError:
                 raise StoreError("the store did not write the import within 60s") from None
-            return envelope({"spans": spans, "traces": [trace_id_to_hex(t) for t in trace_ids]})
+            return envelope({"spans": spans - dropped, "traces": [trace_id_to_hex(t) for t in trace_ids]})
 
         try:
             return _json(await self._run(run))

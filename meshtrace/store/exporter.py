@@ -13,7 +13,8 @@ exporters:
 `consume_traces` only queues the encoded bytes for the store's writer thread, so the event loop
 never waits for the disk. When `max_pending_bytes` are already waiting it waits (up to `max_wait`)
 for room, which slows the pipeline, and through it the senders, to the disk's pace; then it
-refuses (retryable). It never buffers without bound.
+refuses (retryable). It never buffers without bound. A span the store cannot hold (receivers
+refuse those first) is isolated and dropped alone, counted in `otelcol_exporter_send_failed_spans`.
 """
 
 from __future__ import annotations
@@ -80,11 +81,14 @@ class StoreExporter:
                     raise RefusedError(str(exc), retry_after=1.0) from None
                 await asyncio.sleep(0.01)
         try:
-            await asyncio.wrap_future(committed)
+            dropped = await asyncio.wrap_future(committed)
         except StoreError as exc:
             self.metrics.send_failed_spans.add(count)
             raise RefusedError(str(exc), retry_after=1.0) from None
-        self.metrics.sent_spans.add(count)
+        # Spans the store could not hold were isolated and dropped (logged by the store); the
+        # rest is stored, so the batch is not failed (which would make a sender retry it all).
+        self.metrics.send_failed_spans.add(dropped)
+        self.metrics.sent_spans.add(count - dropped)
 
     async def start(self, host: Host) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)

@@ -47,7 +47,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model import Traces
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, STATUS_BY_NAME
+from meshtrace.model.traces import split_traces
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,12 @@ APPLICATION_ID = 0x4D534854
 UNKNOWN_SERVICE = "unknown_service"
 STATUS_ERROR = Status.STATUS_CODE_ERROR
 MAX_SEARCH_LIMIT = 1000
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+# What a span the store cannot hold raises while it is written (a time or count over SQLite's
+# signed 64 bits, an invalid id, a value over SQLite's limits). Anything else (disk full, I/O)
+# fails the whole batch, retryably.
+_UNSTORABLE = (ValueError, OverflowError, TypeError, sqlite3.DataError, sqlite3.IntegrityError)
 
 # Bloom filters of the attributes in each (service, minute): 2 bits of 2**16 per encoded KeyValue
 # (the halves of its CRC-32), zlib-compressed (a sparse minute stores a few dozen bytes).
@@ -240,6 +248,11 @@ class _Ingest:
         self.blooms: dict[tuple[int, int], bytearray] = {}  # (service id, bucket) -> filter
         self.reload_names()
 
+    def forget(self) -> None:
+        """Drop every cached id: a rollback may have removed the rows they name."""
+        self.resources.clear()
+        self.reload_names()
+
     def reload_names(self) -> None:
         self.resource_services.clear()
         self.blooms.clear()
@@ -306,8 +319,10 @@ class _Ingest:
                 )
                 for span in ss.spans:
                     tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
-                    if len(tid) != 16 or len(sid) != 8 or not any(tid):
-                        continue  # not a valid OTLP span; receivers should not have passed it
+                    if len(tid) != 16 or len(sid) != 8 or tid == _ZERO_TRACE_ID or sid == _ZERO_SPAN_ID:
+                        # Receivers refuse these (model/validate.py); one that gets here is
+                        # dropped and counted by the writer's isolation, never silently skipped.
+                        raise ValueError(f"span {span.name!r}: invalid trace or span id")
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
                     key = (service_id, span.name, span.kind)
                     oid = operations.get(key)
@@ -446,6 +461,7 @@ class TraceStore:
         self._readers_lock = threading.Lock()
         self._resources: dict[int, tuple[bytes, str, bytes, str]] = {}
         self.spans_written = 0
+        self.spans_dropped = 0  # spans of written batches that the store could not hold
         self.spans_evicted = 0
         self.write_errors = 0
 
@@ -493,13 +509,15 @@ class TraceStore:
     def pending_bytes(self) -> int:
         return self._pending
 
-    def write(self, encoded: bytes) -> Future[None]:
+    def write(self, encoded: bytes) -> Future[int]:
         """Queue encoded ExportTraceServiceRequest bytes; the future completes once they are
-        committed (StoreError if the write failed or the bytes are not a request). Raises
-        StoreFullError at once when too much is pending."""
-        done: Future[None] = Future()
+        committed, with the number of their spans the store could not hold and dropped (an
+        invalid id, a time after 2262: receivers refuse these first); StoreError if the write
+        failed or the bytes are not a request. Raises StoreFullError at once when too much is
+        pending."""
+        done: Future[int] = Future()
         if not encoded:
-            done.set_result(None)
+            done.set_result(0)
             return done
         if self._thread is None or not self._thread.is_alive():
             raise StoreError("the trace store is not open")
@@ -524,7 +542,7 @@ class TraceStore:
         try:
             while True:
                 item = self._queue.get()
-                payloads: list[tuple[bytes, Future[None]]] = []
+                payloads: list[tuple[bytes, Future[int]]] = []
                 waiters: list[threading.Event] = []
                 stop = False
                 size = 0
@@ -558,7 +576,7 @@ class TraceStore:
         finally:
             conn.close()
 
-    def _decode(self, payloads: list[tuple[bytes, Future[None]]]) -> Iterator[ExportTraceServiceRequest]:
+    def _decode(self, payloads: list[tuple[bytes, Future[int]]]) -> Iterator[ExportTraceServiceRequest]:
         try:
             yield ExportTraceServiceRequest.FromString(b"".join(p for p, _ in payloads))
             return
@@ -568,17 +586,43 @@ class TraceStore:
             try:
                 yield ExportTraceServiceRequest.FromString(payload)
             except DecodeError:
-                self.write_errors += 1
-                log.warning("store: dropped %d bytes that are not an ExportTraceServiceRequest", len(payload))
-                done.set_exception(StoreError("not an encoded ExportTraceServiceRequest"))
+                self._undecodable(payload, done)
 
-    def _write_batch(self, ingest: _Ingest, payloads: list[tuple[bytes, Future[None]]]) -> None:
+    def _undecodable(self, payload: bytes, done: Future[int]) -> None:
+        self.write_errors += 1
+        log.warning("store: dropped %d bytes that are not an ExportTraceServiceRequest", len(payload))
+        done.set_exception(StoreError("not an encoded ExportTraceServiceRequest"))
+
+    def _write_batch(self, ingest: _Ingest, payloads: list[tuple[bytes, Future[int]]]) -> None:
         conn = ingest.conn
         now_ns = time.time_ns()
         error: StoreError | None = None
+        dropped: dict[int, int] = {}  # payload index -> spans it lost to isolation
         try:
             conn.execute("BEGIN IMMEDIATE")
-            written = sum(ingest.write(req, now_ns) for req in self._decode(payloads))
+            conn.execute("SAVEPOINT batch")
+            try:
+                written = sum(ingest.write(req, now_ns) for req in self._decode(payloads))
+                conn.execute("RELEASE batch")
+            except _UNSTORABLE as exc:
+                # A span the store cannot hold must not cost the others: write each payload
+                # on its own, isolating the bad spans.
+                log.warning("store: a span cannot be written (%s); isolating it", exc)
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+                ingest.forget()
+                written = 0
+                for index, (payload, done) in enumerate(payloads):
+                    if done.done():
+                        continue
+                    try:
+                        request = ExportTraceServiceRequest.FromString(payload)
+                    except DecodeError:
+                        self._undecodable(payload, done)
+                        continue
+                    ok, lost = self._write_isolating(ingest, request, now_ns)
+                    written += ok
+                    dropped[index] = lost
             conn.execute("COMMIT")
             self.spans_written += written
         except Exception as exc:  # the writer must outlive any bad batch
@@ -587,15 +631,42 @@ class TraceStore:
             error = StoreError(f"the trace store could not write: {exc}")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            ingest.resources.clear()
-            ingest.reload_names()
-        for _, done in payloads:
+            ingest.forget()
+        for index, (_, done) in enumerate(payloads):
             if done.done():
                 continue
             if error is None:
-                done.set_result(None)
+                done.set_result(dropped.get(index, 0))
             else:
                 done.set_exception(error)
+
+    def _write_isolating(
+        self, ingest: _Ingest, request: ExportTraceServiceRequest, now_ns: int
+    ) -> tuple[int, int]:
+        """(spans written, spans dropped): `request` in a savepoint; when a span in it cannot be
+        stored, each half the same way, down to the single spans that are dropped (a few
+        savepoints per bad span, so one bad span in thousands stays cheap)."""
+        conn = ingest.conn
+        attempt = ExportTraceServiceRequest()
+        attempt.CopyFrom(request)  # write() clears the ids of the spans it has seen
+        conn.execute("SAVEPOINT isolate")
+        try:
+            written = ingest.write(attempt, now_ns)
+            conn.execute("RELEASE isolate")
+            return written, 0
+        except _UNSTORABLE as exc:
+            conn.execute("ROLLBACK TO isolate")
+            conn.execute("RELEASE isolate")
+            ingest.forget()
+            count = Traces.from_message(request).span_count()
+            if count <= 1:
+                self.spans_dropped += count
+                log.warning("store: dropped a span it cannot hold: %s", exc)
+                return 0, count
+        head, rest = split_traces(Traces.from_message(request), count // 2)
+        first = self._write_isolating(ingest, head.message(), now_ns)
+        second = self._write_isolating(ingest, rest.message(), now_ns)
+        return first[0] + second[0], first[1] + second[1]
 
     def _maintain(self, ingest: _Ingest) -> None:
         """Apply retention, then the size bound, deleting whole traces, first written first."""

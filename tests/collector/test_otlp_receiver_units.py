@@ -1,5 +1,5 @@
-"""The otlp receiver's decoding core, fuzzed: any body is a batch or a PermanentError (HTTP 400 /
-INVALID_ARGUMENT), never a crash; and the file exporter's rotation."""
+"""The otlp receiver's decoding core, fuzzed: any body is a batch (plus the spans refused from it)
+or a PermanentError (HTTP 400 / INVALID_ARGUMENT), never a crash; and the file exporter's rotation."""
 
 from __future__ import annotations
 
@@ -34,11 +34,15 @@ def valid_request(spans: int) -> bytes:
 )
 def test_fuzz_protobuf_bodies(body: bytes) -> None:
     try:
-        traces = decode_protobuf(body)
+        traces, refused = decode_protobuf(body)
     except PermanentError:
         return
-    assert traces.encoded() == body
-    assert traces.span_count() >= 0
+    sent = ExportTraceServiceRequest.FromString(body)
+    assert traces.span_count() + refused.spans == sum(
+        len(ss.spans) for rs in sent.resource_spans for ss in rs.scope_spans
+    )
+    if not refused.spans:
+        assert traces.encoded() == body  # forwarded as sent, never re-encoded
 
 
 @settings(max_examples=200, deadline=None)

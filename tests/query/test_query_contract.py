@@ -417,6 +417,26 @@ def test_import_jaeger_download_round_trip(seeded: Seeded) -> None:
     assert canonical(trace) == canonical(download["data"][0])
 
 
+def _otlp_span(**fields: str) -> bytes:
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "x", "startTimeUnixNano": "1", **fields}
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+
+
+def _jaeger_span(**fields: Any) -> bytes:
+    span = {"traceID": "ab" * 16, "spanID": "cd" * 8, "operationName": "x", "startTime": 1, **fields}
+    return json.dumps({"data": [{"spans": [span]}]}).encode()
+
+
+def test_import_is_whole_or_nothing(seeded: Seeded) -> None:
+    good = mesh_trace(NOW - 10**9, random.Random(303))
+    bad = mesh_trace(NOW - 10**9, random.Random(304))
+    bad.resource_spans[1].scope_spans[0].spans[0].start_time_unix_nano = 2**63
+    response = _post_import(seeded, otlp_json.dumps(good) + b"\n" + otlp_json.dumps(bad))
+    assert response.status_code == 400
+    check_error(response.json(), 400, "spans[0].start_time_unix_nano: 9223372036854775808 is after 2262")
+    assert requests.get(f"{seeded.url}/api/traces/{_hex(good)}", timeout=10).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
@@ -430,6 +450,15 @@ def test_import_jaeger_download_round_trip(seeded: Seeded) -> None:
         (b'{"data": [{"spans": [{"spanID": "1"}]}]}', "data[0].spans[0]"),
         (b'{"resourceSpans": []}', "no spans"),
         (b"[" * 100_000, "cannot import"),
+        # Issue 10: values the store cannot hold are 400 naming the field, never 500.
+        (_otlp_span(startTimeUnixNano=str(2**63)), "spans[0].start_time_unix_nano"),
+        (_otlp_span(endTimeUnixNano=str(2**64 - 1)), "spans[0].end_time_unix_nano"),
+        (_otlp_span(traceId="0" * 32), "spans[0].trace_id"),
+        (_otlp_span(spanId=""), "spans[0].span_id"),
+        (_jaeger_span(startTime=2**63 // 1000 + 1), "data[0].spans[0].startTime"),
+        (_jaeger_span(startTime=-5), "data[0].spans[0].startTime"),
+        (_jaeger_span(duration=2**64), "data[0].spans[0].duration"),
+        (_jaeger_span(traceID="0"), "trace_id"),
     ],
 )
 def test_import_bad_files(seeded: Seeded, body: bytes, needle: str) -> None:

@@ -69,3 +69,18 @@ def test_config_rejects_negative_values() -> None:
         StoreConfig(max_wait=-1)
     with pytest.raises(ValueError, match="max_bytes"):
         StoreConfig(max_bytes=-1)
+
+
+def test_a_span_the_store_cannot_hold_is_counted_and_the_rest_sent(tmp_path: Path) -> None:
+    """Issue 10, finding 1: the store exporter failed the whole batch for one bad span (and the
+    batch processor then dropped it all); now that span alone is dropped and counted."""
+    exporter = _exporter(tmp_path, max_wait=5)
+    request = mesh_trace(time.time_ns(), random.Random(1))
+    request.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano = 2**64 - 1
+    try:
+        asyncio.run(exporter.consume_traces(Traces.from_message(request)))
+        assert exporter.metrics.send_failed_spans.value == 1
+        assert exporter.metrics.sent_spans.value == 3
+        assert exporter.store.stats().spans == 3
+    finally:
+        exporter.store.close()

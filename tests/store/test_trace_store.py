@@ -253,7 +253,7 @@ def test_undecodable_payload_is_dropped_and_the_rest_kept(store: TraceStore) -> 
     good = mesh_trace(NOW, random.Random(1))
     bad = store.write(b"\xff\xff\xff garbage")
     committed = store.write(good.SerializeToString())
-    assert committed.result(10) is None
+    assert committed.result(10) == 0
     with pytest.raises(StoreError, match="not an encoded ExportTraceServiceRequest"):
         bad.result(10)
     assert store.get_trace(trace_ids(good)[0]) is not None
@@ -270,11 +270,35 @@ def test_write_completes_when_committed(store: TraceStore) -> None:
         reader.close()
 
 
-def test_spans_with_invalid_ids_are_skipped(store: TraceStore) -> None:
+def test_spans_with_invalid_ids_are_dropped_and_counted(store: TraceStore) -> None:
     request = mesh_trace(NOW, random.Random(1))
-    request.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x01\x02"
-    put(store, request)
-    assert store.stats().spans == 3
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].trace_id = b"\x01\x02"
+    spans[1].span_id = bytes(8)
+    assert store.write(request.SerializeToString()).result(10) == 2  # dropped, and said so
+    assert store.stats().spans == 2
+
+
+def test_a_span_the_store_cannot_hold_costs_no_other_span(store: TraceStore) -> None:
+    """Issue 10, finding 1: one span at 2^63 ns (a valid OTLP fixed64, over SQLite's INTEGER)
+    rolled back the whole write, losing every span batched with it."""
+    good = [mesh_trace(NOW, random.Random(i)) for i in range(3)]
+    poisoned = mesh_trace(NOW, random.Random(9))
+    poisoned.resource_spans[0].scope_spans[0].spans[1].start_time_unix_nano = 2**63
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # hold the writer so that all four land in one batch
+    try:
+        futures = [store.write(r.SerializeToString()) for r in (good[0], poisoned, good[1], good[2])]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert [f.result(10) for f in futures] == [0, 1, 0, 0]
+    assert store.stats().spans == 4 * 4 - 1 and store.spans_dropped == 1
+    for request in (*good, poisoned):
+        assert store.get_trace(trace_ids(request)[0]) is not None
+    # The writer's caches survived the rollbacks: later writes reuse names and resources.
+    put(store, mesh_trace(NOW, random.Random(10)))
+    assert store.stats().spans == 4 * 5 - 1 and set(store.services()) == {BACKEND, FRONTEND}
 
 
 def test_a_failing_batch_fails_its_callers_and_the_writer_lives_on(

@@ -7,10 +7,17 @@ bytes and batches hold no parsed messages.
 Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400; the pipeline
 refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After / RetryInfo
 when the refusal says how long); a permanent rejection -> INVALID_ARGUMENT / 400.
+
+Spans that decode but cannot be stored (empty or all-zero ids, times after 2262:
+meshtrace/model/validate.py) are taken out of the request and the rest goes on: the answer is
+success with `partial_success` (`rejected_spans` + `error_message`, gRPC and HTTP, protobuf and
+JSON), and they count in `otelcol_receiver_refused_spans`, as does every span of a decoded
+request the pipeline refuses. An undecodable body counts nothing (its spans cannot be counted).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -30,6 +37,7 @@ from meshtrace.collector.receivers.otlp.config import MIB, GrpcConfig, HttpConfi
 from meshtrace.collector.schema import host_port
 from meshtrace.collector.telemetry import TELEMETRY, ReceiverMetrics
 from meshtrace.model import Traces, otlp_json
+from meshtrace.model.validate import Refused, refuse_invalid
 
 log = logging.getLogger(__name__)
 
@@ -37,44 +45,45 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
+NONE_REFUSED = Refused()
 
 
-def check_ids(request: ExportTraceServiceRequest) -> None:
-    """PermanentError naming the first span whose trace or span id has the wrong length
-    (empty ids are let through, as the Collector's decoder does)."""
-    for r, rs in enumerate(request.resource_spans):
-        for s, ss in enumerate(rs.scope_spans):
-            for i, span in enumerate(ss.spans):
-                for name, value, size in (
-                    ("trace_id", span.trace_id, 16),
-                    ("span_id", span.span_id, 8),
-                    ("parent_span_id", span.parent_span_id, 8),
-                ):
-                    if value and len(value) != size:
-                        raise PermanentError(
-                            f"resource_spans[{r}].scope_spans[{s}].spans[{i}].{name}: "
-                            f"expected {size} bytes, got {len(value)}"
-                        )
+def success_body(refused: Refused) -> bytes:
+    """The encoded success answer: empty, or `partial_success` saying how many spans were refused
+    and why."""
+    if not refused.spans:
+        return EMPTY_RESPONSE
+    answer = ExportTraceServiceResponse()
+    answer.partial_success.rejected_spans = refused.spans
+    answer.partial_success.error_message = refused.message
+    return answer.SerializeToString()
 
 
-def decode_protobuf(body: bytes) -> Traces:
+def decode_protobuf(body: bytes) -> tuple[Traces, Refused]:
+    """The request's spans that can be stored, and the refused ones (model/validate.py)."""
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
+        refused = refuse_invalid(request)
     except DecodeError as exc:
         raise PermanentError(f"cannot decode protobuf ExportTraceServiceRequest: {exc}") from None
-    check_ids(request)
+    except ValueError as exc:  # an id of the wrong length: the Collector's decoder refuses it too
+        raise PermanentError(str(exc)) from None
+    if refused.spans:
+        return Traces.from_message(request), refused
     # Only the bytes and the count travel on: the parsed message is several times the size of
     # the bytes, and batching and forwarding never read it (a processor that does re-parses).
     count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-    return Traces.from_bytes(body, span_count=count)
+    return Traces.from_bytes(body, span_count=count), refused
 
 
-def decode_json(body: bytes) -> Traces:
+def decode_json(body: bytes) -> tuple[Traces, Refused]:
     try:
-        return Traces.from_message(otlp_json.loads(body))
+        request = otlp_json.loads(body)
+        refused = refuse_invalid(request)
     except ValueError as exc:
         raise PermanentError(f"cannot decode OTLP/JSON: {exc}") from None
+    return Traces.from_message(request), refused
 
 
 class Outcome:
@@ -93,9 +102,15 @@ class Outcome:
         )
 
 
-async def push(next_consumer: TracesConsumer, traces: Traces, metrics: ReceiverMetrics) -> Outcome | None:
-    """Hand a batch to the pipeline and count it; None when accepted."""
+async def push(
+    next_consumer: TracesConsumer, traces: Traces, metrics: ReceiverMetrics, refused: Refused = NONE_REFUSED
+) -> Outcome | None:
+    """Hand a batch to the pipeline and count it (with the spans validation `refused`); None when
+    accepted. A batch whose every span was refused is not pushed."""
+    metrics.refused_spans.add(refused.spans)
     count = traces.span_count()
+    if refused.spans and not count:
+        return None
     try:
         await next_consumer.consume_traces(traces)
     except RefusedError as exc:
@@ -125,13 +140,13 @@ class OtlpReceiver:
     async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         metrics = self._grpc_metrics
         try:
-            traces = decode_protobuf(request)
+            traces, refused = decode_protobuf(request)
         except PermanentError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        outcome = await push(self.next, traces, metrics)
+        outcome = await push(self.next, traces, metrics, refused)
         if outcome is not None:
             await context.abort(outcome.grpc_code, outcome.message, _retry_info(outcome))
-        return EMPTY_RESPONSE
+        return success_body(refused)
 
     async def _start_grpc(self, config: GrpcConfig) -> None:
         self._grpc_metrics = TELEMETRY.receiver(self.id, "grpc")
@@ -179,18 +194,18 @@ class OtlpReceiver:
         except Exception as exc:  # aiohttp: broken gzip, unknown Content-Encoding, reset connection
             return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
         try:
-            traces = decode_json(body) if encoding == JSON else decode_protobuf(body)
+            traces, refused = decode_json(body) if encoding == JSON else decode_protobuf(body)
         except PermanentError as exc:
             return _status(encoding, 400, 3, str(exc))
-        outcome = await push(self.next, traces, self._http_metrics)
+        outcome = await push(self.next, traces, self._http_metrics, refused)
         if outcome is not None:
             response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
             if outcome.retry_after is not None:
                 response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
             return response
         if encoding == JSON:
-            return web.Response(body=b"{}", content_type=JSON)
-        return web.Response(body=EMPTY_RESPONSE, content_type=PROTOBUF)
+            return web.Response(body=_partial_success_json(refused), content_type=JSON)
+        return web.Response(body=success_body(refused), content_type=PROTOBUF)
 
     async def _start_http(self, config: HttpConfig) -> None:
         self._http_metrics = TELEMETRY.receiver(self.id, "http")
@@ -241,6 +256,14 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
         if size > limit:
             raise _TooLarge
         chunks.append(chunk)
+
+
+def _partial_success_json(refused: Refused) -> bytes:
+    """OTLP/JSON of the success answer (64-bit integers as decimal strings)."""
+    if not refused.spans:
+        return b"{}"
+    partial = {"rejectedSpans": str(refused.spans), "errorMessage": refused.message}
+    return json.dumps({"partialSuccess": partial}).encode()
 
 
 def _status(encoding: str, http_status: int, code: int, message: str) -> web.Response:

@@ -1,5 +1,9 @@
 """The zipkin receiver's HTTP shell: pick the decoder by path and content type, convert to OTLP
 (meshtrace/model/zipkin.py) and push into the pipeline. 202 on success; 400 naming what is wrong;
+a body that decodes but holds a span that cannot be stored (all-zero ids, times after 2262:
+meshtrace/model/validate.py) is refused whole with 400, since Zipkin has no partial success and a
+202 would hide the loss from the reporter: all its spans count in `otelcol_receiver_refused_spans`
+(a body that does not decode counts nothing);
 413 over `max_request_body_size`; 415 for other content types (and for Thrift, not supported);
 503 (+ Retry-After) when the pipeline refuses. aiohttp inflates gzip/deflate bodies."""
 
@@ -17,6 +21,7 @@ from meshtrace.collector.receivers.zipkin.config import ZipkinReceiverConfig
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
 from meshtrace.model import zipkin as model
+from meshtrace.model.validate import Refused, refuse_invalid
 
 JSON = "application/json"
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
@@ -68,9 +73,18 @@ class ZipkinReceiver:
         except Exception as exc:  # broken gzip, unknown Content-Encoding, connection reset
             return web.Response(status=400, text=f"400 cannot read the request body: {exc}")
         try:
-            request_message = model.zipkin_v2_to_otlp(decoder(body), self.config.parse_string_tags)
+            spans = decoder(body)
         except ValueError as exc:
             return web.Response(status=400, text=f"400 {exc}")
+        try:
+            request_message = model.zipkin_v2_to_otlp(spans, self.config.parse_string_tags)
+            refused = refuse_invalid(request_message)
+        except ValueError as exc:
+            refused = Refused(len(spans), str(exc))
+        if refused.spans:
+            # Zipkin has no partial success: the body is refused whole, so the reporter sees why.
+            self.metrics.refused_spans.add(len(spans))
+            return web.Response(status=400, text=f"400 {refused.message}")
         outcome = await push(self.next, Traces.from_message(request_message), self.metrics)
         if outcome is None:
             return web.Response(status=202)

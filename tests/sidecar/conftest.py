@@ -326,7 +326,10 @@ def build_mesh(
     fe_app: Server | None = None
     try:
         be_sampling = sampling if backend_sampling is None else backend_sampling
-        be_doc = config_doc("backend", endpoint, be_sampling, **extra)
+        # the registry lists the frontend too (as the control plane's does): the backend believes
+        # peer metadata only from mesh workloads' addresses; the port is not used for that
+        fe_registered = service("frontend", fe_ip, free_port(fe_ip))
+        be_doc = config_doc("backend", endpoint, be_sampling, fe_registered, **extra)
         be = start_sidecar(meshtrace_process, tmp_path, "backend", be_ip, be_app.port, be_doc, *flags)
         inbound = be.listeners["inbound"][1]
         if dead_backend:

@@ -124,7 +124,9 @@ _value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), ma
 @given(st.lists(st.tuples(_token, _value), max_size=20), st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
 def test_fuzz_valid_heads_roundtrip(headers: list[tuple[str, str]], method: str) -> None:
     raw = f"{method} /p HTTP/1.1\r\nHost: h\r\n".encode()
-    headers = [(k, v.strip()) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+    # framing, a second Host and Upgrade have their own answers (tested below)
+    refused = ("content-length", "transfer-encoding", "host", "upgrade")
+    headers = [(k, v.strip()) for k, v in headers if k.lower() not in refused]
     raw += b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + b"\r\n"
     ev = events(raw)
     head = ev[0]

@@ -24,6 +24,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for sidecar_helpers
+
 
 def loopback() -> str:
     """A fresh 127.x.y.z address so parallel tests never share a pod address."""

@@ -62,8 +62,15 @@ PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
 OVERFLOW: Final = "overflow"
-SERIES_LIMIT: Final = 1000  # label sets per metric (each also has its histograms' 21 buckets)
+# label sets per metric: at 200, a sidecar at the limit holds ~11 MiB more and its page is ~11 MB
+# (each label set is ~65 lines: its count and 3 histograms of 21 buckets)
+SERIES_LIMIT: Final = 200
 EVICTION_INTERVAL_S: Final = 300.0
+# label values are cut here (Envoy's default max_tag_length for span tags): a Host header can be
+# 60 KiB, and every line of a label set repeats its labels
+MAX_LABEL_VALUE: Final = 256
+# requests whose Host is longer are labelled without the cache (the key would hold the Host)
+MAX_CACHED_HOST: Final = 256
 
 
 def peer_metadata(cfg: SidecarConfig, node_id: str, pod: str) -> str:
@@ -137,6 +144,7 @@ _Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram
 
 
 def _escape(v: str) -> str:
+    v = v[:MAX_LABEL_VALUE]
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -315,9 +323,13 @@ class IstioMetrics:
         key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
         cells = self._cache.get(key)
         if cells is None:
-            if len(self._cache) > 4096:
-                self._drop_cache()
-            cells = self._cache[key] = self._cells(o, cfg)
+            cells = self._cells(o, cfg)
+            if len(o.host) <= MAX_CACHED_HOST:
+                if len(self._cache) > 4096:
+                    self._drop_cache()
+                self._cache[key] = cells
+            else:
+                self._marked.update(id(c) for c in cells[:4] if c is not None)
         count, duration, request, response, overflow = cells
         if overflow:
             self.overflowed += 1

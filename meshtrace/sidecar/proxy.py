@@ -203,6 +203,8 @@ def _request_id() -> str:
 
 
 ROUTE_CACHE_SIZE: Final = 1024
+# longer targets are routed uncached: 1024 keys of 60 KiB heads would hold 120 MiB
+ROUTE_CACHE_KEY_LIMIT: Final = 2048
 
 
 class Proxy:
@@ -331,7 +333,9 @@ class Proxy:
         key = (kind, head.target, host_header)
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = self._resolve(kind, head.target, host_header, cfg)
+            route = self._resolve(kind, head.target, host_header, cfg)
+            if len(head.target) + len(host_header or "") <= ROUTE_CACHE_KEY_LIMIT:
+                self._routes[key] = route
         return route
 
     def _resolve(self, kind: str, target: str, host_header: str | None, cfg: SidecarConfig) -> Route:

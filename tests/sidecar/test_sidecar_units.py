@@ -451,3 +451,15 @@ def test_sweep_evicts_label_sets_idle_for_a_whole_interval() -> None:
 def test_via_names(via: str, found: bool) -> None:
     assert via_names(via, "127.0.0.5:15001") is found
     assert not via_names(via, "")
+
+
+def test_label_values_are_cut_so_a_huge_host_cannot_swell_the_page() -> None:
+    m = IstioMetrics(series_limit=5)
+    m.configure(parse(doc(), "1", "frontend", "default", {}))
+    for i in range(50):
+        host = f"{i}" + "h" * 20000
+        m.record(observation(service_fqdn=host, host=host, service_name="PassthroughCluster"))
+    page = "\n".join(m.exposition())
+    assert len(page) < 6 * 70 * 25 * 300  # label sets x lines x labels x cut value
+    values = {s.labels["destination_service"] for s in scrape(m)["istio_requests"]}
+    assert max(map(len, values)) == 256 and len(values) == 6 and m.overflowed == 45

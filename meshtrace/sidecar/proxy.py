@@ -240,7 +240,7 @@ class Proxy:
         # set by `listening` once the listeners are bound: every (address, port) they hold, and
         # per proxy listener the `Via` received-by it adds
         self.own_addresses: frozenset[tuple[str, int]] = frozenset()
-        self._via: dict[str, str] = {}
+        self._via: dict[str, tuple[str, str]] = {}  # kind -> (received-by, its HTTP/1.1 entry)
         self.loops_detected = 0
         # addresses of mesh workloads (the pushed registry's endpoints): the only peers whose
         # metadata-exchange headers are believed (see `_trusted_peer`)
@@ -250,7 +250,7 @@ class Proxy:
     def listening(self, addresses: dict[str, tuple[str, int]]) -> None:
         """The bound listeners by name (`inbound`, `outbound`, `gateway`, `admin`, ...)."""
         self.own_addresses = frozenset(addresses.values())
-        self._via = {k: f"{ip}:{port}" for k, (ip, port) in addresses.items() if k in self._rq_keys}
+        self._via = {k: (f"{ip}:{port}", f"1.1 {ip}:{port}") for k, (ip, port) in addresses.items()}
         self._routes = {}
 
     def apply(self, cfg: SidecarConfig) -> None:
@@ -466,14 +466,15 @@ class Proxy:
                 ex.route = route = self._route(kind, head, cfg)
             except HttpError as exc:
                 raise LocalReply(exc.status, exc.detail) from exc
-            me = self._via.get(kind, "")
+            me, own_via = self._via[kind]
             via = head.index.get("via")
             if via is not None and via_names(via, me):
                 self.loops_detected += 1
                 raise LocalReply(502, LOOP_DETECTED + me)
             t = cfg.server if kind == INBOUND else cfg.client
             extra = self._decide(ex, t)
-            own_via = f"{head.version} {me}"
+            if head.version != "1.1":
+                own_via = f"{head.version} {me}"
             extra.append(("via", f"{via}, {own_via}" if via else own_via))
             if kind != INBOUND:
                 extra.append(("x-envoy-decorator-operation", route.decorator))

@@ -62,11 +62,11 @@ PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
 OVERFLOW: Final = "overflow"
-# label sets per metric: at 200, a sidecar at the limit holds ~11 MiB more and its page is ~11 MB
+# label sets per metric: at 200 the page stays under ~11 MB
 # (each label set is ~65 lines: its count and 3 histograms of 21 buckets)
 SERIES_LIMIT: Final = 200
 EVICTION_INTERVAL_S: Final = 300.0
-# label values are cut here (Envoy's default max_tag_length for span tags): a Host header can be
+# label values are cut here (Istio's providers' default max_tag_length): a Host header can be
 # 60 KiB, and every line of a label set repeats its labels
 MAX_LABEL_VALUE: Final = 256
 # requests whose Host is longer are labelled without the cache (the key would hold the Host)

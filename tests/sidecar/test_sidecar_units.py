@@ -463,3 +463,12 @@ def test_label_values_are_cut_so_a_huge_host_cannot_swell_the_page() -> None:
     assert len(page) < 6 * 70 * 25 * 300  # label sets x lines x labels x cut value
     values = {s.labels["destination_service"] for s in scrape(m)["istio_requests"]}
     assert max(map(len, values)) == 256 and len(values) == 6 and m.overflowed == 45
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200), st.sampled_from(["1.1", "1.0", "HTTP/1.1"]))
+def test_fuzz_via_names_finds_an_appended_entry(via: str, protocol: str) -> None:
+    me = "127.0.0.5:15001"
+    found = via_names(via, me)  # any header value: an answer, never an exception
+    assert via_names(f"{via}, {protocol} {me}", me)
+    assert found == via_names(via + ", ", me)

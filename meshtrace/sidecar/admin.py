@@ -17,9 +17,14 @@ PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def prometheus(proxy: Proxy) -> bytes:
-    lines = proxy.metrics.exposition()
+    metrics = proxy.metrics
+    lines = metrics.exposition()
     ex = proxy.exporter
     own = {
+        "meshtrace_sidecar_metric_series": ("gauge", metrics.series),
+        "meshtrace_sidecar_metric_series_overflow_total": ("counter", metrics.overflowed),
+        "meshtrace_sidecar_metric_series_evicted_total": ("counter", metrics.evicted),
+        "meshtrace_sidecar_loops_detected_total": ("counter", proxy.loops_detected),
         "meshtrace_sidecar_spans_exported_total": ("counter", ex.exported),
         "meshtrace_sidecar_spans_dropped_total": ("counter", ex.dropped + ex.failed),
         "meshtrace_sidecar_span_export_failures_total": ("counter", ex.failed),
@@ -42,6 +47,8 @@ def envoy_stats(proxy: Proxy) -> bytes:
             "tracing.export_failures": ex.failed,
             "server.total_connections": proxy.connections,
             "cluster_manager.upstream_cx_total": proxy.pool.opened,
+            "stats.overflow": proxy.metrics.overflowed,
+            "http.loop_detected": proxy.loops_detected,
         }
     )
     return "".join(f"{k}: {v}\n" for k, v in sorted(stats.items())).encode()

@@ -17,6 +17,7 @@ from meshtrace.sidecar.admin import admin_page, health_page, local_server, stats
 from meshtrace.sidecar.config import ConfigError, parse
 from meshtrace.sidecar.conn import Timeouts, serve
 from meshtrace.sidecar.control import ControlSource, FileSource
+from meshtrace.sidecar.metrics import EVICTION_INTERVAL_S, SERIES_LIMIT, IstioMetrics
 from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
 
 log = logging.getLogger("meshtrace.sidecar")
@@ -40,6 +41,14 @@ class Options:
     ports: dict[str, int]
     timeouts: Timeouts
     access_log: bool
+    series_limit: int = SERIES_LIMIT
+    eviction_interval: float = EVICTION_INTERVAL_S
+
+
+async def evict_idle_series(metrics: IstioMetrics, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        metrics.sweep()
 
 
 async def run(opts: Options) -> None:
@@ -49,6 +58,7 @@ async def run(opts: Options) -> None:
         parse({}, "none", ident.workload, ident.namespace, ident.labels),
         opts.timeouts,
         opts.access_log,
+        opts.series_limit,
     )
     listeners = {
         "admin": local_server(proxy, admin_page, opts.timeouts),
@@ -64,9 +74,12 @@ async def run(opts: Options) -> None:
     for name, handler in listeners.items():
         servers[name] = await serve(handler, ident.ip, opts.ports[name])
     real = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
+    proxy.listening({name: (ident.ip, port) for name, port in real.items()})
 
     tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
+    if opts.eviction_interval:
+        tasks.append(loop.create_task(evict_idle_series(proxy.metrics, opts.eviction_interval)))
     if opts.control:
         # a gateway has no inbound/outbound pair: its listener stands in as the inbound port
         inbound = real["gateway"] if ident.mode == GATEWAY else real["inbound"]
@@ -130,6 +143,20 @@ async def run(opts: Options) -> None:
 @click.option(
     "--upstream-timeout", type=float, default=0.0, show_default=True, help="Response headers (s); 0 = none."
 )
+@click.option(
+    "--metric-series-limit",
+    type=click.IntRange(min=1),
+    default=SERIES_LIMIT,
+    show_default=True,
+    help="Label sets per Istio metric; more go to an overflow series.",
+)
+@click.option(
+    "--stats-eviction-interval",
+    type=click.FloatRange(min=0),
+    default=EVICTION_INTERVAL_S,
+    show_default=True,
+    help="Evict metric series idle for a whole interval (s); 0 = never.",
+)
 def sidecar(
     workload: str,
     namespace: str,
@@ -153,6 +180,8 @@ def sidecar(
     idle_timeout: float,
     connect_timeout: float,
     upstream_timeout: float,
+    metric_series_limit: int,
+    stats_eviction_interval: float,
 ) -> None:
     """Run the proxy beside one workload: inbound/outbound listeners, tracing, metrics."""
     if (control is None) == (config_file is None):
@@ -180,4 +209,14 @@ def sidecar(
     timeouts = Timeouts(
         idle=idle_timeout, headers=header_timeout, connect=connect_timeout, upstream=upstream_timeout
     )
-    aio.run(run(Options(ident, control, config_file, ports, timeouts, access_log)))
+    opts = Options(
+        ident,
+        control,
+        config_file,
+        ports,
+        timeouts,
+        access_log,
+        metric_series_limit,
+        stats_eviction_interval,
+    )
+    aio.run(run(opts))

@@ -1,6 +1,7 @@
 """HTTP/1.1 message parsing and framing (sans-IO): httptools (llhttp) does the byte parsing, this
 module turns its callbacks into events and applies a proxy's rules (Envoy's answers):
-request smuggling (Content-Length with Transfer-Encoding) -> 400, headers over 60 KiB -> 431,
+request smuggling (Content-Length with Transfer-Encoding) and a second Host -> 400, a
+transfer-coding other than chunked and protocol upgrades -> 501, headers over 60 KiB -> 431,
 hop-by-hop headers never forwarded.
 
 Events a parser yields, in order: a `RequestHead`/`ResponseHead`, `bytes` body chunks (already
@@ -151,7 +152,15 @@ class _Parser:
         lower = key.lower()
         b.names.append(lower)
         old = b.index.get(lower)
-        b.index[lower] = val if old is None else f"{old}, {val}"
+        if old is None:
+            b.index[lower] = val
+            return
+        if lower == "host":
+            # RFC 9112 3.2: more than one Host line is a 400; proxies disagreeing on which one
+            # counts is a routing bypass
+            self._error = HttpError(400, "more than one Host header")
+            raise self._error
+        b.index[lower] = f"{old}, {val}"
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -219,6 +228,17 @@ class RequestParser(_Parser):
     def _make_head(self) -> RequestHead:
         b, p = self._b, self._p
         chunked, length = self._framing(b.index)
+        te = b.index.get("transfer-encoding")
+        if te is not None and te.strip().lower() != "chunked":
+            # Envoy's codec: chunked is the only transfer-coding it decodes, anything else is
+            # 501 (RFC 9112 6.1); forwarding it would drop or mis-frame the body
+            self._error = HttpError(501, f"transfer-coding {te[:40]!r} is not implemented")
+            raise self._error
+        if "upgrade" in b.index:
+            # raised here, before the head is queued, so an upgrade is never forwarded as a plain
+            # request (WebSocket and h2c alike: no tunnelling yet)
+            self._error = HttpError(501, "protocol upgrade is not supported")
+            raise self._error
         return RequestHead(
             b.headers,
             b.index,

@@ -1,6 +1,12 @@
 """Istio's standard HTTP metrics (REFERENCE.md §3) with Telemetry tagOverrides, and the Prometheus
 text exposition. Per request the cost is one dict lookup in a label cache (labels depend only on
-peer, service, status and flags) and a few integer adds; label strings are built once per series."""
+peer, service, status and flags) and a few integer adds; label strings are built once per series.
+
+Bounded: each metric holds at most `series_limit` label sets; past it a request is recorded into
+its reporter's overflow series (every other label `overflow`) and counted. Label sets not used
+between two sweeps (`sweep()`, every stats eviction interval) are evicted, as Envoy's stats
+eviction does for Istio's metrics (mark and sweep; a returning series restarts from zero).
+"""
 
 from __future__ import annotations
 
@@ -55,6 +61,16 @@ METRICS: Final = {
 PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
+OVERFLOW: Final = "overflow"
+# label sets per metric: at 200 the page stays under ~15 MB (11 MB with short Hosts)
+# (each label set is ~65 lines: its count and 3 histograms of 21 buckets)
+SERIES_LIMIT: Final = 200
+EVICTION_INTERVAL_S: Final = 300.0
+# label values are cut here (Istio's providers' default max_tag_length): a Host header can be
+# 60 KiB, and every line of a label set repeats its labels
+MAX_LABEL_VALUE: Final = 256
+# requests whose Host is longer are labelled without the cache (the key would hold the Host)
+MAX_CACHED_HOST: Final = 256
 
 
 def peer_metadata(cfg: SidecarConfig, node_id: str, pod: str) -> str:
@@ -123,11 +139,12 @@ class _Counter:
 
 
 # what one cached label set records into: the count cell and the three histograms (None where the
-# metric is disabled by a Telemetry override)
-_Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None]
+# metric is disabled by a Telemetry override), and whether any of them is an overflow series
+_Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None, bool]
 
 
 def _escape(v: str) -> str:
+    v = v[:MAX_LABEL_VALUE]
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -135,19 +152,57 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+def _overflow_labels(outbound: bool) -> str:
+    labels = {k: OVERFLOW for k in LABELS}
+    labels["reporter"] = "source" if outbound else "destination"
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+_OVERFLOW_LABELS: Final = {True: _overflow_labels(True), False: _overflow_labels(False)}
+
+
 class IstioMetrics:
-    def __init__(self) -> None:
+    def __init__(self, series_limit: int = SERIES_LIMIT) -> None:
         # label string (`{a="b",...}`) per (metric key, series) -> value
         self.counters: dict[str, dict[str, _Counter]] = {}
         self.histograms: dict[str, dict[str, _Histogram]] = {}
+        self.series_limit = series_limit
+        self.overflowed = 0  # requests recorded into an overflow series
+        self.evicted = 0  # label sets removed by sweeps
         self._cache: dict[tuple[Any, ...], _Cells] = {}
+        # cells used since the last sweep whose cache entries were dropped (cache full, new config)
+        self._marked: set[int] = set()
         self._cfg: SidecarConfig | None = None
         self._peer_cache: dict[str, dict[str, Any]] = {}
 
     def configure(self, cfg: SidecarConfig) -> None:
         """New config: label series computed under the old overrides are not reused."""
         self._cfg = cfg
+        self._drop_cache()
+
+    def _drop_cache(self) -> None:
+        for cells in self._cache.values():
+            self._marked.update(id(c) for c in cells[:4] if c is not None)
         self._cache.clear()
+
+    @property
+    def series(self) -> int:
+        """Label sets held, over all metrics."""
+        return sum(map(len, self.counters.values())) + sum(map(len, self.histograms.values()))
+
+    def sweep(self) -> int:
+        """Evict the label sets no request used since the previous sweep (the cache holds exactly
+        the used ones, plus `_marked`); returns how many went."""
+        self._drop_cache()
+        used, self._marked = self._marked, set()
+        gone = 0
+        tables: list[dict[str, Any]] = [*self.counters.values(), *self.histograms.values()]
+        for table in tables:
+            for labels in [k for k, cell in table.items() if id(cell) not in used]:
+                del table[labels]
+                gone += 1
+        self.evicted += gone
+        return gone
 
     def _peer(self, raw: str | None) -> dict[str, Any]:
         if not raw:
@@ -231,16 +286,35 @@ class IstioMetrics:
             series.append((metric, "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"))
         return series
 
+    def _admit(self, table: Mapping[str, object], labels: str, outbound: bool) -> tuple[str, bool]:
+        """`labels`, or the overflow label set when `table` is full (and whether it was)."""
+        if labels in table or len(table) < self.series_limit:
+            return labels, False
+        return _OVERFLOW_LABELS[outbound], True
+
     def _cells(self, o: Observation, cfg: SidecarConfig) -> _Cells:
-        """The series cells one request records into, resolved once per label set."""
+        """The series cells one request records into, resolved once per label set; a label set
+        that would exceed the metric's limit records into the overflow series instead."""
         count: _Counter | None = None
         hists: dict[str, _Histogram] = {}
+        overflow = False
         for metric, labels in self._series(o, cfg):
             if metric == "REQUEST_COUNT":
-                count = self.counters.setdefault(metric, {}).setdefault(labels, _Counter())
+                counters = self.counters.setdefault(metric, {})
+                labels, over = self._admit(counters, labels, o.outbound)
+                count = counters.setdefault(labels, _Counter())
             else:
-                hists[metric] = self.histograms.setdefault(metric, {}).setdefault(labels, _Histogram())
-        return count, hists.get("REQUEST_DURATION"), hists.get("REQUEST_SIZE"), hists.get("RESPONSE_SIZE")
+                table = self.histograms.setdefault(metric, {})
+                labels, over = self._admit(table, labels, o.outbound)
+                hists[metric] = table.setdefault(labels, _Histogram())
+            overflow = overflow or over
+        return (
+            count,
+            hists.get("REQUEST_DURATION"),
+            hists.get("REQUEST_SIZE"),
+            hists.get("RESPONSE_SIZE"),
+            overflow,
+        )
 
     def record(self, o: Observation) -> None:
         cfg = self._cfg
@@ -249,10 +323,16 @@ class IstioMetrics:
         key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
         cells = self._cache.get(key)
         if cells is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            cells = self._cache[key] = self._cells(o, cfg)
-        count, duration, request, response = cells
+            cells = self._cells(o, cfg)
+            if len(o.host) <= MAX_CACHED_HOST:
+                if len(self._cache) > 4096:
+                    self._drop_cache()
+                self._cache[key] = cells
+            else:
+                self._marked.update(id(c) for c in cells[:4] if c is not None)
+        count, duration, request, response, overflow = cells
+        if overflow:
+            self.overflowed += 1
         if count is not None:
             count.value += 1
         if duration is not None:

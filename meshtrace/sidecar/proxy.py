@@ -1,7 +1,12 @@
 """The request path: inbound (SERVER spans, reporter=destination), outbound (CLIENT spans,
 reporter=source) and gateway (both spans) listeners. Per request: route, sampling decision
 (meshtrace.propagation), forward with Istio's default retries, stream the answer back, then
-record the access log line, the Istio metrics and the span(s) (queued, exported elsewhere)."""
+record the access log line, the Istio metrics and the span(s) (queued, exported elsewhere).
+
+Loops: passthrough to one of the sidecar's own listeners goes to BlackHoleCluster (as Istio's
+blackhole filter chains for its capture ports), and every forwarded request carries a `Via`
+entry naming the listener that received it; a request whose Via already names the receiving
+listener has come round and is refused (Envoy's CDN-Loop filter, with Via as the header)."""
 
 from __future__ import annotations
 
@@ -38,7 +43,14 @@ from meshtrace.sidecar.http1 import (
     simple_response,
     split_target,
 )
-from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER, IstioMetrics, Observation, peer_metadata
+from meshtrace.sidecar.metrics import (
+    PEER_HEADER,
+    PEER_ID_HEADER,
+    SERIES_LIMIT,
+    IstioMetrics,
+    Observation,
+    peer_metadata,
+)
 from meshtrace.sidecar.tracing import SpanExporter, SpanRecord, build_span
 
 log = logging.getLogger("meshtrace.sidecar")
@@ -54,6 +66,8 @@ REPLAY_LIMIT: Final = 64 * 1024  # bodies up to this size are kept for retries (
 WRITE_HIGH_WATER: Final = 256 * 1024
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 RESET_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "
+BLACKHOLE: Final = "BlackHoleCluster"  # Istio's cluster without endpoints, for traffic it refuses
+LOOP_DETECTED: Final = "loop detected: this request already passed "
 # headers the proxy rewrites rather than forwards
 _REWRITTEN: Final = frozenset(
     {
@@ -71,6 +85,7 @@ _REWRITTEN: Final = frozenset(
         PEER_ID_HEADER,
         "expect",
         "content-length",
+        "via",
     }
 )
 _NOT_FORWARDED_UP: Final = HOP_BY_HOP | _REWRITTEN
@@ -152,6 +167,18 @@ class Exchange:
     client_span_id: bytes = b""
 
 
+def via_names(via: str, received_by: str) -> bool:
+    """Whether a Via header (`1.1 a:15001, HTTP/1.1 b (comment)`) has an entry received by
+    `received_by`."""
+    if not received_by:
+        return False
+    for entry in via.split(","):
+        parts = entry.split()
+        if len(parts) >= 2 and parts[1] == received_by:
+            return True
+    return False
+
+
 def _flags(flags: set[str]) -> str:
     if not flags:
         return "-"
@@ -176,15 +203,24 @@ def _request_id() -> str:
 
 
 ROUTE_CACHE_SIZE: Final = 1024
+# longer targets are routed uncached: 1024 keys of 60 KiB heads would hold 120 MiB
+ROUTE_CACHE_KEY_LIMIT: Final = 2048
 
 
 class Proxy:
-    def __init__(self, ident: Identity, cfg: SidecarConfig, timeouts: Timeouts, access_log: bool) -> None:
+    def __init__(
+        self,
+        ident: Identity,
+        cfg: SidecarConfig,
+        timeouts: Timeouts,
+        access_log: bool,
+        series_limit: int = SERIES_LIMIT,
+    ) -> None:
         self.ident = ident
         self.timeouts = timeouts
         self.access_log = access_log
         self.pool = Pool(timeouts.connect, ident.ip)
-        self.metrics = IstioMetrics()
+        self.metrics = IstioMetrics(series_limit)
         self.exporter = SpanExporter(Pool(timeouts.connect))
         self.counters: dict[str, int] = {}
         self.connections = 0
@@ -201,7 +237,21 @@ class Proxy:
             k: (f"{k}.downstream_rq_total", tuple(f"{k}.downstream_rq_{n}xx" for n in range(10)))
             for k in (INBOUND, OUTBOUND, GATEWAY)
         }
+        # set by `listening` once the listeners are bound: every (address, port) they hold, and
+        # per proxy listener the `Via` received-by it adds
+        self.own_addresses: frozenset[tuple[str, int]] = frozenset()
+        self._via: dict[str, tuple[str, str]] = {}  # kind -> (received-by, its HTTP/1.1 entry)
+        self.loops_detected = 0
+        # addresses of mesh workloads (the pushed registry's endpoints): the only peers whose
+        # metadata-exchange headers are believed (see `_trusted_peer`)
+        self._mesh_ips: frozenset[str] = frozenset()
         self.apply(cfg)
+
+    def listening(self, addresses: dict[str, tuple[str, int]]) -> None:
+        """The bound listeners by name (`inbound`, `outbound`, `gateway`, `admin`, ...)."""
+        self.own_addresses = frozenset(addresses.values())
+        self._via = {k: (f"{ip}:{port}", f"1.1 {ip}:{port}") for k, (ip, port) in addresses.items()}
+        self._routes = {}
 
     def apply(self, cfg: SidecarConfig) -> None:
         """Take a new config; requests in flight finish with the one they started with."""
@@ -213,6 +263,17 @@ class Proxy:
             (s for s in cfg.registry.services.values() if any(e.ip == self.ident.ip for e in s.endpoints)),
             None,
         )
+        self._mesh_ips = frozenset(e.ip for s in cfg.registry.services.values() for e in s.endpoints)
+
+    def _trusted_peer(self, ds: Downstream, head: RequestHead) -> str | None:
+        """The caller's peer metadata, if the caller is a mesh workload. Without mTLS there is no
+        peer identity to check, so the connection's source address stands in: it must be an
+        endpoint of the registry the control plane pushed. Anyone else (a client calling the
+        inbound port directly) could mint a metric series per forged value."""
+        raw = head.index.get(PEER_HEADER)
+        if raw is not None and ds.peer[0] in self._mesh_ips:
+            return raw
+        return None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -272,7 +333,9 @@ class Proxy:
         key = (kind, head.target, host_header)
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = self._resolve(kind, head.target, host_header, cfg)
+            route = self._resolve(kind, head.target, host_header, cfg)
+            if len(head.target) + len(host_header or "") <= ROUTE_CACHE_KEY_LIMIT:
+                self._routes[key] = route
         return route
 
     def _resolve(self, kind: str, target: str, host_header: str | None, cfg: SidecarConfig) -> Route:
@@ -323,6 +386,22 @@ class Proxy:
             raise LocalReply(404, f"no route: no service named {host!r}", "NR")
         # ALLOW_ANY: unknown hosts go to their original destination through PassthroughCluster
         port = port or 80
+        if (host, port) in self.own_addresses:
+            # to itself: it would loop until connections or timeouts run out
+            return Route(
+                cluster=BLACKHOLE,
+                decorator=f"{host}:{port}/*",
+                route_name="allow_any",
+                service=None,
+                fixed=None,
+                attempts=1,
+                svc_fqdn=host,
+                svc_name=BLACKHOLE,
+                svc_namespace="unknown",
+                port=port,
+                path=path,
+                authority=authority,
+            )
         return Route(
             cluster="PassthroughCluster",
             decorator=f"{host}:{port}/*",
@@ -387,14 +466,22 @@ class Proxy:
                 ex.route = route = self._route(kind, head, cfg)
             except HttpError as exc:
                 raise LocalReply(exc.status, exc.detail) from exc
+            me, own_via = self._via[kind]
+            via = head.index.get("via")
+            if via is not None and via_names(via, me):
+                self.loops_detected += 1
+                raise LocalReply(502, LOOP_DETECTED + me)
             t = cfg.server if kind == INBOUND else cfg.client
             extra = self._decide(ex, t)
+            if head.version != "1.1":
+                own_via = f"{head.version} {me}"
+            extra.append(("via", f"{via}, {own_via}" if via else own_via))
             if kind != INBOUND:
                 extra.append(("x-envoy-decorator-operation", route.decorator))
             if route.service is not None:
                 extra += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
             if kind == INBOUND:
-                ex.peer_raw = head.index.get(PEER_HEADER)
+                ex.peer_raw = self._trusted_peer(ds, head)
             elif kind == GATEWAY:
                 xff = head.index.get("x-forwarded-for")
                 extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
@@ -419,8 +506,8 @@ class Proxy:
     def _pick(self, route: Route, tried: set[Endpoint]) -> tuple[tuple[str, int], Endpoint | None]:
         if route.fixed is not None:
             return route.fixed, None
-        assert route.service is not None
-        ep = route.service.pick(tried)
+        # a Service without endpoints, or BlackHoleCluster (none by design)
+        ep = route.service.pick(tried) if route.service is not None else None
         if ep is None:
             raise LocalReply(503, "no healthy upstream", "UH")
         return (ep.ip, ep.port), ep
@@ -550,7 +637,10 @@ class Proxy:
             if ex.peer_raw is not None:
                 headers += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
         else:
-            ex.peer_raw = resp.index.get(PEER_HEADER)
+            if ex.route is not None and ex.route.service is not None:
+                # only a mesh Service's endpoint answers with peer metadata; a passthrough
+                # destination's would be forged
+                ex.peer_raw = resp.index.get(PEER_HEADER)
             headers = resp.forwardable(_NOT_FORWARDED_DOWN)
             headers.append(("x-envoy-upstream-service-time", ex.upstream_ms))
         status = resp.status

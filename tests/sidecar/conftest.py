@@ -24,6 +24,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for sidecar_helpers
+
 
 def loopback() -> str:
     """A fresh 127.x.y.z address so parallel tests never share a pod address."""
@@ -326,7 +328,10 @@ def build_mesh(
     fe_app: Server | None = None
     try:
         be_sampling = sampling if backend_sampling is None else backend_sampling
-        be_doc = config_doc("backend", endpoint, be_sampling, **extra)
+        # the registry lists the frontend too (as the control plane's does): the backend believes
+        # peer metadata only from mesh workloads' addresses; the port is not used for that
+        fe_registered = service("frontend", fe_ip, free_port(fe_ip))
+        be_doc = config_doc("backend", endpoint, be_sampling, fe_registered, **extra)
         be = start_sidecar(meshtrace_process, tmp_path, "backend", be_ip, be_app.port, be_doc, *flags)
         inbound = be.listeners["inbound"][1]
         if dead_backend:

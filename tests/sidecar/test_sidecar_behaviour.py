@@ -10,40 +10,10 @@ import urllib.request
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from sidecar_helpers import raw, via_proxy, via_proxy_direct
 
 BACKEND_FQDN = "backend.default.svc.cluster.local"
 Mesh = Any
-
-
-def via_proxy(mesh: Mesh, url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> Any:
-    """A request as an app with HTTP_PROXY set makes it: absolute-form, to the outbound listener."""
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({"http": f"http://{mesh.frontend.address('outbound')}"})
-    )
-    req = urllib.request.Request(url, headers=headers or {}, data=data)
-    try:
-        resp = opener.open(req, timeout=10)
-    except urllib.error.HTTPError as err:
-        return err.code, err.read(), dict(err.headers)
-    with resp:
-        return resp.status, resp.read(), dict(resp.headers)
-
-
-def raw(address: str, data: bytes, timeout: float = 5.0, *pieces: tuple[float, bytes]) -> bytes:
-    """Send bytes (then optional delayed pieces) and read until the server closes."""
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        s.sendall(data)
-        for delay, piece in pieces:
-            time.sleep(delay)
-            s.sendall(piece)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except TimeoutError:
-            pass
-        return out
 
 
 def rid(value: int, reason: str = "4") -> str:
@@ -114,12 +84,6 @@ def test_first_proxy_decides(mesh_factory: Any) -> None:
     spans = mesh.received.wait(1)
     time.sleep(1.2)
     assert len(mesh.received.spans) == 1 and spans[0][0] == "backend.default"
-
-
-def via_proxy_direct(mesh: Mesh, path: str, headers: dict[str, str] | None = None) -> Any:
-    req = urllib.request.Request(f"http://{mesh.backend.address('inbound')}{path}", headers=headers or {})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return resp.status, resp.read(), dict(resp.headers)
 
 
 def test_non_uuid_request_id_is_never_traced(mesh_factory: Any) -> None:

@@ -22,6 +22,7 @@ from meshtrace.sidecar.http1 import (
     split_target,
 )
 from meshtrace.sidecar.metrics import IstioMetrics, Observation, peer_metadata
+from meshtrace.sidecar.proxy import via_names
 from meshtrace.sidecar.tracing import SpanRecord, build_span, custom_tag_values, format_value
 
 
@@ -124,7 +125,9 @@ _value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), ma
 @given(st.lists(st.tuples(_token, _value), max_size=20), st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
 def test_fuzz_valid_heads_roundtrip(headers: list[tuple[str, str]], method: str) -> None:
     raw = f"{method} /p HTTP/1.1\r\nHost: h\r\n".encode()
-    headers = [(k, v.strip()) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+    # framing, a second Host and Upgrade have their own answers (tested below)
+    refused = ("content-length", "transfer-encoding", "host", "upgrade")
+    headers = [(k, v.strip()) for k, v in headers if k.lower() not in refused]
     raw += b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + b"\r\n"
     ev = events(raw)
     head = ev[0]
@@ -386,3 +389,112 @@ def test_minted_request_ids_are_uuid4_and_not_traceable() -> None:
         u = uuid.UUID(rid)
         assert str(u) == rid and u.version == 4 and u.variant == uuid.RFC_4122
         assert trace_reason(rid) is TraceReason.NOT_TRACEABLE
+
+
+# -- HTTP strictness (issue 10, finding 11): refused before a head is queued, so never forwarded
+
+
+@pytest.mark.parametrize(
+    "host_lines", [b"Host: a\r\nHost: b\r\n", b"Host: a\r\nhost: a\r\n", b"Host: a\r\nX: y\r\nHOST: c\r\n"]
+)
+def test_second_host_header_is_400(host_lines: bytes) -> None:
+    ev = events(b"GET / HTTP/1.1\r\n" + host_lines + b"\r\n")
+    assert len(ev) == 1 and isinstance(ev[0], HttpError) and ev[0].status == 400
+
+
+@pytest.mark.parametrize("coding", [b"xchunked", b"gzip, chunked", b"identity"])
+def test_transfer_coding_other_than_chunked_is_501(coding: bytes) -> None:
+    ev = events(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + coding + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert len(ev) == 1 and isinstance(ev[0], HttpError) and ev[0].status == 501
+
+
+def test_chunked_in_any_case_is_still_chunked() -> None:
+    ev = events(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert isinstance(ev[0], RequestHead) and ev[0].chunked and ev[1:] == [b"abc", END]
+
+
+@pytest.mark.parametrize(
+    "connection", [b"Connection: Upgrade\r\n", b"Connection: keep-alive, upgrade\r\n", b""]
+)
+def test_upgrade_is_501_and_no_head_is_queued(connection: bytes) -> None:
+    ev = events(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: websocket\r\n\r\n")
+    assert len(ev) == 1 and isinstance(ev[0], HttpError) and ev[0].status == 501
+
+
+# -- bounded metrics (finding 7)
+
+
+def test_series_limit_sends_new_label_sets_to_the_overflow_series() -> None:
+    m = IstioMetrics(series_limit=3)
+    m.configure(parse(doc(), "1", "frontend", "default", {}))
+    for i in range(10):
+        m.record(observation(service_fqdn=f"10.0.0.{i}", service_name="PassthroughCluster"))
+    m.record(observation(service_fqdn="10.0.0.1", service_name="PassthroughCluster"))  # admitted before
+    got = scrape(m)
+    counts = {s.labels["destination_service"]: s.value for s in got["istio_requests"]}
+    assert counts == {"10.0.0.0": 1, "10.0.0.1": 2, "10.0.0.2": 1, "overflow": 7}
+    (overflow,) = [s for s in got["istio_requests"] if s.labels["destination_service"] == "overflow"]
+    assert overflow.labels["reporter"] == "source" and overflow.labels["response_code"] == "overflow"
+    assert m.overflowed == 7
+    assert m.series == 4 * 4  # 3 label sets + overflow, in each of the 4 metrics
+
+
+def test_sweep_evicts_label_sets_idle_for_a_whole_interval() -> None:
+    m = IstioMetrics()
+    m.configure(parse(doc(), "1", "frontend", "default", {}))
+    a, b = observation(service_fqdn="a"), observation(service_fqdn="b")
+    m.record(a)
+    m.record(b)
+    assert m.sweep() == 0  # both used since the start
+    m.record(a)
+    assert m.sweep() == 4  # b's 4 metrics
+    assert {s.labels["destination_service"] for s in scrape(m)["istio_requests"]} == {"a"}
+    # used, then the label cache dropped (new config): still counts as used
+    m.record(a)
+    m.configure(parse(doc(), "2", "frontend", "default", {}))
+    assert m.sweep() == 0
+    assert m.sweep() == 4 and m.series == 0 and m.evicted == 8
+    m.record(a)  # a returning series starts from zero, as Envoy's evicted stats do
+    assert [s.value for s in scrape(m)["istio_requests"]] == [1]
+
+
+# -- loops (finding 8)
+
+
+@pytest.mark.parametrize(
+    ("via", "found"),
+    [
+        ("1.1 127.0.0.5:15001", True),
+        ("1.1 10.0.0.1:80, HTTP/1.1 127.0.0.5:15001 (meshtrace)", True),
+        ("1.1 127.0.0.5:1500", False),
+        ("1.1 127.0.0.55:15001", False),
+        ("127.0.0.5:15001", False),  # no protocol: not a received-by
+        ("", False),
+    ],
+)
+def test_via_names(via: str, found: bool) -> None:
+    assert via_names(via, "127.0.0.5:15001") is found
+    assert not via_names(via, "")
+
+
+def test_label_values_are_cut_so_a_huge_host_cannot_swell_the_page() -> None:
+    m = IstioMetrics(series_limit=5)
+    m.configure(parse(doc(), "1", "frontend", "default", {}))
+    for i in range(50):
+        host = f"{i}" + "h" * 20000
+        m.record(observation(service_fqdn=host, host=host, service_name="PassthroughCluster"))
+    page = "\n".join(m.exposition())
+    assert len(page) < 6 * 70 * 25 * 300  # label sets x lines x labels x cut value
+    values = {s.labels["destination_service"] for s in scrape(m)["istio_requests"]}
+    assert max(map(len, values)) == 256 and len(values) == 6 and m.overflowed == 45
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200), st.sampled_from(["1.1", "1.0", "HTTP/1.1"]))
+def test_fuzz_via_names_finds_an_appended_entry(via: str, protocol: str) -> None:
+    me = "127.0.0.5:15001"
+    found = via_names(via, me)  # any header value: an answer, never an exception
+    assert via_names(f"{via}, {protocol} {me}", me)
+    assert found == via_names(via + ", ", me)

@@ -1,0 +1,48 @@
+"""Request helpers shared by the sidecar tests (importable because conftest.py puts this folder
+on sys.path)."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from typing import Any
+
+Mesh = Any
+
+
+def via_proxy(mesh: Mesh, url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> Any:
+    """A request as an app with HTTP_PROXY set makes it: absolute-form, to the outbound listener."""
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": f"http://{mesh.frontend.address('outbound')}"})
+    )
+    req = urllib.request.Request(url, headers=headers or {}, data=data)
+    try:
+        resp = opener.open(req, timeout=10)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+    with resp:
+        return resp.status, resp.read(), dict(resp.headers)
+
+
+def raw(address: str, data: bytes, timeout: float = 5.0, *pieces: tuple[float, bytes]) -> bytes:
+    """Send bytes (then optional delayed pieces) and read until the server closes."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        for delay, piece in pieces:
+            time.sleep(delay)
+            s.sendall(piece)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def via_proxy_direct(mesh: Mesh, path: str, headers: dict[str, str] | None = None) -> Any:
+    req = urllib.request.Request(f"http://{mesh.backend.address('inbound')}{path}", headers=headers or {})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, resp.read(), dict(resp.headers)

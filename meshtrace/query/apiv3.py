@@ -85,7 +85,7 @@ class ApiV3:
         uiparams.check_v3_get_trace(multi_params(request))
         found = await self._run(lambda: stored_or_archived(self._store(), trace_id))
         if found is None:
-            return v3_error(404, "trace not found")
+            return v3_error(404, "No traces found")  # Jaeger's words for an unknown id too
         return json_response(await self._run(lambda: {"result": otlp_json.request_to_json(found)}))
 
     async def find_traces(self, request: web.Request) -> web.Response:

@@ -458,7 +458,7 @@ def test_v3_trace_by_id(seeded: Seeded) -> None:
     request = otlp_json.request_from_json(body["result"])
     assert len(_spans(request)) == 4
     assert get(seeded, "/api/v3/traces/" + "ab" * 16, 404) == {
-        "error": {"httpCode": 404, "message": "trace not found"}
+        "error": {"httpCode": 404, "message": "No traces found"}
     }
     err = get(seeded, "/api/v3/traces/xyz", 400)["error"]
     assert err["httpCode"] == 400 and "trace_id" in err["message"]

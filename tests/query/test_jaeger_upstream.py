@@ -85,7 +85,9 @@ def test_parse_find_traces(row: dict[str, Any]) -> None:
         assert getattr(query, field) == want, field
 
 
-@pytest.mark.parametrize("row", APIV3["parse_find_traces_errors"], ids=_ids(APIV3["parse_find_traces_errors"]))
+@pytest.mark.parametrize(
+    "row", APIV3["parse_find_traces_errors"], ids=_ids(APIV3["parse_find_traces_errors"])
+)
 def test_parse_find_traces_errors(query_api: RunningQuery, row: dict[str, Any]) -> None:
     with pytest.raises(ParamError) as caught:
         parse_v3_search(_params(row["params"]))

@@ -29,6 +29,7 @@ from meshtrace.model.jaeger import (
 )
 from meshtrace.query import apiv3, archive, params, spm
 from meshtrace.query.importer import parse_import
+from meshtrace.query.jaeger_ui import JaegerUi
 from meshtrace.query.routing import StoreSource, envelope, error_response, pretty_print, v3_error
 from meshtrace.query.routing import json_response as _json
 from meshtrace.query.routing import multi_params as _multi
@@ -63,7 +64,9 @@ class QueryServer:
     """The aiohttp application over a store. `store` is called per request, so the server can be
     built before the store exporter exists (the collector starts extensions first)."""
 
-    def __init__(self, store: StoreSource, ui_dir: Path = UI_DIR, workers: int = 4) -> None:
+    def __init__(
+        self, store: StoreSource, ui_dir: Path = UI_DIR, workers: int = 4, jaeger_ui: Path | None = None
+    ) -> None:
         self._store = store
         self.ui_dir = ui_dir
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meshtrace-query")
@@ -80,6 +83,9 @@ class QueryServer:
         for routes in (apiv3.ApiV3, spm.MetricsRoutes, archive.ArchiveRoutes):
             routes(store, self._run).register(r)
         r.add_route("*", "/api/{tail:.*}", self.api_not_found)
+        if jaeger_ui is not None:  # a Jaeger UI build in place of meshtrace's own UI
+            JaegerUi(jaeger_ui).register(r)
+            return
         r.add_get("/static/{name:.*}", self.static)  # any depth: names with "/" are refused
         r.add_get("/{tail:.*}", self.index)
 

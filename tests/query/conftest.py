@@ -25,12 +25,12 @@ class RunningQuery:
 
 
 @contextlib.contextmanager
-def serve_query(path: Path, **store_options: Any) -> Iterator[RunningQuery]:
-    """A store at `path` (TraceStore options as keywords) and a query server over it, both
-    closed at the end."""
+def serve_query(path: Path, jaeger_ui: Path | None = None, **store_options: Any) -> Iterator[RunningQuery]:
+    """A store at `path` (TraceStore options as keywords) and a query server over it (serving a
+    Jaeger UI build when `jaeger_ui` is given), both closed at the end."""
     store = TraceStore(path, **store_options)
     store.open()
-    server = QueryServer(lambda: store)
+    server = QueryServer(lambda: store, jaeger_ui=jaeger_ui)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

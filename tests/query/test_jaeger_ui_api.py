@@ -264,3 +264,41 @@ def test_ui_parameter_parsers_answer_param_errors_only(params: dict[str, list[st
 def test_trace_id_parser_answers_param_errors_only(text: str) -> None:
     with contextlib.suppress(ParamError):
         assert len(parse_trace_id_any(text)) == 16
+
+
+FAKE_INDEX = b"""<html><head><script>
+      const JAEGER_CONFIG = DEFAULT_CONFIG;
+      const JAEGER_STORAGE_CAPABILITIES = DEFAULT_STORAGE_CAPABILITIES;
+      const JAEGER_BACKEND_CAPABILITIES = DEFAULT_BACKEND_CAPABILITIES;
+</script></head><body></body></html>"""
+
+
+def test_a_jaeger_ui_build_is_served_with_meshtrace_capabilities(tmp_path: Path) -> None:
+    """The build's lines Jaeger's static handler rewrites (the UI shows the Monitor tab and the
+    archive button from them), its files, and index.html for the UI's own routes."""
+    build = tmp_path / "build"
+    (build / "static").mkdir(parents=True)
+    (build / "index.html").write_bytes(FAKE_INDEX)
+    (build / "static" / "index-abc.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("no")
+    with serve_query(tmp_path / "traces.db", jaeger_ui=build) as running:
+        for path in ("/", "/search", "/monitor", "/trace/abc", "/static/missing.js"):
+            page = requests.get(running.url + path, timeout=10)
+            assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+            assert "Content-Security-Policy" not in page.headers  # the build's inline script must run
+            text = page.text
+            assert 'JAEGER_STORAGE_CAPABILITIES = {"archiveStorage": true, "metricsStorage": true};' in text
+            assert 'JAEGER_BACKEND_CAPABILITIES = {"archiveStorage": true, "metricsStorage": true};' in text
+            assert 'JAEGER_CONFIG = {"archiveEnabled": true};' in text
+        script = requests.get(running.url + "/static/index-abc.js", timeout=10)
+        assert script.text == "console.log(1)" and "javascript" in script.headers["Content-Type"]
+        escape = requests.get(running.url + "/static/..%2F..%2Fsecret.txt", timeout=10)
+        assert escape.text != "no" and "JAEGER_CONFIG" in escape.text
+        assert requests.get(running.url + "/api/v3/services", timeout=10).json() == {"services": []}
+
+
+def test_query_extension_refuses_a_directory_that_is_no_jaeger_ui_build(tmp_path: Path) -> None:
+    from meshtrace.query.extension import QueryConfig
+
+    with pytest.raises(ValueError, match="not a Jaeger UI build"):
+        QueryConfig(jaeger_ui=str(tmp_path))

@@ -26,8 +26,19 @@ from meshtrace.store import TraceStore
 def stored_or_archived(store: TraceStore, trace_id: bytes) -> ExportTraceServiceRequest | None:
     """The trace's stored spans, else its archived copy (Jaeger's query service reads the archive
     when the primary storage has no such trace)."""
-    found = store.get_trace(trace_id)
-    return found if found is not None else store.get_archived_trace(trace_id)
+    return stored_or_archived_many(store, [trace_id]).get(trace_id)
+
+
+def stored_or_archived_many(
+    store: TraceStore, trace_ids: list[bytes]
+) -> dict[bytes, ExportTraceServiceRequest]:
+    found = store.get_traces(trace_ids)
+    for trace_id in trace_ids:
+        if trace_id not in found:
+            archived = store.get_archived_trace(trace_id)
+            if archived is not None:
+                found[trace_id] = archived
+    return found
 
 
 def otlp_to_jaeger(body: bytes) -> list[dict[str, Any]]:

@@ -145,7 +145,7 @@ class QueryServer:
         def run() -> dict[str, Any]:
             store = self._store()
             ids = store.find_trace_ids(parsed.query) if parsed.query is not None else parsed.trace_ids
-            found = store.get_traces(ids)
+            found = archive.stored_or_archived_many(store, ids)
             traces = [t for tid in ids if tid in found for t in to_jaeger_traces(found[tid])]
             body = envelope(traces)
             missing = [tid for tid in ids if tid not in found]

@@ -201,6 +201,11 @@ def test_archived_trace_outlives_retention(tmp_path: Path) -> None:
         assert running.store.get_trace(kept_id) is None, "retention did not evict the trace"
         v1 = requests.get(f"{running.url}/api/traces/{kept_id.hex()}", timeout=10)
         assert v1.status_code == 200 and len(v1.json()["data"][0]["spans"]) == 4
+        by_ids = requests.get(
+            f"{running.url}/api/traces", params={"traceID": [kept_id.hex(), lost_id.hex()]}, timeout=10
+        )
+        assert [t["traceID"] for t in by_ids.json()["data"]] == [kept_id.hex()]
+        assert [e["traceID"] for e in by_ids.json()["errors"]] == [lost_id.hex()]
         v3 = requests.get(f"{running.url}/api/v3/traces/{kept_id.hex()}", timeout=10)
         assert v3.status_code == 200 and v3.json()["result"]["resourceSpans"]
         assert requests.get(f"{running.url}/api/traces/{lost_id.hex()}", timeout=10).status_code == 404

@@ -32,6 +32,10 @@ DEFAULT_METRICS_RATE_MS = 10 * 60 * 1000
 DEFAULT_METRICS_KINDS = ("server",)
 # Prometheus refuses a range query with more points per series than this; so do we.
 MAX_POINTS = 11_000
+# Times and durations are int64 nanoseconds in the store (as in Go, whose durations end at
+# about 292 years); SPM times in milliseconds stay below 2^62 ns so end - lookback - ratePer fits.
+INT64_MAX = 2**63 - 1
+MAX_METRICS_MS = 2**62 // 10**6
 
 # (canonical camelCase, deprecated snake_case)
 SERVICE = ("query.serviceName", "query.service_name")
@@ -77,7 +81,14 @@ def _duration_ns(text: str, name: str) -> int:
         raise ParamError(f"malformed parameter {name}: {exc}") from None
     if seconds < 0:
         raise ParamError(f"malformed parameter {name}: {text!r} is negative")
+    if seconds * 1e9 > INT64_MAX:
+        raise ParamError(f"malformed parameter {name}: {text!r} is longer than 292 years")
     return round(seconds * 1e9)
+
+
+def _time_ns(text: str, name: str) -> int:
+    """RFC 3339 to nanoseconds, clamped to int64 (year 9999 means "no upper bound")."""
+    return max(-INT64_MAX, min(INT64_MAX, parse_rfc3339_ns(text, name)))
 
 
 def parse_trace_id_any(text: str, name: str = "trace_id") -> bytes:
@@ -108,8 +119,8 @@ def parse_v3_search(params: Params) -> TraceQuery:
     tmax, tmax_name = param(params, TIME_MAX)
     if not tmin or not tmax:
         raise ParamError(f"{TIME_MIN[0]} and {TIME_MAX[0]} are required")
-    start_min = parse_rfc3339_ns(tmin, tmin_name)
-    start_max = parse_rfc3339_ns(tmax, tmax_name)
+    start_min = _time_ns(tmin, tmin_name)
+    start_max = _time_ns(tmax, tmax_name)
     if start_min >= start_max:
         raise ParamError(f"{TIME_MIN[0]} must be before {TIME_MAX[0]}")
     attributes = params.get("query.attributes") or []
@@ -187,8 +198,8 @@ def _millis(params: Params, name: str, default: int, minimum: int) -> int:
         value = int(text)
     except ValueError:
         raise _v1_error(name, f"{text!r} is not an integer number of milliseconds") from None
-    if value < minimum:
-        raise _v1_error(name, f"must be at least {minimum} ms, got {value}")
+    if not minimum <= value <= MAX_METRICS_MS:
+        raise _v1_error(name, f"must be between {minimum} and {MAX_METRICS_MS} ms, got {value}")
     return value
 
 

@@ -133,7 +133,8 @@ def test_spm_window_longer_than_step_and_unknown_service(spm: RunningQuery) -> N
     ("params", "needle"),
     [
         ({"quantile": "1.5"}, "unable to parse param 'quantile': must be between 0 and 1"),
-        ({"step": "0"}, "unable to parse param 'step': must be at least 1 ms"),
+        ({"step": "0"}, "unable to parse param 'step': must be between 1 and"),
+        ({"endTs": "9" * 30}, "unable to parse param 'endTs': must be between 0 and"),
         ({"ratePer": "-5"}, "unable to parse param 'ratePer'"),
         ({"lookback": "-1"}, "unable to parse param 'lookback'"),
         (
@@ -307,3 +308,15 @@ def test_query_extension_refuses_a_directory_that_is_no_jaeger_ui_build(tmp_path
 
     with pytest.raises(ValueError, match="not a Jaeger UI build"):
         QueryConfig(jaeger_ui=str(tmp_path))
+
+
+def test_v3_search_extremes_are_answers_not_crashes(query_api: RunningQuery) -> None:
+    """Times beyond int64 nanoseconds are clamped (year 9999 = no upper bound); durations past
+    Go's 292 years are a 400 naming the parameter."""
+    url = f"{query_api.url}/api/v3/trace-summaries"
+    wide = {"query.startTimeMin": "0001-01-01T00:00:00Z", "query.startTimeMax": "9999-12-31T23:59:59Z"}
+    assert requests.get(url, params=wide, timeout=10).status_code == 200
+    huge = {**wide, "query.durationMin": "9" * 30 + "h"}
+    response = requests.get(url, params=huge, timeout=10)
+    assert response.status_code == 400
+    assert "malformed parameter query.durationMin" in response.json()["error"]["message"]

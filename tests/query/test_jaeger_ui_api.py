@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from meshtrace.query.archive import otlp_to_jaeger
 from meshtrace.query.params import ParamError
 from meshtrace.query.spm import timestamp
 from meshtrace.query.uiparams import parse_metrics, parse_trace_id_any, parse_v3_search
@@ -320,3 +321,19 @@ def test_v3_search_extremes_are_answers_not_crashes(query_api: RunningQuery) -> 
     response = requests.get(url, params=huge, timeout=10)
     assert response.status_code == 400
     assert "malformed parameter query.durationMin" in response.json()["error"]["message"]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.binary(max_size=60), _json_values.map(lambda v: json.dumps({"resourceSpans": [v]}).encode()))
+)
+def test_transform_body_parser_answers_param_errors_only(body: bytes) -> None:
+    with contextlib.suppress(ParamError):
+        otlp_to_jaeger(body)

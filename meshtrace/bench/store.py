@@ -5,7 +5,8 @@
 2. Start a real `meshtrace collector` (otlp gRPC -> batch -> store, query extension) on that
    database and send `--ingest-spans` more over OTLP/gRPC: spans/s wall-clock and spans per
    CPU-second of the collector process (= per core), and its RSS.
-3. Query latency over HTTP against that collector: trace by id and several searches, p50/p99.
+3. Query latency over HTTP against that collector: trace by id, several searches, api_v3 trace
+   summaries and SPM series (the Monitor tab's), p50/p99.
 4. Bytes on disk per span.
 5. The engine comparison behind the choice of SQLite: the same rows inserted into SQLite and
    DuckDB, then point lookups by trace id and a service/time search (`--engine-rows`, 0 skips).
@@ -36,6 +37,7 @@ import click
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace import ready
+from meshtrace.query.spm import timestamp
 from meshtrace.store import TraceStore
 from meshtrace.store.sqlite import StoreFullError
 from meshtrace.store.synthetic import BACKEND, mesh_traces
@@ -383,6 +385,16 @@ def store(spans: int, ingest_spans: int, queries: int, engine_rows: int, data_di
             tags = urllib.parse.quote(json.dumps({"error": "true"}))
             rare = urllib.parse.quote(json.dumps({"http.response.status_code": "404"}))
             op = urllib.parse.quote("SELECT items")
+            v3_hour = "&query.startTimeMin={}&query.startTimeMax={}".format(
+                *(urllib.parse.quote(timestamp(us * 1000)) for us in (end_us - 3600 * 10**6, end_us))
+            )
+
+            def spm_path(i: int, lookback_s: int) -> str:
+                return (
+                    f"/api/metrics/latencies?service={BACKEND}&quantile=0.95&groupByOperation=true"
+                    f"&endTs={end_us // 1000 - i}&lookback={lookback_s * 1000}&step=60000&ratePer=600000"
+                )
+
             click.echo("measuring queries ...", err=True)
             measured = [
                 ("trace by id", latency(collector, lambda i: f"/api/traces/{ids[i % len(ids)]}", queries)),
@@ -421,6 +433,21 @@ def store(spans: int, ingest_spans: int, queries: int, engine_rows: int, data_di
                         lambda i: f"/api/traces?service={BACKEND}&minDuration=50ms&limit=20{hour}",
                         queries,
                     ),
+                ),
+                (
+                    "api_v3 trace-summaries, all services, depth 20, 1h",
+                    latency(
+                        collector, lambda i: f"/api/v3/trace-summaries?query.searchDepth=20{v3_hour}", queries
+                    ),
+                ),
+                # SPM: each request a new endTs, so none is answered from the shared-scan cache
+                (
+                    "SPM latencies p95 by operation, 1h lookback, step 1m",
+                    latency(collector, lambda i: spm_path(i, 3600), queries),
+                ),
+                (
+                    "SPM latencies p95 by operation, 24h lookback, step 1m",
+                    latency(collector, lambda i: spm_path(i, 24 * 3600), max(3, queries // 10)),
                 ),
             ]
         finally:

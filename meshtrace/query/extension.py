@@ -5,12 +5,14 @@ extensions:
   query:
     endpoint: 127.0.0.1:16686
     store: store        # id of the store exporter to read
+    jaeger_ui: ""       # optional: a Jaeger UI build to serve instead of meshtrace's UI
 ```
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +20,7 @@ from meshtrace.collector.component import ComponentID, Host, Kind
 from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.schema import host_port
+from meshtrace.query.jaeger_ui import check_build
 from meshtrace.query.server import QueryServer
 from meshtrace.store import StoreError, TraceStore
 
@@ -26,10 +29,14 @@ from meshtrace.store import StoreError, TraceStore
 class QueryConfig:
     endpoint: str = "127.0.0.1:16686"
     store: str = "store"
+    # a Jaeger UI build (jaeger-ui's packages/jaeger-ui/build) to serve instead of meshtrace's UI
+    jaeger_ui: str = ""
 
     def __post_init__(self) -> None:
         host_port(self.endpoint)
         ComponentID.parse(self.store)
+        if self.jaeger_ui:
+            check_build(Path(self.jaeger_ui).expanduser())
 
 
 class QueryExtension:
@@ -38,7 +45,8 @@ class QueryExtension:
         self.config = config
         self.store_id = ComponentID.parse(config.store)
         self._host: Host | None = None
-        self._server = QueryServer(self._trace_store)
+        jaeger_ui = Path(config.jaeger_ui).expanduser() if config.jaeger_ui else None
+        self._server = QueryServer(self._trace_store, jaeger_ui=jaeger_ui)
         self._runner: web.AppRunner | None = None
 
     def _trace_store(self) -> TraceStore:

@@ -175,32 +175,3 @@ def parse_rfc3339_ns(text: str, name: str) -> int:
             "2262-04-11T23:47:16.854775807Z"
         )
     return ns
-
-
-def parse_v3_search(params: Params) -> TraceQuery:
-    """api_v3 `/api/v3/traces?query.service_name=...` parameters."""
-    tmin, tmax = _first(params, "query.start_time_min"), _first(params, "query.start_time_max")
-    if not tmin or not tmax:
-        raise ParamError("query.start_time_min and query.start_time_max are required")
-    service = _first(params, "query.service_name")
-    if not service:
-        raise ParamError("query.service_name is required")
-    dmin, dmax = _first(params, "query.duration_min"), _first(params, "query.duration_max")
-    attributes = params.get("query.attributes") or []
-    try:
-        tags = parse_tags([], attributes)
-    except ParamError as exc:
-        raise ParamError(f"malformed parameter query.attributes: {exc}") from None
-    return TraceQuery(
-        service=service,
-        operation=_first(params, "query.operation_name"),
-        tags=tags,
-        start_min_ns=parse_rfc3339_ns(tmin, "query.start_time_min"),
-        start_max_ns=parse_rfc3339_ns(tmax, "query.start_time_max"),
-        duration_min_ns=parse_duration_ns(dmin, "query.duration_min") if dmin else None,
-        duration_max_ns=parse_duration_ns(dmax, "query.duration_max") if dmax else None,
-        # Jaeger renamed query.num_traces to query.search_depth; accept both
-        limit=_limit(
-            _first(params, "query.num_traces") or _first(params, "query.search_depth"), "query.num_traces"
-        ),
-    )

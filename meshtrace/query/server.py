@@ -9,7 +9,6 @@ blocks the event loop that also runs the collector's receivers.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -30,9 +29,13 @@ from meshtrace.model.jaeger import (
     trace_id_to_hex,
 )
 from meshtrace.model.validate import refuse_invalid
-from meshtrace.query import params
+from meshtrace.query import apiv3, archive, params, spm
 from meshtrace.query.importer import parse_import
-from meshtrace.store import StoreError, StoreFullError, TraceStore
+from meshtrace.query.jaeger_ui import JaegerUi
+from meshtrace.query.routing import StoreSource, envelope, error_response, pretty_print, v3_error
+from meshtrace.query.routing import json_response as _json
+from meshtrace.query.routing import multi_params as _multi
+from meshtrace.store import StoreError, StoreFullError
 
 T = TypeVar("T")
 
@@ -58,35 +61,6 @@ CSP = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-StoreSource = Callable[[], TraceStore]
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def envelope(data: Any, total: int | None = None) -> dict[str, Any]:
-    """Jaeger's structuredResponse."""
-    if total is None:
-        total = len(data) if isinstance(data, list) else 0
-    return {"data": data, "total": total, "limit": 0, "offset": 0, "errors": None}
-
-
-def error_response(status: int, message: str) -> web.Response:
-    return _json(
-        {"data": None, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": status, "msg": message}]},
-        status,
-    )
-
-
-def v3_error(status: int, message: str) -> web.Response:
-    return _json({"error": {"httpCode": status, "message": message}}, status)
-
 
 def api_error(request: web.Request, status: int, message: str) -> web.Response:
     """An error in the shape of the API the request went to: api_v3's or Jaeger v1's envelope."""
@@ -99,12 +73,15 @@ class QueryServer:
     """The aiohttp application over a store. `store` is called per request, so the server can be
     built before the store exporter exists (the collector starts extensions first)."""
 
-    def __init__(self, store: StoreSource, ui_dir: Path = UI_DIR, workers: int = 4) -> None:
+    def __init__(
+        self, store: StoreSource, ui_dir: Path = UI_DIR, workers: int = 4, jaeger_ui: Path | None = None
+    ) -> None:
         self._store = store
         self.ui_dir = ui_dir
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meshtrace-query")
         self.app = web.Application(
-            client_max_size=MAX_IMPORT_BYTES, middlewares=[self._errors, csrf.middleware(api_error)]
+            client_max_size=MAX_IMPORT_BYTES,
+            middlewares=[pretty_print, self._errors, csrf.middleware(api_error)],
         )
         r = self.app.router
         r.add_get("/api/services", self.services)
@@ -115,11 +92,12 @@ class QueryServer:
         r.add_get("/api/export/{trace_id}", self.export)
         r.add_get("/api/dependencies", self.dependencies)
         r.add_post("/api/import", self.import_)
-        r.add_get("/api/v3/services", self.v3_services)
-        r.add_get("/api/v3/operations", self.v3_operations)
-        r.add_get("/api/v3/traces", self.v3_search)
-        r.add_get("/api/v3/traces/{trace_id}", self.v3_trace)
+        for routes in (apiv3.ApiV3, spm.MetricsRoutes, archive.ArchiveRoutes):
+            routes(store, self._run).register(r)
         r.add_route("*", "/api/{tail:.*}", self.api_not_found)
+        if jaeger_ui is not None:  # a Jaeger UI build in place of meshtrace's own UI
+            JaegerUi(jaeger_ui).register(r)
+            return
         r.add_get("/static/{name:.*}", self.static)  # any depth: names with "/" are refused
         r.add_get("/{tail:.*}", self.index)
 
@@ -177,7 +155,7 @@ class QueryServer:
         def run() -> dict[str, Any]:
             store = self._store()
             ids = store.find_trace_ids(parsed.query) if parsed.query is not None else parsed.trace_ids
-            found = store.get_traces(ids)
+            found = archive.stored_or_archived_many(store, ids)
             traces = [t for tid in ids if tid in found for t in to_jaeger_traces(found[tid])]
             body = envelope(traces)
             missing = [tid for tid in ids if tid not in found]
@@ -198,7 +176,7 @@ class QueryServer:
             raise params.ParamError(str(exc)) from None
 
     async def _get(self, trace_id: bytes) -> ExportTraceServiceRequest:
-        found = await self._run(lambda: self._store().get_trace(trace_id))
+        found = await self._run(lambda: archive.stored_or_archived(self._store(), trace_id))
         if found is None:
             raise web.HTTPNotFound(reason="trace not found")
         return found
@@ -286,42 +264,6 @@ class QueryServer:
         except StoreFullError as exc:
             return error_response(503, str(exc))
 
-    # --- api_v3 -------------------------------------------------------------------------------
-    async def v3_services(self, request: web.Request) -> web.Response:
-        return _json({"services": await self._run(lambda: self._store().services())})
-
-    async def v3_operations(self, request: web.Request) -> web.Response:
-        service = request.query.get("service", "")
-        kind = self._kind(request.query.get("span_kind", ""))
-        ops = await self._run(lambda: self._store().operations(service, kind)) if service else []
-        return _json(
-            {"operations": [{"name": o.name, "spanKind": SPAN_KIND_NAMES.get(o.kind, "")} for o in ops]}
-        )
-
-    async def v3_trace(self, request: web.Request) -> web.Response:
-        text = request.match_info["trace_id"]
-        try:
-            trace_id = parse_trace_id(text)
-        except ValueError as exc:
-            raise params.ParamError(f"malformed parameter trace_id: {exc}") from None
-        found = await self._get(trace_id)
-        return _json(await self._run(lambda: {"result": otlp_json.request_to_json(found)}))
-
-    async def v3_search(self, request: web.Request) -> web.Response:
-        query = params.parse_v3_search(_multi(request))
-
-        def run() -> dict[str, Any]:
-            store = self._store()
-            found = store.get_traces(store.find_trace_ids(query))
-            merged = ExportTraceServiceRequest()
-            for part in found.values():
-                merged.resource_spans.extend(part.resource_spans)
-            result = otlp_json.request_to_json(merged)
-            result.setdefault("resourceSpans", [])
-            return {"result": result}
-
-        return _json(await self._run(run))
-
     # --- the rest -----------------------------------------------------------------------------
     async def api_not_found(self, request: web.Request) -> web.Response:
         # the path goes in the body, never the status line (it may hold a decoded CR or LF)
@@ -350,10 +292,3 @@ class QueryServer:
                 "Content-Security-Policy": CSP,
             },
         )
-
-
-def _multi(request: web.Request) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for key, value in request.query.items():
-        out.setdefault(key, []).append(value)
-    return out

@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -50,10 +50,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from meshtrace.model import Traces
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, STATUS_BY_NAME
 from meshtrace.model.traces import split_traces
+from meshtrace.store import archive, spm, summaries
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: tag_buckets (a version-1 file is migrated on open)
+SCHEMA_VERSION = 3  # 2: tag_buckets, 3: archive (older files are migrated on open)
 # PRAGMA application_id marks a database as a meshtrace trace store ("MSHT").
 APPLICATION_ID = 0x4D534854
 UNKNOWN_SERVICE = "unknown_service"
@@ -94,6 +95,7 @@ CREATE INDEX spans_trace ON spans (trace_id, span_id, service_id);  -- covers th
 CREATE INDEX spans_service_start ON spans (service_id, start_ns);
 """
     + _TAG_BUCKETS_SCHEMA
+    + archive.ARCHIVE_SCHEMA
 )
 
 
@@ -189,6 +191,8 @@ def _open_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise StoreError(f"{path}: store schema {version} is too old to migrate")
     if version == 1:
         _migrate_v1(conn)
+    if version <= 2:
+        archive.migrate_v2(conn, 3)
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -201,7 +205,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         "INSERT INTO tag_buckets SELECT DISTINCT service_id, start_ns / ?, ? FROM spans",
         (TAG_BUCKET_NS, full),
     )
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute("PRAGMA user_version=2")
     conn.execute("COMMIT")
 
 
@@ -924,3 +928,24 @@ class TraceStore:
             used_bytes=self._used_bytes(conn),
             file_bytes=self.path.stat().st_size if self.path.exists() else 0,
         )
+
+    # --- archive, summaries and RED data (meshtrace/store/archive.py, summaries.py, spm.py) ---
+    def archive_trace(self, trace_id: bytes) -> bool:
+        """Copy the stored trace into the archive; False when no span of it is stored."""
+        trace = self.get_trace(trace_id)
+        if trace is None:
+            return False
+        with closing(_connect(self.path)) as conn:
+            archive.write(conn, trace_id, trace)
+        return True
+
+    def get_archived_trace(self, trace_id: bytes) -> ExportTraceServiceRequest | None:
+        return archive.read(self._reader(), trace_id)
+
+    def trace_summaries(self, trace_ids: Sequence[bytes]) -> dict[bytes, summaries.TraceSummary]:
+        return summaries.trace_summaries(self._reader(), trace_ids)
+
+    def span_counts(
+        self, service: str, kinds: Collection[int], origin_ns: int, end_ns: int, bucket_ns: int
+    ) -> list[spm.SpanCounts]:
+        return spm.span_counts(self._reader(), service, kinds, origin_ns, end_ns, bucket_ns)

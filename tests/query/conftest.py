@@ -4,10 +4,12 @@ so contract tests speak plain HTTP to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,11 +24,13 @@ class RunningQuery:
     store: TraceStore
 
 
-@pytest.fixture(scope="module")
-def query_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningQuery]:
-    store = TraceStore(Path(tmp_path_factory.mktemp("store")) / "traces.db")
+@contextlib.contextmanager
+def serve_query(path: Path, jaeger_ui: Path | None = None, **store_options: Any) -> Iterator[RunningQuery]:
+    """A store at `path` (TraceStore options as keywords) and a query server over it (serving a
+    Jaeger UI build when `jaeger_ui` is given), both closed at the end."""
+    store = TraceStore(path, **store_options)
     store.open()
-    server = QueryServer(lambda: store)
+    server = QueryServer(lambda: store, jaeger_ui=jaeger_ui)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -48,3 +52,9 @@ def query_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningQuery
         thread.join(5)
         loop.close()
         store.close()
+
+
+@pytest.fixture(scope="module")
+def query_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningQuery]:
+    with serve_query(Path(tmp_path_factory.mktemp("store")) / "traces.db") as running:
+        yield running

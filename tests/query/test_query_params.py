@@ -130,15 +130,30 @@ V3_SEARCH = [
     "query.num_traces",
     "query.search_depth",
     "query.attributes",
+    "query.serviceName",
+    "query.operationName",
+    "query.startTimeMin",
+    "query.startTimeMax",
+    "query.durationMin",
+    "query.durationMax",
+    "query.searchDepth",
+    "query.rawTraces",
+    "query.filter",
 ]
+SPM = ["service", "groupByOperation", "spanKind", "endTs", "lookback", "step", "ratePer", "quantile"]
 ROUTE_PARAMETERS = {  # what each route reads; a route not listed is fuzzed with all of them
     "/api/operations": ["service", "spanKind"],
     "/api/traces": SEARCH,
     "/api/traces/{trace_id}": ["format"],
     "/api/export/{trace_id}": ["format"],
     "/api/dependencies": ["endTs", "lookback", "service", "withErrors"],
-    "/api/v3/operations": ["service", "span_kind"],
+    "/api/v3/operations": ["service", "span_kind", "spanKind"],
     "/api/v3/traces": V3_SEARCH,
+    "/api/v3/trace-summaries": V3_SEARCH,
+    "/api/v3/traces/{trace_id}": ["startTime", "endTime", "rawTraces"],
+    "/api/metrics/latencies": SPM,
+    "/api/metrics/calls": SPM,
+    "/api/metrics/errors": SPM,
 }
 PARAMETERS = sorted({name for names in ROUTE_PARAMETERS.values() for name in names})
 

@@ -122,6 +122,7 @@ def test_schema_1_file_is_migrated_and_old_spans_still_match(tmp_path: Path) -> 
     first.close()
     with sqlite3.connect(path) as conn:  # what schema 1 wrote: no filters
         conn.execute("DROP TABLE tag_buckets")
+        conn.execute("DROP TABLE archive")
         conn.execute("PRAGMA user_version=1")
     again = TraceStore(path)
     again.open()

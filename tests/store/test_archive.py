@@ -1,0 +1,55 @@
+"""The trace archive: a copy eviction never deletes, and a schema-2 file gains it on open."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+from meshtrace.store import TraceStore
+from meshtrace.store.sqlite import SCHEMA_VERSION
+from meshtrace.store.synthetic import mesh_trace, mesh_traces
+
+
+def test_archive_survives_the_size_bound(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "traces.db", max_bytes=2 << 20, maintenance_interval_s=0)
+    store.open()
+    try:
+        first = mesh_trace(time.time_ns(), random.Random(5))
+        trace_id = first.resource_spans[0].scope_spans[0].spans[0].trace_id
+        store.write(first.SerializeToString()).result(10)
+        assert store.archive_trace(trace_id)
+        assert not store.archive_trace(b"\x07" * 16)  # nothing stored under that id
+        for i in range(8):  # well past 2 MiB: the first traces are evicted
+            store.write(mesh_traces(500, time.time_ns(), 10**6, seed=i).SerializeToString()).result(30)
+        assert store.flush(30)
+        assert store.get_trace(trace_id) is None
+        archived = store.get_archived_trace(trace_id)
+        assert archived is not None and archived == first
+    finally:
+        store.close()
+
+
+def test_schema_2_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "traces.db"
+    first = TraceStore(path)
+    first.open()
+    request = mesh_trace(time.time_ns(), random.Random(6))
+    trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
+    first.write(request.SerializeToString()).result(10)
+    first.close()
+    with sqlite3.connect(path) as conn:  # what schema 2 wrote: no archive
+        conn.execute("DROP TABLE archive")
+        conn.execute("PRAGMA user_version=2")
+    again = TraceStore(path)
+    again.open()
+    try:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert again.get_trace(trace_id) == request
+        assert again.get_archived_trace(trace_id) is None
+        assert again.archive_trace(trace_id)
+        assert again.get_archived_trace(trace_id) == request
+    finally:
+        again.close()

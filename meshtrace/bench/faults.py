@@ -180,7 +180,9 @@ class Load:
             if target != channel_target or channel is None:
                 if channel is not None:
                     channel.close()
-                channel, channel_target = grpc.insecure_channel(target), target
+                # Reconnect quickly after a kill (gRPC's default backoff starts at 1 s, up to 120 s).
+                options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
+                channel, channel_target = grpc.insecure_channel(target, options=options), target
             payload, ids = self._request()
             try:
                 channel.unary_unary(EXPORT)(payload, timeout=5)
@@ -326,10 +328,12 @@ def collector_sigkill(workdir: Path, seconds: float, rate: float) -> Result:
             time.sleep(seconds / 3)
             procs[-1].stop(signal.SIGKILL)
             procs.append(store_collector(port, data))
+        served_before = load.served
         time.sleep(seconds / 3)
     stored = wait_stored(data / "traces.db", load, 30)
     procs[-1].stop()
-    return result("SIGKILL the default collector (x2, restarted)", load, stored, peak(procs))
+    counts = {"served_after_restart": load.served - served_before}
+    return result("SIGKILL the default collector (x2, restarted)", load, stored, peak(procs), counts=counts)
 
 
 def agent_sigkill_in_outage(workdir: Path, seconds: float, rate: float) -> Result:

@@ -5,6 +5,8 @@ finds, what it sends again, the lock, the bound, and QueuedSender delivering aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from meshtrace.collector.component import Component, ComponentID, Kind, StorageE
 from meshtrace.collector.exporters.helper import QueueConfig, QueuedSender, RetryConfig
 from meshtrace.collector.exporters.helper.queue import PersistentQueue, QueueFull
 from meshtrace.collector.extensions.file_storage import FileStorage, client_file_name, sanitize
-from meshtrace.collector.extensions.file_storage.config import FileStorageConfig
+from meshtrace.collector.extensions.file_storage.config import CompactionConfig, FileStorageConfig
 from meshtrace.model import Traces
 
 EXPORTER = ComponentID("otlp_grpc", "agent")
@@ -152,6 +154,41 @@ def test_a_missing_directory_is_an_error_unless_create_directory(tmp_path: Path)
             await storage(tmp_path / "nope")
         ext = await storage(tmp_path / "made" / "here", create_directory=True)
         assert (tmp_path / "made" / "here").is_dir()
+        await ext.shutdown()
+
+    asyncio.run(main())
+
+
+def allocated_bytes(file: Path) -> int:
+    """Pages the database holds, as SQLite sees it (WAL included), from a reader of its own."""
+    with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as conn:
+        return int(
+            conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        )
+
+
+def test_rebound_compaction_gives_the_space_of_a_drained_queue_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        compaction = CompactionConfig(
+            on_rebound=True,
+            rebound_needed_threshold_mib=1,
+            rebound_trigger_threshold_mib=1,
+            check_interval=0.05,
+        )
+        ext = await storage(tmp_path, compaction=compaction)
+        queue = await open_queue(ext)
+        for n in range(40):
+            await queue.put(traces(f"big{n}", spans=3000))  # ~40 x 60 KiB
+        file = tmp_path / client_file_name(Kind.EXPORTER, EXPORTER, "traces")
+        assert allocated_bytes(file) > 1 << 20
+        for _ in range(40):
+            token, _ = await queue.get()
+            await queue.done(token)
+        for _ in range(100):  # bounded: 5 s
+            await asyncio.sleep(0.05)
+            if allocated_bytes(file) < 256 << 10:
+                break
+        assert allocated_bytes(file) < 256 << 10
         await ext.shutdown()
 
     asyncio.run(main())

@@ -16,7 +16,8 @@ Scenarios (`SCENARIOS`):
   then the backend comes up.
 - `backend-outage`: the agent's backend is SIGKILLed under load and restarted later.
 - `store-disk-full`: the default collector with its data directory on a small tmpfs (or, where
-  mounting is not allowed, a file-size limit on the process); the query API must keep answering.
+  mounting is not allowed, a file-size limit on the process), `--seconds` of load once the disk is
+  full; the query API must keep answering.
 - `mesh-kills` (`meshtrace up`): the control plane, a frontend sidecar and the collector are
   SIGKILLed in turn while HTTP requests go through the ingress gateway and OTLP load goes to the
   collector; `up` restarts each.
@@ -414,8 +415,12 @@ def store_disk_full(workdir: Path, seconds: float, rate: float) -> Result:
         proc = store_collector(port, data, preexec)
         queries_ok = queries_failed = 0
         with Load(lambda: f"127.0.0.1:{port}", rate * 4) as load:
-            deadline = time.monotonic() + seconds
+            # `seconds` of load once the disk is full (waiting for that at most 60 s)
+            full_by = time.monotonic() + 60
+            deadline = full_by + seconds
             while time.monotonic() < deadline:
+                if load.failed == 0 and time.monotonic() < full_by:
+                    deadline = time.monotonic() + seconds
                 if _query_ok(proc):
                     queries_ok += 1
                 else:

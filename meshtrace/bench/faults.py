@@ -31,7 +31,6 @@ import contextlib
 import itertools
 import os
 import random
-import re
 import resource
 import signal
 import socket
@@ -55,6 +54,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from meshtrace import ready
+from meshtrace.bench.report import markdown_table, peak_rss_mib
 from meshtrace.runtime import ports
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -66,14 +66,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def peak_rss_mib(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        match = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-        if match:
-            return int(match[1]) / 1024
-    return 0.0
 
 
 class Proc:
@@ -124,7 +116,8 @@ class Proc:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc.poll() is None:
-            self.peak_rss_mib = max(self.peak_rss_mib, peak_rss_mib(self.proc.pid))
+            with contextlib.suppress(OSError):  # it may have just exited
+                self.peak_rss_mib = max(self.peak_rss_mib, peak_rss_mib(self.proc.pid))
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -437,6 +430,11 @@ def store_disk_full(workdir: Path, seconds: float, rate: float) -> Result:
     return result("store's disk full", load, stored, peak([proc]), notes=notes, counts=counts)
 
 
+def listener_pid(host: str, port: int) -> int | None:
+    owner = ports.owner(host, port)  # "pid N (command line)" when /proc tells
+    return int(owner.split()[1]) if owner and owner.startswith("pid ") else None
+
+
 def mesh_kills(workdir: Path, seconds: float, rate: float) -> Result:
     a, b = random.randint(100, 250), random.randint(1, 250)
     host, network = f"127.{a}.{b}.200", f"127.{a}.{b}.0/25"
@@ -471,18 +469,17 @@ def mesh_kills(workdir: Path, seconds: float, rate: float) -> Result:
                 ("collector", (host, 13133)),
             ):
                 time.sleep(seconds / 4)
-                owner = ports.owner(*address)
-                if owner and owner.startswith("pid "):
-                    pid = int(owner.split()[1])
+                pid = listener_pid(*address)
+                if pid is not None:
                     if what == "collector":
                         collector_peak = peak_rss_mib(pid)
                     os.kill(pid, signal.SIGKILL)
                     killed.append(what)
             time.sleep(seconds / 4)
         stored = wait_stored(data / "traces.db", load, 30)
-        owner = ports.owner(host, 13133)
-        if owner and owner.startswith("pid "):
-            collector_peak = max(collector_peak, peak_rss_mib(int(owner.split()[1])))
+        pid = listener_pid(host, 13133)
+        if pid is not None:
+            collector_peak = max(collector_peak, peak_rss_mib(pid))
     finally:
         up.stop(signal.SIGINT, timeout=60)
     return result(
@@ -551,23 +548,22 @@ HEADER = [
 
 
 def table(results: list[Result]) -> str:
-    lines = [HEADER] + [
+    return markdown_table(
+        HEADER,
         [
-            r.fault,
-            f"{r.sent:,}",
-            f"{r.acknowledged:,}",
-            f"{r.stored:,}",
-            f"{r.lost:,}",
-            f"{r.peak_rss_mib:.0f}",
-            f"{r.served:,}",
-            f"{r.failed:,}",
-        ]
-        for r in results
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
-    out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines]
-    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+            [
+                r.fault,
+                f"{r.sent:,}",
+                f"{r.acknowledged:,}",
+                f"{r.stored:,}",
+                f"{r.lost:,}",
+                f"{r.peak_rss_mib:.0f}",
+                f"{r.served:,}",
+                f"{r.failed:,}",
+            ]
+            for r in results
+        ],
+    )
 
 
 @click.command()

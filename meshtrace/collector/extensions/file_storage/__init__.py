@@ -23,7 +23,7 @@ Durability of a committed `batch`: with `fsync: false` (SQLite `synchronous=NORM
 is in the WAL file through the OS before `batch` returns, so it survives the process being
 killed (SIGKILL, OOM kill) but not a power loss or kernel crash; `fsync: true`
 (`synchronous=FULL`) also survives those. All SQLite calls run on one thread per client, off the
-event loop.
+event loop; batches that arrive during a commit share the next one (group commit).
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -61,6 +63,13 @@ def client_file_name(kind: Kind, id: ComponentID, name: str) -> str:
     return "_".join(sanitize(p) for p in parts)
 
 
+@dataclass
+class _Write:
+    sets: list[tuple[str, bytes]]
+    deletes: list[tuple[str]]
+    done: asyncio.Future[None]
+
+
 class SqliteClient:
     """One component's key/value file (the `StorageClient` protocol)."""
 
@@ -72,6 +81,8 @@ class SqliteClient:
         self._lock: IO[bytes] | None = None
         self._rebound_needed = False
         self._compactor: asyncio.Task[None] | None = None
+        self._pending: list[_Write] = []
+        self._committer: asyncio.Task[None] | None = None
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -132,24 +143,42 @@ class SqliteClient:
         return await self._call(read)
 
     async def batch(self, set: Mapping[str, bytes] | None = None, delete: Iterable[str] = ()) -> None:
-        sets = list((set or {}).items())
-        deletes = [(key,) for key in delete]
+        """One atomic write. Batches that arrive while a commit is running are committed together
+        in the next transaction (group commit: one fsync for many requests with `fsync: true`)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(list((set or {}).items()), [(key,) for key in delete], done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        await done
 
-        def write() -> None:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            writes, self._pending = self._pending, []
             try:
-                if sets:
-                    conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", sets)
-                if deletes:
-                    conn.executemany("DELETE FROM kv WHERE key = ?", deletes)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                await self._call(functools.partial(self._write, writes))
+            except StorageError as exc:
+                for write in writes:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
+            else:
+                for write in writes:
+                    if not write.done.done():
+                        write.done.set_result(None)
 
-        await self._call(write)
+    def _write(self, writes: list[_Write]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for write in writes:  # in arrival order: a later set of a key wins
+                if write.sets:
+                    conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", write.sets)
+                if write.deletes:
+                    conn.executemany("DELETE FROM kv WHERE key = ?", write.deletes)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _sizes(self) -> tuple[int, int]:
         """(allocated bytes, bytes holding data) of the database file."""
@@ -176,6 +205,8 @@ class SqliteClient:
                 log.warning("%s", exc)
 
     async def close(self) -> None:
+        if self._committer is not None:  # let writes already made finish
+            await asyncio.gather(self._committer, return_exceptions=True)
         if self._compactor is not None:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -192,3 +192,17 @@ def test_rebound_compaction_gives_the_space_of_a_drained_queue_back(tmp_path: Pa
         await ext.shutdown()
 
     asyncio.run(main())
+
+
+def test_concurrent_requests_committed_together_all_survive_a_restart(tmp_path: Path) -> None:
+    async def main() -> None:
+        ext = await storage(tmp_path, fsync=True)
+        queue = await open_queue(ext, capacity=1000)
+        await asyncio.gather(*(queue.put(traces(f"c{n}")) for n in range(200)))
+        await ext.shutdown()
+        queue = await open_queue(await storage(tmp_path))
+        got = [names((await queue.get())[1])[0] for _ in range(200)]
+        assert got == [f"c{n}-0" for n in range(200)]  # every one, in the order they were taken
+        await queue.close()
+
+    asyncio.run(main())

@@ -128,13 +128,12 @@ class Proc:
 
 
 class Load:
-    """Threads sending OTLP/gRPC export requests to `target()` (re-read each request, so the
-    target may move) at about `rate` requests/s in total, recording acknowledged span ids."""
+    """Threads sending OTLP/gRPC export requests to `target` at about `rate` requests/s in total,
+    recording acknowledged span ids."""
 
-    def __init__(self, target: Callable[[], str], rate: float = 100.0, senders: int = 4) -> None:
+    def __init__(self, target: str, rate: float = 100.0, senders: int = 4) -> None:
         self.target = target
         self.interval = senders / rate
-        self.senders = senders
         self.nonce = random.getrandbits(64).to_bytes(8, "big")
         self.acknowledged: set[bytes] = set()
         self.sent = 0
@@ -166,20 +165,15 @@ class Load:
         return req.SerializeToString(), ids
 
     def _run(self) -> None:
-        channel_target = ""
-        channel: grpc.Channel | None = None
+        # Reconnect quickly after a kill (gRPC's default backoff starts at 1 s, up to 120 s).
+        options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
+        channel = grpc.insecure_channel(self.target, options=options)
+        export = channel.unary_unary(EXPORT)
         while not self._stop.is_set():
             started = time.monotonic()
-            target = self.target()
-            if target != channel_target or channel is None:
-                if channel is not None:
-                    channel.close()
-                # Reconnect quickly after a kill (gRPC's default backoff starts at 1 s, up to 120 s).
-                options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
-                channel, channel_target = grpc.insecure_channel(target, options=options), target
             payload, ids = self._request()
             try:
-                channel.unary_unary(EXPORT)(payload, timeout=5)
+                export(payload, timeout=5)
                 ok = True
             except grpc.RpcError:
                 ok = False
@@ -191,8 +185,7 @@ class Load:
                 else:
                     self.failed += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-        if channel is not None:
-            channel.close()
+        channel.close()
 
     def __enter__(self) -> Load:
         for t in self._threads:
@@ -317,7 +310,7 @@ def agent_collector(port: int, backend_port: int, workdir: Path) -> Proc:
 def collector_sigkill(workdir: Path, seconds: float, rate: float) -> Result:
     port, data = free_port(), workdir / "data"
     procs = [store_collector(port, data)]
-    with Load(lambda: f"127.0.0.1:{port}", rate) as load:
+    with Load(f"127.0.0.1:{port}", rate) as load:
         for _ in range(2):
             time.sleep(seconds / 3)
             procs[-1].stop(signal.SIGKILL)
@@ -333,7 +326,7 @@ def collector_sigkill(workdir: Path, seconds: float, rate: float) -> Result:
 def agent_sigkill_in_outage(workdir: Path, seconds: float, rate: float) -> Result:
     port, backend_port, data = free_port(), free_port(), workdir / "data"
     procs = [agent_collector(port, backend_port, workdir)]
-    with Load(lambda: f"127.0.0.1:{port}", rate) as load:
+    with Load(f"127.0.0.1:{port}", rate) as load:
         time.sleep(seconds / 2)  # the backend is down: everything waits in the agent's queue
         queued = len(load.acknowledged)
         procs[-1].stop(signal.SIGKILL)
@@ -358,7 +351,7 @@ def backend_outage(workdir: Path, seconds: float, rate: float) -> Result:
     port, backend_port, data = free_port(), free_port(), workdir / "data"
     backend = store_collector(backend_port, data)
     procs = [agent_collector(port, backend_port, workdir), backend]
-    with Load(lambda: f"127.0.0.1:{port}", rate) as load:
+    with Load(f"127.0.0.1:{port}", rate) as load:
         time.sleep(seconds / 4)
         backend.stop(signal.SIGKILL)
         time.sleep(seconds / 2)
@@ -407,7 +400,7 @@ def store_disk_full(workdir: Path, seconds: float, rate: float) -> Result:
     with small_disk(workdir, 8) as (data, preexec, how):
         proc = store_collector(port, data, preexec)
         queries_ok = queries_failed = 0
-        with Load(lambda: f"127.0.0.1:{port}", rate * 4) as load:
+        with Load(f"127.0.0.1:{port}", rate * 4) as load:
             # `seconds` of load once the disk is full (waiting for that at most 60 s)
             full_by = time.monotonic() + 60
             deadline = full_by + seconds
@@ -460,7 +453,7 @@ def mesh_kills(workdir: Path, seconds: float, rate: float) -> Result:
         http = HttpLoad(f"http://{host}:8080/api/data", rate / 4)
         killed: list[str] = []
         collector_peak = 0.0
-        with Load(lambda: f"{host}:4317", rate) as load, http:
+        with Load(f"{host}:4317", rate) as load, http:
             for what, address in (
                 ("control plane", (host, 15010)),
                 ("frontend-0 sidecar", (f"127.{a}.{b}.1", 15006)),

@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from meshtrace import ready
+from meshtrace.bench.report import cpu_seconds, markdown_table, peak_rss_mib
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 EXPORT = f"/{SERVICE}/Export"
@@ -153,21 +154,7 @@ HEADER = [
 
 
 def table(rows: list[Row]) -> str:
-    lines = [HEADER, *(r.cells() for r in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
-    out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines]
-    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    match = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match[1]) / 1024 if match else 0.0
+    return markdown_table(HEADER, [r.cells() for r in rows])
 
 
 class CollectorProcess:
@@ -213,7 +200,7 @@ class CollectorProcess:
             self.proc.wait()
 
 
-def pipeline_config(exporter: dict[str, Any]) -> dict[str, Any]:
+def pipeline_config(exporter: dict[str, Any], extensions: dict[str, Any] | None = None) -> dict[str, Any]:
     (name,) = exporter
     return {
         "receivers": {
@@ -221,7 +208,9 @@ def pipeline_config(exporter: dict[str, Any]) -> dict[str, Any]:
         },
         "processors": {"batch": {}},
         "exporters": exporter,
+        "extensions": extensions or {},
         "service": {
+            "extensions": list(extensions or {}),
             "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": [name]}},
             "telemetry": {"metrics": {"address": "127.0.0.1:0"}},
         },
@@ -296,26 +285,47 @@ async def run_all(load: Load, include_rate: bool) -> list[Row]:
             )
         )
         sink_endpoint = {"endpoint": f"127.0.0.1:{sink.port}", "tls": {"insecure": True}}
-        cases: list[tuple[str, dict[str, Any], float, Load]] = [
-            (
-                "otlp -> batch -> otlp_grpc (compression none)",
-                {"otlp_grpc": {**sink_endpoint, "compression": "none"}},
-                0,
-                load,
-            ),
-            ("otlp -> batch -> otlp_grpc (gzip, the default)", {"otlp_grpc": sink_endpoint}, 0, load),
-        ]
         with tempfile.TemporaryDirectory() as tmp:
-            cases.append(("otlp -> batch -> file", {"file": {"path": f"{tmp}/spans.jsonl"}}, 0, load))
+            persistent = {**sink_endpoint, "sending_queue": {"storage": "file_storage"}}
+            storage = {"file_storage": {"directory": tmp}}
+            cases: list[tuple[str, dict[str, Any], dict[str, Any] | None, float, Load]] = [
+                (
+                    "otlp -> batch -> otlp_grpc (compression none)",
+                    {"otlp_grpc": {**sink_endpoint, "compression": "none"}},
+                    None,
+                    0,
+                    load,
+                ),
+                (
+                    "otlp -> batch -> otlp_grpc (gzip, the default)",
+                    {"otlp_grpc": sink_endpoint},
+                    None,
+                    0,
+                    load,
+                ),
+                (
+                    "otlp -> batch -> otlp_grpc (gzip, persistent queue)",
+                    {"otlp_grpc": persistent},
+                    storage,
+                    0,
+                    load,
+                ),
+                ("otlp -> batch -> file", {"file": {"path": f"{tmp}/spans.jsonl"}}, None, 0, load),
+            ]
             if include_rate:
                 steady = Load(requests=500, connections=2, concurrency=2, limit_s=10)
                 cases.append(
-                    ("otlp -> batch -> otlp_grpc at 10k spans/s", {"otlp_grpc": sink_endpoint}, 100, steady)
+                    (
+                        "otlp -> batch -> otlp_grpc at 10k spans/s",
+                        {"otlp_grpc": sink_endpoint},
+                        None,
+                        100,
+                        steady,
+                    )
                 )
-            for name, exporter, rate, case_load in cases:
-                rows.append(
-                    await run_collector_case(name, pipeline_config(exporter), case_load, payload, rate)
-                )
+            for name, exporter, extensions, rate, case_load in cases:
+                config = pipeline_config(exporter, extensions)
+                rows.append(await run_collector_case(name, config, case_load, payload, rate))
                 click.echo(f"done: {name}", err=True)
     finally:
         await sink.stop()

@@ -2,7 +2,7 @@
 
 1. Fill a store with `--spans` synthetic mesh spans (4-span traces spread over the last 24 h),
    written straight through `TraceStore` (the same writer thread the exporter uses).
-2. Start a real `meshtrace collector` (otlp gRPC -> batch -> store, query extension) on that
+2. Start a real `meshtrace collector` (otlp gRPC -> store as in the default config, query extension) on that
    database and send `--ingest-spans` more over OTLP/gRPC: spans/s wall-clock and spans per
    CPU-second of the collector process (= per core), and its RSS.
 3. Query latency over HTTP against that collector: trace by id, several searches, api_v3 trace
@@ -157,12 +157,12 @@ class Collector:
 def collector_config(path: Path, db: Path) -> None:
     config = {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
-        "processors": {"batch": {}},
         "exporters": {"store": {"path": str(db), "max_bytes": 0, "retention": "0s"}},
         "extensions": {"query": {"endpoint": "127.0.0.1:0"}},
         "service": {
             "extensions": ["query"],
-            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["store"]}},
+            # As the default config: no batch processor, the store groups concurrent requests.
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["store"]}},
             "telemetry": {"metrics": {"address": "127.0.0.1:0"}},
         },
     }

@@ -10,6 +10,7 @@ refuses data it cannot take now by raising `RefusedError` (retryable: gRPC UNAVA
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,3 +119,25 @@ class Factory(Protocol):
     def default_config(self) -> dict[str, Any]: ...
 
     def create(self, id: ComponentID, config: Any, next_consumer: TracesConsumer | None) -> Component: ...
+
+
+class StorageError(Exception):
+    """A storage client could not read or write (disk full, I/O error, locked file)."""
+
+
+class StorageClient(Protocol):
+    """A component's own key/value store on disk (the Collector's `storage.Client`). `batch` is
+    one atomic transaction: after it returns, its writes survive the process being killed."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def batch(self, set: Mapping[str, bytes] | None = None, delete: Iterable[str] = ()) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StorageExtension(Protocol):
+    """An extension that gives components storage clients (`file_storage`)."""
+
+    async def get_client(self, kind: Kind, id: ComponentID, name: str = "") -> StorageClient: ...

@@ -10,6 +10,7 @@ Both are pure: they read no files and no environment.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -458,11 +459,55 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
             problems += found
             components[(kind, cid)] = ComponentConfig(cid, kind, type_, config)
 
+    for (_kind, _cid), component in components.items():
+        prefix = f"{component.kind.section}.{component.id}"
+        _check_extension_references(component.config, prefix, extension_section, extensions, problems)
+
     metrics = _metrics_endpoint(service.telemetry, problems)
     log_level = str(service.telemetry.logs.get("level", "info")).lower()
     if any(p.severity == ERROR for p in problems):
         return None, problems
     return CollectorConfig(components, pipelines, extensions, metrics, log_level), problems
+
+
+def _extension_references(config: Any, path: str) -> Iterable[tuple[str, str, str]]:
+    """(key path, extension id, capability) of every set field marked `{"extension": capability}`."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        sub = f"{path}.{f.name}"
+        capability = f.metadata.get("extension")
+        if capability is not None and isinstance(value, str):
+            yield sub, value, capability
+        else:
+            yield from _extension_references(value, sub)
+
+
+def _check_extension_references(
+    config: Any,
+    path: str,
+    defined: Mapping[str, Any],
+    enabled: list[ComponentID],
+    out: list[Problem],
+) -> None:
+    """A reference must name a defined extension, enabled in service.extensions, with the
+    capability (the Collector refuses to start otherwise: `storage extension not found`)."""
+    for key_path, ref, capability in _extension_references(config, path):
+        if ref not in defined:
+            out.append(Problem(ERROR, key_path, f"extension {ref!r} is not defined in extensions"))
+            continue
+        cid = ComponentID.parse(ref)
+        type_, _ = registry.canonical(Kind.EXTENSION, cid.type)
+        if capability not in registry.CAPABILITIES.get(type_, frozenset()):
+            kinds = ", ".join(t for t, caps in sorted(registry.CAPABILITIES.items()) if capability in caps)
+            out.append(
+                Problem(
+                    ERROR, key_path, f"extension {ref!r} is not a {capability} extension (types: {kinds})"
+                )
+            )
+        elif cid not in enabled:
+            out.append(Problem(ERROR, key_path, f"extension {ref!r} is not enabled in service.extensions"))
 
 
 def check(config: Mapping[str, Any]) -> list[Problem]:

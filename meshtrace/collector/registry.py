@@ -33,11 +33,16 @@ EXPORTERS: dict[str, str] = {
 }
 
 EXTENSIONS: dict[str, str] = {
+    "file_storage": "meshtrace.collector.extensions.file_storage:factory",
     "health_check": "meshtrace.collector.extensions.health_check:factory",
     "query": "meshtrace.query.extension:factory",
 }
 
 CONNECTORS: dict[str, str] = {}
+
+# What extension types can be used for: a config field with metadata {"extension": "storage"}
+# (exporters' `sending_queue.storage`) must name an enabled extension with that capability.
+CAPABILITIES: dict[str, frozenset[str]] = {"file_storage": frozenset({"storage"})}
 
 # Collector extensions common in real configs that only help debug the Go process: a config
 # naming them still runs, with a warning, without them.

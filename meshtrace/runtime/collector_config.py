@@ -4,7 +4,9 @@ The config is kept as written, except: receivers listen on the collector's local
 exporter whose endpoint names a host that no manifest defines (the seed's
 `jaeger-collector.observability`) is taken out of the pipelines and reported, since the embedded
 store takes its place; the `store` exporter, the `query` extension (API + UI) and `health_check`
-are added, as `up` always shows traces locally.
+are added, as `up` always shows traces locally; and `batch` processors are taken out of the
+pipelines that export to the store, so that a span is acknowledged only once it is committed (the
+store groups concurrent requests into one transaction itself; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "otlp": {"protocols": {"grpc": {}, "http": {}}},
         "zipkin": {},
     },
-    "processors": {"memory_limiter": {"check_interval": "1s", "limit_mib": 512}, "batch": {}},
+    "processors": {"memory_limiter": {"check_interval": "1s", "limit_mib": 512}},
     "exporters": {},
     "service": {
         "pipelines": {
             "traces": {
                 "receivers": ["otlp", "zipkin"],
-                "processors": ["memory_limiter", "batch"],
+                "processors": ["memory_limiter"],
                 "exporters": [],
             }
         }
@@ -112,4 +114,7 @@ def localize(
             continue
         exporters = [e for e in pipeline.get("exporters") or [] if e not in dropped and e != "store"]
         pipeline["exporters"] = [*exporters, "store"]
+        # Not reported: like the local endpoints, a change every manifest gets (docs/up.md).
+        processors = pipeline.get("processors") or []
+        pipeline["processors"] = [p for p in processors if str(p).split("/", 1)[0] != "batch"]
     return cfg, reports

@@ -317,3 +317,56 @@ def test_go_debugging_extensions_are_skipped_with_a_warning() -> None:
     assert config is not None, problems
     assert [str(e) for e in config.extensions] == ["health_check"]
     assert "not supported; skipped" in warnings(problems)["extensions.zpages"]
+
+
+def test_sending_queue_storage_must_name_an_enabled_storage_extension(tmp_path: Path) -> None:
+    def queue_config(storage: str, extensions: dict[str, Any], enabled: list[str]) -> dict[str, Any]:
+        raw = minimal(otlp_grpc={"endpoint": "backend:4317", "sending_queue": {"storage": storage}})
+        raw["extensions"] = extensions
+        raw["service"]["extensions"] = enabled
+        return raw
+
+    key = "exporters.otlp_grpc.sending_queue.storage"
+    storage = {"file_storage": {"directory": str(tmp_path)}}
+    assert errors(check(queue_config("file_storage", storage, ["file_storage"]))) == {}
+    missing = errors(check(queue_config("file_storage/nope", storage, ["file_storage"])))
+    assert "'file_storage/nope' is not defined in extensions" in missing[key]
+    not_storage = errors(check(queue_config("health_check", {"health_check": None}, ["health_check"])))
+    assert "'health_check' is not a storage extension" in not_storage[key]
+    assert (
+        "not enabled in service.extensions" in errors(check(queue_config("file_storage", storage, [])))[key]
+    )
+
+    # Before: exit 0 with a warning that the queue stays in memory.
+    path = tmp_path / "queue.yaml"
+    path.write_text(yaml.safe_dump(queue_config("file_storage/nope", storage, ["file_storage"])))
+    result = _validate("--config", str(path))
+    assert result.returncode == 1 and key in result.stdout, result.stdout
+
+
+def test_file_storage_keys_and_defaults_are_the_collector_contribs() -> None:
+    raw = minimal()
+    raw["extensions"] = {"file_storage": None}
+    raw["service"]["extensions"] = ["file_storage"]
+    config, problems = resolve(raw)
+    assert config is not None and errors(problems) == {}
+    fs = config.component(Kind.EXTENSION, ComponentID("file_storage")).config
+    assert (fs.directory, fs.timeout, fs.fsync, fs.create_directory, fs.directory_permissions) == (
+        "/var/lib/otelcol/file_storage",
+        1.0,
+        False,
+        False,
+        "0750",
+    )
+    c = fs.compaction
+    assert (c.on_start, c.on_rebound, c.rebound_needed_threshold_mib, c.rebound_trigger_threshold_mib) == (
+        False,
+        False,
+        100,
+        10,
+    )
+    assert (c.check_interval, c.max_transaction_size) == (5.0, 65536)
+    raw["extensions"] = {"file_storage": {"directory_permissions": "rwx", "compaction": {"directory": "/x"}}}
+    problems = check(raw)
+    assert "octal" in errors(problems)["extensions.file_storage"]
+    assert "ignored" in warnings(problems)["extensions.file_storage.compaction.directory"]

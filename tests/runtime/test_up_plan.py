@@ -106,6 +106,27 @@ def test_localize_keeps_the_config_but_listens_locally_and_stores() -> None:
     assert config["exporters"]["otlp/jaeger"]  # the input is not changed
 
 
+def test_localize_takes_batch_out_of_store_pipelines_so_acknowledged_means_committed() -> None:
+    config = {
+        "receivers": {"otlp": {"protocols": {"grpc": {}}}},
+        "processors": {"memory_limiter": {"limit_mib": 512}, "batch": {}, "batch/big": {}},
+        "exporters": {"debug": {}},
+        "service": {
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "batch", "batch/big"],
+                    "exporters": ["debug"],
+                }
+            }
+        },
+    }
+    out, _ = localize(config, "127.0.0.1", ("127.0.0.1", 16686), {}, lambda host: False)
+    assert out["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter"]
+    default, _ = localize(None, "127.0.0.1", ("127.0.0.1", 16686), {}, lambda host: False)
+    assert default["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter"]
+
+
 def _up(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "meshtrace", "up", *args], capture_output=True, text=True, timeout=60

@@ -2,13 +2,18 @@
 
 An exporter provides `send(traces)`, which raises `RefusedError` (retryable, with an optional
 server-given wait), `PermanentError` (drop) or any other exception (retryable: connection
-errors). `QueuedSender` puts batches in a bounded in-memory queue (`queue_size` counts batches,
-as the Collector's default `requests` sizer) drained by `num_consumers` workers that retry with
+errors). `QueuedSender` puts batches in a bounded queue (`queue_size` counts batches, as the
+Collector's default `requests` sizer) drained by `num_consumers` workers that retry with
 exponential backoff. A full queue refuses the batch (RefusedError, counted in
 `otelcol_exporter_enqueue_failed_spans`): a slow backend never blocks receivers.
 
+The queue is in memory unless `storage` names a storage extension (`file_storage`): then every
+batch is on disk before `consume_traces` returns, and batches not yet sent when the process stops
+or is killed are sent after the next start (queue.py).
+
 `drain(timeout)` (called by the service on shutdown) keeps sending until the queue is empty or
-the time is up; what is left is logged and counted in `otelcol_exporter_send_failed_spans`.
+the time is up; what is left in a memory queue is logged and counted in
+`otelcol_exporter_send_failed_spans`, a persistent queue keeps it on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError
+from meshtrace.collector.component import (
+    ComponentID,
+    Host,
+    Kind,
+    PermanentError,
+    RefusedError,
+    StorageError,
+    StorageExtension,
+)
+from meshtrace.collector.exporters.helper.queue import BatchQueue, MemoryQueue, PersistentQueue, QueueFull
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
@@ -37,16 +51,17 @@ class QueueConfig:
     queue_size: int = 1000
     sizer: Literal["requests"] = "requests"
     block_on_overflow: bool = False
-    storage: str | None = field(
-        default=None,
-        metadata={"warning": "persistent queues (storage) are not supported yet: the queue is in memory"},
-    )
+    # The id of a storage extension: the queue is then persistent. The config check makes sure
+    # it names an enabled storage extension.
+    storage: str | None = field(default=None, metadata={"extension": "storage"})
 
     def __post_init__(self) -> None:
         if self.num_consumers <= 0:
             raise ValueError("num_consumers must be positive")
         if self.queue_size <= 0:
             raise ValueError("queue_size must be positive")
+        if self.storage is not None:
+            ComponentID.parse(self.storage)
 
 
 @dataclass
@@ -86,12 +101,25 @@ class QueuedSender:
         self.queue_config = queue
         self.retry = retry
         self.metrics = TELEMETRY.exporter(id)
-        self._queue: asyncio.Queue[Traces] = asyncio.Queue(maxsize=queue.queue_size)
+        self._queue: BatchQueue = MemoryQueue(queue.queue_size, queue.block_on_overflow)
         self._workers: list[asyncio.Task[None]] = []
-        self._in_flight: set[Traces] = set()
         self._stopping = False
+        self._closed = False
         if queue.enabled:
-            TELEMETRY.exporter_queue(id, lambda: float(self._queue.qsize()), queue.queue_size)
+            TELEMETRY.exporter_queue(id, lambda: float(self._queue.size()), queue.queue_size)
+
+    async def open(self, host: Host) -> None:
+        """Open the persistent queue when `storage` is set (before `start`)."""
+        storage = self.queue_config.storage
+        if not self.queue_config.enabled or storage is None:
+            return
+        extension = host.get_extension(ComponentID.parse(storage))
+        if not isinstance(extension, StorageExtension):
+            raise StorageError(f"exporter {self.id}: sending_queue.storage: no storage extension {storage!r}")
+        client = await extension.get_client(Kind.EXPORTER, self.id, "traces")
+        self._queue = await PersistentQueue.open(
+            client, self.queue_config.queue_size, self.queue_config.block_on_overflow
+        )
 
     async def consume_traces(self, traces: Traces) -> None:
         if self._stopping:
@@ -99,14 +127,14 @@ class QueuedSender:
         if not self.queue_config.enabled:
             await self._send_with_retry(traces)
             return
-        if self.queue_config.block_on_overflow:
-            await self._queue.put(traces)
-            return
         try:
-            self._queue.put_nowait(traces)
-        except asyncio.QueueFull:
+            await self._queue.put(traces)
+        except QueueFull:
             self.metrics.enqueue_failed_spans.add(traces.span_count())
             raise RefusedError(f"sending queue of exporter {self.id} is full") from None
+        except StorageError as exc:
+            self.metrics.enqueue_failed_spans.add(traces.span_count())
+            raise RefusedError(f"sending queue of exporter {self.id}: {exc}", retry_after=1.0) from None
 
     def start(self) -> None:
         if self.queue_config.enabled:
@@ -117,13 +145,15 @@ class QueuedSender:
 
     async def _work(self) -> None:
         while True:
-            traces = await self._queue.get()
-            self._in_flight.add(traces)
             try:
-                await self._send_with_retry(traces)
-            finally:
-                self._in_flight.discard(traces)
-                self._queue.task_done()
+                token, traces = await self._queue.get()
+            except StorageError as exc:
+                log.error("exporter %s: cannot read the sending queue, retrying in 1s: %s", self.id, exc)
+                await asyncio.sleep(1.0)
+                continue
+            # Cancelled (shutdown) while sending: not done, so a persistent queue keeps it.
+            await self._send_with_retry(traces)
+            await self._queue.done(token)
 
     async def _send_with_retry(self, traces: Traces) -> None:
         count = traces.span_count()
@@ -165,23 +195,24 @@ class QueuedSender:
             return
 
     async def drain(self, timeout: float) -> None:
-        """Stop taking data, send what is queued for up to `timeout` s, drop and count the rest."""
+        """Stop taking data, send what is queued for up to `timeout` s, then stop."""
         self._stopping = True
         if self._workers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout)
+                await asyncio.wait_for(self._queue.wait_empty(), timeout)
         await self.stop()
 
     async def stop(self) -> None:
+        """Stop the workers; what a memory queue still holds is dropped and counted."""
         self._stopping = True
-        left = list(self._in_flight)  # before cancelling: a cancelled worker forgets its batch
+        if self._closed:
+            return
+        self._closed = True
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
-        self._in_flight.clear()
-        while not self._queue.empty():
-            left.append(self._queue.get_nowait())
+        left = await self._queue.close()
         dropped = sum(t.span_count() for t in left)
         if dropped:
             self.metrics.send_failed_spans.add(dropped)
@@ -217,6 +248,7 @@ class QueuedExporter:
         await self.sender.drain(timeout)
 
     async def start(self, host: Host) -> None:
+        await self.sender.open(host)
         await self._open()
         self.sender.start()
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from config_helpers import MESH, telemetry
 
+from meshtrace.cel import mixer_to_cel
 from meshtrace.config import Bundle, effective_config
 from meshtrace.config.document_schema import check_document
-from meshtrace.config.resolve import mixer_to_cel
 
 Manifests = Callable[..., Bundle]
 

@@ -413,8 +413,8 @@ def test_probes_follow_a_custom_health_check(tmp_path: Path) -> None:
 
 
 def test_mixer_rewrite_means_what_the_seed_meant(seed_manifests: Path) -> None:
-    # The sidecar's CEL evaluator (what meshtrace's own proxies run) gives the Mixer fallback.
-    from meshtrace.sidecar.cel import evaluate
+    # The CEL evaluator meshtrace's own proxies run gives the Mixer fallback.
+    from meshtrace.cel import evaluate
 
     bundle = load([seed_manifests])
     tel = next(t for t in bundle.telemetries if t.name == "mesh-metrics")

@@ -86,7 +86,8 @@ def compile_node(node: Node) -> Expr:
     if isinstance(node, Select):
         return _select(compile_node(node.operand), node.field)
     if isinstance(node, Index):
-        return _index(compile_node(node.operand), compile_node(node.key))
+        key = node.key if isinstance(node.key, Lit) else None
+        return _index(compile_node(node.operand), compile_node(node.key), key)
     if isinstance(node, Has):
         return _has(node.target)
     if isinstance(node, ListLit):
@@ -129,7 +130,7 @@ def _lookup(attrs: Attributes, path: tuple[str, ...]) -> Any:
 
 
 def _field(value: Any, name: str) -> Any:
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # the exact-type test skips the ABC check
         return value.get(name, ERROR)
     if name == "value" and type(value) is str:
         # Istio's peer metadata labels are wrapped values read with `.value`
@@ -154,7 +155,18 @@ def _select(operand: Expr, name: str) -> Expr:
     return lambda a: _field(operand(a), name)
 
 
-def _index(operand: Expr, key: Expr) -> Expr:
+def _index(operand: Expr, key: Expr, const: Lit | None) -> Expr:
+    if const is not None and type(const.value) is str:
+        k = const.value  # the common `request.headers['x']`: no key closure per evaluation
+
+        def entry(a: Attributes) -> Any:
+            container = operand(a)
+            if type(container) is dict or isinstance(container, Mapping):
+                return container.get(k, ERROR)
+            return ERROR
+
+        return entry
+
     def index(a: Attributes) -> Any:
         container, k = operand(a), key(a)
         if isinstance(container, Mapping):
@@ -169,10 +181,11 @@ def _index(operand: Expr, key: Expr) -> Expr:
 def _has(target: Select) -> Expr:
     operand = compile_node(target.operand)
     path = _path(target)
+    full = ".".join(path) if path is not None else None
     name = target.field
 
     def has(a: Attributes) -> Any:
-        if path is not None and a.get(".".join(path), _ABSENT) not in (_ABSENT, None):
+        if full is not None and a.get(full) is not None:
             return True
         container = operand(a)
         if isinstance(container, Mapping):

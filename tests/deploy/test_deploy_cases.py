@@ -426,6 +426,23 @@ def test_mixer_rewrite_means_what_the_seed_meant(seed_manifests: Path) -> None:
     assert rewrite_mixer(spec) == []  # CEL stays CEL
 
 
+def test_render_writes_only_cel_that_parses() -> None:
+    # Finding 9: the fallback to a dotted path was rewritten to '... ? destination.service.name : )'.
+    from meshtrace.cel import check
+
+    tags = {
+        "host": {"value": "request.host | destination.service.name"},
+        "bad": {"value": "request.host +"},
+        "gone": {"operation": "REMOVE"},
+    }
+    spec: dict[str, Any] = {"metrics": [{"overrides": [{"tagOverrides": tags}]}]}
+    notes = rewrite_mixer(spec)
+    assert tags["host"]["value"] == "has(request.host) ? request.host : destination.service.name"
+    assert check(tags["host"]["value"]) is None
+    assert any("tagOverrides.bad" in n and "drops this label" in n for n in notes), notes
+    assert not any("tagOverrides.gone" in n for n in notes)
+
+
 def test_input_flags_annotations_and_labels_are_kept(tmp_path: Path) -> None:
     dep = COLLECTOR.replace(
         "metadata: {labels: {app: otel-collector}}",

@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from meshtrace.cel import check, mixer_to_cel, unknown_attributes
 from meshtrace.config.loader import Bundle, collector_configs, line_of
 from meshtrace.config.mesh import TRACING_TYPES
 from meshtrace.config.model import Deployment, Document, Finding, Meta, Severity, Telemetry, list_at, map_at
-from meshtrace.config.resolve import MODES, effective_config, mixer_to_cel
+from meshtrace.config.resolve import MODES, effective_config
 
 _ORDER = {"error": 0, "warning": 1, "info": 2}
 # Collector self-metrics removed in v0.111 (REFERENCE.md §4) -> what to use instead.
@@ -348,23 +349,64 @@ def production_sampling(bundle: Bundle) -> Iterator[Finding]:
                 )
 
 
-def mixer_tag_overrides(bundle: Bundle) -> Iterator[Finding]:
+def tag_override_expressions(bundle: Bundle) -> Iterator[Finding]:
+    """Each UPSERT value must be in the CEL subset the sidecar evaluates (meshtrace.cel): what
+    lint passes, the sidecar runs; Envoy's stats filter drops a label whose value does not parse."""
     for tel in bundle.telemetries:
         for mi, metrics in enumerate(list_at(tel.spec, "metrics")):
             for oi, override in enumerate(list_at(metrics, "overrides")):
                 for tag, spec in map_at(override, "tagOverrides").items():
                     value = spec.get("value") if isinstance(spec, dict) else None
-                    cel = mixer_to_cel(value) if isinstance(value, str) else None
-                    if cel is not None:
-                        yield _finding(
-                            "mixer-tag-override",
-                            "warning",
-                            f"{value!r} is the retired Mixer attribute syntax (`a | b`); Istio evaluates tag "
-                            "overrides as CEL, where this does not parse",
-                            f"value: {cel!r}",
-                            meta=tel.meta,
-                            path=f"spec.metrics[{mi}].overrides[{oi}].tagOverrides.{tag}.value",
-                        )
+                    if not isinstance(value, str) or spec.get("operation") == "REMOVE":
+                        continue
+                    path = f"spec.metrics[{mi}].overrides[{oi}].tagOverrides.{tag}.value"
+                    yield from _tag_value(tel, path, str(tag), value)
+
+
+def _tag_value(tel: Telemetry, path: str, tag: str, value: str) -> Iterator[Finding]:
+    cel = mixer_to_cel(value)
+    if cel is not None:
+        yield _finding(
+            "mixer-tag-override",
+            "warning",
+            f"{value!r} is the retired Mixer attribute syntax (`a | b`); Istio evaluates tag overrides as "
+            f"CEL, where this does not parse and the `{tag}` label is dropped (meshtrace rewrites it)",
+            f"value: {cel!r}",
+            meta=tel.meta,
+            path=path,
+        )
+        value = cel
+    problem = check(value)
+    if problem is not None:
+        invalid = problem.kind == "syntax"
+        yield _finding(
+            "tag-override-invalid" if invalid else "tag-override-unsupported",
+            "error",
+            f"{value!r}: {problem}; "
+            + (
+                f"Envoy's stats filter cannot parse it and drops the `{tag}` label"
+                if invalid
+                else f"valid CEL outside the subset meshtrace's sidecar runs: the `{tag}` label is dropped"
+            ),
+            "write it with the subset in docs/sidecar.md (||, &&, !, comparisons, in, ?:, has(), size, "
+            "string, int, double, startsWith, endsWith, contains, matches, [index])",
+            meta=tel.meta,
+            path=path,
+        )
+        return
+    unknown = unknown_attributes(value)
+    if unknown:
+        names = ", ".join(unknown)
+        yield _finding(
+            "tag-override-attribute",
+            "warning",
+            f"{value!r} reads {names}, which Istio's attribute vocabulary does not have: it never has a "
+            f"value, so the expression fails and `{tag}` is `unknown`",
+            "read request.*, response.*, source.*, destination.*, connection.*, upstream.*, xds.*, node, "
+            "filter_state, upstream_peer or downstream_peer",
+            meta=tel.meta,
+            path=path,
+        )
 
 
 # -- MeshConfig rules ----------------------------------------------------------------------------
@@ -613,7 +655,7 @@ RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
     sampling_not_first_hop,
     propagation_mismatch,
     production_sampling,
-    mixer_tag_overrides,
+    tag_override_expressions,
     default_providers_tracing,
     legacy_zipkin,
     proxy_metadata,

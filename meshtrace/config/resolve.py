@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from meshtrace.cel import check, mixer_to_cel
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import TRACING_TYPES, MeshConfig, normalize_proxy_config, parse_duration
 from meshtrace.config.model import Origin, Source, Telemetry, list_at, map_at
@@ -61,24 +62,6 @@ TELEMETRY_TAG_KINDS = (*PROXY_CONFIG_TAG_KINDS, "formatter")
 _OTEL_KEYS = {"service", "port", "maxTagLength", "http", "grpc", "resourceDetectors"}
 _OTEL_SAMPLERS = ("dynatraceSampler",)
 _FORMAT_COMMANDS = re.compile(r"%([A-Z_0-9]+)")  # command names in an Envoy format string
-_MIXER_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
-
-
-def mixer_to_cel(expr: str) -> str | None:
-    """The retired Mixer fallback syntax `a | b | "c"` as the CEL Istio evaluates today
-    (`has(a) ? a : (has(b) ? b : 'c')`), or None when `expr` does not use it. A bare word without
-    a dot or bracket (the seed's `unknown`) is a literal, as the seed intends."""
-    if not _MIXER_PIPE.search(expr):
-        return None
-    terms = [t.strip() for t in _MIXER_PIPE.split(expr)]
-    out = ""
-    for term in reversed(terms):
-        if term[:1] in "\"'" or not re.search(r"[.\[]", term):
-            # A literal always has a value: anything after it could never be reached.
-            out = "'" + term.strip("\"'").replace("'", "\\'") + "'"
-        else:
-            out = f"has({term}) ? {term} : " + (f"({out})" if "?" in out else out)
-    return out
 
 
 @dataclass
@@ -665,6 +648,11 @@ class _Resolution:
                 f"{tel.meta.ref} {path}: {value!r} is the retired Mixer syntax; evaluated as the CEL {cel!r}"
             )
             value = cel
+        problem = check(value)
+        if problem is not None:
+            self.note(
+                f"{tel.meta.ref} {path}: {value!r}: {problem}; the sidecar drops this label, as Envoy does"
+            )
         return {"operation": "UPSERT", "value": value}
 
     # -- the document --------------------------------------------------------------------------

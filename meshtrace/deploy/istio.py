@@ -9,12 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from meshtrace.cel import check, mixer_to_cel
 from meshtrace.collector.config import merge
 from meshtrace.config import lint, schema
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import camel
 from meshtrace.config.model import Telemetry
-from meshtrace.config.resolve import mixer_to_cel
 from meshtrace.deploy.manifest import Manifest
 
 TELEMETRY_API = "telemetry.istio.io/v1"
@@ -220,7 +220,8 @@ def _spec_schema() -> dict[str, Any]:
 
 
 def rewrite_mixer(spec: dict[str, Any]) -> list[str]:
-    """Retired Mixer `a | b` tag override values rewritten in place to the CEL Istio evaluates."""
+    """Retired Mixer `a | b` tag override values rewritten in place to the CEL Istio evaluates;
+    a note for each value outside the CEL subset (`meshtrace.cel`), whose label Envoy would drop."""
     notes = []
     for mi, metrics in enumerate(spec.get("metrics") or []):
         for oi, override in enumerate(
@@ -229,12 +230,20 @@ def rewrite_mixer(spec: dict[str, Any]) -> list[str]:
             tags = override.get("tagOverrides") if isinstance(override, dict) else None
             for tag, value in (tags or {}).items() if isinstance(tags, dict) else []:
                 expr = value.get("value") if isinstance(value, dict) else None
-                cel = mixer_to_cel(expr) if isinstance(expr, str) else None
+                if not isinstance(expr, str):
+                    continue
+                where = f"metrics[{mi}].overrides[{oi}].tagOverrides.{tag}"
+                cel = mixer_to_cel(expr)
                 if cel is not None:
                     value["value"] = cel
                     notes.append(
-                        f"metrics[{mi}].overrides[{oi}].tagOverrides.{tag}: {expr!r} is the retired Mixer "
-                        f"syntax, which does not parse as CEL; rewritten to {cel!r}."
+                        f"{where}: {expr!r} is the retired Mixer syntax, which does not parse as CEL; "
+                        f"rewritten to {cel!r}."
+                    )
+                problem = check(value["value"]) if value.get("operation") != "REMOVE" else None
+                if problem is not None:
+                    notes.append(
+                        f"{where}: {value['value']!r}: {problem}; Envoy's stats filter drops this label."
                     )
     return notes
 

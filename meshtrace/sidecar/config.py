@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
+from meshtrace.cel import Label, check, compile_expr
 from meshtrace.propagation.context import Format
-from meshtrace.sidecar.cel import CelError, compile_expr
 
+log = logging.getLogger(__name__)
 CLUSTER_DOMAIN = "svc.cluster.local"
 CUSTOM_TAG_KINDS = ("literal", "environment", "header", "formatter")
 
@@ -59,7 +61,9 @@ class Tracing:
 @dataclass(frozen=True, slots=True)
 class MetricOverride:
     disabled: bool
-    tag_overrides: dict[str, tuple[str, str | None]]  # label -> (UPSERT|REMOVE, expression)
+    # label -> its compiled expression (UPSERT), or None: the label is dropped (REMOVE, or an
+    # expression outside the CEL subset, which Envoy's stats filter drops too)
+    tag_overrides: dict[str, Label | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,23 +237,29 @@ def _metrics(raw: Any, where: str) -> dict[str, MetricOverride]:
     out: dict[str, MetricOverride] = {}
     for metric, spec in _obj(raw, where).items():
         s = _obj(spec, f"{where}.{metric}")
-        tags: dict[str, tuple[str, str | None]] = {}
+        tags: dict[str, Label | None] = {}
         for label, op in _obj(s.get("tag_overrides"), f"{where}.{metric}.tag_overrides").items():
             o = _obj(op, f"{where}.{metric}.tag_overrides.{label}")
             operation = str(o.get("operation", "UPSERT")).upper()
             if operation not in ("UPSERT", "REMOVE"):
                 raise ConfigError(f"{where}.{metric}.tag_overrides.{label}.operation: {operation!r}")
             value = o.get("value")
-            if operation == "UPSERT":
-                if not isinstance(value, str):
-                    raise ConfigError(
-                        f"{where}.{metric}.tag_overrides.{label}.value: UPSERT needs an expression"
-                    )
-                try:
-                    compile_expr(value)
-                except CelError as exc:
-                    raise ConfigError(f"{where}.{metric}.tag_overrides.{label}.value: {exc}") from exc
-            tags[str(label)] = (operation, value)
+            if operation == "REMOVE":
+                tags[str(label)] = None
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}.{metric}.tag_overrides.{label}.value: UPSERT needs an expression")
+            problem = check(value)
+            if problem is not None:
+                # Envoy's stats filter logs an expression it cannot parse and drops that label; the
+                # rest of the config applies (no NACK). `meshtrace lint` reports it beforehand.
+                log.warning(
+                    "%s.%s.tag_overrides.%s.value %r: %s; the label is dropped",
+                    where, metric, label, value, problem,
+                )  # fmt: skip
+                tags[str(label)] = None
+                continue
+            tags[str(label)] = compile_expr(value)
         out[str(metric)] = MetricOverride(bool(s.get("disabled", False)), tags)
     return out
 

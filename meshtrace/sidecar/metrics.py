@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from meshtrace.sidecar.cel import CelError, compile_expr
 from meshtrace.sidecar.config import MetricOverride, SidecarConfig
 
 BUCKETS: Final = (
@@ -367,13 +366,9 @@ class IstioMetrics:
 
 def _apply(base: Mapping[str, str], ov: MetricOverride, attrs: Mapping[str, Any]) -> dict[str, str]:
     labels = dict(base)
-    for label, (op, expr) in ov.tag_overrides.items():
-        if op == "REMOVE":
+    for label, expr in ov.tag_overrides.items():
+        if expr is None:
             labels.pop(label, None)
-            continue
-        assert expr is not None
-        try:
-            labels[label] = str(compile_expr(expr)(attrs))
-        except CelError:
-            labels[label] = UNKNOWN
+        else:
+            labels[label] = expr(attrs)
     return labels

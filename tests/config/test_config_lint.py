@@ -24,6 +24,14 @@ OPERATOR = (
 )
 
 
+def tag_value(expr: str) -> str:
+    """A mesh-wide Telemetry whose one tag override has the value `expr`."""
+    quoted = expr.replace("'", "''")
+    return telemetry(
+        "m", "istio-system", f"metrics: [{{overrides: [{{tagOverrides: {{v: {{value: '{quoted}'}}}}}}]}}]"
+    )
+
+
 def operator(body: str, name: str = "extra") -> str:
     return OPERATOR.format(name=name, body=body)
 
@@ -476,6 +484,27 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
                 "w: {value: 'a.b || c.d'}}}]}]",
             )
         ],
+        True,
+    ),
+    (
+        "tag-override-invalid",
+        "error",
+        [tag_value("request.host +"), tag_value("request.host | 'x' +")],
+        [tag_value("request.host"), tag_value("has(request.host) ? request.host : 'x'")],
+        True,
+    ),
+    (
+        "tag-override-unsupported",
+        "error",
+        [tag_value("request.headers.exists(h, h == 'x')"), tag_value("{'a': 1}")],
+        [tag_value("request.headers['x'].startsWith('y')")],
+        True,
+    ),
+    (
+        "tag-override-attribute",
+        "warning",
+        [tag_value("a == 'x' || b")],
+        [tag_value("request.host == 'x' || has(request.path)"), tag_value("node.id")],
         True,
     ),
     (

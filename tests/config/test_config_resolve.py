@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from config_helpers import MESH, telemetry
 
+from meshtrace.cel import mixer_to_cel
 from meshtrace.config import Bundle, effective_config
 from meshtrace.config.document_schema import check_document
-from meshtrace.config.resolve import mixer_to_cel
 
 Manifests = Callable[..., Bundle]
 
@@ -539,6 +539,21 @@ def test_mixer_tag_override_is_evaluated_as_cel(manifests: Manifests) -> None:
     value = doc["metrics"]["client"]["REQUEST_COUNT"]["tag_overrides"]["destination_version"]["value"]
     assert value == "has(destination.workload.name) ? destination.workload.name : 'unknown'"
     assert any("Mixer" in w for w in doc["warnings"])
+
+
+def test_tag_override_outside_the_cel_subset_is_noted(manifests: Manifests) -> None:
+    root = telemetry(
+        "mesh",
+        "istio-system",
+        "metrics: [{overrides: [{tagOverrides: {a: {value: 'request.host +'}, "
+        "b: {value: 'request.host | destination.service.name'}}}]}]",
+    )
+    doc = resolve(manifests(root))
+    tags = doc["metrics"]["client"]["REQUEST_COUNT"]["tag_overrides"]
+    assert tags["b"]["value"] == "has(request.host) ? request.host : destination.service.name"
+    assert [w for w in doc["warnings"] if "drops this label" in w] == [
+        next(w for w in doc["warnings"] if "tagOverrides.a" in w)
+    ]
 
 
 @pytest.mark.parametrize(

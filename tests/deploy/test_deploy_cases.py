@@ -413,8 +413,8 @@ def test_probes_follow_a_custom_health_check(tmp_path: Path) -> None:
 
 
 def test_mixer_rewrite_means_what_the_seed_meant(seed_manifests: Path) -> None:
-    # The sidecar's CEL evaluator (what meshtrace's own proxies run) gives the Mixer fallback.
-    from meshtrace.sidecar.cel import evaluate
+    # The CEL evaluator meshtrace's own proxies run gives the Mixer fallback.
+    from meshtrace.cel import evaluate
 
     bundle = load([seed_manifests])
     tel = next(t for t in bundle.telemetries if t.name == "mesh-metrics")
@@ -424,6 +424,23 @@ def test_mixer_rewrite_means_what_the_seed_meant(seed_manifests: Path) -> None:
     assert evaluate(value, {}) == "unknown"
     assert evaluate(value, {"destination.workload.name": "backend-v1"}) == "backend-v1"
     assert rewrite_mixer(spec) == []  # CEL stays CEL
+
+
+def test_render_writes_only_cel_that_parses() -> None:
+    # Finding 9: the fallback to a dotted path was rewritten to '... ? destination.service.name : )'.
+    from meshtrace.cel import check
+
+    tags = {
+        "host": {"value": "request.host | destination.service.name"},
+        "bad": {"value": "request.host +"},
+        "gone": {"operation": "REMOVE"},
+    }
+    spec: dict[str, Any] = {"metrics": [{"overrides": [{"tagOverrides": tags}]}]}
+    notes = rewrite_mixer(spec)
+    assert tags["host"]["value"] == "has(request.host) ? request.host : destination.service.name"
+    assert check(tags["host"]["value"]) is None
+    assert any("tagOverrides.bad" in n and "drops this label" in n for n in notes), notes
+    assert not any("tagOverrides.gone" in n for n in notes)
 
 
 def test_input_flags_annotations_and_labels_are_kept(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ import yaml
 from deploy_helpers import documents, one, promtool, render, run_meshtrace
 from k8s_shapes import SHAPES
 
+from meshtrace.cel import check, mixer_to_cel
 from meshtrace.config import schema
 from meshtrace.config.lint import lint
 from meshtrace.config.loader import load
-from meshtrace.config.resolve import mixer_to_cel
 
 FILES = {
     "README.md",
@@ -164,6 +164,7 @@ def test_telemetries_are_v1_valid_and_free_of_mixer_syntax(out: Path) -> None:
             for override in metrics.get("overrides", []):
                 for tag in override.get("tagOverrides", {}).values():
                     assert mixer_to_cel(tag.get("value", "")) is None, tag
+                    assert tag.get("operation") == "REMOVE" or check(tag["value"]) is None, tag
     assert "v1alpha1" not in yaml.safe_dump(telemetries)
 
 

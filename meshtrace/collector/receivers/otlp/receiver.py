@@ -6,13 +6,21 @@ bytes and batches hold no parsed messages.
 
 Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400; the pipeline
 refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After / RetryInfo
-when the refusal says how long); a permanent rejection -> INVALID_ARGUMENT / 400.
+when the refusal says how long); too many request bytes in flight (admission control, before
+the body is read or decoded) -> RESOURCE_EXHAUSTED / 429 with RetryInfo / Retry-After; a
+permanent rejection -> INVALID_ARGUMENT / 400.
+
+OTLP/JSON is decoded in one worker thread (`decode_off_loop`), never on the event loop: a large
+JSON body takes seconds of Python work, which would stall every other receiver meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
@@ -24,12 +32,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from meshtrace import ready
+from meshtrace.collector.admission import Admission, ResourceExhaustedError
 from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.config import MIB, GrpcConfig, HttpConfig, OtlpReceiverConfig
 from meshtrace.collector.schema import host_port
 from meshtrace.collector.telemetry import TELEMETRY, ReceiverMetrics
+from meshtrace.httpbody import BodyError, BodyRefused, read_body
 from meshtrace.model import Traces, otlp_json
+from meshtrace.model.otlp_wire import count_spans
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,16 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
+T = TypeVar("T")
+
+# One thread: JSON decoding of every receiver queues here, so CPU-heavy bodies are decoded one at
+# a time (bounded) while the event loop keeps serving (the GIL is handed back every few ms).
+_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshtrace-decode")
+
+
+async def decode_off_loop(decode: Callable[[bytes], T], body: bytes) -> T:
+    """`decode(body)` in the decoding thread."""
+    return await asyncio.get_running_loop().run_in_executor(_DECODER, decode, body)
 
 
 def check_ids(request: ExportTraceServiceRequest) -> None:
@@ -92,6 +113,17 @@ class Outcome:
             retry_after,
         )
 
+    def http_headers(self) -> dict[str, str]:
+        """Retry-After in whole seconds (at least 1) when the refusal says how long to wait."""
+        return {} if self.retry_after is None else {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+def refusal_outcome(exc: RefusedError) -> Outcome:
+    """Retryable refusals: RESOURCE_EXHAUSTED / 429 for admission control, else UNAVAILABLE / 503."""
+    if isinstance(exc, ResourceExhaustedError):
+        return Outcome(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, str(exc), exc.retry_after)
+    return Outcome(grpc.StatusCode.UNAVAILABLE, 503, str(exc), exc.retry_after)
+
 
 async def push(next_consumer: TracesConsumer, traces: Traces, metrics: ReceiverMetrics) -> Outcome | None:
     """Hand a batch to the pipeline and count it; None when accepted."""
@@ -100,7 +132,7 @@ async def push(next_consumer: TracesConsumer, traces: Traces, metrics: ReceiverM
         await next_consumer.consume_traces(traces)
     except RefusedError as exc:
         metrics.refused_spans.add(count)
-        return Outcome(grpc.StatusCode.UNAVAILABLE, 503, str(exc), exc.retry_after)
+        return refusal_outcome(exc)
     except PermanentError as exc:
         metrics.refused_spans.add(count)
         return Outcome(grpc.StatusCode.INVALID_ARGUMENT, 400, str(exc))
@@ -119,16 +151,24 @@ class OtlpReceiver:
         self.next = next_consumer
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._admission = Admission()
 
     # --- gRPC ---
 
     async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         metrics = self._grpc_metrics
-        try:
-            traces = decode_protobuf(request)
-        except PermanentError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        outcome = await push(self.next, traces, metrics)
+        with self._admission.ticket() as ticket:
+            if not ticket.reserve(len(request)):
+                assert ticket.refused is not None
+                # Refused before decoding: the spans are counted from the wire, not parsed.
+                metrics.refused_spans.add(count_spans(request) or 0)
+                refusal = refusal_outcome(ticket.refused)
+                await context.abort(refusal.grpc_code, refusal.message, _retry_info(refusal))
+            try:
+                traces = decode_protobuf(request)
+            except PermanentError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            outcome = await push(self.next, traces, metrics)
         if outcome is not None:
             await context.abort(outcome.grpc_code, outcome.message, _retry_info(outcome))
         return EMPTY_RESPONSE
@@ -169,25 +209,29 @@ class OtlpReceiver:
                 text=f"415 unsupported media type, supported: [{JSON}, {PROTOBUF}]",
             )
         encoding = JSON if content_type == JSON else PROTOBUF
-        limit = config.max_request_body_size
-        if request.content_length is not None and request.content_length > limit:
-            return _status(encoding, 413, 8, f"request body over {limit} bytes")
-        try:
-            body = await _read_limited(request, limit)
-        except _TooLarge:
-            return _status(encoding, 413, 8, f"request body over {limit} bytes")
-        except Exception as exc:  # aiohttp: broken gzip, unknown Content-Encoding, reset connection
-            return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
-        try:
-            traces = decode_json(body) if encoding == JSON else decode_protobuf(body)
-        except PermanentError as exc:
-            return _status(encoding, 400, 3, str(exc))
-        outcome = await push(self.next, traces, self._http_metrics)
+        with self._admission.ticket() as ticket:
+            # Asked before a byte of the body is read: a refused client is held for no memory.
+            if not ticket.reserve(request.content_length or 0):
+                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
+            try:
+                body = await read_body(request, config.max_request_body_size, ticket.reserve)
+            except BodyRefused:
+                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
+            except BodyError as exc:
+                return _status(encoding, exc.status, 8 if exc.status == 413 else 3, str(exc))
+            except Exception as exc:  # the client reset the connection mid-body
+                return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
+            try:
+                if encoding == JSON:
+                    traces = await decode_off_loop(decode_json, body)
+                else:
+                    traces = decode_protobuf(body)
+            except PermanentError as exc:
+                return _status(encoding, 400, 3, str(exc))
+            del body
+            outcome = await push(self.next, traces, self._http_metrics)
         if outcome is not None:
-            response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
-            if outcome.retry_after is not None:
-                response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
-            return response
+            return _outcome_response(encoding, outcome)
         if encoding == JSON:
             return web.Response(body=b"{}", content_type=JSON)
         return web.Response(body=EMPTY_RESPONSE, content_type=PROTOBUF)
@@ -202,6 +246,7 @@ class OtlpReceiver:
     # --- Component ---
 
     async def start(self, host: Host) -> None:
+        self._admission = host.admission()
         if self.config.protocols.grpc is not None:
             await self._start_grpc(self.config.protocols.grpc)
         if self.config.protocols.http is not None:
@@ -225,22 +270,10 @@ def _retry_info(outcome: Outcome) -> tuple[tuple[str, bytes], ...]:
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    """The (already gunzipped by aiohttp) body, refusing more than `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+def _outcome_response(encoding: str, outcome: Outcome) -> web.Response:
+    response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
+    response.headers.update(outcome.http_headers())
+    return response
 
 
 def _status(encoding: str, http_status: int, code: int, message: str) -> web.Response:

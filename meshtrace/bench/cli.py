@@ -10,6 +10,7 @@ BENCHMARKS: dict[str, str] = {
     "collector": "meshtrace.bench.collector:collector",
     "store": "meshtrace.bench.store:store",
     "overhead": "meshtrace.bench.overhead:overhead",
+    "bounds": "meshtrace.bench.bounds:bounds",
 }
 
 
@@ -19,4 +20,4 @@ class BenchGroup(LazyGroup):
 
 @click.group(cls=BenchGroup)
 def bench() -> None:
-    """Benchmarks (printing tables): overhead, collector, store."""
+    """Benchmarks (printing tables): overhead, collector, store, bounds."""

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from meshtrace import ready
-from meshtrace.collector.admission import Admission, ResourceExhaustedError
+from meshtrace.collector.admission import DECODE_COST, Admission, ResourceExhaustedError
 from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.config import MIB, GrpcConfig, HttpConfig, OtlpReceiverConfig
@@ -48,16 +48,21 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
-T = TypeVar("T")
 
 # One thread: JSON decoding of every receiver queues here, so CPU-heavy bodies are decoded one at
 # a time (bounded) while the event loop keeps serving (the GIL is handed back every few ms).
 _DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshtrace-decode")
 
 
-async def decode_off_loop(decode: Callable[[bytes], T], body: bytes) -> T:
-    """`decode(body)` in the decoding thread."""
-    return await asyncio.get_running_loop().run_in_executor(_DECODER, decode, body)
+async def decode_off_loop(decode: Callable[[bytes], Traces], body: bytes) -> Traces:
+    """`decode(body)` in the decoding thread, encoded and counted there too (serializing 100k
+    spans is itself tens of ms), and without the parsed message, as the protobuf path."""
+
+    def run() -> Traces:
+        traces = decode(body)
+        return Traces.from_bytes(traces.encoded(), traces.span_count())
+
+    return await asyncio.get_running_loop().run_in_executor(_DECODER, run)
 
 
 def check_ids(request: ExportTraceServiceRequest) -> None:
@@ -158,7 +163,7 @@ class OtlpReceiver:
     async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         metrics = self._grpc_metrics
         with self._admission.ticket() as ticket:
-            if not ticket.reserve(len(request)):
+            if not ticket.reserve(len(request) * (1 + DECODE_COST)):
                 assert ticket.refused is not None
                 # Refused before decoding: the spans are counted from the wire, not parsed.
                 metrics.refused_spans.add(count_spans(request) or 0)
@@ -181,7 +186,12 @@ class OtlpReceiver:
         ]
         if config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
-        server = grpc.aio.server(options=options)
+        concurrent = self._admission.concurrent_requests(config.max_recv_msg_size_mib * MIB)
+        if concurrent is not None:
+            # Under a memory limit, a call's message is read only once its handler asks for it:
+            # without BDP probing, a waiting call holds one 64 KiB HTTP/2 window, not its message.
+            options.append(("grpc.http2.bdp_probe", 0))
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=concurrent)
         # Raw bytes in and out (no (de)serializers): the receiver parses once itself.
         handler = grpc.method_handlers_generic_handler(
             SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}
@@ -221,6 +231,8 @@ class OtlpReceiver:
                 return _status(encoding, exc.status, 8 if exc.status == 413 else 3, str(exc))
             except Exception as exc:  # the client reset the connection mid-body
                 return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
+            if not ticket.reserve(len(body) * DECODE_COST):
+                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
             try:
                 if encoding == JSON:
                     traces = await decode_off_loop(decode_json, body)

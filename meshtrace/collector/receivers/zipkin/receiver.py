@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from meshtrace.collector.admission import Admission
+from meshtrace.collector.admission import DECODE_COST, Admission
 from meshtrace.collector.component import ComponentID, Host, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.receiver import Outcome, decode_off_loop, push, refusal_outcome
@@ -62,8 +61,10 @@ class ZipkinReceiver:
         self._runner: web.AppRunner | None = None
         self._admission = Admission()
 
-    def _decode(self, decoder: Decoder) -> Callable[[bytes], ExportTraceServiceRequest]:
-        return lambda body: model.zipkin_v2_to_otlp(decoder(body), self.config.parse_string_tags)
+    def _decode(self, decoder: Decoder) -> Callable[[bytes], Traces]:
+        return lambda body: Traces.from_message(
+            model.zipkin_v2_to_otlp(decoder(body), self.config.parse_string_tags)
+        )
 
     async def _spans(self, request: web.Request) -> web.Response:
         decoder = choose_decoder(request.path, request.content_type)
@@ -80,12 +81,14 @@ class ZipkinReceiver:
                 return web.Response(status=exc.status, text=f"{exc.status} {exc}")
             except Exception as exc:  # the client reset the connection mid-body
                 return web.Response(status=400, text=f"400 cannot read the request body: {exc}")
+            if not ticket.reserve(len(body) * DECODE_COST):
+                return _answer(refusal_outcome(ticket.refusal()))
             try:
-                request_message = await decode_off_loop(self._decode(decoder), body)
+                traces = await decode_off_loop(self._decode(decoder), body)
             except ValueError as exc:
                 return web.Response(status=400, text=f"400 {exc}")
             del body
-            outcome = await push(self.next, Traces.from_message(request_message), self.metrics)
+            outcome = await push(self.next, traces, self.metrics)
         return web.Response(status=202) if outcome is None else _answer(outcome)
 
     async def start(self, host: Host) -> None:

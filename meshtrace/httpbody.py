@@ -65,6 +65,7 @@ class Inflater:
         self.wbits = _wbits(encoding)
         self.encoding = encoding
         self._raw_fallback = encoding.strip().lower() == "deflate"
+        self._head = b""
         self.limit = limit
         self.size = 0
         self._z: zlib._Decompress | None = None
@@ -81,6 +82,11 @@ class Inflater:
                 raise self._too_large()
             return data
         out: list[bytes] = []
+        if self._z is None and self._raw_fallback:
+            data, self._head = self._head + data, b""
+            if len(data) < 2:  # zlib's header is two bytes: wait for both before choosing
+                self._head = data
+                return b""
         while data:
             if self._z is None:
                 wbits = self.wbits

@@ -124,6 +124,7 @@ JSON_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 class CanaryResult:
     latencies_ms: list[float]
     json_statuses: Counter[int]
+    canary_refused: Counter[str]
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -137,6 +138,7 @@ async def canary(grpc_address: str, http_address: str, seconds: float, json_send
     deadline = time.monotonic() + seconds
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
+    refused: Counter[str] = Counter()
 
     async def sender(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < deadline:
@@ -150,13 +152,16 @@ async def canary(grpc_address: str, http_address: str, seconds: float, json_send
             await export(small, timeout=30)  # connected before measuring
             while time.monotonic() < deadline:
                 start = time.perf_counter()
-                await export(small, timeout=30)
-                latencies.append((time.perf_counter() - start) * 1000)
+                try:
+                    await export(small, timeout=30)
+                    latencies.append((time.perf_counter() - start) * 1000)
+                except grpc.aio.AioRpcError as exc:
+                    refused[exc.code().name] += 1
                 await asyncio.sleep(0.02)
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         await asyncio.gather(probe(), *(sender(session) for _ in range(json_senders)))
-    return CanaryResult(latencies, statuses)
+    return CanaryResult(latencies, statuses, refused)
 
 
 @contextmanager
@@ -249,7 +254,7 @@ def bounds(scenarios: tuple[str, ...], limit_mib: int, seconds: float) -> None:
                 result = (
                     f"canary n={len(lat)} p50={statistics.median(lat):.1f} ms "
                     f"p99={outcome.percentile(99):.1f} ms max={max(lat):.1f} ms; "
-                    f"JSON {dict(outcome.json_statuses)}"
+                    f"refused {dict(outcome.canary_refused)}; JSON {dict(outcome.json_statuses)}"
                 )
             peak = vm_kib(pid, "VmHWM")
             click.echo(

@@ -62,12 +62,13 @@ class Admission:
             return None
         return max(1, self.limit // (max_request * (1 + DECODE_COST)))
 
-    def check(self, size: int = 0) -> RefusedError | None:
-        """Why a request of `size` bytes may not start now, or None."""
+    def check(self, size: int = 0, held: int = 0) -> RefusedError | None:
+        """Why a request holding `held` bytes may not take `size` more now, or None. A request
+        alone in flight always may (up to its receiver's own size limit)."""
         for gate in self._gates:
             if not gate.admit(size):
                 return gate.refusal()
-        if self.limit is not None and self.in_flight + size > self.limit and self.in_flight:
+        if self.limit is not None and self.in_flight + size > self.limit and self.in_flight > held:
             return ResourceExhaustedError(
                 f"too many request bytes in flight (limit {self.limit // MIB} MiB): retry later",
                 retry_after=RETRY_AFTER_S,
@@ -87,7 +88,7 @@ class Ticket:
         self.refused: RefusedError | None = None  # why the last `reserve` said no
 
     def reserve(self, size: int) -> bool:
-        self.refused = self.admission.check(size)
+        self.refused = self.admission.check(size, self.size)
         if self.refused is not None:
             return False
         self.admission.in_flight += size

@@ -10,7 +10,7 @@ when the refusal says how long); too many request bytes in flight (admission con
 the body is read or decoded) -> RESOURCE_EXHAUSTED / 429 with RetryInfo / Retry-After; a
 permanent rejection -> INVALID_ARGUMENT / 400.
 
-OTLP/JSON is decoded in one worker thread (`decode_off_loop`), never on the event loop: a large
+OTLP/JSON is decoded in one worker process (`decode_off_loop`), never on the event loop: a large
 JSON body takes seconds of Python work, which would stall every other receiver meanwhile.
 """
 
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import grpc
@@ -49,20 +50,22 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 
-# One thread: JSON decoding of every receiver queues here, so CPU-heavy bodies are decoded one at
-# a time (bounded) while the event loop keeps serving (the GIL is handed back every few ms).
-_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshtrace-decode")
+# One worker process, started at the first JSON body: JSON decoding of every receiver queues
+# there, one body at a time (bounded). Not a thread: json.loads and protobuf serialization hold
+# the GIL for 100 ms and more on a large body, which stalled other clients' exports.
+_DECODER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _encoded(decode: Callable[[bytes], Traces], body: bytes) -> tuple[bytes, int]:
+    traces = decode(body)
+    return traces.encoded(), traces.span_count()
 
 
 async def decode_off_loop(decode: Callable[[bytes], Traces], body: bytes) -> Traces:
-    """`decode(body)` in the decoding thread, encoded and counted there too (serializing 100k
-    spans is itself tens of ms), and without the parsed message, as the protobuf path."""
-
-    def run() -> Traces:
-        traces = decode(body)
-        return Traces.from_bytes(traces.encoded(), traces.span_count())
-
-    return await asyncio.get_running_loop().run_in_executor(_DECODER, run)
+    """`decode(body)` in the decoding process (`decode` must be picklable: a module-level function
+    or a partial of one), encoded and counted there, so only bytes come back."""
+    encoded, count = await asyncio.get_running_loop().run_in_executor(_DECODER, _encoded, decode, body)
+    return Traces.from_bytes(encoded, span_count=count)
 
 
 def check_ids(request: ExportTraceServiceRequest) -> None:
@@ -101,6 +104,14 @@ def decode_json(body: bytes) -> Traces:
         return Traces.from_message(otlp_json.loads(body))
     except ValueError as exc:
         raise PermanentError(f"cannot decode OTLP/JSON: {exc}") from None
+
+
+def json_traces(body: bytes) -> Traces:
+    """decode_json, with its PermanentError as a ValueError (which crosses a process boundary)."""
+    try:
+        return decode_json(body)
+    except PermanentError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Outcome:
@@ -235,10 +246,10 @@ class OtlpReceiver:
                 return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
             try:
                 if encoding == JSON:
-                    traces = await decode_off_loop(decode_json, body)
+                    traces = await decode_off_loop(json_traces, body)
                 else:
                     traces = decode_protobuf(body)
-            except PermanentError as exc:
+            except (PermanentError, ValueError) as exc:
                 return _status(encoding, 400, 3, str(exc))
             del body
             outcome = await push(self.next, traces, self._http_metrics)

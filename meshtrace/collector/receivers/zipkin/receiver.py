@@ -9,6 +9,7 @@ decoded in the OTLP receiver's decoding thread, off the event loop."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +53,11 @@ def choose_decoder(path: str, content_type: str) -> Decoder | web.Response:
     )
 
 
+def zipkin_traces(decoder: Decoder, parse_string_tags: bool, body: bytes) -> Traces:
+    """A Zipkin body as OTLP (run in the decoding process: picklable, module-level)."""
+    return Traces.from_message(model.zipkin_v2_to_otlp(decoder(body), parse_string_tags))
+
+
 class ZipkinReceiver:
     def __init__(self, id: ComponentID, config: ZipkinReceiverConfig, next_consumer: TracesConsumer) -> None:
         self.id = id
@@ -60,11 +66,6 @@ class ZipkinReceiver:
         self.metrics = TELEMETRY.receiver(id, "http")
         self._runner: web.AppRunner | None = None
         self._admission = Admission()
-
-    def _decode(self, decoder: Decoder) -> Callable[[bytes], Traces]:
-        return lambda body: Traces.from_message(
-            model.zipkin_v2_to_otlp(decoder(body), self.config.parse_string_tags)
-        )
 
     async def _spans(self, request: web.Request) -> web.Response:
         decoder = choose_decoder(request.path, request.content_type)
@@ -84,7 +85,9 @@ class ZipkinReceiver:
             if not ticket.reserve(len(body) * DECODE_COST):
                 return _answer(refusal_outcome(ticket.refusal()))
             try:
-                traces = await decode_off_loop(self._decode(decoder), body)
+                traces = await decode_off_loop(
+                    partial(zipkin_traces, decoder, self.config.parse_string_tags), body
+                )
             except ValueError as exc:
                 return web.Response(status=400, text=f"400 {exc}")
             del body

@@ -1,0 +1,92 @@
+"""Issue 10, findings 4-6, against a real collector process (the default config): peak RSS
+(VmHWM) bounds under a gRPC burst and gzip bombs, and a small export that is never stuck behind
+a large OTLP/JSON body. Bounds and ordering only; the timings are `meshtrace bench bounds`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+
+from meshtrace.bench.bounds import JSON_HEADERS, big_json_body, grpc_burst, gzip_bomb, post_all, vm_kib
+from meshtrace.bench.collector import EXPORT, make_request
+
+LIMIT_MIB = 200
+BURST_MIB = LIMIT_MIB // 5  # spike_limit_mib's default: 20% of the limit
+
+
+def start(meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, *sets: str) -> Any:
+    args = [*default_collector_args, "--set", f"processors.memory_limiter.limit_mib={LIMIT_MIB}"]
+    for item in sets:
+        args += ["--set", item]
+    proc = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
+    proc.wait_for_listeners("otlp-grpc", "otlp-http", "zipkin", "query", "metrics")
+    return proc
+
+
+def test_sixty_concurrent_4mib_exports_stay_within_limit_plus_burst(
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
+) -> None:
+    """Was 746 MiB at limit_mib 200: every message was taken and decoded at once."""
+    proc = start(meshtrace_process, default_collector_args, tmp_path)
+    statuses = asyncio.run(grpc_burst(proc.address("otlp-grpc")))
+    assert set(statuses) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, statuses
+    assert statuses["OK"] >= 1
+    assert vm_kib(proc.proc.pid, "VmHWM") <= (LIMIT_MIB + BURST_MIB) * 1024
+
+
+def test_gzip_bombs_cost_at_most_one_limit_each(
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
+) -> None:
+    """8 concurrent 1 MB bodies unpacking to 1 GiB: Zipkin took 561 MiB and /api/import 1.24 GiB.
+    Now each stops at its decompressed limit (20 MiB, 64 MiB) with a 413 naming it, Zipkin within
+    the burst allowance, and imports one at a time."""
+    proc = start(meshtrace_process, default_collector_args, tmp_path)
+    bomb = gzip_bomb()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    zipkin = asyncio.run(post_all(f"http://{proc.address('zipkin')}/api/v2/spans", bomb, headers, 8))
+    imports = asyncio.run(post_all(f"http://{proc.address('query')}/api/import", bomb, headers, 8))
+    assert set(zipkin) <= {413, 429} and zipkin[413] >= 1, zipkin
+    assert imports == {413: 8}, imports
+    # Start RSS (~65 MiB) + one 64 MiB import body + its chunks being joined: far under 561 MiB.
+    assert vm_kib(proc.proc.pid, "VmHWM") <= 260 * 1024
+
+
+def test_a_small_grpc_export_is_not_stuck_behind_a_big_json_body(
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
+) -> None:
+    """A 120k-span OTLP/JSON body took ~1.3 s of the event loop: a gRPC export started after it
+    finished after it. Decoded off the loop, the export started later finishes first."""
+    proc = start(
+        meshtrace_process, default_collector_args, tmp_path, "processors.memory_limiter.limit_mib=512"
+    )
+    body = big_json_body()
+    small = make_request(spans=1, attributes=2)
+    url = f"http://{proc.address('otlp-http')}/v1/traces"
+
+    async def main() -> list[str]:
+        done: list[str] = []
+        async with grpc.aio.insecure_channel(proc.address("otlp-grpc")) as channel:
+            export = channel.unary_unary(EXPORT)
+            await export(small, timeout=30)  # warm: connected, decoding process started below
+            async with aiohttp.ClientSession() as session:
+                async with session.post(url, data=body, headers=JSON_HEADERS) as warm:
+                    assert warm.status == 200, await warm.text()
+
+                async def big() -> None:
+                    async with session.post(url, data=body, headers=JSON_HEADERS) as response:
+                        assert response.status == 200
+                    done.append("json")
+
+                async def canary() -> None:
+                    await asyncio.sleep(0.2)  # the JSON body is being decoded by now
+                    await export(small, timeout=30)
+                    done.append("canary")
+
+                await asyncio.gather(big(), canary())
+        return done
+
+    assert asyncio.run(main()) == ["canary", "json"]

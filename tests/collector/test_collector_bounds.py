@@ -59,9 +59,14 @@ def test_a_small_grpc_export_is_not_stuck_behind_a_big_json_body(
     meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
 ) -> None:
     """A 120k-span OTLP/JSON body took ~1.3 s of the event loop: a gRPC export started after it
-    finished after it. Decoded off the loop, the export started later finishes first."""
+    finished after it. Decoded off the loop, the export started later finishes first. (batch
+    only buffers here, so the JSON request never waits for the store after decoding.)"""
     proc = start(
-        meshtrace_process, default_collector_args, tmp_path, "processors.memory_limiter.limit_mib=512"
+        meshtrace_process,
+        default_collector_args,
+        tmp_path,
+        "processors.memory_limiter.limit_mib=512",
+        "processors.batch.send_batch_size=10000000",
     )
     body = big_json_body()
     small = make_request(spans=1, attributes=2)

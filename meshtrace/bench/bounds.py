@@ -32,6 +32,7 @@ from meshtrace.bench.collector import EXPORT, make_request
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+BURST_REQUEST = 4 * MIB - 64 * 1024  # under the 4 MiB max_recv_msg_size_mib
 
 
 def vm_kib(pid: int, field: str) -> int:
@@ -50,7 +51,7 @@ def request_of_size(size: int, seed: int = 0) -> bytes:
     return part * max(1, size // len(part))
 
 
-async def grpc_burst(address: str, requests: int = 60, size: int = 4 * MIB - 64 * 1024) -> Counter[str]:
+async def grpc_burst(address: str, requests: int = 60, size: int = BURST_REQUEST) -> Counter[str]:
     """`requests` concurrent exports of `size` bytes, each on its own connection: status counts."""
     body = request_of_size(size)
 

@@ -5,17 +5,35 @@ a large OTLP/JSON body. Bounds and ordering only; the timings are `meshtrace ben
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
+import requests
 
-from meshtrace.bench.bounds import JSON_HEADERS, big_json_body, grpc_burst, gzip_bomb, post_all, vm_kib
+from meshtrace.bench.bounds import (
+    BURST_REQUEST,
+    JSON_HEADERS,
+    big_json_body,
+    grpc_burst,
+    gzip_bomb,
+    post_all,
+    request_of_size,
+    vm_kib,
+)
 from meshtrace.bench.collector import EXPORT, make_request
+from meshtrace.model.otlp_wire import count_spans
 
 LIMIT_MIB = 200
 BURST_MIB = LIMIT_MIB // 5  # spike_limit_mib's default: 20% of the limit
+
+
+def refused_spans(proc: Any) -> float:
+    text = requests.get(f"http://{proc.address('metrics')}/metrics", timeout=5).text
+    found = re.findall(r'^otelcol_receiver_refused_spans\{[^}]*transport="grpc"[^}]*\} (\S+)$', text, re.M)
+    return sum(float(v) for v in found)
 
 
 def start(meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, *sets: str) -> Any:
@@ -30,12 +48,16 @@ def start(meshtrace_process: Any, default_collector_args: list[str], tmp_path: P
 def test_sixty_concurrent_4mib_exports_stay_within_limit_plus_burst(
     meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
 ) -> None:
-    """Was 746 MiB at limit_mib 200: every message was taken and decoded at once."""
+    """Was 746 MiB at limit_mib 200: every message was taken and decoded at once. Refused
+    requests (RESOURCE_EXHAUSTED + RetryInfo, or UNAVAILABLE) count in the refused spans."""
     proc = start(meshtrace_process, default_collector_args, tmp_path)
     statuses = asyncio.run(grpc_burst(proc.address("otlp-grpc")))
     assert set(statuses) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, statuses
     assert statuses["OK"] >= 1
     assert vm_kib(proc.proc.pid, "VmHWM") <= (LIMIT_MIB + BURST_MIB) * 1024
+    spans_per_request = count_spans(request_of_size(BURST_REQUEST))
+    refused = statuses["RESOURCE_EXHAUSTED"] + statuses["UNAVAILABLE"]
+    assert refused_spans(proc) == refused * spans_per_request
 
 
 def test_gzip_bombs_cost_at_most_one_limit_each(

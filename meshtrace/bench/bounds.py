@@ -52,7 +52,9 @@ def request_of_size(size: int, seed: int = 0) -> bytes:
 
 
 async def grpc_burst(address: str, requests: int = 60, size: int = BURST_REQUEST) -> Counter[str]:
-    """`requests` concurrent exports of `size` bytes, each on its own connection: status counts."""
+    """`requests` concurrent exports of `size` bytes, each on its own connection: status counts
+    (a refusal without RetryInfo, which OTLP clients need to retry RESOURCE_EXHAUSTED, is
+    counted as `<CODE> without RetryInfo`)."""
     body = request_of_size(size)
 
     async def one() -> str:
@@ -61,7 +63,9 @@ async def grpc_burst(address: str, requests: int = 60, size: int = BURST_REQUEST
                 await channel.unary_unary(EXPORT)(body, timeout=60)
                 return "OK"
             except grpc.aio.AioRpcError as exc:
-                return exc.code().name
+                trailers = dict(exc.trailing_metadata() or ())
+                retry_info = "" if "grpc-status-details-bin" in trailers else " without RetryInfo"
+                return exc.code().name + retry_info
 
     return Counter(await asyncio.gather(*(one() for _ in range(requests))))
 

@@ -55,9 +55,8 @@ class Admission:
         self.limit = burst if self.limit is None else min(self.limit, burst)
 
     def concurrent_requests(self, max_request: int) -> int | None:
-        """How many requests of up to `max_request` bytes fit in the burst allowance at once (None:
-        no cap). A gRPC server takes each message whole before its handler runs, so beyond this
-        many calls the rest wait in the transport, under HTTP/2 flow control."""
+        """How many requests of up to `max_request` bytes, with their decoding, fit in the burst
+        allowance at once (None: no cap): the gRPC receiver's limit on open export calls."""
         if self.limit is None:
             return None
         return max(1, self.limit // (max_request * (1 + DECODE_COST)))

@@ -48,16 +48,19 @@ def start(meshtrace_process: Any, default_collector_args: list[str], tmp_path: P
 def test_sixty_concurrent_4mib_exports_stay_within_limit_plus_burst(
     meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
 ) -> None:
-    """Was 746 MiB at limit_mib 200: every message was taken and decoded at once. Refused
-    requests (RESOURCE_EXHAUSTED + RetryInfo, or UNAVAILABLE) count in the refused spans."""
+    """Was 746 MiB at limit_mib 200: every message was taken and decoded at once. Every refusal
+    carries RetryInfo; those made after the message was read count in the refused spans (calls
+    refused before it is read have no known span count)."""
     proc = start(meshtrace_process, default_collector_args, tmp_path)
     statuses = asyncio.run(grpc_burst(proc.address("otlp-grpc")))
     assert set(statuses) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, statuses
     assert statuses["OK"] >= 1
     assert vm_kib(proc.proc.pid, "VmHWM") <= (LIMIT_MIB + BURST_MIB) * 1024
     spans_per_request = count_spans(request_of_size(BURST_REQUEST))
-    refused = statuses["RESOURCE_EXHAUSTED"] + statuses["UNAVAILABLE"]
-    assert refused_spans(proc) == refused * spans_per_request
+    assert spans_per_request
+    refused = refused_spans(proc)
+    assert refused % spans_per_request == 0
+    assert refused <= (statuses["RESOURCE_EXHAUSTED"] + statuses["UNAVAILABLE"]) * spans_per_request
 
 
 def test_gzip_bombs_cost_at_most_one_limit_each(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -33,7 +33,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from meshtrace import ready
-from meshtrace.collector.admission import DECODE_COST, Admission, ResourceExhaustedError
+from meshtrace.collector.admission import (
+    DECODE_COST,
+    RETRY_AFTER_S,
+    Admission,
+    ResourceExhaustedError,
+)
 from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.config import MIB, GrpcConfig, HttpConfig, OtlpReceiverConfig
@@ -168,8 +173,31 @@ class OtlpReceiver:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._admission = Admission()
+        self._calls: asyncio.Semaphore | None = None  # open export calls, under a memory limit
+        self._calls_limit = 0
 
     # --- gRPC ---
+
+    async def _export_call(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        """Export, taken as a stream of one message so that, under a memory limit, a call beyond
+        `concurrent_requests` open calls is refused before its message is read: gRPC buffers the
+        whole message of every open call, so the number of open calls is what bounds that memory.
+        The refused call's spans are unknown (never read) and not counted."""
+        calls = self._calls
+        if calls is None:
+            return await self._export(await _only_message(requests, context), context)
+        if calls.locked():
+            refusal = refusal_outcome(
+                ResourceExhaustedError(
+                    f"more than {self._calls_limit} export calls at once: retry later",
+                    retry_after=RETRY_AFTER_S,
+                )
+            )
+            await context.abort(refusal.grpc_code, refusal.message, _retry_info(refusal))
+        async with calls:
+            return await self._export(await _only_message(requests, context), context)
 
     async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         metrics = self._grpc_metrics
@@ -199,13 +227,14 @@ class OtlpReceiver:
             options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
         concurrent = self._admission.concurrent_requests(config.max_recv_msg_size_mib * MIB)
         if concurrent is not None:
-            # Under a memory limit, a call's message is read only once its handler asks for it:
-            # without BDP probing, a waiting call holds one 64 KiB HTTP/2 window, not its message.
+            # With BDP probing, grpc grows HTTP/2 windows until whole messages of calls it has
+            # not handed over yet are buffered; without it, they wait for their turn unsent.
             options.append(("grpc.http2.bdp_probe", 0))
-        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=concurrent)
+            self._calls, self._calls_limit = asyncio.Semaphore(concurrent), concurrent
+        server = grpc.aio.server(options=options)
         # Raw bytes in and out (no (de)serializers): the receiver parses once itself.
         handler = grpc.method_handlers_generic_handler(
-            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}
+            SERVICE, {"Export": grpc.stream_unary_rpc_method_handler(self._export_call)}
         )
         server.add_generic_rpc_handlers((handler,))
         host, _ = host_port(config.endpoint)
@@ -280,6 +309,13 @@ class OtlpReceiver:
             await self._grpc.stop(grace=2.0)
         if self._http is not None:
             await self._http.cleanup()
+
+
+async def _only_message(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async for request in requests:
+        return request
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no ExportTraceServiceRequest in the call")
+    raise AssertionError("context.abort raises")
 
 
 def _retry_info(outcome: Outcome) -> tuple[tuple[str, bytes], ...]:

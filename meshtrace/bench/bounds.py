@@ -154,7 +154,7 @@ async def canary(grpc_address: str, http_address: str, seconds: float, json_send
     async def probe() -> None:
         async with grpc.aio.insecure_channel(grpc_address) as channel:
             export = channel.unary_unary(EXPORT)
-            await export(small, timeout=30)  # connected before measuring
+            await channel.channel_ready()  # connected before measuring
             while time.monotonic() < deadline:
                 start = time.perf_counter()
                 try:

@@ -184,38 +184,40 @@ class OtlpReceiver:
         """Export, taken as a stream of one message so that, under a memory limit, a call beyond
         `concurrent_requests` open calls is refused before its message is read: gRPC buffers the
         whole message of every open call, so the number of open calls is what bounds that memory.
-        The refused call's spans are unknown (never read) and not counted."""
+        The refused call's spans are unknown (never read) and not counted.
+
+        Aborting raises, and the exception's traceback keeps the raising frame's locals alive
+        until a cyclic GC: so the message lives only in `_export`, which returns an Outcome,
+        never in a frame that aborts (refused 1.3 MB requests piled up 60 MiB a second)."""
         calls = self._calls
         if calls is None:
-            return await self._export(await _only_message(requests, context), context)
-        if calls.locked():
-            refusal = refusal_outcome(
+            outcome = await self._export(await _only_message(requests, context))
+        elif calls.locked():
+            outcome = refusal_outcome(
                 ResourceExhaustedError(
                     f"more than {self._calls_limit} export calls at once: retry later",
                     retry_after=RETRY_AFTER_S,
                 )
             )
-            await context.abort(refusal.grpc_code, refusal.message, _retry_info(refusal))
-        async with calls:
-            return await self._export(await _only_message(requests, context), context)
-
-    async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        metrics = self._grpc_metrics
-        with self._admission.ticket() as ticket:
-            if not ticket.reserve(len(request) * (1 + DECODE_COST)):
-                assert ticket.refused is not None
-                # Refused before decoding: the spans are counted from the wire, not parsed.
-                metrics.refused_spans.add(count_spans(request) or 0)
-                refusal = refusal_outcome(ticket.refused)
-                await context.abort(refusal.grpc_code, refusal.message, _retry_info(refusal))
-            try:
-                traces = decode_protobuf(request)
-            except PermanentError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            outcome = await push(self.next, traces, metrics)
+        else:
+            async with calls:
+                outcome = await self._export(await _only_message(requests, context))
         if outcome is not None:
             await context.abort(outcome.grpc_code, outcome.message, _retry_info(outcome))
         return EMPTY_RESPONSE
+
+    async def _export(self, request: bytes) -> Outcome | None:
+        metrics = self._grpc_metrics
+        with self._admission.ticket() as ticket:
+            if not ticket.reserve(len(request) * (1 + DECODE_COST)):
+                # Refused before decoding: the spans are counted from the wire, not parsed.
+                metrics.refused_spans.add(count_spans(request) or 0)
+                return refusal_outcome(ticket.refusal())
+            try:
+                traces = decode_protobuf(request)
+            except PermanentError as exc:
+                return Outcome(grpc.StatusCode.INVALID_ARGUMENT, 400, str(exc))
+            return await push(self.next, traces, metrics)
 
     async def _start_grpc(self, config: GrpcConfig) -> None:
         self._grpc_metrics = TELEMETRY.receiver(self.id, "grpc")

@@ -273,7 +273,9 @@ class OtlpReceiver:
                 return _status(encoding, exc.status, 8 if exc.status == 413 else 3, str(exc))
             except Exception as exc:  # the client reset the connection mid-body
                 return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
-            if not ticket.reserve(len(body) * DECODE_COST):
+            # Protobuf is decoded here (DECODE_COST); JSON in the decoding process, whose answer
+            # (the encoded request) is about the body's size again.
+            if not ticket.reserve(len(body) * (DECODE_COST if encoding == PROTOBUF else 1)):
                 return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
             try:
                 if encoding == JSON:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from meshtrace.collector.admission import DECODE_COST, Admission
+from meshtrace.collector.admission import Admission
 from meshtrace.collector.component import ComponentID, Host, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.receiver import Outcome, decode_off_loop, push, refusal_outcome
@@ -82,7 +82,8 @@ class ZipkinReceiver:
                 return web.Response(status=exc.status, text=f"{exc.status} {exc}")
             except Exception as exc:  # the client reset the connection mid-body
                 return web.Response(status=400, text=f"400 cannot read the request body: {exc}")
-            if not ticket.reserve(len(body) * DECODE_COST):
+            # Decoded in the decoding process: what comes back is about the body's size again.
+            if not ticket.reserve(len(body)):
                 return _answer(refusal_outcome(ticket.refusal()))
             try:
                 traces = await decode_off_loop(

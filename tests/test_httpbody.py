@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshtrace.httpbody import BodyError, Inflater
+from meshtrace.httpbody import STEP, BodyError, Inflater
 
 
 def raw_deflate(data: bytes) -> bytes:
@@ -30,7 +30,7 @@ ENCODERS = {
 
 def inflate(encoding: str, wire: bytes, limit: int, chunk: int) -> bytes:
     inflater = Inflater(encoding, limit)
-    out = b"".join(inflater.feed(wire[i : i + chunk]) for i in range(0, len(wire), chunk))
+    out = b"".join(b"".join(inflater.feed(wire[i : i + chunk])) for i in range(0, len(wire), chunk))
     inflater.finish()
     return out
 
@@ -45,6 +45,11 @@ def test_raw_deflate_is_accepted_as_deflate(data: bytes, chunk: int) -> None:
     assert inflate("deflate", raw_deflate(data), 5000, chunk) == data
 
 
+def test_output_comes_in_steps() -> None:
+    pieces = list(Inflater("gzip", 10 * STEP).feed(gzip.compress(bytes(3 * STEP + 5))))
+    assert [len(p) for p in pieces] == [STEP, STEP, STEP, 5]
+
+
 def test_multi_member_gzip() -> None:
     assert inflate("gzip", gzip.compress(b"abc") + gzip.compress(b"def"), 100, 7) == b"abcdef"
 
@@ -54,7 +59,7 @@ def test_bomb_stops_at_the_limit(limit: int, encoding: str) -> None:
     wire = ENCODERS[encoding](bytes(limit + 1))
     inflater = Inflater(encoding, limit)
     with pytest.raises(BodyError) as info:
-        inflater.feed(wire)
+        b"".join(inflater.feed(wire))
     assert info.value.status == 413 and f"limit of {limit} bytes" in str(info.value)
     assert inflater.size <= limit + 1
 
@@ -63,7 +68,7 @@ def test_bomb_stops_at_the_limit(limit: int, encoding: str) -> None:
 def test_garbage_is_400_never_a_crash(data: bytes, encoding: str) -> None:
     inflater = Inflater(encoding, 10_000)
     try:  # random bytes can be a valid (raw deflate) stream: then any output is fine
-        inflater.feed(data)
+        b"".join(inflater.feed(data))
         inflater.finish()
     except BodyError as exc:
         assert exc.status in (400, 413)
@@ -71,7 +76,7 @@ def test_garbage_is_400_never_a_crash(data: bytes, encoding: str) -> None:
 
 def test_truncated_stream_is_400() -> None:
     inflater = Inflater("gzip", 1000)
-    inflater.feed(gzip.compress(b"x" * 100)[:-10])
+    b"".join(inflater.feed(gzip.compress(b"x" * 100)[:-10]))
     with pytest.raises(BodyError, match="truncated") as info:
         inflater.finish()
     assert info.value.status == 400

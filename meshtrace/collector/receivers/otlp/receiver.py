@@ -17,8 +17,13 @@ JSON body takes seconds of Python work, which would stall every other receiver m
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -58,7 +63,25 @@ EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 # One worker process, started at the first JSON body: JSON decoding of every receiver queues
 # there, one body at a time (bounded). Not a thread: json.loads and protobuf serialization hold
 # the GIL for 100 ms and more on a large body, which stalled other clients' exports.
-_DECODER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """In the decoding process: exit when the collector does, even when it is SIGKILLed (Linux's
+    parent-death signal; elsewhere the process ends at the collector's normal exit only)."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the collector died before prctl took effect
+        os._exit(0)
+
+
+_DECODER = ProcessPoolExecutor(
+    max_workers=1,
+    mp_context=multiprocessing.get_context("spawn"),
+    initializer=_die_with,
+    initargs=(os.getpid(),),
+)
 
 
 def _encoded(decode: Callable[[bytes], Traces], body: bytes) -> tuple[bytes, int]:

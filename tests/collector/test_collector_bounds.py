@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,28 @@ def test_a_small_grpc_export_is_not_stuck_behind_a_big_json_body(
         return done
 
     assert asyncio.run(main()) == ["canary", "json"]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_decoding_process_dies_with_a_killed_collector(
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, wait_until: Any
+) -> None:
+    proc = start(meshtrace_process, default_collector_args, tmp_path)
+    url = f"http://{proc.address('otlp-http')}/v1/traces"
+    assert requests.post(url, data=big_json_body(10), headers=JSON_HEADERS, timeout=30).status_code == 200
+    spawned = children(proc.proc.pid)
+    assert spawned  # the decoding process (and multiprocessing's resource tracker)
+    proc.stop(signal.SIGKILL)
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in spawned), "children gone")

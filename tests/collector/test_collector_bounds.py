@@ -5,6 +5,7 @@ a large OTLP/JSON body. Bounds and ordering only; the timings are `meshtrace ben
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 from pathlib import Path
@@ -146,3 +147,30 @@ def test_the_decoding_process_dies_with_a_killed_collector(
     assert spawned  # the decoding process (and multiprocessing's resource tracker)
     proc.stop(signal.SIGKILL)
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in spawned), "children gone")
+
+
+def test_a_killed_decoding_process_costs_one_retryable_answer(
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, wait_until: Any
+) -> None:
+    proc = start(meshtrace_process, default_collector_args, tmp_path)
+    url = f"http://{proc.address('otlp-http')}/v1/traces"
+
+    def post() -> requests.Response:
+        return requests.post(url, data=big_json_body(10), headers=JSON_HEADERS, timeout=30)
+
+    assert post().status_code == 200
+    (worker,) = [
+        pid for pid in children(proc.proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    os.kill(worker, signal.SIGKILL)
+    wait_until(
+        lambda: (
+            not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
+        ),
+        "worker dead",
+    )
+    first = post()
+    assert first.status_code in (200, 503), first.text
+    if first.status_code == 503:
+        assert "decoding process died" in first.text and first.headers["Retry-After"] == "1"
+    assert post().status_code == 200

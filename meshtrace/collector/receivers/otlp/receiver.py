@@ -26,6 +26,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import grpc
@@ -60,9 +61,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 
-# One worker process, started at the first JSON body: JSON decoding of every receiver queues
-# there, one body at a time (bounded). Not a thread: json.loads and protobuf serialization hold
-# the GIL for 100 ms and more on a large body, which stalled other clients' exports.
 PR_SET_PDEATHSIG = 1
 
 
@@ -76,12 +74,22 @@ def _die_with(parent: int) -> None:
         os._exit(0)
 
 
-_DECODER = ProcessPoolExecutor(
-    max_workers=1,
-    mp_context=multiprocessing.get_context("spawn"),
-    initializer=_die_with,
-    initargs=(os.getpid(),),
-)
+# One worker process, started at the first JSON body: JSON decoding of every receiver queues
+# there, one body at a time (bounded). Not a thread: json.loads and protobuf serialization hold
+# the GIL for 100 ms and more on a large body, which stalled other clients' exports.
+_decoder: ProcessPoolExecutor | None = None
+
+
+def _decoding_process() -> ProcessPoolExecutor:
+    global _decoder
+    if _decoder is None:
+        _decoder = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with,
+            initargs=(os.getpid(),),
+        )
+    return _decoder
 
 
 def _encoded(decode: Callable[[bytes], Traces], body: bytes) -> tuple[bytes, int]:
@@ -91,8 +99,16 @@ def _encoded(decode: Callable[[bytes], Traces], body: bytes) -> tuple[bytes, int
 
 async def decode_off_loop(decode: Callable[[bytes], Traces], body: bytes) -> Traces:
     """`decode(body)` in the decoding process (`decode` must be picklable: a module-level function
-    or a partial of one), encoded and counted there, so only bytes come back."""
-    encoded, count = await asyncio.get_running_loop().run_in_executor(_DECODER, _encoded, decode, body)
+    or a partial of one), encoded and counted there, so only bytes come back. RefusedError if that
+    process died meanwhile (killed, out of memory): the next body gets a new one."""
+    global _decoder
+    pool = _decoding_process()
+    try:
+        encoded, count = await asyncio.get_running_loop().run_in_executor(pool, _encoded, decode, body)
+    except BrokenProcessPool:
+        if _decoder is pool:
+            _decoder = None
+        raise RefusedError("the decoding process died: retry later", retry_after=RETRY_AFTER_S) from None
     return Traces.from_bytes(encoded, span_count=count)
 
 
@@ -299,6 +315,8 @@ class OtlpReceiver:
             # Protobuf is decoded here (DECODE_COST); JSON in the decoding process, whose answer
             # (the encoded request) is about the body's size again.
             if not ticket.reserve(len(body) * (DECODE_COST if encoding == PROTOBUF else 1)):
+                if encoding == PROTOBUF:  # JSON spans are not known without decoding
+                    self._http_metrics.refused_spans.add(count_spans(body) or 0)
                 return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
             try:
                 if encoding == JSON:
@@ -307,6 +325,8 @@ class OtlpReceiver:
                     traces = decode_protobuf(body)
             except (PermanentError, ValueError) as exc:
                 return _status(encoding, 400, 3, str(exc))
+            except RefusedError as exc:
+                return _outcome_response(encoding, refusal_outcome(exc))
             del body
             outcome = await push(self.next, traces, self._http_metrics)
         if outcome is not None:

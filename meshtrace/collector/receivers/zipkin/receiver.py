@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from meshtrace.collector.admission import Admission
-from meshtrace.collector.component import ComponentID, Host, TracesConsumer
+from meshtrace.collector.component import ComponentID, Host, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.receiver import Outcome, decode_off_loop, push, refusal_outcome
 from meshtrace.collector.receivers.zipkin.config import ZipkinReceiverConfig
@@ -91,6 +91,8 @@ class ZipkinReceiver:
                 )
             except ValueError as exc:
                 return web.Response(status=400, text=f"400 {exc}")
+            except RefusedError as exc:
+                return _answer(refusal_outcome(exc))
             del body
             outcome = await push(self.next, traces, self.metrics)
         return web.Response(status=202) if outcome is None else _answer(outcome)

@@ -265,3 +265,27 @@ spec:
         return "---\n".join(docs)
 
     return build
+
+
+class BareHost:
+    """A collector Host with no extensions or exporters: only its admission control, for tests
+    that start one component in-process."""
+
+    def __init__(self) -> None:
+        from meshtrace.collector.admission import Admission
+
+        self.gate = Admission()
+
+    def get_extension(self, id: object) -> None:
+        return None
+
+    def get_exporter(self, id: object) -> None:
+        return None
+
+    def admission(self) -> Any:
+        return self.gate
+
+
+@pytest.fixture
+def bare_host() -> BareHost:
+    return BareHost()

@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "store": "meshtrace.bench.store:store",
     "overhead": "meshtrace.bench.overhead:overhead",
     "faults": "meshtrace.bench.faults:faults",
+    "bounds": "meshtrace.bench.bounds:bounds",
 }
 
 
@@ -20,4 +21,4 @@ class BenchGroup(LazyGroup):
 
 @click.group(cls=BenchGroup)
 def bench() -> None:
-    """Benchmarks (printing tables): overhead, collector, store, faults."""
+    """Benchmarks (printing tables): overhead, collector, store, faults, bounds."""

@@ -12,9 +12,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from meshtrace.model import Traces
+
+if TYPE_CHECKING:
+    from meshtrace.collector.admission import Admission
 
 
 class Kind(enum.Enum):
@@ -71,6 +74,10 @@ class Host(Protocol):
     def get_extension(self, id: ComponentID) -> Component | None: ...
 
     def get_exporter(self, id: ComponentID) -> Component | None: ...
+
+    def admission(self) -> Admission:
+        """The collector's admission control, shared by its receivers and memory limiters."""
+        ...
 
 
 class Component(Protocol):

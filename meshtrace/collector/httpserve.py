@@ -11,8 +11,15 @@ SHUTDOWN_TIMEOUT_S = 2.0
 
 async def serve(app: web.Application, host: str, port: int, component: str) -> web.AppRunner:
     """The running runner; `runner.addresses` holds the bound address (port 0 resolved)."""
-    # A client stalled mid-body must not hold shutdown for aiohttp's default 60 s.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    # A client stalled mid-body must not hold shutdown for aiohttp's default 60 s. Bodies are
+    # decompressed by meshtrace.httpbody (bounded, streaming), never by aiohttp.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        auto_decompress=False,
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     ready.announce(component, host, bound_port(runner, port))

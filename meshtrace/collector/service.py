@@ -16,6 +16,7 @@ import signal
 from typing import Any
 
 from meshtrace.collector import registry
+from meshtrace.collector.admission import Admission
 from meshtrace.collector.component import (
     Component,
     ComponentID,
@@ -65,6 +66,7 @@ class Service:
         self.receivers: dict[ComponentID, Component] = {}
         self.metrics: MetricsServer | None = None
         self._started: list[Component] = []
+        self._admission = Admission()
 
     def _create(self, kind: Kind, id: ComponentID, next_consumer: TracesConsumer | None) -> Any:
         component = self.config.component(kind, id)
@@ -96,6 +98,9 @@ class Service:
 
     def get_exporter(self, id: ComponentID) -> Component | None:
         return self.exporters.get(id)
+
+    def admission(self) -> Admission:
+        return self._admission
 
     async def start(self) -> None:
         if self.config.metrics is not None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace import csrf
+from meshtrace.httpbody import BodyError, read_body
 from meshtrace.model import otlp_json
 from meshtrace.model.jaeger import (
     SPAN_KIND_BY_NAME,
@@ -79,10 +80,10 @@ class QueryServer:
         self._store = store
         self.ui_dir = ui_dir
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meshtrace-query")
-        self.app = web.Application(
-            client_max_size=MAX_IMPORT_BYTES,
-            middlewares=[pretty_print, self._errors, csrf.middleware(api_error)],
-        )
+        # One import at a time, its body read only once its turn comes: concurrent uploads cost
+        # one body's memory (MAX_IMPORT_BYTES decompressed), not one each.
+        self._importing = asyncio.Semaphore(1)
+        self.app = web.Application(middlewares=[pretty_print, self._errors, csrf.middleware(api_error)])
         r = self.app.router
         r.add_get("/api/services", self.services)
         r.add_get("/api/services/{service}/operations", self.service_operations)
@@ -220,10 +221,14 @@ class QueryServer:
         return _json(envelope(data))
 
     async def import_(self, request: web.Request) -> web.Response:
+        async with self._importing:
+            return await self._import(request)
+
+    async def _import(self, request: web.Request) -> web.Response:
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return error_response(413, f"the file is larger than {MAX_IMPORT_BYTES} bytes")
+            body = await read_body(request, MAX_IMPORT_BYTES)
+        except BodyError as exc:
+            return error_response(exc.status, f"cannot import: {exc}")
 
         def run() -> dict[str, Any]:
             try:

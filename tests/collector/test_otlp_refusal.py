@@ -4,6 +4,7 @@ RetryInfo) and the otlp_grpc / otlp_http exporters read it back."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,13 +30,15 @@ def batch() -> Traces:
     return Traces.from_message(req)
 
 
-def test_refusal_carries_the_wait_over_grpc_and_http(capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusal_carries_the_wait_over_grpc_and_http(
+    capsys: pytest.CaptureFixture[str], bare_host: Any
+) -> None:
     async def main() -> None:
         protocols = Protocols(
             grpc=GrpcConfig(endpoint="127.0.0.1:0"), http=HttpConfig(endpoint="127.0.0.1:0")
         )
         receiver = OtlpReceiver(ComponentID("otlp", "refuse"), OtlpReceiverConfig(protocols), Refusing())
-        await receiver.start(None)  # type: ignore[arg-type]
+        await receiver.start(bare_host)
         ports = {line.split()[1]: line.rsplit(":", 1)[1] for line in capsys.readouterr().out.splitlines()}
         grpc_port, http_port = ports["otlp/refuse-grpc"], ports["otlp/refuse-http"]
         try:

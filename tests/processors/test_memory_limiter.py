@@ -4,6 +4,7 @@ bytes in flight counted between checks; driven by an injected memory reading."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -78,14 +79,27 @@ def test_hard_limit_collects_every_check_and_gc_can_bring_usage_back() -> None:
     assert memory.collects == 1 and not lim.refusing  # 120 - 50 = 70 MiB after the collection
 
 
-def test_bytes_in_flight_count_between_checks() -> None:
+def test_bytes_accepted_count_until_the_next_reading() -> None:
     memory, now = Memory(70 * MIB), [0.0]
     lim = limiter(memory, now)
     lim.check()
-    lim.in_flight += 8 * MIB  # accepted since the reading, still in the pipeline
+    lim.accept(8 * MIB)  # accepted since the reading (in the pipeline or already in a batch)
+    memory.rss = 78 * MIB
     assert lim.usage() == 78 * MIB
-    assert not lim.admit(3 * MIB)  # 70 + 8 + 3 > 80 before the next reading notices
+    assert not lim.admit(3 * MIB)  # 70 + 8 + 3 > 80 before the next check_interval
     assert lim.admit(1 * MIB)
+
+
+def test_a_stale_estimate_is_read_again_before_refusing() -> None:
+    memory, now = Memory(70 * MIB), [0.0]
+    lim = limiter(memory, now)
+    lim.check()
+    lim.accept(9 * MIB)
+    memory.rss = 60 * MIB  # the accepted data has been exported and freed meanwhile
+    assert lim.admit(5 * MIB) and lim.usage() == 60 * MIB
+    memory.rss = 85 * MIB
+    lim.accept(25 * MIB)
+    assert not lim.admit(1) and lim.refusing  # the fresh reading says over: refuse until a check
 
 
 def test_limits_from_mib_and_percentage() -> None:
@@ -121,14 +135,15 @@ class Sink:
         self.count += 1
 
 
-def test_processor_raises_retryable_refusal() -> None:
+def test_processor_raises_retryable_refusal(bare_host: Any) -> None:
     async def main() -> None:
         sink = Sink()
         config = MemoryLimiterConfig(check_interval=Duration(3600), limit_mib=100)
         proc = factory.create(ComponentID("memory_limiter"), config, sink)
         memory = Memory(10 * MIB)
         proc.limiter.read_memory = memory.read  # type: ignore[attr-defined]
-        await proc.start(host=None)  # type: ignore[arg-type]
+        await proc.start(bare_host)
+        assert bare_host.gate.limit == 20 * MIB  # the burst allowance: 20% of limit_mib
         await proc.consume_traces(Traces.from_bytes(b"", span_count=0))  # type: ignore[attr-defined]
         memory.rss = 95 * MIB
         proc.limiter.check()  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -205,3 +206,31 @@ def test_memory_limiter_refusal_is_a_retryable_503(zipkin_collector: Callable[..
     r = requests.post(collector.url(), json=V2_SPAN, timeout=10)
     assert r.status_code == 503 and "high memory usage" in r.text
     assert r.headers["Retry-After"] == "1"
+
+
+def test_content_encodings_as_confighttp(zipkin_collector: Callable[..., Any]) -> None:
+    """gzip, deflate (zlib-wrapped and raw) and `zlib` bodies are 202 (the Collector's confighttp
+    takes `zlib` too; aiohttp alone answered 400); a bomb is 413 naming the decompressed limit;
+    unsupported codings are 415 naming the supported ones."""
+    collector = zipkin_collector(receiver={"max_request_body_size": 4096})
+    url = collector.url()
+    body = json.dumps(V2_SPAN).encode()
+
+    def post(data: bytes, encoding: str) -> requests.Response:
+        headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+        return requests.post(url, data=data, headers=headers, timeout=10)
+
+    raw = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    for data, encoding in (
+        (zlib.compress(body), "zlib"),
+        (zlib.compress(body), "deflate"),
+        (raw.compress(body) + raw.flush(), "deflate"),
+        (gzip.compress(body), "gzip"),
+    ):
+        r = post(data, encoding)
+        assert r.status_code == 202, (encoding, r.text)
+    r = post(gzip.compress(b"[" + b" " * 100_000 + b"]"), "gzip")
+    assert r.status_code == 413 and "decompressed request body over the limit of 4096 bytes" in r.text
+    r = post(body, "zstd")
+    assert r.status_code == 415 and "gzip, deflate, zlib" in r.text
+    assert len(collector.wait_for(4)) == 4

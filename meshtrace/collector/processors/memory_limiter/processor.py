@@ -1,7 +1,13 @@
 """The memory_limiter processor.
 
-Usage is the process's RSS at the last check plus the bytes of requests accepted since then that
-are still inside the pipeline, so a burst between two checks is refused before the next reading.
+Usage is the process's RSS at the last reading plus the bytes of every request accepted since
+then. Accepted bytes are never subtracted until the next reading: data that left this processor
+still sits in the batch buffer or an exporter's queue, so counting only what is inside the
+pipeline let a flood take hundreds of MiB between two checks. When that estimate says "over the
+soft limit", RSS is read again at once (a cheap /proc read) before refusing, so the decision never
+waits for the next `check_interval`. Receivers ask the same limiter before they read or decode
+a request (meshtrace/collector/admission.py).
+
 CPython keeps freed memory in its allocators and glibc rarely returns it to the OS, so RSS alone
 would stay high after a spike and refuse forever: when over the soft limit the limiter collects
 garbage (over the hard limit, or at most every `min_gc_interval_when_soft_limited`) and then asks
@@ -97,14 +103,14 @@ class MemoryLimiter:
         self.hard, self.soft = hard, soft
         self.read_memory, self.collect, self.trim, self.clock = read_memory, collect, trim, clock
         self.soft_gc_interval, self.hard_gc_interval = soft_gc_interval, hard_gc_interval
-        self.in_flight = 0  # bytes of accepted requests not yet through the rest of the pipeline
+        self.retry_after = 1.0
+        self.accepted = 0  # bytes of requests accepted since the last reading
         self._rss = 0
-        self._in_flight_at_check = 0
         self._last_gc = float("-inf")
         self.refusing = False
 
     def usage(self) -> int:
-        return self._rss + max(0, self.in_flight - self._in_flight_at_check)
+        return self._rss + self.accepted
 
     def check(self) -> None:
         """Read memory (every check_interval); collect and trim when over the limits."""
@@ -118,8 +124,10 @@ class MemoryLimiter:
             else:
                 self.trim()
             rss = self.read_memory()
-        self._rss, self._in_flight_at_check = rss, self.in_flight
-        refusing = self.usage() > self.soft
+        self._rss, self.accepted = rss, 0
+        self._set_refusing(rss > self.soft)
+
+    def _set_refusing(self, refusing: bool) -> None:
         if refusing != self.refusing:
             log.warning(
                 "memory usage %.1f MiB %s the soft limit %.1f MiB: %s data",
@@ -131,9 +139,22 @@ class MemoryLimiter:
         self.refusing = refusing
 
     def admit(self, size: int) -> bool:
-        """Whether a request of `size` bytes may enter now."""
-        return not self.refusing and self._rss + max(0, self.in_flight + size - self._in_flight_at_check) <= (
-            self.soft
+        """Whether a request of `size` bytes may enter now (RSS read again if the estimate says no)."""
+        if self.refusing:
+            return False
+        if self.usage() + size <= self.soft:
+            return True
+        self._rss, self.accepted = self.read_memory(), 0
+        self._set_refusing(self._rss > self.soft)
+        return not self.refusing and self._rss + size <= self.soft
+
+    def accept(self, size: int) -> None:
+        self.accepted += size
+
+    def refusal(self) -> RefusedError:
+        return RefusedError(
+            f"data refused due to high memory usage (soft limit {self.soft // MIB} MiB)",
+            retry_after=self.retry_after,
         )
 
 
@@ -148,10 +169,12 @@ class MemoryLimiterProcessor(TracesProcessor):
             soft_gc_interval=float(config.min_gc_interval_when_soft_limited),
             hard_gc_interval=float(config.min_gc_interval_when_hard_limited),
         )
+        self.limiter.retry_after = max(self.interval, 1.0)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, host: Host) -> None:
         self.limiter.check()
+        host.admission().watch(self.limiter)
         self._task = asyncio.create_task(self._run(), name=f"{self.id} checks")
 
     async def _run(self) -> None:
@@ -164,15 +187,9 @@ class MemoryLimiterProcessor(TracesProcessor):
         self.items.incoming(n)
         size = len(traces.encoded())
         if not self.limiter.admit(size):
-            raise RefusedError(
-                f"data refused due to high memory usage (soft limit {self.limiter.soft // MIB} MiB)",
-                retry_after=max(self.interval, 1.0),
-            )
-        self.limiter.in_flight += size
-        try:
-            await self.next.consume_traces(traces)
-        finally:
-            self.limiter.in_flight -= size
+            raise self.limiter.refusal()
+        self.limiter.accept(size)
+        await self.next.consume_traces(traces)
         self.items.outgoing(n)
 
     async def shutdown(self) -> None:

@@ -6,19 +6,34 @@ bytes and batches hold no parsed messages.
 
 Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400; the pipeline
 refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After / RetryInfo
-when the refusal says how long); a permanent rejection -> INVALID_ARGUMENT / 400.
+when the refusal says how long); too many request bytes in flight (admission control, before
+the body is read or decoded) -> RESOURCE_EXHAUSTED / 429 with RetryInfo / Retry-After; a
+permanent rejection -> INVALID_ARGUMENT / 400.
 
 Spans that decode but cannot be stored (empty or all-zero ids, times after 2262:
 meshtrace/model/validate.py) are taken out of the request and the rest goes on: the answer is
 success with `partial_success` (`rejected_spans` + `error_message`, gRPC and HTTP, protobuf and
 JSON), and they count in `otelcol_receiver_refused_spans`, as does every span of a decoded
 request the pipeline refuses. An undecodable body counts nothing (its spans cannot be counted).
+
+OTLP/JSON is decoded in one worker process (`decode_off_loop`), never on the event loop: a large
+JSON body takes seconds of Python work, which would stall every other receiver meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import grpc
@@ -31,12 +46,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from meshtrace import ready
+from meshtrace.collector.admission import (
+    DECODE_COST,
+    RETRY_AFTER_S,
+    Admission,
+    ResourceExhaustedError,
+)
 from meshtrace.collector.component import ComponentID, Host, PermanentError, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
 from meshtrace.collector.receivers.otlp.config import MIB, GrpcConfig, HttpConfig, OtlpReceiverConfig
 from meshtrace.collector.schema import host_port
 from meshtrace.collector.telemetry import TELEMETRY, ReceiverMetrics
+from meshtrace.httpbody import BodyError, BodyRefused, read_body
 from meshtrace.model import Traces, otlp_json
+from meshtrace.model.otlp_wire import count_spans
 from meshtrace.model.validate import Refused, refuse_invalid
 
 log = logging.getLogger(__name__)
@@ -46,6 +69,61 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 NONE_REFUSED = Refused()
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """In the decoding process: exit when the collector does, even when it is SIGKILLed (Linux's
+    parent-death signal; elsewhere the process ends at the collector's normal exit only)."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the collector died before prctl took effect
+        os._exit(0)
+
+
+# One worker process, started at the first JSON body: JSON decoding of every receiver queues
+# there, one body at a time (bounded). Not a thread: json.loads and protobuf serialization hold
+# the GIL for 100 ms and more on a large body, which stalled other clients' exports.
+_decoder: ProcessPoolExecutor | None = None
+
+
+def _decoding_process() -> ProcessPoolExecutor:
+    global _decoder
+    if _decoder is None:
+        _decoder = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with,
+            initargs=(os.getpid(),),
+        )
+    return _decoder
+
+
+Decode = Callable[[bytes], tuple[Traces, Refused]]
+
+
+def _encoded(decode: Decode, body: bytes) -> tuple[bytes, int, Refused]:
+    traces, refused = decode(body)
+    return traces.encoded(), traces.span_count(), refused
+
+
+async def decode_off_loop(decode: Decode, body: bytes) -> tuple[Traces, Refused]:
+    """`decode(body)` in the decoding process (`decode` must be picklable: a module-level function
+    or a partial of one), encoded and counted there, so only bytes come back. RefusedError if that
+    process died meanwhile (killed, out of memory): the next body gets a new one."""
+    global _decoder
+    pool = _decoding_process()
+    try:
+        encoded, count, refused = await asyncio.get_running_loop().run_in_executor(
+            pool, _encoded, decode, body
+        )
+    except BrokenProcessPool:
+        if _decoder is pool:
+            _decoder = None
+        raise RefusedError("the decoding process died: retry later", retry_after=RETRY_AFTER_S) from None
+    return Traces.from_bytes(encoded, span_count=count), refused
 
 
 def success_body(refused: Refused) -> bytes:
@@ -86,6 +164,14 @@ def decode_json(body: bytes) -> tuple[Traces, Refused]:
     return Traces.from_message(request), refused
 
 
+def json_traces(body: bytes) -> tuple[Traces, Refused]:
+    """decode_json, with its PermanentError as a ValueError (which crosses a process boundary)."""
+    try:
+        return decode_json(body)
+    except PermanentError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class Outcome:
     """What to answer: a gRPC code / HTTP status, a message, and a Retry-After if known."""
 
@@ -101,6 +187,17 @@ class Outcome:
             retry_after,
         )
 
+    def http_headers(self) -> dict[str, str]:
+        """Retry-After in whole seconds (at least 1) when the refusal says how long to wait."""
+        return {} if self.retry_after is None else {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+def refusal_outcome(exc: RefusedError) -> Outcome:
+    """Retryable refusals: RESOURCE_EXHAUSTED / 429 for admission control, else UNAVAILABLE / 503."""
+    if isinstance(exc, ResourceExhaustedError):
+        return Outcome(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, str(exc), exc.retry_after)
+    return Outcome(grpc.StatusCode.UNAVAILABLE, 503, str(exc), exc.retry_after)
+
 
 async def push(
     next_consumer: TracesConsumer, traces: Traces, metrics: ReceiverMetrics, refused: Refused = NONE_REFUSED
@@ -115,7 +212,7 @@ async def push(
         await next_consumer.consume_traces(traces)
     except RefusedError as exc:
         metrics.refused_spans.add(count)
-        return Outcome(grpc.StatusCode.UNAVAILABLE, 503, str(exc), exc.retry_after)
+        return refusal_outcome(exc)
     except PermanentError as exc:
         metrics.refused_spans.add(count)
         return Outcome(grpc.StatusCode.INVALID_ARGUMENT, 400, str(exc))
@@ -134,19 +231,54 @@ class OtlpReceiver:
         self.next = next_consumer
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
+        self._admission = Admission()
+        self._calls: asyncio.Semaphore | None = None  # open export calls, under a memory limit
+        self._calls_limit = 0
 
     # --- gRPC ---
 
-    async def _export(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        metrics = self._grpc_metrics
-        try:
-            traces, refused = decode_protobuf(request)
-        except PermanentError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        outcome = await push(self.next, traces, metrics, refused)
+    async def _export_call(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        """Export, taken as a stream of one message so that, under a memory limit, a call beyond
+        `concurrent_requests` open calls is refused before its message is read: gRPC buffers the
+        whole message of every open call, so the number of open calls is what bounds that memory.
+        The refused call's spans are unknown (never read) and not counted.
+
+        Aborting raises, and the exception's traceback keeps the raising frame's locals alive
+        until a cyclic GC: so the message lives only in `_export`, which returns an Outcome,
+        never in a frame that aborts (refused 1.3 MB requests piled up 60 MiB a second)."""
+        calls = self._calls
+        refused = NONE_REFUSED
+        if calls is None:
+            outcome, refused = await self._export(await _only_message(requests, context))
+        elif calls.locked():
+            outcome = refusal_outcome(
+                ResourceExhaustedError(
+                    f"more than {self._calls_limit} export calls at once: retry later",
+                    retry_after=RETRY_AFTER_S,
+                )
+            )
+        else:
+            async with calls:
+                outcome, refused = await self._export(await _only_message(requests, context))
         if outcome is not None:
             await context.abort(outcome.grpc_code, outcome.message, _retry_info(outcome))
         return success_body(refused)
+
+    async def _export(self, request: bytes) -> tuple[Outcome | None, Refused]:
+        """The outcome of one export, and the spans validation refused (for `partial_success`)."""
+        metrics = self._grpc_metrics
+        with self._admission.ticket() as ticket:
+            if not ticket.reserve(len(request) * (1 + DECODE_COST)):
+                # Refused before decoding: the spans are counted from the wire, not parsed.
+                metrics.refused_spans.add(count_spans(request) or 0)
+                return refusal_outcome(ticket.refusal()), NONE_REFUSED
+            try:
+                traces, refused = decode_protobuf(request)
+            except PermanentError as exc:
+                return Outcome(grpc.StatusCode.INVALID_ARGUMENT, 400, str(exc)), NONE_REFUSED
+            return await push(self.next, traces, metrics, refused), refused
 
     async def _start_grpc(self, config: GrpcConfig) -> None:
         self._grpc_metrics = TELEMETRY.receiver(self.id, "grpc")
@@ -156,10 +288,16 @@ class OtlpReceiver:
         ]
         if config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
+        concurrent = self._admission.concurrent_requests(config.max_recv_msg_size_mib * MIB)
+        if concurrent is not None:
+            # With BDP probing, grpc grows HTTP/2 windows until whole messages of calls it has
+            # not handed over yet are buffered; without it, they wait for their turn unsent.
+            options.append(("grpc.http2.bdp_probe", 0))
+            self._calls, self._calls_limit = asyncio.Semaphore(concurrent), concurrent
         server = grpc.aio.server(options=options)
         # Raw bytes in and out (no (de)serializers): the receiver parses once itself.
         handler = grpc.method_handlers_generic_handler(
-            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}
+            SERVICE, {"Export": grpc.stream_unary_rpc_method_handler(self._export_call)}
         )
         server.add_generic_rpc_handlers((handler,))
         host, _ = host_port(config.endpoint)
@@ -184,25 +322,37 @@ class OtlpReceiver:
                 text=f"415 unsupported media type, supported: [{JSON}, {PROTOBUF}]",
             )
         encoding = JSON if content_type == JSON else PROTOBUF
-        limit = config.max_request_body_size
-        if request.content_length is not None and request.content_length > limit:
-            return _status(encoding, 413, 8, f"request body over {limit} bytes")
-        try:
-            body = await _read_limited(request, limit)
-        except _TooLarge:
-            return _status(encoding, 413, 8, f"request body over {limit} bytes")
-        except Exception as exc:  # aiohttp: broken gzip, unknown Content-Encoding, reset connection
-            return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
-        try:
-            traces, refused = decode_json(body) if encoding == JSON else decode_protobuf(body)
-        except PermanentError as exc:
-            return _status(encoding, 400, 3, str(exc))
-        outcome = await push(self.next, traces, self._http_metrics, refused)
+        with self._admission.ticket() as ticket:
+            # Asked before a byte of the body is read: a refused client is held for no memory.
+            if not ticket.reserve(request.content_length or 0):
+                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
+            try:
+                body = await read_body(request, config.max_request_body_size, ticket.reserve)
+            except BodyRefused:
+                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
+            except BodyError as exc:
+                return _status(encoding, exc.status, 8 if exc.status == 413 else 3, str(exc))
+            except Exception as exc:  # the client reset the connection mid-body
+                return _status(encoding, 400, 3, f"cannot read the request body: {exc}")
+            # Protobuf is decoded here (DECODE_COST); JSON in the decoding process, whose answer
+            # (the encoded request) is about the body's size again.
+            if not ticket.reserve(len(body) * (DECODE_COST if encoding == PROTOBUF else 1)):
+                if encoding == PROTOBUF:  # JSON spans are not known without decoding
+                    self._http_metrics.refused_spans.add(count_spans(body) or 0)
+                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
+            try:
+                if encoding == JSON:
+                    traces, refused = await decode_off_loop(json_traces, body)
+                else:
+                    traces, refused = decode_protobuf(body)
+            except (PermanentError, ValueError) as exc:
+                return _status(encoding, 400, 3, str(exc))
+            except RefusedError as exc:
+                return _outcome_response(encoding, refusal_outcome(exc))
+            del body
+            outcome = await push(self.next, traces, self._http_metrics, refused)
         if outcome is not None:
-            response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
-            if outcome.retry_after is not None:
-                response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
-            return response
+            return _outcome_response(encoding, outcome)
         if encoding == JSON:
             return web.Response(body=_partial_success_json(refused), content_type=JSON)
         return web.Response(body=success_body(refused), content_type=PROTOBUF)
@@ -217,6 +367,7 @@ class OtlpReceiver:
     # --- Component ---
 
     async def start(self, host: Host) -> None:
+        self._admission = host.admission()
         if self.config.protocols.grpc is not None:
             await self._start_grpc(self.config.protocols.grpc)
         if self.config.protocols.http is not None:
@@ -227,6 +378,13 @@ class OtlpReceiver:
             await self._grpc.stop(grace=2.0)
         if self._http is not None:
             await self._http.cleanup()
+
+
+async def _only_message(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async for request in requests:
+        return request
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no ExportTraceServiceRequest in the call")
+    raise AssertionError("context.abort raises")
 
 
 def _retry_info(outcome: Outcome) -> tuple[tuple[str, bytes], ...]:
@@ -240,22 +398,10 @@ def _retry_info(outcome: Outcome) -> tuple[tuple[str, bytes], ...]:
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    """The (already gunzipped by aiohttp) body, refusing more than `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+def _outcome_response(encoding: str, outcome: Outcome) -> web.Response:
+    response = _status(encoding, outcome.http_status, outcome.grpc_code.value[0], outcome.message)
+    response.headers.update(outcome.http_headers())
+    return response
 
 
 def _partial_success_json(refused: Refused) -> bytes:

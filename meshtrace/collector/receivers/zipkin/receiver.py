@@ -4,21 +4,28 @@ a body that decodes but holds a span that cannot be stored (all-zero ids, times 
 meshtrace/model/validate.py) is refused whole with 400, since Zipkin has no partial success and a
 202 would hide the loss from the reporter: all its spans count in `otelcol_receiver_refused_spans`
 (a body that does not decode counts nothing);
-413 over `max_request_body_size`; 415 for other content types (and for Thrift, not supported);
-503 (+ Retry-After) when the pipeline refuses. aiohttp inflates gzip/deflate bodies."""
+413 over `max_request_body_size` (on the wire and after decompression: meshtrace.httpbody inflates
+gzip/deflate/zlib bodies with that cap); 415 for other content types (and for Thrift, not
+supported) and unsupported Content-Encodings; 503 (+ Retry-After) when the pipeline refuses,
+429 (+ Retry-After) when too many request bytes are in flight (admission control). Bodies are
+decoded in the OTLP receiver's decoding process, off the event loop."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from meshtrace.collector.component import ComponentID, Host, TracesConsumer
+from meshtrace.collector.admission import Admission
+from meshtrace.collector.component import ComponentID, Host, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
-from meshtrace.collector.receivers.otlp.receiver import push
+from meshtrace.collector.receivers.otlp.receiver import Outcome, decode_off_loop, push, refusal_outcome
 from meshtrace.collector.receivers.zipkin.config import ZipkinReceiverConfig
 from meshtrace.collector.telemetry import TELEMETRY
+from meshtrace.httpbody import BodyError, BodyRefused, read_body
 from meshtrace.model import Traces
 from meshtrace.model import zipkin as model
 from meshtrace.model.validate import Refused, refuse_invalid
@@ -52,6 +59,21 @@ def choose_decoder(path: str, content_type: str) -> Decoder | web.Response:
     )
 
 
+def zipkin_traces(decoder: Decoder, parse_string_tags: bool, body: bytes) -> tuple[Traces, Refused]:
+    """A Zipkin body as OTLP, and what validation refused (run in the decoding process: picklable,
+    module-level). ValueError when the body does not decode. One span that cannot be stored
+    refuses the body whole: every span of it is refused and nothing is passed on."""
+    spans = decoder(body)
+    try:
+        request = model.zipkin_v2_to_otlp(spans, parse_string_tags)
+        refused = refuse_invalid(request)
+    except ValueError as exc:
+        refused = Refused(len(spans), str(exc))
+    if refused.spans:
+        return Traces.from_message(ExportTraceServiceRequest()), Refused(len(spans), refused.message)
+    return Traces.from_message(request), refused
+
+
 class ZipkinReceiver:
     def __init__(self, id: ComponentID, config: ZipkinReceiverConfig, next_consumer: TracesConsumer) -> None:
         self.id = id
@@ -59,42 +81,45 @@ class ZipkinReceiver:
         self.next = next_consumer
         self.metrics = TELEMETRY.receiver(id, "http")
         self._runner: web.AppRunner | None = None
+        self._admission = Admission()
 
     async def _spans(self, request: web.Request) -> web.Response:
         decoder = choose_decoder(request.path, request.content_type)
         if isinstance(decoder, web.Response):
             return decoder
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.Response(
-                status=413, text=f"413 request body over {self.config.max_request_body_size} bytes"
-            )
-        except Exception as exc:  # broken gzip, unknown Content-Encoding, connection reset
-            return web.Response(status=400, text=f"400 cannot read the request body: {exc}")
-        try:
-            spans = decoder(body)
-        except ValueError as exc:
-            return web.Response(status=400, text=f"400 {exc}")
-        try:
-            request_message = model.zipkin_v2_to_otlp(spans, self.config.parse_string_tags)
-            refused = refuse_invalid(request_message)
-        except ValueError as exc:
-            refused = Refused(len(spans), str(exc))
-        if refused.spans:
-            # Zipkin has no partial success: the body is refused whole, so the reporter sees why.
-            self.metrics.refused_spans.add(len(spans))
-            return web.Response(status=400, text=f"400 {refused.message}")
-        outcome = await push(self.next, Traces.from_message(request_message), self.metrics)
-        if outcome is None:
-            return web.Response(status=202)
-        response = web.Response(status=outcome.http_status, text=f"{outcome.http_status} {outcome.message}")
-        if outcome.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
-        return response
+        with self._admission.ticket() as ticket:
+            if not ticket.reserve(request.content_length or 0):
+                return _answer(refusal_outcome(ticket.refusal()))
+            try:
+                body = await read_body(request, self.config.max_request_body_size, ticket.reserve)
+            except BodyRefused:
+                return _answer(refusal_outcome(ticket.refusal()))
+            except BodyError as exc:
+                return web.Response(status=exc.status, text=f"{exc.status} {exc}")
+            except Exception as exc:  # the client reset the connection mid-body
+                return web.Response(status=400, text=f"400 cannot read the request body: {exc}")
+            # Decoded in the decoding process: what comes back is about the body's size again.
+            if not ticket.reserve(len(body)):
+                return _answer(refusal_outcome(ticket.refusal()))
+            try:
+                traces, refused = await decode_off_loop(
+                    partial(zipkin_traces, decoder, self.config.parse_string_tags), body
+                )
+            except ValueError as exc:
+                return web.Response(status=400, text=f"400 {exc}")
+            except RefusedError as exc:
+                return _answer(refusal_outcome(exc))
+            del body
+            if refused.spans:
+                # Zipkin has no partial success: the body is refused whole, so the reporter sees why.
+                self.metrics.refused_spans.add(refused.spans)
+                return web.Response(status=400, text=f"400 {refused.message}")
+            outcome = await push(self.next, traces, self.metrics)
+        return web.Response(status=202) if outcome is None else _answer(outcome)
 
     async def start(self, host: Host) -> None:
-        app = web.Application(client_max_size=self.config.max_request_body_size)
+        self._admission = host.admission()
+        app = web.Application()
         app.router.add_post("/api/v2/spans", self._spans)
         app.router.add_post("/api/v1/spans", self._spans)
         bind_host, port = self.config.bind_address()
@@ -103,3 +128,8 @@ class ZipkinReceiver:
     async def shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _answer(outcome: Outcome) -> web.Response:
+    text = f"{outcome.http_status} {outcome.message}"
+    return web.Response(status=outcome.http_status, text=text, headers=outcome.http_headers())

@@ -186,7 +186,11 @@ def _datasource(kind: str, url: str) -> Manifest:
     data = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"{kind}-datasource", "namespace": NAMESPACE, "labels": {"grafana_datasource": "1"}},
+        "metadata": {
+            "name": f"{kind}-datasource",
+            "namespace": NAMESPACE,
+            "labels": {"grafana_datasource": "1"},
+        },
         "data": {f"{kind}.yaml": dump({"apiVersion": 1, "datasources": [source]})},
     }
     return Manifest(data, ["Grafana data source (loaded by the Grafana Helm chart's datasource sidecar)."])
@@ -300,8 +304,8 @@ def wire(rendered: Rendered, backend: Backend, notes: list[str]) -> None:
     exporters = config.setdefault("exporters", {})
     target_host, target_port = backend.endpoint.rpartition(":")[::2]
     short = target_host.removesuffix(".svc.cluster.local")
-    for eid, settings in exporters.items():
-        endpoint = str((settings or {}).get("endpoint", "")) if isinstance(settings, dict) else ""
+    for eid, given in exporters.items():
+        endpoint = str(given.get("endpoint", "")) if isinstance(given, dict) else ""
         host = _host(endpoint)
         if endpoint.endswith(f":{target_port}") and host in (target_host, short, f"{short}.svc"):
             notes.append(f"exporters.{eid} sends to {endpoint}: the backend rendered in backend/.")

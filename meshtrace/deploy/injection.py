@@ -51,7 +51,7 @@ def plan(bundle: Bundle, root: str) -> Plan:
             continue
         if ns not in reasons:
             out.notes.setdefault(ns, []).append(
-                f"No injection label: every workload here opts out ({OPT_OUT}: \"false\": "
+                f'No injection label: every workload here opts out ({OPT_OUT}: "false": '
                 f"{', '.join(opted_out[ns])})."
             )
             continue
@@ -75,7 +75,7 @@ def plan(bundle: Bundle, root: str) -> Plan:
         out.restart.append(ns)
         why = f"{LABEL}=enabled: {reasons[ns]}, and Istio adds proxies only in labelled namespaces"
         if ns in opted_out:
-            why += f"; pods with {OPT_OUT}: \"false\" keep no proxy ({', '.join(opted_out[ns])})"
+            why += f'; pods with {OPT_OUT}: "false" keep no proxy ({", ".join(opted_out[ns])})'
         if ns in EXISTING:
             out.commands.append(f"kubectl label namespace {ns} {LABEL}=enabled --overwrite")
             out.notes.setdefault(ns, []).append(why + ".")

@@ -192,7 +192,7 @@ def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[Rende
                     RenderWarning(
                         "provider-port",
                         f"extension provider {provider.get('name')!r} sends {kind} to "
-                    f"{settings.get('service')}:{port}, "
+                        f"{settings.get('service')}:{port}, "
                         f"but the collector Service serves {expected} on another port ({serves})",
                     )
                 )
@@ -230,7 +230,9 @@ def _readme(
             "istioctl install -f istio/mesh-config.yaml     # mesh config first: providers must exist"
         )
     if any(p.startswith("backend/") for p in result.files):
-        lines.append("kubectl apply -f backend/                      # the trace store the collector sends to")
+        lines.append(
+            "kubectl apply -f backend/                      # the trace store the collector sends to"
+        )
     if rendered is not None:
         lines.append(
             "kubectl apply -f otel-collector/               # the collector before anything sends to it"

@@ -182,7 +182,7 @@ def _split(config: dict[str, Any], hostname: str) -> tuple[dict[str, Any], dict[
         }
     back["service"]["pipelines"] = back_pipelines
     for tier in (front, back):
-        used = {kind: set() for kind in ("receivers", "processors", "exporters")}
+        used: dict[str, set[str]] = {kind: set() for kind in ("receivers", "processors", "exporters")}
         for pipeline in _pipelines(tier).values():
             for kind, ids in used.items():
                 ids.update(str(c) for c in pipeline.get(kind) or [])

@@ -23,13 +23,13 @@ from meshtrace.deploy.collector import Rendered
 from meshtrace.deploy.manifest import Manifest, dump
 
 NAMESPACE = "observability"
-JAEGER_IMAGE = "jaegertracing/jaeger:2.12.0"
+JAEGER_IMAGE = "jaegertracing/jaeger:2.20.0"
 TEMPO_IMAGE = "grafana/tempo:2.9.0"
 JAEGER_STORAGES = ("elasticsearch", "opensearch", "cassandra")
 STORAGE_SERVERS = {
     "elasticsearch": "http://elasticsearch.observability.svc.cluster.local:9200",
     "opensearch": "http://opensearch.observability.svc.cluster.local:9200",
-    "cassandra": "cassandra.observability.svc.cluster.local",
+    "cassandra": "cassandra.observability.svc.cluster.local:9042",
 }
 OTLP_GRPC, OTLP_HTTP, JAEGER_UI, TEMPO_HTTP, HEALTH = 4317, 4318, 16686, 3200, 13133
 EXPORTER = "otlp_grpc/backend"

@@ -70,7 +70,7 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
             if not isinstance(spec.get(section), list) or not spec[section]:
                 spec[section] = copy.deepcopy(entries)
                 changes.append(
-                    f"Telemetry {target.meta.ref}: {section} taken from {other.meta.ref} "
+                    f"{target.meta.ref}: {section} taken from {other.meta.ref} "
                     f"({base(other.meta.origin.file)}), which Istio would ignore (a second selector-less "
                     f"Telemetry in {root})."
                 )
@@ -85,7 +85,7 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
                 if tags:
                     mine["customTags"] = tags
                 changes.append(
-                    f"Telemetry {target.meta.ref}: tracing customTags of {other.meta.ref} "
+                    f"{target.meta.ref}: tracing customTags of {other.meta.ref} "
                     f"({base(other.meta.origin.file)}) merged in."
                 )
     if production is not None and production is not target:
@@ -95,7 +95,7 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
                 old = entry.get("randomSamplingPercentage")
                 entry["randomSamplingPercentage"] = rate
         changes.append(
-            f"Telemetry {target.meta.ref}: randomSamplingPercentage {old} -> {rate}, the production rate "
+            f"{target.meta.ref}: randomSamplingPercentage {old} -> {rate}, the production rate "
             f"of {production.meta.ref} ({base(production.meta.origin.file)})."
         )
     target.spec = spec

@@ -52,6 +52,12 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
             "",
         )
     kept, left_out = istio.telemetries(bundle)
+    for manifest in [*([mesh] if mesh else []), *kept]:
+        meta = manifest.data["metadata"]
+        ref = "meshConfig" if manifest is mesh else f"Telemetry {meta['namespace']}/{meta['name']}:"
+        manifest.notes += [
+            f"--profile {options.profile}: {c}" for c in result.profile_changes if c.startswith(ref)
+        ]
     if kept or left_out:
         footer = ""
         for reason, tel in left_out:

@@ -237,10 +237,12 @@ def _sampling_tier(rendered: Rendered, back: dict[str, Any], name: str, replicas
     ]
     _write_config(cm, dep, back)
     _storage_volumes(back, dep)
+    metrics = next(p for p in rendered.ports if p.name == "http-metrics")
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": rendered.namespace, "labels": dict(labels)},
+        # The first tier's Service labels: the collector ServiceMonitor scrapes this tier too.
+        "metadata": {"name": name, "namespace": rendered.namespace, "labels": dict(rendered.service_labels)},
         "spec": {
             # Headless: DNS answers every replica's address, which the resolver turns into its ring.
             "clusterIP": "None",
@@ -252,7 +254,14 @@ def _sampling_tier(rendered: Rendered, back: dict[str, Any], name: str, replicas
                     "targetPort": OTLP_GRPC,
                     "protocol": "TCP",
                     "appProtocol": "grpc",
-                }
+                },
+                {
+                    "name": metrics.name,
+                    "port": metrics.port,
+                    "targetPort": metrics.port,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
             ],
         },
     }
@@ -265,7 +274,14 @@ def _sampling_tier(rendered: Rendered, back: dict[str, Any], name: str, replicas
     rendered.files["sampling-configmap.yaml"] = [cm]
     rendered.files["sampling-deployment.yaml"] = [dep]
     rendered.files["sampling-service.yaml"] = [
-        Manifest(service, ["Headless: the first tier's loadbalancing exporter resolves each replica."])
+        Manifest(
+            service,
+            [
+                "Headless: the first tier's loadbalancing exporter resolves each replica.",
+                f"Labelled like the first tier's Service, so the collector ServiceMonitor scrapes its "
+                f"self-metrics too (job {name!r}).",
+            ],
+        )
     ]
     rendered.files["sampling-pdb.yaml"] = [Manifest(pdb, ["One sampling replica down at a time."])]
 

@@ -296,3 +296,49 @@ def test_every_kubernetes_object_passes_strict_validation(case: tuple[str, Path]
                     )
             checked += 1
     assert checked > 5
+
+
+# -- backend configs -------------------------------------------------------------------------------
+# Neither Jaeger v2 nor Tempo publishes an installable config schema; these are the structural
+# rules of their config loaders (Jaeger v2.20.0's jaeger_storage / jaeger_query extensions and
+# storage exporter, Tempo's single-binary config), checked on what render writes.
+JAEGER_STORAGE_TYPES = {"memory", "badger", "grpc", "cassandra", "elasticsearch", "opensearch", "clickhouse"}
+TEMPO_BACKENDS = {"local", "s3", "gcs", "azure"}
+
+
+def _backend_config(out: Path, file: str) -> dict[str, Any]:
+    cm = next(d for d in documents(out / "backend" / file) if d["kind"] == "ConfigMap")
+    config: dict[str, Any] = yaml.safe_load(cm["data"]["config.yaml"])
+    return config
+
+
+@pytest.mark.parametrize("storage", ["elasticsearch", "opensearch", "cassandra"])
+def test_jaeger_config_references_resolve(storage: str, tmp_path: Path) -> None:
+    out = rendered(EXAMPLES, tmp_path, "--backend", "jaeger", "--backend-storage", storage)
+    config = _backend_config(out, "jaeger.yaml")
+    backends = config["extensions"]["jaeger_storage"]["backends"]
+    for name, backend in backends.items():
+        assert len(backend) == 1 and set(backend) <= JAEGER_STORAGE_TYPES, name
+    assert set(backends["main_store"]) == {storage}
+    assert config["extensions"]["jaeger_query"]["storage"]["traces"] in backends
+    assert config["exporters"]["jaeger_storage_exporter"]["trace_storage"] in backends
+    service = config["service"]
+    assert set(service["extensions"]) == set(config["extensions"])
+    for pipeline in service["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            assert set(pipeline[kind]) <= set(config[kind])
+    # The Service the collector sends to selects the pod that listens on its port.
+    docs = documents(out / "backend" / "jaeger.yaml")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    listening = {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= listening
+
+
+def test_tempo_config_names_a_storage_backend(tmp_path: Path) -> None:
+    config = _backend_config(rendered(EXAMPLES, tmp_path, "--backend", "tempo"), "tempo.yaml")
+    assert set(config) <= {"server", "distributor", "ingester", "compactor", "storage", "querier"}
+    trace = config["storage"]["trace"]
+    assert trace["backend"] in TEMPO_BACKENDS and trace["backend"] in trace
+    assert set(config["distributor"]["receivers"]) == {"otlp"}

@@ -342,3 +342,47 @@ def test_tempo_config_names_a_storage_backend(tmp_path: Path) -> None:
     trace = config["storage"]["trace"]
     assert trace["backend"] in TEMPO_BACKENDS and trace["backend"] in trace
     assert set(config["distributor"]["receivers"]) == {"otlp"}
+
+
+# -- Istio resources against Istio's published CRDs -------------------------------------------------
+
+
+def _closed(schema: Any) -> Any:
+    """A CRD schema as kubectl's strict field validation reads it: unknown fields are errors
+    except under x-kubernetes-preserve-unknown-fields."""
+    if isinstance(schema, dict):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
+def test_istio_resources_pass_istios_crd_schemas(case: tuple[str, Path]) -> None:
+    import jsonschema
+
+    from tests.conftest import SHARED
+
+    crds_file = SHARED / "schemas" / "istio-crds.yaml"
+    if not crds_file.is_file():
+        pytest.skip("../shared/schemas/istio-crds.yaml not present")
+    schemas = {}
+    for crd in yaml.safe_load_all(crds_file.read_text()):
+        if not crd or crd.get("kind") != "CustomResourceDefinition":
+            continue
+        for version in crd["spec"]["versions"]:
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            schemas[key] = _closed(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
+    _name, out = case
+    checked = 0
+    for path in sorted(out.rglob("*.yaml")):
+        for doc in documents(path):
+            schema = schemas.get((doc["apiVersion"], doc["kind"]))
+            if schema is None:
+                continue
+            errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc["spec"])]
+            assert errors == [], f"{path.relative_to(out)}: {doc['metadata']['name']}: {errors}"
+            checked += 1
+    assert checked >= 1 or not (out / "istio" / "telemetry.yaml").exists()

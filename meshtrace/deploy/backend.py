@@ -24,7 +24,8 @@ from meshtrace.deploy.manifest import Manifest, dump
 
 NAMESPACE = "observability"
 JAEGER_IMAGE = "jaegertracing/jaeger:2.20.0"
-TEMPO_IMAGE = "grafana/tempo:2.9.0"
+TEMPO_IMAGE = "grafana/tempo:2.10.8"
+TEMPO_UID = 10001  # the user the Tempo image runs as: the volume must be writable by it
 JAEGER_STORAGES = ("elasticsearch", "opensearch", "cassandra")
 STORAGE_SERVERS = {
     "elasticsearch": "http://elasticsearch.observability.svc.cluster.local:9200",
@@ -255,6 +256,7 @@ def render(value: str, storage: str) -> Backend:
         {"httpGet": {"path": "/ready", "port": TEMPO_HTTP}},
     )
     pod = docs[1].data["spec"]["template"]["spec"]
+    pod["securityContext"]["fsGroup"] = TEMPO_UID
     pod["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "tempo-data"}})
     pod["containers"][0]["volumeMounts"].append({"name": "data", "mountPath": "/var/tempo"})
     docs.insert(

@@ -91,13 +91,13 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
     if production is not None and production is not target:
         rate = _rate(production)
         for entry in spec.get("tracing") or []:
-            if isinstance(entry, dict):
-                old = entry.get("randomSamplingPercentage")
+            old = entry.get("randomSamplingPercentage") if isinstance(entry, dict) else rate
+            if isinstance(entry, dict) and old != rate:
                 entry["randomSamplingPercentage"] = rate
-        changes.append(
-            f"{target.meta.ref}: randomSamplingPercentage {old} -> {rate}, the production rate "
-            f"of {production.meta.ref} ({base(production.meta.origin.file)})."
-        )
+                changes.append(
+                    f"{target.meta.ref}: randomSamplingPercentage {old} -> {rate}, the production rate "
+                    f"of {production.meta.ref} ({base(production.meta.origin.file)})."
+                )
     target.spec = spec
     bundle.telemetries = [t for t in bundle.telemetries if t not in others]
 
@@ -105,14 +105,14 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
 def _mesh_sampling(bundle: Bundle, changes: list[str]) -> None:
     rates = []
     for layer in bundle.mesh.layers:
-        tracing = ((layer.config.get("defaultConfig") or {}).get("tracing")) or {}
-        if isinstance(tracing.get("sampling"), int | float):
+        tracing = (layer.config.get("defaultConfig") or {}).get("tracing")
+        if isinstance(tracing, dict) and isinstance(tracing.get("sampling"), int | float):
             rates.append((float(tracing["sampling"]), layer))
     if not rates:
         return
     rate, layer = min(rates, key=lambda r: r[0])
-    tracing = bundle.mesh.config.setdefault("defaultConfig", {}).setdefault("tracing", {})
-    if tracing.get("sampling") != rate:
+    tracing = (bundle.mesh.config.get("defaultConfig") or {}).get("tracing")
+    if isinstance(tracing, dict) and tracing.get("sampling") != rate:
         changes.append(
             f"meshConfig.defaultConfig.tracing.sampling {tracing.get('sampling')} -> {rate}, the "
             f"production rate of {layer.resource} ({base(layer.origin.file)})."

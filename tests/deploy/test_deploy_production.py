@@ -386,3 +386,21 @@ def test_istio_resources_pass_istios_crd_schemas(case: tuple[str, Path]) -> None
             assert errors == [], f"{path.relative_to(out)}: {doc['metadata']['name']}: {errors}"
             checked += 1
     assert checked >= 1 or not (out / "istio" / "telemetry.yaml").exists()
+
+
+def test_production_profile_when_the_applied_telemetry_has_no_tracing(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "telemetry.yaml").write_text(
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        "metadata: {name: a-metrics, namespace: istio-system}\n"
+        "spec: {metrics: [{providers: [{name: prometheus}]}]}\n---\n"
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        "metadata: {name: b-tracing, namespace: istio-system}\n"
+        "spec: {tracing: [{randomSamplingPercentage: 5.0}]}\n"
+    )
+    out = rendered(folder, tmp_path, "--profile", "production")
+    (only,) = documents(out / "istio" / "telemetry.yaml")
+    assert only["metadata"]["name"] == "a-metrics"  # the oldest: the one Istio applies
+    assert only["spec"]["tracing"] == [{"randomSamplingPercentage": 5.0}]
+    assert "b-tracing" in (out / "README.md").read_text()

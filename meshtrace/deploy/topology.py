@@ -10,7 +10,7 @@
   of the count moves traces between replicas while they are in flight).
 - file_storage writes under `directory` (default /var/lib/otelcol/file_storage); with a read-only
   root filesystem it needs a writable volume there.
-- k8s_attributes (named k8sattributes before contrib PR #45901, February 2026; the old name is a
+- k8s_attributes (named k8sattributes before contrib v0.146.0, PR #45901; the old name is a
   deprecated alias) watches pods, namespaces and replicasets through the API server: a
   ServiceAccount with the ClusterRole upstream's Helm chart grants for its preset."""
 

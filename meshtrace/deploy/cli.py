@@ -21,6 +21,17 @@ def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     return value
 
 
+def _backend(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from meshtrace.deploy.backend import parse
+
+    if value is not None:
+        try:
+            parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from e
+    return value
+
+
 @click.command()
 @filename_option("YAML file or folder (repeatable).")
 @click.option(
@@ -39,27 +50,68 @@ def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     type=click.IntRange(min=1),
     help="Collector replicas (HPA minimum); default: the manifests' HPA or Deployment, at least 2.",
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["quickstart", "production"]),
+    default="quickstart",
+    show_default=True,
+    help="production: apply the input's production intent (lowest sampling rate, tuned collector, no "
+    "debug exporter) instead of what Istio and kubectl would apply.",
+)
+@click.option(
+    "--backend",
+    callback=_backend,
+    help="Render a trace store and send to it: jaeger, tempo or external=HOST:PORT.",
+)
+@click.option(
+    "--backend-storage",
+    type=click.Choice(["elasticsearch", "opensearch", "cassandra"]),
+    default="elasticsearch",
+    show_default=True,
+    help="Jaeger's storage (the storage cluster itself is not rendered).",
+)
+@click.option("--strict", is_flag=True, help="Any warning is an error (exit 1, nothing written).")
 def render(
-    paths: tuple[str, ...], out_dir: Path, collector_image: str, collector_replicas: int | None
+    paths: tuple[str, ...],
+    out_dir: Path,
+    collector_image: str,
+    collector_replicas: int | None,
+    profile: str,
+    backend: str | None,
+    backend_storage: str,
+    strict: bool,
 ) -> None:
     """Write production manifests for real Istio and the OpenTelemetry Collector from the YAML `up` runs."""
     from meshtrace.deploy.collector import Options
     from meshtrace.deploy.istio import RenderError
+    from meshtrace.deploy.render import RenderWarning
     from meshtrace.deploy.render import render as render_bundle
 
     bundle = load_or_exit("render", paths)
     unreadable = bundle.unreadable
-    for p in bundle.problems:
-        if p.severity == "error" and p not in unreadable:
-            where = f"{p.file}: {p.resource} {p.path}".strip()
-            click.echo(f"meshtrace render: warning: {where}: {p.message}", err=True)
+    warnings = [
+        RenderWarning(p.code, f"{p.file}: {p.resource} {p.path}".strip() + f": {p.message}")
+        for p in bundle.problems
+        if p.severity == "error" and p not in unreadable
+    ]
+    options = Options(
+        image=collector_image,
+        replicas=collector_replicas,
+        profile=profile,
+        backend=backend,
+        storage=backend_storage,
+        strict=strict,
+    )
     try:
-        result = render_bundle(bundle, Options(image=collector_image, replicas=collector_replicas))
+        result = render_bundle(bundle, options)
     except RenderError as e:
         click.echo(f"meshtrace render: {e}", err=True)
         sys.exit(1)
-    for warning in result.warnings:
+    for warning in [*warnings, *result.warnings]:
         click.echo(f"meshtrace render: warning: {warning}", err=True)
+    if strict and (warnings or result.warnings):
+        click.echo("meshtrace render: --strict: warnings are errors; nothing written", err=True)
+        sys.exit(1)
     for rel, text in result.files.items():
         target = out_dir / rel
         try:

@@ -47,6 +47,10 @@ DEFAULT_MAX_REPLICAS = 10
 # Processors that drop spans by design: their incoming - outgoing is not data loss.
 SAMPLERS = ("probabilistic_sampler", "tail_sampling", "filter")
 _LOCAL_HOSTS = {"", "0.0.0.0", "::", "[::]", "localhost", "127.0.0.1"}
+_ALL_INTERFACES = {"", "0.0.0.0", "::", "[::]"}
+# Extensions that expose the process's internals (profiles, live pipeline state): upstream binds
+# them to localhost by default, reachable with `kubectl port-forward`, never from other pods.
+DEBUG_EXTENSIONS = ("pprof", "zpages")
 _VERSION = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?(?:[-@].*)?$")
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
 _UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "K": 10**3}
@@ -64,6 +68,10 @@ MINIMAL_CONFIG: dict[str, Any] = {
 class Options:
     image: str = DEFAULT_IMAGE
     replicas: int | None = None  # --collector-replicas; None: from the manifests
+    profile: str = "quickstart"  # --profile (meshtrace.deploy.profile)
+    backend: str | None = None  # --backend jaeger|tempo|external=HOST:PORT
+    storage: str = "elasticsearch"  # --backend-storage, for Jaeger
+    strict: bool = False  # --strict: a warning fails the render
 
 
 @dataclass
@@ -83,6 +91,7 @@ class Rendered:
     service_labels: dict[str, str] = field(default_factory=dict)
     ports: list[Port] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # components meshtrace cannot check
+    config: dict[str, Any] = field(default_factory=dict)  # the rendered collector config
 
 
 def check_image(image: str) -> None:
@@ -163,6 +172,17 @@ def _bind_pod_ip(node: Any, path: str, notes: list[str]) -> None:
                 )
         else:
             _bind_pod_ip(value, sub, notes)
+
+
+def _keep_local(settings: Any, path: str, notes: list[str]) -> None:
+    """A debug extension on all interfaces -> localhost (upstream's default)."""
+    endpoint = settings.get("endpoint") if isinstance(settings, dict) else None
+    if isinstance(endpoint, str) and endpoint.rpartition(":")[0] in _ALL_INTERFACES:
+        settings["endpoint"] = f"localhost:{endpoint.rpartition(':')[2]}"
+        notes.append(
+            f"{path}.endpoint: {endpoint} -> {settings['endpoint']} (it exposes the collector's internals: "
+            "reach it with kubectl port-forward, not from other pods)."
+        )
 
 
 def _endpoint(parent: dict[str, Any], key: str, port: int, path: str, notes: list[str]) -> dict[str, Any]:
@@ -366,7 +386,11 @@ def collector_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], Li
         _bind_pod_ip(receivers, "receivers", notes)
     _processors(config, notes)
     path, health_port = _health_check(config, notes)
-    _bind_pod_ip(config.get("extensions"), "extensions", notes)
+    for eid, settings in (config.get("extensions") or {}).items():
+        if eid.split("/", 1)[0] in DEBUG_EXTENSIONS:
+            _keep_local(settings, f"extensions.{eid}", notes)
+        else:
+            _bind_pod_ip(settings, f"extensions.{eid}", notes)
     return config, notes, Listening(path, health_port, _self_metrics(config, notes))
 
 
@@ -558,6 +582,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
         "data": {key: config_text},
     }
     out.files["configmap.yaml"] = [Manifest(config_map, cm_notes)]
+    out.config = config
 
     # Deployment
     env: list[dict[str, Any]] = [

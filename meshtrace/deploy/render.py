@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meshtrace.config.loader import Bundle
-from meshtrace.deploy import collector, istio, monitoring
+from meshtrace.deploy import backend, collector, injection, istio, monitoring, profile, topology
 from meshtrace.deploy.istio import base
 from meshtrace.deploy.manifest import Manifest, comment, commented_yaml, file_text
 
@@ -16,16 +16,32 @@ from meshtrace.deploy.manifest import Manifest, comment, commented_yaml, file_te
 SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
 
 
+@dataclass(frozen=True)
+class RenderWarning:
+    """Something the output does that a user must look at; `code` is stable (docs/render.md
+    explains each), the message is for people."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.code}]"
+
+
 @dataclass
 class Result:
     files: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # inconsistencies a user must look at
+    warnings: list[RenderWarning] = field(default_factory=list)  # one list: printed, in the README
+    profile_changes: list[str] = field(default_factory=list)  # what --profile merged or overrode
 
 
 def render(bundle: Bundle, options: collector.Options) -> Result:
     """Raises `RenderError` when the input cannot give manifests a cluster would accept."""
     inputs = ", ".join(base(f) for f in bundle.files) or "(no files)"
     result = Result()
+    if options.profile == "production":
+        applied = profile.production(bundle)
+        bundle, result.profile_changes = applied.bundle, applied.changes
     manifests: dict[str, tuple[list[str], list[Manifest], str]] = {}
 
     mesh = istio.mesh_config(bundle)
@@ -36,6 +52,12 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
             "",
         )
     kept, left_out = istio.telemetries(bundle)
+    for manifest in [*([mesh] if mesh else []), *kept]:
+        meta = manifest.data["metadata"]
+        ref = "meshConfig" if manifest is mesh else f"Telemetry {meta['namespace']}/{meta['name']}:"
+        manifest.notes += [
+            f"--profile {options.profile}: {c}" for c in result.profile_changes if c.startswith(ref)
+        ]
     if kept or left_out:
         footer = ""
         for reason, tel in left_out:
@@ -54,7 +76,17 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
         )
 
     rendered = collector.render(bundle, options)
+    chosen = backend.render(options.backend, options.storage) if options.backend else None
+    if chosen is not None:
+        result.warnings += [RenderWarning(c, m) for c, m in chosen.warnings]
     if rendered is not None:
+        cm_notes = rendered.files["configmap.yaml"][0].notes
+        if chosen is not None:
+            backend.wire(rendered, chosen, cm_notes)
+        if result.profile_changes:
+            cm_notes.append("Production profile: see the README's list of merged and overridden settings.")
+        result.warnings += [RenderWarning(c, m) for c, m in topology.apply(rendered, options)]
+        result.warnings += _exporter_checks(rendered, chosen)
         for name, docs in rendered.files.items():
             manifests[f"otel-collector/{name}"] = (
                 [
@@ -65,7 +97,12 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
                 "",
             )
         result.warnings += _provider_checks(bundle, rendered)
+    if chosen is not None:
+        for path, docs in chosen.files.items():
+            manifests[path] = (["The trace backend (--backend): `kubectl apply -f backend/`."], docs, "")
     root = bundle.mesh.root_namespace
+    mesh_plan = injection.plan(bundle, root)
+    result.warnings += [RenderWarning(c, m) for c, m in mesh_plan.warnings]
     manifests["monitoring/prometheus-rules.yaml"] = (
         ["Alerts on metrics the current Collector and Istio emit (needs the Prometheus Operator CRDs)."],
         [monitoring.prometheus_rule(bundle, rendered)],
@@ -81,7 +118,7 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
         [monitoring.grafana_dashboard(bundle)],
         "",
     )
-    namespaces = _namespaces(bundle, manifests, root)
+    namespaces = _namespaces(bundle, manifests, root, mesh_plan)
     if namespaces is not None:
         manifests = {"namespaces.yaml": (["Namespaces the other files use."], namespaces, ""), **manifests}
 
@@ -89,12 +126,15 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
         result.files[path] = file_text(
             [f"Rendered by `meshtrace render` from {inputs}.", *header], docs, footer
         )
-    result.files["README.md"] = _readme(inputs, result, options, rendered)
+    result.files["README.md"] = _readme(inputs, result, options, rendered, mesh_plan)
     return result
 
 
 def _namespaces(
-    bundle: Bundle, manifests: dict[str, tuple[list[str], list[Manifest], str]], root: str
+    bundle: Bundle,
+    manifests: dict[str, tuple[list[str], list[Manifest], str]],
+    root: str,
+    mesh_plan: injection.Plan,
 ) -> list[Manifest] | None:
     used = {
         str(m.data["metadata"].get("namespace"))
@@ -102,31 +142,48 @@ def _namespaces(
         for m in docs
         if m.data.get("metadata", {}).get("namespace")
     }
-    names = sorted(used - SYSTEM_NAMESPACES - {root})
+    names = sorted((used | set(mesh_plan.labels)) - SYSTEM_NAMESPACES - {root})
     if not names:
         return None
     out = []
     for name in names:
         given = bundle.namespaces.get(name)
         metadata: dict[str, object] = {"name": name}
-        if given is not None and given.labels:
-            metadata["labels"] = dict(given.labels)
+        labels = mesh_plan.labels.get(name) or (dict(given.labels) if given is not None else {})
+        if labels:
+            metadata["labels"] = labels
         note = (
             f"From {given.meta.ref} ({base(given.meta.origin.file)})."
             if given is not None
             else "Used by a rendered resource; kubectl apply fails on a namespace that does not exist."
         )
-        out.append(Manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}, [note]))
+        notes = [note, *mesh_plan.notes.get(name, [])]
+        out.append(Manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}, notes))
     return out
 
 
-def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[str]:
+def _exporter_checks(rendered: collector.Rendered, chosen: backend.Backend | None) -> list[RenderWarning]:
+    """A collector that only prints spans stores nothing."""
+    pipelines = ((rendered.config.get("service") or {}).get("pipelines")) or {}
+    exporters = {str(e) for p in pipelines.values() if isinstance(p, dict) for e in p.get("exporters") or []}
+    if exporters and all(e.split("/", 1)[0] == "debug" for e in exporters) and chosen is None:
+        return [
+            RenderWarning(
+                "no-backend",
+                "the collector's only exporter is debug (spans go to its log, nowhere else): pass "
+                "--backend jaeger|tempo|external=HOST:PORT or add your backend's exporter",
+            )
+        ]
+    return []
+
+
+def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[RenderWarning]:
     """Each Istio provider pointing at the rendered collector must use a port it serves, with the
     protocol it speaks there."""
     svc, ns = rendered.service, rendered.namespace
     hosts = {svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"}
     by_port = {p.port: p.name for p in rendered.ports}
-    warnings = []
+    warnings: list[RenderWarning] = []
     for provider in bundle.mesh.extension_providers:
         for kind, expected in (("opentelemetry", None), ("zipkin", "http-zipkin")):
             settings = provider.get(kind)
@@ -138,22 +195,30 @@ def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[str]:
             if not isinstance(port, int) or by_port.get(port) != expected:
                 serves = ", ".join(f"{n} {p}" for p, n in by_port.items())
                 warnings.append(
-                    f"extension provider {provider.get('name')!r} sends {kind} to "
-                    f"{settings.get('service')}:{port}, "
-                    f"but the collector Service serves {expected} on another port ({serves})"
+                    RenderWarning(
+                        "provider-port",
+                        f"extension provider {provider.get('name')!r} sends {kind} to "
+                        f"{settings.get('service')}:{port}, "
+                        f"but the collector Service serves {expected} on another port ({serves})",
+                    )
                 )
     return warnings
 
 
 def _readme(
-    inputs: str, result: Result, options: collector.Options, rendered: collector.Rendered | None
+    inputs: str,
+    result: Result,
+    options: collector.Options,
+    rendered: collector.Rendered | None,
+    mesh_plan: injection.Plan,
 ) -> str:
     paths = sorted(result.files)
     lines = [
         "# Production manifests",
         "",
         f"Rendered by `meshtrace render` from {inputs}, for Istio 1.22+ and the OpenTelemetry Collector "
-        f"({options.image}). Each file says in its comments what was changed from the input and why.",
+        f"({options.image}), profile `{options.profile}`. Each file says in its comments what was "
+        "changed from the input and why.",
         "",
         "## Files",
         "",
@@ -164,10 +229,15 @@ def _readme(
         "```sh",
     ]
     if "namespaces.yaml" in result.files:
-        lines.append("kubectl apply -f namespaces.yaml")
+        lines.append("kubectl apply -f namespaces.yaml                # with the sidecar injection labels")
+    lines += [f"{c}   # Istio injects sidecars only there" for c in mesh_plan.commands]
     if "istio/mesh-config.yaml" in result.files:
         lines.append(
             "istioctl install -f istio/mesh-config.yaml     # mesh config first: providers must exist"
+        )
+    if any(p.startswith("backend/") for p in result.files):
+        lines.append(
+            "kubectl apply -f backend/                      # the trace store the collector sends to"
         )
     if rendered is not None:
         lines.append(
@@ -177,20 +247,31 @@ def _readme(
         lines.append(
             "kubectl apply -f istio/telemetry.yaml          # turns tracing on; applied without restarts"
         )
-    lines += [
-        "kubectl apply -f monitoring/                   # needs the Prometheus Operator CRDs",
-        "```",
-        "",
-    ]
-    if "istio/mesh-config.yaml" in result.files:
+    lines.append("kubectl apply -f monitoring/                   # needs the Prometheus Operator CRDs")
+    # A proxy is added when a pod is created, and defaultConfig is read when it starts.
+    lines += [f"kubectl rollout restart deployment -n {ns}" for ns in mesh_plan.restart]
+    lines += ["```", ""]
+    if mesh_plan.restart:
         lines += [
-            "Changes to `meshConfig.defaultConfig` (proxy config) reach a sidecar only when its pod "
-            "starts: `kubectl rollout restart deployment -n <namespace>` the meshed workloads after "
-            "`istioctl install`.",
+            "Istio adds a sidecar when a pod is created and a sidecar reads `meshConfig.defaultConfig` "
+            "when it starts: the `rollout restart` lines recreate the meshed workloads. Check with "
+            "`kubectl get pods -n <namespace>` that each pod shows 2/2 containers.",
+            "",
+        ]
+    if result.profile_changes:
+        lines += [
+            f"## Profile `{options.profile}`: merged or overridden from the input",
+            "",
+            *[f"- {c}" for c in result.profile_changes],
             "",
         ]
     if rendered is not None and rendered.unchecked:
         lines += ["## Not checked by meshtrace", "", *[f"- {u}" for u in rendered.unchecked], ""]
     if result.warnings:
-        lines += ["## Check these", "", *[f"- {w}" for w in result.warnings], ""]
+        lines += [
+            "## Warnings (docs/render.md explains each code)",
+            "",
+            *[f"- `{w.code}`: {w.message}" for w in result.warnings],
+            "",
+        ]
     return "\n".join(lines)

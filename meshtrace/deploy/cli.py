@@ -11,6 +11,15 @@ from meshtrace.clitools import filename_option, load_or_exit
 from meshtrace.deploy.collector import DEFAULT_IMAGE
 
 
+def _selector(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str] | None:
+    from meshtrace.deploy.monitoring import parse_selector
+
+    try:
+        return parse_selector(value) or None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     from meshtrace.deploy.collector import check_image
 
@@ -39,8 +48,20 @@ def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     type=click.IntRange(min=1),
     help="Collector replicas (HPA minimum); default: the manifests' HPA or Deployment, at least 2.",
 )
+@click.option(
+    "--prometheus-selector",
+    multiple=True,
+    callback=_selector,
+    metavar="KEY=VALUE",
+    help="Label (repeatable) put on the ServiceMonitor, PodMonitor and PrometheusRule so your Prometheus "
+    "selects them; default: the input PrometheusRule's labels, else release=kube-prometheus-stack.",
+)
 def render(
-    paths: tuple[str, ...], out_dir: Path, collector_image: str, collector_replicas: int | None
+    paths: tuple[str, ...],
+    out_dir: Path,
+    collector_image: str,
+    collector_replicas: int | None,
+    prometheus_selector: dict[str, str] | None,
 ) -> None:
     """Write production manifests for real Istio and the OpenTelemetry Collector from the YAML `up` runs."""
     from meshtrace.deploy.collector import Options
@@ -54,7 +75,12 @@ def render(
             where = f"{p.file}: {p.resource} {p.path}".strip()
             click.echo(f"meshtrace render: warning: {where}: {p.message}", err=True)
     try:
-        result = render_bundle(bundle, Options(image=collector_image, replicas=collector_replicas))
+        result = render_bundle(
+            bundle,
+            Options(
+                image=collector_image, replicas=collector_replicas, prometheus_selector=prometheus_selector
+            ),
+        )
     except RenderError as e:
         click.echo(f"meshtrace render: {e}", err=True)
         sys.exit(1)

@@ -44,8 +44,6 @@ DEFAULT_HPA_METRICS: list[dict[str, Any]] = [
     for name, u in (("cpu", 70), ("memory", 80))
 ]
 DEFAULT_MAX_REPLICAS = 10
-# Processors that drop spans by design: their incoming - outgoing is not data loss.
-SAMPLERS = ("probabilistic_sampler", "tail_sampling", "filter")
 _LOCAL_HOSTS = {"", "0.0.0.0", "::", "[::]", "localhost", "127.0.0.1"}
 _VERSION = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?(?:[-@].*)?$")
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
@@ -64,6 +62,7 @@ MINIMAL_CONFIG: dict[str, Any] = {
 class Options:
     image: str = DEFAULT_IMAGE
     replicas: int | None = None  # --collector-replicas; None: from the manifests
+    prometheus_selector: dict[str, str] | None = None  # --prometheus-selector; None: monitoring's default
 
 
 @dataclass

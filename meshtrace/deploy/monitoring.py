@@ -22,7 +22,7 @@ import yaml
 from meshtrace.config.lint import REMOVED_METRICS
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import ConfigMap
-from meshtrace.deploy.collector import Rendered
+from meshtrace.deploy.collector import Rendered, _dig
 from meshtrace.deploy.istio import base
 from meshtrace.deploy.manifest import Manifest
 
@@ -62,12 +62,6 @@ def _readers(collector: Rendered | None) -> list[Any]:
     return []
 
 
-def _dig(node: Any, *keys: str) -> Any:
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node
-
-
 def _rate(metric: str, by: str, window: str) -> str:
     return f"sum by ({by}) (rate({metric}[{window}]))"
 
@@ -79,9 +73,9 @@ def _ratio(part: str, whole: list[str], by: str, window: str) -> str:
 
 def spans_lost(suffix: str, by: str, window: str) -> str:
     """Spans the collector loses per second, labelled `lost_by`: refused by the memory_limiter
-    (senders are told; Envoy's tracer does not retry), failed after the exporter's retries, or
-    not queued because the sending queue was full. `or` over series told apart by `lost_by`:
-    each counter may be absent (enqueue_failed appears with the first failure)."""
+    (the sender is told, and the spans are gone unless it retries), failed after the exporter's
+    retries, or not queued because the sending queue was full. `or` over series told apart by
+    `lost_by`: each counter may be absent (enqueue_failed appears with its first failure)."""
     causes = [
         ("memory_limiter", "otelcol_processor_memory_limiter_refused_spans"),
         ("send_failed", "otelcol_exporter_send_failed_spans"),

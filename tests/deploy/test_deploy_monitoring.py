@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 from deploy_helpers import EXAMPLES, documents, one, promtool, render, run_meshtrace
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshtrace.config.loader import load
 from meshtrace.deploy import monitoring
@@ -244,6 +246,21 @@ def test_prometheus_selector_parse() -> None:
     }
     with pytest.raises(ValueError, match="given twice"):
         monitoring.parse_selector(["a=b", "a=c"])
+
+
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+@given(st.lists(st.text(alphabet="ab.-_/=Z9 é", max_size=70), max_size=4))
+def test_prometheus_selector_parse_accepts_only_kubernetes_labels(items: list[str]) -> None:
+    try:
+        labels = monitoring.parse_selector(items)
+    except ValueError as e:
+        assert any(repr(item) in str(e) for item in items)  # the message names the bad item
+        return
+    for key, value in labels.items():
+        assert LABEL_VALUE.match(key.rpartition("/")[2]) and key.rpartition("/")[2]
+        assert LABEL_VALUE.match(value)
 
 
 RULE_WITH_LABELS = """

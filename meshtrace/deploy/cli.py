@@ -11,6 +11,15 @@ from meshtrace.clitools import filename_option, load_or_exit
 from meshtrace.deploy.collector import DEFAULT_IMAGE
 
 
+def _selector(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str] | None:
+    from meshtrace.deploy.monitoring import parse_selector
+
+    try:
+        return parse_selector(value) or None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     from meshtrace.deploy.collector import check_image
 
@@ -71,6 +80,14 @@ def _backend(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     help="Jaeger's storage (the storage cluster itself is not rendered).",
 )
 @click.option("--strict", is_flag=True, help="Any warning is an error (exit 1, nothing written).")
+@click.option(
+    "--prometheus-selector",
+    multiple=True,
+    callback=_selector,
+    metavar="KEY=VALUE",
+    help="Label (repeatable) put on the ServiceMonitor, PodMonitor and PrometheusRule so your Prometheus "
+    "selects them; default: the input PrometheusRule's labels, else release=kube-prometheus-stack.",
+)
 def render(
     paths: tuple[str, ...],
     out_dir: Path,
@@ -80,6 +97,7 @@ def render(
     backend: str | None,
     backend_storage: str,
     strict: bool,
+    prometheus_selector: dict[str, str] | None,
 ) -> None:
     """Write production manifests for real Istio and the OpenTelemetry Collector from the YAML `up` runs."""
     from meshtrace.deploy.collector import Options
@@ -101,6 +119,7 @@ def render(
         backend=backend,
         storage=backend_storage,
         strict=strict,
+        prometheus_selector=prometheus_selector,
     )
     try:
         result = render_bundle(bundle, options)

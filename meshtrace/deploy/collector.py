@@ -44,8 +44,6 @@ DEFAULT_HPA_METRICS: list[dict[str, Any]] = [
     for name, u in (("cpu", 70), ("memory", 80))
 ]
 DEFAULT_MAX_REPLICAS = 10
-# Processors that drop spans by design: their incoming - outgoing is not data loss.
-SAMPLERS = ("probabilistic_sampler", "tail_sampling", "filter")
 _LOCAL_HOSTS = {"", "0.0.0.0", "::", "[::]", "localhost", "127.0.0.1"}
 _ALL_INTERFACES = {"", "0.0.0.0", "::", "[::]"}
 # Extensions that expose the process's internals (profiles, live pipeline state): upstream binds
@@ -72,6 +70,7 @@ class Options:
     backend: str | None = None  # --backend jaeger|tempo|external=HOST:PORT
     storage: str = "elasticsearch"  # --backend-storage, for Jaeger
     strict: bool = False  # --strict: a warning fails the render
+    prometheus_selector: dict[str, str] | None = None  # --prometheus-selector; None: monitoring's default
 
 
 @dataclass

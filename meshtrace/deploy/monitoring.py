@@ -1,9 +1,14 @@
 """The monitoring half of `render`: Prometheus Operator alerts and scrape targets, and a Grafana
-dashboard, all over metrics the current Collector and Istio really emit (REFERENCE.md §3, §4).
+dashboard, over metrics the pinned Collector (collector.DEFAULT_IMAGE, v0.156) and Istio emit.
 
-Collector counters are matched with and without `_total` (`{__name__=~"name(_total)?"}`): the
-default self-metrics have no suffix, a configured Prometheus reader adds it (v0.120+), and
-dashboards in the wild use both."""
+Istio's requests are read from both reporters, as Istio's own dashboards do: the client sidecar
+(`reporter="source"`, or `"waypoint"` in ambient mode) sees the 503s it generates itself (UH no
+healthy upstream, UF connection failure, NR no route), which no destination sidecar ever counts.
+
+Collector counters are named once, in the spelling the rendered config exposes: without `_total`
+(the default of every Prometheus reader since v0.152), with it when a reader turns
+`without_type_suffix` or `without_units` off. A regex over both spellings inside `rate()` fails
+("vector cannot contain metrics with the same labelset") as soon as both exist."""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import json
 import re
 from typing import Any
 
+import yaml
+
 from meshtrace.config.lint import REMOVED_METRICS
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import ConfigMap
-from meshtrace.deploy.collector import SAMPLERS, Rendered
+from meshtrace.deploy.collector import Rendered, _dig
 from meshtrace.deploy.istio import base
 from meshtrace.deploy.manifest import Manifest
 
@@ -24,22 +31,61 @@ DEFAULT_RULE_NAME = "istio-tracing-alerts"
 DEFAULT_DASHBOARD = ("istio-tracing-dashboard", "monitoring", "istio-tracing.json")
 DASHBOARD_LABEL = {"grafana_dashboard": "1"}  # what Grafana's dashboard sidecar looks for
 ENVOY_PROM_PORT = "http-envoy-prom"  # the injected istio-proxy's 15090 port name
-_NOT_SAMPLER = f'processor!~"({"|".join(SAMPLERS)})(/.*)?"'
+# kube-prometheus-stack's Prometheus selects ServiceMonitors, PodMonitors and PrometheusRules
+# labelled `release: <its Helm release name>`; this is the release named after the chart.
+DEFAULT_SELECTOR = {"release": "kube-prometheus-stack"}
+CLIENT = 'reporter=~"source|waypoint"'  # Istio's mesh dashboard: what callers get
+SERVER = 'reporter="destination"'  # what the server sidecar answered
 _REMOVED = re.compile(r"\b(" + "|".join(REMOVED_METRICS) + r")(?:_total)?\b")
 
 
-def counter(name: str, *matchers: str) -> str:
-    """A selector for a Collector counter in either spelling."""
-    return "{" + ",".join([f'__name__=~"{name}(_total)?"', *matchers]) + "}"
+def counter_suffix(collector: Rendered | None) -> str:
+    """`_total` when a Prometheus reader of the rendered collector config adds it, else "".
+
+    otelconf (v0.24, in Collector v0.156) keeps names as they are only when both
+    `without_type_suffix` and `without_units` are true; since v0.152 both default to true."""
+    for reader in _readers(collector):
+        prom = _dig(reader, "pull", "exporter", "prometheus")
+        if isinstance(prom, dict) and False in (prom.get("without_type_suffix"), prom.get("without_units")):
+            return "_total"
+    return ""
 
 
-def _rate(name: str, by: str, window: str, *matchers: str) -> str:
-    return f"sum by ({by}) (rate({counter(name, *matchers)}[{window}]))"
+def _readers(collector: Rendered | None) -> list[Any]:
+    for docs in collector.files.values() if collector else []:
+        for doc in docs:
+            data = doc.data.get("data") if doc.data.get("kind") == "ConfigMap" else None
+            if isinstance(data, dict) and "config.yaml" in data:
+                config = yaml.safe_load(str(data["config.yaml"]))
+                readers = _dig(config, "service", "telemetry", "metrics", "readers")
+                return readers if isinstance(readers, list) else []
+    return []
+
+
+def _rate(metric: str, by: str, window: str) -> str:
+    return f"sum by ({by}) (rate({metric}[{window}]))"
 
 
 def _ratio(part: str, whole: list[str], by: str, window: str) -> str:
     denominator = " + ".join(_rate(w, by, window) for w in whole)
     return f"{_rate(part, by, window)} / ({denominator})"
+
+
+def spans_lost(suffix: str, by: str, window: str) -> str:
+    """Spans the collector loses per second, labelled `lost_by`: refused by the memory_limiter
+    (the sender is told, and the spans are gone unless it retries), failed after the exporter's
+    retries, or not queued because the sending queue was full. `or` over series told apart by
+    `lost_by`: each counter may be absent (enqueue_failed appears with its first failure)."""
+    causes = [
+        ("memory_limiter", "otelcol_processor_memory_limiter_refused_spans"),
+        ("send_failed", "otelcol_exporter_send_failed_spans"),
+        ("enqueue_failed", "otelcol_exporter_enqueue_failed_spans"),
+    ]
+    union = " or ".join(
+        f'label_replace(rate({name}{suffix}[{window}]), "lost_by", "{cause}", "", "")'
+        for cause, name in causes
+    )
+    return f"sum by ({by}) ({union})"
 
 
 def _alert(
@@ -54,36 +100,38 @@ def _alert(
     }
 
 
-def collector_alerts(job: str) -> list[dict[str, Any]]:
-    dropped = (
-        _rate("otelcol_processor_incoming_items", "processor", "5m", 'otel_signal="traces"', _NOT_SAMPLER)
-        + " - "
-        + _rate("otelcol_processor_outgoing_items", "processor", "5m", 'otel_signal="traces"', _NOT_SAMPLER)
-    )
+def collector_alerts(job: str, suffix: str = "") -> list[dict[str, Any]]:
+    def c(name: str) -> str:  # a counter, as the collector exposes it
+        return name + suffix
+
+    up = f'up{{job="{job}"}}'
     return [
         _alert(
             "OtelCollectorDown",
-            f'up{{job="{job}"}} == 0',
+            f"{up} == 0 or absent({up})",
             "5m",
             "critical",
             "OpenTelemetry Collector is down",
-            "{{ $labels.instance }} has not answered Prometheus for 5 minutes.",
+            # absent() gives a series without `instance`: the text says which case fired.
+            "{{ with $labels.instance }}Collector {{ . }} has not answered Prometheus for 5 minutes."
+            f"{{{{ else }}}}No collector of job {job} is scraped (no pod ready, or Prometheus does not "
+            "select the ServiceMonitor).{{ end }}",
         ),
         _alert(
             "HighTracingDropRate",
-            f"{dropped} > 100",
+            f"{spans_lost(suffix, 'job', '5m')} > 100",
             "5m",
             "warning",
             "High tracing drop rate detected",
-            "Processor {{ $labels.processor }} loses {{ $value | humanize }} spans/s (incoming - outgoing, "
-            "samplers excluded).",
+            "The collectors lose {{ $value | humanize }} spans/s (memory_limiter refusals, exports failed "
+            "after retries, sending queue full).",
         ),
         _alert(
             "OtelCollectorRefusingSpans",
             _ratio(
-                "otelcol_receiver_refused_spans",
-                ["otelcol_receiver_accepted_spans", "otelcol_receiver_refused_spans"],
-                "receiver",
+                c("otelcol_receiver_refused_spans"),
+                [c("otelcol_receiver_accepted_spans"), c("otelcol_receiver_refused_spans")],
+                "job, receiver",
                 "5m",
             )
             + " > 0.01",
@@ -96,9 +144,9 @@ def collector_alerts(job: str) -> list[dict[str, Any]]:
         _alert(
             "OtelCollectorExportFailing",
             _ratio(
-                "otelcol_exporter_send_failed_spans",
-                ["otelcol_exporter_sent_spans", "otelcol_exporter_send_failed_spans"],
-                "exporter",
+                c("otelcol_exporter_send_failed_spans"),
+                [c("otelcol_exporter_sent_spans"), c("otelcol_exporter_send_failed_spans")],
+                "job, exporter",
                 "5m",
             )
             + " > 0.05",
@@ -109,7 +157,7 @@ def collector_alerts(job: str) -> list[dict[str, Any]]:
         ),
         _alert(
             "OtelCollectorEnqueueFailed",
-            _rate("otelcol_exporter_enqueue_failed_spans", "exporter", "5m") + " > 0",
+            _rate(c("otelcol_exporter_enqueue_failed_spans"), "job, exporter", "5m") + " > 0",
             "5m",
             "critical",
             "The Collector drops spans: sending queue full",
@@ -117,7 +165,7 @@ def collector_alerts(job: str) -> list[dict[str, Any]]:
         ),
         _alert(
             "OtelCollectorQueueNearlyFull",
-            "max by (exporter) (otelcol_exporter_queue_size / otelcol_exporter_queue_capacity) > 0.8",
+            "max by (job, exporter) (otelcol_exporter_queue_size / otelcol_exporter_queue_capacity) > 0.8",
             "10m",
             "warning",
             "The Collector's sending queue is nearly full",
@@ -127,64 +175,124 @@ def collector_alerts(job: str) -> list[dict[str, Any]]:
     ]
 
 
-REQUESTS = 'istio_requests_total{reporter="destination"}'
-ERRORS = 'istio_requests_total{reporter="destination",response_code=~"5.."}'
-BUCKETS = 'istio_request_duration_milliseconds_bucket{reporter="destination"}'
+def requests(reporter: str, *matchers: str) -> str:
+    return "istio_requests_total{" + ",".join([reporter, *matchers]) + "}"
 
 
-def _quantile(q: float, window: str) -> str:
-    return f"histogram_quantile({q}, sum by (destination_service, le) (rate({BUCKETS}[{window}])))"
+def _quantile(q: float, reporter: str, by: str, window: str) -> str:
+    buckets = f"istio_request_duration_milliseconds_bucket{{{reporter}}}"
+    return f"histogram_quantile({q}, sum by ({by}, le) (rate({buckets}[{window}])))"
 
 
-def _error_ratio(window: str) -> str:
-    return (
-        f"sum by (destination_service) (rate({ERRORS}[{window}])) / "
-        f"sum by (destination_service) (rate({REQUESTS}[{window}]))"
-    )
+def _error_ratio(reporter: str, by: str, window: str) -> str:
+    errors = requests(reporter, 'response_code=~"5.."')
+    return f"{_rate(errors, by, window)} / {_rate(requests(reporter), by, window)}"
+
+
+# Each reporter's view on its own (never summed: a request seen by both sidecars counts once).
+BOTH = 'reporter=~"source|waypoint|destination"'
+VIEW = "destination_service, reporter"
 
 
 def istio_alerts() -> list[dict[str, Any]]:
     return [
         _alert(
             "IstioHigh5xxRate",
-            f"{_error_ratio('5m')} > 0.05",
+            f"{_error_ratio(BOTH, VIEW, '5m')} > 0.05",
             "5m",
             "warning",
             "High 5xx rate",
             "{{ $labels.destination_service }} answers {{ $value | humanizePercentage }} of requests "
-            "with 5xx.",
+            "with 5xx as its {{ $labels.reporter }} sidecars report them (source: what callers get, "
+            "including the 503s their own sidecars generate: UH, UF, NR).",
         ),
         _alert(
             "IstioHighP99Latency",
-            f"{_quantile(0.99, '5m')} > 1000",
+            f"{_quantile(0.99, BOTH, VIEW, '5m')} > 1000",
             "10m",
             "warning",
             "High P99 latency",
-            "{{ $labels.destination_service }} P99 is {{ $value | humanize }} ms.",
+            "{{ $labels.destination_service }} P99 is {{ $value | humanize }} ms as its "
+            "{{ $labels.reporter }} sidecars report it.",
         ),
     ]
 
 
-def prometheus_rule(bundle: Bundle, collector: Rendered | None) -> Manifest:
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def parse_selector(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`k=v` items as labels; ValueError naming the item when it is no valid Kubernetes label."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        prefix, _, name = key.rpartition("/")
+        if not sep:
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        if not _LABEL_NAME.match(name) or (
+            "/" in key and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))
+        ):
+            raise ValueError(f"{item!r}: {key!r} is not a Kubernetes label key")
+        if value and not _LABEL_NAME.match(value):
+            raise ValueError(f"{item!r}: {value!r} is not a Kubernetes label value")
+        if key in labels:
+            raise ValueError(f"{item!r}: label {key!r} given twice")
+        labels[key] = value
+    return labels
+
+
+def selector_labels(bundle: Bundle, given: dict[str, str] | None) -> tuple[dict[str, str], str]:
+    """The labels a Prometheus must select the rendered monitors and rules by, and where they
+    come from: `--prometheus-selector`, else the input PrometheusRule's labels, else the default."""
+    if given:
+        return dict(given), "from --prometheus-selector"
+    for rule in bundle.prometheus_rules:
+        if rule.meta.labels:
+            return dict(rule.meta.labels), f"from {rule.meta.ref} ({base(rule.meta.origin.file)})"
+    return dict(DEFAULT_SELECTOR), (
+        "the default: kube-prometheus-stack's Prometheus selects release=<its Helm release name>; "
+        "set yours with --prometheus-selector k=v"
+    )
+
+
+def _selector_note(labels: dict[str, str], why: str) -> str:
+    shown = ", ".join(f"{k}: {v}" for k, v in labels.items())
+    return f"Labels {shown}: what Prometheus selects monitors and rules by ({why})."
+
+
+def prometheus_rule(
+    bundle: Bundle, collector: Rendered | None, selector: tuple[dict[str, str], str]
+) -> Manifest:
     job = collector.service if collector else "otel-collector"
     namespace = collector.namespace if collector else bundle.mesh.root_namespace
+    suffix = counter_suffix(collector)
     groups: list[dict[str, Any]] = [
-        {"name": "otel-collector", "interval": "30s", "rules": collector_alerts(job)},
+        {"name": "otel-collector", "interval": "30s", "rules": collector_alerts(job, suffix)},
         {"name": "istio-mesh", "interval": "30s", "rules": istio_alerts()},
     ]
     ours = {r["alert"] for g in groups for r in g["rules"]}
+    spelling = (
+        "with `_total` (a reader of the collector config turns without_type_suffix or without_units off)"
+        if suffix
+        else "without `_total` (the collector config's Prometheus reader keeps the default names)"
+    )
     notes = [
-        "Collector counters match with and without `_total` (the default names have none; a "
-        "configured Prometheus reader adds it).",
+        _selector_note(*selector),
+        f"Collector counters are named {spelling}.",
         f"OtelCollectorDown watches job {job!r}: the ServiceMonitor in service-monitor.yaml names the "
-        "job after the collector Service.",
+        "job after the collector Service; absent() makes it fire when no collector is scraped at all.",
+        "Istio alerts are per destination_service and reporter: source (or waypoint) is what callers "
+        "get, with the 503s their own sidecars generate (UH, UF, NR); destination is what the server "
+        "sidecar answered.",
     ]
     given = bundle.prometheus_rules[0] if bundle.prometheus_rules else None
     metadata: dict[str, Any] = {"name": DEFAULT_RULE_NAME, "namespace": namespace}
+    labels = dict(selector[0])
     if given is not None:
         metadata = {"name": given.meta.name, "namespace": given.meta.namespace}
-        if given.meta.labels:
-            metadata["labels"] = dict(given.meta.labels)
+        labels = {**given.meta.labels, **labels}
+    metadata["labels"] = labels
     for rule in bundle.prometheus_rules:
         where = f"{rule.meta.ref} ({base(rule.meta.origin.file)})"
         for group in rule.groups:
@@ -194,14 +302,11 @@ def prometheus_rule(bundle: Bundle, collector: Rendered | None) -> Manifest:
                     continue
                 name = str(item.get("alert") or item.get("record") or "")
                 removed = sorted(set(_REMOVED.findall(str(item.get("expr", "")))))
+                gone = f"{', '.join(removed)}: the pinned Collector does not emit it"
                 if name in ours:
-                    why = f" ({', '.join(removed)} is gone since Collector v0.111)" if removed else ""
-                    notes.append(f"{name} from {where} rewritten{why}.")
+                    notes.append(f"{name} from {where} rewritten" + (f" ({gone})." if removed else "."))
                 elif removed:
-                    notes.append(
-                        f"{name} from {where} left out: {', '.join(removed)} is gone since Collector v0.111, "
-                        "so it could never fire."
-                    )
+                    notes.append(f"{name} from {where} left out ({gone}, so it could never fire).")
                 else:
                     kept.append(copy.deepcopy(item))
             if kept:
@@ -215,7 +320,6 @@ def prometheus_rule(bundle: Bundle, collector: Rendered | None) -> Manifest:
                     }
                 )
                 notes.append(f"Group {name} from {where}: its other rules kept as written.")
-    notes.append("Prometheus must select this rule (its ruleSelector): add the labels yours expects.")
     data = {
         "apiVersion": MONITORING_API,
         "kind": "PrometheusRule",
@@ -225,14 +329,17 @@ def prometheus_rule(bundle: Bundle, collector: Rendered | None) -> Manifest:
     return Manifest(data, notes)
 
 
-def scrape_targets(collector: Rendered | None, root: str) -> list[Manifest]:
+def scrape_targets(
+    collector: Rendered | None, root: str, selector: tuple[dict[str, str], str]
+) -> list[Manifest]:
     """A ServiceMonitor for the collector's self-metrics and a PodMonitor for the sidecars'."""
     out = []
+    labels, note = selector[0], _selector_note(*selector)
     if collector is not None:
         monitor = {
             "apiVersion": MONITORING_API,
             "kind": "ServiceMonitor",
-            "metadata": {"name": collector.service, "namespace": collector.namespace},
+            "metadata": {"name": collector.service, "namespace": collector.namespace, "labels": dict(labels)},
             "spec": {
                 "selector": {"matchLabels": dict(collector.service_labels)},
                 "namespaceSelector": {"matchNames": [collector.namespace]},
@@ -244,14 +351,15 @@ def scrape_targets(collector: Rendered | None, root: str) -> list[Manifest]:
                 monitor,
                 [
                     "Scrapes the collector's self-metrics (port http-metrics); the job label is "
-                    f"{collector.service!r}."
+                    f"{collector.service!r}.",
+                    note,
                 ],
             )
         )
     pods = {
         "apiVersion": MONITORING_API,
         "kind": "PodMonitor",
-        "metadata": {"name": "envoy-stats", "namespace": root},
+        "metadata": {"name": "envoy-stats", "namespace": root, "labels": dict(labels)},
         "spec": {
             "selector": {},
             "namespaceSelector": {"any": True},
@@ -265,7 +373,8 @@ def scrape_targets(collector: Rendered | None, root: str) -> list[Manifest]:
             pods,
             [
                 "Scrapes every sidecar's 15090 /stats/prometheus (istio_requests_total and the duration "
-                "histogram the Istio alerts and the dashboard use)."
+                "histogram the Istio alerts and the dashboard use).",
+                note,
             ],
         )
     )
@@ -291,71 +400,76 @@ def _panel(pid: int, title: str, x: int, y: int, unit: str, targets: list[tuple[
     }
 
 
-def dashboard_model(title: str, uid: str) -> dict[str, Any]:
+def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
     window = "$__rate_interval"
-    by_service = "{{destination_service}}"
+    service = "{{destination_service}}"
+    by = "destination_service"
+
+    def c(name: str) -> str:
+        return name + suffix
+
     spans = [
-        (_rate("otelcol_receiver_accepted_spans", "receiver", window), "accepted {{receiver}}"),
-        (_rate("otelcol_receiver_refused_spans", "receiver", window), "refused {{receiver}}"),
-        (_rate("otelcol_exporter_sent_spans", "exporter", window), "sent {{exporter}}"),
-        (_rate("otelcol_exporter_send_failed_spans", "exporter", window), "failed {{exporter}}"),
-        (_rate("otelcol_exporter_enqueue_failed_spans", "exporter", window), "enqueue failed {{exporter}}"),
+        (_rate(c("otelcol_receiver_accepted_spans"), "receiver", window), "accepted {{receiver}}"),
+        (_rate(c("otelcol_receiver_refused_spans"), "receiver", window), "refused {{receiver}}"),
+        (_rate(c("otelcol_exporter_sent_spans"), "exporter", window), "sent {{exporter}}"),
+        (_rate(c("otelcol_exporter_send_failed_spans"), "exporter", window), "failed {{exporter}}"),
     ]
+    latency = [
+        (_quantile(q, reporter, by, window), f"{name} P{int(q * 100)} {service}")
+        for reporter, name in ((CLIENT, "client"), (SERVER, "server"))
+        for q in (0.5, 0.99)
+    ]
+    generated = requests(CLIENT, 'response_code=~"5.."', 'response_flags!="-"')
     panels = [
         _panel(
             1,
-            "Request rate by service",
+            "Request rate by service: client view (source|waypoint) and server view (destination)",
             0,
             0,
             "reqps",
-            [(f"sum by (destination_service) (rate({REQUESTS}[{window}]))", by_service)],
+            [
+                (_rate(requests(CLIENT), by, window), f"client {service}"),
+                (_rate(requests(SERVER), by, window), f"server {service}"),
+            ],
         ),
         _panel(
             2,
-            "Latency P50 / P99 by service",
+            "5xx error rate by service: client view (with sidecar-generated 503s) and server view",
             12,
             0,
-            "ms",
-            [(_quantile(0.5, window), f"P50 {by_service}"), (_quantile(0.99, window), f"P99 {by_service}")],
+            "percentunit",
+            [
+                (_error_ratio(CLIENT, by, window), f"client {service}"),
+                (_error_ratio(SERVER, by, window), f"server {service}"),
+            ],
         ),
-        _panel(3, "5xx error rate by service", 0, 8, "percentunit", [(_error_ratio(window), by_service)]),
-        _panel(4, "Collector spans: accepted, refused, sent, failed", 12, 8, "short", spans),
+        _panel(3, "Latency P50 / P99 by service: client and server view", 0, 8, "ms", latency),
         _panel(
-            5,
+            4,
+            "5xx generated by client sidecars, by response_flags (UH, UF, NR, ...)",
+            12,
+            8,
+            "reqps",
+            [(_rate(generated, f"{by}, response_flags", window), f"{service} {{{{response_flags}}}}")],
+        ),
+        _panel(5, "Collector spans: accepted, refused, sent, failed", 0, 16, "short", spans),
+        _panel(
+            6,
+            "Collector spans lost: memory_limiter refused, send failed, enqueue failed",
+            12,
+            16,
+            "short",
+            [(spans_lost(suffix, "lost_by", window), "{{lost_by}}")],
+        ),
+        _panel(
+            7,
             "Collector sending queue: size vs capacity",
             0,
-            16,
+            24,
             "short",
             [
                 ("max by (exporter) (otelcol_exporter_queue_size)", "size {{exporter}}"),
                 ("max by (exporter) (otelcol_exporter_queue_capacity)", "capacity {{exporter}}"),
-            ],
-        ),
-        _panel(
-            6,
-            "Collector processor drops (incoming - outgoing, samplers excluded)",
-            12,
-            16,
-            "short",
-            [
-                (
-                    _rate(
-                        "otelcol_processor_incoming_items",
-                        "processor",
-                        window,
-                        'otel_signal="traces"',
-                        _NOT_SAMPLER,
-                    )
-                    + " - "
-                    + _rate(
-                        "otelcol_processor_outgoing_items",
-                        "processor",
-                        window,
-                        'otel_signal="traces"',
-                        _NOT_SAMPLER,
-                    ),
-                    "{{processor}}",
-                )
             ],
         ),
     ]
@@ -399,7 +513,7 @@ def _input_dashboard(bundle: Bundle) -> tuple[ConfigMap, str, dict[str, Any]] | 
     return None
 
 
-def grafana_dashboard(bundle: Bundle) -> Manifest:
+def grafana_dashboard(bundle: Bundle, collector: Rendered | None) -> Manifest:
     name, namespace, key = DEFAULT_DASHBOARD
     title, labels = "Istio Distributed Tracing", dict(DASHBOARD_LABEL)
     notes = [
@@ -421,10 +535,11 @@ def grafana_dashboard(bundle: Bundle) -> Manifest:
             )
         notes.append(
             "Its panels are replaced by these: rates summed by destination_service, quantiles over buckets "
-            "summed by destination_service and le (a quantile per raw series is not a service's P99)."
+            "summed by destination_service and le (a quantile per raw series is not a service's P99), "
+            "each from the client (source|waypoint) and the server (destination) reporters."
         )
     uid = re.sub(r"[^a-z0-9-]", "-", name.lower())[:40]
-    text = json.dumps(dashboard_model(title, uid), indent=2) + "\n"
+    text = json.dumps(dashboard_model(title, uid, counter_suffix(collector)), indent=2) + "\n"
     data = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -103,19 +103,20 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
     root = bundle.mesh.root_namespace
     mesh_plan = injection.plan(bundle, root)
     result.warnings += [RenderWarning(c, m) for c, m in mesh_plan.warnings]
+    selector = monitoring.selector_labels(bundle, options.prometheus_selector)
     manifests["monitoring/prometheus-rules.yaml"] = (
         ["Alerts on metrics the current Collector and Istio emit (needs the Prometheus Operator CRDs)."],
-        [monitoring.prometheus_rule(bundle, rendered)],
+        [monitoring.prometheus_rule(bundle, rendered, selector)],
         "",
     )
     manifests["monitoring/service-monitor.yaml"] = (
         ["What Prometheus scrapes: the collector's self-metrics and the sidecars' Istio metrics."],
-        monitoring.scrape_targets(rendered, root),
+        monitoring.scrape_targets(rendered, root, selector),
         "",
     )
     manifests["monitoring/grafana-dashboard.yaml"] = (
         ["Grafana dashboard: requests, latency and errors per service; the collector's span flow and queue."],
-        [monitoring.grafana_dashboard(bundle)],
+        [monitoring.grafana_dashboard(bundle, rendered)],
         "",
     )
     namespaces = _namespaces(bundle, manifests, root, mesh_plan)

@@ -1,19 +1,17 @@
 """`meshtrace render` end to end: the seed's manifests and the built-in examples rendered by the
 real command, every file parsed, every fix asserted, Istio resources checked against the CRD
-schema, Kubernetes resources against their basic shape, alerts and dashboard queries through
-Debian's promtool, the collector config through `meshtrace collector validate`."""
+schema, Kubernetes resources against their basic shape, the collector config through
+`meshtrace collector validate` (monitoring: test_deploy_monitoring.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
-from deploy_helpers import documents, one, promtool, render, run_meshtrace
+from deploy_helpers import documents, one, render, run_meshtrace
 from k8s_shapes import SHAPES
 
 from meshtrace.cel import check, mixer_to_cel
@@ -318,184 +316,3 @@ def test_rendered_output_lints_clean_of_what_render_fixes(out: Path) -> None:
         "schema-unknown-field",
     }
     assert not codes & fixed, codes & fixed
-
-
-# -- monitoring -----------------------------------------------------------------------------------------
-
-
-def rule_groups(out: Path) -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = one(out / "monitoring" / "prometheus-rules.yaml", "PrometheusRule")[
-        "spec"
-    ]["groups"]
-    return groups
-
-
-def test_alerts_use_current_collector_metrics(seed_out: Path) -> None:
-    groups = rule_groups(seed_out)
-    rules = {r["alert"]: r for g in groups for r in g["rules"]}
-    assert {"HighTracingDropRate", "OtelCollectorDown", "IstioHigh5xxRate", "IstioHighP99Latency"} <= set(
-        rules
-    )
-    text = json.dumps(groups)
-    assert "otelcol_processor_dropped_spans" not in text
-    for counter in ("otelcol_exporter_send_failed_spans", "otelcol_exporter_enqueue_failed_spans"):
-        assert f'__name__=~\\"{counter}(_total)?\\"' in text
-    assert "otelcol_processor_incoming_items" in rules["HighTracingDropRate"]["expr"]
-    assert "otelcol_exporter_queue_capacity" in text
-    assert "istio_requests_total" in rules["IstioHigh5xxRate"]["expr"]
-    assert "istio_request_duration_milliseconds_bucket" in rules["IstioHighP99Latency"]["expr"]
-    assert rules["OtelCollectorDown"]["expr"] == 'up{job="otel-collector"} == 0'
-    monitor = one(seed_out / "monitoring" / "service-monitor.yaml", "ServiceMonitor")
-    assert monitor["metadata"]["name"] == "otel-collector"  # the job label Prometheus gives it
-    assert monitor["spec"]["endpoints"][0]["port"] == "http-metrics"
-
-
-def test_promtool_checks_the_rules(out: Path, tmp_path: Path) -> None:
-    tool = promtool()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"groups": rule_groups(out)}))
-    proc = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 8 rules found" in proc.stdout
-
-
-# Series both spellings of counters, a sampler that drops by design, and a failing backend: the
-# alerts that must fire do, with the labels an on-call engineer needs; the others stay silent.
-SAMPLER = 'otel_signal="traces",processor="probabilistic_sampler"'
-BACKEND = 'reporter="destination",destination_service="backend"'
-ALERT_TESTS = {
-    "evaluation_interval": "30s",
-    "tests": [
-        {
-            "interval": "30s",
-            "input_series": [
-                {"series": 'up{job="otel-collector",instance="10.0.0.1:8888"}', "values": "0x40"},
-                {
-                    "series": 'otelcol_processor_incoming_items{otel_signal="traces",processor="batch"}',
-                    "values": "0+6000x40",
-                },
-                {
-                    "series": 'otelcol_processor_outgoing_items{otel_signal="traces",processor="batch"}',
-                    "values": "0+1500x40",
-                },
-                {
-                    "series": f"otelcol_processor_incoming_items{{{SAMPLER}}}",
-                    "values": "0+6000x40",
-                },
-                {
-                    "series": f"otelcol_processor_outgoing_items{{{SAMPLER}}}",
-                    "values": "0+60x40",
-                },
-                {
-                    "series": 'otelcol_exporter_enqueue_failed_spans_total{exporter="otlp_grpc/jaeger"}',
-                    "values": "0+30x40",
-                },
-                {
-                    "series": 'otelcol_exporter_sent_spans_total{exporter="otlp_grpc/jaeger"}',
-                    "values": "0+100x40",
-                },
-                {
-                    "series": 'otelcol_exporter_send_failed_spans_total{exporter="otlp_grpc/jaeger"}',
-                    "values": "0+100x40",
-                },
-                {
-                    "series": f'istio_requests_total{{{BACKEND},response_code="500"}}',
-                    "values": "0+60x40",
-                },
-                {
-                    "series": f'istio_requests_total{{{BACKEND},response_code="200"}}',
-                    "values": "0+60x40",
-                },
-            ],
-            "alert_rule_test": [
-                {
-                    "eval_time": "15m",
-                    "alertname": "OtelCollectorDown",
-                    "exp_alerts": [
-                        {
-                            "exp_labels": {
-                                "severity": "critical",
-                                "job": "otel-collector",
-                                "instance": "10.0.0.1:8888",
-                            }
-                        }
-                    ],
-                },
-                {
-                    "eval_time": "15m",
-                    "alertname": "HighTracingDropRate",
-                    "exp_alerts": [{"exp_labels": {"severity": "warning", "processor": "batch"}}],
-                },
-                {
-                    "eval_time": "15m",
-                    "alertname": "OtelCollectorEnqueueFailed",
-                    "exp_alerts": [{"exp_labels": {"severity": "critical", "exporter": "otlp_grpc/jaeger"}}],
-                },
-                {
-                    "eval_time": "15m",
-                    "alertname": "OtelCollectorExportFailing",
-                    "exp_alerts": [{"exp_labels": {"severity": "warning", "exporter": "otlp_grpc/jaeger"}}],
-                },
-                {
-                    "eval_time": "15m",
-                    "alertname": "IstioHigh5xxRate",
-                    "exp_alerts": [{"exp_labels": {"severity": "warning", "destination_service": "backend"}}],
-                },
-                {"eval_time": "15m", "alertname": "OtelCollectorRefusingSpans", "exp_alerts": []},
-            ],
-        }
-    ],
-}
-
-
-def test_promtool_alerts_fire_on_current_metrics(seed_out: Path, tmp_path: Path) -> None:
-    tool = promtool()
-    groups = rule_groups(seed_out)
-    for group in groups:
-        for rule in group["rules"]:
-            rule.pop("annotations", None)  # their text embeds $value; labels are what is tested
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], **ALERT_TESTS}))
-    proc = subprocess.run(
-        [tool, "test", "rules", "test.yaml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_grafana_dashboard(out: Path, tmp_path: Path) -> None:
-    cm = one(out / "monitoring" / "grafana-dashboard.yaml", "ConfigMap")
-    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    ((key, text),) = cm["data"].items()
-    assert key.endswith(".json")
-    model = json.loads(text)
-    assert "dashboard" not in model  # the bare model, not the HTTP API's envelope
-    titles = " ".join(p["title"] for p in model["panels"])
-    for word in (
-        "Request rate",
-        "P50 / P99",
-        "error rate",
-        "accepted, refused, sent, failed",
-        "size vs capacity",
-    ):
-        assert word in titles
-    exprs = [t["expr"] for p in model["panels"] for t in p["targets"]]
-    assert len({p["id"] for p in model["panels"]}) == len(model["panels"])
-    # Every query parses as PromQL (Grafana's $__rate_interval stands for a range).
-    tool = promtool()
-    records = [
-        {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m")}
-        for i, e in enumerate(exprs)
-    ]
-    rules = tmp_path / "dashboard.yaml"
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
-    proc = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_seed_dashboard_replaced_in_place(seed_out: Path) -> None:
-    cm = one(seed_out / "monitoring" / "grafana-dashboard.yaml", "ConfigMap")
-    assert (cm["metadata"]["name"], cm["metadata"]["namespace"]) == (
-        "istio-tracing-dashboard",
-        "observability",
-    )
-    assert "istio-tracing.json" in cm["data"]

@@ -196,6 +196,10 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     assert all(r["health"] in ("ok", "unknown") for r in rules.values()), rules
     _, body = _get(f"{prometheus}/api/v1/query?query=" + urllib.parse.quote('up{job="otel-collector"}'))
     assert [r["value"][1] for r in json.loads(body)["data"]["result"]] == ["1"]
+    # The collector answers, so OtelCollectorDown's expression (with its absent()) selects nothing.
+    down = urllib.parse.quote(rules["OtelCollectorDown"]["query"])
+    _, body = _get(f"{prometheus}/api/v1/query?query={down}")
+    assert json.loads(body)["data"]["result"] == []
 
     # Kill one backend pod (app and sidecar): no request fails.
     backend_ip = f"{network_prefix}.3"

@@ -1,11 +1,12 @@
 // Pure functions over Jaeger JSON traces: span tree, orphans, critical path, flame layout, find,
 // formatting. No DOM here, so tests can import this module and call it directly.
 
-// Service colours. Red is kept for errors, so the palette has no red, rose or pink: a service
-// (the gateway is the root of every trace) must never look like a failure.
+// Service colours. Red is kept for errors, so the palette has no red, rose or pink: a
+// service (the gateway is the root of every trace) must never look like a failure. The order puts
+// the demo's services (gateway, apps, sidecars) on well-separated colours.
 const PALETTE = [
-  "#3b82f6", "#f59e0b", "#10b981", "#a855f7", "#06b6d4", "#84cc16", "#6366f1", "#14b8a6",
-  "#eab308", "#8b5cf6", "#22c55e", "#0ea5e9", "#64748b", "#0d9488", "#7c3aed", "#65a30d",
+  "#f59e0b", "#84cc16", "#a855f7", "#6366f1", "#14b8a6", "#eab308", "#8b5cf6", "#64748b",
+  "#10b981", "#4d7c0f", "#0ea5e9", "#1e40af", "#a16207", "#3b82f6", "#06b6d4", "#22c55e",
 ];
 
 /**

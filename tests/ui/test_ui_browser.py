@@ -174,9 +174,9 @@ def test_search_results_trace_view_and_span_detail(browser: Any, collector: tupl
     result.wait_for()
     assert page.locator("#result-count").inner_text() == "1 trace"
     title = result.locator(".result-title")
-    assert title.locator(".result-service").inner_text() + ": " + title.locator(".result-operation").inner_text() == (
-        "frontend: GET /checkout"
-    )
+    assert title.locator(".result-service").inner_text() + ": " + title.locator(
+        ".result-operation"
+    ).inner_text() == ("frontend: GET /checkout")
     assert result.locator(".span-count").inner_text() == "5 spans"
     assert result.locator(".error-badge").inner_text() == "2 errors"
     assert result.locator(".orphan-badge").inner_text() == "1 missing parent"

@@ -39,7 +39,9 @@ class Mesh:
     def tracer(self, service: str, **resource: str) -> otel_trace.Tracer:
         if service not in self.providers:
             provider = TracerProvider(resource=Resource.create({"service.name": service, **resource}))
-            provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=self.endpoint, timeout=5)))
+            provider.add_span_processor(
+                SimpleSpanProcessor(OTLPSpanExporter(endpoint=self.endpoint, timeout=5))
+            )
             self.providers[service] = provider
         return self.providers[service].get_tracer("meshtrace-ui-test")
 
@@ -53,7 +55,7 @@ class Mesh:
             ROUTE,
             kind=SpanKind.SERVER,
             start_time=at(0),
-            attributes={**sidecar_tags, "upstream_cluster": "outbound|8080||frontend.default.svc.cluster.local"},
+            attributes={**sidecar_tags, "upstream_cluster": f"outbound|8080||{ROUTE.split(':')[0]}"},
         )
         inbound = self.tracer("frontend.default").start_span(
             "frontend.default.svc.cluster.local:8080/*",
@@ -72,14 +74,24 @@ class Mesh:
         )
         call = frontend.start_span("GET", context=ctx(app), kind=SpanKind.CLIENT, start_time=at(3))
         outbound = self.tracer("frontend.default").start_span(
-            "backend.default.svc.cluster.local:8080/*", context=ctx(call), kind=SpanKind.CLIENT, start_time=at(4)
+            "backend.default.svc.cluster.local:8080/*",
+            context=ctx(call),
+            kind=SpanKind.CLIENT,
+            start_time=at(4),
         )
         backend_in = self.tracer("backend.default").start_span(
-            "backend.default.svc.cluster.local:8080/*", context=ctx(outbound), kind=SpanKind.SERVER, start_time=at(5)
+            "backend.default.svc.cluster.local:8080/*",
+            context=ctx(outbound),
+            kind=SpanKind.SERVER,
+            start_time=at(5),
         )
         backend = self.tracer("backend", **{"k8s.pod.name": "backend-0", "k8s.namespace.name": "default"})
-        served = backend.start_span("GET /users", context=ctx(backend_in), kind=SpanKind.SERVER, start_time=at(6))
-        query = backend.start_span("SELECT users", context=ctx(served), kind=SpanKind.INTERNAL, start_time=at(7))
+        served = backend.start_span(
+            "GET /users", context=ctx(backend_in), kind=SpanKind.SERVER, start_time=at(6)
+        )
+        query = backend.start_span(
+            "SELECT users", context=ctx(served), kind=SpanKind.INTERNAL, start_time=at(7)
+        )
         query.end(end_time=at(9))
         spans = [served, backend_in, outbound, call, app, inbound, root]
         for i, span in enumerate(spans):
@@ -152,14 +164,15 @@ def test_colours_errors_and_titles_on_the_search_page(
     # An error trace is red, with a dark ring, and its row carries a red "!" and a red edge.
     bad_dot = page.locator(f'.scatter .dot[data-trace-id="{mesh_traces["error"]}"]')
     assert looks_red(style(bad_dot, "fill"))
-    assert float(style(bad_dot, "strokeWidth").removesuffix("px")) > float(style(ok_dot, "strokeWidth").removesuffix("px"))
+    stroke = lambda dot: float(style(dot, "strokeWidth").removesuffix("px"))  # noqa: E731
+    assert stroke(bad_dot) > stroke(ok_dot)
     assert style(bad_dot, "stroke") != style(bad_dot, "fill")
     assert bad.locator(".result-title .error-icon").inner_text() == "!"
     assert looks_red(style(bad, "borderLeftColor"))
     assert ok.locator(".error-icon").count() == 0
 
     # The title: Jaeger's "service: operation", then the request's method and path (from the
-    # gateway's http.method / http.url tags; the query string is not part of the path).
+    # gateway's http.method / http.url tags).
     assert ok.locator(".result-service").inner_text() == GATEWAY
     assert ok.locator(".result-operation").inner_text() == ROUTE
     assert ok.locator(".result-request").inner_text().split() == ["GET", "/api/data?q=1"]
@@ -251,7 +264,8 @@ def test_dependency_graph_of_workloads(
     # An app and its sidecar are one workload: gateway -> frontend -> backend, no loops.
     nodes = page.locator(".dep-node")
     expect(nodes).to_have_count(3)
-    assert sorted(nodes.evaluate_all("ns => ns.map(n => n.dataset.service)")) == ["backend", "frontend", GATEWAY]
+    names = nodes.evaluate_all("ns => ns.map(n => n.dataset.service)")
+    assert sorted(names) == ["backend", "frontend", GATEWAY]
     assert page.locator('.dep-node[data-service="frontend"]').get_attribute("data-members") == (
         "frontend frontend.default"
     )

@@ -45,8 +45,9 @@ class Mesh:
             self.providers[service] = provider
         return self.providers[service].get_tracer("meshtrace-ui-test")
 
-    def request(self, path: str, fail: bool, start: int) -> str:
-        """One request through the mesh as `up` runs it; returns the trace id."""
+    def request(self, path: str, fail: bool, start: int, query_ms: int = 2) -> str:
+        """One request through the mesh as `up` runs it (the backend's query takes `query_ms`);
+        returns the trace id."""
         at = lambda ms: start + ms * MS  # noqa: E731
         ctx = otel_trace.set_span_in_context
         sidecar_tags = {"http.method": "GET", "http.url": f"http://frontend:8080{path}?q=1"}
@@ -92,12 +93,12 @@ class Mesh:
         query = backend.start_span(
             "SELECT users", context=ctx(served), kind=SpanKind.INTERNAL, start_time=at(7)
         )
-        query.end(end_time=at(9))
+        query.end(end_time=at(7 + query_ms))
         spans = [served, backend_in, outbound, call, app, inbound, root]
         for i, span in enumerate(spans):
             if fail:
                 span.set_status(Status(StatusCode.ERROR, "backend failed"))
-            span.end(end_time=at(10 + i))
+            span.end(end_time=at(8 + query_ms + i))
         return format(root.get_span_context().trace_id, "032x")
 
     def shutdown(self) -> None:
@@ -121,8 +122,9 @@ def mesh_traces(collector: tuple[str, str]) -> dict[str, str]:
     start = time.time_ns() - 60_000 * MS
     ids = {"ok": "", "error": ""}
     for i in range(OK_TRACES):
-        ids["ok"] = mesh.request("/api/data", fail=False, start=start + i * 1000 * MS)
-    ids["error"] = mesh.request("/api/data", fail=True, start=start + OK_TRACES * 1000 * MS)
+        query_ms = 2 + (i * 7) % 13  # durations that differ, as real ones do
+        ids["ok"] = mesh.request("/api/data", fail=False, start=start + i * 1000 * MS, query_ms=query_ms)
+    ids["error"] = mesh.request("/api/data", fail=True, start=start + OK_TRACES * 1000 * MS, query_ms=30)
     mesh.shutdown()
     wait_for(lambda: stored(base, ids["error"], 8) and stored(base, ids["ok"], 8), "the traces stored")
     return ids
@@ -150,7 +152,7 @@ def test_colours_errors_and_titles_on_the_search_page(
 ) -> None:
     base, otlp = collector
     ui = Page(browser, base)
-    page = ui.goto(f"/search?service={GATEWAY}&lookback=1h&limit=50")
+    page = ui.goto(f"/search?service={GATEWAY}&lookback=1h&limit=8")
     ok = page.locator(f'.result[data-trace-id="{mesh_traces["ok"]}"]')
     bad = page.locator(f'.result[data-trace-id="{mesh_traces["error"]}"]')
     ok.wait_for()
@@ -238,7 +240,15 @@ def test_waterfall_kinds_pods_errors_and_resizable_names(
     page.reload()
     expect(rows).to_have_count(8)
     assert abs(rows.first.locator(".span-name").bounding_box()["width"] - (after - 24)) <= 2
+
+    # The picture for the docs: a good request, the frontend's span open at its pod.
+    page = ui.goto(f"/trace/{mesh_traces['ok']}")
+    page.locator(".span-row", has_text="GET /api/data").first.click()
+    page.locator(".span-detail .detail-section").first.wait_for()
+    page.evaluate("document.querySelectorAll('.span-detail details').forEach((d) => { d.open = false; })")
     screenshot(page, "trace-view.png")
+    page = ui.goto(f"/trace/{mesh_traces['error']}")
+    rows = page.locator(".span-row")
 
     # The sticky toolbar starts at (or under) the header's bottom edge: nothing shows between.
     page.set_viewport_size({"width": 1400, "height": 420})

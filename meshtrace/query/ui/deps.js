@@ -25,6 +25,12 @@ function errorRate(link) {
   return link.callCount ? (link.errorCount || 0) / link.callCount : 0;
 }
 
+/** "bad" (red) from RED_RATE on, "warn" (amber) below it, nothing without errors. */
+function errorClass(rate) {
+  if (rate >= RED_RATE) return "bad";
+  return rate > 0 ? "warn" : undefined;
+}
+
 function pctText(rate) {
   return `${rate > 0 && rate < 0.001 ? "<0.1" : +(rate * 100).toFixed(1)}%`;
 }
@@ -88,7 +94,7 @@ function graph(links, members, navigate, width) {
     // The label sits on an opaque pill over the curve's middle, so no line runs through its text.
     const pw = measure(label, LABEL_FONT) + 12;
     svg.append(s("g", {
-      class: ["dep-edge", rate >= RED_RATE && "has-errors", rate > 0 && rate < RED_RATE && "some-errors"],
+      class: ["dep-edge", errorClass(rate) === "bad" && "has-errors", errorClass(rate) === "warn" && "some-errors"],
       "data-parent": e.parent, "data-child": e.child,
     },
     s("title", {}, `${e.parent} → ${e.child}: ${label}`),
@@ -129,7 +135,7 @@ function table(links) {
     h("tbody", {}, sorted.map((l) => h("tr", {},
       h("td", {}, l.parent), h("td", {}, l.child), h("td", { class: "num" }, String(l.callCount)),
       h("td", { class: "num" }, l.errorCount === undefined ? "—" : String(l.errorCount)),
-      h("td", { class: ["num", errorRate(l) > 0 && "bad"] }, l.errorCount === undefined ? "—" : pctText(errorRate(l)))))));
+      h("td", { class: ["num", errorClass(errorRate(l))] }, l.errorCount === undefined ? "—" : pctText(errorRate(l)))))));
 }
 
 /** Render the dependencies page for the URL query `q` (lookback=1h|6h|24h|7d). */

@@ -360,7 +360,7 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
       node.orphan
         ? h("span", { class: "orphan-marker", title: ORPHAN_HELP, "aria-label": "missing parent" }, "⚠ missing parent")
         : null);
-    name.style.paddingLeft = `${0.25 + node.depth * 1.1}rem`;
+    name.style.paddingLeft = `${0.25 + node.depth * 0.8}rem`;
     const bar = h("div", { class: "bar" });
     bar.style.left = pct(node.start);
     bar.style.width = width(node.duration);

@@ -63,7 +63,10 @@ class Mesh:
             context=ctx(root),
             kind=SpanKind.SERVER,
             start_time=at(1),
-            attributes=sidecar_tags,
+            attributes={
+                **sidecar_tags,
+                "node_id": "sidecar~127.0.1.2~frontend-1.default~default.svc.cluster.local",
+            },
         )
         frontend = self.tracer("frontend", **{"k8s.pod.name": "frontend-1", "k8s.namespace.name": "default"})
         app = frontend.start_span(
@@ -210,6 +213,8 @@ def test_waterfall_kinds_pods_errors_and_resizable_names(
     # App spans name their pod (k8s.pod.name), in the row and in the details.
     app_row = rows.filter(has_text="GET /api/data").first
     assert app_row.locator(".pod").inner_text() == "frontend-1"
+    # A sidecar's pod comes from its Envoy node id.
+    assert rows.nth(1).locator(".pod").inner_text() == "frontend-1"
     app_row.click()
     facts = page.locator(".span-detail .facts").first.inner_text()
     assert "Pod\nfrontend-1 (namespace default)" in facts

@@ -83,6 +83,9 @@ MODEL_CASES = """async () => {
     m.httpRequest({tags: [tag('upstream_cluster', 'outbound|8080||b.default.svc.cluster.local')]}),
     m.httpRequest({tags: []}),
   ];
+  out.proxyPods = [m.proxyPod('sidecar~10.0.0.5~frontend-0.default~default.svc.cluster.local'),
+                   m.proxyPod('router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local'),
+                   m.proxyPod('x~1~2'), m.proxyPod(undefined)];
   out.palette = Array.from({length: 400}, (_, i) => m.serviceColor('svc-' + i));
   const mesh = [link('gw.istio-system', 'fe.default', 10), link('fe.default', 'fe', 10),
                 link('fe', 'fe.default', 4), link('fe.default', 'be.default', 4),
@@ -171,6 +174,8 @@ def test_model_functions(browser: Any) -> None:
         {"method": "", "path": "outbound|8080||b.default.svc.cluster.local"},
         {"method": "", "path": ""},
     ]
+    # A sidecar's or the gateway's pod comes from its Envoy node id.
+    assert out["proxyPods"] == ["frontend-0", "istio-ingressgateway-0", "", ""]
     # No service is ever drawn red (red means error), and the hash spreads over the palette.
     colours = set(out["palette"])
     assert len(colours) == 16

@@ -71,7 +71,7 @@ export function buildTrace(trace) {
       orphan: false,
       error: isErrorSpan(span),
       kind: tagValue(span.tags, "span.kind") || "",
-      pod: podName(process),
+      pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
     };
     nodes.push(node);
     // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
@@ -134,6 +134,18 @@ export function buildTrace(trace) {
 export function podName(process) {
   const pod = tagValue(process.tags, "k8s.pod.name");
   return pod === undefined ? "" : String(pod);
+}
+
+/**
+ * The pod of a sidecar or gateway span, from its Envoy node id tag
+ * (`sidecar~10.0.0.5~frontend-0.default~default.svc.cluster.local`: type, IP, pod.namespace,
+ * DNS domain); "" for anything else.
+ */
+export function proxyPod(nodeId) {
+  const parts = typeof nodeId === "string" ? nodeId.split("~") : [];
+  if (parts.length !== 4 || !["sidecar", "router"].includes(parts[0])) return "";
+  const namespace = parts[3].split(".")[0];
+  return parts[2].endsWith(`.${namespace}`) ? parts[2].slice(0, -namespace.length - 1) : parts[2];
 }
 
 function firstTag(tags, keys) {

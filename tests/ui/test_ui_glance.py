@@ -213,8 +213,11 @@ def test_waterfall_kinds_pods_errors_and_resizable_names(
     # App spans name their pod (k8s.pod.name), in the row and in the details.
     app_row = rows.filter(has_text="GET /api/data").first
     assert app_row.locator(".pod").inner_text() == "frontend-1"
-    # A sidecar's pod comes from its Envoy node id.
-    assert rows.nth(1).locator(".pod").inner_text() == "frontend-1"
+    # A sidecar's pod comes from its Envoy node id; its row leaves room for the route instead.
+    assert rows.nth(1).locator(".pod").count() == 0
+    rows.nth(1).click()
+    assert "Pod\nfrontend-1\n" in page.locator(".span-detail .facts").first.inner_text()
+    rows.nth(1).click()
     app_row.click()
     facts = page.locator(".span-detail .facts").first.inner_text()
     assert "Pod\nfrontend-1 (namespace default)" in facts

@@ -71,6 +71,7 @@ export function buildTrace(trace) {
       orphan: false,
       error: isErrorSpan(span),
       kind: tagValue(span.tags, "span.kind") || "",
+      appPod: podName(process),
       pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
     };
     nodes.push(node);

@@ -355,7 +355,9 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
       node.error ? h("span", { class: "error-icon", title: "error" }, "!") : null,
       kindMarker(node.kind), swatch(node.service),
       h("span", { class: "svc" }, node.service), h("span", { class: "op" }, node.operation),
-      node.pod ? h("span", { class: "pod", title: `pod ${node.pod}` }, node.pod) : null,
+      // An app's pod tells its replicas apart; a proxy's (from its node id) is in the details,
+      // so the long route names of sidecar rows keep their room.
+      node.appPod ? h("span", { class: "pod", title: `pod ${node.appPod}` }, node.appPod) : null,
       collapsed ? h("span", { class: "hidden-count" }, `+${countDescendants(node)}`) : null,
       node.orphan
         ? h("span", { class: "orphan-marker", title: ORPHAN_HELP, "aria-label": "missing parent" }, "⚠ missing parent")

@@ -230,12 +230,13 @@ def make_plan(
                 ip = next(addresses)
             except StopIteration:
                 raise ValueError(f"--network {network} has too few addresses for every replica") from None
+            pod = PodIdentity(f"{dep.name}-{i}", dep.namespace, ip)
             env = _app_env(
-                container.env, ip, app_port, host, otlp_target, collector_hosts, defined, plan.reports
+                container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
             )
             plan.pods.append(
                 PodPlan(
-                    name=f"{dep.name}-{i}",
+                    name=pod.name,
                     deployment=dep.name,
                     namespace=dep.namespace,
                     ip=ip,
@@ -307,9 +308,39 @@ def _collector_config(
     return config, service
 
 
+@dataclass(frozen=True)
+class PodIdentity:
+    """What Kubernetes' downward API tells a container about its pod."""
+
+    name: str
+    namespace: str
+    ip: str
+
+    def downward(self, env_name: str) -> str | None:
+        """The value of a `valueFrom` variable, going by the usual names (`POD_IP`, `MY_POD_NAME`,
+        ...): status.podIP, metadata.name, metadata.namespace."""
+        fields = (("POD_IP", self.ip), ("POD_NAME", self.name), ("POD_NAMESPACE", self.namespace))
+        for suffix, value in fields:
+            if env_name.endswith(suffix):
+                return value
+        return None
+
+
+def _resource_attributes(declared: str | None, pod: PodIdentity) -> str:
+    """OTEL_RESOURCE_ATTRIBUTES with the pod's k8s.pod.name and k8s.namespace.name added (what the
+    Collector's k8sattributes processor adds in a cluster), so replicas can be told apart; keys the
+    manifest sets itself win."""
+    given = [part for part in (declared or "").split(",") if part.strip()]
+    keys = {part.split("=", 1)[0].strip() for part in given}
+    for key, value in (("k8s.pod.name", pod.name), ("k8s.namespace.name", pod.namespace)):
+        if key not in keys:
+            given.append(f"{key}={value}")
+    return ",".join(given)
+
+
 def _app_env(
     declared: dict[str, str | None],
-    ip: str,
+    pod: PodIdentity,
     port: int,
     host: str,
     otlp_target: str,
@@ -318,11 +349,13 @@ def _app_env(
     reports: list[str],
 ) -> dict[str, str]:
     """The app's environment: its own, with collector addresses made local, plus the pod's."""
+    ip = pod.ip
     env: dict[str, str] = {}
     for name, value in declared.items():
         if value is None:
-            if name.endswith("POD_IP"):
-                env[name] = ip
+            known = pod.downward(name)
+            if known is not None:
+                env[name] = known
             continue
         if name in OTLP_ENV:
             target = value.split("://", 1)[-1].rsplit(":", 1)[0]
@@ -341,6 +374,9 @@ def _app_env(
     env.update(
         {
             "POD_IP": ip,
+            "POD_NAME": pod.name,
+            "POD_NAMESPACE": pod.namespace,
+            "OTEL_RESOURCE_ATTRIBUTES": _resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES"), pod),
             "PORT": str(port),
             "HTTP_PROXY": proxy,
             "http_proxy": proxy,

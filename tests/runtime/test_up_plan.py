@@ -148,3 +148,45 @@ def test_up_names_the_process_holding_a_port() -> None:
         result = _up("--host", host, "--network", "127.199.0.0/25", "--ingress", f"{host}:{port}")
     assert result.returncode == 2
     assert f"{host}:{port} is in use by pid {os.getpid()} " in result.stdout
+
+
+def test_apps_learn_their_pod_as_the_downward_api_would_tell_them() -> None:
+    """Each replica knows its pod (POD_NAME, POD_NAMESPACE) and its spans carry k8s.pod.name and
+    k8s.namespace.name through OTEL_RESOURCE_ATTRIBUTES, so two replicas can be told apart."""
+    from meshtrace.sdk.resource import build_resource
+
+    plan = _plan([DEFAULT_MANIFESTS])
+    envs = {p.name: p.app_env for p in plan.pods}
+    assert envs["frontend-1"]["POD_NAME"] == "frontend-1"
+    assert envs["frontend-1"]["POD_NAMESPACE"] == "default"
+    resources = {name: build_resource(env, detectors=[]).attributes for name, env in envs.items()}
+    assert resources["frontend-0"]["k8s.pod.name"] == "frontend-0"
+    assert resources["frontend-1"]["k8s.pod.name"] == "frontend-1"
+    assert resources["backend-0"]["k8s.namespace.name"] == "default"
+
+
+def test_pod_identity_keeps_what_the_manifest_declares(tmp_path: Path) -> None:
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(
+        """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: store}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata:
+      labels: {app: shop}
+      annotations: {meshtrace.dev/command: "python -m http.server"}
+    spec:
+      containers:
+        - name: shop
+          image: shop:1
+          env:
+            - {name: MY_POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: OTEL_RESOURCE_ATTRIBUTES, value: "team=cart,k8s.pod.name=given"}
+"""
+    )
+    env = _plan([manifest]).pods[0].app_env
+    assert env["MY_POD_NAME"] == "shop-0"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "team=cart,k8s.pod.name=given,k8s.namespace.name=store"

@@ -4,6 +4,7 @@ these need no server."""
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,26 @@ MODEL_CASES = """async () => {
   out.layers = Object.fromEntries(layout.nodes.map((n) => [n.name, n.x]));
   out.backEdges = layout.edges.filter((e) => e.back).map((e) => e.parent + '>' + e.child);
   out.skipEdges = layout.edges.filter((e) => e.skip).map((e) => e.parent + '>' + e.child);
+  out.wide = g.layoutDependencies(links, {width: 2000, nodeWidth: 200}).width;
+  const tag = (key, value) => ({key, value});
+  out.http = [
+    m.httpRequest({tags: [tag('http.method', 'GET'), tag('http.url', 'http://h:80/a/b?x=1')]}),
+    m.httpRequest({tags: [tag('http.request.method', 'POST'), tag('url.path', '/p'), tag('http.url', 'http://h/q')]}),
+    m.httpRequest({tags: [tag('http.method', 'PUT'), tag('http.target', '/t?y')]}),
+    m.httpRequest({tags: [tag('upstream_cluster', 'outbound|8080||b.default.svc.cluster.local')]}),
+    m.httpRequest({tags: []}),
+  ];
+  out.proxyPods = [m.proxyPod('sidecar~10.0.0.5~frontend-0.default~default.svc.cluster.local'),
+                   m.proxyPod('router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local'),
+                   m.proxyPod('x~1~2'), m.proxyPod(undefined)];
+  out.palette = Array.from({length: 400}, (_, i) => m.serviceColor('svc-' + i));
+  const mesh = [link('gw.istio-system', 'fe.default', 10), link('fe.default', 'fe', 10),
+                link('fe', 'fe.default', 4), link('fe.default', 'be.default', 4),
+                link('be.default', 'be', 4), link('lonely.x', 'be', 1)];
+  mesh[3].errorCount = 1;
+  const grouped = g.groupWorkloads(mesh);
+  out.grouped = grouped.links.map((l) => [l.parent, l.child, l.callCount, l.errorCount ?? null]);
+  out.members = Object.fromEntries(grouped.members);
   return out;
 }"""
 
@@ -145,3 +166,33 @@ def test_model_functions(browser: Any) -> None:
     assert out["layers"]["a"] < out["layers"]["b"] < out["layers"]["c"]
     assert out["backEdges"] == ["c>a"]
     assert out["skipEdges"] == ["a>c"]
+    assert out["wide"] == 2000  # the columns spread over the width on offer
+    assert out["http"] == [
+        {"method": "GET", "path": "/a/b?x=1"},
+        {"method": "POST", "path": "/p"},
+        {"method": "PUT", "path": "/t?y"},
+        {"method": "", "path": "outbound|8080||b.default.svc.cluster.local"},
+        {"method": "", "path": ""},
+    ]
+    # A sidecar's or the gateway's pod comes from its Envoy node id.
+    assert out["proxyPods"] == ["frontend-0", "istio-ingressgateway-0", "", ""]
+    # No service is ever drawn red (red means error), and the hash spreads over the palette.
+    colours = set(out["palette"])
+    assert len(colours) == 16
+    for colour in colours:
+        r, g, b = (int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+        hue, _, saturation = colorsys.rgb_to_hls(r, g, b)
+        assert not (saturation > 0.3 and (hue < 25 / 360 or hue > 330 / 360)), colour
+    # An app and its sidecar (`<app>.<namespace>`) fold into one workload; calls between the two
+    # halves vanish, the rest add up; a dotted name with no app partner stays as it is.
+    assert out["grouped"] == [
+        ["gw.istio-system", "fe", 10, None],
+        ["fe", "be", 4, 1],
+        ["lonely.x", "be", 1, None],
+    ]
+    assert out["members"] == {
+        "be": ["be", "be.default"],
+        "fe": ["fe", "fe.default"],
+        "gw.istio-system": ["gw.istio-system"],
+        "lonely.x": ["lonely.x"],
+    }

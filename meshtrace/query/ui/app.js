@@ -4,7 +4,6 @@
 import * as api from "./api.js";
 import { renderDependencies } from "./deps.js";
 import { h, mount } from "./dom.js";
-import { setServiceOrder } from "./model.js";
 import { renderSearch } from "./search.js";
 import { renderTrace } from "./trace.js";
 
@@ -91,7 +90,6 @@ upload.addEventListener("change", async () => {
     const spans = result.spans ?? result.spanCount;
     notify(`Imported ${file.name}` + (spans !== undefined ? `: ${spans} span${spans === 1 ? "" : "s"}` : "") +
       (ids.length ? ` in ${ids.length} trace${ids.length === 1 ? "" : "s"}` : ""), "ok");
-    setServiceOrder(await api.services());
     if (ids.length === 1) navigate(`/trace/${ids[0]}`);
     else render();
   } catch (err) {
@@ -101,14 +99,4 @@ upload.addEventListener("change", async () => {
   }
 });
 
-/** Learn the store's services (for collision-free colours), then draw the page. */
-async function start() {
-  try {
-    setServiceOrder(await api.services());
-  } catch {
-    // Colours fall back to a hash of the name; the view reports the API error itself.
-  }
-  render();
-}
-
-start();
+render();

@@ -2,14 +2,33 @@
 
 import * as api from "./api.js";
 import { h, mount, s } from "./dom.js";
-import { layoutDependencies } from "./graph.js";
+import { groupWorkloads, layoutDependencies } from "./graph.js";
 import { serviceColor } from "./model.js";
 
 const LOOKBACKS = [["1h", 3600e3], ["6h", 6 * 3600e3], ["24h", 24 * 3600e3], ["7d", 7 * 24 * 3600e3]];
 const NODE_H = 44;
+// Error rates below this are shown amber, not red: one failed call in thousands is not an outage.
+const RED_RATE = 0.05;
+const NODE_FONT = "600 13px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+const LABEL_FONT = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+
+/** Text widths in pixels as the SVG will draw them, so nodes and label pills fit their text. */
+function measurer() {
+  const ctx = document.createElement("canvas").getContext("2d");
+  return (text, font) => {
+    ctx.font = font;
+    return Math.ceil(ctx.measureText(text).width);
+  };
+}
 
 function errorRate(link) {
   return link.callCount ? (link.errorCount || 0) / link.callCount : 0;
+}
+
+/** "bad" (red) from RED_RATE on, "warn" (amber) below it, nothing without errors. */
+function errorClass(rate) {
+  if (rate >= RED_RATE) return "bad";
+  return rate > 0 ? "warn" : undefined;
 }
 
 function pctText(rate) {
@@ -49,8 +68,16 @@ function edgePath(e, w, bottom) {
   return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, lx: mx, ly: (y1 + y2) / 2 - 6 };
 }
 
-function graph(links, navigate) {
-  const layout = layoutDependencies(links);
+function graph(links, members, navigate, width) {
+  const measure = measurer();
+  const subLabel = (name) => {
+    const held = members.get(name) || [name];
+    return held.length > 1 ? `app + sidecar ${held.filter((m) => m !== name).join(", ")}` : "";
+  };
+  const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))];
+  // Every name whole: the node is as wide as the longest label (or its sidecar line).
+  const nodeWidth = Math.max(150, ...names.map((n) => Math.max(measure(n, NODE_FONT), measure(subLabel(n), LABEL_FONT)) + 28));
+  const layout = layoutDependencies(links, { width, nodeWidth });
   const w = layout.nodeWidth;
   const svg = s("svg", {
     class: "dep-graph", id: "dep-graph", viewBox: `0 -40 ${layout.width} ${layout.height + 40}`,
@@ -64,15 +91,22 @@ function graph(links, navigate) {
     const { d, lx, ly } = edgePath(e, w, bottom);
     const rate = errorRate(e);
     const label = `${e.callCount} call${e.callCount === 1 ? "" : "s"}` + (rate ? ` · ${pctText(rate)} errors` : "");
-    svg.append(s("g", { class: ["dep-edge", rate && "has-errors"], "data-parent": e.parent, "data-child": e.child },
-      s("title", {}, `${e.parent} → ${e.child}: ${label}`),
-      s("path", { d, "marker-end": "url(#arrow)" }),
-      s("text", { x: lx, y: ly, "text-anchor": "middle", class: "edge-label" }, label)));
+    // The label sits on an opaque pill over the curve's middle, so no line runs through its text.
+    const pw = measure(label, LABEL_FONT) + 12;
+    svg.append(s("g", {
+      class: ["dep-edge", errorClass(rate) === "bad" && "has-errors", errorClass(rate) === "warn" && "some-errors"],
+      "data-parent": e.parent, "data-child": e.child,
+    },
+    s("title", {}, `${e.parent} → ${e.child}: ${label}`),
+    s("path", { d, "marker-end": "url(#arrow)" }),
+    s("rect", { class: "edge-pill", x: lx - pw / 2, y: ly - 12, width: pw, height: 17, rx: 8.5 }),
+    s("text", { x: lx, y: ly, "text-anchor": "middle", class: "edge-label" }, label)));
   }
   for (const n of layout.nodes) {
     const open = () => navigate(`/search?service=${encodeURIComponent(n.name)}`);
     const node = s("g", {
-      class: "dep-node", "data-service": n.name, tabindex: "0", role: "link",
+      class: "dep-node", "data-service": n.name, "data-members": (members.get(n.name) || [n.name]).join(" "),
+      tabindex: "0", role: "link",
       "aria-label": `${n.name}: search its traces`,
       onclick: open,
       onkeydown: (ev) => {
@@ -85,7 +119,10 @@ function graph(links, navigate) {
     s("title", {}, `${n.name} — click to search its traces`),
     s("rect", { x: n.x, y: n.y, width: w, height: NODE_H, rx: "8" }),
     s("rect", { x: n.x, y: n.y, width: "6", height: NODE_H, class: "node-stripe", fill: serviceColor(n.name) }),
-    s("text", { x: n.x + 14, y: n.y + 27, class: "node-label" }, n.name.length > 20 ? `${n.name.slice(0, 19)}…` : n.name));
+    subLabel(n.name)
+      ? [s("text", { x: n.x + 14, y: n.y + 19, class: "node-label" }, n.name),
+        s("text", { x: n.x + 14, y: n.y + 35, class: "node-sub" }, subLabel(n.name))]
+      : s("text", { x: n.x + 14, y: n.y + 27, class: "node-label" }, n.name));
     svg.append(node);
   }
   return svg;
@@ -98,19 +135,28 @@ function table(links) {
     h("tbody", {}, sorted.map((l) => h("tr", {},
       h("td", {}, l.parent), h("td", {}, l.child), h("td", { class: "num" }, String(l.callCount)),
       h("td", { class: "num" }, l.errorCount === undefined ? "—" : String(l.errorCount)),
-      h("td", { class: ["num", errorRate(l) > 0 && "bad"] }, l.errorCount === undefined ? "—" : pctText(errorRate(l)))))));
+      h("td", { class: ["num", errorClass(errorRate(l))] }, l.errorCount === undefined ? "—" : pctText(errorRate(l)))))));
 }
 
 /** Render the dependencies page for the URL query `q` (lookback=1h|6h|24h|7d). */
 export async function renderDependencies(root, q, navigate) {
   document.title = "Dependencies · meshtrace";
   const current = q.get("lookback") || "24h";
+  const apart = q.get("sidecars") === "apart";
+  const url = (lookback, split) => `/dependencies?lookback=${lookback}${split ? "&sidecars=apart" : ""}`;
+  const toggle = h("input", { type: "checkbox", id: "dep-sidecars", checked: apart || undefined });
+  toggle.addEventListener("change", () => navigate(url(current, toggle.checked)));
   const select = h("select", { id: "dep-lookback", "aria-label": "Time range" },
     LOOKBACKS.map(([k]) => h("option", { value: k, selected: k === current || undefined }, `Last ${k}`)));
-  select.addEventListener("change", () => navigate(`/dependencies?lookback=${select.value}`));
+  select.addEventListener("change", () => navigate(url(select.value, apart)));
   const content = h("div", { class: "deps-content" }, h("p", { class: "loading" }, "Loading…"));
   mount(root, h("section", { class: "deps-page" },
-    h("div", { class: "results-head" }, h("h1", {}, "Service dependencies"), select), content));
+    h("div", { class: "results-head" }, h("h1", {}, "Service dependencies"),
+      h("span", { class: "results-tools" },
+        h("label", { class: "check", title: "Draw each app and its sidecar as separate services" }, toggle,
+          h("span", {}, "Show sidecars apart")),
+        select)),
+    content));
   const lookback = (LOOKBACKS.find(([k]) => k === current) || LOOKBACKS[2])[1];
   let links;
   try {
@@ -123,5 +169,8 @@ export async function renderDependencies(root, q, navigate) {
     mount(content, h("p", { class: "empty" }, "No calls between services in this time range."));
     return;
   }
-  mount(content, graph(links, navigate), table(links));
+  const grouped = apart ? { links, members: new Map() } : groupWorkloads(links);
+  mount(content, h("div", { class: "dep-graph-wrap" }));
+  const width = content.firstChild.clientWidth;
+  mount(content, graph(grouped.links, grouped.members, navigate, width), table(links));
 }

@@ -5,7 +5,7 @@
  * mean position of its callers, so edges cross less. Calls that close a cycle are drawn but do not
  * move nodes. `links` are Jaeger's {parent, child, callCount, errorCount?}.
  */
-export function layoutDependencies(links, { colWidth = 330, rowHeight = 100, nodeWidth = 170 } = {}) {
+export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidth = 170 } = {}) {
   const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))].sort();
   const out = new Map(names.map((n) => [n, []]));
   const indegree = new Map(names.map((n) => [n, 0]));
@@ -48,6 +48,10 @@ export function layoutDependencies(links, { colWidth = 330, rowHeight = 100, nod
     const l = layer.get(n);
     (columns[l] = columns[l] || []).push(n);
   }
+  // Spread the columns over the width on offer (a wide screen gets long, readable edges), never
+  // closer than a node plus room for an edge label.
+  const minGap = nodeWidth + 130;
+  const colWidth = columns.length > 1 ? Math.max(minGap, (width - 76 - nodeWidth) / (columns.length - 1)) : minGap;
   const pos = new Map();
   columns.forEach((col, i) => {
     if (i > 0) {
@@ -81,8 +85,42 @@ export function layoutDependencies(links, { colWidth = 330, rowHeight = 100, nod
   return {
     nodes,
     edges,
-    width: 56 + (columns.length - 1) * colWidth + nodeWidth, // room for a back edge right of the last column
+    width: Math.max(width, 56 + (columns.length - 1) * colWidth + nodeWidth), // room for a back edge right of the last column
     height: 40 + tallest * rowHeight,
     nodeWidth,
   };
+}
+
+/**
+ * Fold each sidecar into its app: Istio names a sidecar's spans `<app>.<namespace>`, so a service
+ * `a.ns` (ns a single DNS label) linked in either direction with a service `a` is the same workload.
+ * Calls between the two halves vanish and the rest are summed per pair of workloads. Returns
+ * {links, members}: members maps each workload (named after its app) to the services it holds.
+ */
+export function groupWorkloads(links) {
+  const names = new Set(links.flatMap((l) => [l.parent, l.child]));
+  const linked = new Set(links.flatMap((l) => [`${l.parent}\u0000${l.child}`, `${l.child}\u0000${l.parent}`]));
+  const workload = new Map([...names].map((n) => [n, n]));
+  for (const n of names) {
+    const dot = n.lastIndexOf(".");
+    const app = n.slice(0, dot);
+    if (dot > 0 && names.has(app) && linked.has(`${app}\u0000${n}`)) workload.set(n, app);
+  }
+  const members = new Map();
+  for (const n of [...names].sort()) {
+    const w = workload.get(n);
+    members.set(w, [...(members.get(w) || []), n]);
+  }
+  const merged = new Map();
+  for (const l of links) {
+    const parent = workload.get(l.parent);
+    const child = workload.get(l.child);
+    if (parent === child && l.parent !== l.child) continue; // an app and its own sidecar
+    const key = `${parent}\u0000${child}`;
+    const m = merged.get(key) || { parent, child, callCount: 0 };
+    m.callCount += l.callCount;
+    if (l.errorCount !== undefined) m.errorCount = (m.errorCount || 0) + l.errorCount;
+    merged.set(key, m);
+  }
+  return { links: [...merged.values()], members };
 }

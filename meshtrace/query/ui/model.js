@@ -1,24 +1,20 @@
 // Pure functions over Jaeger JSON traces: span tree, orphans, critical path, flame layout, find,
 // formatting. No DOM here, so tests can import this module and call it directly.
 
+// Service colours. Red is kept for errors, so the palette has no red, rose or pink: a
+// service (the gateway is the root of every trace) must never look like a failure. The order puts
+// the demo's services (gateway, apps, sidecars) on well-separated colours.
 const PALETTE = [
-  "#3b82f6", "#f59e0b", "#10b981", "#a855f7", "#ef4444", "#06b6d4", "#84cc16", "#ec4899",
-  "#6366f1", "#f97316", "#14b8a6", "#eab308", "#8b5cf6", "#22c55e", "#0ea5e9", "#d946ef",
+  "#f59e0b", "#84cc16", "#a855f7", "#6366f1", "#14b8a6", "#eab308", "#8b5cf6", "#64748b",
+  "#10b981", "#4d7c0f", "#0ea5e9", "#1e40af", "#a16207", "#3b82f6", "#06b6d4", "#22c55e",
 ];
-let serviceIndex = new Map();
 
 /**
- * Give the known services (the store's sorted list) one palette slot each, so colours do not
- * collide until there are more services than colours, and stay the same in every view.
+ * A stable colour per service name: a hash (FNV-1a) of the name into the palette. It depends on
+ * the name alone, so a service has the same colour on every page and after every reload, however
+ * many services the store holds.
  */
-export function setServiceOrder(names) {
-  serviceIndex = new Map(names.map((name, i) => [name, i]));
-}
-
-/** A stable colour per service name: its slot in the known order, else a hash (FNV-1a). */
 export function serviceColor(name) {
-  const known = serviceIndex.get(name);
-  if (known !== undefined) return PALETTE[known % PALETTE.length];
   let hash = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) {
     hash ^= name.charCodeAt(i);
@@ -75,6 +71,8 @@ export function buildTrace(trace) {
       orphan: false,
       error: isErrorSpan(span),
       kind: tagValue(span.tags, "span.kind") || "",
+      appPod: podName(process),
+      pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
     };
     nodes.push(node);
     // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
@@ -133,14 +131,61 @@ export function buildTrace(trace) {
   };
 }
 
+/** The pod a span ran in: `k8s.pod.name` of its resource (the process tags), else "". */
+export function podName(process) {
+  const pod = tagValue(process.tags, "k8s.pod.name");
+  return pod === undefined ? "" : String(pod);
+}
+
+/**
+ * The pod of a sidecar or gateway span, from its Envoy node id tag
+ * (`sidecar~10.0.0.5~frontend-0.default~default.svc.cluster.local`: type, IP, pod.namespace,
+ * DNS domain); "" for anything else.
+ */
+export function proxyPod(nodeId) {
+  const parts = typeof nodeId === "string" ? nodeId.split("~") : [];
+  if (parts.length !== 4 || !["sidecar", "router"].includes(parts[0])) return "";
+  const namespace = parts[3].split(".")[0];
+  return parts[2].endsWith(`.${namespace}`) ? parts[2].slice(0, -namespace.length - 1) : parts[2];
+}
+
+function firstTag(tags, keys) {
+  for (const key of keys) {
+    const value = tagValue(tags, key);
+    if (value !== undefined && value !== "") return String(value);
+  }
+  return "";
+}
+
+/**
+ * The HTTP request a span served, as {method, path}: the method from `http.request.method` (or the
+ * older `http.method`), the path from `url.path`, `http.target` or the path of `http.url` (a
+ * sidecar's tag); without any of those, the sidecar's `upstream_cluster` names where it went.
+ */
+export function httpRequest(span) {
+  const tags = span.tags || [];
+  const method = firstTag(tags, ["http.request.method", "http.method"]);
+  let path = firstTag(tags, ["url.path", "http.target"]);
+  const url = firstTag(tags, ["url.full", "http.url"]);
+  if (!path && url) {
+    const m = url.match(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^#]*)/i);
+    path = m ? m[1] || "/" : url;
+  }
+  if (!path) path = firstTag(tags, ["upstream_cluster"]);
+  return { method, path };
+}
+
 /** What a search result shows: name (root service: root operation), counts, services, timing. */
 export function summarize(trace) {
   const model = buildTrace(trace);
   const root = model.rootSpan;
+  const http = root ? httpRequest(root.span) : { method: "", path: "" };
   return {
     traceID: model.traceID,
     service: root ? root.service : "",
     operation: root ? root.operation : "",
+    method: http.method,
+    path: http.path,
     spanCount: model.nodes.length,
     services: model.services,
     start: model.start,

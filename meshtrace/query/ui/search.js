@@ -193,8 +193,10 @@ function scatter(rows, onOpen) {
     s("text", { class: "axis", x: M.left, y: H - 6 }, timeLabel(t0)),
     s("text", { class: "axis", x: W - M.right, y: H - 6, "text-anchor": "end" }, timeLabel(t1)),
   );
-  for (const r of [...rows].sort((a, b) => b.spanCount - a.spanCount)) {
-    const label = `${r.service}: ${r.operation} — ${fmtDuration(r.duration)}, ${r.spanCount} spans` +
+  // Big dots first so small ones stay clickable; error traces last, so they are drawn on top.
+  const order = [...rows].sort((a, b) => Boolean(a.errorCount) - Boolean(b.errorCount) || b.spanCount - a.spanCount);
+  for (const r of order) {
+    const label = `${resultTitle(r)} — ${fmtDuration(r.duration)}, ${r.spanCount} spans` +
       (r.errorCount ? `, ${r.errorCount} errors` : "");
     const dot = s(
       "circle",
@@ -215,7 +217,24 @@ function scatter(rows, onOpen) {
     dot.style.setProperty("--c", serviceColor(r.service));
     svg.append(dot);
   }
+  if (rows.some((r) => r.errorCount)) {
+    svg.append(s("g", { class: "legend", "aria-hidden": "true" },
+      s("circle", { class: "dot error", cx: W - M.right - 78, cy: M.top + 4, r: 5 }),
+      s("text", { class: "axis", x: W - M.right - 68, y: M.top + 8 }, "has errors")));
+  }
   return svg;
+}
+
+/** Method and path add something unless the operation already names them ("GET /checkout"). */
+function showRequest(r) {
+  if (!r.method && !r.path) return false;
+  return !(r.path && r.operation.includes(r.path) && (!r.method || r.operation.includes(r.method)));
+}
+
+/** The result's name as text: `service: operation`, then the request's method and path. */
+function resultTitle(r) {
+  const request = showRequest(r) ? [r.method, r.path].filter(Boolean).join(" ") : "";
+  return `${r.service}: ${r.operation}` + (request ? ` — ${request}` : "");
 }
 
 function serviceChips(services) {
@@ -230,12 +249,19 @@ function resultItem(r, maxDuration) {
   const bar = h("span", { class: "result-bar" });
   bar.style.width = `${Math.max(1, (100 * r.duration) / maxDuration)}%`;
   bar.style.background = serviceColor(r.service);
+  const request = showRequest(r)
+    ? h("span", { class: "result-request" },
+      r.method ? h("span", { class: "method" }, r.method) : null,
+      r.path ? h("span", { class: "path" }, r.path) : null)
+    : null;
   return h(
-    "li", { class: "result", "data-trace-id": r.traceID },
-    h("a", { class: "result-link", href: `/trace/${encodeURIComponent(r.traceID)}`, "data-nav": "" },
+    "li", { class: ["result", r.errorCount && "has-errors"], "data-trace-id": r.traceID },
+    h("a", { class: "result-link", href: `/trace/${encodeURIComponent(r.traceID)}`, "data-nav": "", title: resultTitle(r) },
       h("span", { class: "result-title" },
+        r.errorCount ? h("span", { class: "error-icon", title: "this trace has errors", "aria-label": "has errors" }, "!") : null,
         h("span", { class: "result-service" }, r.service), h("span", { class: "sep" }, ": "),
         h("span", { class: "result-operation" }, r.operation),
+        request,
         h("span", { class: "trace-id" }, r.traceID.slice(0, 7))),
       h("span", { class: "result-duration" }, fmtDuration(r.duration))),
     h("div", { class: "result-track" }, bar),

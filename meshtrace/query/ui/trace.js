@@ -5,8 +5,8 @@
 import * as api from "./api.js";
 import { h, mount } from "./dom.js";
 import {
-  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, formatTags, operationStats, selfTime,
-  serviceColor, tagValue, ticks, visibleNodes,
+  buildTrace, criticalPath, findSpans, flameLayout, fmtDuration, fmtTime, formatTags, httpRequest, operationStats,
+  selfTime, serviceColor, tagValue, ticks, visibleNodes,
 } from "./model.js";
 
 export const ORPHAN_HELP =
@@ -15,6 +15,69 @@ export const ORPHAN_HELP =
   "it (no exporter, another collector, a different sampling decision), it was dropped on the way, or " +
   "it has not been flushed yet. In a mesh, check that every app copies all trace headers " +
   "(traceparent/tracestate, or every x-b3-* header) from its inbound request to its outbound calls.";
+
+const KINDS = {
+  server: ["server", "Server span: this service handled a request"],
+  client: ["client", "Client span: this service called another"],
+  producer: ["producer", "Producer span: this service sent a message"],
+  consumer: ["consumer", "Consumer span: this service received a message"],
+  internal: ["internal", "Internal span: work inside this service"],
+};
+
+/** The span kind as a small marker (Jaeger keeps it in the span.kind tag); nothing when unknown. */
+function kindMarker(kind) {
+  const known = KINDS[kind];
+  if (!known) return null;
+  return h("span", { class: ["kind", `kind-${kind}`], title: known[1], "data-kind": kind }, known[0]);
+}
+
+function namespaceOf(node) {
+  const ns = tagValue(node.process.tags, "k8s.namespace.name");
+  return ns === undefined ? "" : String(ns);
+}
+
+const NAME_WIDTH = "meshtrace.nameColumn";
+const MIN_NAME_WIDTH = 160;
+
+/**
+ * The drag handle on the right edge of the name column: dragging (or ←/→ when focused) sets the
+ * column's width for every row at once (a CSS variable on the trace body); the width is remembered.
+ */
+function nameResizer(body) {
+  const clamp = (px) => Math.round(Math.min(Math.max(px, MIN_NAME_WIDTH), body.clientWidth - 200));
+  const set = (px) => {
+    const width = clamp(px);
+    body.style.setProperty("--name-col", `${width}px`);
+    handle.setAttribute("aria-valuenow", String(width));
+    localStorage.setItem(NAME_WIDTH, String(width));
+  };
+  const current = () => body.querySelector(".waterfall-head .span-name").getBoundingClientRect().width;
+  const handle = h("div", {
+    class: "col-resizer", id: "name-resizer", role: "separator", tabindex: "0", "aria-orientation": "vertical",
+    "aria-label": "Resize the name column (drag, or ← →)", title: "Drag to resize the name column",
+    onpointerdown: (e) => {
+      e.preventDefault();
+      const startX = e.clientX;
+      const startWidth = current();
+      handle.setPointerCapture(e.pointerId);
+      const move = (ev) => set(startWidth + ev.clientX - startX);
+      const up = () => {
+        handle.removeEventListener("pointermove", move);
+        handle.removeEventListener("pointerup", up);
+        handle.classList.remove("dragging");
+      };
+      handle.classList.add("dragging");
+      handle.addEventListener("pointermove", move);
+      handle.addEventListener("pointerup", up);
+    },
+    onkeydown: (e) => {
+      if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+      e.preventDefault();
+      set(current() + (e.key === "ArrowLeft" ? -24 : 24));
+    },
+  });
+  return handle;
+}
 
 function swatch(service) {
   const el = h("span", { class: "swatch" });
@@ -68,6 +131,8 @@ function spanDetail(node, model, actions) {
     ["Span ID", h("code", {}, node.id)],
     ["Parent", parent],
     ["Kind", node.kind || "unspecified"],
+    node.pod ? ["Pod", h("span", { class: "pod-fact" }, node.pod,
+      namespaceOf(node) ? h("span", { class: "muted" }, ` (namespace ${namespaceOf(node)})`) : null)] : null,
     ["Start", `+${fmtDuration(node.start - t0)} (${fmtTime(node.start)})`],
     ["Duration", fmtDuration(node.duration)],
     ["Self time", `${fmtDuration(selfTime(node))} (not in child spans)`],
@@ -102,7 +167,7 @@ function spanDetail(node, model, actions) {
       class: "span-link", href: `/trace/${encodeURIComponent(model.traceID)}?span=${encodeURIComponent(node.id)}`,
       "data-nav": "", title: "A link that opens this trace at this span",
     }, "Link to this span"),
-    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("dl", { class: "facts" }, facts.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     section("Attributes", (node.span.tags || []).length, kvTable(node.span.tags || [], "attributes", node.service)),
     section("Events", logs.length, logs.length ? h("ul", { class: "logs" }, logs) : h("p", { class: "none" }, "none")),
     section("Resource", (node.process.tags || []).length + 1,
@@ -122,13 +187,21 @@ function downloadLinks(traceID) {
 
 function header(model, onService) {
   const root = model.rootSpan;
+  const request = root ? httpRequest(root.span) : { method: "", path: "" };
   const title = root
-    ? h("span", { class: "trace-name" }, swatch(root.service), h("span", { class: "trace-service" }, root.service), ": ",
-      h("span", { class: "trace-operation" }, root.operation))
+    ? [h("span", { class: "trace-name" }, swatch(root.service), h("span", { class: "trace-service" }, root.service), ": ",
+      h("span", { class: "trace-operation" }, root.operation)),
+    request.method || request.path
+      ? h("span", { class: "result-request", id: "trace-request" },
+        request.method ? h("span", { class: "method" }, request.method) : null,
+        request.path ? h("span", { class: "path" }, request.path) : null)
+      : null]
     : ["empty trace"];
   const stat = (label, value, id) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", { id }, value));
   return h("section", { class: "trace-header" },
-    h("h1", { id: "trace-title" }, title, h("code", { class: "trace-id", id: "trace-id" }, model.traceID)),
+    h("h1", { id: "trace-title", class: model.errorCount ? "has-errors" : undefined },
+      model.errorCount ? h("span", { class: "error-icon", title: "this trace has errors", "aria-label": "has errors" }, "!") : null,
+      title, h("code", { class: "trace-id", id: "trace-id" }, model.traceID)),
     h("dl", { class: "stats" },
       stat("Start", fmtTime(model.start), "stat-start"),
       stat("Duration", fmtDuration(model.duration), "stat-duration"),
@@ -188,6 +261,8 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   const pct = (us) => `${model.duration ? (100 * (us - model.start)) / model.duration : 0}%`;
   const width = (us) => `${model.duration ? Math.max((100 * us) / model.duration, 0.2) : 100}%`;
   const body = h("section", { class: "trace-body" });
+  const savedWidth = Number(localStorage.getItem(NAME_WIDTH));
+  if (savedWidth > 0) body.style.setProperty("--name-col", `${savedWidth}px`);
   const rowsByNode = new Map();
   const nodeByRow = new WeakMap();
   const detailsByNode = new Map();
@@ -276,18 +351,22 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
       ? h("button", { type: "button", class: "twisty", tabindex: "-1", "aria-label": collapsed ? "Expand" : "Collapse" },
         collapsed ? "▸" : "▾")
       : h("span", { class: "twisty-space" });
-    const name = h("div", { class: "span-name" }, toggle, swatch(node.service),
-      h("span", { class: "svc" }, node.service), h("span", { class: "op" }, node.operation),
-      collapsed ? h("span", { class: "hidden-count" }, `+${countDescendants(node)}`) : null,
+    const name = h("div", { class: "span-name" }, toggle,
       node.error ? h("span", { class: "error-icon", title: "error" }, "!") : null,
+      kindMarker(node.kind), swatch(node.service),
+      h("span", { class: "svc" }, node.service), h("span", { class: "op" }, node.operation),
+      // An app's pod tells its replicas apart; a proxy's (from its node id) is in the details,
+      // so the long route names of sidecar rows keep their room.
+      node.appPod ? h("span", { class: "pod", title: `pod ${node.appPod}` }, node.appPod) : null,
+      collapsed ? h("span", { class: "hidden-count" }, `+${countDescendants(node)}`) : null,
       node.orphan
         ? h("span", { class: "orphan-marker", title: ORPHAN_HELP, "aria-label": "missing parent" }, "⚠ missing parent")
         : null);
-    name.style.paddingLeft = `${0.25 + node.depth * 1.1}rem`;
+    name.style.paddingLeft = `${0.25 + node.depth * 0.8}rem`;
     const bar = h("div", { class: "bar" });
     bar.style.left = pct(node.start);
     bar.style.width = width(node.duration);
-    bar.style.background = serviceColor(node.service);
+    bar.style.backgroundColor = serviceColor(node.service); // not `background`: error stripes are an image
     const label = h("span", { class: "bar-label" }, fmtDuration(node.duration));
     const startFrac = model.duration ? (node.start - model.start) / model.duration : 0;
     if (startFrac > 0.7) {
@@ -316,7 +395,8 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
       "aria-expanded": hasKids ? String(!collapsed) : undefined,
       "aria-selected": String(state.selected === node),
       "data-span-id": node.id, "data-service": node.service,
-      title: `${node.service}: ${node.operation} — ${fmtDuration(node.duration)}`,
+      title: `${node.service}: ${node.operation}${node.kind ? ` (${node.kind})` : ""}` +
+        `${node.pod ? ` in pod ${node.pod}` : ""} — ${fmtDuration(node.duration)}${node.error ? " — error" : ""}`,
     }, name, track);
     rowsByNode.set(node, row);
     nodeByRow.set(row, node);
@@ -387,7 +467,7 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
       if (e.target.closest(".twisty")) toggleCollapsed(node);
       else toggleDetail(node);
     });
-    return [h("div", { class: "waterfall-head" }, h("div", { class: "span-name" }, "Service: operation"),
+    return [h("div", { class: "waterfall-head" }, h("div", { class: "span-name" }, "Service: operation", nameResizer(body)),
       h("div", { class: "track" }, timeRuler(model))), tree];
   }
 

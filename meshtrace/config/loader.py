@@ -45,6 +45,7 @@ from meshtrace.config.model import (
 SUFFIXES = (".yaml", ".yml", ".json")
 _SEPARATOR = re.compile(r"^---(\s.*)?$")
 _END = re.compile(r"^\.\.\.\s*$")
+INJECT = "sidecar.istio.io/inject"  # pod label (or older annotation) opting in or out
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
@@ -94,23 +95,28 @@ class Bundle:
     def sidecar_injected(
         self, namespace: str, pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str]
     ) -> tuple[bool | None, str]:
-        """Istio's injection webhook decision and why; None when the namespace is not in the
-        manifests (then nothing can be said). The pod's `sidecar.istio.io/inject` label (or the
-        older annotation) wins; else the namespace's `istio-injection` / `istio.io/rev` label."""
-        for where, marks in (("label", pod_labels), ("annotation", pod_annotations)):
-            value = marks.get("sidecar.istio.io/inject")
-            if value is not None:
-                return value.lower() == "true", f"pod {where} sidecar.istio.io/inject={value}"
+        """Istio's injection decision and why; None when the namespace is not in the manifests
+        (then nothing can be said). Istio decides in two steps. Its webhooks select by labels
+        only: a namespace labelled `istio-injection=enabled`, or with `istio.io/rev` and no
+        `istio-injection` label, unless the pod is labelled `sidecar.istio.io/inject=false`; or,
+        in a namespace with neither label, a pod labelled `sidecar.istio.io/inject=true` (or
+        `istio.io/rev`). Then the injector reads `sidecar.istio.io/inject` (the label, else the
+        older annotation): "false" opts the pod out, anything else keeps the default (inject)."""
         ns = self.namespaces.get(namespace)
         if ns is None:
             return None, f"Namespace {namespace} is not in the manifests"
-        if ns.labels.get("istio-injection") == "enabled" or (
-            "istio.io/rev" in ns.labels and ns.labels.get("istio-injection") != "disabled"
-        ):
-            return True, f"Namespace {namespace} is labelled for injection"
-        label = ns.labels.get("istio-injection")
-        reason = f"istio-injection={label}" if label else "neither istio-injection=enabled nor istio.io/rev"
-        return False, f"Namespace {namespace} has {reason}"
+        label = pod_labels.get(INJECT)
+        value, where = (label, "label") if label is not None else (pod_annotations.get(INJECT), "annotation")
+        if value == "false":  # an opt-out on purpose is the reason to give, whatever the namespace
+            return False, f"pod {where} {INJECT}=false"
+        ns_injection = ns.labels.get("istio-injection")
+        if ns_injection is not None and ns_injection != "enabled":
+            return False, f"Namespace {namespace} has istio-injection={ns_injection}"
+        if ns_injection is None and "istio.io/rev" not in ns.labels:
+            if label == "true" or "istio.io/rev" in pod_labels:
+                return True, f"pod label {INJECT}={label}" if label else "pod label istio.io/rev"
+            return False, f"Namespace {namespace} has neither istio-injection=enabled nor istio.io/rev"
+        return True, f"Namespace {namespace} is labelled for injection"
 
     @property
     def unreadable(self) -> list[Finding]:

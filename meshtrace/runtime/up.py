@@ -171,7 +171,7 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
         )
     )
     await supervisor.start_all([pod.app_spec() for pod in plan.pods])
-    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods])
+    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods if pod.sidecar])
     prometheus = await supervisor.start(prometheus_spec(plan, rundir)) if options.prometheus else None
 
     _print_status(out, plan, collector, control, gateway, prometheus)

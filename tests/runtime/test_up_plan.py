@@ -148,3 +148,31 @@ def test_up_names_the_process_holding_a_port() -> None:
         result = _up("--host", host, "--network", "127.199.0.0/25", "--ingress", f"{host}:{port}")
     assert result.returncode == 2
     assert f"{host}:{port} is in use by pid {os.getpid()} " in result.stdout
+
+
+def test_a_workload_istio_would_not_inject_runs_plain(tmp_path: Path) -> None:
+    demo = {p.name: p.read_text() for p in DEFAULT_MANIFESTS.iterdir()}
+    apps = demo["40-apps.yaml"].replace(
+        "        app: backend\n        version: v1\n",
+        "        app: backend\n        version: v1\n      annotations: {sidecar.istio.io/inject: 'false'}\n",
+    )
+    assert apps != demo["40-apps.yaml"]
+    for name, text in demo.items():
+        (tmp_path / name).write_text(apps if name == "40-apps.yaml" else text)
+    plan = _plan([tmp_path])
+    sidecars = {p.name: p.sidecar for p in plan.pods}
+    assert sidecars == {"frontend-0": True, "frontend-1": True, "backend-0": False, "backend-1": False}
+    backend = plan.pods[2]
+    assert "HTTP_PROXY" not in backend.app_env  # its own calls go direct
+    # Its Service reaches the app directly, and `up` says why it has no sidecar.
+    assert "backend.default.svc.cluster.local=127.0.1.3:8080" in plan.static_endpoints
+    assert any(
+        "backend: no sidecar (pod annotation sidecar.istio.io/inject=false)" in r for r in plan.reports
+    )
+    # Its sidecar ports are free for others: not checked before the start.
+    assert ("127.0.1.3", 15001) not in plan.fixed_addresses()
+
+
+def test_the_demo_namespaces_are_labelled_so_every_demo_workload_gets_a_sidecar() -> None:
+    plan = _plan([DEFAULT_MANIFESTS])
+    assert plan.pods and all(p.sidecar for p in plan.pods)

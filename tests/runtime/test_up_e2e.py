@@ -22,6 +22,7 @@ import pytest
 from meshtrace.runtime import ports
 
 UP_TIMEOUT = 180.0
+KILL_DEADLINE_S = 2.0  # children die this soon after `up` is SIGKILLed
 
 
 def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -229,3 +230,51 @@ def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path
     status, _ = _get("http://{}:{}/api/data".format(*listeners["ingress"]))
     assert status == 200
     assert process.stop(signal.SIGINT, timeout=60) == 0
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # the command name may hold spaces and parentheses: fields follow the last ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# No orphans: every child of `up` dies with it even when `up` is SIGKILLed and cannot stop them.
+
+
+def test_sigkill_of_up_leaves_no_child_running(meshtrace_process: Any, tmp_path: Path) -> None:
+    _, _, args = up_args(tmp_path)
+    process = meshtrace_process(args)
+    listeners = process.wait_for_listeners("ingress", timeout=UP_TIMEOUT)
+    # Spans waiting in the apps' batch processors: a child that only got SIGTERM would try to
+    # flush them to a collector that is gone, retrying for a minute.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(3):
+        with opener.open("http://{}:{}/api/data".format(*listeners["ingress"]), timeout=10) as resp:
+            assert resp.status == 200
+    children = _children(process.proc.pid)
+    assert len(children) >= 10, children  # collector, istiod, gateway, 4 apps, 4 sidecars
+
+    os.kill(process.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while time.monotonic() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.05)
+    survivors = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in children if _alive(p)}
+    for pid in survivors:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, survivors

@@ -2,9 +2,11 @@
 
 Never raises on bad input: every problem becomes a `Finding` naming the file, the document
 index and the key path. Folders are read like `kubectl apply -f DIR` (not recursive, files by
-name: .yaml, .yml, .json). A document with the same kind/namespace/name as an earlier one is
-merged into it as a patch (maps merged, lists of named items merged by name, other lists
-replaced), as the seed's resource-limits.yaml expects of its Deployment.
+name: .yaml, .yml, .json); a folder with no such files whose subfolders hold some (a guide's
+`manifests/`) is read one level down, with an info finding saying so. A document with the
+same kind/namespace/name as an earlier one is merged into it as a patch (maps merged, lists
+of named items merged by name, other lists replaced), as the seed's resource-limits.yaml
+expects of its Deployment.
 """
 
 from __future__ import annotations
@@ -152,12 +154,24 @@ def _problem(code: str, message: str, file: str, **kw: Any) -> Finding:
     return Finding(code=code, severity=kw.pop("severity", "error"), message=message, file=file, **kw)
 
 
+def _manifest_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+
+
 def _expand(paths: Sequence[str | Path], problems: list[Finding]) -> list[Path]:
     files: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+            found = _manifest_files(path)
+            if not found:
+                # A guide's folder keeps its manifests one level down (guide/manifests/).
+                for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+                    below = _manifest_files(sub)
+                    if below:
+                        found += below
+                        message = f"no manifests in the folder itself: read the {len(below)} in {sub}"
+                        problems.append(_problem("nested-folder", message, str(path), severity="info"))
             if not found:
                 problems.append(_problem("empty-folder", "no .yaml/.yml/.json files in folder", str(path)))
             files.extend(found)

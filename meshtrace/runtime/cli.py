@@ -22,7 +22,6 @@ def _address(value: str) -> tuple[str, int]:
 @filename_option(
     "Manifest file or folder (repeatable). Default: the built-in demo (examples/seed).",
     required=False,
-    must_exist=True,
 )
 @click.option(
     "--traffic", "rps", type=click.FloatRange(min=0.1, max=500), help="Send RPS requests/s to the ingress."

@@ -179,7 +179,8 @@ def make_plan(
     if not bundle.deployments:
         raise ValueError("no Deployment in " + ", ".join(map(str, paths)))
 
-    reports: list[str] = _lint_summary(bundle, paths)
+    reports = [f"{p.file}: {p.message}" for p in bundle.problems if p.code == "nested-folder"]
+    reports += _lint_summary(bundle, paths)
     defined: set[str] = set()
     for service in bundle.services:
         defined |= _service_hosts(service)

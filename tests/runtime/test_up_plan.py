@@ -176,3 +176,21 @@ def test_a_workload_istio_would_not_inject_runs_plain(tmp_path: Path) -> None:
 def test_the_demo_namespaces_are_labelled_so_every_demo_workload_gets_a_sidecar() -> None:
     plan = _plan([DEFAULT_MANIFESTS])
     assert plan.pods and all(p.sidecar for p in plan.pods)
+
+
+def test_a_guide_folder_with_manifests_one_level_down_is_read(tmp_path: Path) -> None:
+    guide = tmp_path / "guide"
+    (guide / "manifests").mkdir(parents=True)
+    (guide / "README.txt").write_text("the guide's text")
+    for manifest in DEFAULT_MANIFESTS.iterdir():
+        (guide / "manifests" / manifest.name).write_text(manifest.read_text())
+    plan = _plan([guide])
+    assert len(plan.pods) == 4
+    read = f"{guide}: no manifests in the folder itself: read the 6 in {guide / 'manifests'}"
+    assert plan.reports == [read]
+
+
+def test_the_readmes_examples_path_exists() -> None:
+    # README and docs/up.md name examples/seed: the repository's link to the built-in demo.
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "examples" / "seed").resolve() == DEFAULT_MANIFESTS

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -223,12 +226,17 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
 
 
 def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path, tmp_path: Path) -> None:
-    process = meshtrace_process(up_args(tmp_path, "-f", str(seed_manifests))[2])
+    # The guide's folder itself: its manifests sit one level down, in manifests/.
+    guide = seed_manifests.parent
+    process = meshtrace_process(up_args(tmp_path, "-f", str(guide), "--access-log")[2])
     listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
     out = process.output()
+    assert f"no manifests in the folder itself: read the 13 in {seed_manifests}" in out
     assert "jaeger-collector.observability" in out  # reported and pointed at the local store
     status, _ = _get("http://{}:{}/api/data".format(*listeners["ingress"]))
     assert status == 200
+    # --access-log: the proxies' access log lines reach the terminal too.
+    process.wait_for_line('"GET /api/data HTTP/1.1" 200', timeout=30)
     assert process.stop(signal.SIGINT, timeout=60) == 0
 
 
@@ -278,3 +286,60 @@ def test_sigkill_of_up_leaves_no_child_running(meshtrace_process: Any, tmp_path:
     for pid in survivors:  # do not leave them to the next test
         os.kill(pid, signal.SIGKILL)
     assert not survivors, survivors
+
+
+def test_up_keeps_the_terminal_calm_and_logs_every_pod(meshtrace_process: Any, tmp_path: Path) -> None:
+    host, _, args = up_args(tmp_path, "--fresh")
+    process = meshtrace_process(args)
+    listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
+    ingress = "http://{}:{}".format(*listeners["ingress"])
+    for _ in range(5):
+        assert _get(ingress + "/api/data")[0] == 200
+    assert _get(ingress + "/api/data?fail=1")[0] >= 500
+    runs = list((tmp_path / "data" / "runs").iterdir())
+    assert len(runs) == 1
+    logs = runs[0] / "logs"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and '"GET /api/data' not in _read(logs / "frontend-0.log"):
+        time.sleep(0.2)
+    assert "sidecar | [" in _read(logs / "frontend-0.log") + _read(logs / "frontend-1.log")
+    # The store's trace count, which the table shows, counts the stored traces.
+    stored = 0.0
+    while time.monotonic() < deadline and stored < 1:
+        metrics = _get(f"http://{host}:8888/metrics")[1].decode()
+        stored = sum(float(m) for m in re.findall(r"^meshtrace_store_traces\{[^}]*\} (\S+)$", metrics, re.M))
+        time.sleep(0.5)
+    assert stored >= 1
+    # `meshtrace logs` follows a pod's file by name.
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meshtrace",
+            "logs",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "istio-ingressgateway",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert '"GET /api/data' in shown.stdout
+    assert process.stop(signal.SIGINT, timeout=60) == 0
+    out = process.output()
+    # No access log line and no debug exporter line reached the terminal ...
+    assert '"GET /' not in out and "debug: Traces" not in out, out
+    # ... but the table did, with the gateway's random admin/stats/health ports, and the numbers.
+    assert re.search(r"admin :\d+, stats :\d+, health :\d+", out), out
+    summary = re.search(r"status: (\d+) requests through the gateway, (\d+) errors, (\d+) traces stored", out)
+    assert summary is not None, out
+    assert int(summary[1]) >= 6 and int(summary[2]) >= 1 and int(summary[3]) >= 1
+    # --fresh: this run's traces are in its own store, not in the shared traces.db.
+    assert (runs[0] / "data" / "traces.db").is_file()
+    assert not (tmp_path / "data" / "traces.db").exists()
+    assert f"logs kept in {logs}" in out
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""

@@ -64,3 +64,16 @@ def test_a_namespace_the_manifests_do_not_define_cannot_be_decided(tmp_path: Pat
     bundle = load([tmp_path])
     dep = bundle.deployments[0]
     assert bundle.sidecar_injected(dep.namespace, dep.pod_labels, dep.annotations)[0] is None
+
+
+def test_lint_explains_an_annotation_that_injects_nothing(tmp_path: Path) -> None:
+    from meshtrace.config.lint import lint
+
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n"
+    (tmp_path / "m.yaml").write_text(
+        namespace + "---\n" + DEPLOYMENT % ("", "sidecar.istio.io/inject: 'true'")
+    )
+    [finding] = [f for f in lint(load([tmp_path])) if f.code == "no-sidecar-injection"]
+    assert finding.severity == "warning"
+    assert "neither istio-injection=enabled nor istio.io/rev" in finding.message
+    assert "the annotation alone injects nothing here" in finding.fix

@@ -343,3 +343,19 @@ def test_up_keeps_the_terminal_calm_and_logs_every_pod(meshtrace_process: Any, t
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_a_workload_without_a_sidecar_runs_plain_behind_its_service(
+    meshtrace_process: Any, demo_without_backend_sidecar: Path, tmp_path: Path
+) -> None:
+    _, network, args = up_args(tmp_path, "-f", str(demo_without_backend_sidecar))
+    process = meshtrace_process(args)
+    listeners = process.wait_for_listeners("ingress", timeout=UP_TIMEOUT)
+    assert "backend: no sidecar (pod annotation sidecar.istio.io/inject=false)" in process.output()
+    # The frontend's sidecar reaches the backend's app directly, through its Service.
+    status, body = _get("http://{}:{}/api/data".format(*listeners["ingress"]))
+    assert status == 200 and b"Alice" in body, body
+    backend_ip = network.rsplit(".", 1)[0] + ".3"
+    assert not ports.is_free(backend_ip, 8080)
+    assert ports.is_free(backend_ip, 15006)  # no sidecar there
+    assert process.stop(signal.SIGINT, timeout=60) == 0

@@ -150,16 +150,8 @@ def test_up_names_the_process_holding_a_port() -> None:
     assert f"{host}:{port} is in use by pid {os.getpid()} " in result.stdout
 
 
-def test_a_workload_istio_would_not_inject_runs_plain(tmp_path: Path) -> None:
-    demo = {p.name: p.read_text() for p in DEFAULT_MANIFESTS.iterdir()}
-    apps = demo["40-apps.yaml"].replace(
-        "        app: backend\n        version: v1\n",
-        "        app: backend\n        version: v1\n      annotations: {sidecar.istio.io/inject: 'false'}\n",
-    )
-    assert apps != demo["40-apps.yaml"]
-    for name, text in demo.items():
-        (tmp_path / name).write_text(apps if name == "40-apps.yaml" else text)
-    plan = _plan([tmp_path])
+def test_a_workload_istio_would_not_inject_runs_plain(demo_without_backend_sidecar: Path) -> None:
+    plan = _plan([demo_without_backend_sidecar])
     sidecars = {p.name: p.sidecar for p in plan.pods}
     assert sidecars == {"frontend-0": True, "frontend-1": True, "backend-0": False, "backend-1": False}
     backend = plan.pods[2]

@@ -96,7 +96,11 @@ def _busy_addresses(plan: Plan, prometheus: bool) -> list[str]:
 
 async def run(options: Options) -> int:
     out = Output(options.access_log)
-    rundir = new_run(options.data_dir)
+    try:
+        rundir = new_run(options.data_dir)
+    except OSError as e:
+        out.say(f"cannot create the run folder: {e} (--data-dir picks another place)")
+        return 2
     store_dir = rundir / "data" if options.fresh else options.data_dir
     try:
         plan = make_plan(options.paths, options.host, options.network, options.ingress, options.ui, store_dir)

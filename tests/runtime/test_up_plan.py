@@ -186,3 +186,11 @@ def test_the_readmes_examples_path_exists() -> None:
     # README and docs/up.md name examples/seed: the repository's link to the built-in demo.
     root = Path(__file__).resolve().parents[2]
     assert (root / "examples" / "seed").resolve() == DEFAULT_MANIFESTS
+
+
+def test_up_says_when_it_cannot_create_its_run_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _up("--data-dir", str(blocker / "data"))
+    assert result.returncode == 2
+    assert "cannot create the run folder" in result.stdout and "Traceback" not in result.stderr

@@ -63,11 +63,17 @@ class Status:
         keys = list(urls)
         texts = await asyncio.gather(*(_get(session, urls[k]) for k in keys))
         for key, text in zip(keys, texts, strict=True):
-            if key == "collector":
-                self.traces = None if text is None else int(_sum(text, "meshtrace_store_traces"))
-            else:
-                reporter = "source" if key == "gateway" else "destination"
-                self.counts[key] = None if text is None else _requests(text, reporter)
+            try:
+                if key == "collector":
+                    self.traces = None if text is None else int(_sum(text, "meshtrace_store_traces"))
+                else:
+                    reporter = "source" if key == "gateway" else "destination"
+                    self.counts[key] = None if text is None else _requests(text, reporter)
+            except ValueError:  # not the Prometheus text format: shown as not answering
+                if key == "collector":
+                    self.traces = None
+                else:
+                    self.counts[key] = None
 
     def table(self) -> Table:
         table = Table(title="meshtrace: the mesh is up", title_justify="left", caption_justify="left")

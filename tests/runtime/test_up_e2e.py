@@ -359,3 +359,15 @@ def test_a_workload_without_a_sidecar_runs_plain_behind_its_service(
     assert not ports.is_free(backend_ip, 8080)
     assert ports.is_free(backend_ip, 15006)  # no sidecar there
     assert process.stop(signal.SIGINT, timeout=60) == 0
+
+
+def test_on_a_terminal_the_status_table_is_redrawn_in_place(meshtrace_process: Any, tmp_path: Path) -> None:
+    # FORCE_COLOR makes rich treat the pipe as a terminal, as `make demo` in a shell is.
+    process = meshtrace_process(up_args(tmp_path)[2], env={"FORCE_COLOR": "1", "COLUMNS": "150"})
+    process.wait_for_listeners("ingress", timeout=UP_TIMEOUT)
+    time.sleep(5)  # two refreshes at least
+    assert process.stop(signal.SIGINT, timeout=60) == 0
+    out = process.output()
+    assert out.count("ingress gateway") >= 2, out  # drawn, then redrawn ...
+    assert "\x1b[2K" in out  # ... over itself (erase line), not scrolled
+    assert "status: 0 requests through the gateway" in out

@@ -12,6 +12,7 @@ import click
 # command name -> "module:attribute" of a click command in the component that owns it.
 COMMANDS: dict[str, str] = {
     "up": "meshtrace.runtime.cli:up",
+    "logs": "meshtrace.runtime.cli:logs",
     "collector": "meshtrace.collector.cli:collector",
     "control": "meshtrace.control.cli:control",
     "sidecar": "meshtrace.sidecar.cli:sidecar",

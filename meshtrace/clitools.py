@@ -15,17 +15,25 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def filename_option(help: str, *, required: bool = True, must_exist: bool = False) -> Callable[[F], F]:
-    """`-f/--filename FILE_OR_DIR` (repeatable), passed to the command as `paths`, like kubectl's
-    `-f`. With `must_exist`, click refuses a missing path and the values are `Path`s; without it
-    they are strings and the loader reports what it cannot read."""
+def _existing_paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[Path, ...]:
+    """Every `-f` path must exist: one message and exit 2 in every command, before any work."""
+    for given in value:
+        if not Path(given).exists():
+            raise click.BadParameter(f"{given}: no such file or folder")
+    return tuple(Path(v) for v in value)
+
+
+def filename_option(help: str, *, required: bool = True) -> Callable[[F], F]:
+    """`-f/--filename FILE_OR_DIR` (repeatable), passed to the command as `paths` (`Path`s), like
+    kubectl's `-f`. A path that does not exist is a usage error (exit 2); what cannot be read in
+    one that does (an empty folder, bad YAML) is the loader's to report."""
     return click.option(
         "-f",
         "--filename",
         "paths",
         multiple=True,
         required=required,
-        type=click.Path(exists=True, path_type=Path) if must_exist else None,
+        callback=_existing_paths,
         help=help,
     )
 

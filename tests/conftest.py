@@ -289,3 +289,21 @@ class BareHost:
 @pytest.fixture
 def bare_host() -> BareHost:
     return BareHost()
+
+
+@pytest.fixture
+def demo_without_backend_sidecar(tmp_path: Path) -> Path:
+    """The built-in demo's manifests with the backend opted out of injection (pod annotation
+    `sidecar.istio.io/inject: "false"`), in a folder of their own."""
+    from meshtrace.runtime.plan import DEFAULT_MANIFESTS
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    labels = "        app: backend\n        version: v1\n"
+    for manifest in DEFAULT_MANIFESTS.iterdir():
+        text = manifest.read_text()
+        if manifest.name == "40-apps.yaml":
+            assert labels in text
+            text = text.replace(labels, labels + "      annotations: {sidecar.istio.io/inject: 'false'}\n", 1)
+        (folder / manifest.name).write_text(text)
+    return folder

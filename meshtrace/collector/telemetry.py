@@ -76,6 +76,7 @@ class _Family:
 
 
 HELP = {
+    "meshtrace_store_traces": "Number of traces the embedded store holds (meshtrace's own).",
     "otelcol_receiver_accepted_spans": "Number of spans successfully pushed into the pipeline.",
     "otelcol_receiver_refused_spans": "Number of spans that could not be pushed into the pipeline.",
     "otelcol_exporter_sent_spans": "Number of spans successfully sent to destination.",

@@ -517,11 +517,29 @@ def no_sidecar(bundle: Bundle) -> Iterator[Finding]:
                 "info" if why.startswith("pod") else "warning",
                 f"no sidecar is injected ({why}): this workload produces no proxy spans or metrics and "
                 "Telemetry settings do not apply to it",
-                f"label the namespace istio-injection=enabled (kubectl label namespace {dep.namespace} "
-                "istio-injection=enabled) or the pod sidecar.istio.io/inject=true",
+                _injection_fix(dep, why),
                 meta=dep.meta,
                 path="spec.template.metadata",
             )
+
+
+def _injection_fix(dep: Deployment, why: str) -> str:
+    """What would give the workload a sidecar, given why it has none."""
+    label_namespace = (
+        f"label the namespace istio-injection=enabled (kubectl label namespace {dep.namespace} "
+        "istio-injection=enabled --overwrite)"
+    )
+    if why.startswith("pod"):
+        return "if the opt-out is not on purpose, remove sidecar.istio.io/inject=false from the pod"
+    if " has istio-injection=" in why:  # any value but "enabled" turns every injection webhook off
+        return label_namespace + "; while it is set, no pod label can opt in"
+    annotated = dep.annotations.get("sidecar.istio.io/inject") == "true"
+    return label_namespace + (
+        ", or make the pod's sidecar.istio.io/inject=true a label: Istio's webhook selects pods by "
+        "labels, so the annotation alone injects nothing here"
+        if annotated
+        else ", or label the pod sidecar.istio.io/inject=true"
+    )
 
 
 def provider_service(bundle: Bundle) -> Iterator[Finding]:

@@ -2,9 +2,11 @@
 
 Never raises on bad input: every problem becomes a `Finding` naming the file, the document
 index and the key path. Folders are read like `kubectl apply -f DIR` (not recursive, files by
-name: .yaml, .yml, .json). A document with the same kind/namespace/name as an earlier one is
-merged into it as a patch (maps merged, lists of named items merged by name, other lists
-replaced), as the seed's resource-limits.yaml expects of its Deployment.
+name: .yaml, .yml, .json); a folder with no such files whose subfolders hold some (a guide's
+`manifests/`) is read one level down, with an info finding saying so. A document with the
+same kind/namespace/name as an earlier one is merged into it as a patch (maps merged, lists
+of named items merged by name, other lists replaced), as the seed's resource-limits.yaml
+expects of its Deployment.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from meshtrace.config.model import (
 SUFFIXES = (".yaml", ".yml", ".json")
 _SEPARATOR = re.compile(r"^---(\s.*)?$")
 _END = re.compile(r"^\.\.\.\s*$")
+INJECT = "sidecar.istio.io/inject"  # pod label (or older annotation) opting in or out
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
@@ -94,23 +97,28 @@ class Bundle:
     def sidecar_injected(
         self, namespace: str, pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str]
     ) -> tuple[bool | None, str]:
-        """Istio's injection webhook decision and why; None when the namespace is not in the
-        manifests (then nothing can be said). The pod's `sidecar.istio.io/inject` label (or the
-        older annotation) wins; else the namespace's `istio-injection` / `istio.io/rev` label."""
-        for where, marks in (("label", pod_labels), ("annotation", pod_annotations)):
-            value = marks.get("sidecar.istio.io/inject")
-            if value is not None:
-                return value.lower() == "true", f"pod {where} sidecar.istio.io/inject={value}"
+        """Istio's injection decision and why; None when the namespace is not in the manifests
+        (then nothing can be said). Istio decides in two steps. Its webhooks select by labels
+        only: a namespace labelled `istio-injection=enabled`, or with `istio.io/rev` and no
+        `istio-injection` label, unless the pod is labelled `sidecar.istio.io/inject=false`; or,
+        in a namespace with neither label, a pod labelled `sidecar.istio.io/inject=true` (or
+        `istio.io/rev`). Then the injector reads `sidecar.istio.io/inject` (the label, else the
+        older annotation): "false" opts the pod out, anything else keeps the default (inject)."""
         ns = self.namespaces.get(namespace)
         if ns is None:
             return None, f"Namespace {namespace} is not in the manifests"
-        if ns.labels.get("istio-injection") == "enabled" or (
-            "istio.io/rev" in ns.labels and ns.labels.get("istio-injection") != "disabled"
-        ):
-            return True, f"Namespace {namespace} is labelled for injection"
-        label = ns.labels.get("istio-injection")
-        reason = f"istio-injection={label}" if label else "neither istio-injection=enabled nor istio.io/rev"
-        return False, f"Namespace {namespace} has {reason}"
+        label = pod_labels.get(INJECT)
+        value, where = (label, "label") if label is not None else (pod_annotations.get(INJECT), "annotation")
+        if value == "false":  # an opt-out on purpose is the reason to give, whatever the namespace
+            return False, f"pod {where} {INJECT}=false"
+        ns_injection = ns.labels.get("istio-injection")
+        if ns_injection is not None and ns_injection != "enabled":
+            return False, f"Namespace {namespace} has istio-injection={ns_injection}"
+        if ns_injection is None and "istio.io/rev" not in ns.labels:
+            if label == "true" or "istio.io/rev" in pod_labels:
+                return True, f"pod label {INJECT}={label}" if label else "pod label istio.io/rev"
+            return False, f"Namespace {namespace} has neither istio-injection=enabled nor istio.io/rev"
+        return True, f"Namespace {namespace} is labelled for injection"
 
     @property
     def unreadable(self) -> list[Finding]:
@@ -146,12 +154,24 @@ def _problem(code: str, message: str, file: str, **kw: Any) -> Finding:
     return Finding(code=code, severity=kw.pop("severity", "error"), message=message, file=file, **kw)
 
 
+def _manifest_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+
+
 def _expand(paths: Sequence[str | Path], problems: list[Finding]) -> list[Path]:
     files: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+            found = _manifest_files(path)
+            if not found:
+                # A guide's folder keeps its manifests one level down (guide/manifests/).
+                for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+                    below = _manifest_files(sub)
+                    if below:
+                        found += below
+                        message = f"no manifests in the folder itself: read the {len(below)} in {sub}"
+                        problems.append(_problem("nested-folder", message, str(path), severity="info"))
             if not found:
                 problems.append(_problem("empty-folder", "no .yaml/.yml/.json files in folder", str(path)))
             files.extend(found)

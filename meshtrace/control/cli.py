@@ -28,7 +28,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 @click.command()
-@filename_option("YAML file or folder (repeatable); watched for edits.", must_exist=True)
+@filename_option("YAML file or folder (repeatable); watched for edits.")
 @click.option(
     "--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT of the API (port 0: any)."
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from pathlib import Path
 
@@ -20,9 +21,9 @@ def _address(value: str) -> tuple[str, int]:
 
 @click.command()
 @filename_option(
-    "Manifest file or folder (repeatable). Default: the built-in demo (examples/seed).",
+    "Manifest file or folder (repeatable); a folder whose manifests sit one level down (a guide's "
+    "manifests/) is read there. Default: the built-in demo (examples/seed).",
     required=False,
-    must_exist=True,
 )
 @click.option(
     "--traffic", "rps", type=click.FloatRange(min=0.1, max=500), help="Send RPS requests/s to the ingress."
@@ -51,7 +52,18 @@ def _address(value: str) -> tuple[str, int]:
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    help="Where the trace store keeps its database (default: $MESHTRACE_DATA_DIR or the user data dir).",
+    help="Where the trace store keeps traces.db and up its run folders (default: $MESHTRACE_DATA_DIR, "
+    "else ~/.local/share/meshtrace).",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start with an empty trace store (kept in this run's folder) instead of the shared traces.db.",
+)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Show every line the children print (access logs, debug exporter) here, not only in log files.",
 )
 def up(
     paths: tuple[Path, ...],
@@ -63,6 +75,8 @@ def up(
     ingress: str,
     ui: str,
     data_dir: Path | None,
+    fresh: bool,
+    access_log: bool,
 ) -> None:
     """Run the mesh locally: control plane, collector with store and UI, ingress gateway, and
     every replica of every Deployment as an app + sidecar on its own loopback address."""
@@ -85,5 +99,42 @@ def up(
         ingress=_address(ingress),
         ui=_address(ui),
         data_dir=data_dir,
+        access_log=access_log,
+        fresh=fresh,
     )
     raise SystemExit(aio.run(run(options)))
+
+
+@click.command()
+@click.argument("pod", required=False)
+@click.option("--follow", is_flag=True, help="Keep printing lines as they are written (Ctrl-C stops).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A run folder (default: the newest).",
+)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="The data dir `up` was given with --data-dir."
+)
+def logs(pod: str | None, follow: bool, run_dir: Path | None, data_dir: Path | None) -> None:
+    """Print a pod's log from `meshtrace up`'s newest run (its app and sidecar lines, or those of
+    otel-collector, istiod, istio-ingressgateway); without POD, list the run's log files."""
+    from meshtrace.runtime.runfolder import follow_file, latest_run, runs_dir
+
+    run = run_dir or latest_run(data_dir)
+    if run is None:
+        raise click.UsageError(f"no run of `meshtrace up` in {runs_dir(data_dir)}")
+    folder = run / "logs"
+    names = sorted(p.stem for p in folder.glob("*.log"))
+    if pod is None:
+        click.echo(f"{folder}:")
+        for name in names:
+            click.echo(f"  {name}")
+        return
+    path = folder / f"{pod}.log"
+    if not path.is_file():
+        close = difflib.get_close_matches(pod, names, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f" (pods: {', '.join(names)})"
+        raise click.BadParameter(f"no log {path}{hint}", param_hint="POD")
+    follow_file(path, click.echo, follow)

@@ -27,6 +27,7 @@ COMMAND_ANNOTATION = "meshtrace.dev/command"
 DEMO_IMAGES = {"frontend": "meshtrace.demo.frontend", "backend": "meshtrace.demo.backend"}
 COLLECTOR_IMAGES = ("opentelemetry-collector", "otelcol")
 CONTROL_PORT = 15010
+SIDECAR_PORTS = (15001, 15006, 15000, 15090)  # outbound, inbound, admin, stats
 GATEWAY = ("istio-ingressgateway", "istio-system")
 # Collector ports a Service may expose, and where the local collector serves each.
 OTLP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -42,6 +43,7 @@ class PodPlan:
     app_port: int
     app_argv: list[str]
     app_env: dict[str, str]
+    sidecar: bool = True  # Istio's injection decision (Bundle.sidecar_injected)
 
     def app_spec(self) -> ProcessSpec:
         return ProcessSpec(
@@ -95,13 +97,9 @@ class Plan:
         """Addresses bound with a fixed port, to check before starting anything."""
         out = [(self.host, self.control_port), self.ingress, self.ui, (self.host, 4317), (self.host, 4318)]
         for pod in self.pods:
-            out += [
-                (pod.ip, pod.app_port),
-                (pod.ip, 15001),
-                (pod.ip, 15006),
-                (pod.ip, 15000),
-                (pod.ip, 15090),
-            ]
+            out.append((pod.ip, pod.app_port))
+            if pod.sidecar:
+                out += [(pod.ip, port) for port in SIDECAR_PORTS]
         return out
 
     def gateway_args(self, control_url: str) -> list[str]:
@@ -181,7 +179,8 @@ def make_plan(
     if not bundle.deployments:
         raise ValueError("no Deployment in " + ", ".join(map(str, paths)))
 
-    reports: list[str] = _lint_summary(bundle, paths)
+    reports = [f"{p.file}: {p.message}" for p in bundle.problems if p.code == "nested-folder"]
+    reports += _lint_summary(bundle, paths)
     defined: set[str] = set()
     for service in bundle.services:
         defined |= _service_hosts(service)
@@ -225,6 +224,7 @@ def make_plan(
             continue
         container = dep.containers[0]
         app_port = container.ports[0].container_port if container.ports else 8080
+        sidecar = _injection(bundle, dep, plan.reports)
         for i in range(dep.replicas):
             try:
                 ip = next(addresses)
@@ -234,6 +234,8 @@ def make_plan(
             env = _app_env(
                 container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
             )
+            if not sidecar:
+                _without_sidecar(bundle, dep, ip, app_port, env, plan.static_endpoints)
             plan.pods.append(
                 PodPlan(
                     name=pod.name,
@@ -244,6 +246,7 @@ def make_plan(
                     app_port=app_port,
                     app_argv=argv,
                     app_env=env,
+                    sidecar=sidecar,
                 )
             )
     # The gateway sends requests whose Host names no Service to the first Service (in manifest
@@ -259,6 +262,38 @@ def make_plan(
     )
     plan.alert_rule_groups = [rule.groups for rule in bundle.prometheus_rules]
     return plan
+
+
+def _injection(bundle: Bundle, dep: Deployment, reports: list[str]) -> bool:
+    """Whether Istio would inject a sidecar into this Deployment's pods, said when it would not
+    or when the manifests do not say (a namespace they do not define is taken as labelled for
+    injection, as the guide's `kubectl label namespace default istio-injection=enabled` does)."""
+    injected, why = bundle.sidecar_injected(dep.namespace, dep.pod_labels, dep.annotations)
+    if injected is None:
+        reports.append(f"Deployment {dep.namespace}/{dep.name}: {why}; taken as istio-injection=enabled")
+        return True
+    if not injected:
+        reports.append(
+            f"Deployment {dep.namespace}/{dep.name}: no sidecar ({why}): runs plain, as in Istio "
+            "(`meshtrace lint` explains)"
+        )
+    return injected
+
+
+def _without_sidecar(
+    bundle: Bundle, dep: Deployment, ip: str, app_port: int, env: dict[str, str], endpoints: list[str]
+) -> None:
+    """A pod without a sidecar: its outbound calls go direct (no proxy), and every Service that
+    selects it reaches its app directly, as a static endpoint of the control plane."""
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "no_grpc_proxy"):
+        env.pop(name, None)
+    for service in bundle.services:
+        if (
+            service.namespace == dep.namespace
+            and service.selector
+            and service.selector.items() <= dep.pod_labels.items()
+        ):
+            endpoints.append(f"{service.host}={ip}:{app_port}")
 
 
 def _lint_summary(bundle: Bundle, paths: list[Path]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Each child runs in its own session, so a Ctrl-C in the terminal reaches only `meshtrace up`,
 which then stops the children in reverse start order (apps before the collector, so spans
-flush). PR_SET_PDEATHSIG makes the kernel end a child if `up` itself dies without cleaning up.
+flush). PR_SET_PDEATHSIG makes the kernel end a child if `up` itself dies without cleaning up:
+with SIGKILL, since a SIGTERMed app would try to flush its spans to a collector that died with
+`up` and keep retrying for a minute.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -23,10 +26,13 @@ _PR_SET_PDEATHSIG = 1
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent goes away."""
+def _die_with_parent(parent: int) -> None:
+    """Runs in the child before exec: SIGKILL it when the parent goes away."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died before prctl ran: the signal would then never come.
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 @dataclass
@@ -76,7 +82,7 @@ class Child:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         self.started_at = time.monotonic()
         self._reader = asyncio.create_task(self._read(self.proc))

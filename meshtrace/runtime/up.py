@@ -8,21 +8,24 @@ import ipaddress
 import shutil
 import signal
 import sys
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 
 from meshtrace.runtime import ports
 from meshtrace.runtime.plan import Plan, make_plan
 from meshtrace.runtime.prometheus import PROMETHEUS_PORT, prometheus_spec
-from meshtrace.runtime.supervisor import Child, ProcessSpec, Supervisor, meshtrace_argv
+from meshtrace.runtime.runfolder import PodLogs, data_dir, is_trouble, new_run
+from meshtrace.runtime.status import Status, keep_fresh, refresh_once
+from meshtrace.runtime.supervisor import ProcessSpec, Supervisor, meshtrace_argv
 from meshtrace.runtime.traffic import run_traffic
 
+PLAIN_SUMMARY_S = 30.0
 COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta")
 
 
@@ -37,14 +40,20 @@ class Options:
     ingress: tuple[str, int]
     ui: tuple[str, int]
     data_dir: Path | None
+    access_log: bool = False  # every child's output on the terminal too, not only in its log file
+    fresh: bool = False  # a new, empty store in the run folder instead of the shared traces.db
 
 
 class Output:
-    """Prefixed, coloured log lines; one colour per workload."""
+    """The terminal: `up`'s own messages, the ready lines, children's warnings and errors (or
+    every line with `--access-log`) and the status table. Every child line goes to its pod's
+    log file."""
 
-    def __init__(self) -> None:
+    def __init__(self, access_log: bool = False) -> None:
         # Piped output (logs, CI) gets a wide page rather than rich's 80 columns.
         self.console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+        self.access_log = access_log
+        self.logs: PodLogs | None = None
         self._colours: dict[str, str] = {}
 
     def colour(self, name: str) -> str:
@@ -54,7 +63,10 @@ class Output:
         return self._colours[workload]
 
     def log(self, name: str, line: str) -> None:
-        self.console.print(f"[{self.colour(name)}]{escape(name)}[/] {escape(line)}")
+        if self.logs is not None:
+            self.logs.write(name, line)
+        if self.access_log or self.logs is None or is_trouble(line):
+            self.console.print(f"[{self.colour(name)}]{escape(name)}[/] {escape(line)}")
 
     def say(self, message: str) -> None:
         self.console.print(f"[bold]up[/] {escape(message)}")
@@ -63,6 +75,13 @@ class Output:
         # Plain print, not rich: this line is parsed by tests and tools (DESIGN.md).
         self.console.file.write(f"meshtrace: {component} listening on {host}:{port}\n")
         self.console.file.flush()
+
+    def recent(self) -> None:
+        """The last lines children printed, to explain a failed start."""
+        if self.logs is not None and self.logs.recent and not self.access_log:
+            self.say(f"the last lines of the children's logs ({self.logs.folder}):")
+            for line in self.logs.recent:
+                self.console.print(escape(line))
 
 
 def _busy_addresses(plan: Plan, prometheus: bool) -> list[str]:
@@ -76,13 +95,18 @@ def _busy_addresses(plan: Plan, prometheus: bool) -> list[str]:
 
 
 async def run(options: Options) -> int:
-    out = Output()
+    out = Output(options.access_log)
     try:
-        plan = make_plan(
-            options.paths, options.host, options.network, options.ingress, options.ui, options.data_dir
-        )
+        rundir = new_run(options.data_dir)
+    except OSError as e:
+        out.say(f"cannot create the run folder: {e} (--data-dir picks another place)")
+        return 2
+    store_dir = rundir / "data" if options.fresh else options.data_dir
+    try:
+        plan = make_plan(options.paths, options.host, options.network, options.ingress, options.ui, store_dir)
     except ValueError as e:
         out.say(f"cannot run these manifests: {e}")
+        shutil.rmtree(rundir, ignore_errors=True)
         return 2
     for report in plan.reports:
         out.say(report)
@@ -91,15 +115,22 @@ async def run(options: Options) -> int:
         for problem in busy:
             out.say(problem)
         out.say("stop those processes or pick other addresses (--host, --network, --ingress, --ui)")
+        shutil.rmtree(rundir, ignore_errors=True)
         return 2
 
-    rundir = Path(tempfile.mkdtemp(prefix="meshtrace-up-"))
+    out.logs = PodLogs(rundir)
+    out.say(f"logs: {out.logs.folder} (one file per pod; --access-log shows every line here too)")
+    out.say(
+        f"traces: {data_dir(store_dir) / 'traces.db'}" + ("" if options.fresh else " (--fresh: start empty)")
+    )
     supervisor = Supervisor(out.log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal stops the mesh in order rather than killing `up` outright.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    traffic: asyncio.Task[object] | None = None
+    background: list[asyncio.Task[object]] = []
+    live: Live | None = None
     try:
         started = asyncio.create_task(_start(plan, options, supervisor, rundir, out))
         waiter = asyncio.create_task(stop.wait())
@@ -111,38 +142,79 @@ async def run(options: Options) -> int:
             return 130
         waiter.cancel()
         try:
-            gateway = started.result()
+            status = started.result()
         except (RuntimeError, TimeoutError) as e:
+            out.recent()
             out.say(f"failed to start: {e}")
             return 1
-        ingress_host, ingress_port = gateway.listeners["gateway"]
+        status.logs = str(out.logs.folder)
+        live = _show(status, out, background)
         if options.rps:
+            ingress_host, ingress_port = status.gateway.listeners["gateway"]
             url = f"http://{ingress_host}:{ingress_port}"
             out.say(f"traffic: {options.rps:g} req/s to {url} for at most {options.traffic_duration:g}s")
-            traffic = asyncio.create_task(
-                run_traffic(
-                    url,
-                    options.rps,
-                    options.traffic_duration,
-                    int(options.rps * options.traffic_duration),
-                    out.say,
+
+            def progress(line: str) -> None:
+                status.traffic = line
+                if live is None:
+                    out.say(line)
+
+            background.append(
+                asyncio.create_task(
+                    run_traffic(
+                        url,
+                        options.rps,
+                        options.traffic_duration,
+                        int(options.rps * options.traffic_duration),
+                        progress,
+                    )
                 )
             )
         await stop.wait()
+        if live is not None:
+            live.stop()
+            live = None
+        await refresh_once(status)
+        out.say(status.summary())
         out.say("stopping (Ctrl-C again is not needed; children are stopped in reverse order)")
         return 0
     finally:
-        if traffic is not None:
-            traffic.cancel()
+        for task in background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await traffic
+                await task
+        if live is not None:
+            live.stop()
         await supervisor.stop_all()
-        shutil.rmtree(rundir, ignore_errors=True)
-        out.say("stopped")
+        out.logs.close()
+        out.say(f"stopped; logs kept in {out.logs.folder}")
 
 
-async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: Path, out: Output) -> Child:
-    """Start everything in readiness order; returns the gateway."""
+def _show(status: Status, out: Output, background: list[asyncio.Task[object]]) -> Live | None:
+    """The status table: redrawn in place on a terminal; else printed once, then a summary line
+    every PLAIN_SUMMARY_S (a log gets no redraws)."""
+    if out.console.is_terminal:
+        live = Live(status.table(), console=out.console, auto_refresh=False, redirect_stderr=False)
+        live.start()
+        background.append(
+            asyncio.create_task(keep_fresh(status, lambda: live.update(status.table(), refresh=True)))
+        )
+        return live
+    out.console.print(status.table())
+    last = [time.monotonic()]
+
+    def summary() -> None:
+        now = time.monotonic()
+        if now - last[0] >= PLAIN_SUMMARY_S:
+            last[0] = now
+            out.say(status.summary())
+
+    background.append(asyncio.create_task(keep_fresh(status, summary)))
+    return None
+
+
+async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: Path, out: Output) -> Status:
+    """Start everything in readiness order; returns what the status table shows."""
     collector_config = rundir / "collector.yaml"
     collector_config.write_text(yaml.safe_dump(plan.collector.config, sort_keys=False))
     collector = await supervisor.start(
@@ -171,10 +243,9 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
         )
     )
     await supervisor.start_all([pod.app_spec() for pod in plan.pods])
-    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods])
+    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods if pod.sidecar])
     prometheus = await supervisor.start(prometheus_spec(plan, rundir)) if options.prometheus else None
 
-    _print_status(out, plan, collector, control, gateway, prometheus)
     for component in ("otlp-grpc", "otlp-http", "zipkin"):
         if component in collector.listeners:
             out.ready_line(component, *collector.listeners[component])
@@ -185,33 +256,6 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
     if prometheus is not None:
         out.ready_line("prometheus", plan.host, PROMETHEUS_PORT)
     out.ready_line("ingress", *gateway.listeners["gateway"])
-    return gateway
-
-
-def _print_status(
-    out: Output, plan: Plan, collector: Child, control: Child, gateway: Child, prometheus: Child | None
-) -> None:
-    table = Table(title="meshtrace: the mesh is up", title_justify="left")
-    table.add_column("what")
-    table.add_column("where")
-    table.add_column("notes")
-    if "query" in collector.listeners:
-        table.add_row(
-            "web UI + Jaeger API", "http://{}:{}".format(*collector.listeners["query"]), "open this"
-        )
-    table.add_row(
-        "ingress gateway", "http://{}:{}".format(*gateway.listeners["gateway"]), "curl it: / and /api/data"
+    return Status(
+        plan, collector, control, gateway, f"http://{plan.host}:{PROMETHEUS_PORT}" if prometheus else None
     )
-    for component, (host, port) in sorted(collector.listeners.items()):
-        if component != "query":
-            table.add_row(f"collector {component}", f"{host}:{port}", "")
-    table.add_row("control plane", "http://{}:{}".format(*control.listeners["control"]), "meshtrace status")
-    if prometheus is not None:
-        table.add_row("prometheus", f"http://{plan.host}:{PROMETHEUS_PORT}", "alerts: /alerts")
-    for pod in plan.pods:
-        table.add_row(
-            f"pod {pod.namespace}/{pod.name}",
-            f"{pod.ip}:{pod.app_port}",
-            "sidecar :15006 in, :15001 out, :15000 admin; metrics :15090/stats/prometheus",
-        )
-    out.console.print(table)

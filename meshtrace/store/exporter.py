@@ -20,6 +20,8 @@ refuse those first) is isolated and dropped alone, counted in `otelcol_exporter_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
 from meshtrace.store.sqlite import StoreError, StoreFullError, TraceStore, default_path
+
+TRACE_COUNT_EVERY_S = 5.0
 
 
 @dataclass
@@ -63,6 +67,10 @@ class StoreExporter:
         )
         self.metrics = TELEMETRY.exporter(id)
         TELEMETRY.exporter_queue(id, lambda: float(self.store.pending_bytes), config.max_pending_bytes)
+        # How many traces the store holds (what `meshtrace up` shows); counted at most every
+        # TRACE_COUNT_EVERY_S, since a count reads the whole trace index.
+        self._traces = (0.0, -TRACE_COUNT_EVERY_S)
+        TELEMETRY.gauge("meshtrace_store_traces", (("exporter", str(id)),), self._trace_count)
 
     async def consume_traces(self, traces: Traces) -> None:
         """Queue for the writer and wait until committed, so a returned call is on disk. While the
@@ -89,6 +97,15 @@ class StoreExporter:
         # rest is stored, so the batch is not failed (which would make a sender retry it all).
         self.metrics.send_failed_spans.add(dropped)
         self.metrics.sent_spans.add(count - dropped)
+
+    def _trace_count(self) -> float:
+        count, at = self._traces
+        now = time.monotonic()
+        if now - at >= TRACE_COUNT_EVERY_S:
+            with contextlib.suppress(StoreError, sqlite3.Error):  # not open yet: the last count stands
+                count = float(self.store.stats().traces)
+            self._traces = (count, now)
+        return count
 
     async def start(self, host: Host) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.store.open)

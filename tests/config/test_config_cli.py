@@ -12,6 +12,7 @@ import pytest
 from config_helpers import MESH, telemetry
 
 from meshtrace.config.document_schema import check_document
+from meshtrace.runtime.plan import DEFAULT_MANIFESTS
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,7 +74,9 @@ def test_explain_reads_pilot_trace_sampling(tmp_path: Path) -> None:
     (tmp_path / "mesh.yaml").write_text(
         MESH + "---\n" + telemetry("mesh", "istio-system", "tracing: [{providers: [{name: otel}]}]")
     )
-    doc = explain_json("-f", str(tmp_path), "--workload", "w", env={"PILOT_TRACE_SAMPLING": "2.5"})
+    doc = explain_json(
+        "-f", str(tmp_path), "--workload", "w", "--labels", "app=w", env={"PILOT_TRACE_SAMPLING": "2.5"}
+    )
     assert doc["tracing"]["client"]["random_sampling_percentage"] == 2.5
 
 
@@ -94,7 +97,7 @@ def test_explain_text_names_every_workload_telemetry_and_a_disabled_direction(tm
         ),
     ]
     (tmp_path / "mesh.yaml").write_text("---\n".join(docs))
-    proc = run("explain", "-f", str(tmp_path), "--workload", "w")
+    proc = run("explain", "-f", str(tmp_path), "--workload", "w", "--labels", "app=w")
     assert proc.returncode == 0, proc.stderr
     out = " ".join(proc.stdout.split())
     assert "workload: Telemetry default/a -> workload: Telemetry default/b" in out
@@ -110,6 +113,33 @@ def test_explain_bad_input(tmp_path: Path) -> None:
     assert bad_labels.returncode == 2
     assert "not k=v" in bad_labels.stderr
     assert run("explain", "--workload", "w").returncode == 2  # -f is required
+
+
+def test_explain_an_unknown_workload_is_an_error_with_did_you_mean() -> None:
+    seed = str(DEFAULT_MANIFESTS)
+    typo = run("explain", "-f", seed, "--workload", "frontnd")
+    assert typo.returncode == 2
+    assert "no Deployment default/frontnd in the manifests; did you mean frontend?" in typo.stderr
+    assert "--labels" in typo.stderr and typo.stdout == ""
+    elsewhere = run("explain", "-f", seed, "--workload", "otel-collector")
+    assert elsewhere.returncode == 2
+    assert "did you mean --namespace istio-system?" in elsewhere.stderr
+    # With --labels the workload is hypothetical on purpose: explained.
+    assert run("explain", "-f", seed, "--workload", "frontnd", "--labels", "app=frontnd").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["explain", "--workload", "w"], ["lint"], ["render", "-o", "out"], ["control"], ["up"]],
+)
+def test_a_missing_path_is_exit_2_with_one_message_in_every_command(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    proc = run(*command, "-f", str(missing))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"Invalid value for '-f' / '--filename': {missing}: no such file or folder" in proc.stderr
+    assert proc.stdout == ""
 
 
 def test_lint_seed_json(seed_manifests: Path) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +25,7 @@ import pytest
 from meshtrace.runtime import ports
 
 UP_TIMEOUT = 180.0
+KILL_DEADLINE_S = 2.0  # children die this soon after `up` is SIGKILLed
 
 
 def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -226,10 +230,148 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
 
 
 def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path, tmp_path: Path) -> None:
-    process = meshtrace_process(up_args(tmp_path, "-f", str(seed_manifests))[2])
+    # The guide's folder itself: its manifests sit one level down, in manifests/.
+    guide = seed_manifests.parent
+    process = meshtrace_process(up_args(tmp_path, "-f", str(guide), "--access-log")[2])
     listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
     out = process.output()
+    assert f"no manifests in the folder itself: read the 13 in {seed_manifests}" in out
     assert "jaeger-collector.observability" in out  # reported and pointed at the local store
     status, _ = _get("http://{}:{}/api/data".format(*listeners["ingress"]))
     assert status == 200
+    # --access-log: the proxies' access log lines reach the terminal too.
+    process.wait_for_line('"GET /api/data HTTP/1.1" 200', timeout=30)
     assert process.stop(signal.SIGINT, timeout=60) == 0
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # the command name may hold spaces and parentheses: fields follow the last ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# No orphans: every child of `up` dies with it even when `up` is SIGKILLed and cannot stop them.
+
+
+def test_sigkill_of_up_leaves_no_child_running(meshtrace_process: Any, tmp_path: Path) -> None:
+    _, _, args = up_args(tmp_path)
+    process = meshtrace_process(args)
+    listeners = process.wait_for_listeners("ingress", timeout=UP_TIMEOUT)
+    # Spans waiting in the apps' batch processors: a child that only got SIGTERM would try to
+    # flush them to a collector that is gone, retrying for a minute.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(3):
+        with opener.open("http://{}:{}/api/data".format(*listeners["ingress"]), timeout=10) as resp:
+            assert resp.status == 200
+    children = _children(process.proc.pid)
+    assert len(children) >= 10, children  # collector, istiod, gateway, 4 apps, 4 sidecars
+
+    os.kill(process.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while time.monotonic() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.05)
+    survivors = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in children if _alive(p)}
+    for pid in survivors:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, survivors
+
+
+def test_up_keeps_the_terminal_calm_and_logs_every_pod(meshtrace_process: Any, tmp_path: Path) -> None:
+    host, _, args = up_args(tmp_path, "--fresh")
+    process = meshtrace_process(args)
+    listeners = process.wait_for_listeners("ingress", "ui", timeout=UP_TIMEOUT)
+    ingress = "http://{}:{}".format(*listeners["ingress"])
+    for _ in range(5):
+        assert _get(ingress + "/api/data")[0] == 200
+    assert _get(ingress + "/api/data?fail=1")[0] >= 500
+    runs = list((tmp_path / "data" / "runs").iterdir())
+    assert len(runs) == 1
+    logs = runs[0] / "logs"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and '"GET /api/data' not in _read(logs / "frontend-0.log"):
+        time.sleep(0.2)
+    assert "sidecar | [" in _read(logs / "frontend-0.log") + _read(logs / "frontend-1.log")
+    # The store's trace count, which the table shows, counts the stored traces.
+    stored = 0.0
+    while time.monotonic() < deadline and stored < 1:
+        metrics = _get(f"http://{host}:8888/metrics")[1].decode()
+        stored = sum(float(m) for m in re.findall(r"^meshtrace_store_traces\{[^}]*\} (\S+)$", metrics, re.M))
+        time.sleep(0.5)
+    assert stored >= 1
+    # `meshtrace logs` follows a pod's file by name.
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meshtrace",
+            "logs",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "istio-ingressgateway",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert '"GET /api/data' in shown.stdout
+    assert process.stop(signal.SIGINT, timeout=60) == 0
+    out = process.output()
+    # No access log line and no debug exporter line reached the terminal ...
+    assert '"GET /' not in out and "debug: Traces" not in out, out
+    # ... but the table did, with the gateway's random admin/stats/health ports, and the numbers.
+    assert re.search(r"admin :\d+, stats :\d+, health :\d+", out), out
+    summary = re.search(r"status: (\d+) requests through the gateway, (\d+) errors, (\d+) traces stored", out)
+    assert summary is not None, out
+    assert int(summary[1]) >= 6 and int(summary[2]) >= 1 and int(summary[3]) >= 1
+    # --fresh: this run's traces are in its own store, not in the shared traces.db.
+    assert (runs[0] / "data" / "traces.db").is_file()
+    assert not (tmp_path / "data" / "traces.db").exists()
+    assert f"logs kept in {logs}" in out
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def test_a_workload_without_a_sidecar_runs_plain_behind_its_service(
+    meshtrace_process: Any, demo_without_backend_sidecar: Path, tmp_path: Path
+) -> None:
+    _, network, args = up_args(tmp_path, "-f", str(demo_without_backend_sidecar))
+    process = meshtrace_process(args)
+    listeners = process.wait_for_listeners("ingress", timeout=UP_TIMEOUT)
+    assert "backend: no sidecar (pod annotation sidecar.istio.io/inject=false)" in process.output()
+    # The frontend's sidecar reaches the backend's app directly, through its Service.
+    status, body = _get("http://{}:{}/api/data".format(*listeners["ingress"]))
+    assert status == 200 and b"Alice" in body, body
+    backend_ip = network.rsplit(".", 1)[0] + ".3"
+    assert not ports.is_free(backend_ip, 8080)
+    assert ports.is_free(backend_ip, 15006)  # no sidecar there
+    assert process.stop(signal.SIGINT, timeout=60) == 0
+
+
+def test_on_a_terminal_the_status_table_is_redrawn_in_place(meshtrace_process: Any, tmp_path: Path) -> None:
+    # FORCE_COLOR makes rich treat the pipe as a terminal, as `make demo` in a shell is.
+    process = meshtrace_process(up_args(tmp_path)[2], env={"FORCE_COLOR": "1", "COLUMNS": "150"})
+    process.wait_for_listeners("ingress", timeout=UP_TIMEOUT)
+    time.sleep(5)  # two refreshes at least
+    assert process.stop(signal.SIGINT, timeout=60) == 0
+    out = process.output()
+    assert out.count("ingress gateway") >= 2, out  # drawn, then redrawn ...
+    assert "\x1b[2K" in out  # ... over itself (erase line), not scrolled
+    assert "status: 0 requests through the gateway" in out

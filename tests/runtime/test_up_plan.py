@@ -190,3 +190,49 @@ spec:
     env = _plan([manifest]).pods[0].app_env
     assert env["MY_POD_NAME"] == "shop-0"
     assert env["OTEL_RESOURCE_ATTRIBUTES"] == "team=cart,k8s.pod.name=given,k8s.namespace.name=store"
+
+
+def test_a_workload_istio_would_not_inject_runs_plain(demo_without_backend_sidecar: Path) -> None:
+    plan = _plan([demo_without_backend_sidecar])
+    sidecars = {p.name: p.sidecar for p in plan.pods}
+    assert sidecars == {"frontend-0": True, "frontend-1": True, "backend-0": False, "backend-1": False}
+    backend = plan.pods[2]
+    assert "HTTP_PROXY" not in backend.app_env  # its own calls go direct
+    # Its Service reaches the app directly, and `up` says why it has no sidecar.
+    assert "backend.default.svc.cluster.local=127.0.1.3:8080" in plan.static_endpoints
+    assert any(
+        "backend: no sidecar (pod annotation sidecar.istio.io/inject=false)" in r for r in plan.reports
+    )
+    # Its sidecar ports are free for others: not checked before the start.
+    assert ("127.0.1.3", 15001) not in plan.fixed_addresses()
+
+
+def test_the_demo_namespaces_are_labelled_so_every_demo_workload_gets_a_sidecar() -> None:
+    plan = _plan([DEFAULT_MANIFESTS])
+    assert plan.pods and all(p.sidecar for p in plan.pods)
+
+
+def test_a_guide_folder_with_manifests_one_level_down_is_read(tmp_path: Path) -> None:
+    guide = tmp_path / "guide"
+    (guide / "manifests").mkdir(parents=True)
+    (guide / "README.txt").write_text("the guide's text")
+    for manifest in DEFAULT_MANIFESTS.iterdir():
+        (guide / "manifests" / manifest.name).write_text(manifest.read_text())
+    plan = _plan([guide])
+    assert len(plan.pods) == 4
+    read = f"{guide}: no manifests in the folder itself: read the 6 in {guide / 'manifests'}"
+    assert plan.reports == [read]
+
+
+def test_the_readmes_examples_path_exists() -> None:
+    # README and docs/up.md name examples/seed: the repository's link to the built-in demo.
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "examples" / "seed").resolve() == DEFAULT_MANIFESTS
+
+
+def test_up_says_when_it_cannot_create_its_run_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _up("--data-dir", str(blocker / "data"))
+    assert result.returncode == 2
+    assert "cannot create the run folder" in result.stdout and "Traceback" not in result.stderr

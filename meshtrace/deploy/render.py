@@ -65,6 +65,7 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
                 "",
             )
         result.warnings += _provider_checks(bundle, rendered)
+        result.warnings += [f"{p.code} collector config {p.path}: {p.message}" for p in rendered.problems]
     root = bundle.mesh.root_namespace
     manifests["monitoring/prometheus-rules.yaml"] = (
         ["Alerts on metrics the current Collector and Istio emit (needs the Prometheus Operator CRDs)."],

@@ -582,8 +582,10 @@ def _local_component(kind: Kind, cid: ComponentID, raw: Any, path: str, out: lis
     own model; None when upstream refuses it or meshtrace does not run it (problems say why)."""
     type_, alias_warning = registry.canonical(kind, cid.type)
     found, upstream = catalogue().check_component(kind.section, type_, raw, path)
-    if found.entry is None and type_ in registry.TABLES[kind] and cid.type not in catalogue().removed.get(
-        kind.section, {}
+    if (
+        found.entry is None
+        and type_ in registry.TABLES[kind]
+        and cid.type not in catalogue().removed.get(kind.section, {})
     ):
         upstream = []  # meshtrace's own component (the trace store, the query API): not upstream's
     elif found.entry is None:

@@ -48,7 +48,7 @@ def codes(config: dict[str, Any]) -> list[str]:
 
 
 def test_the_catalogue_is_the_collector_render_deploys() -> None:
-    assert DEFAULT_IMAGE == catalogue().image
+    assert catalogue().image == DEFAULT_IMAGE
     assert catalogue().version == "v0.156.0"
 
 
@@ -112,7 +112,8 @@ def test_render_refuses_a_removed_extension_with_exit_1(tmp_path: Path) -> None:
     bad = config_map(
         "extensions: {memory_ballast: {size_mib: 512}}\n"
         "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters: {debug: {}}\n"
-        "service: {extensions: [memory_ballast], pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}"
+        "service: {extensions: [memory_ballast],"
+        " pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}"
     )
     proc = run_meshtrace("render", "-f", str(write(tmp_path, COLLECTOR, bad)), "-o", str(tmp_path / "out"))
     assert proc.returncode == 1

@@ -99,11 +99,11 @@ class Catalogue:
                 f"the {type_} {section[:-1]} was removed in Collector {removed['removed_in']}; "
                 f"{removed['migration']}"
             )
-            problems = [Problem(ERROR, path, message, REMOVED_COMPONENT)]
+            gone = [Problem(ERROR, path, message, REMOVED_COMPONENT)]
             if removed.get("replaced_by"):
                 # What else must change once renamed (the logging exporter's `loglevel`).
-                problems += self.check_component(section, removed["replaced_by"], raw, path)[1]
-            return Lookup(type_, None), problems
+                gone += self.check_component(section, removed["replaced_by"], raw, path)[1]
+            return Lookup(type_, None), gone
         found = self.lookup(section, type_)
         if found.entry is None:
             hint = did_you_mean(type_, self.types(section))

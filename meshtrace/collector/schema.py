@@ -40,11 +40,12 @@ class Problem:
     code: str = ""
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.severity}: {self.path}: {self.message}"
             if self.path
             else f"{self.severity}: {self.message}"
         )
+        return f"{text} [{self.code}]" if self.code else text
 
 
 # Stable problem codes (docs/collector.md, "Problem codes").

@@ -376,3 +376,28 @@ def test_file_storage_keys_and_defaults_are_the_collector_contribs() -> None:
     problems = check(raw)
     assert "octal" in errors(problems)["extensions.file_storage"]
     assert "ignored" in warnings(problems)["extensions.file_storage.compaction.directory"]
+
+
+def test_validate_local_and_upstream(tmp_path: Path) -> None:
+    # Issue 11: a component upstream has but meshtrace does not run is a coded warning locally
+    # and nothing to say for the real Collector; a removed one is an error with the migration.
+    raw = minimal()
+    limiter = {"check_interval": "1s", "limit_mib": 100, "max_gc_interval_when_soft_limited": "10s"}
+    raw["processors"] = {"k8s_attributes": {}, "memory_limiter": limiter}
+    raw["service"]["pipelines"]["traces"]["processors"] = ["k8s_attributes", "memory_limiter"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    local = _validate("--config", str(path))
+    assert local.returncode == 0, local.stdout
+    assert "warning: processors.k8s_attributes:" in local.stdout and "[COL006]" in local.stdout
+    assert "[COL008]" in local.stdout  # an upstream memory_limiter field meshtrace does not apply
+    upstream = _validate("--config", str(path), "--upstream")
+    assert upstream.returncode == 0 and "COL006" not in upstream.stdout and "COL008" not in upstream.stdout
+    raw["extensions"] = {"memory_ballast": {"size_mib": 64}}
+    raw["service"]["extensions"] = ["memory_ballast"]
+    path.write_text(yaml.safe_dump(raw))
+    for args in ((), ("--upstream",)):
+        result = _validate("--config", str(path), *args)
+        assert result.returncode == 1
+        assert "extensions.memory_ballast" in result.stdout and "GOMEMLIMIT" in result.stdout
+        assert "[COL002]" in result.stdout

@@ -122,9 +122,9 @@ class Sources:
             ]
             return [text for p in names if (text := self.read_core(p)) is not None]
         if import_path.startswith(CONTRIB_MODULE) and self.contrib is not None:
-            folder = self.contrib / import_path[len(CONTRIB_MODULE) :]
-            if folder.is_dir():
-                return [p.read_text() for p in sorted(folder.glob("*.go")) if _is_source(p.name)]
+            source = self.contrib / import_path[len(CONTRIB_MODULE) :]
+            if source.is_dir():
+                return [p.read_text() for p in sorted(source.glob("*.go")) if _is_source(p.name)]
         return []
 
     def metadata(self, import_path: str) -> dict[str, Any] | None:
@@ -162,7 +162,6 @@ def parse_package(path: str, files: list[str]) -> Package:
         lines = [_strip_comment(line).rstrip() for line in text.splitlines()]
         i = 0
         in_import = in_const = False
-        const_type = ""
         while i < len(lines):
             line = lines[i]
             if line.startswith("package "):
@@ -177,12 +176,11 @@ def parse_package(path: str, files: list[str]) -> Package:
             elif line.startswith("import ") and (m := _PACKAGE_IMPORT.match(line[7:])) is not None:
                 _add_import(pkg, m[1], m[2])
             elif line.startswith("const ("):
-                in_const, const_type = True, ""
+                in_const = True
             elif in_const:
                 if line.startswith(")"):
                     in_const = False
                 elif (m := _CONST.match(line)) is not None:
-                    const_type = m[1]
                     pkg.enums.setdefault(m[1], []).append(m[2])
             elif (m := _UNMARSHAL_TEXT.match(line)) is not None:
                 pkg.text_types.add(m[1])
@@ -202,7 +200,6 @@ def parse_package(path: str, files: list[str]) -> Package:
                     continue
                 pkg.types[name] = rest.removeprefix("= ").strip()
             i += 1
-        del const_type
     return pkg
 
 
@@ -336,7 +333,7 @@ class Builder:
         return {"t": "any"}  # a generic parameter or something the reader does not follow
 
 
-def contrib_modules(releases: Path, version: str) -> list[str]:
+def contrib_modules(releases: Path, version: str) -> list[tuple[str, str]]:
     out = subprocess.run(
         [
             "git",

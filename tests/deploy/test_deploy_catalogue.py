@@ -134,6 +134,11 @@ def test_the_seed_reports_its_undefined_backend(seed_out: Path) -> None:
     assert "COL010" not in readme  # the seed sets tls.insecure
 
 
+def test_the_demo_says_its_only_exporter_is_debug(examples_out: Path) -> None:
+    readme = (examples_out / "README.md").read_text()
+    assert "COL012 collector config service.pipelines.traces.exporters" in readme
+
+
 def test_the_cli_prints_the_warnings(tmp_path: Path) -> None:
     folder = write(tmp_path, MESH, COLLECTOR)
     proc = run_meshtrace("render", "-f", str(folder), "-o", str(tmp_path / "out"))

@@ -376,6 +376,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             "module": module,
             "distribution": "core" if module.startswith(CORE_MODULE) else "contrib",
         }
+        if not metadata and module not in facts.get("types", {}):
+            # Named by upstream's folder convention, unverified: it may be spelt in snake_case.
+            entry["type_from"] = "module path"
         if metadata and metadata.get("deprecated_type"):
             entry["deprecated_type"] = str(metadata["deprecated_type"])
         if metadata:

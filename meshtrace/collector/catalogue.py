@@ -84,10 +84,11 @@ class Catalogue:
                 f"{section[:-1]} type {type_!r} is a deprecated alias of {new!r} "
                 f"(Collector {self.version}): rename it",
             )
-        # A contrib type catalogued by name only may be spelled with or without underscores
-        # (upstream is moving names to snake_case, keeping the old spelling as an alias).
+        # A contrib type named from its module path (its metadata.yaml unread) may be spelt with
+        # or without underscores (upstream is moving names to snake_case, keeping the old
+        # spelling as an alias).
         for known, entry in entries.items():
-            if "config" not in entry and _squashed(known) == _squashed(type_):
+            if entry.get("type_from") == "module path" and _squashed(known) == _squashed(type_):
                 return Lookup(known, entry)
         return Lookup(type_, None)
 

@@ -108,3 +108,11 @@ def test_the_builder_reads_a_config_struct() -> None:
     assert fields["inner"]["t"] == "optional"
     assert builder.resolve(fields["inner"])["fields"] == {"depth": {"t": "int"}}
     assert fields["tags"] == {"t": "map", "values": {"t": "list", "items": {"t": "string"}}}
+
+
+def test_underscores_are_forgiven_only_where_the_name_is_unverified() -> None:
+    # health_check's name comes from its metadata.yaml: `healthcheck` is a typo upstream refuses.
+    problems = catalogue().check_component("extensions", "healthcheck", {}, "extensions.healthcheck")[1]
+    assert [p.code for p in problems] == ["COL001"] and "did you mean 'health_check'" in problems[0].message
+    # k8scluster is named from its module path: the snake_case spelling may be the real one.
+    assert catalogue().lookup("receivers", "k8s_cluster").entry is not None

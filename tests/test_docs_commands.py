@@ -47,6 +47,8 @@ MESH = {
 SKIP = {
     "make demo": "builds a fresh .venv and runs until Ctrl-C; the mesh it starts is tested below",
     "make test": "is the test run itself",
+    "python tools/collector_catalogue.py --core core.git --releases releases.git [--contrib contrib] "
+    "--version v0.156.0": "needs git mirrors of the upstream Collector repositories, which tests do not have",
     ".venv/bin/meshtrace up -f path/to/the/guide --traffic 5": "a path of the reader's; "
     "tests/runtime/test_up_e2e.py runs up on the guide's folder",
     "meshtrace collector": "runs until stopped; tests/collector start it the same way",

@@ -73,11 +73,17 @@ def collector(
 @collector.command()
 @click.option("--config", "configs", multiple=True, required=True, metavar="FILE", help=CONFIG_HELP)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def validate(configs: tuple[str, ...], sets: tuple[str, ...]) -> None:
-    """Check a config: print every problem with its key path; exit 0 if valid, 1 if not."""
+@click.option(
+    "--upstream",
+    is_flag=True,
+    help="Check only what the real Collector (the catalogue's pinned release) would say, not what "
+    "meshtrace runs locally: for a config you deploy to a cluster.",
+)
+def validate(configs: tuple[str, ...], sets: tuple[str, ...], upstream: bool) -> None:
+    """Check a config: print every problem with its key path and code; exit 0 if valid, 1 if not."""
     raw, problems = _load(configs, sets)
     if raw is not None:
-        problems += resolve(raw)[1]
+        problems += resolve(raw, upstream)[1]
     for problem in problems:
         click.echo(str(problem))
     errors = sum(p.severity == ERROR for p in problems)

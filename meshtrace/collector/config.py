@@ -20,8 +20,23 @@ from typing import Any, Literal
 import yaml
 
 from meshtrace.collector import registry
+from meshtrace.collector.catalogue import catalogue, did_you_mean
 from meshtrace.collector.component import ComponentID, Kind
-from meshtrace.collector.schema import ERROR, WARNING, Problem, decode, host_port
+from meshtrace.collector.schema import (
+    DEPRECATED_NAME,
+    ERROR,
+    NOT_APPLIED_LOCALLY,
+    NOT_RUN_LOCALLY,
+    REMOVED_COMPONENT,
+    REMOVED_FIELD,
+    TLS_BY_DEFAULT,
+    UNDEFINED_REFERENCE,
+    UNKNOWN_FIELD,
+    WARNING,
+    Problem,
+    decode,
+    host_port,
+)
 
 __all__ = ["CollectorConfig", "ConfigError", "Problem", "check", "load", "resolve"]
 
@@ -76,6 +91,11 @@ class MetricsTelemetry:
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
     address: str | None = None
     readers: list[MetricReader] = field(default_factory=list)
+    # Metric views (rename, drop, aggregate self-metrics): upstream's, not applied by meshtrace.
+    views: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"warning": "metric views are accepted and not applied by meshtrace locally"},
+    )
 
 
 @dataclass
@@ -328,8 +348,12 @@ def _metrics_endpoint(telemetry: Telemetry, out: list[Problem]) -> MetricsEndpoi
     return MetricsEndpoint(host, port, type_suffix=False)
 
 
-def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Problem]]:
-    """The checked config, or None when there is any error; and every problem found."""
+def resolve(raw: Mapping[str, Any], upstream: bool = False) -> tuple[CollectorConfig | None, list[Problem]]:
+    """The checked config, or None when there is any error; and every problem found.
+
+    Components are checked against the upstream catalogue (what the real Collector accepts), then
+    against what meshtrace runs. `upstream=True` checks only what the real Collector would say
+    (`render`'s check): no config is built and nothing is "not run locally"."""
     problems: list[Problem] = []
     if not isinstance(raw, Mapping):
         return None, [Problem(ERROR, "", "the config must be a mapping")]
@@ -345,36 +369,60 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
         if value is not None and not isinstance(value, Mapping):
             problems.append(Problem(ERROR, name, f"expected a mapping of component ids, got {value!r}"))
         raw[name] = value if isinstance(value, Mapping) else {}
-    if raw["connectors"]:
-        problems.append(Problem(WARNING, "connectors", "connectors are not supported yet; skipped"))
+    if raw["connectors"] and not upstream:
+        problems.append(
+            Problem(WARNING, "connectors", "connectors are not run by meshtrace; skipped", NOT_RUN_LOCALLY)
+        )
+    if upstream:
+        for ref, comp_raw in raw["connectors"].items():
+            try:
+                type_ = ComponentID.parse(ref).type
+            except ValueError as exc:
+                problems.append(Problem(ERROR, f"connectors.{ref}", str(exc)))
+                continue
+            problems += catalogue().check_component("connectors", type_, comp_raw, f"connectors.{ref}")[1]
 
     service, found = decode(Service, raw.get("service"), "service")
-    problems += found
+    # Upstream: meshtrace's own "accepted, not applied" warnings do not concern the real Collector.
+    problems += [p for p in found if not upstream or p.severity == ERROR]
 
-    # Which kinds of component each pipeline uses, to know what is used only by skipped pipelines.
+    # Components first: a pipeline skips those meshtrace does not run (`upstream`: none).
+    components: dict[tuple[Kind, ComponentID], ComponentConfig] = {}
+    not_run: set[tuple[Kind, str]] = set()
+    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
+        for ref, comp_raw in raw[kind.section].items():
+            path = f"{kind.section}.{ref}"
+            try:
+                cid = ComponentID.parse(ref)
+            except ValueError as exc:
+                problems.append(Problem(ERROR, path, str(exc)))
+                continue
+            if upstream:
+                known, upstream_problems = catalogue().check_component(kind.section, cid.type, comp_raw, path)
+                problems += upstream_problems
+                if known.type == "otlp_grpc":
+                    problems += _tls_by_default(comp_raw, path)
+                continue
+            config = _local_component(kind, cid, comp_raw, path, problems)
+            if config is None:
+                not_run.add((kind, ref))
+            else:
+                components[(kind, cid)] = config
+
     pipelines: list[Pipeline] = []
-    skipped_refs: set[tuple[Kind, str]] = set()
-    trace_refs: set[tuple[Kind, str]] = set()
     for name, spec in service.pipelines.items():
         path = f"service.pipelines.{name}"
         signal, _, _suffix = name.partition("/")
-        refs = {
-            (kind, ref)
-            for kind, ids in (
-                (Kind.RECEIVER, spec.receivers),
-                (Kind.PROCESSOR, spec.processors),
-                (Kind.EXPORTER, spec.exporters),
-            )
-            for ref in ids
-        }
         if signal not in SIGNALS:
             problems.append(Problem(ERROR, path, f"unknown signal {signal!r} (known: {', '.join(SIGNALS)})"))
             continue
-        if signal != "traces":
-            problems.append(Problem(WARNING, path, f"{signal} pipelines are not supported yet; skipped"))
-            skipped_refs |= refs
+        if signal != "traces" and not upstream:
+            problems.append(
+                Problem(
+                    WARNING, path, f"{signal} pipelines are not run by meshtrace; skipped", NOT_RUN_LOCALLY
+                )
+            )
             continue
-        trace_refs |= refs
         pipeline = Pipeline(name, [], [], [])
         for kind, ids, target in (
             (Kind.RECEIVER, spec.receivers, pipeline.receivers),
@@ -386,13 +434,20 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
                 ref_path = f"{path}.{kind.section}[{i}]"
                 connectors = raw["connectors"]
                 if ref in connectors and kind in (Kind.RECEIVER, Kind.EXPORTER):
-                    problems.append(
-                        Problem(WARNING, ref_path, f"connector {ref!r} is not supported yet; skipped")
-                    )
+                    if not upstream:
+                        problems.append(
+                            Problem(WARNING, ref_path, f"connector {ref!r} is not run by meshtrace; skipped")
+                        )
                     continue
                 if ref not in section:
                     problems.append(
-                        Problem(ERROR, ref_path, f"{kind.value} {ref!r} is not defined in {kind.section}")
+                        Problem(
+                            ERROR,
+                            ref_path,
+                            f"{kind.value} {ref!r} is not defined in {kind.section}"
+                            + did_you_mean(ref, [str(k) for k in section]),
+                            UNDEFINED_REFERENCE,
+                        )
                     )
                     continue
                 try:
@@ -403,14 +458,27 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
                 if cid in target:
                     problems.append(Problem(ERROR, ref_path, f"{ref!r} is listed twice"))
                     continue
-                target.append(cid)
-        for kind, ids in ((Kind.RECEIVER, spec.receivers), (Kind.EXPORTER, spec.exporters)):
+                if (kind, ref) not in not_run:
+                    target.append(cid)
+        for kind, ids, kept in (
+            (Kind.RECEIVER, spec.receivers, pipeline.receivers),
+            (Kind.EXPORTER, spec.exporters, pipeline.exporters),
+        ):
             if not ids:
                 problems.append(
                     Problem(ERROR, f"{path}.{kind.section}", f"a pipeline needs at least one {kind.value}")
                 )
+            elif not kept and not upstream and not any(p.severity == ERROR for p in problems):
+                problems.append(
+                    Problem(
+                        ERROR,
+                        f"{path}.{kind.section}",
+                        f"none of this pipeline's {kind.section} is run by meshtrace (see the warnings)",
+                        NOT_RUN_LOCALLY,
+                    )
+                )
         pipelines.append(pipeline)
-    if not pipelines and not any(p.severity == ERROR for p in problems):
+    if not pipelines and not upstream and not any(p.severity == ERROR for p in problems):
         problems.append(Problem(ERROR, "service.pipelines", "no traces pipeline: nothing to run"))
 
     extension_section = raw["extensions"]
@@ -418,46 +486,16 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
     for i, ref in enumerate(service.extensions):
         if ref not in extension_section:
             problems.append(
-                Problem(ERROR, f"service.extensions[{i}]", f"extension {ref!r} is not defined in extensions")
+                Problem(
+                    ERROR,
+                    f"service.extensions[{i}]",
+                    f"extension {ref!r} is not defined in extensions",
+                    UNDEFINED_REFERENCE,
+                )
             )
             continue
-        cid = ComponentID.parse(ref)
-        if cid.type in registry.SKIPPED_EXTENSIONS:
-            problems.append(
-                Problem(WARNING, f"extensions.{ref}", f"the {cid.type} extension is not supported; skipped")
-            )
-            continue
-        extensions.append(cid)
-        trace_refs.add((Kind.EXTENSION, ref))
-
-    components: dict[tuple[Kind, ComponentID], ComponentConfig] = {}
-    for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
-        for ref, comp_raw in raw[kind.section].items():
-            path = f"{kind.section}.{ref}"
-            try:
-                cid = ComponentID.parse(ref)
-            except ValueError as exc:
-                problems.append(Problem(ERROR, path, str(exc)))
-                continue
-            type_, warning = registry.canonical(kind, cid.type)
-            if kind == Kind.EXTENSION and type_ in registry.SKIPPED_EXTENSIONS:
-                continue  # warned about above when the service uses it
-            if type_ not in registry.TABLES[kind]:
-                only_skipped = (kind, ref) in skipped_refs and (kind, ref) not in trace_refs
-                types_ = ", ".join(registry.known(kind)) or "none yet"
-                message = f"unknown {kind.value} type {cid.type!r} (known types: {types_})"
-                if only_skipped:
-                    problems.append(Problem(WARNING, path, message + "; used only by skipped pipelines"))
-                else:
-                    problems.append(Problem(ERROR, path, message))
-                continue
-            if warning:
-                problems.append(Problem(WARNING, path, warning))
-            if kind in (Kind.RECEIVER, Kind.EXTENSION):
-                _all_interfaces(comp_raw, path, problems)
-            config, found = _component_config(kind, type_, comp_raw, path)
-            problems += found
-            components[(kind, cid)] = ComponentConfig(cid, kind, type_, config)
+        if (Kind.EXTENSION, ref) not in not_run:
+            extensions.append(ComponentID.parse(ref))
 
     for (_kind, _cid), component in components.items():
         prefix = f"{component.kind.section}.{component.id}"
@@ -465,7 +503,7 @@ def resolve(raw: Mapping[str, Any]) -> tuple[CollectorConfig | None, list[Proble
 
     metrics = _metrics_endpoint(service.telemetry, problems)
     log_level = str(service.telemetry.logs.get("level", "info")).lower()
-    if any(p.severity == ERROR for p in problems):
+    if upstream or any(p.severity == ERROR for p in problems):
         return None, problems
     return CollectorConfig(components, pipelines, extensions, metrics, log_level), problems
 
@@ -510,6 +548,80 @@ def _check_extension_references(
             out.append(Problem(ERROR, key_path, f"extension {ref!r} is not enabled in service.extensions"))
 
 
-def check(config: Mapping[str, Any]) -> list[Problem]:
-    """Every problem in a raw collector config (errors and warnings), with key paths. Pure."""
-    return resolve(config)[1]
+def check(config: Mapping[str, Any], upstream: bool = False) -> list[Problem]:
+    """Every problem in a raw collector config (errors and warnings), with key paths. Pure.
+    `upstream`: only what the real Collector would refuse or warn about (see `resolve`)."""
+    return resolve(config, upstream)[1]
+
+
+def _tls_by_default(raw: Any, path: str) -> list[Problem]:
+    """The Collector's gRPC exporters use TLS unless `tls.insecure: true`: against a plaintext
+    receiver (the usual in-cluster collector or Jaeger) every export fails its handshake."""
+    if not isinstance(raw, Mapping):
+        return []
+    endpoint = str(raw.get("endpoint") or "")
+    tls: Mapping[str, Any] = raw["tls"] if isinstance(raw.get("tls"), Mapping) else {}
+    if not endpoint or endpoint.startswith("https://") or tls.get("insecure") is True:
+        return []
+    if any(tls.get(k) for k in ("ca_file", "ca_pem", "cert_file", "cert_pem", "insecure_skip_verify")):
+        return []  # TLS settings given: TLS is meant
+    return [
+        Problem(
+            WARNING,
+            f"{path}.tls.insecure",
+            f"the Collector dials {endpoint} with TLS (on by default for gRPC exporters): if that "
+            "endpoint is plaintext, every export fails; set tls.insecure: true for plaintext, or "
+            "tls.ca_file for TLS",
+            TLS_BY_DEFAULT,
+        )
+    ]
+
+
+def _local_component(kind: Kind, cid: ComponentID, raw: Any, path: str, out: list[Problem]) -> Any:
+    """The component meshtrace runs for `cid`, checked against upstream then against meshtrace's
+    own model; None when upstream refuses it or meshtrace does not run it (problems say why)."""
+    type_, alias_warning = registry.canonical(kind, cid.type)
+    found, upstream = catalogue().check_component(kind.section, type_, raw, path)
+    if (
+        found.entry is None
+        and type_ in registry.TABLES[kind]
+        and cid.type not in catalogue().removed.get(kind.section, {})
+    ):
+        upstream = []  # meshtrace's own component (the trace store, the query API): not upstream's
+    elif found.entry is None:
+        out += upstream
+        return None
+    if alias_warning:
+        code = REMOVED_COMPONENT if type_ != cid.type and cid.type == "logging" else DEPRECATED_NAME
+        out.append(Problem(WARNING, path, alias_warning, code))
+    # Removed fields meshtrace still reads (the seed's `loglevel`) are its model's warnings.
+    out += [p for p in upstream if p.code != REMOVED_FIELD]
+    if type_ not in registry.TABLES[kind]:
+        out.append(
+            Problem(
+                WARNING,
+                path,
+                f"{kind.value} type {found.type!r} is a Collector {catalogue().version} component that "
+                "meshtrace does not run locally: skipped here (`meshtrace render` keeps it)",
+                NOT_RUN_LOCALLY,
+            )
+        )
+        return None
+    if kind in (Kind.RECEIVER, Kind.EXTENSION):
+        _all_interfaces(raw, path, out)
+    config, found_problems = _component_config(kind, type_, raw, path)
+    reported = {p.path for p in upstream}
+    for problem in found_problems:
+        if problem.code == UNKNOWN_FIELD:
+            if problem.path in reported:
+                continue  # upstream does not know it either: already an error
+            key_path = problem.path[len(path) + 1 :].split(".")
+            if catalogue().knows_key(kind.section, found.type, [k.split("[")[0] for k in key_path]):
+                problem = Problem(
+                    WARNING,
+                    problem.path,
+                    f"accepted by the Collector {catalogue().version} but not applied by meshtrace locally",
+                    NOT_APPLIED_LOCALLY,
+                )
+        out.append(problem)
+    return ComponentConfig(cid, kind, type_, config)

@@ -44,10 +44,6 @@ CONNECTORS: dict[str, str] = {}
 # (exporters' `sending_queue.storage`) must name an enabled extension with that capability.
 CAPABILITIES: dict[str, frozenset[str]] = {"file_storage": frozenset({"storage"})}
 
-# Collector extensions common in real configs that only help debug the Go process: a config
-# naming them still runs, with a warning, without them.
-SKIPPED_EXTENSIONS = frozenset({"pprof", "zpages", "memory_ballast"})
-
 # Old names a current Collector still accepts (or the seed still uses): old -> (new, warning).
 ALIASES: dict[tuple[Kind, str], tuple[str, str]] = {
     (Kind.EXPORTER, "otlp"): ("otlp_grpc", "exporter type 'otlp' is a deprecated alias of 'otlp_grpc'"),

@@ -31,19 +31,36 @@ WARNING = "warning"
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding about a config: `severity` is "error" or "warning"; `path` is dotted."""
+    """One finding about a config: `severity` is "error" or "warning"; `path` is dotted; `code` is
+    stable (docs/collector.md lists them) so tools match on it, never on the message."""
 
     severity: str
     path: str
     message: str
+    code: str = ""
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.severity}: {self.path}: {self.message}"
             if self.path
             else f"{self.severity}: {self.message}"
         )
+        return f"{text} [{self.code}]" if self.code else text
 
+
+# Stable problem codes (docs/collector.md, "Problem codes").
+UNKNOWN_COMPONENT = "COL001"  # unknown-component: no such type upstream
+REMOVED_COMPONENT = "COL002"  # removed-component: upstream removed it; the message says what to do
+UNKNOWN_FIELD = "COL003"  # unknown-field
+REMOVED_FIELD = "COL004"  # removed-field
+INVALID_VALUE = "COL005"  # invalid-value: wrong type or not one of the allowed values
+NOT_RUN_LOCALLY = "COL006"  # not-run-locally: upstream has it, meshtrace does not run it
+DEPRECATED_NAME = "COL007"  # deprecated-name: an alias upstream still accepts
+NOT_APPLIED_LOCALLY = "COL008"  # not-applied-locally: an upstream field meshtrace accepts and ignores
+UNDEFINED_REFERENCE = "COL009"  # undefined-reference: a pipeline names an undefined component
+TLS_BY_DEFAULT = "COL010"  # tls-by-default: a gRPC exporter to a plaintext endpoint without tls.insecure
+UNKNOWN_HOST = "COL011"  # unknown-host: an exporter's host no rendered manifest defines
+DEBUG_ONLY = "COL012"  # debug-only: a traces pipeline's only exporter is debug (spans go nowhere)
 
 DURATION = "duration"
 # Seconds, written in YAML as a Go duration: "200ms", "5s", "1m30s", "1h".
@@ -165,7 +182,9 @@ class _Decoder:
             f = fields.get(str(key))
             if f is None:
                 known = ", ".join(sorted(fields)) or "none"
-                self.error(sub, f"unknown key {key!r} (known keys: {known})")
+                self.problems.append(
+                    Problem(ERROR, sub, f"unknown key {key!r} (known keys: {known})", UNKNOWN_FIELD)
+                )
                 continue
             if "warning" in f.metadata:
                 self.problems.append(Problem(WARNING, sub, f.metadata["warning"]))

@@ -24,12 +24,20 @@ from meshtrace.config.model import Deployment, Document, Finding, Meta, Severity
 from meshtrace.config.resolve import MODES, effective_config
 
 _ORDER = {"error": 0, "warning": 1, "info": 2}
-# Collector self-metrics removed in v0.111 (REFERENCE.md §4) -> what to use instead.
+# Collector self-metrics a current Collector no longer emits -> what to use instead, and why
+# (upstream CHANGELOG and memory_limiter's metadata.yaml). The processorhelper stopped emitting the
+# processor_* counters in v0.111, except memory_limiter, which kept accepted/refused under those
+# names until v0.154 and renamed them in v0.155 (#11203).
 REMOVED_METRICS = {
     "otelcol_processor_dropped_spans": "otelcol_processor_incoming_items - otelcol_processor_outgoing_items "
     '(label otel_signal="traces")',
-    "otelcol_processor_accepted_spans": 'otelcol_processor_incoming_items{otel_signal="traces"}',
-    "otelcol_processor_refused_spans": "otelcol_receiver_refused_spans",
+    "otelcol_processor_accepted_spans": "otelcol_processor_memory_limiter_accepted_spans",
+    "otelcol_processor_refused_spans": "otelcol_processor_memory_limiter_refused_spans",
+}
+REMOVED_WHY = {
+    "otelcol_processor_dropped_spans": "removed in v0.111: no processor emits it",
+    "otelcol_processor_accepted_spans": "emitted only by memory_limiter until v0.154; renamed in v0.155",
+    "otelcol_processor_refused_spans": "emitted only by memory_limiter until v0.154; renamed in v0.155",
 }
 PRODUCTION_WORDS = {"production", "prod"}
 PRODUCTION_MAX_SAMPLING = 10.0
@@ -624,26 +632,40 @@ def memory_limiter_first(bundle: Bundle) -> Iterator[Finding]:
                 )
 
 
+# The collector check's stable codes (docs/collector.md) -> lint's rule names.
+LINT_CODES = {
+    "COL001": "collector-unknown-component",
+    "COL002": "collector-removed-component",
+    "COL003": "collector-unknown-field",
+    "COL004": "collector-removed-field",
+    "COL005": "collector-invalid-value",
+    "COL007": "collector-deprecated-name",
+    "COL009": "collector-undefined-reference",
+    "COL010": "collector-tls-by-default",
+}
+
+
 def collector_checks(bundle: Bundle) -> Iterator[Finding]:
     """The Collector framework's own checks on every collector ConfigMap."""
     try:
         from meshtrace.collector.config import check
+        from meshtrace.collector.schema import REMOVED_FIELD
     except ImportError:  # the collector component is optional for lint
         return
     for doc, where, config in _collector_configs(bundle):
-        for problem in check(config):
-            if "binds all interfaces" in problem.message:
-                continue  # right inside a Pod: the collector must listen on the pod's address
+        # What the real Collector says (the upstream catalogue), as the config is meant for it.
+        for problem in check(config, upstream=True):
             path = f"{where}.{problem.path}" if problem.path else where
-            code, fix = "collector-config", ""
             severity: Severity = "warning" if problem.severity == "warning" else "error"
-            last = problem.path.rsplit(".", 1)[-1]
-            if last == "loglevel":
-                code, severity, fix = "collector-loglevel", "error", "verbosity: basic|normal|detailed"
-            elif last.split("/", 1)[0] == "logging" and problem.path.startswith("exporters."):
-                code, severity = "collector-logging-exporter", "error"
+            code, fix = LINT_CODES.get(problem.code, "collector-config"), ""
+            if problem.code == REMOVED_FIELD and problem.path.endswith(".loglevel"):
+                code = "collector-loglevel"
+                fix = "verbosity: normal (the logging exporter's info), detailed (debug) or basic"
+            elif code == "collector-removed-component" and problem.path.startswith("exporters.logging"):
+                code = "collector-logging-exporter"
                 fix = "use the debug exporter (rename logging -> debug in exporters and pipelines)"
-            yield _finding(code, severity, problem.message, fix, doc=doc, path=path)
+            message = f"{problem.message} [{problem.code}]" if problem.code else problem.message
+            yield _finding(code, severity, message, fix, doc=doc, path=path)
 
 
 def removed_metrics(bundle: Bundle) -> Iterator[Finding]:
@@ -656,7 +678,7 @@ def removed_metrics(bundle: Bundle) -> Iterator[Finding]:
                     "alert-removed-metric",
                     "error",
                     f"alert {alert.name or alert.group!r} uses {metric}, which the Collector no longer emits "
-                    "(removed in v0.111): the alert can never fire",
+                    f"({REMOVED_WHY[metric]}): the alert can never fire",
                     f"rewrite with {REMOVED_METRICS[metric]}",
                     meta=rule.meta,
                     path=alert.path,

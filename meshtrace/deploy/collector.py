@@ -14,8 +14,11 @@ from typing import Any
 import yaml
 
 from meshtrace.collector import registry
+from meshtrace.collector.catalogue import catalogue
 from meshtrace.collector.component import Kind
 from meshtrace.collector.config import check, expand_env
+from meshtrace.collector.exporters.debug import LOGLEVELS
+from meshtrace.collector.schema import DEBUG_ONLY, ERROR, UNKNOWN_HOST, WARNING, Problem
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import ConfigMap, Deployment, HorizontalPodAutoscaler, Service
 from meshtrace.deploy.istio import RenderError, base
@@ -91,6 +94,8 @@ class Rendered:
     ports: list[Port] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # components meshtrace cannot check
     config: dict[str, Any] = field(default_factory=dict)  # the rendered collector config
+    problems: list[Problem] = field(default_factory=list)  # the collector config's warnings, coded
+    sampling_config: dict[str, Any] | None = None  # the tail-sampling tier's config, when split in two
 
 
 def check_image(image: str) -> None:
@@ -148,7 +153,8 @@ def _rename(config: dict[str, Any], kind: Kind, notes: list[str]) -> None:
         component = config[kind.section][new]
         if isinstance(component, dict) and "loglevel" in component:
             level = str(component.pop("loglevel")).lower()
-            component.setdefault("verbosity", "detailed" if level == "debug" else "basic")
+            # The logging exporter's own mapping (info -> normal), not "everything else is basic".
+            component.setdefault("verbosity", LOGLEVELS.get(level, "basic"))
             notes.append(
                 f"{kind.section}.{new}: loglevel {level} -> verbosity {component['verbosity']} "
                 "(loglevel went with the logging exporter)."
@@ -393,22 +399,82 @@ def collector_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], Li
     return config, notes, Listening(path, health_port, _self_metrics(config, notes))
 
 
-def validate_config(config: dict[str, Any]) -> list[str]:
-    """meshtrace's own collector check on the rendered config (as `meshtrace collector validate`
-    would run it in the pod). Errors raise; returns the components meshtrace does not implement,
-    which it cannot check."""
+def validate_config(config: dict[str, Any], hosts: set[str] | None = None) -> list[Problem]:
+    """The rendered config checked as the pinned upstream Collector would check it (the catalogue,
+    docs/collector.md): errors raise RenderError; warnings are returned with their stable codes.
+    `hosts`: the host names the rendered manifests define (None: exporter hosts not checked)."""
     expanded = expand_env(config, {"MY_POD_IP": "10.0.0.1"}, [])
-    unchecked, errors = [], []
-    for problem in check(expanded):
-        if problem.severity != "error":
-            continue
-        if re.search(r"unknown \w+ type", problem.message):
-            unchecked.append(problem.path)
-        else:
-            errors.append(f"{problem.path}: {problem.message}")
+    problems = check(expanded, upstream=True)
+    errors = [f"{p.code} {p.path}: {p.message}" for p in problems if p.severity == ERROR]
     if errors:
-        raise RenderError("rendered collector config is invalid: " + "; ".join(errors))
-    return unchecked
+        raise RenderError("collector config is refused by the Collector it deploys: " + "; ".join(errors))
+    warnings = [p for p in problems if p.severity != ERROR]
+    if hosts is not None:
+        warnings += _unknown_hosts(expanded, hosts)
+    warnings += _debug_only(expanded)
+    return warnings
+
+
+def endpoint_host(endpoint: str) -> str:
+    rest = endpoint.split("://", 1)[-1]
+    host = rest.split("/", 1)[0]
+    return host.rpartition(":")[0].strip("[]") if ":" in host else host
+
+
+def _unknown_hosts(config: dict[str, Any], hosts: set[str]) -> list[Problem]:
+    """Exporters sending to a host no rendered manifest defines (it must exist in the cluster)."""
+    out = []
+    for eid, exporter in (config.get("exporters") or {}).items():
+        endpoint = exporter.get("endpoint") if isinstance(exporter, dict) else None
+        if not isinstance(endpoint, str):
+            continue
+        host = endpoint_host(endpoint)
+        if not host or host in _LOCAL_HOSTS or re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host) or host in hosts:
+            continue
+        out.append(
+            Problem(
+                WARNING,
+                f"exporters.{eid}.endpoint",
+                f"{host} is not defined by any manifest rendered here: create it (a trace backend's "
+                "Service) before applying, or point the exporter at your backend",
+                UNKNOWN_HOST,
+            )
+        )
+    return out
+
+
+def _debug_only(config: dict[str, Any]) -> list[Problem]:
+    """A traces pipeline whose exporters are all `debug` keeps no span anywhere."""
+    out = []
+    for name, pipeline in _pipelines(config).items():
+        exporters = [str(e) for e in (pipeline or {}).get("exporters") or []]
+        if (
+            name.partition("/")[0] == "traces"
+            and exporters
+            and all(e.split("/")[0] == "debug" for e in exporters)
+        ):
+            out.append(
+                Problem(
+                    WARNING,
+                    f"service.pipelines.{name}.exporters",
+                    "the only exporter is debug: spans are printed to the collector's log and stored "
+                    "nowhere; add your trace backend's exporter",
+                    DEBUG_ONLY,
+                )
+            )
+    return out
+
+
+def service_hosts(bundle: Bundle, namespace: str, extra: dict[str, str] | None = None) -> set[str]:
+    """Every name a pod in `namespace` can reach a Service of the bundle by (`extra`: more
+    Services, name -> namespace, such as the rendered collector's own)."""
+    services = [(s.name, s.namespace) for s in bundle.services] + list((extra or {}).items())
+    hosts = set()
+    for name, ns in services:
+        hosts |= {f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"}
+        if ns == namespace:
+            hosts.add(name)
+    return hosts
 
 
 def service_ports(config: dict[str, Any], metrics_port: int) -> list[Port]:
@@ -548,7 +614,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     config, config_notes, listening = collector_config(raw)
     if limit:
         _check_limiter(config, limit, config_notes)
-    out.unchecked += validate_config(config)
+    out.problems = validate_config(config, service_hosts(bundle, namespace, {name: namespace}))
     cm_name = cm.name if cm else f"{name}-config"
     key = "config.yaml"
     cm_notes = [
@@ -567,12 +633,10 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
         if lost:
             cm_notes.append(f"Settings of the replaced {key} that are not in effect: {', '.join(lost)}.")
     cm_notes += config_notes
-    if out.unchecked:
-        cm_notes.append(
-            "Not checked by meshtrace (components it does not implement): " + ", ".join(out.unchecked)
-        )
-    else:
-        cm_notes.append("Checked with meshtrace's collector config check (`meshtrace collector validate`).")
+    cm_notes.append(
+        f"Checked against the Collector {catalogue().version} catalogue (every component, field and "
+        "removal of core and contrib; docs/collector.md)."
+    )
     config_text = dump(config)
     config_map = {
         "apiVersion": "v1",

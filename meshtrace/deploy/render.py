@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshtrace.collector.schema import DEBUG_ONLY, Problem
 from meshtrace.config.loader import Bundle
 from meshtrace.deploy import backend, collector, injection, istio, monitoring, profile, topology
 from meshtrace.deploy.istio import base
@@ -86,7 +87,6 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
         if result.profile_changes:
             cm_notes.append("Production profile: see the README's list of merged and overridden settings.")
         result.warnings += [RenderWarning(c, m) for c, m in topology.apply(rendered, options)]
-        result.warnings += _exporter_checks(rendered, chosen)
         for name, docs in rendered.files.items():
             manifests[f"otel-collector/{name}"] = (
                 [
@@ -97,6 +97,12 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
                 "",
             )
         result.warnings += _provider_checks(bundle, rendered)
+        rendered.problems = _collector_problems(bundle, rendered, chosen)
+        cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in rendered.problems]
+        result.warnings += [
+            RenderWarning(p.code, f"collector config {p.path}: {p.message}{_HINTS.get(p.code, '')}")
+            for p in rendered.problems
+        ]
     if chosen is not None:
         for path, docs in chosen.files.items():
             manifests[path] = (["The trace backend (--backend): `kubectl apply -f backend/`."], docs, "")
@@ -163,19 +169,27 @@ def _namespaces(
     return out
 
 
-def _exporter_checks(rendered: collector.Rendered, chosen: backend.Backend | None) -> list[RenderWarning]:
-    """A collector that only prints spans stores nothing."""
-    pipelines = ((rendered.config.get("service") or {}).get("pipelines")) or {}
-    exporters = {str(e) for p in pipelines.values() if isinstance(p, dict) for e in p.get("exporters") or []}
-    if exporters and all(e.split("/", 1)[0] == "debug" for e in exporters) and chosen is None:
-        return [
-            RenderWarning(
-                "no-backend",
-                "the collector's only exporter is debug (spans go to its log, nowhere else): pass "
-                "--backend jaeger|tempo|external=HOST:PORT or add your backend's exporter",
-            )
-        ]
-    return []
+# What render itself offers for a collector config warning.
+_HINTS = {DEBUG_ONLY: " (or pass --backend jaeger|tempo|external=HOST:PORT)"}
+
+
+def _collector_problems(
+    bundle: Bundle, rendered: collector.Rendered, chosen: backend.Backend | None
+) -> list[Problem]:
+    """The final collector configs (both tiers when tail sampling splits them, with the backend's
+    exporter) checked as the Collector would, with the hosts this output defines."""
+    hosts = collector.service_hosts(bundle, rendered.namespace, {rendered.service: rendered.namespace})
+    if chosen is not None:
+        host = collector.endpoint_host(chosen.endpoint)
+        name, _, rest = host.partition(".")
+        namespace = rest.partition(".")[0]
+        hosts |= collector.service_hosts(bundle, namespace, {name: namespace}) if namespace else {host}
+    problems = collector.validate_config(rendered.config, hosts)
+    if rendered.sampling_config is not None:
+        seen = {(p.code, p.path) for p in problems}
+        tier = collector.validate_config(rendered.sampling_config, hosts)
+        problems += [p for p in tier if (p.code, p.path) not in seen]
+    return problems
 
 
 def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[RenderWarning]:

@@ -310,7 +310,8 @@ def apply(rendered: Rendered, options: Options) -> list[tuple[str, str]]:
             "replica; behind one Service and an HPA they would land on different pods, each deciding "
             "on a fragment."
         )
-        rendered.unchecked += [u for u in validate_config(back) if u not in rendered.unchecked]
+        validate_config(back)  # raises if the tier's config is refused; render reports its warnings
+        rendered.sampling_config = back
         _sampling_tier(rendered, back, sampling, replicas)
         warnings.append(
             (
@@ -319,7 +320,7 @@ def apply(rendered: Rendered, options: Options) -> list[tuple[str, str]]:
                 "span rate and decision_wait; resizing moves in-flight traces between replicas",
             )
         )
-    rendered.unchecked += [u for u in validate_config(front) if u not in rendered.unchecked]
+    validate_config(front)
     _write_config(cm, dep, front)
     _storage_volumes(front, dep)
     rendered.config = front

@@ -192,6 +192,7 @@ def make_plan(
         store["path"] = str(data_dir / "traces.db")
     run_config, notes = localize(config, host, ui, store, lambda h: h in defined)
     reports += notes
+    reports += _not_run_locally(run_config)
 
     plan = Plan(
         paths=list(paths),
@@ -308,6 +309,17 @@ def _lint_summary(bundle: Bundle, paths: list[Path]) -> list[str]:
             f"lint: {len(errors)} error(s), {warnings} warning(s): `meshtrace lint {where}` explains each"
         )
     return out
+
+
+def _not_run_locally(config: dict[str, Any]) -> list[str]:
+    """What of the collector config upstream runs and the local collector skips (said before it
+    starts, not only in its log)."""
+    from meshtrace.collector.config import check
+    from meshtrace.collector.schema import NOT_RUN_LOCALLY
+
+    return [
+        f"collector: {p.path}: {p.message} [{p.code}]" for p in check(config) if p.code == NOT_RUN_LOCALLY
+    ]
 
 
 def _collector_config(

@@ -147,30 +147,36 @@ def test_bad_values_name_the_key() -> None:
     )
 
 
-def test_unknown_type_lists_known_types_and_undefined_refs_are_errors() -> None:
+def codes(problems: list[Problem]) -> dict[str, str]:
+    return {p.path: p.code for p in problems}
+
+
+def test_unknown_type_has_a_did_you_mean_and_undefined_refs_are_errors() -> None:
     raw = minimal()
-    raw["exporters"]["kafka"] = {}
+    raw["exporters"]["kafak"] = {}
     raw["service"]["pipelines"]["traces"]["exporters"] = ["debug", "otlp/missing"]
-    found = errors(check(raw))
-    assert "unknown exporter type 'kafka'" in found["exporters.kafka"]
-    assert "debug, file, otlp_grpc, otlp_http" in found["exporters.kafka"]
-    assert "not defined" in found["service.pipelines.traces.exporters[1]"]
+    problems = check(raw)
+    assert codes(problems)["exporters.kafak"] == "COL001"
+    assert "did you mean 'kafka'" in errors(problems)["exporters.kafak"]
+    assert codes(problems)["service.pipelines.traces.exporters[1]"] == "COL009"
 
 
-def test_metrics_logs_pipelines_and_connectors_are_skipped_with_warnings() -> None:
+def test_upstream_components_meshtrace_does_not_run_are_skipped_with_warnings() -> None:
     raw = minimal()
     raw["receivers"]["prometheus"] = {"config": {}}
+    raw["exporters"]["kafka"] = {}
     raw["connectors"] = {"spanmetrics": {}}
     raw["service"]["pipelines"]["metrics"] = {"receivers": ["prometheus"], "exporters": ["debug"]}
     raw["service"]["pipelines"]["logs/x"] = {"receivers": ["otlp"], "exporters": ["debug"]}
+    raw["service"]["pipelines"]["traces"]["exporters"] += ["kafka"]
     config, problems = resolve(raw)
     assert config is not None, problems
-    found = warnings(problems)
-    assert "not supported yet" in found["service.pipelines.metrics"]
-    assert "not supported yet" in found["service.pipelines.logs/x"]
-    assert "not supported yet" in found["connectors"]
-    assert "used only by skipped pipelines" in found["receivers.prometheus"]
+    found = {p.path: p.code for p in problems if p.severity == WARNING}
+    for path in ("service.pipelines.metrics", "service.pipelines.logs/x", "connectors"):
+        assert found[path] == "COL006"
+    assert found["receivers.prometheus"] == found["exporters.kafka"] == "COL006"
     assert [p.name for p in config.pipelines] == ["traces"]
+    assert [str(e) for e in config.pipelines[0].exporters] == ["debug"]  # kafka is not run here
 
 
 def test_self_metrics_address_old_and_new_forms() -> None:
@@ -316,7 +322,7 @@ def test_go_debugging_extensions_are_skipped_with_a_warning() -> None:
     config, problems = resolve(raw)
     assert config is not None, problems
     assert [str(e) for e in config.extensions] == ["health_check"]
-    assert "not supported; skipped" in warnings(problems)["extensions.zpages"]
+    assert codes([p for p in problems if p.severity == WARNING])["extensions.zpages"] == "COL006"
 
 
 def test_sending_queue_storage_must_name_an_enabled_storage_extension(tmp_path: Path) -> None:
@@ -370,3 +376,28 @@ def test_file_storage_keys_and_defaults_are_the_collector_contribs() -> None:
     problems = check(raw)
     assert "octal" in errors(problems)["extensions.file_storage"]
     assert "ignored" in warnings(problems)["extensions.file_storage.compaction.directory"]
+
+
+def test_validate_local_and_upstream(tmp_path: Path) -> None:
+    # Issue 11: a component upstream has but meshtrace does not run is a coded warning locally
+    # and nothing to say for the real Collector; a removed one is an error with the migration.
+    raw = minimal()
+    limiter = {"check_interval": "1s", "limit_mib": 100, "max_gc_interval_when_soft_limited": "10s"}
+    raw["processors"] = {"k8s_attributes": {}, "memory_limiter": limiter}
+    raw["service"]["pipelines"]["traces"]["processors"] = ["k8s_attributes", "memory_limiter"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    local = _validate("--config", str(path))
+    assert local.returncode == 0, local.stdout
+    assert "warning: processors.k8s_attributes:" in local.stdout and "[COL006]" in local.stdout
+    assert "[COL008]" in local.stdout  # an upstream memory_limiter field meshtrace does not apply
+    upstream = _validate("--config", str(path), "--upstream")
+    assert upstream.returncode == 0 and "COL006" not in upstream.stdout and "COL008" not in upstream.stdout
+    raw["extensions"] = {"memory_ballast": {"size_mib": 64}}
+    raw["service"]["extensions"] = ["memory_ballast"]
+    path.write_text(yaml.safe_dump(raw))
+    for args in ((), ("--upstream",)):
+        result = _validate("--config", str(path), *args)
+        assert result.returncode == 1
+        assert "extensions.memory_ballast" in result.stdout and "GOMEMLIMIT" in result.stdout
+        assert "[COL002]" in result.stdout

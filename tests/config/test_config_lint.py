@@ -294,7 +294,25 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         "collector-logging-exporter",
         "error",
         [collector(exporters="{logging: {}}")],
-        [collector(exporters="{debug: {}}")],
+        [collector()],
+        True,
+    ),
+    (
+        "collector-invalid-value",
+        "error",
+        # issue 11 finding 2: a typo in a tail_sampling policy type (upstream: status_code)
+        [
+            collector(
+                processors="{tail_sampling: {policies: [{name: e, type: status_codes}]}}",
+                pipeline_procs="[tail_sampling]",
+            )
+        ],
+        [
+            collector(
+                processors="{tail_sampling: {policies: [{name: e, type: status_code}]}}",
+                pipeline_procs="[tail_sampling]",
+            )
+        ],
         True,
     ),
     (
@@ -330,10 +348,18 @@ CASES: list[tuple[str, str, list[str], list[str], bool]] = [
         True,
     ),
     (
-        "collector-config",
+        "collector-unknown-component",
         "error",
         [collector(exporters="{nonsense: {}}")],
         [collector()],
+        True,
+    ),
+    (
+        "collector-removed-component",
+        "error",
+        # issue 11 finding 2: removed in Collector v0.109, its config is refused
+        [collector().replace("    exporters:", "    extensions: {memory_ballast: {}}\n    exporters:", 1)],
+        [collector(exporters="{debug: {}}")],
         True,
     ),
     (
@@ -632,3 +658,23 @@ def test_legacy_zipkin_needs_the_zipkin_key_itself(manifests: Manifests) -> None
     # a tracing block without zipkin is no legacy tracer.
     bundle = manifests(operator("{defaultConfig: {tracing: {sampling: 10.0}}}"), ROOT)
     assert "legacy-zipkin-tracing" not in codes(bundle)
+
+
+def test_processor_span_counters_say_when_and_how_they_were_renamed(manifests: Manifests) -> None:
+    # Issue 11 finding 10: memory_limiter emitted these until v0.154 and renamed them in v0.155
+    # (the old message said they were removed in v0.111).
+    fired = [
+        f
+        for f in lint(manifests(rule("rate(otelcol_processor_refused_spans[5m]) > 0")))
+        if f.code == "alert-removed-metric"
+    ]
+    assert len(fired) == 1
+    assert "until v0.154" in fired[0].message and "renamed in v0.155" in fired[0].message
+    assert "v0.111" not in fired[0].message
+    assert fired[0].fix == "rewrite with otelcol_processor_memory_limiter_refused_spans"
+
+
+def test_collector_findings_carry_the_checks_stable_code(manifests: Manifests) -> None:
+    typo = collector(processors="{k8sattribute: {}}", pipeline_procs="[k8sattribute]")
+    fired = [f for f in lint(manifests(typo)) if f.code == "collector-unknown-component"]
+    assert fired and "[COL001]" in fired[0].message and "did you mean 'k8s_attributes'" in fired[0].message

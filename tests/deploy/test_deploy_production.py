@@ -212,8 +212,8 @@ def test_bad_backend_is_a_usage_error(tmp_path: Path) -> None:
 def test_warnings_are_printed_written_and_fatal_with_strict(tmp_path: Path) -> None:
     proc = run_meshtrace("render", "-f", str(EXAMPLES), "-o", str(tmp_path / "a"))
     assert proc.returncode == 0
-    assert "[no-backend]" in proc.stderr  # the demo's only exporter is debug
-    assert "`no-backend`" in (tmp_path / "a" / "README.md").read_text()
+    assert "[COL012]" in proc.stderr  # the demo's only exporter is debug
+    assert "`COL012`" in (tmp_path / "a" / "README.md").read_text()
     proc = run_meshtrace("render", "-f", str(EXAMPLES), "-o", str(tmp_path / "b"), "--strict")
     assert proc.returncode == 1
     assert "--strict" in proc.stderr

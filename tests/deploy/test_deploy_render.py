@@ -207,7 +207,8 @@ def test_collector_config_uses_current_names_and_pod_address(out: Path) -> None:
 
 def test_seed_collector_config_renames(seed_out: Path) -> None:
     config = collector_config(seed_out)
-    assert config["exporters"]["debug"] == {"verbosity": "basic"}
+    # Finding 6: the logging exporter mapped `loglevel: info` to `normal`, not `basic`.
+    assert config["exporters"]["debug"] == {"verbosity": "normal"}
     assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "jaeger-collector.observability:4317"
     assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_grpc/jaeger", "debug"]
     # The seed defines the ConfigMap twice: the later file wins, and what that loses is named.

@@ -236,3 +236,34 @@ def test_up_says_when_it_cannot_create_its_run_folder(tmp_path: Path) -> None:
     result = _up("--data-dir", str(blocker / "data"))
     assert result.returncode == 2
     assert "cannot create the run folder" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_up_says_which_upstream_components_the_local_collector_skips(tmp_path: Path) -> None:
+    # Issue 11: known upstream, not run by meshtrace: accepted, and `up` says so before starting.
+    (tmp_path / "collector.yaml").write_text(
+        """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: otel-collector, namespace: obs}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: otel}}
+  template:
+    metadata: {labels: {app: otel}}
+    spec:
+      containers: [{name: c, image: otel/opentelemetry-collector-contrib:0.156.0}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: otel-collector-config, namespace: obs}
+data:
+  config.yaml: |
+    receivers: {otlp: {protocols: {grpc: {}}}}
+    processors: {k8s_attributes: {}}
+    exporters: {debug: {}}
+    service:
+      pipelines: {traces: {receivers: [otlp], processors: [k8s_attributes], exporters: [debug]}}
+"""
+    )
+    reports = [r for r in _plan([tmp_path]).reports if r.startswith("collector: ")]
+    assert len(reports) == 1
+    assert "processors.k8s_attributes" in reports[0] and reports[0].endswith("[COL006]")

@@ -41,13 +41,7 @@ class DebugConfig:
 
     def __post_init__(self) -> None:
         if self.loglevel is not None:
-            levels: dict[str, Verbosity] = {
-                "debug": "detailed",
-                "info": "normal",
-                "warn": "basic",
-                "error": "basic",
-            }
-            verbosity = levels.get(self.loglevel.lower())
+            verbosity = LOGLEVELS.get(self.loglevel.lower())
             if verbosity is None:
                 raise ValueError(f"loglevel {self.loglevel!r}: expected one of {', '.join(LOGLEVELS)}")
             self.verbosity = verbosity

@@ -1,5 +1,5 @@
 """Cross-site request forgery guard for the HTTP servers that change state (the query API's
-`/api/import`, the control plane's POSTs).
+`/api/import`, the control plane's POSTs, and the Origin rule alone on the Zipkin receiver).
 
 Any web page can make a browser send a "simple" cross-origin POST (a form, or `fetch` in `no-cors`
 mode with a `text/plain` body) to a loopback port without asking first. Two rules refuse it:
@@ -54,14 +54,20 @@ def refusal(
     return None
 
 
-def middleware(error: ErrorResponse) -> Middleware:
-    """An aiohttp middleware applying `refusal`; `error` shapes the refusal as the server's errors."""
+def middleware(error: ErrorResponse, require_json: bool = True) -> Middleware:
+    """An aiohttp middleware applying `refusal`; `error` shapes the refusal as the server's errors.
+    `require_json=False` applies the Origin rule alone, for a receiver whose wire format is not
+    JSON-typed (Zipkin reporters send JSON under other types)."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         content_type = request.content_type if "Content-Type" in request.headers else None
         refused = refusal(
-            request.method, request.headers.get("Origin"), request.host, request.body_exists, content_type
+            request.method,
+            request.headers.get("Origin"),
+            request.host,
+            request.body_exists and require_json,
+            content_type,
         )
         if refused is not None:
             return error(request, *refused)

@@ -200,6 +200,25 @@ def test_bad_input_statuses_and_the_receiver_keeps_serving(zipkin_collector: Cal
     assert sorted(w.span.name for w in collector.wait_for(2)) == ["ok", "proto"]
 
 
+def test_a_web_page_of_another_origin_cannot_write_spans(zipkin_collector: Callable[..., Any]) -> None:
+    """A browser may POST a form-typed body to loopback from any page without a preflight, and the
+    receiver reads such bodies as JSON (as Zipkin does): a foreign Origin is refused, tools (no
+    Origin) and same-origin pages are not."""
+    collector = zipkin_collector()
+    url = collector.url()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = json.dumps(V2_SPAN).encode()
+    for origin in ("http://evil.example", "null"):
+        r = requests.post(url, data=body, headers={**form, "Origin": origin}, timeout=10)
+        assert r.status_code == 403 and "cross-origin request refused" in r.text
+    host = url.split("/")[2]
+    assert (
+        requests.post(url, data=body, headers={**form, "Origin": f"http://{host}"}, timeout=10).status_code
+        == 202
+    )
+    assert [w.span.name for w in collector.wait_for(1)] == ["ok"]
+
+
 def test_memory_limiter_refusal_is_a_retryable_503(zipkin_collector: Callable[..., Any]) -> None:
     # A 1 MiB limit is below any Python process's RSS: everything is refused.
     collector = zipkin_collector(processors={"memory_limiter": {"check_interval": "1s", "limit_mib": 1}})

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from meshtrace import csrf
 from meshtrace.collector.admission import Admission
 from meshtrace.collector.component import ComponentID, Host, RefusedError, TracesConsumer
 from meshtrace.collector.httpserve import serve
@@ -74,6 +75,10 @@ def zipkin_traces(decoder: Decoder, parse_string_tags: bool, body: bytes) -> tup
     return Traces.from_message(request), refused
 
 
+def _refused(request: web.Request, status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=f"{status} {message}")
+
+
 class ZipkinReceiver:
     def __init__(self, id: ComponentID, config: ZipkinReceiverConfig, next_consumer: TracesConsumer) -> None:
         self.id = id
@@ -119,7 +124,9 @@ class ZipkinReceiver:
 
     async def start(self, host: Host) -> None:
         self._admission = host.admission()
-        app = web.Application()
+        # Reporters send JSON under any type, and a browser can POST a form-typed body to loopback
+        # from any web page without asking: a foreign Origin is refused (meshtrace.csrf).
+        app = web.Application(middlewares=[csrf.middleware(_refused, require_json=False)])
         app.router.add_post("/api/v2/spans", self._spans)
         app.router.add_post("/api/v1/spans", self._spans)
         bind_host, port = self.config.bind_address()

@@ -419,6 +419,7 @@ def _deployment(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) ->
             pod_labels=r.strings(data, "spec.template.metadata.labels"),
             annotations=r.strings(data, "spec.template.metadata.annotations"),
             containers=containers,
+            service_account=r.get(data, "spec.template.spec.serviceAccountName", str, None) or "default",
         )
     )
 

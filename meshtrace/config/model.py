@@ -135,6 +135,7 @@ class Deployment(Resource):
     pod_labels: dict[str, str]  # spec.template.metadata.labels: what Telemetry selectors match
     annotations: dict[str, str]  # spec.template.metadata.annotations (proxy.istio.io/config, ...)
     containers: list[Container]
+    service_account: str = "default"  # spec.template.spec.serviceAccountName: the workload identity
 
 
 @dataclass

@@ -4,6 +4,7 @@ proxy-status)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -16,6 +17,9 @@ from meshtrace.clitools import filename_option
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_CONTROL = f"http://{DEFAULT_LISTEN}"
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / (
+    "meshtrace/control"
+)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -55,11 +59,24 @@ def parse_listen(text: str) -> tuple[str, int]:
     show_default=True,
     help="How often the -f files are checked for edits, s.",
 )
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Where the credential signing key (token-key) and the CA are kept; created if missing.",
+)
 def control(
-    paths: tuple[Path, ...], listen: str, endpoints: tuple[str, ...], heartbeat_s: float, poll_s: float
+    paths: tuple[Path, ...],
+    listen: str,
+    endpoints: tuple[str, ...],
+    heartbeat_s: float,
+    poll_s: float,
+    data_dir: Path,
 ) -> None:
     """Run the control plane: service registry and config push to sidecars (like istiod)."""
     from meshtrace import aio
+    from meshtrace.control import identity
     from meshtrace.control.core import BadRequest, parse_static_endpoint
     from meshtrace.control.server import ControlServer, log, serve
     from meshtrace.control.source import load_snapshot
@@ -72,7 +89,11 @@ def control(
     snapshot = load_snapshot(list(paths))
     for message in sorted(snapshot.errors.values()):
         log(f"configuration error (serving anyway, as istiod would): {message}")
-    server = ControlServer(list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s)
+    try:
+        token_key = identity.load_or_create_key(data_dir)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--data-dir") from None
+    server = ControlServer(list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s, token_key)
     try:
         aio.run(serve(server, host, port))
     except OSError as exc:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshtrace.control.identity import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Claims, spiffe_id
+
 CLUSTER_DOMAIN = "svc.cluster.local"
 ROOT_NAMESPACE = "istio-system"
 MISSED_HEARTBEATS = 3  # an endpoint missing this many heartbeats leaves every service
@@ -28,6 +30,14 @@ class BadRequest(ValueError):
 
 class UnknownNode(KeyError):
     """A node id the control plane does not know (HTTP 404): the sidecar must register again."""
+
+
+class Unauthenticated(ValueError):
+    """No credential, or one that does not verify (HTTP 401)."""
+
+
+class Forbidden(ValueError):
+    """A valid credential of another identity than the request's (HTTP 403)."""
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -67,6 +77,7 @@ class Snapshot:
     effective: EffectiveConfig  # (workload, namespace, labels) -> the document without services
     # error findings of the load: (code, file, resource, path) -> message
     errors: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    trust_domain: str = DEFAULT_TRUST_DOMAIN  # MeshConfig trustDomain
 
 
 def new_errors(current: Snapshot, candidate: Snapshot) -> list[str]:
@@ -101,6 +112,7 @@ class Registration:
     labels: dict[str, str]
     ports: dict[str, int | None]
     mode: Literal["sidecar", "gateway"]
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
 
     @property
     def node_id(self) -> str:
@@ -147,6 +159,7 @@ def parse_registration(body: Any) -> Registration:
     mode = _field(body, "mode", str, required=False) or "sidecar"
     if mode not in ("sidecar", "gateway"):
         raise BadRequest("field 'mode' must be 'sidecar' or 'gateway'")
+    service_account = _field(body, "service_account", str, required=False) or DEFAULT_SERVICE_ACCOUNT
     return Registration(
         workload=workload,
         namespace=namespace,
@@ -155,7 +168,18 @@ def parse_registration(body: Any) -> Registration:
         labels=dict(labels),
         ports=ports,
         mode="gateway" if mode == "gateway" else "sidecar",
+        service_account=service_account,
     )
+
+
+def authorize(claims: Claims, namespace: str, pod: str, service_account: str | None = None) -> None:
+    """The credential must be the pod's own: a workload may only speak for itself."""
+    asked = Claims(namespace, claims.service_account if service_account is None else service_account, pod)
+    if asked != claims:
+        raise Forbidden(
+            f"credential of pod {claims.pod}.{claims.namespace} (service account {claims.service_account}) "
+            f"cannot act for pod {pod}.{namespace} (service account {asked.service_account})"
+        )
 
 
 @dataclass(frozen=True)
@@ -428,6 +452,10 @@ class ControlPlane:
                 "pod": node.reg.pod,
                 "ip": node.reg.ip,
                 "mode": node.reg.mode,
+                "service_account": node.reg.service_account,
+                "identity": spiffe_id(
+                    self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
+                ),
                 "labels": node.labels,
                 "ports": node.reg.ports,
                 "healthy": node.healthy,

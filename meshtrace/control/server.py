@@ -19,12 +19,17 @@ from typing import Any
 from aiohttp import web
 
 from meshtrace import csrf, ready
+from meshtrace.control import identity
 from meshtrace.control.core import (
     BadRequest,
     ControlPlane,
+    Forbidden,
+    Node,
     Snapshot,
     StaticEndpoint,
+    Unauthenticated,
     UnknownNode,
+    authorize,
     new_errors,
     parse_ack,
     parse_registration,
@@ -70,7 +75,9 @@ class ControlServer:
         static: list[StaticEndpoint],
         heartbeat_s: float,
         poll_s: float,
+        token_key: bytes,
     ) -> None:
+        self.token_key = token_key
         self.paths = paths
         self.loader = loader
         self.plane = ControlPlane(snapshot, static, heartbeat_s)
@@ -99,20 +106,39 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
 
+    def _claims(self, request: web.Request) -> identity.Claims:
+        """The caller's bootstrap credential (`Authorization: Bearer <token>`), verified."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("a bootstrap credential is required: Authorization: Bearer <token>")
+        try:
+            return identity.verify(self.token_key, token.strip())
+        except identity.InvalidCredential as exc:
+            raise Unauthenticated(str(exc)) from None
+
+    def _own_node(self, request: web.Request) -> Node:
+        """The node of the path, if the caller's credential is that pod's (401, 404, then 403)."""
+        claims = self._claims(request)
+        node = self.plane.node(request.match_info["node_id"])
+        authorize(claims, node.reg.namespace, node.reg.pod, node.reg.service_account)
+        return node
+
     async def register(self, request: web.Request) -> web.Response:
+        claims = self._claims(request)
         reg = parse_registration(await self._json_body(request))
+        authorize(claims, reg.namespace, reg.pod, reg.service_account)
         node, changed = self.plane.register(reg, time.monotonic())
         self._wake(changed)
         log(f"registered {reg.node_id} ({reg.workload}.{reg.namespace}, version {node.version})")
         return web.json_response({"node_id": reg.node_id, "heartbeat_s": self.plane.heartbeat_s})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
+        node_id = self._own_node(request).reg.node_id
         self._wake(self.plane.heartbeat(node_id, time.monotonic()))
         return web.json_response({"node_id": node_id, "heartbeat_s": self.plane.heartbeat_s})
 
     async def config(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
+        node_id = self._own_node(request).reg.node_id
         known = request.query.get("version")
         try:
             wait = float(request.query.get("wait", "0"))
@@ -135,8 +161,7 @@ class ControlServer:
                 return web.Response(status=304)
 
     async def ack(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
-        self.plane.node(node_id)  # 404 before 400: an unknown node must register first
+        node_id = self._own_node(request).reg.node_id  # 404 before 400: register first
         ack = parse_ack(await self._json_body(request))
         self.plane.ack(node_id, ack, time.monotonic())
         if ack.status == "NACK":
@@ -170,6 +195,12 @@ class ControlServer:
             return _error(400, str(exc))
         except UnknownNode as exc:
             return _error(404, f"unknown node {exc.args[0]!r}: register first (POST /v1/register)")
+        except Unauthenticated as exc:
+            response = _error(401, str(exc))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="meshtrace-control"'
+            return response
+        except Forbidden as exc:
+            return _error(403, str(exc))
 
     def app(self) -> web.Application:
         app = web.Application(

@@ -19,6 +19,7 @@ from typing import Any
 from meshtrace.config import Bundle, load
 from meshtrace.config.lint import lint
 from meshtrace.config.model import Deployment, Service
+from meshtrace.control import identity
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.supervisor import ProcessSpec, meshtrace_argv
 
@@ -28,6 +29,7 @@ DEMO_IMAGES = {"frontend": "meshtrace.demo.frontend", "backend": "meshtrace.demo
 COLLECTOR_IMAGES = ("opentelemetry-collector", "otelcol")
 CONTROL_PORT = 15010
 GATEWAY = ("istio-ingressgateway", "istio-system")
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"  # Istio's chart names it so
 # Collector ports a Service may expose, and where the local collector serves each.
 OTLP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -42,13 +44,14 @@ class PodPlan:
     app_port: int
     app_argv: list[str]
     app_env: dict[str, str]
+    service_account: str = "default"
 
     def app_spec(self) -> ProcessSpec:
         return ProcessSpec(
             name=f"{self.name}/app", argv=self.app_argv, env=self.app_env, ready_tcp=(self.ip, self.app_port)
         )
 
-    def sidecar_spec(self, control_url: str) -> ProcessSpec:
+    def sidecar_spec(self, control_url: str, tokens: Path) -> ProcessSpec:
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         argv = meshtrace_argv(
             "sidecar",
@@ -66,6 +69,10 @@ class PodPlan:
             str(self.app_port),
             "--control",
             control_url,
+            "--service-account",
+            self.service_account,
+            "--token-file",
+            str(token_file(tokens, self.namespace, self.name)),
         )
         return ProcessSpec(name=f"{self.name}/sidecar", argv=argv, ready=("inbound", "outbound"))
 
@@ -91,6 +98,18 @@ class Plan:
     alert_rule_groups: list[list[dict[str, Any]]] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
 
+    def mint_tokens(self, key: bytes, tokens: Path) -> None:
+        """Each pod's bootstrap credential in its own 0600 file, as Kubernetes projects a
+        service-account token into the pod: the sidecar reads it, `ps` never shows it."""
+        tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name, namespace = GATEWAY
+        pods = [(namespace, f"{name}-0", GATEWAY_SERVICE_ACCOUNT)]
+        pods += [(p.namespace, p.name, p.service_account) for p in self.pods]
+        for ns, pod, sa in pods:
+            identity.write_token(
+                token_file(tokens, ns, pod), identity.mint(key, identity.Claims(ns, sa, pod))
+            )
+
     def fixed_addresses(self) -> list[tuple[str, int]]:
         """Addresses bound with a fixed port, to check before starting anything."""
         out = [(self.host, self.control_port), self.ingress, self.ui, (self.host, 4317), (self.host, 4318)]
@@ -104,7 +123,7 @@ class Plan:
             ]
         return out
 
-    def gateway_args(self, control_url: str) -> list[str]:
+    def gateway_args(self, control_url: str, tokens: Path) -> list[str]:
         name, namespace = GATEWAY
         host, port = self.ingress
         args = [
@@ -136,10 +155,18 @@ class Plan:
             "0",
             "--control",
             control_url,
+            "--service-account",
+            GATEWAY_SERVICE_ACCOUNT,
+            "--token-file",
+            str(token_file(tokens, namespace, f"{name}-0")),
         ]
         if self.default_service:
             args += ["--default-service", self.default_service]
         return args
+
+
+def token_file(tokens: Path, namespace: str, pod: str) -> Path:
+    return tokens / f"{namespace}.{pod}.token"
 
 
 def _image_name(image: str) -> str:
@@ -243,6 +270,7 @@ def make_plan(
                     app_port=app_port,
                     app_argv=argv,
                     app_env=env,
+                    service_account=dep.service_account,
                 )
             )
     # The gateway sends requests whose Host names no Service to the first Service (in manifest

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from meshtrace.control import identity
 from meshtrace.runtime import ports
 from meshtrace.runtime.plan import Plan, make_plan
 from meshtrace.runtime.prometheus import PROMETHEUS_PORT, prometheus_spec
@@ -153,7 +154,12 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
             ready=plan.collector.ready,
         )
     )
-    control_args = ["control", "--listen", f"{plan.host}:{plan.control_port}"]
+    # The control plane's key and CA live with the traces when --data-dir is given (kept across
+    # runs, as istiod's root is), else in this run's folder.
+    control_dir = (options.data_dir or rundir) / "control"
+    tokens = rundir / "tokens"
+    plan.mint_tokens(identity.load_or_create_key(control_dir), tokens)
+    control_args = ["control", "--listen", f"{plan.host}:{plan.control_port}", "--data-dir", str(control_dir)]
     for path in plan.paths:
         control_args += ["-f", str(path)]
     for endpoint in plan.static_endpoints:
@@ -166,12 +172,12 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
     gateway = await supervisor.start(
         ProcessSpec(
             name="istio-ingressgateway",
-            argv=meshtrace_argv(*plan.gateway_args(control_url)),
+            argv=meshtrace_argv(*plan.gateway_args(control_url, tokens)),
             ready=("gateway",),
         )
     )
     await supervisor.start_all([pod.app_spec() for pod in plan.pods])
-    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods])
+    await supervisor.start_all([pod.sidecar_spec(control_url, tokens) for pod in plan.pods])
     prometheus = await supervisor.start(prometheus_spec(plan, rundir)) if options.prometheus else None
 
     _print_status(out, plan, collector, control, gateway, prometheus)

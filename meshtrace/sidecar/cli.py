@@ -39,6 +39,7 @@ class Options:
     control: str | None
     config: str | None
     ports: dict[str, int]
+    token_file: str | None
     timeouts: Timeouts
     access_log: bool
     series_limit: int = SERIES_LIMIT
@@ -84,7 +85,8 @@ async def run(opts: Options) -> None:
         # a gateway has no inbound/outbound pair: its listener stands in as the inbound port
         inbound = real["gateway"] if ident.mode == GATEWAY else real["inbound"]
         ports = {"inbound": inbound, "outbound": real.get("outbound"), "admin": real["admin"]}
-        source = ControlSource(opts.control, ident, ports)
+        assert opts.token_file is not None
+        source = ControlSource(opts.control, ident, ports, opts.token_file)
         proxy.apply(await source.first())
         tasks += [loop.create_task(source.watch(proxy.apply)), loop.create_task(source.heartbeat())]
     else:
@@ -128,6 +130,14 @@ async def run(opts: Options) -> None:
 @click.option("--app-host", default=None, help="Where the app listens (default: --ip).")
 @click.option("--control", default=None, help="Control plane URL, e.g. http://127.0.0.1:15010.")
 @click.option("--config", "config_file", default=None, help="Effective config document (JSON or YAML).")
+@click.option(
+    "--token-file",
+    envvar="MESHTRACE_TOKEN_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="With --control: the bootstrap credential the control plane minted for this pod.",
+)
+@click.option("--service-account", default="default", show_default=True, help="The pod's service account.")
 @click.option("--mode", type=click.Choice(["sidecar", "gateway"]), default="sidecar", show_default=True)
 @click.option("--default-service", default=None, help="Gateway: Service for hosts that name none.")
 @click.option("--inbound-port", type=int, default=15006, show_default=True)
@@ -167,6 +177,8 @@ def sidecar(
     app_host: str | None,
     control: str | None,
     config_file: str | None,
+    token_file: str | None,
+    service_account: str,
     mode: str,
     default_service: str | None,
     inbound_port: int,
@@ -186,6 +198,8 @@ def sidecar(
     """Run the proxy beside one workload: inbound/outbound listeners, tracing, metrics."""
     if (control is None) == (config_file is None):
         raise click.UsageError("give exactly one of --control URL or --config FILE")
+    if control is not None and token_file is None:
+        raise click.UsageError("--control needs --token-file (the pod's bootstrap credential)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="meshtrace sidecar: %(message)s")
     ident = Identity(
         workload=workload,
@@ -197,6 +211,7 @@ def sidecar(
         app_port=app_port,
         mode=mode,
         default_service=default_service,
+        service_account=service_account,
     )
     ports = {
         "inbound": inbound_port,
@@ -214,6 +229,7 @@ def sidecar(
         control,
         config_file,
         ports,
+        token_file,
         timeouts,
         access_log,
         metric_series_limit,

@@ -64,8 +64,9 @@ class FileSource:
 class ControlSource:
     """--control URL: the control plane client."""
 
-    def __init__(self, url: str, ident: Identity, ports: dict[str, int]) -> None:
+    def __init__(self, url: str, ident: Identity, ports: dict[str, int], token_file: str) -> None:
         self.host, self.port, _ = split_url(url)
+        self.token_file = Path(token_file)
         self.ident = ident
         self.ports = ports
         self.pool = Pool(5.0)
@@ -75,9 +76,10 @@ class ControlSource:
 
     async def _call(self, method: str, path: str, doc: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         body = b"" if doc is None else json.dumps(doc).encode()
-        status, answer = await request(
-            self.pool, self.host, self.port, method, path, body, {"content-type": "application/json"}, timeout
-        )
+        # Read each time: the token file may be replaced (Kubernetes rotates projected tokens).
+        token = self.token_file.read_text().strip()
+        headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+        status, answer = await request(self.pool, self.host, self.port, method, path, body, headers, timeout)
         try:
             return status, json.loads(answer) if answer else None
         except json.JSONDecodeError:
@@ -94,6 +96,7 @@ class ControlSource:
             "labels": i.labels,
             "ports": {**self.ports, "app": i.app_port},
             "mode": i.mode,
+            "service_account": i.service_account,
         }
         delay = 0.2
         while True:

@@ -104,6 +104,7 @@ class Identity:
     app_port: int
     mode: str  # sidecar | gateway
     default_service: str | None = None
+    service_account: str = "default"
 
     @property
     def node_id(self) -> str:

@@ -66,6 +66,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     show_default=True,
     help="Where the credential signing key (token-key) and the CA are kept; created if missing.",
 )
+@click.option(
+    "--cacerts",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A plugged-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem (istiod's "
+    "cacerts). Default: a root generated in --data-dir.",
+)
+@click.option(
+    "--workload-cert-ttl",
+    "cert_ttl_s",
+    type=click.FloatRange(min=1),
+    default=24 * 3600.0,
+    show_default=True,
+    help="Lifetime of workload certificates, s (istiod's DEFAULT_WORKLOAD_CERT_TTL).",
+)
 def control(
     paths: tuple[Path, ...],
     listen: str,
@@ -73,10 +88,13 @@ def control(
     heartbeat_s: float,
     poll_s: float,
     data_dir: Path,
+    cacerts: Path | None,
+    cert_ttl_s: float,
 ) -> None:
     """Run the control plane: service registry and config push to sidecars (like istiod)."""
     from meshtrace import aio
     from meshtrace.control import identity
+    from meshtrace.control.ca import load_authority
     from meshtrace.control.core import BadRequest, parse_static_endpoint
     from meshtrace.control.server import ControlServer, log, serve
     from meshtrace.control.source import load_snapshot
@@ -91,9 +109,13 @@ def control(
         log(f"configuration error (serving anyway, as istiod would): {message}")
     try:
         token_key = identity.load_or_create_key(data_dir)
+        ca = load_authority(data_dir, cacerts, snapshot.trust_domain)
     except (OSError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--data-dir") from None
-    server = ControlServer(list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s, token_key)
+        raise click.BadParameter(str(exc), param_hint="--cacerts" if cacerts else "--data-dir") from None
+    log(f"certificate authority: {ca.source}, trust domain {snapshot.trust_domain}")
+    server = ControlServer(
+        list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s, token_key, ca, cert_ttl_s
+    )
     try:
         aio.run(serve(server, host, port))
     except OSError as exc:

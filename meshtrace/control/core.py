@@ -214,6 +214,7 @@ class Node:
     sent_version: str | None = None  # last version a config answer carried
     acked_version: str | None = None
     last_nack: dict[str, Any] | None = None
+    cert_expires_at: float | None = None  # unix time of the last certificate signed for it
 
 
 def config_version(config: Mapping[str, Any]) -> str:
@@ -464,6 +465,7 @@ class ControlPlane:
                 "sent_version": node.sent_version,
                 "acked_version": node.acked_version,
                 "last_nack": node.last_nack,
+                "cert_expires_at": node.cert_expires_at,
             }
             for node_id, node in sorted(self.nodes.items())
         ]

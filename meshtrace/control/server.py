@@ -20,6 +20,7 @@ from aiohttp import web
 
 from meshtrace import csrf, ready
 from meshtrace.control import identity
+from meshtrace.control.ca import CertificateAuthority, CsrError
 from meshtrace.control.core import (
     BadRequest,
     ControlPlane,
@@ -76,8 +77,12 @@ class ControlServer:
         heartbeat_s: float,
         poll_s: float,
         token_key: bytes,
+        ca: CertificateAuthority,
+        cert_ttl_s: float,
     ) -> None:
         self.token_key = token_key
+        self.ca = ca
+        self.cert_ttl_s = cert_ttl_s
         self.paths = paths
         self.loader = loader
         self.plane = ControlPlane(snapshot, static, heartbeat_s)
@@ -170,6 +175,32 @@ class ControlServer:
             {"node_id": node_id, "acked_version": self.plane.nodes[node_id].acked_version}
         )
 
+    async def certificate(self, request: web.Request) -> web.Response:
+        """istiod's CSR service: the node's SPIFFE id signed into a certificate for the key the
+        sidecar generated (the private key never leaves the sidecar)."""
+        node = self._own_node(request)
+        body = await self._json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("csr"), str):
+            raise BadRequest("field 'csr' is required: a PEM certificate request")
+        spiffe = identity.spiffe_id(
+            self.plane.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
+        )
+        try:
+            chain, expiry = self.ca.sign(body["csr"], spiffe, self.cert_ttl_s)
+        except CsrError as exc:
+            raise BadRequest(str(exc)) from None
+        node.cert_expires_at = expiry.timestamp()
+        log(f"signed {spiffe} for {node.reg.node_id}, expires {expiry.isoformat(timespec='seconds')}")
+        return web.json_response(
+            {
+                "identity": spiffe,
+                "cert_chain": chain,
+                "root_cert": self.ca.root_pem,
+                "trust_domain": self.plane.snapshot.trust_domain,
+                "expires_at": expiry.timestamp(),
+            }
+        )
+
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -180,6 +211,8 @@ class ControlServer:
                 "config_errors": self.config_errors,
                 "load_errors": sorted(self.plane.snapshot.errors.values()),
                 "static_endpoints": [f"{e.host}={e.ip}:{e.port}" for e in self.plane.static],
+                "trust_domain": self.plane.snapshot.trust_domain,
+                "ca": self.ca.source,
             }
         )
 
@@ -212,6 +245,7 @@ class ControlServer:
                 web.post("/v1/heartbeat/{node_id}", self.heartbeat),
                 web.get("/v1/config/{node_id}", self.config),
                 web.post("/v1/ack/{node_id}", self.ack),
+                web.post("/v1/certs/{node_id}", self.certificate),
                 web.get("/v1/status", self.status),
                 web.get("/ready", self.ready),
             ]

@@ -46,7 +46,8 @@ class Pod:
         token = identity.mint(key, identity.Claims("shop", service_account, pod))
         self.http.headers["Authorization"] = f"Bearer {token}"
         body = {"workload": "backend", "namespace": "shop", "pod": pod, "ip": "127.0.3.1",
-                "labels": {"app": "backend"}, "ports": {"inbound": 15006}, "service_account": service_account}  # fmt: skip
+                "labels": {"app": "backend"}, "ports": {"inbound": 15006},
+                "service_account": service_account}  # fmt: skip
         answer = self.http.post(f"{base}/v1/register", json=body, timeout=5)
         assert answer.status_code == 200, answer.text
         self.node_id = answer.json()["node_id"]
@@ -62,7 +63,8 @@ def start(meshtrace_process: Any, tmp_path: Path) -> Callable[..., tuple[str, by
     def run(*extra: str) -> tuple[str, bytes]:
         data = tmp_path / "control-data"
         proc = meshtrace_process(
-            ["control", "-f", str(tmp_path / "mesh.yaml"), "--listen", "127.0.0.1:0", "--data-dir", str(data), *extra]
+            ["control", "-f", str(tmp_path / "mesh.yaml"), "--listen", "127.0.0.1:0",
+             "--data-dir", str(data), *extra]
         )  # fmt: skip
         host, port = proc.wait_for_listeners("control")["control"]
         return f"http://{host}:{port}", identity.load_or_create_key(data)

@@ -35,6 +35,7 @@ from meshtrace.config.model import (
     Namespace,
     Origin,
     PrometheusRule,
+    SecurityResource,
     Service,
     ServicePort,
     Telemetry,
@@ -59,6 +60,9 @@ class Bundle:
     services: list[Service] = field(default_factory=list)
     config_maps: list[ConfigMap] = field(default_factory=list)
     telemetries: list[Telemetry] = field(default_factory=list)
+    peer_authentications: list[SecurityResource] = field(default_factory=list)
+    authorization_policies: list[SecurityResource] = field(default_factory=list)
+    destination_rules: list[SecurityResource] = field(default_factory=list)
     istio_operators: list[IstioOperator] = field(default_factory=list)
     hpas: list[HorizontalPodAutoscaler] = field(default_factory=list)
     prometheus_rules: list[PrometheusRule] = field(default_factory=list)
@@ -378,6 +382,9 @@ def _builder(kind: str, api_version: str) -> Callable[[Bundle, _Reader, Meta, di
         ("", "Namespace"): _namespace,
         ("", "ConfigMap"): _config_map,
         ("telemetry.istio.io", "Telemetry"): _telemetry,
+        ("security.istio.io", "PeerAuthentication"): _security("peer_authentications"),
+        ("security.istio.io", "AuthorizationPolicy"): _security("authorization_policies"),
+        ("networking.istio.io", "DestinationRule"): _security("destination_rules"),
         ("install.istio.io", "IstioOperator"): _istio_operator,
         ("autoscaling", "HorizontalPodAutoscaler"): _hpa,
         ("monitoring.coreos.com", "PrometheusRule"): _prometheus_rule,
@@ -521,6 +528,13 @@ def _telemetry(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> 
     # Re-check quietly the merged resource: only its validity matters here.
     quiet = _Reader(Bundle(), meta.origin, meta.ref)
     bundle.telemetries.append(Telemetry(meta, spec, valid=_check_telemetry(quiet, data)))
+
+
+def _security(attribute: str) -> Callable[[Bundle, _Reader, Meta, dict[str, Any]], None]:
+    def build(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> None:
+        getattr(bundle, attribute).append(SecurityResource(meta, r.get(data, "spec", dict, {})))
+
+    return build
 
 
 def _istio_operator(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> None:

@@ -180,6 +180,22 @@ class ConfigMap(Resource):
 
 
 @dataclass
+class SecurityResource(Resource):
+    """PeerAuthentication, AuthorizationPolicy (security.istio.io) or DestinationRule
+    (networking.istio.io): kept as the spec; `meshtrace.config.security` resolves them."""
+
+    spec: dict[str, Any]
+
+    @property
+    def match_labels(self) -> dict[str, str] | None:
+        """The workload selector's labels, None when the resource has no selector."""
+        selector = self.spec.get("selector")
+        if not isinstance(selector, dict):
+            return None
+        return {str(k): str(v) for k, v in map_at(selector, "matchLabels").items()}
+
+
+@dataclass
 class Telemetry(Resource):
     spec: dict[str, Any]
     # False when the CRD schema rejects the resource: the API server would not have admitted it,

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from meshtrace.config.loader import Bundle
+from meshtrace.config.security import security_document
 from meshtrace.config.mesh import TRACING_TYPES, MeshConfig, normalize_proxy_config, parse_duration
 from meshtrace.config.model import Origin, Source, Telemetry, list_at, map_at
 
@@ -710,6 +711,13 @@ class _Resolution:
             },
             "tracing": tracing,
             "metrics": metrics,
+            "security": security_document(
+                self.bundle,
+                self.namespace,
+                self.labels,
+                self.deployment.service_account if self.deployment else "default",
+                self.warnings,
+            ),
             "sources": {k: v.as_dict() for k, v in sorted(self.sources.items())},
             "warnings": self.warnings,
         }

@@ -352,6 +352,8 @@ class ControlPlane:
                         "port": n.reg.ports["inbound"],
                         "app_port": n.reg.ports["app"],
                         "pod": n.reg.pod,
+                        "identity": self.identity(n),
+                        "mtls": self._accepts_mtls(n),
                     }
                     for n in selected
                 ],
@@ -376,13 +378,30 @@ class ControlPlane:
             service["static"] = True
         return out
 
-    def _effective(self, node: Node) -> dict[str, Any]:
+    def _effective_shared(self, node: Node) -> dict[str, Any]:
+        """The cached document: read it, never change it (`_effective` gives a copy)."""
         key = (node.reg.workload, node.reg.namespace, tuple(sorted(node.labels.items())))
         if key not in self._effective_cache:
             self._effective_cache[key] = self.snapshot.effective(
                 node.reg.workload, node.reg.namespace, node.labels
             )
-        return copy.deepcopy(self._effective_cache[key])
+        return self._effective_cache[key]
+
+    def _effective(self, node: Node) -> dict[str, Any]:
+        return copy.deepcopy(self._effective_shared(node))
+
+    def identity(self, node: Node) -> str:
+        return spiffe_id(self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account)
+
+    def _accepts_mtls(self, node: Node) -> bool:
+        """Auto mTLS: a caller uses mTLS to an endpoint whose sidecar accepts it, that is whose
+        PeerAuthentication for the app port is not DISABLE (istiod labels such endpoints
+        `security.istio.io/tlsMode: istio`). A gateway is not a sidecar endpoint."""
+        if node.reg.mode != "sidecar":
+            return False
+        pa = (self._effective_shared(node).get("security") or {}).get("peer_authentication") or {}
+        mode = (pa.get("ports") or {}).get(str(node.reg.ports["app"]), {}).get("mode") or pa.get("mode")
+        return mode != "DISABLE"
 
     def _resolve_provider(
         self, provider: dict[str, Any], namespace: str, root: str, services: dict[str, dict[str, Any]]
@@ -429,6 +448,10 @@ class ControlPlane:
                     warnings.append(message)
         config["warnings"] = warnings
         config["services"] = services
+        if isinstance(config.get("security"), dict):
+            # the registered, authenticated service account names the workload, not the files
+            config["security"]["identity"] = self.identity(node)
+            config["security"]["service_account"] = node.reg.service_account
         return config
 
     def render_all(self) -> set[str]:

@@ -19,6 +19,8 @@ from meshtrace.control import identity
 
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 
+SIDECAR_DEFAULTS = {"identity": "spiffe://cluster.local/ns/default/sa/default", "mtls": True}
+
 
 def bearer(
     key: bytes, pod: str, namespace: str = "default", service_account: str = "default"
@@ -158,10 +160,10 @@ def test_register_and_resolve_each_other(sidecars: tuple[str, FakeSidecar, FakeS
     assert frontend.heartbeat_s == 2.0
     assert frontend.poll() == 200 and backend.poll() == 200
     assert frontend.endpoints("backend") == [
-        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0"}
+        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0", **SIDECAR_DEFAULTS}
     ]
     assert backend.endpoints("frontend") == [
-        {"ip": "127.0.1.1", "port": 15006, "app_port": 8080, "pod": "frontend-0"}
+        {"ip": "127.0.1.1", "port": 15006, "app_port": 8080, "pod": "frontend-0", **SIDECAR_DEFAULTS}
     ]
     assert frontend.config["services"]["backend.default.svc.cluster.local"]["ports"][0]["port"] == 8080
     # the workload's effective config, exactly as explain resolves it
@@ -420,7 +422,7 @@ def test_only_a_pods_own_credential_speaks_for_it(
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
     assert frontend.poll() == 200
     assert frontend.endpoints("backend") == [
-        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0"}
+        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0", **SIDECAR_DEFAULTS}
     ]
     rows = requests.get(f"{base}/v1/status", timeout=5).json()["nodes"]  # read-only: no credential
     assert [n["last_nack"] for n in rows] == [None, None]

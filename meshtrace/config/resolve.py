@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 
 from meshtrace.config.loader import Bundle
-from meshtrace.config.security import security_document
 from meshtrace.config.mesh import TRACING_TYPES, MeshConfig, normalize_proxy_config, parse_duration
 from meshtrace.config.model import Origin, Source, Telemetry, list_at, map_at
+from meshtrace.config.security import security_document
 
 SCHEMA_VERSION = 1
 # Istio's standard metrics: what ALL_METRICS expands to (MetricSelector.IstioMetric).

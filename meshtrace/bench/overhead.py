@@ -93,7 +93,7 @@ def run_load(spec_json: str) -> None:
     errors = [0]
 
     async def connection(i: int, start: float) -> None:
-        up = Upstream(await connect(host, port), (host, port))
+        up = Upstream(await connect(host, port), (host, port, False))
         interval = CONNECTIONS / rate
         k = 0
         # perf_counter, not loop.time(): uvloop's clock has millisecond resolution
@@ -114,7 +114,7 @@ def run_load(spec_json: str) -> None:
             except Exception:
                 ok = False
                 up.writer.close()
-                up = Upstream(await connect(host, port), (host, port))
+                up = Upstream(await connect(host, port), (host, port, False))
             if due >= start + warmup:
                 if ok:
                     latencies.append((time.perf_counter() - due) * 1000.0)

@@ -14,8 +14,9 @@ import click
 
 from meshtrace import aio, ready
 from meshtrace.sidecar.admin import admin_page, health_page, local_server, stats_page
+from meshtrace.sidecar.certs import WorkloadCerts
 from meshtrace.sidecar.config import ConfigError, parse
-from meshtrace.sidecar.conn import Timeouts, serve
+from meshtrace.sidecar.conn import SniffingServer, Timeouts, serve, serve_sniffing
 from meshtrace.sidecar.control import ControlSource, FileSource
 from meshtrace.sidecar.metrics import EVICTION_INTERVAL_S, SERIES_LIMIT, IstioMetrics
 from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
@@ -71,9 +72,14 @@ async def run(opts: Options) -> None:
     else:
         listeners["inbound"] = proxy.handler(INBOUND)
         listeners["outbound"] = proxy.handler(OUTBOUND)
-    servers: dict[str, asyncio.Server] = {}
+    servers: dict[str, asyncio.Server | SniffingServer] = {}
     for name, handler in listeners.items():
-        servers[name] = await serve(handler, ident.ip, opts.ports[name])
+        if name == "inbound":  # mTLS and plaintext on one port, by the first byte
+            servers[name] = await serve_sniffing(
+                handler, ident.ip, opts.ports[name], proxy.inbound_tls, opts.timeouts
+            )
+        else:
+            servers[name] = await serve(handler, ident.ip, opts.ports[name])
     real = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
     proxy.listening({name: (ident.ip, port) for name, port in real.items()})
 
@@ -87,8 +93,13 @@ async def run(opts: Options) -> None:
         ports = {"inbound": inbound, "outbound": real.get("outbound"), "admin": real["admin"]}
         assert opts.token_file is not None
         source = ControlSource(opts.control, ident, ports, opts.token_file)
-        proxy.apply(await source.first())
-        tasks += [loop.create_task(source.watch(proxy.apply)), loop.create_task(source.heartbeat())]
+        proxy.certs = WorkloadCerts()
+        proxy.apply(await source.first(proxy.certs))
+        tasks += [
+            loop.create_task(source.watch(proxy.apply)),
+            loop.create_task(source.heartbeat()),
+            loop.create_task(source.rotate(proxy.certs)),
+        ]
     else:
         assert opts.config is not None
         file_source = FileSource(opts.config, ident)

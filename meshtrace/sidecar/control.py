@@ -9,10 +9,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from meshtrace.sidecar.certs import WorkloadCerts
 from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import ConfigError, SidecarConfig, load_file, parse
 from meshtrace.sidecar.conn import ConnectFailure, PeerClosed, Pool
@@ -131,9 +133,37 @@ class ControlSource:
         with contextlib.suppress(*_FAILURES):
             await self._call("POST", f"/v1/ack/{self.node_id}", doc)
 
-    async def first(self) -> SidecarConfig:
-        """Register and get the first valid config (needed before listeners open)."""
+    async def certify(self, certs: WorkloadCerts) -> None:
+        """One CSR round trip: a new key, its certificate from the control plane (the CA)."""
+        status, answer = await self._call("POST", f"/v1/certs/{self.node_id}", {"csr": certs.csr()})
+        if status == 404:
+            await self.register()
+        if status != 200 or not isinstance(answer, dict):
+            raise ValueError(f"certificate refused: HTTP {status} {answer}")
+        certs.install(answer)
+        log.info(
+            "certificate for %s installed, expires in %.0f s", certs.identity, certs.expires_at - time.time()
+        )
+
+    async def rotate(self, certs: WorkloadCerts) -> None:
+        """Renew the certificate before it expires (at half its lifetime, retried until done)."""
+        while True:
+            await asyncio.sleep(certs.renew_in() if certs.ready else 1.0)
+            try:
+                await self.certify(certs)
+            except _FAILURES as exc:
+                log.warning("certificate renewal failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def first(self, certs: WorkloadCerts | None = None) -> SidecarConfig:
+        """Register, get a certificate and the first valid config (needed before listeners open)."""
         await self.register()
+        while certs is not None and not certs.ready:
+            try:
+                await self.certify(certs)
+            except _FAILURES as exc:
+                log.warning("waiting for a certificate: %s", exc)
+                await asyncio.sleep(0.5)
         while True:
             try:
                 got = await self.fetch(0)

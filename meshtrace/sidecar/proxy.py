@@ -631,7 +631,8 @@ class Proxy:
                 ex.details = "upstream_reset_before_response_started{connection_failure}"
                 flags = ("UF", "URX") if attempt > 1 else ("UF",)
                 raise LocalReply(503, RESET_BEFORE_HEADERS + "connection failure", *flags) from None
-            ex.peer_principal = ep.identity if tls is not None and ep is not None else ""
+            if ep is not None:  # a mesh endpoint: its principal when the hop is mTLS
+                ex.peer_principal = ep.identity if tls is not None else ""
             sent = time.perf_counter()
             try:
                 if body_done:

@@ -130,11 +130,11 @@ def start_mesh(
         )  # fmt: skip
         backend.wait_for_listeners("inbound", "outbound", "admin", "stats", "health")
         gateway = meshtrace_process(
-            ["sidecar", "--mode", "gateway", "--workload", "istio-ingressgateway", "--namespace", "istio-system",
-             "--pod", "istio-ingressgateway-0", "--service-account", GATEWAY_SA,
+            ["sidecar", "--mode", "gateway", "--workload", "istio-ingressgateway",
+             "--namespace", "istio-system", "--pod", "istio-ingressgateway-0", "--service-account", GATEWAY_SA,
              "--labels", "app=istio-ingressgateway", "--ip", gw_ip, "--app-port", "8080",
-             "--control", control_url, "--token-file", str(tokens["istio-ingressgateway-0"]), "--no-access-log",
-             "--gateway-port", "0", *ports, "--default-service", "backend.default"]
+             "--control", control_url, "--token-file", str(tokens["istio-ingressgateway-0"]),
+             "--no-access-log", "--gateway-port", "0", *ports, "--default-service", "backend.default"]
         )  # fmt: skip
         gateway.wait_for_listeners("gateway", "admin", "stats", "health")
         return Mesh(tmp_path, base, control_url, key, gateway, backend, app.port)

@@ -132,7 +132,8 @@ def start_mesh(
         gateway = meshtrace_process(
             ["sidecar", "--mode", "gateway", "--workload", "istio-ingressgateway",
              "--namespace", "istio-system", "--pod", "istio-ingressgateway-0",
-             "--service-account", GATEWAY_SA, "--labels", "app=istio-ingressgateway", "--ip", gw_ip, "--app-port", "8080",
+             "--service-account", GATEWAY_SA, "--labels", "app=istio-ingressgateway",
+             "--ip", gw_ip, "--app-port", "8080",
              "--control", control_url, "--token-file", str(tokens["istio-ingressgateway-0"]),
              "--no-access-log", "--gateway-port", "0", *ports, "--default-service", "backend.default"]
         )  # fmt: skip

@@ -61,7 +61,7 @@ def peer_authentication(bundle: Bundle, namespace: str, labels: Mapping[str, str
     for scope, policy in (("mesh", mesh), ("namespace", ns), ("workload", workload)):
         layer = _mode(policy.spec.get("mtls")) if policy is not None else "UNSET"
         if policy is not None and layer != "UNSET":
-            mode, source = layer, f"PeerAuthentication {policy.meta.ref} ({scope})"
+            mode, source = layer, f"{policy.meta.ref} ({scope})"
     ports: dict[str, dict[str, str]] = {}
     if workload is not None:
         port_level = workload.spec.get("portLevelMtls")
@@ -70,7 +70,7 @@ def peer_authentication(bundle: Bundle, namespace: str, labels: Mapping[str, str
             ports[str(port)] = (
                 {"mode": mode, "source": source}
                 if layer == "UNSET"
-                else {"mode": layer, "source": f"PeerAuthentication {workload.meta.ref} portLevelMtls {port}"}
+                else {"mode": layer, "source": f"{workload.meta.ref} portLevelMtls {port}"}
             )
     return {"mode": mode, "source": source, "ports": ports}
 
@@ -98,9 +98,7 @@ def authorization(
             continue
         action = str(policy.spec.get("action") or "ALLOW").upper()
         if action not in ("ALLOW", "DENY"):
-            warnings.append(
-                f"AuthorizationPolicy {policy.meta.ref}: action {action} is not enforced by meshtrace"
-            )
+            warnings.append(f"{policy.meta.ref}: action {action} is not enforced by meshtrace")
             continue
         rules = policy.spec.get("rules")
         scope = "mesh" if policy.namespace == root else "namespace" if selector is None else "workload"
@@ -169,7 +167,7 @@ def destination_tls(bundle: Bundle, client_namespace: str) -> dict[str, dict[str
                     ports[str(number)] = mode
             mode = _tls_mode(policy.get("tls"))
             if mode or ports:
-                out[fqdn] = {"mode": mode, "ports": ports, "source": f"DestinationRule {rule.meta.ref}"}
+                out[fqdn] = {"mode": mode, "ports": ports, "source": rule.meta.ref}
             break  # the first DestinationRule found for the host is the one, with or without tls
     return out
 

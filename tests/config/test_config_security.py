@@ -56,7 +56,7 @@ def pa(name: str, namespace: str, mode: str | None, selector: dict[str, str] | N
             ],
             "DISABLE",
             "shop/a",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_peer_authentication_layers(manifests: Manifests, docs: list[str], mode: str, source: str) -> None:

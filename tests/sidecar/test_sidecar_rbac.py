@@ -89,7 +89,7 @@ def test_denial_names_the_policy() -> None:
 
 
 def _cert(*uris: str) -> dict[str, Any]:
-    return {"subjectAltName": tuple(("URI", u) for u in uris) + (("DNS", "x"),)}
+    return {"subjectAltName": (*(("URI", u) for u in uris), ("DNS", "x"))}
 
 
 def test_peer_principal_checks_trust_domain_and_expected_identity() -> None:

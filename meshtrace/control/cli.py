@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -132,8 +133,19 @@ def _age(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
 
 
-def status_rows(status: dict[str, Any]) -> list[list[str]]:
-    """One row per node, istioctl proxy-status style: SYNCED when the sent version is ACKed."""
+def _expiry(expires_at: float | None, now: float) -> str:
+    if expires_at is None:
+        return "-"
+    left = expires_at - now
+    if left <= 0:
+        return "EXPIRED"
+    return f"in {_age(left)}" if left < 3600 else f"in {left / 3600:.1f}h"
+
+
+def status_rows(status: dict[str, Any], now: float | None = None) -> list[list[str]]:
+    """One row per node, istioctl proxy-status style: SYNCED when the sent version is ACKed;
+    then its identity and when its certificate expires."""
+    now = time.time() if now is None else now
     rows = []
     for node in status.get("nodes", []):
         sent, acked, nack = node.get("sent_version"), node.get("acked_version"), node.get("last_nack")
@@ -156,12 +168,16 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
                 sync,
                 f"{nack['version']}: {nack['error']}" if nack else "-",
                 _age(node["heartbeat_age_s"]) + ("" if node.get("healthy", True) else " (removed)"),
+                node.get("identity") or "-",
+                _expiry(node.get("cert_expires_at"), now),
             ]
         )
     return rows
 
 
-STATUS_COLUMNS = ["NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT"]
+STATUS_COLUMNS = [
+    "NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT", "IDENTITY", "CERT",
+]  # fmt: skip
 
 
 @click.command()
@@ -191,7 +207,7 @@ def status(url: str, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(body, indent=2))
         return
-    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console = Console(width=320 if not sys.stdout.isatty() else None)
     table = Table(box=None, header_style="bold")
     for column in STATUS_COLUMNS:
         table.add_column(column, overflow="fold")

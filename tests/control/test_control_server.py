@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshtrace.control import identity
 
@@ -342,9 +345,19 @@ def test_status_command(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
         "LAST",
         "NACK",
         "HEARTBEAT",
+        "IDENTITY",
+        "CERT",
     ]
     front = next(line for line in lines if frontend.node_id in line)
     assert "frontend" in front and frontend.version in front and "SYNCED" in front
+    # no certificate yet; then one valid for 24 h
+    assert "spiffe://cluster.local/ns/default/sa/default" in front and front.rstrip().endswith("-")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    assert frontend.http.post(f"{base}/v1/certs/{frontend.node_id}", json={"csr": pem}, timeout=5).ok
+    front = next(line for line in _status("--control", base).stdout.splitlines() if frontend.node_id in line)
+    assert front.rstrip().endswith(("in 24.0h", "in 23.9h"))
     back = next(line for line in lines if backend.node_id in line)
     assert "NACKED" in back and "bad config" in back
 

@@ -176,7 +176,8 @@ def status_rows(status: dict[str, Any], now: float | None = None) -> list[list[s
 
 
 STATUS_COLUMNS = [
-    "NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT", "IDENTITY", "CERT",
+    "NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT",
+    "IDENTITY", "CERT",
 ]  # fmt: skip
 
 

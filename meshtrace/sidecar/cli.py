@@ -75,9 +75,10 @@ async def run(opts: Options) -> None:
     servers: dict[str, asyncio.Server | SniffingServer] = {}
     for name, handler in listeners.items():
         if name == "inbound":  # mTLS and plaintext on one port, by the first byte
-            servers[name] = await serve_sniffing(
+            listener = await serve_sniffing(
                 handler, ident.ip, opts.ports[name], proxy.inbound_tls, opts.timeouts
             )
+            proxy.inbound_listener = servers[name] = listener
         else:
             servers[name] = await serve(handler, ident.ip, opts.ports[name])
     real = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}

@@ -31,6 +31,7 @@ from meshtrace.sidecar.conn import (
     PeerClosed,
     Pool,
     RefuseConnection,
+    SniffingServer,
     Timeouts,
     Upstream,
     Wire,
@@ -259,6 +260,8 @@ class Proxy:
         self.certs: WorkloadCerts | None = None
         self.rbac_denied = 0
         self.peers_rejected = 0
+        self.plaintext_refused = 0
+        self.inbound_listener: SniffingServer | None = None  # set once bound, for its counters
         self.apply(cfg)
 
     def listening(self, addresses: dict[str, tuple[str, int]]) -> None:
@@ -300,8 +303,13 @@ class Proxy:
         if is_tls and certs is not None:
             return certs.server
         if mode == "STRICT":
+            self.plaintext_refused += 1
             raise RefuseConnection(f"plaintext refused: mTLS is STRICT on port {self.ident.app_port}")
         return None
+
+    def tls_handshake_errors(self) -> int:
+        listener = self.inbound_listener
+        return listener.handshake_errors if listener is not None else 0
 
     def _downstream_principal(self, writer: Wire) -> str | None:
         """The verified SPIFFE id of an mTLS peer ("" for plaintext); None refuses the peer."""

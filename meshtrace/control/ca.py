@@ -11,7 +11,10 @@ certificate up to the root). All cryptography is the `cryptography` package's.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROOT_TTL = datetime.timedelta(days=3650)  # istiod's self-signed root: 10 years
 DEFAULT_WORKLOAD_TTL_S = 24 * 3600.0  # istiod's DEFAULT_WORKLOAD_CERT_TTL
+CONTROL_CERT_TTL = datetime.timedelta(days=365)
 CLOCK_SKEW = datetime.timedelta(minutes=1)  # a peer whose clock is a little behind still accepts
 PLUGGED_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 
@@ -126,20 +130,27 @@ class CertificateAuthority:
             raise CsrError(f"field 'csr' is not a PEM certificate request: {exc}") from None
         if not csr.is_signature_valid:
             raise CsrError("field 'csr': the request's signature does not verify")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise CsrError("field 'csr': only EC keys are signed")
+        return self.issue(public_key, [x509.UniformResourceIdentifier(spiffe)], ttl_s)
+
+    def issue(
+        self, public_key: ec.EllipticCurvePublicKey, names: list[x509.GeneralName], ttl_s: float
+    ) -> tuple[list[str], datetime.datetime]:
+        """A leaf certificate for `public_key` whose only names are `names`, and its expiry."""
         now = datetime.datetime.now(datetime.UTC)
         expiry = min(now + datetime.timedelta(seconds=ttl_s), self.signer.not_valid_after_utc)
         leaf = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))  # Istio's workload certificates have an empty subject
             .issuer_name(self.signer.subject)
-            .public_key(csr.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(expiry)
             # an empty subject makes the SAN critical (RFC 5280 4.2.1.6)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True
-            )
+            .add_extension(x509.SubjectAlternativeName(names), critical=True)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -165,6 +176,28 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
         return [_pem(leaf), *(_pem(c) for c in self.chain)], expiry
+
+
+def serving_context(ca: CertificateAuthority, spiffe: str, host: str) -> ssl.SSLContext:
+    """A TLS server context for the control plane's own API (istiod's 15012): a certificate from
+    its CA naming its SPIFFE id and the address it listens on. Valid a year, not rotated."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe)]
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        names.append(x509.DNSName(host))
+    chain, _ = ca.issue(key.public_key(), names, CONTROL_CERT_TTL.total_seconds())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with tempfile.TemporaryDirectory(prefix="meshtrace-control-") as folder:  # 0700; ssl reads files only
+        path = Path(folder) / "serving.pem"
+        _write_private(path, "".join(chain[:-1]).encode() + key_pem)
+        ctx.load_cert_chain(path)
+    return ctx
 
 
 def _ca_usage() -> x509.KeyUsage:

@@ -18,6 +18,7 @@ from meshtrace.clitools import filename_option
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_CONTROL = f"http://{DEFAULT_LISTEN}"
+CONTROL_SERVICE_ACCOUNT = "istiod"  # the identity its TLS certificate names, as istiod's
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / (
     "meshtrace/control"
 )
@@ -82,6 +83,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     show_default=True,
     help="Lifetime of workload certificates, s (istiod's DEFAULT_WORKLOAD_CERT_TTL).",
 )
+@click.option(
+    "--tls-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve the API over TLS here with a certificate from the CA, as istiod's 15012 "
+    "(off by default).",
+)
 def control(
     paths: tuple[Path, ...],
     listen: str,
@@ -91,11 +99,12 @@ def control(
     data_dir: Path,
     cacerts: Path | None,
     cert_ttl_s: float,
+    tls_listen: str | None,
 ) -> None:
     """Run the control plane: service registry and config push to sidecars (like istiod)."""
     from meshtrace import aio
     from meshtrace.control import identity
-    from meshtrace.control.ca import load_authority
+    from meshtrace.control.ca import load_authority, serving_context
     from meshtrace.control.core import BadRequest, parse_static_endpoint
     from meshtrace.control.server import ControlServer, log, serve
     from meshtrace.control.source import load_snapshot
@@ -117,8 +126,13 @@ def control(
     server = ControlServer(
         list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s, token_key, ca, cert_ttl_s
     )
+    tls = None
+    if tls_listen is not None:
+        tls_host, tls_port = parse_listen(tls_listen)
+        spiffe = identity.spiffe_id(snapshot.trust_domain, "istio-system", CONTROL_SERVICE_ACCOUNT)
+        tls = (tls_host, tls_port, serving_context(ca, spiffe, tls_host))
     try:
-        aio.run(serve(server, host, port))
+        aio.run(serve(server, host, port, tls))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
 

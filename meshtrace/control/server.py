@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -296,13 +297,20 @@ class ControlServer:
             self._wake(changed)
 
 
-async def serve(server: ControlServer, host: str, port: int) -> None:
+async def serve(
+    server: ControlServer, host: str, port: int, tls: tuple[str, int, ssl.SSLContext] | None = None
+) -> None:
+    """The API on host:port, and with `tls` also over TLS (ready line `control-tls`)."""
     runner = web.AppRunner(server.app(), shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0]
     ready.announce("control", host, int(bound[1]))
+    if tls is not None:
+        tls_site = web.TCPSite(runner, tls[0], tls[1], ssl_context=tls[2])
+        await tls_site.start()
+        ready.announce("control-tls", tls[0], int(runner.addresses[-1][1]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

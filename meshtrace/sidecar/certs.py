@@ -14,6 +14,7 @@ import os
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -121,3 +122,25 @@ class WorkloadCerts:
         now = time.time() if now is None else now
         due = self.issued_at + (self.expires_at - self.issued_at) * GRACE_RATIO
         return max(0.0, due - now)
+
+
+CONTROL_IDENTITY_SUFFIX = "/sa/istiod"  # the control plane's certificate names istiod's identity
+
+
+def control_plane_tls(ca_root: str) -> tuple[ssl.SSLContext, Callable[[Any], None]]:
+    """A client context for the control plane's TLS API, trusting the mesh root in `ca_root`
+    (Istio mounts it from the `istio-ca-root-cert` ConfigMap), and a check that the server's
+    certificate names the control plane's SPIFFE id."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False  # checked by SPIFFE id below
+    ctx.load_verify_locations(cafile=ca_root)
+
+    def check(wire: Any) -> None:
+        from meshtrace.sidecar.conn import ConnectFailure
+
+        sans = uri_sans(wire.get_extra_info("peercert"))
+        if not any(s.startswith("spiffe://") and s.endswith(CONTROL_IDENTITY_SUFFIX) for s in sans):
+            raise ConnectFailure(f"control plane certificate names {sans or 'no SPIFFE id'}, not istiod")
+
+    return ctx, check

@@ -41,6 +41,7 @@ class Options:
     config: str | None
     ports: dict[str, int]
     token_file: str | None
+    ca_root: str | None
     timeouts: Timeouts
     access_log: bool
     series_limit: int = SERIES_LIMIT
@@ -93,7 +94,7 @@ async def run(opts: Options) -> None:
         inbound = real["gateway"] if ident.mode == GATEWAY else real["inbound"]
         ports = {"inbound": inbound, "outbound": real.get("outbound"), "admin": real["admin"]}
         assert opts.token_file is not None
-        source = ControlSource(opts.control, ident, ports, opts.token_file)
+        source = ControlSource(opts.control, ident, ports, opts.token_file, opts.ca_root)
         proxy.certs = WorkloadCerts()
         proxy.apply(await source.first(proxy.certs))
         tasks += [
@@ -150,6 +151,12 @@ async def run(opts: Options) -> None:
     help="With --control: the bootstrap credential the control plane minted for this pod.",
 )
 @click.option("--service-account", default="default", show_default=True, help="The pod's service account.")
+@click.option(
+    "--ca-root",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="With an https:// --control: the mesh root certificate that signed the control plane's.",
+)
 @click.option("--mode", type=click.Choice(["sidecar", "gateway"]), default="sidecar", show_default=True)
 @click.option("--default-service", default=None, help="Gateway: Service for hosts that name none.")
 @click.option("--inbound-port", type=int, default=15006, show_default=True)
@@ -191,6 +198,7 @@ def sidecar(
     config_file: str | None,
     token_file: str | None,
     service_account: str,
+    ca_root: str | None,
     mode: str,
     default_service: str | None,
     inbound_port: int,
@@ -212,6 +220,8 @@ def sidecar(
         raise click.UsageError("give exactly one of --control URL or --config FILE")
     if control is not None and token_file is None:
         raise click.UsageError("--control needs --token-file (the pod's bootstrap credential)")
+    if control is not None and control.startswith("https://") and ca_root is None:
+        raise click.UsageError("an https:// --control needs --ca-root (the mesh root certificate)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="meshtrace sidecar: %(message)s")
     ident = Identity(
         workload=workload,
@@ -242,6 +252,7 @@ def sidecar(
         config_file,
         ports,
         token_file,
+        ca_root,
         timeouts,
         access_log,
         metric_series_limit,

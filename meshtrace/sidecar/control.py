@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meshtrace.sidecar.certs import WorkloadCerts
+from meshtrace.sidecar.certs import WorkloadCerts, control_plane_tls
 from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import ConfigError, SidecarConfig, load_file, parse
 from meshtrace.sidecar.conn import ConnectFailure, PeerClosed, Pool
@@ -66,8 +66,15 @@ class FileSource:
 class ControlSource:
     """--control URL: the control plane client."""
 
-    def __init__(self, url: str, ident: Identity, ports: dict[str, int], token_file: str) -> None:
-        self.host, self.port, _ = split_url(url)
+    def __init__(
+        self, url: str, ident: Identity, ports: dict[str, int], token_file: str, ca_root: str | None = None
+    ) -> None:
+        self.host, self.port, _ = split_url(url, ("http", "https"))
+        self.tls, self.check = (None, None)
+        if url.startswith("https://"):
+            if ca_root is None:
+                raise ValueError(f"{url}: an https control plane needs the mesh root (--ca-root)")
+            self.tls, self.check = control_plane_tls(ca_root)
         self.token_file = Path(token_file)
         self.ident = ident
         self.ports = ports
@@ -81,7 +88,9 @@ class ControlSource:
         # Read each time: the token file may be replaced (Kubernetes rotates projected tokens).
         token = self.token_file.read_text().strip()
         headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
-        status, answer = await request(self.pool, self.host, self.port, method, path, body, headers, timeout)
+        status, answer = await request(
+            self.pool, self.host, self.port, method, path, body, headers, timeout, self.tls, self.check
+        )
         try:
             return status, json.loads(answer) if answer else None
         except json.JSONDecodeError:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import ssl
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +177,26 @@ def test_plugged_in_ca_in_istiods_cacerts_layout(
     )
     assert out.strip().endswith("OK")
     assert "mesh intermediate" in openssl("x509", "-in", str(files["leaf"]), "-noout", "-issuer")
+
+
+def test_the_api_over_tls_with_a_certificate_from_the_ca(
+    start: Callable[..., tuple[str, bytes]], meshtrace_process: Any, tmp_path: Path
+) -> None:
+    # (the `start` fixture wrote mesh.yaml; this control plane also listens with TLS)
+    proc = meshtrace_process(
+        ["control", "-f", str(tmp_path / "mesh.yaml"), "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "control-data"), "--tls-listen", "127.0.0.1:0"]
+    )  # fmt: skip
+    tls_base = "https://{}:{}".format(*proc.wait_for_listeners("control-tls")["control-tls"])
+    root = tmp_path / "control-data" / "ca" / "root-cert.pem"
+    # verified against the mesh root, with the listen address as the host name
+    assert requests.get(f"{tls_base}/v1/status", verify=str(root), timeout=5).status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{tls_base}/v1/status", timeout=5)  # the system roots do not know it
+    answer = requests.post(f"{tls_base}/v1/register", json={}, verify=str(root), timeout=5)
+    assert answer.status_code == 401  # TLS does not replace the credential
+    host, port = tls_base.removeprefix("https://").rsplit(":", 1)
+    pem = ssl.get_server_certificate((host, int(port)))
+    (tmp_path / "control.pem").write_text(pem)
+    text = openssl("x509", "-in", str(tmp_path / "control.pem"), "-noout", "-ext", "subjectAltName")
+    assert "URI:spiffe://cluster.local/ns/istio-system/sa/istiod" in text and "IP Address:127.0.0.1" in text

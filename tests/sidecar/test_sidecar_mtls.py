@@ -115,17 +115,21 @@ def start_mesh(
         (tmp_path / "mesh.yaml").write_text(base + extra)
         control = meshtrace_process(
             ["control", "-f", str(tmp_path / "mesh.yaml"), "--listen", "127.0.0.1:0", "--heartbeat", "0.5",
-             "--poll", "0.05", "--data-dir", str(data), "--workload-cert-ttl", str(ttl)]
+             "--poll", "0.05", "--data-dir", str(data), "--workload-cert-ttl", str(ttl),
+             "--tls-listen", "127.0.0.1:0"]
         )  # fmt: skip
-        control.wait_for_listeners("control")
+        control.wait_for_listeners("control", "control-tls")
         control_url = f"http://{control.address('control')}"
+        # the sidecars speak to the control plane over TLS, trusting the mesh root
+        tls_url = f"https://{control.address('control-tls')}"
+        trust = ["--ca-root", str(data / "ca" / "root-cert.pem")]
         be_ip, gw_ip = harness.loopback(), harness.loopback()
         app = servers(harness.backend_app(be_ip))
         ports = ["--admin-port", "0", "--stats-port", "0", "--health-port", "0"]
         backend = meshtrace_process(
             ["sidecar", "--workload", "backend", "--pod", "backend-0", "--ip", be_ip, "--service-account",
              "backend-sa", "--labels", "app=backend,version=v1", "--app-port", str(app.port),
-             "--control", control_url, "--token-file", str(tokens["backend-0"]), "--no-access-log",
+             "--control", tls_url, *trust, "--token-file", str(tokens["backend-0"]), "--no-access-log",
              "--inbound-port", "0", "--outbound-port", "0", *ports]
         )  # fmt: skip
         backend.wait_for_listeners("inbound", "outbound", "admin", "stats", "health")
@@ -134,7 +138,7 @@ def start_mesh(
              "--namespace", "istio-system", "--pod", "istio-ingressgateway-0",
              "--service-account", GATEWAY_SA, "--labels", "app=istio-ingressgateway",
              "--ip", gw_ip, "--app-port", "8080",
-             "--control", control_url, "--token-file", str(tokens["istio-ingressgateway-0"]),
+             "--control", tls_url, *trust, "--token-file", str(tokens["istio-ingressgateway-0"]),
              "--no-access-log", "--gateway-port", "0", *ports, "--default-service", "backend.default"]
         )  # fmt: skip
         gateway.wait_for_listeners("gateway", "admin", "stats", "health")

@@ -28,6 +28,7 @@ COMMAND_ANNOTATION = "meshtrace.dev/command"
 DEMO_IMAGES = {"frontend": "meshtrace.demo.frontend", "backend": "meshtrace.demo.backend"}
 COLLECTOR_IMAGES = ("opentelemetry-collector", "otelcol")
 CONTROL_PORT = 15010
+CONTROL_TLS_PORT = 15012  # istiod's: the API over TLS, what the sidecars use
 GATEWAY = ("istio-ingressgateway", "istio-system")
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"  # Istio's chart names it so
 # Collector ports a Service may expose, and where the local collector serves each.
@@ -51,7 +52,7 @@ class PodPlan:
             name=f"{self.name}/app", argv=self.app_argv, env=self.app_env, ready_tcp=(self.ip, self.app_port)
         )
 
-    def sidecar_spec(self, control_url: str, tokens: Path) -> ProcessSpec:
+    def sidecar_spec(self, control_url: str, tokens: Path, ca_root: Path | None = None) -> ProcessSpec:
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         argv = meshtrace_argv(
             "sidecar",
@@ -73,6 +74,7 @@ class PodPlan:
             self.service_account,
             "--token-file",
             str(token_file(tokens, self.namespace, self.name)),
+            *(["--ca-root", str(ca_root)] if ca_root else []),
         )
         return ProcessSpec(name=f"{self.name}/sidecar", argv=argv, ready=("inbound", "outbound"))
 
@@ -112,7 +114,14 @@ class Plan:
 
     def fixed_addresses(self) -> list[tuple[str, int]]:
         """Addresses bound with a fixed port, to check before starting anything."""
-        out = [(self.host, self.control_port), self.ingress, self.ui, (self.host, 4317), (self.host, 4318)]
+        out = [
+            (self.host, self.control_port),
+            (self.host, CONTROL_TLS_PORT),
+            self.ingress,
+            self.ui,
+            (self.host, 4317),
+            (self.host, 4318),
+        ]
         for pod in self.pods:
             out += [
                 (pod.ip, pod.app_port),
@@ -123,7 +132,7 @@ class Plan:
             ]
         return out
 
-    def gateway_args(self, control_url: str, tokens: Path) -> list[str]:
+    def gateway_args(self, control_url: str, tokens: Path, ca_root: Path | None = None) -> list[str]:
         name, namespace = GATEWAY
         host, port = self.ingress
         args = [
@@ -159,6 +168,7 @@ class Plan:
             GATEWAY_SERVICE_ACCOUNT,
             "--token-file",
             str(token_file(tokens, namespace, f"{name}-0")),
+            *(["--ca-root", str(ca_root)] if ca_root else []),
         ]
         if self.default_service:
             args += ["--default-service", self.default_service]

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from meshtrace.control import identity
 from meshtrace.runtime import ports
-from meshtrace.runtime.plan import Plan, make_plan
+from meshtrace.runtime.plan import CONTROL_TLS_PORT, Plan, make_plan
 from meshtrace.runtime.prometheus import PROMETHEUS_PORT, prometheus_spec
 from meshtrace.runtime.supervisor import Child, ProcessSpec, Supervisor, meshtrace_argv
 from meshtrace.runtime.traffic import run_traffic
@@ -160,24 +160,27 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
     tokens = rundir / "tokens"
     plan.mint_tokens(identity.load_or_create_key(control_dir), tokens)
     control_args = ["control", "--listen", f"{plan.host}:{plan.control_port}", "--data-dir", str(control_dir)]
+    control_args += ["--tls-listen", f"{plan.host}:{CONTROL_TLS_PORT}"]
     for path in plan.paths:
         control_args += ["-f", str(path)]
     for endpoint in plan.static_endpoints:
         control_args += ["--endpoint", endpoint]
     control = await supervisor.start(
-        ProcessSpec(name="istiod", argv=meshtrace_argv(*control_args), ready=("control",))
+        ProcessSpec(name="istiod", argv=meshtrace_argv(*control_args), ready=("control", "control-tls"))
     )
-    control_url = "http://{}:{}".format(*control.listeners["control"])
+    # sidecars speak to the control plane over TLS, trusting the root it keeps in its data dir
+    control_url = "https://{}:{}".format(*control.listeners["control-tls"])
+    ca_root = control_dir / "ca" / "root-cert.pem"
 
     gateway = await supervisor.start(
         ProcessSpec(
             name="istio-ingressgateway",
-            argv=meshtrace_argv(*plan.gateway_args(control_url, tokens)),
+            argv=meshtrace_argv(*plan.gateway_args(control_url, tokens, ca_root)),
             ready=("gateway",),
         )
     )
     await supervisor.start_all([pod.app_spec() for pod in plan.pods])
-    await supervisor.start_all([pod.sidecar_spec(control_url, tokens) for pod in plan.pods])
+    await supervisor.start_all([pod.sidecar_spec(control_url, tokens, ca_root) for pod in plan.pods])
     prometheus = await supervisor.start(prometheus_spec(plan, rundir)) if options.prometheus else None
 
     _print_status(out, plan, collector, control, gateway, prometheus)

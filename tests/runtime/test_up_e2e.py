@@ -225,7 +225,7 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     for i in range(1, 5):
         for port in (8080, 15001, 15006, 15000, 15090):
             assert ports.is_free(f"{network_prefix}.{i}", port), (i, port)
-    for port in (4317, 4318, 8080, 9090, 15010, 16686):
+    for port in (4317, 4318, 8080, 9090, 15010, 15012, 16686):
         assert ports.is_free(mesh.host, port), port
 
 

@@ -100,7 +100,9 @@ class Wire(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.wake_eof()
-        return True  # half-close: the answer to what was sent can still be written; we close later
+        # half-close: the answer to what was sent can still be written; we close later. TLS has
+        # no half-close (the transport warns when asked for one).
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.wake_eof()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def run_load(spec_json: str) -> None:
     errors = [0]
 
     async def connection(i: int, start: float) -> None:
-        up = Upstream(await connect(host, port), (host, port))
+        up = Upstream(await connect(host, port), (host, port, False))
         interval = CONNECTIONS / rate
         k = 0
         # perf_counter, not loop.time(): uvloop's clock has millisecond resolution
@@ -114,7 +115,7 @@ def run_load(spec_json: str) -> None:
             except Exception:
                 ok = False
                 up.writer.close()
-                up = Upstream(await connect(host, port), (host, port))
+                up = Upstream(await connect(host, port), (host, port, False))
             if due >= start + warmup:
                 if ok:
                     latencies.append((time.perf_counter() - due) * 1000.0)
@@ -264,6 +265,96 @@ def sidecar_pair(
             p.stop()
 
 
+MTLS_MESH = """\
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {{name: control-plane, namespace: istio-system}}
+spec:
+  meshConfig:
+    extensionProviders:
+    - name: sink
+      opentelemetry: {{service: {sink_host}, port: {sink_port}, http: {{path: /v1/traces, timeout: 3s}}}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mesh-default, namespace: istio-system}}
+spec:
+  tracing: [{{providers: [{{name: sink}}], randomSamplingPercentage: {sampling}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: server, namespace: default}}
+spec: {{selector: {{app: server}}, ports: [{{name: http, port: 8080}}]}}
+"""
+
+
+@contextmanager
+def mtls_pair(
+    work: Path, app: tuple[str, int], sink: tuple[str, int], sampling: float
+) -> Iterator[tuple[Proc, Proc]]:
+    """The same pair, configured by a control plane that signs their certificates: the
+    client -> server hop is mutual TLS (auto mTLS, PERMISSIVE), as under `meshtrace up`."""
+    from meshtrace.control import identity
+
+    client_ip, server_ip = "127.0.9.5", "127.0.9.6"
+    folder = work / f"mtls-{sampling}"
+    data = folder / "control-data"
+    folder.mkdir()
+    (folder / "mesh.yaml").write_text(
+        MTLS_MESH.format(sink_host=sink[0], sink_port=sink[1], sampling=sampling)
+    )
+    key = identity.load_or_create_key(data)
+    started: list[Proc] = []
+    try:
+        control = _start(
+            [sys.executable, "-m", "meshtrace", "control", "-f", str(folder / "mesh.yaml"),
+             "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+            ("control",), work / "control.log",
+        )  # fmt: skip
+        started.append(control)
+        url = "http://{}:{}".format(*control.listeners["control"])
+        common = ["--namespace", "default", "--no-access-log", "--inbound-port", "0",
+                  "--outbound-port", "0", "--admin-port", "0", "--stats-port", "0", "--health-port", "0",
+                  "--control", url]  # fmt: skip
+        procs = []
+        for name, ip, extra in (
+            ("server", server_ip, ["--app-host", app[0], "--app-port", str(app[1])]),
+            ("client", client_ip, ["--app-port", "8080"]),
+        ):
+            token = folder / f"{name}.token"
+            identity.write_token(
+                token, identity.mint(key, identity.Claims("default", "default", f"{name}-0"))
+            )
+            proc = _start(
+                [sys.executable, "-m", "meshtrace", "sidecar", "--workload", name, "--pod", f"{name}-0",
+                 "--ip", ip, "--labels", f"app={name}", "--token-file", str(token), *extra, *common],
+                ("inbound", "outbound"), work / f"mtls-{name}.log",
+            )  # fmt: skip
+            started.append(proc)
+            procs.append(proc)
+        server, client = procs
+        _wait_for_endpoint(client, server_ip)
+        yield client, server
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+def _wait_for_endpoint(client: Proc, server_ip: str, timeout: float = 20.0) -> None:
+    """Until the client's config lists the server as an mTLS endpoint."""
+    admin = "http://{}:{}/config_dump".format(*client.listeners["admin"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(OSError, ValueError):
+            with urllib.request.urlopen(admin, timeout=2) as answer:
+                services = json.load(answer)["config"].get("services", {})
+            eps = services.get("server.default.svc.cluster.local", {}).get("endpoints", [])
+            if any(e["ip"] == server_ip and e.get("mtls") for e in eps):
+                return
+        time.sleep(0.1)
+    raise click.ClickException("the client sidecar never learned the server endpoint")
+
+
 NGINX_CONF = """
 worker_processes 1;
 daemon off;
@@ -409,6 +500,7 @@ def seed_table(results: list[Result], rate: int) -> str:
 @click.option("--duration", type=float, default=8.0, show_default=True, help="Seconds measured per run.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Seconds discarded per run.")
 @click.option("--no-nginx", is_flag=True, help="Skip the nginx yardstick.")
+@click.option("--no-mtls", is_flag=True, help="Skip the mutual TLS pair (path `mesh mTLS`).")
 @click.option(
     "--baseline",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -416,7 +508,13 @@ def seed_table(results: list[Result], rate: int) -> str:
     "`meshtrace` package, e.g. from `git archive REV meshtrace | tar -x -C DIR`): path `baseline`.",
 )
 def overhead(
-    rates: str, sampling: str, duration: float, warmup: float, no_nginx: bool, baseline: Path | None
+    rates: str,
+    sampling: str,
+    duration: float,
+    warmup: float,
+    no_nginx: bool,
+    no_mtls: bool,
+    baseline: Path | None,
 ) -> None:
     """Latency, CPU and memory a client+server sidecar pair adds (the seed's 性能指标 table)."""
     if baseline is not None and not (baseline / "meshtrace" / "sidecar").is_dir():
@@ -451,6 +549,17 @@ def overhead(
                                 measure(path, f"{pct:g}%", rate, target, [client, server], duration, warmup)
                             )
                             _progress(results[-1])
+                if not no_mtls:
+                    with mtls_pair(work, app_addr, sink.listeners["app"], pct) as (client, server):
+                        out = client.listeners["outbound"]
+                        target = (out[0], out[1], "http://server:8080/", "server:8080")
+                        for rate in rate_list:
+                            results.append(
+                                measure(
+                                    "mesh mTLS", f"{pct:g}%", rate, target, [client, server], duration, warmup
+                                )
+                            )
+                            _progress(results[-1])
             if not no_nginx and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
                 with nginx_pair(work, app_addr) as (nc, ns):
                     front = nc.listeners["proxy"]
@@ -461,8 +570,10 @@ def overhead(
         finally:
             app.stop()
             sink.stop()
-    group = {"no mesh": 0, "mesh": 1, "baseline": 1, "nginx pair": 2}  # baseline rows under mesh rows
-    results.sort(key=lambda r: (r.rate, group[r.path], r.sampling, r.path == "baseline"))
+    # baseline and mTLS rows under the mesh rows of the same sampling
+    group = {"no mesh": 0, "mesh": 1, "baseline": 1, "mesh mTLS": 1, "nginx pair": 2}
+    order = {"mesh": 0, "baseline": 1, "mesh mTLS": 2}
+    results.sort(key=lambda r: (r.rate, group[r.path], r.sampling, order.get(r.path, 0)))
     click.echo("\n" + table(results))
     for rate in rate_list:
         seed = seed_table(results, rate)

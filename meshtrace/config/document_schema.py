@@ -96,6 +96,46 @@ _SERVICE: dict[str, Any] = {
     },
 }
 
+_MTLS_MODE: dict[str, Any] = {"type": "string", "enum": ["STRICT", "PERMISSIVE", "DISABLE"]}
+_TLS_MODE: dict[str, Any] = {"type": "string", "enum": ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]}
+_SECURITY = _object(
+    {
+        "identity": _STR,
+        "service_account": _STR,
+        "peer_authentication": _object(
+            {
+                "mode": _MTLS_MODE,
+                "source": _STR,
+                "ports": {
+                    "type": "object",
+                    "additionalProperties": _object({"mode": _MTLS_MODE, "source": _STR}),
+                },
+            }
+        ),
+        "authorization": {
+            "type": "array",
+            "items": _object(
+                {
+                    "name": _STR,
+                    "action": {"type": "string", "enum": ["ALLOW", "DENY"]},
+                    "rules": {"type": "array", "items": {"type": "object"}},
+                    "scope": {"type": "string", "enum": ["mesh", "namespace", "workload"]},
+                }
+            ),
+        },
+        "destinations": {
+            "type": "object",
+            "additionalProperties": _object(
+                {
+                    "mode": {**_TLS_MODE, "nullable": True},
+                    "ports": {"type": "object", "additionalProperties": _TLS_MODE},
+                    "source": _STR,
+                }
+            ),
+        },
+    }
+)
+
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["schema", "workload", "mesh", "tracing", "metrics"],
@@ -139,6 +179,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
             }
         ),
         "services": {"type": "object", "additionalProperties": _SERVICE},
+        "security": _SECURITY,
         "sources": {"type": "object", "additionalProperties": _SOURCE},
         "warnings": {"type": "array", "items": _STR},
     },

@@ -152,7 +152,36 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
         console.print(mt)
     else:
         console.print(f"Metrics: prometheus {'on' if metrics['enabled'] else 'off'}, no overrides")
+    if "security" in doc:
+        render_security(doc["security"], console)
     if doc["warnings"]:
         console.print("[bold]Notes[/bold]")
         for warning in doc["warnings"]:
             console.print(Text(f"  - {warning}"), highlight=False)
+
+
+def render_security(sec: dict[str, Any], console: Console) -> None:
+    """Identity, inbound mTLS mode per port, authorization and client TLS, each with its source."""
+    pa = sec["peer_authentication"]
+    console.print(Text(f"Identity: {sec['identity']}"))
+    table = Table(title="Security", box=None, header_style="bold", title_justify="left")
+    for column in ("setting", "value", "from"):
+        table.add_column(column)
+    table.add_row("inbound mTLS", pa["mode"], Text(pa["source"]))
+    for port, mode in sorted(pa["ports"].items()):
+        table.add_row(f"inbound mTLS port {port}", mode["mode"], Text(mode["source"]))
+    for policy in sec["authorization"]:
+        table.add_row(
+            f"authorization ({policy['scope']})",
+            f"{policy['action']}, {len(policy['rules'])} rule(s)",
+            Text(policy["name"]),
+        )
+    if not sec["authorization"]:
+        table.add_row("authorization", "allow all", Text("no AuthorizationPolicy applies"))
+    for host, tls in sorted(sec["destinations"].items()):
+        ports = "".join(f", port {p}: {m}" for p, m in sorted(tls["ports"].items()))
+        table.add_row(f"client TLS to {host}", f"{tls['mode'] or 'auto'}{ports}", Text(tls["source"]))
+    table.add_row(
+        "client TLS to other mesh hosts", "auto mTLS", Text("Istio default (no DestinationRule tls)")
+    )
+    console.print(table)

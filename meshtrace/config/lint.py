@@ -711,8 +711,10 @@ RULES: list[Callable[[Bundle], Iterator[Finding]]] = [
 
 def lint(bundle: Bundle) -> list[Finding]:
     """Every finding: load problems first, then each rule; sorted by severity, file, document."""
+    from meshtrace.config.lint_security import SECURITY_RULES  # it uses this module's helpers
+
     findings = list(bundle.problems)
-    for rule in RULES:
+    for rule in (*RULES, *SECURITY_RULES):
         findings.extend(rule(bundle))
     seen: set[tuple[str, int | None, str, str]] = set()
     unique = []

@@ -37,6 +37,7 @@ from meshtrace.config.model import (
     Namespace,
     Origin,
     PrometheusRule,
+    SecurityResource,
     Service,
     ServicePort,
     Telemetry,
@@ -62,6 +63,9 @@ class Bundle:
     services: list[Service] = field(default_factory=list)
     config_maps: list[ConfigMap] = field(default_factory=list)
     telemetries: list[Telemetry] = field(default_factory=list)
+    peer_authentications: list[SecurityResource] = field(default_factory=list)
+    authorization_policies: list[SecurityResource] = field(default_factory=list)
+    destination_rules: list[SecurityResource] = field(default_factory=list)
     istio_operators: list[IstioOperator] = field(default_factory=list)
     hpas: list[HorizontalPodAutoscaler] = field(default_factory=list)
     prometheus_rules: list[PrometheusRule] = field(default_factory=list)
@@ -98,19 +102,20 @@ class Bundle:
         self, namespace: str, pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str]
     ) -> tuple[bool | None, str]:
         """Istio's injection decision and why; None when the namespace is not in the manifests
-        (then nothing can be said). Istio decides in two steps. Its webhooks select by labels
-        only: a namespace labelled `istio-injection=enabled`, or with `istio.io/rev` and no
-        `istio-injection` label, unless the pod is labelled `sidecar.istio.io/inject=false`; or,
-        in a namespace with neither label, a pod labelled `sidecar.istio.io/inject=true` (or
-        `istio.io/rev`). Then the injector reads `sidecar.istio.io/inject` (the label, else the
-        older annotation): "false" opts the pod out, anything else keeps the default (inject)."""
-        ns = self.namespaces.get(namespace)
-        if ns is None:
-            return None, f"Namespace {namespace} is not in the manifests"
+        and the pod does not opt out (then nothing can be said). Istio decides in two steps. Its
+        webhooks select by labels only: a namespace labelled `istio-injection=enabled`, or with
+        `istio.io/rev` and no `istio-injection` label, unless the pod is labelled
+        `sidecar.istio.io/inject=false`; or, in a namespace with neither label, a pod labelled
+        `sidecar.istio.io/inject=true` (or `istio.io/rev`). Then the injector reads
+        `sidecar.istio.io/inject` (the label, else the older annotation): "false" opts the pod
+        out, anything else keeps the default (inject)."""
         label = pod_labels.get(INJECT)
         value, where = (label, "label") if label is not None else (pod_annotations.get(INJECT), "annotation")
         if value == "false":  # an opt-out on purpose is the reason to give, whatever the namespace
             return False, f"pod {where} {INJECT}=false"
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            return None, f"Namespace {namespace} is not in the manifests"
         ns_injection = ns.labels.get("istio-injection")
         if ns_injection is not None and ns_injection != "enabled":
             return False, f"Namespace {namespace} has istio-injection={ns_injection}"
@@ -398,6 +403,9 @@ def _builder(kind: str, api_version: str) -> Callable[[Bundle, _Reader, Meta, di
         ("", "Namespace"): _namespace,
         ("", "ConfigMap"): _config_map,
         ("telemetry.istio.io", "Telemetry"): _telemetry,
+        ("security.istio.io", "PeerAuthentication"): _security("peer_authentications"),
+        ("security.istio.io", "AuthorizationPolicy"): _security("authorization_policies"),
+        ("networking.istio.io", "DestinationRule"): _security("destination_rules"),
         ("install.istio.io", "IstioOperator"): _istio_operator,
         ("autoscaling", "HorizontalPodAutoscaler"): _hpa,
         ("monitoring.coreos.com", "PrometheusRule"): _prometheus_rule,
@@ -439,6 +447,7 @@ def _deployment(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) ->
             pod_labels=r.strings(data, "spec.template.metadata.labels"),
             annotations=r.strings(data, "spec.template.metadata.annotations"),
             containers=containers,
+            service_account=r.get(data, "spec.template.spec.serviceAccountName", str, None) or "default",
         )
     )
 
@@ -540,6 +549,13 @@ def _telemetry(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> 
     # Re-check quietly the merged resource: only its validity matters here.
     quiet = _Reader(Bundle(), meta.origin, meta.ref)
     bundle.telemetries.append(Telemetry(meta, spec, valid=_check_telemetry(quiet, data)))
+
+
+def _security(attribute: str) -> Callable[[Bundle, _Reader, Meta, dict[str, Any]], None]:
+    def build(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> None:
+        getattr(bundle, attribute).append(SecurityResource(meta, r.get(data, "spec", dict, {})))
+
+    return build
 
 
 def _istio_operator(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) -> None:

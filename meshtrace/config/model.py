@@ -135,6 +135,7 @@ class Deployment(Resource):
     pod_labels: dict[str, str]  # spec.template.metadata.labels: what Telemetry selectors match
     annotations: dict[str, str]  # spec.template.metadata.annotations (proxy.istio.io/config, ...)
     containers: list[Container]
+    service_account: str = "default"  # spec.template.spec.serviceAccountName: the workload identity
 
 
 @dataclass
@@ -176,6 +177,22 @@ class ConfigMap(Resource):
     # The OpenTelemetry Collector config it holds (`data['config.yaml']`, else another YAML value
     # with receivers and service), parsed; None when it holds none.
     collector_config: dict[str, Any] | None = None
+
+
+@dataclass
+class SecurityResource(Resource):
+    """PeerAuthentication, AuthorizationPolicy (security.istio.io) or DestinationRule
+    (networking.istio.io): kept as the spec; `meshtrace.config.security` resolves them."""
+
+    spec: dict[str, Any]
+
+    @property
+    def match_labels(self) -> dict[str, str] | None:
+        """The workload selector's labels, None when the resource has no selector."""
+        selector = self.spec.get("selector")
+        if not isinstance(selector, dict):
+            return None
+        return {str(k): str(v) for k, v in map_at(selector, "matchLabels").items()}
 
 
 @dataclass

@@ -34,6 +34,7 @@ from meshtrace.cel import check, mixer_to_cel
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import TRACING_TYPES, MeshConfig, normalize_proxy_config, parse_duration
 from meshtrace.config.model import Origin, Source, Telemetry, list_at, map_at
+from meshtrace.config.security import security_document
 
 SCHEMA_VERSION = 1
 # Istio's standard metrics: what ALL_METRICS expands to (MetricSelector.IstioMetric).
@@ -698,6 +699,13 @@ class _Resolution:
             },
             "tracing": tracing,
             "metrics": metrics,
+            "security": security_document(
+                self.bundle,
+                self.namespace,
+                self.labels,
+                self.deployment.service_account if self.deployment else "default",
+                self.warnings,
+            ),
             "sources": {k: v.as_dict() for k, v in sorted(self.sources.items())},
             "warnings": self.warnings,
         }

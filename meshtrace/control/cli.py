@@ -4,7 +4,9 @@ proxy-status)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +18,10 @@ from meshtrace.clitools import filename_option
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_CONTROL = f"http://{DEFAULT_LISTEN}"
+CONTROL_SERVICE_ACCOUNT = "istiod"  # the identity its TLS certificate names, as istiod's
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / (
+    "meshtrace/control"
+)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -55,11 +61,50 @@ def parse_listen(text: str) -> tuple[str, int]:
     show_default=True,
     help="How often the -f files are checked for edits, s.",
 )
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Where the credential signing key (token-key) and the CA are kept; created if missing.",
+)
+@click.option(
+    "--cacerts",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A plugged-in CA: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem (istiod's "
+    "cacerts). Default: a root generated in --data-dir.",
+)
+@click.option(
+    "--workload-cert-ttl",
+    "cert_ttl_s",
+    type=click.FloatRange(min=1),
+    default=24 * 3600.0,
+    show_default=True,
+    help="Lifetime of workload certificates, s (istiod's DEFAULT_WORKLOAD_CERT_TTL).",
+)
+@click.option(
+    "--tls-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve the API over TLS here with a certificate from the CA, as istiod's 15012 "
+    "(off by default).",
+)
 def control(
-    paths: tuple[Path, ...], listen: str, endpoints: tuple[str, ...], heartbeat_s: float, poll_s: float
+    paths: tuple[Path, ...],
+    listen: str,
+    endpoints: tuple[str, ...],
+    heartbeat_s: float,
+    poll_s: float,
+    data_dir: Path,
+    cacerts: Path | None,
+    cert_ttl_s: float,
+    tls_listen: str | None,
 ) -> None:
     """Run the control plane: service registry and config push to sidecars (like istiod)."""
     from meshtrace import aio
+    from meshtrace.control import identity
+    from meshtrace.control.ca import load_authority, serving_context
     from meshtrace.control.core import BadRequest, parse_static_endpoint
     from meshtrace.control.server import ControlServer, log, serve
     from meshtrace.control.source import load_snapshot
@@ -72,9 +117,22 @@ def control(
     snapshot = load_snapshot(list(paths))
     for message in sorted(snapshot.errors.values()):
         log(f"configuration error (serving anyway, as istiod would): {message}")
-    server = ControlServer(list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s)
     try:
-        aio.run(serve(server, host, port))
+        token_key = identity.load_or_create_key(data_dir)
+        ca = load_authority(data_dir, cacerts, snapshot.trust_domain)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--cacerts" if cacerts else "--data-dir") from None
+    log(f"certificate authority: {ca.source}, trust domain {snapshot.trust_domain}")
+    server = ControlServer(
+        list(paths), load_snapshot, snapshot, static, heartbeat_s, poll_s, token_key, ca, cert_ttl_s
+    )
+    tls = None
+    if tls_listen is not None:
+        tls_host, tls_port = parse_listen(tls_listen)
+        spiffe = identity.spiffe_id(snapshot.trust_domain, "istio-system", CONTROL_SERVICE_ACCOUNT)
+        tls = (tls_host, tls_port, serving_context(ca, spiffe, tls_host))
+    try:
+        aio.run(serve(server, host, port, tls))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
 
@@ -89,8 +147,19 @@ def _age(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
 
 
-def status_rows(status: dict[str, Any]) -> list[list[str]]:
-    """One row per node, istioctl proxy-status style: SYNCED when the sent version is ACKed."""
+def _expiry(expires_at: float | None, now: float) -> str:
+    if expires_at is None:
+        return "-"
+    left = expires_at - now
+    if left <= 0:
+        return "EXPIRED"
+    return f"in {_age(left)}" if left < 3600 else f"in {left / 3600:.1f}h"
+
+
+def status_rows(status: dict[str, Any], now: float | None = None) -> list[list[str]]:
+    """One row per node, istioctl proxy-status style: SYNCED when the sent version is ACKed;
+    then its identity and when its certificate expires."""
+    now = time.time() if now is None else now
     rows = []
     for node in status.get("nodes", []):
         sent, acked, nack = node.get("sent_version"), node.get("acked_version"), node.get("last_nack")
@@ -113,12 +182,17 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
                 sync,
                 f"{nack['version']}: {nack['error']}" if nack else "-",
                 _age(node["heartbeat_age_s"]) + ("" if node.get("healthy", True) else " (removed)"),
+                node.get("identity") or "-",
+                _expiry(node.get("cert_expires_at"), now),
             ]
         )
     return rows
 
 
-STATUS_COLUMNS = ["NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT"]
+STATUS_COLUMNS = [
+    "NODE", "WORKLOAD", "NAMESPACE", "IP", "SENT", "ACKED", "SYNC", "LAST NACK", "HEARTBEAT",
+    "IDENTITY", "CERT",
+]  # fmt: skip
 
 
 @click.command()
@@ -148,7 +222,7 @@ def status(url: str, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(body, indent=2))
         return
-    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console = Console(width=320 if not sys.stdout.isatty() else None)
     table = Table(box=None, header_style="bold")
     for column in STATUS_COLUMNS:
         table.add_column(column, overflow="fold")

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshtrace.control.identity import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Claims, spiffe_id
+
 CLUSTER_DOMAIN = "svc.cluster.local"
 ROOT_NAMESPACE = "istio-system"
 MISSED_HEARTBEATS = 3  # an endpoint missing this many heartbeats leaves every service
@@ -28,6 +30,14 @@ class BadRequest(ValueError):
 
 class UnknownNode(KeyError):
     """A node id the control plane does not know (HTTP 404): the sidecar must register again."""
+
+
+class Unauthenticated(ValueError):
+    """No credential, or one that does not verify (HTTP 401)."""
+
+
+class Forbidden(ValueError):
+    """A valid credential of another identity than the request's (HTTP 403)."""
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -67,6 +77,7 @@ class Snapshot:
     effective: EffectiveConfig  # (workload, namespace, labels) -> the document without services
     # error findings of the load: (code, file, resource, path) -> message
     errors: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    trust_domain: str = DEFAULT_TRUST_DOMAIN  # MeshConfig trustDomain
 
 
 def new_errors(current: Snapshot, candidate: Snapshot) -> list[str]:
@@ -101,6 +112,7 @@ class Registration:
     labels: dict[str, str]
     ports: dict[str, int | None]
     mode: Literal["sidecar", "gateway"]
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
 
     @property
     def node_id(self) -> str:
@@ -147,6 +159,7 @@ def parse_registration(body: Any) -> Registration:
     mode = _field(body, "mode", str, required=False) or "sidecar"
     if mode not in ("sidecar", "gateway"):
         raise BadRequest("field 'mode' must be 'sidecar' or 'gateway'")
+    service_account = _field(body, "service_account", str, required=False) or DEFAULT_SERVICE_ACCOUNT
     return Registration(
         workload=workload,
         namespace=namespace,
@@ -155,7 +168,18 @@ def parse_registration(body: Any) -> Registration:
         labels=dict(labels),
         ports=ports,
         mode="gateway" if mode == "gateway" else "sidecar",
+        service_account=service_account,
     )
+
+
+def authorize(claims: Claims, namespace: str, pod: str, service_account: str | None = None) -> None:
+    """The credential must be the pod's own: a workload may only speak for itself."""
+    asked = Claims(namespace, claims.service_account if service_account is None else service_account, pod)
+    if asked != claims:
+        raise Forbidden(
+            f"credential of pod {claims.pod}.{claims.namespace} (service account {claims.service_account}) "
+            f"cannot act for pod {pod}.{namespace} (service account {asked.service_account})"
+        )
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,7 @@ class Node:
     sent_version: str | None = None  # last version a config answer carried
     acked_version: str | None = None
     last_nack: dict[str, Any] | None = None
+    cert_expires_at: float | None = None  # unix time of the last certificate signed for it
 
 
 def config_version(config: Mapping[str, Any]) -> str:
@@ -327,6 +352,8 @@ class ControlPlane:
                         "port": n.reg.ports["inbound"],
                         "app_port": n.reg.ports["app"],
                         "pod": n.reg.pod,
+                        "identity": self.identity(n),
+                        "mtls": self._accepts_mtls(n),
                     }
                     for n in selected
                 ],
@@ -351,13 +378,30 @@ class ControlPlane:
             service["static"] = True
         return out
 
-    def _effective(self, node: Node) -> dict[str, Any]:
+    def _effective_shared(self, node: Node) -> dict[str, Any]:
+        """The cached document: read it, never change it (`_effective` gives a copy)."""
         key = (node.reg.workload, node.reg.namespace, tuple(sorted(node.labels.items())))
         if key not in self._effective_cache:
             self._effective_cache[key] = self.snapshot.effective(
                 node.reg.workload, node.reg.namespace, node.labels
             )
-        return copy.deepcopy(self._effective_cache[key])
+        return self._effective_cache[key]
+
+    def _effective(self, node: Node) -> dict[str, Any]:
+        return copy.deepcopy(self._effective_shared(node))
+
+    def identity(self, node: Node) -> str:
+        return spiffe_id(self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account)
+
+    def _accepts_mtls(self, node: Node) -> bool:
+        """Auto mTLS: a caller uses mTLS to an endpoint whose sidecar accepts it, that is whose
+        PeerAuthentication for the app port is not DISABLE (istiod labels such endpoints
+        `security.istio.io/tlsMode: istio`). A gateway is not a sidecar endpoint."""
+        if node.reg.mode != "sidecar":
+            return False
+        pa = (self._effective_shared(node).get("security") or {}).get("peer_authentication") or {}
+        mode = (pa.get("ports") or {}).get(str(node.reg.ports["app"]), {}).get("mode") or pa.get("mode")
+        return mode != "DISABLE"
 
     def _resolve_provider(
         self, provider: dict[str, Any], namespace: str, root: str, services: dict[str, dict[str, Any]]
@@ -404,6 +448,10 @@ class ControlPlane:
                     warnings.append(message)
         config["warnings"] = warnings
         config["services"] = services
+        if isinstance(config.get("security"), dict):
+            # the registered, authenticated service account names the workload, not the files
+            config["security"]["identity"] = self.identity(node)
+            config["security"]["service_account"] = node.reg.service_account
         return config
 
     def render_all(self) -> set[str]:
@@ -428,6 +476,10 @@ class ControlPlane:
                 "pod": node.reg.pod,
                 "ip": node.reg.ip,
                 "mode": node.reg.mode,
+                "service_account": node.reg.service_account,
+                "identity": spiffe_id(
+                    self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
+                ),
                 "labels": node.labels,
                 "ports": node.reg.ports,
                 "healthy": node.healthy,
@@ -436,6 +488,7 @@ class ControlPlane:
                 "sent_version": node.sent_version,
                 "acked_version": node.acked_version,
                 "last_nack": node.last_nack,
+                "cert_expires_at": node.cert_expires_at,
             }
             for node_id, node in sorted(self.nodes.items())
         ]

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from meshtrace import ready
+from meshtrace.control import identity
 
 MESH = """\
 apiVersion: install.istio.io/v1alpha1
@@ -47,9 +48,12 @@ spec:
 """
 
 
-def _request(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+def _request(
+    url: str, token: str, body: dict[str, Any] | None = None, timeout: float = 30.0
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return response.status, json.load(response)
@@ -75,6 +79,8 @@ def measure(edits: int, poll_s: float) -> list[float]:
                 "127.0.0.1:0",
                 "--poll",
                 str(poll_s),
+                "--data-dir",
+                str(folder / "control"),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -97,16 +103,18 @@ def measure(edits: int, poll_s: float) -> list[float]:
                 "labels": {"app": "bench"},
                 "ports": {"inbound": 15006, "app": 8080},
             }
-            _, answer = _request(f"{base}/v1/register", registration)
+            key = identity.load_or_create_key(folder / "control")
+            token = identity.mint(key, identity.Claims("default", "default", "bench-0"))
+            _, answer = _request(f"{base}/v1/register", token, registration)
             node = answer["node_id"]
-            _, answer = _request(f"{base}/v1/config/{node}")
+            _, answer = _request(f"{base}/v1/config/{node}", token)
             version = answer["version"]
             out = []
             for i in range(edits):
                 result: dict[str, Any] = {}
 
                 def long_poll(v: str = version, box: dict[str, Any] = result) -> None:
-                    box["answer"] = _request(f"{base}/v1/config/{node}?version={v}&wait=10")
+                    box["answer"] = _request(f"{base}/v1/config/{node}?version={v}&wait=10", token)
                     box["at"] = time.perf_counter()
 
                 waiter = threading.Thread(target=long_poll)

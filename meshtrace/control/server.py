@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -19,12 +20,18 @@ from typing import Any
 from aiohttp import web
 
 from meshtrace import csrf, ready
+from meshtrace.control import identity
+from meshtrace.control.ca import CertificateAuthority, CsrError
 from meshtrace.control.core import (
     BadRequest,
     ControlPlane,
+    Forbidden,
+    Node,
     Snapshot,
     StaticEndpoint,
+    Unauthenticated,
     UnknownNode,
+    authorize,
     new_errors,
     parse_ack,
     parse_registration,
@@ -70,7 +77,13 @@ class ControlServer:
         static: list[StaticEndpoint],
         heartbeat_s: float,
         poll_s: float,
+        token_key: bytes,
+        ca: CertificateAuthority,
+        cert_ttl_s: float,
     ) -> None:
+        self.token_key = token_key
+        self.ca = ca
+        self.cert_ttl_s = cert_ttl_s
         self.paths = paths
         self.loader = loader
         self.plane = ControlPlane(snapshot, static, heartbeat_s)
@@ -99,20 +112,39 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
 
+    def _claims(self, request: web.Request) -> identity.Claims:
+        """The caller's bootstrap credential (`Authorization: Bearer <token>`), verified."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("a bootstrap credential is required: Authorization: Bearer <token>")
+        try:
+            return identity.verify(self.token_key, token.strip())
+        except identity.InvalidCredential as exc:
+            raise Unauthenticated(str(exc)) from None
+
+    def _own_node(self, request: web.Request) -> Node:
+        """The node of the path, if the caller's credential is that pod's (401, 404, then 403)."""
+        claims = self._claims(request)
+        node = self.plane.node(request.match_info["node_id"])
+        authorize(claims, node.reg.namespace, node.reg.pod, node.reg.service_account)
+        return node
+
     async def register(self, request: web.Request) -> web.Response:
+        claims = self._claims(request)
         reg = parse_registration(await self._json_body(request))
+        authorize(claims, reg.namespace, reg.pod, reg.service_account)
         node, changed = self.plane.register(reg, time.monotonic())
         self._wake(changed)
         log(f"registered {reg.node_id} ({reg.workload}.{reg.namespace}, version {node.version})")
         return web.json_response({"node_id": reg.node_id, "heartbeat_s": self.plane.heartbeat_s})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
+        node_id = self._own_node(request).reg.node_id
         self._wake(self.plane.heartbeat(node_id, time.monotonic()))
         return web.json_response({"node_id": node_id, "heartbeat_s": self.plane.heartbeat_s})
 
     async def config(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
+        node_id = self._own_node(request).reg.node_id
         known = request.query.get("version")
         try:
             wait = float(request.query.get("wait", "0"))
@@ -135,14 +167,39 @@ class ControlServer:
                 return web.Response(status=304)
 
     async def ack(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
-        self.plane.node(node_id)  # 404 before 400: an unknown node must register first
+        node_id = self._own_node(request).reg.node_id  # 404 before 400: register first
         ack = parse_ack(await self._json_body(request))
         self.plane.ack(node_id, ack, time.monotonic())
         if ack.status == "NACK":
             log(f"NACK from {node_id} for version {ack.version}: {ack.error}")
         return web.json_response(
             {"node_id": node_id, "acked_version": self.plane.nodes[node_id].acked_version}
+        )
+
+    async def certificate(self, request: web.Request) -> web.Response:
+        """istiod's CSR service: the node's SPIFFE id signed into a certificate for the key the
+        sidecar generated (the private key never leaves the sidecar)."""
+        node = self._own_node(request)
+        body = await self._json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("csr"), str):
+            raise BadRequest("field 'csr' is required: a PEM certificate request")
+        spiffe = identity.spiffe_id(
+            self.plane.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
+        )
+        try:
+            chain, expiry = self.ca.sign(body["csr"], spiffe, self.cert_ttl_s)
+        except CsrError as exc:
+            raise BadRequest(str(exc)) from None
+        node.cert_expires_at = expiry.timestamp()
+        log(f"signed {spiffe} for {node.reg.node_id}, expires {expiry.isoformat(timespec='seconds')}")
+        return web.json_response(
+            {
+                "identity": spiffe,
+                "cert_chain": chain,
+                "root_cert": self.ca.root_pem,
+                "trust_domain": self.plane.snapshot.trust_domain,
+                "expires_at": expiry.timestamp(),
+            }
         )
 
     async def status(self, request: web.Request) -> web.Response:
@@ -155,6 +212,8 @@ class ControlServer:
                 "config_errors": self.config_errors,
                 "load_errors": sorted(self.plane.snapshot.errors.values()),
                 "static_endpoints": [f"{e.host}={e.ip}:{e.port}" for e in self.plane.static],
+                "trust_domain": self.plane.snapshot.trust_domain,
+                "ca": self.ca.source,
             }
         )
 
@@ -170,6 +229,12 @@ class ControlServer:
             return _error(400, str(exc))
         except UnknownNode as exc:
             return _error(404, f"unknown node {exc.args[0]!r}: register first (POST /v1/register)")
+        except Unauthenticated as exc:
+            response = _error(401, str(exc))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="meshtrace-control"'
+            return response
+        except Forbidden as exc:
+            return _error(403, str(exc))
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -181,6 +246,7 @@ class ControlServer:
                 web.post("/v1/heartbeat/{node_id}", self.heartbeat),
                 web.get("/v1/config/{node_id}", self.config),
                 web.post("/v1/ack/{node_id}", self.ack),
+                web.post("/v1/certs/{node_id}", self.certificate),
                 web.get("/v1/status", self.status),
                 web.get("/ready", self.ready),
             ]
@@ -231,13 +297,20 @@ class ControlServer:
             self._wake(changed)
 
 
-async def serve(server: ControlServer, host: str, port: int) -> None:
+async def serve(
+    server: ControlServer, host: str, port: int, tls: tuple[str, int, ssl.SSLContext] | None = None
+) -> None:
+    """The API on host:port, and with `tls` also over TLS (ready line `control-tls`)."""
     runner = web.AppRunner(server.app(), shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0]
     ready.announce("control", host, int(bound[1]))
+    if tls is not None:
+        tls_site = web.TCPSite(runner, tls[0], tls[1], ssl_context=tls[2])
+        await tls_site.start()
+        ready.announce("control-tls", tls[0], int(runner.addresses[-1][1]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

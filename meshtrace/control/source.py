@@ -32,6 +32,7 @@ def load_snapshot(paths: list[Path]) -> Snapshot:
         ],
         pod_labels={(d.namespace, d.name): dict(d.pod_labels) for d in bundle.deployments},
         effective=effective,
+        trust_domain=str(bundle.mesh.get("trustDomain") or "cluster.local"),
         errors={
             (
                 p.code,

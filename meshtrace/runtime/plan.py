@@ -19,6 +19,7 @@ from typing import Any
 from meshtrace.config import Bundle, load
 from meshtrace.config.lint import lint
 from meshtrace.config.model import Deployment, Service
+from meshtrace.control import identity
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.supervisor import ProcessSpec, meshtrace_argv
 
@@ -28,7 +29,9 @@ DEMO_IMAGES = {"frontend": "meshtrace.demo.frontend", "backend": "meshtrace.demo
 COLLECTOR_IMAGES = ("opentelemetry-collector", "otelcol")
 CONTROL_PORT = 15010
 SIDECAR_PORTS = (15001, 15006, 15000, 15090)  # outbound, inbound, admin, stats
+CONTROL_TLS_PORT = 15012  # istiod's: the API over TLS, what the sidecars use
 GATEWAY = ("istio-ingressgateway", "istio-system")
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"  # Istio's chart names it so
 # Collector ports a Service may expose, and where the local collector serves each.
 OTLP_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -44,13 +47,14 @@ class PodPlan:
     app_argv: list[str]
     app_env: dict[str, str]
     sidecar: bool = True  # Istio's injection decision (Bundle.sidecar_injected)
+    service_account: str = "default"
 
     def app_spec(self) -> ProcessSpec:
         return ProcessSpec(
             name=f"{self.name}/app", argv=self.app_argv, env=self.app_env, ready_tcp=(self.ip, self.app_port)
         )
 
-    def sidecar_spec(self, control_url: str) -> ProcessSpec:
+    def sidecar_spec(self, control_url: str, tokens: Path, ca_root: Path | None = None) -> ProcessSpec:
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
         argv = meshtrace_argv(
             "sidecar",
@@ -68,6 +72,11 @@ class PodPlan:
             str(self.app_port),
             "--control",
             control_url,
+            "--service-account",
+            self.service_account,
+            "--token-file",
+            str(token_file(tokens, self.namespace, self.name)),
+            *(["--ca-root", str(ca_root)] if ca_root else []),
         )
         return ProcessSpec(name=f"{self.name}/sidecar", argv=argv, ready=("inbound", "outbound"))
 
@@ -93,16 +102,35 @@ class Plan:
     alert_rule_groups: list[list[dict[str, Any]]] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
 
+    def mint_tokens(self, key: bytes, tokens: Path) -> None:
+        """Each pod's bootstrap credential in its own 0600 file, as Kubernetes projects a
+        service-account token into the pod: the sidecar reads it, `ps` never shows it."""
+        tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name, namespace = GATEWAY
+        pods = [(namespace, f"{name}-0", GATEWAY_SERVICE_ACCOUNT)]
+        pods += [(p.namespace, p.name, p.service_account) for p in self.pods]
+        for ns, pod, sa in pods:
+            identity.write_token(
+                token_file(tokens, ns, pod), identity.mint(key, identity.Claims(ns, sa, pod))
+            )
+
     def fixed_addresses(self) -> list[tuple[str, int]]:
         """Addresses bound with a fixed port, to check before starting anything."""
-        out = [(self.host, self.control_port), self.ingress, self.ui, (self.host, 4317), (self.host, 4318)]
+        out = [
+            (self.host, self.control_port),
+            (self.host, CONTROL_TLS_PORT),
+            self.ingress,
+            self.ui,
+            (self.host, 4317),
+            (self.host, 4318),
+        ]
         for pod in self.pods:
             out.append((pod.ip, pod.app_port))
             if pod.sidecar:
                 out += [(pod.ip, port) for port in SIDECAR_PORTS]
         return out
 
-    def gateway_args(self, control_url: str) -> list[str]:
+    def gateway_args(self, control_url: str, tokens: Path, ca_root: Path | None = None) -> list[str]:
         name, namespace = GATEWAY
         host, port = self.ingress
         args = [
@@ -134,10 +162,19 @@ class Plan:
             "0",
             "--control",
             control_url,
+            "--service-account",
+            GATEWAY_SERVICE_ACCOUNT,
+            "--token-file",
+            str(token_file(tokens, namespace, f"{name}-0")),
+            *(["--ca-root", str(ca_root)] if ca_root else []),
         ]
         if self.default_service:
             args += ["--default-service", self.default_service]
         return args
+
+
+def token_file(tokens: Path, namespace: str, pod: str) -> Path:
+    return tokens / f"{namespace}.{pod}.token"
 
 
 def _image_name(image: str) -> str:
@@ -248,6 +285,7 @@ def make_plan(
                     app_argv=argv,
                     app_env=env,
                     sidecar=sidecar,
+                    service_account=dep.service_account,
                 )
             )
     # The gateway sends requests whose Host names no Service to the first Service (in manifest

@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from meshtrace.control import identity
 from meshtrace.runtime import ports
-from meshtrace.runtime.plan import Plan, make_plan
+from meshtrace.runtime.plan import CONTROL_TLS_PORT, Plan, make_plan
 from meshtrace.runtime.prometheus import PROMETHEUS_PORT, prometheus_spec
 from meshtrace.runtime.runfolder import PodLogs, data_dir, is_trouble, new_run
 from meshtrace.runtime.status import Status, keep_fresh, refresh_once
@@ -225,25 +226,35 @@ async def _start(plan: Plan, options: Options, supervisor: Supervisor, rundir: P
             ready=plan.collector.ready,
         )
     )
-    control_args = ["control", "--listen", f"{plan.host}:{plan.control_port}"]
+    # The control plane's key and CA live with the traces when --data-dir is given (kept across
+    # runs, as istiod's root is), else in this run's folder.
+    control_dir = (options.data_dir or rundir) / "control"
+    tokens = rundir / "tokens"
+    plan.mint_tokens(identity.load_or_create_key(control_dir), tokens)
+    control_args = ["control", "--listen", f"{plan.host}:{plan.control_port}", "--data-dir", str(control_dir)]
+    control_args += ["--tls-listen", f"{plan.host}:{CONTROL_TLS_PORT}"]
     for path in plan.paths:
         control_args += ["-f", str(path)]
     for endpoint in plan.static_endpoints:
         control_args += ["--endpoint", endpoint]
     control = await supervisor.start(
-        ProcessSpec(name="istiod", argv=meshtrace_argv(*control_args), ready=("control",))
+        ProcessSpec(name="istiod", argv=meshtrace_argv(*control_args), ready=("control", "control-tls"))
     )
-    control_url = "http://{}:{}".format(*control.listeners["control"])
+    # sidecars speak to the control plane over TLS, trusting the root it keeps in its data dir
+    control_url = "https://{}:{}".format(*control.listeners["control-tls"])
+    ca_root = control_dir / "ca" / "root-cert.pem"
 
     gateway = await supervisor.start(
         ProcessSpec(
             name="istio-ingressgateway",
-            argv=meshtrace_argv(*plan.gateway_args(control_url)),
+            argv=meshtrace_argv(*plan.gateway_args(control_url, tokens, ca_root)),
             ready=("gateway",),
         )
     )
     await supervisor.start_all([pod.app_spec() for pod in plan.pods])
-    await supervisor.start_all([pod.sidecar_spec(control_url) for pod in plan.pods if pod.sidecar])
+    await supervisor.start_all(
+        [pod.sidecar_spec(control_url, tokens, ca_root) for pod in plan.pods if pod.sidecar]
+    )
     prometheus = await supervisor.start(prometheus_spec(plan, rundir)) if options.prometheus else None
 
     for component in ("otlp-grpc", "otlp-http", "zipkin"):

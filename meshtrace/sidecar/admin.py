@@ -25,6 +25,7 @@ def prometheus(proxy: Proxy) -> bytes:
         "meshtrace_sidecar_metric_series_overflow_total": ("counter", metrics.overflowed),
         "meshtrace_sidecar_metric_series_evicted_total": ("counter", metrics.evicted),
         "meshtrace_sidecar_loops_detected_total": ("counter", proxy.loops_detected),
+        "meshtrace_sidecar_rbac_denied_total": ("counter", proxy.rbac_denied),
         "meshtrace_sidecar_spans_exported_total": ("counter", ex.exported),
         "meshtrace_sidecar_spans_dropped_total": ("counter", ex.dropped + ex.failed),
         "meshtrace_sidecar_span_export_failures_total": ("counter", ex.failed),
@@ -49,6 +50,10 @@ def envoy_stats(proxy: Proxy) -> bytes:
             "cluster_manager.upstream_cx_total": proxy.pool.opened,
             "stats.overflow": proxy.metrics.overflowed,
             "http.loop_detected": proxy.loops_detected,
+            "http.rbac.denied": proxy.rbac_denied,  # Envoy's RBAC filter counter
+            "listener.ssl.handshake_error": proxy.tls_handshake_errors(),
+            "listener.plaintext_refused": proxy.plaintext_refused,
+            "listener.ssl.peer_rejected": proxy.peers_rejected,
         }
     )
     return "".join(f"{k}: {v}\n" for k, v in sorted(stats.items())).encode()
@@ -81,6 +86,12 @@ def admin_page(proxy: Proxy, head: RequestHead) -> Page:
         return 200, clusters(proxy), "text/plain"
     if path in ("/ready", "/healthz/ready"):
         return 200, b"LIVE\n", "text/plain"
+    if path == "/certs":  # Envoy's: the certificate in use, for `meshtrace status` and people
+        certs = proxy.certs
+        doc = {"certificates": []} if certs is None or not certs.ready else {
+            "certificates": [{"identity": certs.identity, "expires_at": certs.expires_at}]
+        }  # fmt: skip
+        return 200, json.dumps(doc).encode(), "application/json"
     if path == "/server_info":
         body = json.dumps(
             {"node_id": proxy.ident.node_id, "state": "LIVE", "version": proxy.cfg.version}
@@ -88,7 +99,7 @@ def admin_page(proxy: Proxy, head: RequestHead) -> Page:
         return 200, body, "application/json"
     return (
         404,
-        b"unknown admin path; try /config_dump /stats /stats/prometheus /clusters /ready\n",
+        b"unknown admin path; try /config_dump /stats /stats/prometheus /clusters /certs /ready\n",
         "text/plain",
     )
 

@@ -14,8 +14,9 @@ import click
 
 from meshtrace import aio, ready
 from meshtrace.sidecar.admin import admin_page, health_page, local_server, stats_page
+from meshtrace.sidecar.certs import WorkloadCerts
 from meshtrace.sidecar.config import ConfigError, parse
-from meshtrace.sidecar.conn import Timeouts, serve
+from meshtrace.sidecar.conn import SniffingServer, Timeouts, serve, serve_sniffing
 from meshtrace.sidecar.control import ControlSource, FileSource
 from meshtrace.sidecar.metrics import EVICTION_INTERVAL_S, SERIES_LIMIT, IstioMetrics
 from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
@@ -39,6 +40,8 @@ class Options:
     control: str | None
     config: str | None
     ports: dict[str, int]
+    token_file: str | None
+    ca_root: str | None
     timeouts: Timeouts
     access_log: bool
     series_limit: int = SERIES_LIMIT
@@ -70,9 +73,15 @@ async def run(opts: Options) -> None:
     else:
         listeners["inbound"] = proxy.handler(INBOUND)
         listeners["outbound"] = proxy.handler(OUTBOUND)
-    servers: dict[str, asyncio.Server] = {}
+    servers: dict[str, asyncio.Server | SniffingServer] = {}
     for name, handler in listeners.items():
-        servers[name] = await serve(handler, ident.ip, opts.ports[name])
+        if name == "inbound":  # mTLS and plaintext on one port, by the first byte
+            listener = await serve_sniffing(
+                handler, ident.ip, opts.ports[name], proxy.inbound_tls, opts.timeouts
+            )
+            proxy.inbound_listener = servers[name] = listener
+        else:
+            servers[name] = await serve(handler, ident.ip, opts.ports[name])
     real = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
     proxy.listening({name: (ident.ip, port) for name, port in real.items()})
 
@@ -84,9 +93,15 @@ async def run(opts: Options) -> None:
         # a gateway has no inbound/outbound pair: its listener stands in as the inbound port
         inbound = real["gateway"] if ident.mode == GATEWAY else real["inbound"]
         ports = {"inbound": inbound, "outbound": real.get("outbound"), "admin": real["admin"]}
-        source = ControlSource(opts.control, ident, ports)
-        proxy.apply(await source.first())
-        tasks += [loop.create_task(source.watch(proxy.apply)), loop.create_task(source.heartbeat())]
+        assert opts.token_file is not None
+        source = ControlSource(opts.control, ident, ports, opts.token_file, opts.ca_root)
+        proxy.certs = WorkloadCerts()
+        proxy.apply(await source.first(proxy.certs))
+        tasks += [
+            loop.create_task(source.watch(proxy.apply)),
+            loop.create_task(source.heartbeat()),
+            loop.create_task(source.rotate(proxy.certs)),
+        ]
     else:
         assert opts.config is not None
         file_source = FileSource(opts.config, ident)
@@ -128,6 +143,20 @@ async def run(opts: Options) -> None:
 @click.option("--app-host", default=None, help="Where the app listens (default: --ip).")
 @click.option("--control", default=None, help="Control plane URL, e.g. http://127.0.0.1:15010.")
 @click.option("--config", "config_file", default=None, help="Effective config document (JSON or YAML).")
+@click.option(
+    "--token-file",
+    envvar="MESHTRACE_TOKEN_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="With --control: the bootstrap credential the control plane minted for this pod.",
+)
+@click.option("--service-account", default="default", show_default=True, help="The pod's service account.")
+@click.option(
+    "--ca-root",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="With an https:// --control: the mesh root certificate that signed the control plane's.",
+)
 @click.option("--mode", type=click.Choice(["sidecar", "gateway"]), default="sidecar", show_default=True)
 @click.option("--default-service", default=None, help="Gateway: Service for hosts that name none.")
 @click.option("--inbound-port", type=int, default=15006, show_default=True)
@@ -167,6 +196,9 @@ def sidecar(
     app_host: str | None,
     control: str | None,
     config_file: str | None,
+    token_file: str | None,
+    service_account: str,
+    ca_root: str | None,
     mode: str,
     default_service: str | None,
     inbound_port: int,
@@ -186,6 +218,10 @@ def sidecar(
     """Run the proxy beside one workload: inbound/outbound listeners, tracing, metrics."""
     if (control is None) == (config_file is None):
         raise click.UsageError("give exactly one of --control URL or --config FILE")
+    if control is not None and token_file is None:
+        raise click.UsageError("--control needs --token-file (the pod's bootstrap credential)")
+    if control is not None and control.startswith("https://") and ca_root is None:
+        raise click.UsageError("an https:// --control needs --ca-root (the mesh root certificate)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="meshtrace sidecar: %(message)s")
     ident = Identity(
         workload=workload,
@@ -197,6 +233,7 @@ def sidecar(
         app_port=app_port,
         mode=mode,
         default_service=default_service,
+        service_account=service_account,
     )
     ports = {
         "inbound": inbound_port,
@@ -214,6 +251,8 @@ def sidecar(
         control,
         config_file,
         ports,
+        token_file,
+        ca_root,
         timeouts,
         access_log,
         metric_series_limit,

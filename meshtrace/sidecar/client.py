@@ -5,21 +5,23 @@ sidecar process."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from meshtrace.sidecar.conn import Pool
+from meshtrace.sidecar.conn import Pool, Wire
 from meshtrace.sidecar.http1 import encode_head
 
 
-def split_url(url: str) -> tuple[str, int, str]:
-    """(host, port, path) of an http:// URL; a bare `host:port` is accepted."""
+def split_url(url: str, schemes: tuple[str, ...] = ("http",)) -> tuple[str, int, str]:
+    """(host, port, path) of a URL of one of `schemes`; a bare `host:port` is accepted as http."""
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"{url}: only http:// is supported")
+    if parts.scheme not in schemes:
+        raise ValueError(f"{url}: only {' or '.join(s + '://' for s in schemes)} is supported")
     host = parts.hostname or "127.0.0.1"
-    return host, parts.port or 80, parts.path or "/"
+    return host, parts.port or (443 if parts.scheme == "https" else 80), parts.path or "/"
 
 
 async def request(
@@ -31,10 +33,13 @@ async def request(
     body: bytes = b"",
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
+    check: Callable[[Wire], None] | None = None,
 ) -> tuple[int, bytes]:
-    """(status, body). Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""
+    """(status, body), over TLS with `tls` (`check` vets the server).
+    Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""
     async with asyncio.timeout(timeout):
-        up = await pool.acquire(host, port)
+        up = await pool.acquire(host, port, tls, check)
         ok = False
         try:
             hdrs = [("host", f"{host}:{port}"), ("content-length", str(len(body)))]

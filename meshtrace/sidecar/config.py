@@ -16,6 +16,7 @@ import yaml
 
 from meshtrace.cel import Label, check, compile_expr
 from meshtrace.propagation.context import Format
+from meshtrace.sidecar.rbac import Authorizer
 
 log = logging.getLogger(__name__)
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -71,6 +72,8 @@ class Endpoint:
     ip: str
     port: int
     pod: str
+    identity: str = ""  # the SPIFFE id its certificate must carry
+    mtls: bool = False  # its sidecar accepts mTLS (auto mTLS uses it)
 
 
 @dataclass(slots=True)
@@ -135,6 +138,58 @@ class Mesh:
     trust_domain: str = "cluster.local"
 
 
+@dataclass(frozen=True, slots=True)
+class Security:
+    """The `security` section: this workload's identity, its inbound mTLS mode (per port), the
+    AuthorizationPolicies to enforce and the DestinationRule TLS modes per destination host."""
+
+    identity: str = ""
+    mode: str = "PERMISSIVE"
+    port_modes: dict[str, str] = field(default_factory=dict)
+    authorizer: Authorizer = field(default_factory=Authorizer)
+    destinations: dict[str, tuple[str | None, dict[str, str]]] = field(default_factory=dict)
+
+    def inbound_mode(self, port: int) -> str:
+        return self.port_modes.get(str(port), self.mode)
+
+    def destination_tls(self, fqdn: str, port: int) -> str | None:
+        """The DestinationRule's TLS mode for a host and port, None when none sets one."""
+        mode, ports = self.destinations.get(fqdn, (None, {}))
+        return ports.get(str(port), mode)
+
+
+def _security(raw: Any) -> Security:
+    sec = _obj(raw, "security")
+    pa = _obj(sec.get("peer_authentication"), "security.peer_authentication")
+    mode = str(pa.get("mode") or "PERMISSIVE")
+    modes = ("STRICT", "PERMISSIVE", "DISABLE")
+    if mode not in modes:
+        raise ConfigError(f"security.peer_authentication.mode: {mode!r} is not one of {', '.join(modes)}")
+    ports = {}
+    for port, value in _obj(pa.get("ports"), "security.peer_authentication.ports").items():
+        ports[str(port)] = str(_obj(value, f"security.peer_authentication.ports.{port}").get("mode") or mode)
+        if ports[str(port)] not in modes:
+            raise ConfigError(f"security.peer_authentication.ports.{port}.mode: {ports[str(port)]!r}")
+    policies = sec.get("authorization") or []
+    if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
+        raise ConfigError("security.authorization: must be a list of policies")
+    destinations = {}
+    for host, value in _obj(sec.get("destinations"), "security.destinations").items():
+        d = _obj(value, f"security.destinations.{host}")
+        mode_set = d.get("mode")
+        destinations[str(host)] = (
+            str(mode_set) if mode_set else None,
+            {str(k): str(v) for k, v in _obj(d.get("ports"), f"security.destinations.{host}.ports").items()},
+        )
+    return Security(
+        identity=str(sec.get("identity") or ""),
+        mode=mode,
+        port_modes=ports,
+        authorizer=Authorizer.build(policies),
+        destinations=destinations,
+    )
+
+
 @dataclass(slots=True)
 class SidecarConfig:
     version: str
@@ -146,6 +201,7 @@ class SidecarConfig:
     metrics_enabled: dict[str, bool]  # direction ("client" | "server") -> reports Istio metrics
     metrics: dict[str, dict[str, MetricOverride]]  # direction -> metric -> override
     registry: Registry
+    security: Security = field(default_factory=Security)
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -276,7 +332,15 @@ def _services(raw: Any) -> dict[str, Service]:
             e = _obj(e, f"services.{fqdn}.endpoints[{i}]")
             if "ip" not in e or "port" not in e:
                 raise ConfigError(f"services.{fqdn}.endpoints[{i}]: needs ip and port")
-            eps.append(Endpoint(str(e["ip"]), int(e["port"]), str(e.get("pod", ""))))
+            eps.append(
+                Endpoint(
+                    str(e["ip"]),
+                    int(e["port"]),
+                    str(e.get("pod", "")),
+                    str(e.get("identity") or ""),
+                    e.get("mtls") is True,
+                )
+            )
         out[fqdn] = Service(fqdn, name, namespace, ports, tuple(eps))
     return out
 
@@ -327,4 +391,5 @@ def parse(
         },
         metrics={d: _metrics(me.get(d), f"metrics.{d}") for d in ("client", "server")},
         registry=Registry(_services(doc.get("services")), ns),
+        security=_security(doc.get("security")),
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, cast
@@ -98,7 +100,9 @@ class Wire(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.wake_eof()
-        return True  # half-close: the answer to what was sent can still be written; we close later
+        # half-close: the answer to what was sent can still be written; we close later. TLS has
+        # no half-close (the transport warns when asked for one).
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.wake_eof()
@@ -177,8 +181,11 @@ class Wire(asyncio.Protocol):
         return self.transport.get_extra_info(name)
 
 
-async def serve(handler: Callable[[Wire], Coroutine[Any, Any, None]], host: str, port: int) -> asyncio.Server:
-    """A listening server (not yet serving) running `handler` as one task per connection."""
+Handler = Callable[[Wire], Coroutine[Any, Any, None]]
+
+
+def _accepted(handler: Handler) -> type[Wire]:
+    """A Wire class that runs `handler` as one task per accepted connection."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -189,13 +196,125 @@ async def serve(handler: Callable[[Wire], Coroutine[Any, Any, None]], host: str,
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    return await loop.create_server(
-        _Accepted, host, port, reuse_address=True, backlog=1024, start_serving=False
+    return _Accepted
+
+
+async def serve(handler: Handler, host: str, port: int) -> asyncio.Server:
+    """A listening server (not yet serving) running `handler` as one task per connection."""
+    return await asyncio.get_running_loop().create_server(
+        _accepted(handler), host, port, reuse_address=True, backlog=1024, start_serving=False
     )
 
 
-async def connect(host: str, port: int, local_addr: tuple[str, int] | None = None) -> Wire:
-    _, wire = await asyncio.get_running_loop().create_connection(Wire, host, port, local_addr=local_addr)
+TLS_RECORD_HANDSHAKE: Final = 0x16  # the first byte of a TLS ClientHello
+
+
+class RefuseConnection(Exception):
+    """The listener's policy refuses this connection (plaintext to a STRICT mTLS port)."""
+
+
+# first byte is TLS -> the context to terminate TLS with, None for plaintext; or RefuseConnection
+TlsChoice = Callable[[bool], ssl.SSLContext | None]
+
+
+class SniffingServer:
+    """A listener that reads nothing but peeks at each connection's first byte before choosing
+    plaintext or TLS for it, as Envoy's TLS inspector does, so one port can accept both (Istio's
+    PERMISSIVE mode). The peeked byte stays in the socket for the TLS or HTTP layer."""
+
+    def __init__(
+        self, sock: socket.socket, factory: type[Wire], choose: TlsChoice, timeouts: Timeouts
+    ) -> None:
+        self.sockets = [sock]
+        self._factory = factory
+        self._choose = choose
+        self._timeouts = timeouts
+        self._task: asyncio.Task[None] | None = None
+        self._setups: set[asyncio.Task[None]] = set()
+        self.handshake_errors = 0
+        self.refused = 0
+
+    async def start_serving(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.sockets[0].close()
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self.sockets[0]
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError:  # EMFILE and the like: the listener stays, as Envoy's does
+                await asyncio.sleep(0.01)
+                continue
+            task = loop.create_task(self._setup(conn))
+            self._setups.add(task)
+            task.add_done_callback(self._setups.discard)
+
+    async def _first_byte(self, conn: socket.socket) -> bytes:
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), wake)
+        try:
+            async with asyncio.timeout(self._timeouts.headers or None):
+                await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+        return conn.recv(1, socket.MSG_PEEK)
+
+    async def _setup(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            first = await self._first_byte(conn)
+            if not first:
+                conn.close()
+                return
+            ctx = self._choose(first[0] == TLS_RECORD_HANDSHAKE)
+            loop = asyncio.get_running_loop()
+            if ctx is None:
+                await loop.connect_accepted_socket(self._factory, conn)
+            else:
+                timeout = self._timeouts.headers or None
+                await loop.connect_accepted_socket(
+                    self._factory, conn, ssl=ctx, ssl_handshake_timeout=timeout
+                )
+        except RefuseConnection:
+            self.refused += 1
+            conn.close()
+        except (OSError, TimeoutError, ssl.SSLError, ConnectionError):
+            self.handshake_errors += 1
+            conn.close()
+        except Exception:  # never leak a socket, whatever went wrong
+            conn.close()
+            raise
+
+
+async def serve_sniffing(
+    handler: Handler, host: str, port: int, choose: TlsChoice, timeouts: Timeouts
+) -> SniffingServer:
+    """Like `serve`, for a listener that takes TLS and/or plaintext by the first byte."""
+    sock = socket.create_server((host, port), reuse_port=False, backlog=1024)
+    sock.setblocking(False)
+    return SniffingServer(sock, _accepted(handler), choose, timeouts)
+
+
+async def connect(
+    host: str, port: int, local_addr: tuple[str, int] | None = None, tls: ssl.SSLContext | None = None
+) -> Wire:
+    # server_hostname "": no SNI and no host name check; the peer is checked by its SPIFFE id
+    _, wire = await asyncio.get_running_loop().create_connection(
+        Wire, host, port, local_addr=local_addr, ssl=tls, server_hostname="" if tls else None
+    )
     return wire
 
 
@@ -210,6 +329,7 @@ class Downstream:
         "local",
         "parser",
         "peer",
+        "principal",
         "timed_out",
         "timeouts",
         "writer",
@@ -228,6 +348,7 @@ class Downstream:
         local = wire.get_extra_info("sockname") or ("", 0)
         self.peer: tuple[str, int] = (peer[0], peer[1])
         self.local: tuple[str, int] = (local[0], local[1])
+        self.principal = ""  # the peer's verified SPIFFE id on an mTLS connection
 
     def _idle_check(self) -> None:
         """The idle timer stays armed across requests (arming and cancelling one per request
@@ -333,7 +454,7 @@ class Upstream:
 
     __slots__ = ("_fresh_parser", "_parser", "_until_close", "key", "reused", "writer")
 
-    def __init__(self, wire: Wire, key: tuple[str, int]) -> None:
+    def __init__(self, wire: Wire, key: tuple[str, int, bool]) -> None:
         self.writer = wire
         self.key = key
         self.reused = False
@@ -403,11 +524,19 @@ class Pool:
         self.connect_timeout = connect_timeout
         # connect from the pod address, as a pod's traffic does
         self.local_addr = (local_ip, 0) if local_ip else None
-        self.idle: dict[tuple[str, int], list[Upstream]] = {}
+        self.idle: dict[tuple[str, int, bool], list[Upstream]] = {}
         self.opened = 0
 
-    async def acquire(self, host: str, port: int) -> Upstream:
-        key = (host, port)
+    async def acquire(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        check: Callable[[Wire], None] | None = None,
+    ) -> Upstream:
+        """A connection to host:port, over (m)TLS with `tls`; `check` vets a new TLS peer
+        (raising ConnectFailure refuses it)."""
+        key = (host, port, tls is not None)
         idle = self.idle.get(key)
         while idle:
             up = idle.pop()
@@ -418,11 +547,19 @@ class Pool:
         try:
             async with asyncio.timeout(self.connect_timeout or None):
                 local = self.local_addr if host.startswith("127.") else None
-                wire = await connect(host, port, local)
+                wire = await connect(host, port, local, tls)
+        except ssl.SSLError as exc:
+            raise ConnectFailure(f"{host}:{port}: TLS error: {exc.reason or exc}") from exc
         except (OSError, TimeoutError) as exc:
             raise ConnectFailure(
                 f"{host}:{port}: {exc.strerror if isinstance(exc, OSError) else 'timeout'}"
             ) from exc
+        if check is not None:
+            try:
+                check(wire)
+            except ConnectFailure:
+                wire.abort()
+                raise
         self.opened += 1
         return Upstream(wire, key)
 

@@ -9,10 +9,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from meshtrace.sidecar.certs import WorkloadCerts, control_plane_tls
 from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import ConfigError, SidecarConfig, load_file, parse
 from meshtrace.sidecar.conn import ConnectFailure, PeerClosed, Pool
@@ -64,8 +66,16 @@ class FileSource:
 class ControlSource:
     """--control URL: the control plane client."""
 
-    def __init__(self, url: str, ident: Identity, ports: dict[str, int]) -> None:
-        self.host, self.port, _ = split_url(url)
+    def __init__(
+        self, url: str, ident: Identity, ports: dict[str, int], token_file: str, ca_root: str | None = None
+    ) -> None:
+        self.host, self.port, _ = split_url(url, ("http", "https"))
+        self.tls, self.check = (None, None)
+        if url.startswith("https://"):
+            if ca_root is None:
+                raise ValueError(f"{url}: an https control plane needs the mesh root (--ca-root)")
+            self.tls, self.check = control_plane_tls(ca_root)
+        self.token_file = Path(token_file)
         self.ident = ident
         self.ports = ports
         self.pool = Pool(5.0)
@@ -75,8 +85,11 @@ class ControlSource:
 
     async def _call(self, method: str, path: str, doc: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
         body = b"" if doc is None else json.dumps(doc).encode()
+        # Read each time: the token file may be replaced (Kubernetes rotates projected tokens).
+        token = self.token_file.read_text().strip()
+        headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
         status, answer = await request(
-            self.pool, self.host, self.port, method, path, body, {"content-type": "application/json"}, timeout
+            self.pool, self.host, self.port, method, path, body, headers, timeout, self.tls, self.check
         )
         try:
             return status, json.loads(answer) if answer else None
@@ -94,6 +107,7 @@ class ControlSource:
             "labels": i.labels,
             "ports": {**self.ports, "app": i.app_port},
             "mode": i.mode,
+            "service_account": i.service_account,
         }
         delay = 0.2
         while True:
@@ -128,9 +142,37 @@ class ControlSource:
         with contextlib.suppress(*_FAILURES):
             await self._call("POST", f"/v1/ack/{self.node_id}", doc)
 
-    async def first(self) -> SidecarConfig:
-        """Register and get the first valid config (needed before listeners open)."""
+    async def certify(self, certs: WorkloadCerts) -> None:
+        """One CSR round trip: a new key, its certificate from the control plane (the CA)."""
+        status, answer = await self._call("POST", f"/v1/certs/{self.node_id}", {"csr": certs.csr()})
+        if status == 404:
+            await self.register()
+        if status != 200 or not isinstance(answer, dict):
+            raise ValueError(f"certificate refused: HTTP {status} {answer}")
+        certs.install(answer)
+        log.info(
+            "certificate for %s installed, expires in %.0f s", certs.identity, certs.expires_at - time.time()
+        )
+
+    async def rotate(self, certs: WorkloadCerts) -> None:
+        """Renew the certificate before it expires (at half its lifetime, retried until done)."""
+        while True:
+            await asyncio.sleep(certs.renew_in() if certs.ready else 1.0)
+            try:
+                await self.certify(certs)
+            except _FAILURES as exc:
+                log.warning("certificate renewal failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def first(self, certs: WorkloadCerts | None = None) -> SidecarConfig:
+        """Register, get a certificate and the first valid config (needed before listeners open)."""
         await self.register()
+        while certs is not None and not certs.ready:
+            try:
+                await self.certify(certs)
+            except _FAILURES as exc:
+                log.warning("waiting for a certificate: %s", exc)
+                await asyncio.sleep(0.5)
         while True:
             try:
                 got = await self.fetch(0)

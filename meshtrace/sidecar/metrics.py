@@ -104,6 +104,7 @@ class Observation:
 
     outbound: bool  # reporter=source
     peer_raw: str | None  # the other workload's metadata header
+    peer_principal: str  # the other side's SPIFFE id when the hop is mTLS, else ""
     service_fqdn: str
     service_name: str
     service_namespace: str
@@ -221,7 +222,8 @@ class IstioMetrics:
         mine = {
             "workload": me.name,
             "workload_namespace": me.namespace,
-            "principal": UNKNOWN,
+            # principals are known only on an mTLS hop, where both certificates name them
+            "principal": cfg.security.identity or UNKNOWN if o.peer_principal else UNKNOWN,
             "app": me.labels.get("app", UNKNOWN),
             "version": me.labels.get("version", UNKNOWN),
             "canonical_service": me.canonical_service,
@@ -231,7 +233,7 @@ class IstioMetrics:
         theirs = {
             "workload": str(peer.get("WORKLOAD_NAME", UNKNOWN)),
             "workload_namespace": str(peer.get("NAMESPACE", UNKNOWN)),
-            "principal": UNKNOWN,
+            "principal": o.peer_principal or UNKNOWN,
             "app": str(peer_labels.get("app", UNKNOWN)),
             "version": str(peer_labels.get("version", UNKNOWN)),
             "canonical_service": str(peer.get("CANONICAL_SERVICE", UNKNOWN)),
@@ -250,7 +252,10 @@ class IstioMetrics:
         labels["response_code"] = str(o.status)
         labels["grpc_response_status"] = ""
         labels["response_flags"] = o.flags
-        labels["connection_security_policy"] = UNKNOWN if o.outbound else "none"
+        # Istio's: the destination reports what its listener saw; the source never knows
+        labels["connection_security_policy"] = (
+            UNKNOWN if o.outbound else "mutual_tls" if o.peer_principal else "none"
+        )
         ordered = {k: labels[k] for k in LABELS}
         attrs = {
             "request.protocol": "HTTP/1.1",
@@ -319,7 +324,7 @@ class IstioMetrics:
         cfg = self._cfg
         if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
             return
-        key = (o.outbound, o.peer_raw, o.service_fqdn, o.port, o.host, o.status, o.flags)
+        key = (o.outbound, o.peer_raw, o.peer_principal, o.service_fqdn, o.port, o.host, o.status, o.flags)
         cells = self._cache.get(key)
         if cells is None:
             cells = self._cells(o, cfg)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from meshtrace.propagation.context import decide, inject
+from meshtrace.sidecar.certs import PeerRejected, WorkloadCerts, peer_principal
 from meshtrace.sidecar.config import Endpoint, Service, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import (
     ClientGone,
@@ -28,6 +30,8 @@ from meshtrace.sidecar.conn import (
     Downstream,
     PeerClosed,
     Pool,
+    RefuseConnection,
+    SniffingServer,
     Timeouts,
     Upstream,
     Wire,
@@ -51,6 +55,8 @@ from meshtrace.sidecar.metrics import (
     Observation,
     peer_metadata,
 )
+from meshtrace.sidecar.rbac import DENIED_BODY, DENIED_FLAG
+from meshtrace.sidecar.rbac import Request as RbacRequest
 from meshtrace.sidecar.tracing import SpanExporter, SpanRecord, build_span
 
 log = logging.getLogger("meshtrace.sidecar")
@@ -60,7 +66,9 @@ OUTBOUND: Final = "outbound"
 GATEWAY: Final = "gateway"
 
 # Envoy prints response flags in this fixed order (source/common/stream_info/utility.cc).
-FLAG_ORDER: Final = ("LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "DC", "URX")
+FLAG_ORDER: Final = (
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "DC", "URX", "RBAC",
+)  # fmt: skip
 RETRY_ATTEMPTS: Final = 3  # Istio's default policy: 2 retries
 REPLAY_LIMIT: Final = 64 * 1024  # bodies up to this size are kept for retries (Envoy buffers too)
 WRITE_HIGH_WATER: Final = 256 * 1024
@@ -104,6 +112,7 @@ class Identity:
     app_port: int
     mode: str  # sidecar | gateway
     default_service: str | None = None
+    service_account: str = "default"
 
     @property
     def node_id(self) -> str:
@@ -134,11 +143,12 @@ class Route:
 class LocalReply(Exception):
     """An answer the proxy makes itself, with its response flags."""
 
-    def __init__(self, status: int, body: str, *flags: str) -> None:
+    def __init__(self, status: int, body: str, *flags: str, details: str | None = None) -> None:
         super().__init__(body)
         self.status = status
         self.body = body
         self.flags = flags
+        self.details = details or body.split(":")[0].replace(" ", "_")
 
 
 @dataclass(slots=True)
@@ -160,6 +170,7 @@ class Exchange:
     upstream_ms: str = "-"
     request_id: str = "-"
     peer_raw: str | None = None
+    peer_principal: str = ""  # the other side's SPIFFE id when the hop is mTLS
     sampled: bool = False
     trace_id: bytes = b""
     span_id: bytes = b""
@@ -245,6 +256,12 @@ class Proxy:
         # addresses of mesh workloads (the pushed registry's endpoints): the only peers whose
         # metadata-exchange headers are believed (see `_trusted_peer`)
         self._mesh_ips: frozenset[str] = frozenset()
+        # the workload certificate, when the control plane issues one (None: plaintext only)
+        self.certs: WorkloadCerts | None = None
+        self.rbac_denied = 0
+        self.peers_rejected = 0
+        self.plaintext_refused = 0
+        self.inbound_listener: SniffingServer | None = None  # set once bound, for its counters
         self.apply(cfg)
 
     def listening(self, addresses: dict[str, tuple[str, int]]) -> None:
@@ -266,14 +283,66 @@ class Proxy:
         self._mesh_ips = frozenset(e.ip for s in cfg.registry.services.values() for e in s.endpoints)
 
     def _trusted_peer(self, ds: Downstream, head: RequestHead) -> str | None:
-        """The caller's peer metadata, if the caller is a mesh workload. Without mTLS there is no
-        peer identity to check, so the connection's source address stands in: it must be an
-        endpoint of the registry the control plane pushed. Anyone else (a client calling the
-        inbound port directly) could mint a metric series per forged value."""
+        """The caller's peer metadata, if the caller is a mesh workload: an mTLS peer (its
+        certificate proved it), or on a plaintext connection an address that is an endpoint of
+        the registry the control plane pushed. Anyone else (a client calling the inbound port
+        directly) could mint a metric series per forged value."""
         raw = head.index.get(PEER_HEADER)
-        if raw is not None and ds.peer[0] in self._mesh_ips:
+        if raw is not None and (ds.principal or ds.peer[0] in self._mesh_ips):
             return raw
         return None
+
+    def inbound_tls(self, is_tls: bool) -> ssl.SSLContext | None:
+        """The inbound listener's choice for a new connection, by its first byte (Istio's
+        PeerAuthentication for the app port): STRICT takes mTLS only, PERMISSIVE both, DISABLE
+        plaintext only (a ClientHello then fails as HTTP)."""
+        mode = self.cfg.security.inbound_mode(self.ident.app_port)
+        certs = self.certs if self.certs is not None and self.certs.ready else None
+        if mode == "DISABLE":
+            return None
+        if is_tls and certs is not None:
+            return certs.server
+        if mode == "STRICT":
+            self.plaintext_refused += 1
+            raise RefuseConnection(f"plaintext refused: mTLS is STRICT on port {self.ident.app_port}")
+        return None
+
+    def tls_handshake_errors(self) -> int:
+        listener = self.inbound_listener
+        return listener.handshake_errors if listener is not None else 0
+
+    def _downstream_principal(self, writer: Wire) -> str | None:
+        """The verified SPIFFE id of an mTLS peer ("" for plaintext); None refuses the peer."""
+        if writer.get_extra_info("ssl_object") is None:
+            return ""
+        try:
+            return peer_principal(writer.get_extra_info("peercert"), self.cfg.mesh.trust_domain)
+        except PeerRejected as exc:
+            self.peers_rejected += 1
+            self._warn_once(f"peer:{exc}", f"mTLS peer refused: {exc}")
+            return None
+
+    def _upstream_tls(
+        self, route: Route, ep: Endpoint | None
+    ) -> tuple[ssl.SSLContext | None, Callable[[Wire], None] | None]:
+        """mTLS to a mesh endpoint when the DestinationRule says ISTIO_MUTUAL, or (auto mTLS,
+        no DestinationRule TLS) when the endpoint's sidecar accepts it; the server must then
+        present the endpoint's SPIFFE id."""
+        certs = self.certs
+        if ep is None or certs is None or not certs.ready:
+            return None, None
+        mode = self.cfg.security.destination_tls(route.svc_fqdn, route.port)
+        if not (mode == "ISTIO_MUTUAL" or (mode is None and ep.mtls)):
+            return None, None
+        trust_domain, expect = self.cfg.mesh.trust_domain, ep.identity or None
+
+        def check(wire: Wire) -> None:
+            try:
+                peer_principal(wire.get_extra_info("peercert"), trust_domain, expect)
+            except PeerRejected as exc:
+                raise ConnectFailure(f"{ep.ip}:{ep.port}: TLS error: {exc}") from None
+
+        return certs.client, check
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -287,7 +356,12 @@ class Proxy:
         return serve
 
     async def serve(self, writer: Wire, kind: str) -> None:
+        principal = self._downstream_principal(writer)
+        if principal is None:
+            writer.abort()
+            return
         ds = Downstream(writer, self.timeouts)
+        ds.principal = principal
         self.connections += 1
         try:
             while True:
@@ -482,6 +556,8 @@ class Proxy:
                 extra += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
             if kind == INBOUND:
                 ex.peer_raw = self._trusted_peer(ds, head)
+                ex.peer_principal = ds.principal
+                self._authorize(ds, head, route, cfg)
             elif kind == GATEWAY:
                 xff = head.index.get("x-forwarded-for")
                 extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
@@ -490,7 +566,7 @@ class Proxy:
         except LocalReply as reply:
             ex.flags.update(reply.flags)
             ex.status = reply.status
-            ex.details = reply.body.split(":")[0].replace(" ", "_")
+            ex.details = reply.details
             body = reply.body.encode()
             if head.has_body and not ds.parser.events:
                 keep = False  # the unread request body would be parsed as the next request
@@ -502,6 +578,19 @@ class Proxy:
         finally:
             self._record(ex, cfg)
         return keep
+
+    def _authorize(self, ds: Downstream, head: RequestHead, route: Route, cfg: SidecarConfig) -> None:
+        """The AuthorizationPolicies of this workload (Envoy's RBAC filter): 403 when denied."""
+        authorizer = cfg.security.authorizer
+        if not authorizer.active:
+            return
+        path = route.path.split("?", 1)[0]
+        why = authorizer.decide(RbacRequest(ds.principal, head.method, path, self.ident.app_port))
+        if why is not None:
+            self.rbac_denied += 1
+            raise LocalReply(
+                403, DENIED_BODY, DENIED_FLAG, details=f"rbac_access_denied_matched_policy[{why}]"
+            )
 
     def _pick(self, route: Route, tried: set[Endpoint]) -> tuple[tuple[str, int], Endpoint | None]:
         if route.fixed is not None:
@@ -539,8 +628,9 @@ class Proxy:
             target, ep = self._pick(route, tried)
             ex.upstream_host = f"{target[0]}:{target[1]}"
             can_retry = attempt < route.attempts and replay is not None
+            tls, check = self._upstream_tls(route, ep)
             try:
-                up = await self.pool.acquire(*target)
+                up = await self.pool.acquire(*target, tls, check)
             except ConnectFailure:
                 if ep is not None:
                     tried.add(ep)
@@ -549,6 +639,8 @@ class Proxy:
                 ex.details = "upstream_reset_before_response_started{connection_failure}"
                 flags = ("UF", "URX") if attempt > 1 else ("UF",)
                 raise LocalReply(503, RESET_BEFORE_HEADERS + "connection failure", *flags) from None
+            if ep is not None:  # a mesh endpoint: its principal when the hop is mTLS
+                ex.peer_principal = ep.identity if tls is not None else ""
             sent = time.perf_counter()
             try:
                 if body_done:
@@ -722,6 +814,7 @@ class Proxy:
                 Observation(
                     outbound=kind != INBOUND,
                     peer_raw=ex.peer_raw,
+                    peer_principal=ex.peer_principal,
                     service_fqdn=route.svc_fqdn,
                     service_name=route.svc_name,
                     service_namespace=route.svc_namespace,

@@ -647,6 +647,7 @@ def test_document_shape_is_json_and_complete(manifests: Manifests) -> None:
         "telemetry",
         "tracing",
         "metrics",
+        "security",
         "sources",
         "warnings",
     }

@@ -28,6 +28,8 @@ from meshtrace.control.core import (
 
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 
+SIDECAR_DEFAULTS = {"identity": "spiffe://cluster.local/ns/default/sa/default", "mtls": True}
+
 
 def _doc(workload: str, namespace: str, labels: Mapping[str, str], sampling: float = 1.0) -> dict[str, Any]:
     provider = {"name": "otel", "type": "opentelemetry", "service": COLLECTOR, "port": 4317, "endpoint": None}
@@ -125,8 +127,8 @@ def test_services_select_healthy_sidecars_by_labels_and_namespace() -> None:
     services = plane.services()
     backend = services["backend.default.svc.cluster.local"]
     assert backend["endpoints"] == [
-        {"ip": "127.0.1.3", "port": 15006, "app_port": 8080, "pod": "backend-0"},
-        {"ip": "127.0.1.4", "port": 15006, "app_port": 8080, "pod": "backend-1"},
+        {"ip": "127.0.1.3", "port": 15006, "app_port": 8080, "pod": "backend-0", **SIDECAR_DEFAULTS},
+        {"ip": "127.0.1.4", "port": 15006, "app_port": 8080, "pod": "backend-1", **SIDECAR_DEFAULTS},
     ]
     assert backend["ports"] == [{"name": "http", "port": 8080, "target_port": 8080, "app_protocol": "http"}]
     assert [e["pod"] for e in services["frontend.default.svc.cluster.local"]["endpoints"]] == ["frontend-0"]

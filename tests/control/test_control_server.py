@@ -14,8 +14,23 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshtrace.control import identity
 
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
+
+SIDECAR_DEFAULTS = {"identity": "spiffe://cluster.local/ns/default/sa/default", "mtls": True}
+
+
+def bearer(
+    key: bytes, pod: str, namespace: str = "default", service_account: str = "default"
+) -> dict[str, str]:
+    """The Authorization header of `pod`'s bootstrap credential, minted as `meshtrace up` does."""
+    token = identity.mint(key, identity.Claims(namespace, service_account, pod))
+    return {"Authorization": f"Bearer {token}"}
 
 
 def frontend_telemetry(percentage: float) -> str:
@@ -37,9 +52,10 @@ spec:
 class FakeSidecar:
     """A sidecar as the control plane sees it: register, heartbeat, long-poll, ACK/NACK."""
 
-    def __init__(self, base: str, workload: str, pod: str, ip: str, inbound: int) -> None:
+    def __init__(self, base: str, key: bytes, workload: str, pod: str, ip: str, inbound: int) -> None:
         self.base = base
         self.http = requests.Session()
+        self.http.headers.update(bearer(key, pod))
         body: dict[str, Any] = {
             "workload": workload,
             "namespace": "default",
@@ -77,6 +93,7 @@ class FakeSidecar:
     def start_heartbeats(self, every: float) -> None:
         def beat() -> None:
             session = requests.Session()  # requests.Session is not shared across threads
+            session.headers.update(self.http.headers)
             while not self._stop.wait(every):
                 session.post(f"{self.base}/v1/heartbeat/{self.node_id}", timeout=5)
 
@@ -100,7 +117,13 @@ def mesh_dir(tmp_path: Path, mesh_yaml: Callable[..., str]) -> Path:
 
 
 @pytest.fixture
-def control(meshtrace_process: Any, mesh_dir: Path) -> Callable[..., str]:
+def key(tmp_path: Path) -> bytes:
+    """The control plane's signing key, made before it starts (it finds it in --data-dir)."""
+    return identity.load_or_create_key(tmp_path / "control-data")
+
+
+@pytest.fixture
+def control(meshtrace_process: Any, mesh_dir: Path, key: bytes) -> Callable[..., str]:
     def start(*extra: str) -> str:
         proc = meshtrace_process(
             [
@@ -113,6 +136,8 @@ def control(meshtrace_process: Any, mesh_dir: Path) -> Callable[..., str]:
                 "0.05",
                 "--endpoint",
                 f"{COLLECTOR}=127.0.0.1:4317",
+                "--data-dir",
+                str(mesh_dir / "control-data"),
                 *extra,
             ]
         )
@@ -123,10 +148,10 @@ def control(meshtrace_process: Any, mesh_dir: Path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def sidecars(control: Callable[..., str]) -> Iterator[tuple[str, FakeSidecar, FakeSidecar]]:
+def sidecars(control: Callable[..., str], key: bytes) -> Iterator[tuple[str, FakeSidecar, FakeSidecar]]:
     base = control()
-    frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
-    backend = FakeSidecar(base, "backend", "backend-0", "127.0.1.2", 15006)
+    frontend = FakeSidecar(base, key, "frontend", "frontend-0", "127.0.1.1", 15006)
+    backend = FakeSidecar(base, key, "backend", "backend-0", "127.0.1.2", 15006)
     yield base, frontend, backend
     frontend.stop_heartbeats()
     backend.stop_heartbeats()
@@ -138,10 +163,10 @@ def test_register_and_resolve_each_other(sidecars: tuple[str, FakeSidecar, FakeS
     assert frontend.heartbeat_s == 2.0
     assert frontend.poll() == 200 and backend.poll() == 200
     assert frontend.endpoints("backend") == [
-        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0"}
+        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0", **SIDECAR_DEFAULTS}
     ]
     assert backend.endpoints("frontend") == [
-        {"ip": "127.0.1.1", "port": 15006, "app_port": 8080, "pod": "frontend-0"}
+        {"ip": "127.0.1.1", "port": 15006, "app_port": 8080, "pod": "frontend-0", **SIDECAR_DEFAULTS}
     ]
     assert frontend.config["services"]["backend.default.svc.cluster.local"]["ports"][0]["port"] == 8080
     # the workload's effective config, exactly as explain resolves it
@@ -211,11 +236,11 @@ def test_nack_keeps_the_acked_version(sidecars: tuple[str, FakeSidecar, FakeSide
 
 
 def test_missed_heartbeats_remove_the_endpoint(
-    control: Callable[..., str], wait_until: Callable[..., Any]
+    control: Callable[..., str], key: bytes, wait_until: Callable[..., Any]
 ) -> None:
     base = control("--heartbeat", "0.3")
-    frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
-    backend = FakeSidecar(base, "backend", "backend-0", "127.0.1.2", 15006)
+    frontend = FakeSidecar(base, key, "frontend", "frontend-0", "127.0.1.1", 15006)
+    backend = FakeSidecar(base, key, "backend", "backend-0", "127.0.1.2", 15006)
     assert frontend.heartbeat_s == 0.3
     frontend.start_heartbeats(0.1)
     try:
@@ -229,7 +254,7 @@ def test_missed_heartbeats_remove_the_endpoint(
         rows = {n["node_id"]: n for n in status["nodes"]}
         assert rows[backend.node_id]["healthy"] is False and rows[frontend.node_id]["healthy"] is True
         # a heartbeat brings it back
-        assert requests.post(f"{base}/v1/heartbeat/{backend.node_id}", timeout=5).status_code == 200
+        assert backend.http.post(f"{base}/v1/heartbeat/{backend.node_id}", timeout=5).status_code == 200
         wait_until(lambda: frontend.poll(wait=5) == 200 and frontend.endpoints("backend"), what="return")
     finally:
         frontend.stop_heartbeats()
@@ -242,25 +267,27 @@ def test_bad_input(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
         ("get", "/v1/config/sidecar~nobody"),
         ("post", "/v1/ack/sidecar~nobody"),
     ]:
-        answer = requests.request(method, base + path, json={"version": "x", "status": "ACK"}, timeout=5)
+        answer = frontend.http.request(method, base + path, json={"version": "x", "status": "ACK"}, timeout=5)
         assert answer.status_code == 404 and "unknown node" in answer.json()["error"]
-    answer = requests.post(
+    answer = frontend.http.post(
         f"{base}/v1/register", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=5
     )
     assert answer.status_code == 400 and "JSON" in answer.json()["error"]
-    answer = requests.post(
+    answer = frontend.http.post(
         f"{base}/v1/register", json={"workload": "x", "namespace": "default", "pod": "p"}, timeout=5
     )
     assert answer.status_code == 400 and "'ip'" in answer.json()["error"]
-    answer = requests.post(
+    answer = frontend.http.post(
         f"{base}/v1/ack/{frontend.node_id}", json={"version": "v", "status": "OK"}, timeout=5
     )
     assert answer.status_code == 400 and "'status'" in answer.json()["error"]
-    answer = requests.get(f"{base}/v1/config/{frontend.node_id}", params={"wait": "soon"}, timeout=5)
+    answer = frontend.http.get(f"{base}/v1/config/{frontend.node_id}", params={"wait": "soon"}, timeout=5)
     assert answer.status_code == 400 and "'wait'" in answer.json()["error"]
 
 
-def test_writes_from_web_pages_are_refused(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
+def test_writes_from_web_pages_are_refused(
+    sidecars: tuple[str, FakeSidecar, FakeSidecar], key: bytes
+) -> None:
     """Issue 10, finding 9 (CSRF): a POST a browser sends cross-origin without a preflight (a
     `text/plain` body, or a foreign Origin) changes nothing; same-origin and tool requests work."""
     base, frontend, _ = sidecars
@@ -285,9 +312,11 @@ def test_writes_from_web_pages_are_refused(sidecars: tuple[str, FakeSidecar, Fak
         assert answer.status_code == 403, origin
     pods = {n["pod"] for n in requests.get(f"{base}/v1/status", timeout=5).json()["nodes"]}
     assert "intruder-0" not in pods
-    answer = requests.post(f"{base}/v1/register", json=body, headers={"Origin": base}, timeout=5)
+    answer = requests.post(
+        f"{base}/v1/register", json=body, headers={"Origin": base, **bearer(key, "intruder-0")}, timeout=5
+    )
     assert answer.status_code == 200, answer.text
-    assert requests.post(f"{base}/v1/heartbeat/{frontend.node_id}", timeout=5).status_code == 200  # no body
+    assert frontend.http.post(f"{base}/v1/heartbeat/{frontend.node_id}", timeout=5).status_code == 200
 
 
 def _status(*args: str) -> subprocess.CompletedProcess[str]:
@@ -316,9 +345,19 @@ def test_status_command(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
         "LAST",
         "NACK",
         "HEARTBEAT",
+        "IDENTITY",
+        "CERT",
     ]
     front = next(line for line in lines if frontend.node_id in line)
     assert "frontend" in front and frontend.version in front and "SYNCED" in front
+    # no certificate yet; then one valid for 24 h
+    assert "spiffe://cluster.local/ns/default/sa/default" in front and front.rstrip().endswith("-")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    assert frontend.http.post(f"{base}/v1/certs/{frontend.node_id}", json={"csr": pem}, timeout=5).ok
+    front = next(line for line in _status("--control", base).stdout.splitlines() if frontend.node_id in line)
+    assert front.rstrip().endswith(("in 24.0h", "in 23.9h"))
     back = next(line for line in lines if backend.node_id in line)
     assert "NACKED" in back and "bad config" in back
 
@@ -329,11 +368,23 @@ def test_status_unreachable_control_plane() -> None:
     assert "cannot reach the control plane at http://127.0.0.1:9" in result.stderr
 
 
-def test_serves_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path) -> None:
-    proc = meshtrace_process(["control", "-f", str(seed_manifests), "--listen", "127.0.0.1:0"])
+def test_serves_the_seed_manifests(
+    meshtrace_process: Any, seed_manifests: Path, key: bytes, tmp_path: Path
+) -> None:
+    proc = meshtrace_process(
+        [
+            "control",
+            "-f",
+            str(seed_manifests),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "control-data"),
+        ]
+    )
     host, port = proc.wait_for_listeners("control")["control"]
     base = f"http://{host}:{port}"
-    frontend = FakeSidecar(base, "frontend", "frontend-0", "127.0.1.1", 15006)
+    frontend = FakeSidecar(base, key, "frontend", "frontend-0", "127.0.1.1", 15006)
     assert frontend.poll() == 200
     # the effective values istiod would give: the workload Telemetry's 50 %, the mesh provider
     assert frontend.config["tracing"]["client"]["random_sampling_percentage"] == 50.0
@@ -343,3 +394,49 @@ def test_serves_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path)
     assert frontend.endpoints("frontend")[0]["pod"] == "frontend-0"
     status = requests.get(f"{base}/v1/status", timeout=5).json()
     assert status["config_errors"] == []
+
+
+def test_only_a_pods_own_credential_speaks_for_it(
+    sidecars: tuple[str, FakeSidecar, FakeSidecar], key: bytes
+) -> None:
+    """Issue 12: the hijack. Without a credential (401) or with another pod's (403), nobody can
+    register as backend-0 with another address or port, read its config, ACK/NACK for it or keep
+    it alive; the registry keeps the real backend."""
+    base, frontend, backend = sidecars
+    hijack = {
+        "workload": "backend",
+        "namespace": "default",
+        "pod": "backend-0",
+        "ip": "127.0.1.66",
+        "labels": {"app": "backend", "version": "v1"},
+        "ports": {"inbound": 16666},
+    }
+    forged = identity.mint(b"k" * 32, identity.Claims("default", "default", "backend-0"))
+    for headers, status in [
+        ({}, 401),
+        ({"Authorization": "Basic Zm9vOmJhcg=="}, 401),
+        ({"Authorization": f"Bearer {forged}"}, 401),  # signed with another key
+        ({"Authorization": "Bearer v1.e30.AAAA"}, 401),
+        (bearer(key, "frontend-0"), 403),  # another pod's own credential
+        (bearer(key, "backend-0", service_account="admin"), 403),  # another service account
+        (bearer(key, "backend-0", namespace="other"), 403),
+    ]:
+        for body in (hijack, {**hijack, "ip": "127.0.1.2", "ports": {"inbound": 16666}}):
+            answer = requests.post(f"{base}/v1/register", json=body, headers=headers, timeout=5)
+            assert answer.status_code == status, (headers, answer.text)
+        node = f"{base}/v1/config/{backend.node_id}"
+        assert requests.get(node, headers=headers, timeout=5).status_code == status
+        ack = {"version": "x", "status": "NACK", "error": "spoofed"}
+        answer = requests.post(f"{base}/v1/ack/{backend.node_id}", json=ack, headers=headers, timeout=5)
+        assert answer.status_code == status
+        answer = requests.post(f"{base}/v1/heartbeat/{backend.node_id}", headers=headers, timeout=5)
+        assert answer.status_code == status
+        if status == 401:
+            assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert frontend.poll() == 200
+    assert frontend.endpoints("backend") == [
+        {"ip": "127.0.1.2", "port": 15006, "app_port": 8080, "pod": "backend-0", **SIDECAR_DEFAULTS}
+    ]
+    rows = requests.get(f"{base}/v1/status", timeout=5).json()["nodes"]  # read-only: no credential
+    assert [n["last_nack"] for n in rows] == [None, None]
+    assert {n["identity"] for n in rows} == {"spiffe://cluster.local/ns/default/sa/default"}

@@ -172,15 +172,23 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     # Istio's standard metrics, from both reporters, on the pods' 15090.
     network_prefix = mesh.network.rsplit(".", 1)[0]
     reporters: set[str] = set()
+    inbound: list[str] = []
     for i in range(1, 5):
         status, text = _get(f"http://{network_prefix}.{i}:15090/stats/prometheus")
         assert status == 200
-        reporters |= {
-            line.split('reporter="', 1)[1].split('"', 1)[0]
-            for line in text.decode().splitlines()
-            if line.startswith("istio_requests_total{")
-        }
+        lines = [line for line in text.decode().splitlines() if line.startswith("istio_requests_total{")]
+        reporters |= {line.split('reporter="', 1)[1].split('"', 1)[0] for line in lines}
+        inbound += [line for line in lines if 'reporter="destination"' in line]
     assert reporters == {"source", "destination"}
+    # Istio's defaults (PERMISSIVE + auto mTLS): every sidecar-to-sidecar hop is mutual TLS,
+    # and the metrics name both principals
+    assert inbound and all('connection_security_policy="mutual_tls"' in line for line in inbound), inbound
+    assert all('source_principal="spiffe://cluster.local/ns/' in line for line in inbound)
+    assert any(
+        'source_principal="spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"'
+        in line
+        for line in inbound
+    )
 
     # Debian's Prometheus, started by `up --prometheus`, scrapes both reporters and evaluates
     # the demo's alert rules (written against metrics the collector and sidecars really emit).
@@ -225,7 +233,7 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     for i in range(1, 5):
         for port in (8080, 15001, 15006, 15000, 15090):
             assert ports.is_free(f"{network_prefix}.{i}", port), (i, port)
-    for port in (4317, 4318, 8080, 9090, 15010, 16686):
+    for port in (4317, 4318, 8080, 9090, 15010, 15012, 16686):
         assert ports.is_free(mesh.host, port), port
 
 

@@ -39,8 +39,15 @@ def test_demo_plan_gives_each_replica_a_pod_address_and_a_sidecar_proxy() -> Non
     assert plan.default_service == "frontend.default.svc.cluster.local"
     assert "otel-collector.istio-system.svc.cluster.local=127.0.0.1:4317" in plan.static_endpoints
     assert plan.reports == []  # the demo's manifests are clean
-    sidecar = frontend.sidecar_spec("http://127.0.0.1:15010")
-    assert sidecar.argv[-2:] == ["--control", "http://127.0.0.1:15010"]
+    sidecar = frontend.sidecar_spec("http://127.0.0.1:15010", Path("/run/tokens"))
+    assert sidecar.argv[-6:] == [
+        "--control",
+        "http://127.0.0.1:15010",
+        "--service-account",
+        "default",
+        "--token-file",
+        "/run/tokens/default.frontend-0.token",
+    ]
     assert "app=frontend,version=v1" in sidecar.argv
 
 

@@ -221,6 +221,7 @@ def observation(**kw: Any) -> Observation:
     base: dict[str, Any] = {
         "outbound": True,
         "peer_raw": None,
+        "peer_principal": "",
         "service_fqdn": "backend.default.svc.cluster.local",
         "service_name": "backend",
         "service_namespace": "default",

@@ -1,6 +1,7 @@
 """W3C Trace Context (traceparent, tracestate) and W3C Baggage limits, sans-IO.
 
-Rules follow the W3C Trace Context Level 1 spec as REFERENCE.md §2b summarises it. Parsers never
+Rules follow the W3C Trace Context spec (REFERENCE.md §2b), with the tracestate key grammar and
+duplicate handling of its Level 2 draft, which the W3C validation suite checks. Parsers never
 raise: anything invalid is None, which callers treat as "header absent" (the spec's instruction).
 """
 
@@ -18,10 +19,10 @@ MAX_TRACESTATE_MEMBERS = 32
 MAX_BAGGAGE_MEMBERS = 180
 MAX_BAGGAGE_BYTES = 8192
 
-# tracestate keys: `vendor` or `tenant@vendor`, lowercase (W3C Trace Context §3.3.1.3.1).
-_SIMPLE_KEY = r"[a-z][a-z0-9_\-*/]{0,255}"
-_TENANT_KEY = r"[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
-_TRACESTATE_KEY = re.compile(rf"(?:{_SIMPLE_KEY}|{_TENANT_KEY})")
+# tracestate keys (W3C Trace Context Level 2, "Key"): a lowercase letter or digit, then up to 255
+# of lowercase letters, digits, `_ - * / @`. Level 2 (and the W3C validation suite) dropped Level
+# 1's `tenant@system` split with per-part limits (241 and 14); every Level 1 key still matches.
+_TRACESTATE_KEY = re.compile(r"[a-z0-9][a-z0-9_\-*/@]{0,255}")
 # values: printable ASCII except ',' and '=', may contain spaces but not end with one.
 _TRACESTATE_VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 # baggage keys are RFC 7230 tokens.
@@ -78,24 +79,31 @@ def format_traceparent(trace_id: bytes, span_id: bytes, sampled: bool) -> str:
     return f"00-{trace_id.hex()}-{span_id.hex()}-{'01' if sampled else '00'}"
 
 
+def tracestate_member_ok(key: str, value: str) -> bool:
+    """True when `key=value` is a valid tracestate list member."""
+    return bool(_TRACESTATE_KEY.fullmatch(key) and _TRACESTATE_VALUE.fullmatch(value))
+
+
 def parse_tracestate(value: str) -> list[tuple[str, str]] | None:
-    """Members in header order, or None when the header is invalid (drop it, keep traceparent)."""
-    members: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    """Members in header order, or None when the header is invalid (drop it, keep traceparent).
+
+    Invalid: a member that is not `key=value` by the grammar, or more than 32 members. A repeated
+    key keeps its first (leftmost, most recent) entry: the spec lets a proxy that rewrites
+    traceparent discard duplicates it did not write, and forbids only adding one."""
+    members: dict[str, str] = {}
+    count = 0
     for raw in value.split(","):
         member = raw.strip(_OWS)
         if not member:
             continue  # empty list members are allowed and ignored
         key, sep, val = member.partition("=")
-        if not sep or not _TRACESTATE_KEY.fullmatch(key) or not _TRACESTATE_VALUE.fullmatch(val):
+        if not sep or not tracestate_member_ok(key, val):
             return None
-        if key in seen:  # keys are unique; a duplicate makes the header unusable
+        count += 1
+        if count > MAX_TRACESTATE_MEMBERS:
             return None
-        seen.add(key)
-        members.append((key, val))
-        if len(members) > MAX_TRACESTATE_MEMBERS:
-            return None
-    return members
+        members.setdefault(key, val)
+    return list(members.items())
 
 
 def format_tracestate(members: list[tuple[str, str]]) -> str:

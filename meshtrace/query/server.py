@@ -248,6 +248,9 @@ class QueryServer:
             if not spans:
                 raise params.ParamError("cannot import: the file holds no spans")
             store = self._store()
+            # Imports run one at a time, so what is stored now is what the write will skip (a
+            # span the collector receives meanwhile is still stored once).
+            new = store.new_span_count(imported)
             payload = imported.SerializeToString()
             deadline = time.monotonic() + 30
             while True:  # wait for the writer to make room, as the store exporter does
@@ -262,7 +265,13 @@ class QueryServer:
                 dropped = committed.result(timeout=60)
             except TimeoutError:
                 raise StoreError("the store did not write the import within 60s") from None
-            return envelope({"spans": spans - dropped, "traces": [trace_id_to_hex(t) for t in trace_ids]})
+            return envelope(
+                {
+                    "spans": max(new - dropped, 0),
+                    "alreadyStored": spans - new,
+                    "traces": [trace_id_to_hex(t) for t in trace_ids],
+                }
+            )
 
         try:
             return _json(await self._run(run))

@@ -14,10 +14,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from meshtrace.sdk.resource import build_resource
 from meshtrace.sdk.settings import GRPC, ExporterSettings, batch_settings, exporter_settings, sampler_from_env
+from meshtrace.sdk.tracecontext import W3CTraceContextPropagator
 
 log = logging.getLogger("meshtrace.sdk")
 
@@ -37,8 +37,12 @@ class Shutdown:
 
 def propagator() -> CompositePropagator:
     """W3C Trace Context + baggage + B3 multi-header, as the seed: Istio's OpenTelemetry provider
-    speaks W3C, its Zipkin provider B3; an app that reads and writes both joins either mesh."""
-    return CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator(), B3MultiFormat()])
+    speaks W3C, its Zipkin provider B3; an app that reads and writes both joins either mesh.
+
+    Each propagator's extract replaces the context the one before found, so B3 goes first and W3C
+    wins when both arrive (a meshtrace sidecar writes both): the B3 context has no tracestate.
+    W3C is read by meshtrace's rules (`W3CTraceContextPropagator`), as the sidecar reads it."""
+    return CompositePropagator([B3MultiFormat(), W3CTraceContextPropagator(), W3CBaggagePropagator()])
 
 
 def otlp_exporter(settings: ExporterSettings) -> SpanExporter:

@@ -54,7 +54,7 @@ from meshtrace.store import archive, spm, summaries
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: tag_buckets, 3: archive (older files are migrated on open)
+SCHEMA_VERSION = 4  # 2: tag_buckets, 3: archive, 4: unique spans (older files are migrated on open)
 # PRAGMA application_id marks a database as a meshtrace trace store ("MSHT").
 APPLICATION_ID = 0x4D534854
 UNKNOWN_SERVICE = "unknown_service"
@@ -91,7 +91,10 @@ CREATE TABLE spans (
     trace_id BLOB NOT NULL, span_id BLOB NOT NULL, parent_id BLOB, service_id INTEGER NOT NULL,
     op_id INTEGER NOT NULL, start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL,
     status INTEGER NOT NULL, resource_id INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE INDEX spans_trace ON spans (trace_id, span_id, service_id);  -- covers the dependency join
+-- A span is stored once: a resend (the OTLP queues are at-least-once) or a re-imported file is
+-- skipped. The service is part of the key because a Zipkin span shared by client and server has
+-- one id in two services. The index also covers the dependency join.
+CREATE UNIQUE INDEX spans_trace ON spans (trace_id, span_id, service_id);
 CREATE INDEX spans_service_start ON spans (service_id, start_ns);
 """
     + _TAG_BUCKETS_SCHEMA
@@ -193,6 +196,8 @@ def _open_schema(conn: sqlite3.Connection, path: Path) -> None:
         _migrate_v1(conn)
     if version <= 2:
         archive.migrate_v2(conn, 3)
+    if version <= 3:
+        _migrate_v3(conn)
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -206,6 +211,22 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         (TAG_BUCKET_NS, full),
     )
     conn.execute("PRAGMA user_version=2")
+    conn.execute("COMMIT")
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Schema 3 -> 4: spans become unique by (trace id, span id, service). Copies stored before
+    (a resent batch, a file imported twice) are deleted, the first written kept, and the
+    operations' span counts recounted."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "DELETE FROM spans WHERE rowid NOT IN"
+        " (SELECT min(rowid) FROM spans GROUP BY trace_id, span_id, service_id)"
+    )
+    conn.execute("DROP INDEX spans_trace")
+    conn.execute("CREATE UNIQUE INDEX spans_trace ON spans (trace_id, span_id, service_id)")
+    conn.execute("UPDATE operations SET spans = (SELECT count(*) FROM spans WHERE op_id = operations.id)")
+    conn.execute("PRAGMA user_version=4")
     conn.execute("COMMIT")
 
 
@@ -300,7 +321,8 @@ class _Ingest:
         return rid
 
     def write(self, request: ExportTraceServiceRequest, now_ns: int) -> int:
-        """Insert every span of `request` (inside the caller's transaction); returns the count."""
+        """Insert every span of `request` that is not stored yet (inside the caller's
+        transaction); returns how many were new."""
         rows: list[tuple[object, ...]] = []
         append = rows.append
         op_counts: dict[int, int] = {}
@@ -363,8 +385,18 @@ class _Ingest:
                             span.SerializeToString(),
                         )
                     )
-        self.conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        if rows:
+        before = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM spans").fetchone()[0]
+        inserted = self.conn.executemany(
+            "INSERT OR IGNORE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        ).rowcount
+        if inserted < len(rows):
+            # some were stored already: count the operations of the new rows only
+            op_counts = dict(
+                self.conn.execute(
+                    "SELECT op_id, count(*) FROM spans WHERE rowid > ? GROUP BY op_id", (before,)
+                ).fetchall()
+            )
+        if inserted:
             self.conn.execute(
                 "INSERT OR REPLACE INTO batches VALUES ((SELECT max(rowid) FROM spans), ?)", (now_ns,)
             )
@@ -372,7 +404,7 @@ class _Ingest:
             "UPDATE operations SET spans = spans + ? WHERE id = ?", [(n, oid) for oid, n in op_counts.items()]
         )
         self._add_tags(tags)
-        return len(rows)
+        return inserted
 
     def _add_tags(self, tags: dict[tuple[int, int], set[bytes]]) -> None:
         """Set the bits of each bucket's new KeyValues in its filter and write it back."""
@@ -862,6 +894,27 @@ class TraceStore:
                 self._resources.clear()
             self._resources[rid] = res
         return res
+
+    def new_span_count(self, request: ExportTraceServiceRequest) -> int:
+        """How many spans of `request` writing it would add: those not stored yet, each counted
+        once (the store's span key is trace id, span id and service)."""
+        keys = {
+            (span.trace_id, span.span_id, _service_name(rs))
+            for rs in request.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        }
+        trace_ids = list({tid for tid, _, _ in keys})
+        conn = self._reader()
+        for i in range(0, len(trace_ids), 500):
+            chunk = trace_ids[i : i + 500]
+            rows = conn.execute(
+                "SELECT s.trace_id, s.span_id, v.name FROM spans s JOIN services v ON v.id = s.service_id"
+                f" WHERE s.trace_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            keys.difference_update(rows)
+        return len(keys)
 
     def get_traces(self, trace_ids: Iterable[bytes]) -> dict[bytes, ExportTraceServiceRequest]:
         """The stored spans of each known trace id, as one ExportTraceServiceRequest per trace."""

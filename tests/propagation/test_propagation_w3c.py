@@ -78,17 +78,29 @@ def test_format_traceparent_round_trip() -> None:
         ("a_-*/=v a", [("a_-*/", "v a")]),  # key characters; value may contain spaces
         ("", []),
         ("Rojo=1", None),  # keys are lowercase
-        ("1rojo=1", None),  # a simple key starts with a letter
-        ("t@1vendor=x", None),  # a system id starts with a letter
-        ("t@" + "v" * 15 + "=x", None),  # system id at most 14 characters
+        ("foo.bar=1", None),  # '.' is no key character
+        ("@foo=1,bar=2", None),  # a key starts with a letter or digit
+        # Level 2 key grammar (the W3C suite's cases): '@' anywhere after the first character,
+        # 256 characters in all, no per-part limits
+        ("1rojo=1", [("1rojo", "1")]),
+        ("foo@=1,bar=2", [("foo@", "1"), ("bar", "2")]),
+        ("foo@bar@baz=1", [("foo@bar@baz", "1")]),
+        ("t@1vendor=x", [("t@1vendor", "x")]),
+        ("t@" + "v" * 15 + "=x", [("t@" + "v" * 15, "x")]),
+        ("t" * 242 + "@v=x", [("t" * 242 + "@v", "x")]),
+        ("z" * 256 + "=x", [("z" * 256, "x")]),
+        ("z" * 257 + "=x", None),
         ("rojo", None),  # no '='
         ("rojo=", None),  # empty value
         ("rojo=a=b", None),  # '=' not allowed in values
         ("rojo=trailing ", [("rojo", "trailing")]),  # OWS around a member is trimmed
-        ("rojo=1,rojo=2", None),  # duplicate keys
+        # a repeated key keeps its first (most recent) entry; the rest of the header is kept
+        ("rojo=1,rojo=2,congo=3", [("rojo", "1"), ("congo", "3")]),
+        ("rojo=1,rojo=1", [("rojo", "1")]),
         ("rojo=\x7f", None),
         (",".join(f"k{i}=v" for i in range(32)), [(f"k{i}", "v") for i in range(32)]),
         (",".join(f"k{i}=v" for i in range(33)), None),  # at most 32 members
+        (",".join(["k=v"] * 33), None),  # repeats count as members
     ],
 )
 def test_parse_tracestate(header: str, expected: list[tuple[str, str]] | None) -> None:

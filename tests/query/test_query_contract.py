@@ -9,6 +9,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from meshtrace.model import otlp_json
 from meshtrace.model.jaeger import to_jaeger_traces
 from meshtrace.store.synthetic import BACKEND, FRONTEND, mesh_trace, mesh_traces
+from tests.query.conftest import serve_query
 
 ENVELOPE = {"data", "total", "limit", "offset", "errors"}
 TRACE_KEYS = {"traceID", "spans", "processes", "warnings"}
@@ -381,10 +383,63 @@ def test_import_otlp_json_lines_round_trip(seeded: Seeded) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == ENVELOPE and body["errors"] is None
-    assert body["data"] == {"spans": 8, "traces": [_hex(first), _hex(second)]}
+    assert body["data"] == {"spans": 8, "alreadyStored": 0, "traces": [_hex(first), _hex(second)]}
     for sent in (first, second):
         back = otlp_json.request_from_json(get(seeded, f"/api/traces/{_hex(sent)}", format="otlp"))
         assert _spans(back) == _spans(sent)
+
+
+def _stored_spans(url: str, trace_id: str) -> list[bytes]:
+    """Every stored span of a trace (duplicates included), as sorted OTLP Span bytes."""
+    response = requests.get(f"{url}/api/traces/{trace_id}", params={"format": "otlp"}, timeout=10)
+    assert response.status_code == 200, response.text
+    request = otlp_json.request_from_json(response.json())
+    return sorted(
+        s.SerializeToString() for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
+    )
+
+
+def _jaeger_spans(url: str, trace_id: str) -> list[str]:
+    """A trace's spans in the Jaeger API, service names resolved, as sorted JSON."""
+    response = requests.get(f"{url}/api/traces/{trace_id}", timeout=10)
+    (trace,) = response.json()["data"]
+    names = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    return sorted(
+        json.dumps({**s, "processID": names[s["processID"]], "warnings": None}, sort_keys=True)
+        for s in trace["spans"]
+    )
+
+
+@pytest.mark.parametrize("fmt", ["otlp", "jaeger"])
+def test_export_import_round_trip_is_idempotent(seeded: Seeded, fmt: str, tmp_path: Path) -> None:
+    """A trace exported from one store and imported into another comes back span for span;
+    importing it again (or into the store it came from) adds nothing."""
+    for trace_id in (seeded.ok_id, seeded.rich_id):
+        exported = requests.get(f"{seeded.url}/api/export/{trace_id}", params={"format": fmt}, timeout=10)
+        assert exported.status_code == 200
+        count = len(_stored_spans(seeded.url, trace_id))
+        with serve_query(tmp_path / f"{trace_id}.db") as other:
+            answers = [
+                requests.post(
+                    other.url + "/api/import",
+                    data=exported.content,
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                ).json()["data"]
+                for _ in range(2)
+            ]
+            assert answers == [
+                {"spans": count, "alreadyStored": 0, "traces": [trace_id]},
+                {"spans": 0, "alreadyStored": count, "traces": [trace_id]},
+            ]
+            if fmt == "otlp":
+                assert _stored_spans(other.url, trace_id) == _stored_spans(seeded.url, trace_id)
+            else:  # what the Jaeger format carries (it has no scope or resource schema urls)
+                assert _jaeger_spans(other.url, trace_id) == _jaeger_spans(seeded.url, trace_id)
+        # back into the store it came from: nothing is new
+        again = _post_import(seeded, exported.content).json()["data"]
+        assert (again["spans"], again["alreadyStored"]) == (0, count)
+        assert len(_stored_spans(seeded.url, trace_id)) == count
 
 
 def test_import_jaeger_download_round_trip(seeded: Seeded) -> None:

@@ -24,8 +24,12 @@ def _exporter(tmp_path: Path, max_wait: float) -> StoreExporter:
     return exporter
 
 
+_IDS = random.Random(1)
+
+
 def _traces() -> Traces:
-    return Traces.from_message(mesh_trace(time.time_ns(), random.Random(1)))
+    """A new trace each call: the store keeps one copy of a span sent twice."""
+    return Traces.from_message(mesh_trace(time.time_ns(), _IDS))
 
 
 def test_refuses_after_max_wait_while_the_disk_is_stuck(tmp_path: Path) -> None:

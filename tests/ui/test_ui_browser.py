@@ -432,7 +432,13 @@ def test_dependency_graph_and_upload(browser: Any, collector: tuple[str, str], t
     assert page.locator(".trace-name").inner_text().replace("\n", "") == (
         f"{caller}: uploaded <script>alert(3)</script>"
     )
-    expect(page.locator("#toast")).to_contain_text("Imported spans.jsonl: 2 spans in 1 trace")
+    expect(page.locator("#toast")).to_contain_text("Imported spans.jsonl: 2 new spans in 1 trace")
+    # The same file again: nothing is stored twice, and the toast says so.
+    page.locator("#upload").set_input_files(str(upload))
+    expect(page.locator("#toast")).to_contain_text(
+        "Imported spans.jsonl: 0 new spans, 2 already stored in 1 trace"
+    )
+    assert page.locator(".span-row").count() == 2
     page = ui.goto("/dependencies")
     node = page.locator(".dep-node", has_text=caller)
     expect(node).to_have_attribute("data-service", caller)

@@ -88,8 +88,11 @@ upload.addEventListener("change", async () => {
     const result = (await api.importFile(file)) || {};
     const ids = result.traceIDs || result.traces || [];
     const spans = result.spans ?? result.spanCount;
-    notify(`Imported ${file.name}` + (spans !== undefined ? `: ${spans} span${spans === 1 ? "" : "s"}` : "") +
-      (ids.length ? ` in ${ids.length} trace${ids.length === 1 ? "" : "s"}` : ""), "ok");
+    const stored = result.alreadyStored || 0;  // spans of the file the store already held: skipped
+    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+    notify(`Imported ${file.name}` + (spans !== undefined ? `: ${plural(spans, "new span")}` : "") +
+      (stored ? `, ${stored} already stored` : "") +
+      (ids.length ? ` in ${plural(ids.length, "trace")}` : ""), "ok");
     if (ids.length === 1) navigate(`/trace/${ids[0]}`);
     else render();
   } catch (err) {

@@ -59,8 +59,12 @@ def _attributes_text(message: Any) -> str:
     """`,"attributes":[...]` and `,"droppedAttributesCount":n` when present."""
     out = ""
     if message.attributes:
+        # Twenty attributes a span is common: string values are written inline, one f-string each
+        # (no call per value, no intermediate strings; ~15% of a span's encoding).
         items = [
-            '{"key":' + _quote(kv.key) + ',"value":' + _value_text(kv.value) + "}"
+            f'{{"key":{_quote(kv.key)},"value":{{"stringValue":{_quote(value.string_value)}}}}}'
+            if (value := kv.value).WhichOneof("value") == "string_value"
+            else f'{{"key":{_quote(kv.key)},"value":{_value_text(value)}}}'
             for kv in message.attributes
         ]
         out = ',"attributes":[' + ",".join(items) + "]"
@@ -72,21 +76,21 @@ def _attributes_text(message: Any) -> str:
 def _span_text(span: Any) -> str:
     """One span as OTLP/JSON text, written field by field (json_format is about ten times slower
     and writes base64 ids); default values are left out, as protobuf's JSON mapping does."""
-    parts = ['{"traceId":"', span.trace_id.hex(), '","spanId":"', span.span_id.hex(), '"']
+    parts = [f'{{"traceId":"{span.trace_id.hex()}","spanId":"{span.span_id.hex()}"']
     if span.trace_state:
-        parts += [',"traceState":', _quote(span.trace_state)]
-    if span.parent_span_id:
-        parts += [',"parentSpanId":"', span.parent_span_id.hex(), '"']
-    if span.flags:
-        parts += [',"flags":', str(span.flags)]
-    if span.name:
-        parts += [',"name":', _quote(span.name)]
-    if span.kind:
-        parts += [',"kind":', str(span.kind)]
-    if span.start_time_unix_nano:
-        parts += [',"startTimeUnixNano":"', str(span.start_time_unix_nano), '"']
-    if span.end_time_unix_nano:
-        parts += [',"endTimeUnixNano":"', str(span.end_time_unix_nano), '"']
+        parts.append(f',"traceState":{_quote(span.trace_state)}')
+    if parent := span.parent_span_id:
+        parts.append(f',"parentSpanId":"{parent.hex()}"')
+    if flags := span.flags:
+        parts.append(f',"flags":{flags}')
+    if name := span.name:
+        parts.append(f',"name":{_quote(name)}')
+    if kind := span.kind:
+        parts.append(f',"kind":{kind}')
+    if start := span.start_time_unix_nano:
+        parts.append(f',"startTimeUnixNano":"{start}"')
+    if end := span.end_time_unix_nano:
+        parts.append(f',"endTimeUnixNano":"{end}"')
     parts.append(_attributes_text(span))
     if span.events:
         events = [

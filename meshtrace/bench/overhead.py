@@ -127,10 +127,14 @@ def parse_hey_csv(out: str, warmup: float) -> tuple[list[float], int]:
     others = 0
     for line in out.splitlines()[1:]:
         cells = line.split(",")
-        if len(cells) != 8 or float(cells[7]) < warmup:
-            continue
+        try:
+            if len(cells) != 8 or float(cells[7]) < warmup:
+                continue
+            latency = float(cells[0]) * 1000.0
+        except ValueError:
+            raise click.ClickException(f"unexpected line in hey's CSV output: {line[:200]!r}") from None
         if cells[6] == "200":
-            latencies.append(float(cells[0]) * 1000.0)
+            latencies.append(latency)
         else:
             others += 1
     return latencies, others

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+import click
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +26,11 @@ def test_hey_csv_keeps_the_200s_after_the_warmup_in_ms() -> None:
     latencies, others = parse_hey_csv(HEY_CSV, warmup=1.0)
     assert latencies == pytest.approx([0.3, 0.4])
     assert others == 1
+
+
+def test_hey_csv_with_a_broken_line_is_a_clear_error() -> None:
+    with pytest.raises(click.ClickException, match="unexpected line in hey's CSV"):
+        parse_hey_csv(HEY_CSV + "0.00x4,0,0,0,0,0,200,1.3\n", warmup=1.0)
 
 
 def test_interpolated_percentile_sees_less_than_one_bin() -> None:

@@ -1,13 +1,15 @@
 """`meshtrace bench overhead`: what a request pays for the mesh (the seed's 性能指标 table).
 
-Three paths measured in one run, at fixed rates (open loop: latency counts from the moment a
-request was due, so a stalled proxy cannot hide queueing):
-  no mesh:  load -> app
-  mesh:     load -> client sidecar outbound -> server sidecar inbound -> app   (tracing 0/10/100 %)
-  nginx:    load -> nginx -> nginx -> app                                      (the yardstick)
-Every process is a separate OS process on 127.0.0.0/8 sharing this machine's cores; the load
-generator is a small asyncio process of its own (fixed rate, 4 keep-alive connections, 1 KB
-bodies). CPU comes from /proc (utime+stime) over each run, RSS from VmRSS at its end.
+Paths measured in one run, each rate cycling through all of them so they share the machine's load:
+  direct:          load -> app
+  direct +0.2 ms:  load -> app that spins 0.2 ms before answering (can the method see 0.2 ms?)
+  mesh:            load -> client sidecar outbound -> server sidecar inbound -> app (tracing N %)
+  nginx pair:      load -> nginx -> nginx -> app                               (the yardstick)
+The load comes from Debian's `hey` (Go, fixed rate per connection, one CSV row per request) or,
+without it, from a small asyncio generator of our own (open loop, latency from when a request was
+due) whose own floor is higher. Every process is a separate OS process on 127.0.0.0/8 sharing this
+machine's cores. CPU comes from /proc (utime+stime) over each run, RSS from VmRSS at its end;
+added latency and CPU are also given as a ratio to the nginx pair's in the same round.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any, cast
 
 import click
@@ -42,8 +46,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- the minimal app (also the span sink): every request gets 200 and a 1 KB body -------------
 
 
-def serve_app(host: str) -> None:
-    """Run the benchmark app on host:0 (prints its ready line)."""
+def serve_app(host: str, delay_ms: float = 0.0) -> None:
+    """Run the benchmark app on host:0 (prints its ready line); `delay_ms`: spin that long before
+    each answer (a busy wait: sleeping would add the event loop's timer granularity)."""
     import httptools
 
     from meshtrace import aio
@@ -65,6 +70,10 @@ def serve_app(host: str) -> None:
                 self.transport.close()
 
         def on_message_complete(self) -> None:
+            if delay_ms:
+                until = time.perf_counter() + delay_ms / 1000.0
+                while time.perf_counter() < until:
+                    pass
             self.transport.write(answer)
 
     async def main() -> None:
@@ -75,21 +84,91 @@ def serve_app(host: str) -> None:
     aio.run(main())
 
 
-# --- the load generator -----------------------------------------------------------------------
+# --- the load clients -------------------------------------------------------------------------
+#
+# Both return the latencies (ms) of the requests answered 200 after the warm-up, and the count of
+# other answers. Requests are GETs answered with 1 KB, on CONNECTIONS keep-alive connections.
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes: `host:port`, and the request target; an absolute-form target
+    (http://server:8080/) means `host:port` is an HTTP proxy (the client sidecar's outbound)."""
+
+    host: str
+    port: int
+    target: str = "/"
+    authority: str = ""
+
+    @property
+    def via_proxy(self) -> bool:
+        return self.target.startswith("http://")
+
+
+HEY_RESOLUTION_MS = 0.1  # hey's CSV prints seconds with 4 decimals
+
+
+def hey_load(target: Target, rate: int, duration: float, warmup: float) -> tuple[list[float], int]:
+    """Debian's `hey`: each of CONNECTIONS workers sends at rate/CONNECTIONS (a ticker: a request
+    waits for its tick, so the rate holds while answers are faster than the tick); one CSV row per
+    answered request with its latency and its start offset, by which the warm-up is dropped."""
+    args = ["hey", "-c", str(CONNECTIONS), "-q", f"{rate / CONNECTIONS:g}", "-z", f"{warmup + duration:g}s",
+            "-t", "10", "-o", "csv", "-disable-compression"]  # fmt: skip
+    if target.via_proxy:
+        args += ["-x", f"http://{target.host}:{target.port}", target.target]
+    else:
+        args += ["-host", target.authority, f"http://{target.host}:{target.port}{target.target}"]
+    return parse_hey_csv(_output(args, warmup + duration + 60), warmup)
+
+
+def parse_hey_csv(out: str, warmup: float) -> tuple[list[float], int]:
+    """hey's CSV (response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,
+    status-code,offset; seconds) -> (latencies in ms of the 200s started after `warmup`, others)."""
+    latencies: list[float] = []
+    others = 0
+    for line in out.splitlines()[1:]:
+        cells = line.split(",")
+        try:
+            if len(cells) != 8 or float(cells[7]) < warmup:
+                continue
+            latency = float(cells[0]) * 1000.0
+        except ValueError:
+            raise click.ClickException(f"unexpected line in hey's CSV output: {line[:200]!r}") from None
+        if cells[6] == "200":
+            latencies.append(latency)
+        else:
+            others += 1
+    return latencies, others
+
+
+def python_load(target: Target, rate: int, duration: float, warmup: float) -> tuple[list[float], int]:
+    """The asyncio generator, in a process of its own (see `run_load`)."""
+    spec = {"host": target.host, "port": target.port, "target": target.target,
+            "authority": target.authority, "rate": rate, "duration": duration, "warmup": warmup}  # fmt: skip
+    code = f"from meshtrace.bench.overhead import run_load; run_load({json.dumps(json.dumps(spec))})"
+    out = _output(_py(code), warmup + duration + 60)
+    data = json.loads(out.strip().splitlines()[-1])
+    return data["latencies"], data["errors"]
+
+
+def _output(args: list[str], timeout: float) -> str:
+    """A load client's stdout; its stderr in the error when it fails."""
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise click.ClickException(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return done.stdout
 
 
 def run_load(spec_json: str) -> None:
-    """Fixed-rate load; prints one JSON line with the latencies (ms) and errors."""
+    """Fixed-rate open-loop load (latency counts from when a request was due, so a stalled proxy
+    cannot hide queueing); prints one JSON line with the latencies (ms) and errors."""
     from meshtrace import aio
     from meshtrace.sidecar.conn import Upstream, connect
 
     spec = json.loads(spec_json)
     host, port, target, authority = spec["host"], spec["port"], spec["target"], spec["authority"]
     rate, duration, warmup = float(spec["rate"]), float(spec["duration"]), float(spec["warmup"])
-    request = (
-        f"POST {target} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: text/plain\r\n"
-        f"content-length: {BODY_SIZE}\r\n\r\n"
-    ).encode() + b"y" * BODY_SIZE
+    request = f"GET {target} HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode()
     latencies: list[float] = []
     errors = [0]
 
@@ -118,7 +197,7 @@ def run_load(spec_json: str) -> None:
                 up = Upstream(await connect(host, port), (host, port, False))
             if due >= start + warmup:
                 if ok:
-                    latencies.append((time.perf_counter() - due) * 1000.0)
+                    latencies.append(round((time.perf_counter() - due) * 1000.0, 4))
                 else:
                     errors[0] += 1
         up.writer.close()
@@ -128,9 +207,10 @@ def run_load(spec_json: str) -> None:
         await asyncio.gather(*(connection(i, start) for i in range(CONNECTIONS)))
 
     aio.run(main())
-    latencies.sort()
-    summary = {f"p{q}": _percentile(latencies, q / 100) for q in (50, 90, 99)}
-    sys.stdout.write(json.dumps({**summary, "count": len(latencies), "errors": errors[0]}) + "\n")
+    sys.stdout.write(json.dumps({"latencies": latencies, "errors": errors[0]}) + "\n")
+
+
+CLIENTS = {"hey": (hey_load, HEY_RESOLUTION_MS), "python": (python_load, 0.0)}
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -229,20 +309,21 @@ def _sidecar_config(app: str, sink: str, sampling: float, services: dict[str, An
 
 @contextmanager
 def sidecar_pair(
-    work: Path, app: tuple[str, int], sink: str, sampling: float, code: Path | None = None
+    work: Path, app: tuple[str, int], sink: str, sampling: float, code: Path | None = None, index: int = 0
 ) -> Iterator[tuple[Proc, Proc]]:
-    client_ip, server_ip = "127.0.9.1", "127.0.9.2"
+    """A client and a server sidecar; `index` keeps several pairs' addresses apart."""
+    client_ip, server_ip = f"127.0.9.{20 + 2 * index}", f"127.0.9.{21 + 2 * index}"
     common = ["--namespace", "default", "--no-access-log", "--inbound-port", "0", "--outbound-port", "0",
               "--admin-port", "0", "--stats-port", "0", "--health-port", "0"]  # fmt: skip
     started: list[Proc] = []
     try:
-        server_cfg = work / f"server-{sampling}.json"
+        server_cfg = work / f"server-{index}.json"
         server_cfg.write_text(json.dumps(_sidecar_config("server", sink, sampling, {})))
         server = _start(
             [sys.executable, "-m", "meshtrace", "sidecar", "--workload", "server", "--ip", server_ip,
              "--labels", "app=server", "--app-host", app[0], "--app-port", str(app[1]),
              "--config", str(server_cfg), *common],
-            ("inbound",), work / "server.log", code=code,
+            ("inbound",), work / f"server-{index}.log", code=code,
         )  # fmt: skip
         started.append(server)
         services = {
@@ -251,12 +332,12 @@ def sidecar_pair(
                 "endpoints": [{"ip": server_ip, "port": server.listeners["inbound"][1], "pod": "server-0"}],
             }
         }  # fmt: skip
-        client_cfg = work / f"client-{sampling}.json"
+        client_cfg = work / f"client-{index}.json"
         client_cfg.write_text(json.dumps(_sidecar_config("client", sink, sampling, services)))
         client = _start(
             [sys.executable, "-m", "meshtrace", "sidecar", "--workload", "client", "--ip", client_ip,
              "--labels", "app=client", "--app-port", "8080", "--config", str(client_cfg), *common],
-            ("outbound",), work / "client.log", code=code,
+            ("outbound",), work / f"client-{index}.log", code=code,
         )  # fmt: skip
         started.append(client)
         yield client, server
@@ -290,14 +371,15 @@ spec: {{selector: {{app: server}}, ports: [{{name: http, port: 8080}}]}}
 
 @contextmanager
 def mtls_pair(
-    work: Path, app: tuple[str, int], sink: tuple[str, int], sampling: float
+    work: Path, app: tuple[str, int], sink: tuple[str, int], sampling: float, index: int = 0
 ) -> Iterator[tuple[Proc, Proc]]:
     """The same pair, configured by a control plane that signs their certificates: the
-    client -> server hop is mutual TLS (auto mTLS, PERMISSIVE), as under `meshtrace up`."""
+    client -> server hop is mutual TLS (auto mTLS, PERMISSIVE), as under `meshtrace up`.
+    `index` keeps several pairs' addresses and files apart, as sidecar_pair's."""
     from meshtrace.control import identity
 
-    client_ip, server_ip = "127.0.9.5", "127.0.9.6"
-    folder = work / f"mtls-{sampling}"
+    client_ip, server_ip = f"127.0.9.{20 + 2 * index}", f"127.0.9.{21 + 2 * index}"
+    folder = work / f"mtls-{index}"
     data = folder / "control-data"
     folder.mkdir()
     (folder / "mesh.yaml").write_text(
@@ -309,7 +391,7 @@ def mtls_pair(
         control = _start(
             [sys.executable, "-m", "meshtrace", "control", "-f", str(folder / "mesh.yaml"),
              "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-            ("control",), work / "control.log",
+            ("control",), folder / "control.log",
         )  # fmt: skip
         started.append(control)
         url = "http://{}:{}".format(*control.listeners["control"])
@@ -328,7 +410,7 @@ def mtls_pair(
             proc = _start(
                 [sys.executable, "-m", "meshtrace", "sidecar", "--workload", name, "--pod", f"{name}-0",
                  "--ip", ip, "--labels", f"app={name}", "--token-file", str(token), *extra, *common],
-                ("inbound", "outbound"), work / f"mtls-{name}.log",
+                ("inbound", "outbound"), folder / f"{name}.log",
             )  # fmt: skip
             started.append(proc)
             procs.append(proc)
@@ -412,12 +494,17 @@ def nginx_pair(work: Path, app: tuple[str, int]) -> Iterator[tuple[Proc, Proc]]:
 
 # --- measuring --------------------------------------------------------------------------------
 
+DIRECT, CALIBRATION, NGINX, MTLS = "direct", "direct +0.2 ms", "nginx pair", "mesh mTLS"
+CALIBRATION_MS = 0.2
+
 
 @dataclass
 class Result:
     path: str
     sampling: str
     rate: int
+    client: str
+    achieved: float  # answered req/s
     p50: float
     p90: float
     p99: float
@@ -427,63 +514,104 @@ class Result:
     rss: list[float]
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
+def percentile(values: list[float], q: float, resolution: float = 0.0) -> float:
+    """The q-quantile of `values`. With `resolution` (values rounded to multiples of it, as hey's
+    0.1 ms), interpolated inside the bin where the rank falls, each bin's values taken as spread
+    evenly over it: a shift smaller than one bin still moves the figure."""
+    if not values:
         return float("nan")
-    idx = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
-    return sorted_values[idx]
+    ordered = sorted(values)
+    if not resolution:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+    rank = q * len(ordered)
+    center = ordered[min(len(ordered) - 1, int(rank))]
+    low = center - resolution / 2
+    below = bisect_left(ordered, low)
+    in_bin = bisect_right(ordered, center + resolution / 2) - below
+    return low + resolution * (rank - below) / in_bin
 
 
 def measure(
-    path: str, sampling: str, rate: int, target: tuple[str, int, str, str], proxies: list[Proc],
-    duration: float, warmup: float,
+    path: str, sampling: str, rate: int, target: Target, proxies: list[Proc], duration: float, warmup: float,
+    client: str,
 ) -> Result:  # fmt: skip
-    spec = {"host": target[0], "port": target[1], "target": target[2], "authority": target[3],
-            "rate": rate, "duration": duration, "warmup": warmup}  # fmt: skip
-    load = subprocess.Popen(
-        _py(f"from meshtrace.bench.overhead import run_load; run_load({json.dumps(json.dumps(spec))})"),
-        stdout=subprocess.PIPE, text=True,
+    load, resolution = CLIENTS[client]
+    cpu_at: list[list[float]] = []
+
+    def sample_cpu() -> None:  # CPU over the measured part of the run (after the warm-up)
+        cpu_at.append([p.cpu_seconds() for p in proxies] + [time.monotonic()])
+
+    start = threading.Timer(warmup, sample_cpu)
+    start.start()
+    try:
+        latencies, errors = load(target, rate, duration, warmup)
+    finally:
+        start.cancel()
+    sample_cpu()
+    if len(cpu_at) < 2:  # the load ended before its warm-up did
+        cpu_at.insert(0, cpu_at[0])
+    elapsed = max(cpu_at[1][-1] - cpu_at[0][-1], 1e-9)
+    cpu = [(b - a) / elapsed * 1000.0 / rate for a, b in zip(cpu_at[0][:-1], cpu_at[1][:-1], strict=True)]
+    q = {k: percentile(latencies, k / 100, resolution) for k in (50, 90, 99)}
+    return Result(path, sampling, rate, client, len(latencies) / duration, q[50], q[90], q[99], errors,
+                  len(latencies), cpu, [p.rss_mb() for p in proxies])  # fmt: skip
+
+
+def median_result(runs: list[Result]) -> Result:
+    """One path's rounds as one row: each figure the median over the rounds; errors summed."""
+    first = runs[0]
+    return Result(
+        first.path, first.sampling, first.rate, first.client,
+        median(r.achieved for r in runs), median(r.p50 for r in runs), median(r.p90 for r in runs),
+        median(r.p99 for r in runs), sum(r.errors for r in runs), sum(r.count for r in runs),
+        [median(c) for c in zip(*(r.cpu for r in runs), strict=True)],
+        [median(m) for m in zip(*(r.rss for r in runs), strict=True)],
     )  # fmt: skip
-    time.sleep(warmup + 0.05)
-    before = [p.cpu_seconds() for p in proxies]
-    t0 = time.monotonic()
-    out, _ = load.communicate(timeout=warmup + duration + 60)
-    elapsed = time.monotonic() - t0
-    cpu = [(p.cpu_seconds() - b) / elapsed * 1000.0 / rate for p, b in zip(proxies, before, strict=True)]
-    rss = [p.rss_mb() for p in proxies]
-    data = json.loads(out.strip().splitlines()[-1])
-    return Result(path, sampling, rate, data["p50"], data["p90"], data["p99"], data["errors"], data["count"],
-                  cpu, rss)  # fmt: skip
+
+
+def _ratio(value: float, nginx: float | None) -> str:
+    return "-" if nginx is None or nginx <= 0.005 else f"{value / nginx:.1f}x"
 
 
 def table(results: list[Result]) -> str:
-    base = {r.rate: r for r in results if r.path == "no mesh"}
+    """All rows; added latency over the direct path of the same rate and client, and the added P90
+    and per-proxy CPU as multiples of the nginx pair's in the same run."""
+    base = {(r.rate, r.client): r for r in results if r.path == DIRECT}
+    nginx = {(r.rate, r.client): r for r in results if r.path == NGINX}
     lines = [
-        "| req/s | path | sampling | P50 ms | P90 ms | P99 ms | added P50 | added P90 | added P99 "
-        "| vCPU/1k rps (client, server) | RSS MB (client, server) | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| req/s | client | path | sampling | answered/s | P50 ms | P90 ms | P99 ms | added P50 "
+        "| added P90 | added P99 | added P90 / nginx's | vCPU/1k rps (client, server) | CPU / nginx's "
+        "| RSS MB | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        b = base.get(r.rate)
-        added = ["-", "-", "-"] if b is None or r.path == "no mesh" else [
-            f"{r.p50 - b.p50:+.2f}", f"{r.p90 - b.p90:+.2f}", f"{r.p99 - b.p99:+.2f}"]  # fmt: skip
-        cpu = ", ".join(f"{c:.3f}" for c in r.cpu) or "-"
-        rss = ", ".join(f"{m:.0f}" for m in r.rss) or "-"
+        b, n = base.get((r.rate, r.client)), nginx.get((r.rate, r.client))
+        added = [r.p50 - b.p50, r.p90 - b.p90, r.p99 - b.p99] if b is not None and r.path != DIRECT else []
+        n_p90 = n.p90 - b.p90 if n is not None and b is not None else None
+        lat_ratio = _ratio(added[1], n_p90) if added and r.path not in (NGINX, CALIBRATION) else "-"
+        cpu_ratio = "-"
+        if r.cpu and n is not None and n.cpu and r.path != NGINX:
+            cpu_ratio = _ratio(sum(r.cpu) / len(r.cpu), sum(n.cpu) / len(n.cpu))
         lines.append(
-            f"| {r.rate} | {r.path} | {r.sampling} | {r.p50:.2f} | {r.p90:.2f} | {r.p99:.2f} | "
-            f"{' | '.join(added)} | {cpu} | {rss} | {r.errors} |"
+            f"| {r.rate} | {r.client} | {r.path} | {r.sampling} | {r.achieved:.0f} "
+            f"| {r.p50:.2f} | {r.p90:.2f} | {r.p99:.2f} "
+            f"| {' | '.join(f'{a:+.2f}' for a in added) if added else '- | - | -'} "
+            f"| {lat_ratio} | {', '.join(f'{c:.3f}' for c in r.cpu) or '-'} | {cpu_ratio} "
+            f"| {', '.join(f'{m:.0f}' for m in r.rss) or '-'} | {r.errors} |"
         )
     return "\n".join(lines)
 
 
-def seed_table(results: list[Result], rate: int) -> str:
-    """The seed's four rows (P50, P99, CPU, memory) at `rate`, 10 % sampling."""
-    base = next((r for r in results if r.path == "no mesh" and r.rate == rate), None)
-    mesh = next((r for r in results if r.path == "mesh" and r.sampling == "10%" and r.rate == rate), None)
+def seed_table(results: list[Result], rate: int, client: str) -> str:
+    """The seed's rows (P50, P90, P99, CPU, memory) at `rate`, 10 % sampling."""
+    base = next((r for r in results if (r.path, r.rate, r.client) == (DIRECT, rate, client)), None)
+    mesh = next(
+        (r for r in results if (r.path, r.sampling, r.rate, r.client) == ("mesh", "10%", rate, client)), None
+    )
     if base is None or mesh is None:
         return ""
     return "\n".join([
-        f"| metric ({rate} req/s) | no mesh | meshtrace + tracing (10% sampling) |",
+        f"| metric ({rate} req/s, {client}) | no mesh | meshtrace + tracing (10% sampling) |",
         "|---|---|---|",
         f"| P50 latency | {base.p50:.2f} ms | {mesh.p50:.2f} ms ({mesh.p50 - base.p50:+.2f} ms) |",
         f"| P90 latency | {base.p90:.2f} ms | {mesh.p90:.2f} ms ({mesh.p90 - base.p90:+.2f} ms) |",
@@ -494,11 +622,30 @@ def seed_table(results: list[Result], rate: int) -> str:
     ])  # fmt: skip
 
 
+def _app(work: Path, host: str, delay_ms: float = 0.0) -> Proc:
+    code = f"from meshtrace.bench.overhead import serve_app; serve_app({host!r}, {delay_ms!r})"
+    return _start(_py(code), ("app",), work / f"app-{host}.log")
+
+
 @click.command()
-@click.option("--rates", default="100,250,500,1000", show_default=True, help="Fixed rates (req/s).")
+@click.option("--rates", default="250,500,1000", show_default=True, help="Fixed rates (req/s).")
 @click.option("--sampling", default="0,10,100", show_default=True, help="Tracing percentages.")
 @click.option("--duration", type=float, default=8.0, show_default=True, help="Seconds measured per run.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Seconds discarded per run.")
+@click.option(
+    "--client",
+    "clients",
+    default="",
+    help="Load clients, comma-separated: hey (Debian's, the default when installed), python (ours: "
+    "open loop, but its own floor is higher; the default without hey). Both: each path measured by each.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 20),
+    default=1,
+    show_default=True,
+    help="Times each rate goes through all paths; each figure is the median over the rounds.",
+)
 @click.option("--no-nginx", is_flag=True, help="Skip the nginx yardstick.")
 @click.option("--no-mtls", is_flag=True, help="Skip the mutual TLS pair (path `mesh mTLS`).")
 @click.option(
@@ -512,6 +659,8 @@ def overhead(
     sampling: str,
     duration: float,
     warmup: float,
+    clients: str,
+    rounds: int,
     no_nginx: bool,
     no_mtls: bool,
     baseline: Path | None,
@@ -519,71 +668,71 @@ def overhead(
     """Latency, CPU and memory a client+server sidecar pair adds (the seed's 性能指标 table)."""
     if baseline is not None and not (baseline / "meshtrace" / "sidecar").is_dir():
         raise click.BadParameter(f"{baseline} has no meshtrace/sidecar package", param_hint="--baseline")
+    client_list = [c for c in clients.split(",") if c] or ["hey" if shutil.which("hey") else "python"]
+    for c in client_list:
+        if c not in CLIENTS:
+            raise click.BadParameter(f"unknown client {c!r} (hey, python)", param_hint="--client")
+    if "hey" in client_list and not shutil.which("hey"):
+        raise click.ClickException("hey is not installed (Debian: apt-get install hey)")
+    nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not no_nginx and nginx_bin is None:
+        click.echo("nginx not found (Debian: apt-get install nginx-light): no yardstick", err=True)
     rate_list = [int(r) for r in rates.split(",") if r]
     samplings = [float(s) for s in sampling.split(",") if s]
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="meshtrace-overhead-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="meshtrace-overhead-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        app = _start(_py("from meshtrace.bench.overhead import serve_app; serve_app('127.0.9.10')"),
-                     ("app",), work / "app.log")  # fmt: skip
-        sink = _start(_py("from meshtrace.bench.overhead import serve_app; serve_app('127.0.9.11')"),
-                      ("app",), work / "sink.log")  # fmt: skip
-        try:
-            app_addr = app.listeners["app"]
-            sink_url = "http://{}:{}".format(*sink.listeners["app"])
-            for rate in rate_list:
-                target = (app_addr[0], app_addr[1], "/", f"{app_addr[0]}:{app_addr[1]}")
-                results.append(measure("no mesh", "-", rate, target, [], duration, warmup))
-                _progress(results[-1])
-            paths: list[tuple[str, Path | None]] = [("mesh", None)]
-            if baseline is not None:
-                paths.append(("baseline", baseline.resolve()))
-            for pct in samplings:
-                # interleaved, so the two code versions see the same machine load
-                for path, code in paths:
-                    with sidecar_pair(work, app_addr, sink_url, pct, code) as (client, server):
-                        out = client.listeners["outbound"]
-                        target = (out[0], out[1], "http://server:8080/", "server:8080")
-                        for rate in rate_list:
-                            results.append(
-                                measure(path, f"{pct:g}%", rate, target, [client, server], duration, warmup)
-                            )
-                            _progress(results[-1])
-                if not no_mtls:
-                    with mtls_pair(work, app_addr, sink.listeners["app"], pct) as (client, server):
-                        out = client.listeners["outbound"]
-                        target = (out[0], out[1], "http://server:8080/", "server:8080")
-                        for rate in rate_list:
-                            results.append(
-                                measure(
-                                    "mesh mTLS", f"{pct:g}%", rate, target, [client, server], duration, warmup
-                                )
-                            )
-                            _progress(results[-1])
-            if not no_nginx and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-                with nginx_pair(work, app_addr) as (nc, ns):
-                    front = nc.listeners["proxy"]
-                    target = (front[0], front[1], "/", "server:8080")
-                    for rate in rate_list:
-                        results.append(measure("nginx pair", "-", rate, target, [nc, ns], duration, warmup))
-                        _progress(results[-1])
-        finally:
-            app.stop()
-            sink.stop()
+        procs = [_app(work, "127.0.9.10"), _app(work, "127.0.9.11"), _app(work, "127.0.9.12", CALIBRATION_MS)]
+        for proc in procs:
+            stack.callback(proc.stop)
+        app, sink, slow_app = (p.listeners["app"] for p in procs)
+        sink_url = "http://{}:{}".format(*sink)
+        # every path is up for the whole run, and each rate goes through all of them in turn
+        paths: list[tuple[str, str, Target, list[Proc]]] = [
+            (DIRECT, "-", Target(*app, "/", "{}:{}".format(*app)), []),
+            (CALIBRATION, "-", Target(*slow_app, "/", "{}:{}".format(*slow_app)), []),
+        ]
+        codes: list[tuple[str, Path | None]] = [("mesh", None)]
+        if baseline is not None:
+            codes.append(("baseline", baseline.resolve()))
+        for pct in samplings:
+            for name, code in codes:
+                pair = sidecar_pair(work, app, sink_url, pct, code, index=len(paths))
+                client, server = stack.enter_context(pair)
+                outbound = Target(*client.listeners["outbound"], "http://server:8080/", "server:8080")
+                paths.append((name, f"{pct:g}%", outbound, [client, server]))
+            if not no_mtls:
+                client, server = stack.enter_context(mtls_pair(work, app, sink, pct, index=len(paths)))
+                outbound = Target(*client.listeners["outbound"], "http://server:8080/", "server:8080")
+                paths.append((MTLS, f"{pct:g}%", outbound, [client, server]))
+        if not no_nginx and nginx_bin is not None:
+            nc, ns = stack.enter_context(nginx_pair(work, app))
+            paths.append((NGINX, "-", Target(*nc.listeners["proxy"], "/", "server:8080"), [nc, ns]))
+        for rate in rate_list:
+            for load in client_list:
+                runs: dict[int, list[Result]] = {}
+                for _ in range(rounds):
+                    for i, (name, pct_label, target, proxies) in enumerate(paths):
+                        runs.setdefault(i, []).append(
+                            measure(name, pct_label, rate, target, proxies, duration, warmup, load)
+                        )
+                        _progress(runs[i][-1])
+                results += [median_result(r) for r in runs.values()]
     # baseline and mTLS rows under the mesh rows of the same sampling
-    group = {"no mesh": 0, "mesh": 1, "baseline": 1, "mesh mTLS": 1, "nginx pair": 2}
-    order = {"mesh": 0, "baseline": 1, "mesh mTLS": 2}
-    results.sort(key=lambda r: (r.rate, group[r.path], r.sampling, order.get(r.path, 0)))
+    group = {DIRECT: 0, CALIBRATION: 1, "mesh": 2, "baseline": 2, MTLS: 2, NGINX: 3}
+    order = {"mesh": 0, "baseline": 1, MTLS: 2}
+    results.sort(key=lambda r: (r.rate, r.client, group[r.path], r.sampling, order.get(r.path, 0)))
     click.echo("\n" + table(results))
     for rate in rate_list:
-        seed = seed_table(results, rate)
-        if seed:
-            click.echo("\n" + seed)
+        for load in client_list:
+            seed = seed_table(results, rate, load)
+            if seed:
+                click.echo("\n" + seed)
 
 
 def _progress(r: Result) -> None:
     click.echo(
-        f"  {r.path:10} {r.sampling:>5} {r.rate:5} req/s: "
-        f"P50 {r.p50:.2f} P90 {r.p90:.2f} P99 {r.p99:.2f} ms, {r.count} ok, {r.errors} errors",
+        f"  {r.client:6} {r.path:14} {r.sampling:>5} {r.rate:5} req/s: P50 {r.p50:.2f} P90 {r.p90:.2f} "
+        f"P99 {r.p99:.2f} ms, {r.count} ok, {r.errors} errors, CPU {', '.join(f'{c:.3f}' for c in r.cpu)}",
         err=True,
     )

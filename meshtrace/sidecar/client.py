@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import urlsplit
 
 from meshtrace.sidecar.conn import Pool
-from meshtrace.sidecar.http1 import encode_head
+from meshtrace.sidecar.http1 import ResponseHead, encode_head
 
 
 def split_url(url: str) -> tuple[str, int, str]:
@@ -33,6 +33,21 @@ async def request(
     timeout: float = 10.0,
 ) -> tuple[int, bytes]:
     """(status, body). Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""
+    head, answer = await exchange(pool, host, port, method, path, body, headers, timeout)
+    return head.status, answer
+
+
+async def exchange(
+    pool: Pool,
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[ResponseHead, bytes]:
+    """(response head, body), for callers that read the answer's headers; raises as `request`."""
     async with asyncio.timeout(timeout):
         up = await pool.acquire(host, port)
         ok = False
@@ -45,6 +60,6 @@ async def request(
             while (chunk := await up.body_chunk()) is not None:
                 chunks.append(chunk)
             ok = head.keep_alive and not up.until_close
-            return head.status, b"".join(chunks)
+            return head, b"".join(chunks)
         finally:
             pool.release(up, ok)

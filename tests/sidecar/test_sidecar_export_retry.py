@@ -260,3 +260,31 @@ def test_partial_success_is_counted_not_retried(mesh_factory: Any, harness: Any,
     assert script.spans + script.rejected == 2 * REQUESTS  # nothing sent twice
     assert dropped(mesh)["rejected"] == script.rejected > 0
     assert metric(mesh, "meshtrace_sidecar_spans_exported_total") == script.spans
+
+
+def test_down_collector_costs_spans_not_requests_and_loses_none(
+    mesh_factory: Any,
+    harness: Any,
+    meshtrace_process: Any,
+    default_collector_args: list[str],
+    collector_metric: Callable[..., float],
+    tmp_path: Any,
+) -> None:
+    """No collector listening (connection refused): requests are served at once, the spans wait
+    in the sidecars' buffers; a real collector then starts on that address and gets every one."""
+    ip = harness.loopback()
+    port = harness.free_port(ip)
+    mesh = mesh_factory(100.0, provider=provider("http", f"http://{ip}:{port}"))
+    traffic(mesh, 20)
+    wait_for(lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 2)
+    assert metric(mesh, "meshtrace_sidecar_spans_queued") == 40
+    assert sum(dropped(mesh).values()) == 0
+    collector = meshtrace_process(
+        [*default_collector_args, "--set", f"receivers.otlp.protocols.http.endpoint={ip}:{port}"],
+        env={"MESHTRACE_DATA_DIR": str(tmp_path)},
+    )
+    collector.wait_for_listeners("otlp-http", "metrics", timeout=60)
+    wait_for(lambda: collector_metric(collector, "otelcol_receiver_accepted_spans") >= 40, timeout=40)
+    assert collector_metric(collector, "otelcol_receiver_accepted_spans") == 40
+    assert metric(mesh, "meshtrace_sidecar_spans_exported_total") == 40
+    assert sum(dropped(mesh).values()) == 0

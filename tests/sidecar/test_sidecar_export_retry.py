@@ -228,7 +228,7 @@ def test_full_buffer_drops_are_counted_exactly(mesh_factory: Any, harness: Any, 
     script = Script()
     script.refuse_forever = True
     rx = servers(http_collector(harness, ip, script, 503))
-    # ~3 spans of ~700 bytes fit
+    # 2 spans of ~880 bytes fit
     mesh = mesh_factory(
         100.0, "--span-buffer-bytes", "2500", provider=provider("http", f"http://{ip}:{rx.port}")
     )

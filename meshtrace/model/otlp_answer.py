@@ -12,6 +12,7 @@ collector's exporters and the sidecar's span exporter; sans-IO, no gRPC import.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -53,7 +54,7 @@ def retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         return None
-    return max(0.0, seconds) if seconds == seconds else None  # NaN is no delay
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def partial_success(answer: bytes, json: bool = False) -> tuple[int, str]:
@@ -69,7 +70,7 @@ def partial_success(answer: bytes, json: bool = False) -> tuple[int, str]:
     except Exception:  # an answer we cannot read says nothing about rejected spans
         return 0, ""
     ps = response.partial_success
-    return ps.rejected_spans, ps.error_message
+    return max(0, ps.rejected_spans), ps.error_message
 
 
 def jittered(interval: float, factor: float, rng: Callable[[], float] = random.random) -> float:

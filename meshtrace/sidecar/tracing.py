@@ -351,6 +351,7 @@ class SpanExporter:
         while True:
             try:
                 rejected, message = await self._send(provider, req)
+                rejected = min(rejected, count)  # a server's count is wire input
             except FinalExport as exc:
                 self._drop("export_failed", count, f"{provider.endpoint} refused them: {exc}")
                 return

@@ -456,6 +456,9 @@ class SpanExporter:
             self._drop("shutdown", len(self.queue), "still buffered at shutdown")
             self.queue.clear()
             self.buffered = self.pending = 0
+        for reason, count in self._unlogged.items():  # what the rate limit held back
+            if count:
+                log.warning("dropped %d spans (%s) since the last report", count, reason)
         for channel, _ in self._grpc.values():
             with contextlib.suppress(Exception):
                 await channel.close()

@@ -6,6 +6,7 @@ control or memory_limiter (OTLP/HTTP 503/429 + Retry-After, gRPC UNAVAILABLE / R
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -288,3 +289,19 @@ def test_down_collector_costs_spans_not_requests_and_loses_none(
     assert collector_metric(collector, "otelcol_receiver_accepted_spans") == 40
     assert metric(mesh, "meshtrace_sidecar_spans_exported_total") == 40
     assert sum(dropped(mesh).values()) == 0
+
+
+def test_shutdown_counts_what_it_could_not_send(mesh_factory: Any, harness: Any, servers: Any) -> None:
+    """SIGTERM while the collector refuses: one last try, then every span still held is logged
+    as dropped (reason shutdown), none silently."""
+    ip = harness.loopback()
+    script = Script()
+    script.refuse_forever = True
+    rx = servers(http_collector(harness, ip, script, 503))
+    mesh = mesh_factory(100.0, provider=provider("http", f"http://{ip}:{rx.port}"))
+    traffic(mesh)
+    wait_for(lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 2)
+    assert mesh.frontend.stop() == 0
+    counts = re.findall(r"dropped (\d+) spans \(shutdown\)", mesh.frontend.output())
+    assert sum(int(n) for n in counts) == REQUESTS  # the frontend's CLIENT spans
+    assert script.spans == 0

@@ -300,11 +300,18 @@ class SpanExporter:
         """Count dropped spans; log at most once per DROP_LOG_INTERVAL_S per reason."""
         self.dropped[reason] += count
         self._unlogged[reason] += count
-        now = time.monotonic()
-        if now - self._last_log.get(reason, -DROP_LOG_INTERVAL_S) >= DROP_LOG_INTERVAL_S:
+        if self._may_log(reason):
             log.warning("dropped %d spans (%s): %s", self._unlogged[reason], reason, why)
             self._unlogged[reason] = 0
-            self._last_log[reason] = now
+
+    def _may_log(self, key: str) -> bool:
+        """At most one line per DROP_LOG_INTERVAL_S per key: a refusing collector must not flood
+        the sidecar's log."""
+        now = time.monotonic()
+        if now - self._last_log.get(key, -DROP_LOG_INTERVAL_S) < DROP_LOG_INTERVAL_S:
+            return False
+        self._last_log[key] = now
+        return True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -367,7 +374,8 @@ class SpanExporter:
                     self._drop("export_failed", count, why)
                     return
                 self.retries += 1
-                log.debug("span export to %s: retrying in %.1fs: %s", provider.endpoint, delay, exc)
+                if self._may_log("retry"):
+                    log.warning("span export to %s: retrying in %.1fs: %s", provider.endpoint, delay, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 interval = min(interval * 2, RETRY_MAX_S)
@@ -376,7 +384,7 @@ class SpanExporter:
             # OTLP partial success: never retried; the server's message says why
             if rejected:
                 self._drop("rejected", rejected, f"{provider.endpoint} rejected them: {message}")
-            elif message:
+            elif message and self._may_log("message"):
                 log.warning("span export to %s: %s", provider.endpoint, message)
             return
 

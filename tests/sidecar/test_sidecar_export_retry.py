@@ -305,3 +305,42 @@ def test_shutdown_counts_what_it_could_not_send(mesh_factory: Any, harness: Any,
     counts = re.findall(r"dropped (\d+) spans \(shutdown\)", mesh.frontend.output())
     assert sum(int(n) for n in counts) == REQUESTS  # the frontend's CLIENT spans
     assert script.spans == 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_real_collectors_memory_limiter_refusal_is_retried(
+    mesh_factory: Any,
+    harness: Any,
+    meshtrace_process: Any,
+    default_collector_args: list[str],
+    collector_metric: Callable[..., float],
+    tmp_path: Any,
+    protocol: str,
+) -> None:
+    """A real collector whose memory_limiter refuses everything (limit below its own RSS: 503 +
+    Retry-After / UNAVAILABLE + RetryInfo), replaced on the same address by one that accepts:
+    the sidecars' spans all reach the second one's store."""
+    ip = harness.loopback()
+    port = harness.free_port(ip)
+    key = f"receivers.otlp.protocols.{protocol}.endpoint"
+
+    def collector(*sets: str) -> Any:
+        args = [*default_collector_args, "--set", f"{key}={ip}:{port}"]
+        for item in sets:
+            args += ["--set", item]
+        proc = meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path)})
+        proc.wait_for_listeners(f"otlp-{protocol}", "metrics", timeout=60)
+        return proc
+
+    refusing = collector("processors.memory_limiter.limit_mib=5")
+    mesh = mesh_factory(100.0, provider=provider(protocol, f"http://{ip}:{port}"))
+    traffic(mesh)
+    # both sidecars refused at least twice (a refusal before decoding counts no spans there)
+    wait_for(lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 4)
+    assert collector_metric(refusing, "otelcol_receiver_accepted_spans") == 0
+    assert "retrying in" in mesh.frontend.output()
+    assert refusing.stop() == 0
+    accepting = collector()
+    wait_for(lambda: collector_metric(accepting, "otelcol_receiver_accepted_spans") >= 2 * REQUESTS, 40)
+    assert collector_metric(accepting, "otelcol_receiver_accepted_spans") == 2 * REQUESTS
+    assert sum(dropped(mesh).values()) == 0

@@ -27,13 +27,17 @@ def prometheus(proxy: Proxy) -> bytes:
         "meshtrace_sidecar_loops_detected_total": ("counter", proxy.loops_detected),
         "meshtrace_sidecar_rbac_denied_total": ("counter", proxy.rbac_denied),
         "meshtrace_sidecar_spans_exported_total": ("counter", ex.exported),
-        "meshtrace_sidecar_spans_dropped_total": ("counter", ex.dropped + ex.failed),
-        "meshtrace_sidecar_span_export_failures_total": ("counter", ex.failed),
-        "meshtrace_sidecar_spans_queued": ("gauge", len(ex.queue)),
+        "meshtrace_sidecar_span_export_failures_total": ("counter", ex.dropped["export_failed"]),
+        "meshtrace_sidecar_span_export_retries_total": ("counter", ex.retries),
+        "meshtrace_sidecar_spans_queued": ("gauge", ex.pending),
+        "meshtrace_sidecar_span_buffer_bytes": ("gauge", ex.buffered),
         "envoy_server_total_connections": ("gauge", proxy.connections),
     }
     for name, (kind, value) in own.items():
         lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+    dropped = "meshtrace_sidecar_spans_dropped_total"
+    lines.append(f"# TYPE {dropped} counter")
+    lines += [f'{dropped}{{reason="{reason}"}} {n}' for reason, n in ex.dropped.items()]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -44,8 +48,11 @@ def envoy_stats(proxy: Proxy) -> bytes:
     stats.update(
         {
             "tracing.spans_exported": ex.exported,
-            "tracing.spans_dropped": ex.dropped + ex.failed,
-            "tracing.export_failures": ex.failed,
+            "tracing.spans_dropped": ex.dropped_total,
+            **{f"tracing.spans_dropped.{reason}": n for reason, n in ex.dropped.items()},
+            "tracing.export_failures": ex.dropped["export_failed"],
+            "tracing.export_retries": ex.retries,
+            "tracing.spans_pending": ex.pending,
             "server.total_connections": proxy.connections,
             "cluster_manager.upstream_cx_total": proxy.pool.opened,
             "stats.overflow": proxy.metrics.overflowed,

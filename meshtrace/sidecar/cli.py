@@ -20,6 +20,7 @@ from meshtrace.sidecar.conn import SniffingServer, Timeouts, serve, serve_sniffi
 from meshtrace.sidecar.control import ControlSource, FileSource
 from meshtrace.sidecar.metrics import EVICTION_INTERVAL_S, SERIES_LIMIT, IstioMetrics
 from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
+from meshtrace.sidecar.tracing import SPAN_BUFFER_BYTES
 
 log = logging.getLogger("meshtrace.sidecar")
 
@@ -46,6 +47,7 @@ class Options:
     access_log: bool
     series_limit: int = SERIES_LIMIT
     eviction_interval: float = EVICTION_INTERVAL_S
+    span_buffer_bytes: int = SPAN_BUFFER_BYTES
 
 
 async def evict_idle_series(metrics: IstioMetrics, interval: float) -> None:
@@ -63,6 +65,7 @@ async def run(opts: Options) -> None:
         opts.access_log,
         opts.series_limit,
     )
+    proxy.exporter.buffer_bytes = opts.span_buffer_bytes
     listeners = {
         "admin": local_server(proxy, admin_page, opts.timeouts),
         "stats": local_server(proxy, stats_page, opts.timeouts),
@@ -186,6 +189,13 @@ async def run(opts: Options) -> None:
     show_default=True,
     help="Evict metric series idle for a whole interval (s); 0 = never.",
 )
+@click.option(
+    "--span-buffer-bytes",
+    type=click.IntRange(min=1),
+    default=SPAN_BUFFER_BYTES,
+    show_default=True,
+    help="Spans waiting for export or being retried, in bytes; more are dropped and counted.",
+)
 def sidecar(
     workload: str,
     namespace: str,
@@ -214,6 +224,7 @@ def sidecar(
     upstream_timeout: float,
     metric_series_limit: int,
     stats_eviction_interval: float,
+    span_buffer_bytes: int,
 ) -> None:
     """Run the proxy beside one workload: inbound/outbound listeners, tracing, metrics."""
     if (control is None) == (config_file is None):
@@ -257,5 +268,6 @@ def sidecar(
         access_log,
         metric_series_limit,
         stats_eviction_interval,
+        span_buffer_bytes,
     )
     aio.run(run(opts))

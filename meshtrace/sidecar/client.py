@@ -10,7 +10,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from meshtrace.sidecar.conn import Pool, Wire
-from meshtrace.sidecar.http1 import encode_head
+from meshtrace.sidecar.http1 import ResponseHead, encode_head
 
 
 def split_url(url: str, schemes: tuple[str, ...] = ("http",)) -> tuple[str, int, str]:
@@ -38,6 +38,23 @@ async def request(
 ) -> tuple[int, bytes]:
     """(status, body), over TLS with `tls` (`check` vets the server).
     Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""
+    head, answer = await exchange(pool, host, port, method, path, body, headers, timeout, tls, check)
+    return head.status, answer
+
+
+async def exchange(
+    pool: Pool,
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
+    check: Callable[[Wire], None] | None = None,
+) -> tuple[ResponseHead, bytes]:
+    """(response head, body), for callers that read the answer's headers; raises as `request`."""
     async with asyncio.timeout(timeout):
         up = await pool.acquire(host, port, tls, check)
         ok = False
@@ -50,6 +67,6 @@ async def request(
             while (chunk := await up.body_chunk()) is not None:
                 chunks.append(chunk)
             ok = head.keep_alive and not up.until_close
-            return head.status, b"".join(chunks)
+            return head, b"".join(chunks)
         finally:
             pool.release(up, ok)

@@ -1,7 +1,8 @@
 """Spans as Envoy + Istio make them (REFERENCE.md §2), built straight into OTLP protobuf, and their
-export: batched off the request path through a bounded queue, to the direction's provider over
-OTLP/HTTP, OTLP gRPC (grpcio imported only then) or Zipkin v2 JSON. A slow or dead collector
-costs dropped spans (counted), never request latency."""
+export: batched off the request path through a buffer bounded in bytes, to the direction's
+provider over OTLP/HTTP, OTLP gRPC (grpcio imported only then) or Zipkin v2 JSON, retrying what the
+collector refuses for now. A slow or dead collector costs buffered, then dropped spans (counted),
+never request latency."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +23,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from meshtrace.sidecar.client import request, split_url
+from meshtrace.model.otlp_answer import (
+    RETRYABLE_HTTP,
+    grpc_retryable,
+    jittered,
+    partial_success,
+    retry_after,
+    retry_info_delay,
+)
+from meshtrace.sidecar.client import exchange, split_url
 from meshtrace.sidecar.config import Provider, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import Pool
 
@@ -202,25 +212,67 @@ def _static_tags(t: Tracing, cfg: SidecarConfig, node_id: str, limit: int) -> by
     return encoded
 
 
+# Export retries (the OTLP exporter rules of meshtrace.model.otlp_answer): the first wait is about
+# RETRY_INITIAL_S, doubling up to RETRY_MAX_S, each spread ±RETRY_JITTER; a server's RetryInfo /
+# Retry-After is the least wait. A batch still refused after RETRY_MAX_ELAPSED_S (the Collector's
+# `max_elapsed_time` default) is dropped, so one dead endpoint cannot hold the buffer for ever.
+RETRY_INITIAL_S = 1.0
+RETRY_MAX_S = 30.0
+RETRY_JITTER = 0.5
+RETRY_MAX_ELAPSED_S = 300.0
+# Spans waiting for export, including the batch being retried (--span-buffer-bytes): ~4,800
+# spans of ~880 bytes (a CLIENT span with Envoy's and Istio's tags), as many as the old
+# 4096-span queue held.
+SPAN_BUFFER_BYTES = 4 * 1024 * 1024
+DROP_LOG_INTERVAL_S = 10.0
+DROP_REASONS = ("buffer_full", "export_failed", "rejected", "shutdown")
+
+
+class RetryableExport(Exception):
+    """The server refused for now (or could not be reached): send the batch again later."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class FinalExport(Exception):
+    """The server refused the batch for good (a non-retryable answer): drop it."""
+
+
 class SpanExporter:
-    """Bounded queue + one background task sending batches (size or interval, whichever first)."""
+    """A buffer bounded in bytes + one background task sending batches (size or interval,
+    whichever first) and retrying refused ones. `submit` never waits: a full buffer drops the
+    span and counts it. Every span submitted ends up exported or counted in `dropped` (by reason)."""
 
     def __init__(
-        self, pool: Pool, max_queue: int = 4096, batch_size: int = 512, interval: float = 1.0
+        self,
+        pool: Pool,
+        buffer_bytes: int = SPAN_BUFFER_BYTES,
+        batch_size: int = 512,
+        interval: float = 1.0,
     ) -> None:
         self.pool = pool
-        self.max_queue = max_queue
+        self.buffer_bytes = buffer_bytes
         self.batch_size = batch_size
         self.interval = interval
         self.queue: deque[tuple[Provider, bytes]] = deque()
         self.resource = b""
-        self.dropped = 0
-        self.exported = 0
-        self.failed = 0
+        self.buffered = 0  # bytes of the spans in `queue` and in the batch being sent
+        self.pending = 0  # spans in `queue` and in the batch being sent
+        self.exported = 0  # spans the server accepted
+        self.retries = 0  # export attempts that were retried
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._last_log: dict[str, float] = {}
+        self._unlogged: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._grpc: dict[str, tuple[Any, Any]] = {}
-        self._stopping = False
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
 
     def configure(self, cfg: SidecarConfig) -> None:
         w = cfg.workload
@@ -234,23 +286,43 @@ class SpanExporter:
         self.resource = _ld(b"\x0a", resource.SerializeToString())  # ResourceSpans.resource
 
     def submit(self, provider: Provider, span: bytes) -> None:
-        if len(self.queue) >= self.max_queue:
-            self.dropped += 1
+        size = len(span)
+        if self.buffered + size > self.buffer_bytes:
+            self._drop("buffer_full", 1, "span buffer full")
             return
+        self.buffered += size
+        self.pending += 1
         self.queue.append((provider, span))
         if len(self.queue) >= self.batch_size:
             self._wake.set()
+
+    def _drop(self, reason: str, count: int, why: str) -> None:
+        """Count dropped spans; log at most once per DROP_LOG_INTERVAL_S per reason."""
+        self.dropped[reason] += count
+        self._unlogged[reason] += count
+        if self._may_log(reason):
+            log.warning("dropped %d spans (%s): %s", self._unlogged[reason], reason, why)
+            self._unlogged[reason] = 0
+
+    def _may_log(self, key: str) -> bool:
+        """At most one line per DROP_LOG_INTERVAL_S per key: a refusing collector must not flood
+        the sidecar's log."""
+        now = time.monotonic()
+        if now - self._last_log.get(key, -DROP_LOG_INTERVAL_S) < DROP_LOG_INTERVAL_S:
+            return False
+        self._last_log[key] = now
+        return True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             self._wake.clear()
-            while self.queue:
+            while self.queue and not self._stop.is_set():
                 await self._send_batch()
                 if len(self.queue) < self.batch_size:
                     break
@@ -260,23 +332,70 @@ class SpanExporter:
         for _ in range(min(self.batch_size, len(self.queue))):
             provider, span = self.queue.popleft()
             by_provider.setdefault(id(provider), (provider, []))[1].append(span)
-        for provider, spans in by_provider.values():
-            scope_spans = _SCOPE + b"".join(_ld(b"\x12", span) for span in spans)
-            req = _ld(b"\x0a", self.resource + _ld(b"\x12", scope_spans))  # ExportTraceServiceRequest
+        groups = list(by_provider.values())
+        for i, (provider, spans) in enumerate(groups):
             try:
-                await self._send(provider, req)
-                self.exported += len(spans)
-            except Exception as exc:  # any export failure only costs these spans
-                self.failed += len(spans)
-                log.warning("span export to %s failed: %s", provider.endpoint, exc)
+                await self._deliver(provider, spans)
+            except asyncio.CancelledError:  # shutdown's time ran out: count what this costs
+                lost = groups[i:]
+                self._drop("shutdown", sum(len(g[1]) for g in lost), "export cancelled at shutdown")
+                for _, later in lost[1:]:
+                    self.buffered -= sum(len(span) for span in later)
+                    self.pending -= len(later)
+                raise
+            finally:
+                self.buffered -= sum(len(span) for span in spans)
+                self.pending -= len(spans)
 
-    async def _send(self, provider: Provider, req: bytes) -> None:
-        """Send one encoded ExportTraceServiceRequest in the provider's protocol."""
-        if provider.endpoint is None:
-            raise ConnectionError(f"provider {provider.name} has no resolved endpoint")
-        if provider.protocol == "grpc":
-            await self._send_grpc(provider, req)
+    async def _deliver(self, provider: Provider, spans: list[bytes]) -> None:
+        """Send one batch, retrying retryable refusals with backoff until it is accepted, refused
+        for good, RETRY_MAX_ELAPSED_S has passed, or the exporter stops."""
+        scope_spans = _SCOPE + b"".join(_ld(b"\x12", span) for span in spans)
+        req = _ld(b"\x0a", self.resource + _ld(b"\x12", scope_spans))  # ExportTraceServiceRequest
+        count = len(spans)
+        started = time.monotonic()
+        interval = RETRY_INITIAL_S
+        while True:
+            try:
+                rejected, message = await self._send(provider, req)
+                rejected = min(rejected, count)  # a server's count is wire input
+            except FinalExport as exc:
+                self._drop("export_failed", count, f"{provider.endpoint} refused them: {exc}")
+                return
+            except Exception as exc:  # retryable: a refusal for now, or no answer at all
+                delay = jittered(interval, RETRY_JITTER)
+                if isinstance(exc, RetryableExport) and exc.delay is not None:
+                    delay = max(delay, exc.delay)
+                if self._stop.is_set():
+                    self._drop("shutdown", count, f"export to {provider.endpoint} failed at shutdown: {exc}")
+                    return
+                if time.monotonic() - started + delay > RETRY_MAX_ELAPSED_S:
+                    why = f"{provider.endpoint} still refusing after {RETRY_MAX_ELAPSED_S:.0f}s: {exc}"
+                    self._drop("export_failed", count, why)
+                    return
+                self.retries += 1
+                if self._may_log("retry"):
+                    log.warning("span export to %s: retrying in %.1fs: %s", provider.endpoint, delay, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                interval = min(interval * 2, RETRY_MAX_S)
+                continue
+            self.exported += count - rejected
+            # OTLP partial success: never retried; the server's message says why
+            if rejected:
+                self._drop("rejected", rejected, f"{provider.endpoint} rejected them: {message}")
+            elif message and self._may_log("message"):
+                log.warning("span export to %s: %s", provider.endpoint, message)
             return
+
+    async def _send(self, provider: Provider, req: bytes) -> tuple[int, str]:
+        """Send one encoded ExportTraceServiceRequest in the provider's protocol: (rejected spans,
+        message) of the answer's partial success. Raises RetryableExport or FinalExport for a
+        refusal, anything else when there was no answer (retried too)."""
+        if provider.endpoint is None:
+            raise FinalExport(f"provider {provider.name} has no resolved endpoint")
+        if provider.protocol == "grpc":
+            return await self._send_grpc(provider, req)
         host, port, _ = split_url(provider.endpoint)
         if provider.protocol == "zipkin":
             from meshtrace.model.zipkin import otlp_to_zipkin_v2
@@ -287,30 +406,50 @@ class SpanExporter:
             body = req
             ctype = "application/x-protobuf"
         headers = {"content-type": ctype, **provider.headers}
-        status, answer = await request(
+        head, answer = await exchange(
             self.pool, host, port, "POST", provider.path, body, headers, timeout=provider.timeout_s
         )
-        if not 200 <= status < 300:
-            raise ConnectionError(f"HTTP {status}: {answer[:200]!r}")
+        if 200 <= head.status < 300:
+            return (0, "") if provider.protocol == "zipkin" else partial_success(answer)
+        message = f"HTTP {head.status}: {answer[:200]!r}"
+        # Zipkin has no retry rules of its own: the same answers are transient there
+        if head.status in RETRYABLE_HTTP:
+            raise RetryableExport(message, retry_after(head.get("retry-after")))
+        raise FinalExport(message)
 
-    async def _send_grpc(self, provider: Provider, req: bytes) -> None:
+    async def _send_grpc(self, provider: Provider, req: bytes) -> tuple[int, str]:
         # grpcio costs ~20 MB of RSS: only sidecars with a gRPC provider pay for it.
+        import grpc
+
         entry = self._grpc.get(provider.endpoint or "")
         if entry is None:
-            import grpc
-
-            channel = grpc.aio.insecure_channel((provider.endpoint or "").split("://", 1)[-1])
+            channel = grpc.aio.insecure_channel(
+                (provider.endpoint or "").split("://", 1)[-1],
+                options=[("grpc.enable_retries", 0)],  # retried here, by the OTLP rules
+            )
             export = channel.unary_unary(  # the request is already encoded: send the bytes as they are
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                 request_serializer=None,
                 response_deserializer=None,
             )
             entry = self._grpc[provider.endpoint or ""] = (channel, export)
-        await entry[1](req, timeout=provider.timeout_s, metadata=tuple(provider.headers.items()) or None)
+        try:
+            answer = await entry[1](
+                req, timeout=provider.timeout_s, metadata=tuple(provider.headers.items()) or None
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            delay = retry_info_delay(exc.trailing_metadata())
+            message = f"{code}: {exc.details()}"
+            if grpc_retryable(code, delay):
+                raise RetryableExport(message, delay) from None
+            raise FinalExport(message) from None
+        return partial_success(answer)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Flush what is queued (bounded by `timeout`) and stop."""
-        self._stopping = True
+        """Flush what is buffered (one try per batch, bounded by `timeout`) and stop; what is
+        left is dropped and counted."""
+        self._stop.set()
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -320,8 +459,14 @@ class SpanExporter:
                 while self.queue:
                     await self._send_batch()
         except TimeoutError:
-            self.dropped += len(self.queue)
+            pass
+        if self.queue:
+            self._drop("shutdown", len(self.queue), "still buffered at shutdown")
             self.queue.clear()
+            self.buffered = self.pending = 0
+        for reason, count in self._unlogged.items():  # what the rate limit held back
+            if count:
+                log.warning("dropped %d spans (%s) since the last report", count, reason)
         for channel, _ in self._grpc.values():
             with contextlib.suppress(Exception):
                 await channel.close()

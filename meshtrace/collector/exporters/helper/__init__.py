@@ -40,6 +40,7 @@ from meshtrace.collector.exporters.helper.queue import BatchQueue, MemoryQueue, 
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
+from meshtrace.model.otlp_answer import jittered, partial_success
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,15 @@ class RetryConfig:
 
 def next_delay(interval: float, config: RetryConfig, rng: Callable[[], float] = random.random) -> float:
     """One randomized wait around `interval` (interval * (1 ± randomization_factor))."""
-    spread = config.randomization_factor * interval
-    return interval - spread + rng() * 2 * spread
+    return jittered(interval, config.randomization_factor, rng)
+
+
+def warn_partial_success(id: ComponentID, answer: bytes, json: bool = False) -> None:
+    """The Collector's exporters log a partial success and count the batch as sent: the server
+    accepted the rest and counted what it rejected."""
+    rejected, message = partial_success(answer, json)
+    if rejected or message:
+        log.warning("exporter %s: partial success response: %s (dropped_spans=%d)", id, message, rejected)
 
 
 class QueuedSender:

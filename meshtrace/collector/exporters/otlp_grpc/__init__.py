@@ -3,7 +3,9 @@ request bytes as they arrived (no re-encoding), queued and retried by exporterhe
 
 Retryable gRPC codes follow the Collector: CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE,
 UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED when the server sends RetryInfo (its delay is
-honoured). Every other code drops the batch (counted as send failed).
+honoured). Every other code drops the batch (counted as send failed). A `partial_success` in the
+answer is logged as a warning, as the Collector's exporter does; the batch counts as sent (the
+server counted what it rejected).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from meshtrace.collector.component import (
     ComponentID,
@@ -21,20 +22,18 @@ from meshtrace.collector.component import (
     RefusedError,
 )
 from meshtrace.collector.exporters import tls
-from meshtrace.collector.exporters.helper import QueueConfig, QueuedExporter, RetryConfig
+from meshtrace.collector.exporters.helper import (
+    QueueConfig,
+    QueuedExporter,
+    RetryConfig,
+    warn_partial_success,
+)
 from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.model import Traces
+from meshtrace.model.otlp_answer import grpc_retryable, retry_info_delay
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-RETRYABLE = {
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DATA_LOSS,
-}
 
 
 @dataclass
@@ -66,18 +65,6 @@ def target(config: OtlpGrpcConfig) -> tuple[str, bool]:
     return endpoint, not config.tls.insecure
 
 
-def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
-    """The RetryInfo delay a server put in grpc-status-details-bin, if any."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-    return None
-
-
 class OtlpGrpcExporter(QueuedExporter):
     def __init__(self, id: ComponentID, config: OtlpGrpcConfig) -> None:
         super().__init__(id, config.sending_queue, config.retry_on_failure)
@@ -88,7 +75,7 @@ class OtlpGrpcExporter(QueuedExporter):
 
     async def _send(self, traces: Traces) -> None:
         try:
-            await self._call(
+            answer = await self._call(
                 traces.encoded(),
                 timeout=self.config.timeout or None,
                 metadata=self._metadata or None,
@@ -97,10 +84,11 @@ class OtlpGrpcExporter(QueuedExporter):
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             message = f"{code.name}: {exc.details()}"
-            delay = retry_delay(exc)
-            if code in RETRYABLE or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
+            delay = retry_info_delay(exc.trailing_metadata())
+            if grpc_retryable(code.name, delay):
                 raise RefusedError(message, delay) from None
             raise PermanentError(message) from None
+        warn_partial_success(self.id, answer)
 
     async def _open(self) -> None:
         address, secure = target(self.config)

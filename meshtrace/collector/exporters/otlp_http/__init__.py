@@ -2,7 +2,8 @@
 (or `traces_endpoint`), protobuf or JSON, gzip by default; queued and retried by exporterhelper.
 
 Retryable answers follow the OTLP spec: 429, 502, 503, 504 (with Retry-After honoured) and
-connection errors; any other non-2xx drops the batch.
+connection errors; any other non-2xx drops the batch. A `partial_success` in a 2xx answer is
+logged as a warning, as the Collector's exporter does.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from meshtrace.collector.component import (
     RefusedError,
 )
 from meshtrace.collector.exporters import tls
-from meshtrace.collector.exporters.helper import QueueConfig, QueuedExporter, RetryConfig
+from meshtrace.collector.exporters.helper import (
+    QueueConfig,
+    QueuedExporter,
+    RetryConfig,
+    warn_partial_success,
+)
 from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.model import Traces, otlp_json
-
-RETRYABLE_STATUS = {429, 502, 503, 504}
+from meshtrace.model.otlp_answer import RETRYABLE_HTTP, retry_after
 
 
 @dataclass
@@ -53,16 +58,6 @@ class OtlpHttpConfig:
         return self.traces_endpoint or self.endpoint.rstrip("/") + "/v1/traces"
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds form; HTTP dates are ignored)."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 class OtlpHttpExporter(QueuedExporter):
     def __init__(self, id: ComponentID, config: OtlpHttpConfig) -> None:
         super().__init__(id, config.sending_queue, config.retry_on_failure)
@@ -80,10 +75,11 @@ class OtlpHttpExporter(QueuedExporter):
             body = gzip.compress(body, compresslevel=6)
         async with self._session.post(self.config.url, data=body, headers=self._headers) as response:
             if 200 <= response.status < 300:
+                warn_partial_success(self.id, await response.read(), self.config.encoding == "json")
                 return
             text = (await response.text(errors="replace"))[:200]
             message = f"HTTP {response.status}: {text}"
-            if response.status in RETRYABLE_STATUS:
+            if response.status in RETRYABLE_HTTP:
                 raise RefusedError(message, retry_after(response.headers.get("Retry-After")))
             raise PermanentError(message)
 

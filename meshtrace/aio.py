@@ -1,4 +1,4 @@
-"""One asyncio event loop per process, uvloop when installed (DESIGN.md)."""
+"""One asyncio event loop per process, uvloop when installed (docs/architecture.md, rules of the house)."""
 
 from __future__ import annotations
 

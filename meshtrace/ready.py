@@ -1,4 +1,4 @@
-"""The ready line every long-running command prints once per listener (DESIGN.md):
+"""The ready line every long-running command prints once per listener (README.md, Commands):
 `meshtrace: <component> listening on <host>:<port>`. Tests and `meshtrace up` parse it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Shared test fixtures: run a `meshtrace` command as a real process and find its ports from the
-ready lines it prints (DESIGN.md), never from guessed port numbers."""
+ready lines it prints (README.md, Commands), never from guessed port numbers."""
 
 from __future__ import annotations
 

@@ -245,7 +245,7 @@ def _callers(bundle: Bundle) -> Iterator[tuple[Deployment, Deployment, str, str]
 
 
 def sampling_not_first_hop(bundle: Bundle) -> Iterator[Finding]:
-    """REFERENCE.md §2: the first proxy on the path decides; later hops follow the incoming
+    """docs/upstream-behaviour.md §2: the first proxy on the path decides; later hops follow the incoming
     trace context. A namespace/workload sampling rate on a service that meshed callers reach
     does not apply to their requests."""
     seen: set[tuple[str, str]] = set()
@@ -286,7 +286,7 @@ _PROVIDER_READS = {"w3c": {"w3c"}, "b3": {"b3"}, "b3+w3c": {"w3c", "b3"}}
 def propagation_mismatch(bundle: Bundle) -> Iterator[Finding]:
     """An app whose OpenTelemetry SDK propagates a format its sidecar's provider does not read:
     Istio's opentelemetry provider reads only W3C traceparent, zipkin (USE_B3) only B3, so the
-    proxy's spans and the app's spans land in different traces (REFERENCE.md §2)."""
+    proxy's spans and the app's spans land in different traces (docs/upstream-behaviour.md §2)."""
     for dep in bundle.deployments:
         for ci, container in enumerate(dep.containers):
             env = container.env
@@ -669,7 +669,7 @@ def collector_checks(bundle: Bundle) -> Iterator[Finding]:
 
 
 def removed_metrics(bundle: Bundle) -> Iterator[Finding]:
-    # Dashboards in the wild also use the `_total` spelling (REFERENCE.md §4): both are gone.
+    # Dashboards in the wild also use the `_total` spelling (docs/upstream-behaviour.md §4): both are gone.
     pattern = re.compile(r"\b(" + "|".join(REMOVED_METRICS) + r")(?:_total)?\b")
     for rule in bundle.prometheus_rules:
         for alert in rule.alerts:

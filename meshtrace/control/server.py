@@ -1,4 +1,4 @@
-"""The control plane's HTTP/1.1 + JSON shell (DESIGN.md "Control plane API", docs/control-api.md).
+"""The control plane's HTTP/1.1 + JSON shell (docs/control-api.md).
 
 Thin: every decision is in `core.ControlPlane`; this module parses requests, holds one
 asyncio.Event per waiting node to wake long-polls, watches the -f files by polling their mtimes,

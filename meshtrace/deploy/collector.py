@@ -1,7 +1,7 @@
 """The OpenTelemetry Collector half of `render`: its config for a current contrib image and the
 Kubernetes resources that run it highly available (Deployment, Service, PodDisruptionBudget,
-HorizontalPodAutoscaler). Pure functions over a loaded `Bundle`; REFERENCE.md §4 is the source of
-the names and defaults used."""
+HorizontalPodAutoscaler). Pure functions over a loaded `Bundle`; docs/upstream-behaviour.md §4 is
+the source of the names and defaults used."""
 
 from __future__ import annotations
 

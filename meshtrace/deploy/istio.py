@@ -1,6 +1,6 @@
 """The Istio half of `render`: one IstioOperator with the merged meshConfig, and the Telemetry
 resources that take effect, each written for current Istio (1.22+) with the seed-era problems
-fixed (REFERENCE.md §1). Pure functions over a loaded `Bundle`."""
+fixed (docs/upstream-behaviour.md §1). Pure functions over a loaded `Bundle`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Jaeger UI JSON (what Jaeger's `/api/traces` answers and its UI downloads) to and from OTLP.
-Pure converters; the mapping follows Jaeger's own OTLP translator (REFERENCE.md §5):
+Pure converters; the mapping follows Jaeger's own OTLP translator (docs/upstream-behaviour.md §5):
 
 - trace ids are lowercase hex, 16 characters when the high half is zero, else 32;
 - span kind -> tag `span.kind`; status Error -> tags `error=true`, `otel.status_code=ERROR`

@@ -1,7 +1,7 @@
 """Extract and inject trace context across formats, and the sidecar's sampling decision, sans-IO.
 
 `decide` is Envoy's order (conn_manager_utility.cc mutateTracingRequestHeader + the tracer's use
-of an incoming context), as REFERENCE.md §2 lays out. Header names are lowercase.
+of an incoming context), as docs/upstream-behaviour.md §2 lays out. Header names are lowercase.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ def _request_id_decision(
     """(reason, why, write it into the request id), conn_manager_utility.cc's order."""
     value, current = request_id_integer(rid), trace_reason(rid)
     # A corrupted id (head not hex) is skipped entirely, not even forced. One that is no UUID
-    # cannot hold the decision, and REFERENCE.md §2 treats it as never traced (Envoy releases that
-    # read the decision back from the header; the request ids nginx or gateways mint fall here).
+    # cannot hold the decision, and docs/upstream-behaviour.md §2 treats it as never traced (Envoy
+    # releases that read the decision back from the header; the request ids nginx or gateways
+    # mint fall here).
     if value is None or current is None:
         return TraceReason.NOT_TRACEABLE, "invalid_request_id", False
     if current is not TraceReason.NOT_TRACEABLE:

@@ -1,6 +1,6 @@
 """W3C Trace Context (traceparent, tracestate) and W3C Baggage limits, sans-IO.
 
-Rules follow the W3C Trace Context spec (REFERENCE.md §2b), with the tracestate key grammar and
+Rules follow the W3C Trace Context spec (docs/upstream-behaviour.md §2b), with the tracestate key grammar and
 duplicate handling of its Level 2 draft, which the W3C validation suite checks. Parsers never
 raise: anything invalid is None, which callers treat as "header absent" (the spec's instruction).
 """

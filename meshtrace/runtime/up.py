@@ -73,7 +73,7 @@ class Output:
         self.console.print(f"[bold]up[/] {escape(message)}")
 
     def ready_line(self, component: str, host: str, port: int) -> None:
-        # Plain print, not rich: this line is parsed by tests and tools (DESIGN.md).
+        # Plain print, not rich: this line is parsed by tests and tools (README.md, Commands).
         self.console.file.write(f"meshtrace: {component} listening on {host}:{port}\n")
         self.console.file.flush()
 

@@ -5,7 +5,7 @@ The trace context (W3C traceparent/tracestate, baggage, B3) is carried by the gl
 that `init_tracer` installs: the instrumentation extracts it from inbound requests and injects it
 into outbound ones, as long as the outbound call runs inside the inbound request's context
 (asyncio tasks and `asyncio.to_thread` copy it; `loop.run_in_executor` does not). Istio also
-requires apps to forward `x-request-id` (REFERENCE.md §2): no propagator does that, so it is
+requires apps to forward `x-request-id` (docs/upstream-behaviour.md §2): no propagator does that, so it is
 copied by `forwarded_headers`.
 """
 

@@ -1,6 +1,6 @@
 """The seed's best practices (Span 命名规范, 属性添加) as helpers: span names that stay low-cardinality
-and attributes under the current semantic-convention names (REFERENCE.md §6). The seed writes the
-old names (`http.method`, `db.system`, ...); `current_attributes` renames those."""
+and attributes under the current semantic-convention names (docs/upstream-behaviour.md §6). The
+seed writes the old names (`http.method`, `db.system`, ...); `current_attributes` renames those."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Where the sidecar's config comes from: the control plane (register, heartbeat, long-poll,
-ACK/NACK; DESIGN.md "Control plane API") or a file that is re-read when it changes. Either way a
+ACK/NACK; docs/control-api.md) or a file that is re-read when it changes. Either way a
 new config is applied live; one that does not validate is refused and the last good one kept."""
 
 from __future__ import annotations

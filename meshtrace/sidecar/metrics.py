@@ -1,5 +1,5 @@
-"""Istio's standard HTTP metrics (REFERENCE.md §3) with Telemetry tagOverrides, and the Prometheus
-text exposition. Per request the cost is one dict lookup in a label cache (labels depend only on
+"""Istio's standard HTTP metrics (docs/upstream-behaviour.md §3) with Telemetry tagOverrides, and the
+Prometheus text exposition. Per request the cost is one dict lookup in a label cache (labels depend only on
 peer, service, status and flags) and a few integer adds; label strings are built once per series.
 
 Bounded: each metric holds at most `series_limit` label sets; past it a request is recorded into

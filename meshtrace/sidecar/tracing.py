@@ -1,5 +1,5 @@
-"""Spans as Envoy + Istio make them (REFERENCE.md §2), built straight into OTLP protobuf, and their
-export: batched off the request path through a buffer bounded in bytes, to the direction's
+"""Spans as Envoy + Istio make them (docs/upstream-behaviour.md §2), built straight into OTLP protobuf,
+and their export: batched off the request path through a buffer bounded in bytes, to the direction's
 provider over OTLP/HTTP, OTLP gRPC (grpcio imported only then) or Zipkin v2 JSON, retrying what the
 collector refuses for now. A slow or dead collector costs buffered, then dropped spans (counted),
 never request latency."""
@@ -67,7 +67,7 @@ def _kv(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
-# Spans are written straight to protobuf wire bytes (DESIGN.md: no object per span where bytes
+# Spans are written straight to protobuf wire bytes (docs/architecture.md: no object per span where bytes
 # will do): encoded messages concatenate, so a batch is a few joins. Field numbers are
 # opentelemetry/proto/trace/v1/trace.proto's; tests decode the bytes with the generated classes.
 def _varint(n: int) -> bytes:
@@ -186,7 +186,7 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
         *(_attr(k, v[:limit]) for k, v in tags),
         _static_tags(t, cfg, node_id, limit),
     ]
-    # REFERENCE.md §6: 5xx (or no answer) is Error; 4xx is Error only on CLIENT spans.
+    # docs/upstream-behaviour.md §6: 5xx (or no answer) is Error; 4xx is Error only on CLIENT spans.
     if error or (status >= 400 and not rec.server):
         parts.append(_STATUS_ERROR)
     return b"".join(parts)

@@ -1,4 +1,4 @@
-"""Telemetry resolution, table by table, from Istio's documented semantics (REFERENCE.md §1,
+"""Telemetry resolution, table by table, from Istio's documented semantics (docs/upstream-behaviour.md §1,
 pilot/pkg/model/telemetry.go, pilot/pkg/networking/core/tracing.go), including the traps."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`meshtrace control` as a real process, driven by two fake sidecars speaking the HTTP API
-(DESIGN.md "Control plane API"), and `meshtrace status` against it."""
+(docs/control-api.md), and `meshtrace status` against it."""
 
 from __future__ import annotations
 

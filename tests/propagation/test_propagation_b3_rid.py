@@ -1,4 +1,4 @@
-"""B3 single/multi and x-request-id trace-reason rules (REFERENCE.md §2, §2b)."""
+"""B3 single/multi and x-request-id trace-reason rules (docs/upstream-behaviour.md §2, §2b)."""
 
 from __future__ import annotations
 

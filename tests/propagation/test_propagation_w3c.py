@@ -1,4 +1,4 @@
-"""W3C traceparent / tracestate / baggage rules (REFERENCE.md §2b), one table row per rule."""
+"""W3C traceparent / tracestate / baggage rules (docs/upstream-behaviour.md §2b), one table row per rule."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Contract tests: every route of the query API over real HTTP, shapes checked field by field against
-Jaeger's documented JSON (REFERENCE.md §5) and api_v3's OTLP/JSON."""
+Jaeger's documented JSON (docs/upstream-behaviour.md §5) and api_v3's OTLP/JSON."""
 
 from __future__ import annotations
 

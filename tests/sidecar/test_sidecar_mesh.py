@@ -1,6 +1,6 @@
 """Two apps behind two sidecars: client -> frontend sidecar inbound -> frontend app -> frontend
 sidecar outbound -> backend sidecar inbound -> backend app. Apps forward context with the
-OpenTelemetry SDK propagators (W3C or B3), as REFERENCE.md §2 says apps must."""
+OpenTelemetry SDK propagators (W3C or B3), as docs/upstream-behaviour.md §2 says apps must."""
 
 from __future__ import annotations
 

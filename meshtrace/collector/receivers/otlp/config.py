@@ -1,4 +1,5 @@
-"""The otlp receiver's config, with the Collector's defaults (endpoints on 127.0.0.1, DESIGN.md)."""
+"""The otlp receiver's config, with the Collector's defaults (endpoints on 127.0.0.1:
+docs/architecture.md, rules of the house)."""
 
 from __future__ import annotations
 

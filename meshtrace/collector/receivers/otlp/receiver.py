@@ -4,11 +4,11 @@ Requests stay encoded: the protobuf body is parsed once (upb, in C) to validate 
 spans, then only the bytes and the count travel on in `Traces`, so exporters forward the original
 bytes and batches hold no parsed messages.
 
-Status mapping (REFERENCE.md §4): undecodable -> gRPC INVALID_ARGUMENT / HTTP 400; the pipeline
-refusing (RefusedError, any unexpected error) -> UNAVAILABLE / 503 (+ Retry-After / RetryInfo
-when the refusal says how long); too many request bytes in flight (admission control, before
-the body is read or decoded) -> RESOURCE_EXHAUSTED / 429 with RetryInfo / Retry-After; a
-permanent rejection -> INVALID_ARGUMENT / 400.
+Status mapping (docs/upstream-behaviour.md §4, docs/collector.md "Receiving"): undecodable -> gRPC
+INVALID_ARGUMENT / HTTP 400; the pipeline refusing (RefusedError, any unexpected error) ->
+UNAVAILABLE / 503 (+ Retry-After / RetryInfo when the refusal says how long); too many request
+bytes in flight (admission control, before the body is read or decoded) -> RESOURCE_EXHAUSTED /
+429 with RetryInfo / Retry-After; a permanent rejection -> INVALID_ARGUMENT / 400.
 
 Spans that decode but cannot be stored (empty or all-zero ids, times after 2262:
 meshtrace/model/validate.py) are taken out of the request and the rest goes on: the answer is

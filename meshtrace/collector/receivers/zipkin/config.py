@@ -1,5 +1,5 @@
 """The zipkin receiver's config, with the Collector's defaults (`localhost:9411`, bound on
-127.0.0.1 as every meshtrace receiver, DESIGN.md)."""
+127.0.0.1 as every meshtrace receiver: docs/architecture.md, rules of the house)."""
 
 from __future__ import annotations
 

@@ -56,6 +56,7 @@ from meshtrace.collector.telemetry import TELEMETRY, ReceiverMetrics
 from meshtrace.httpbody import BodyError, BodyRefused, read_body
 from meshtrace.model import Traces, otlp_json
 from meshtrace.model.otlp_wire import count_spans
+from meshtrace.model.traces import spans_in
 from meshtrace.model.validate import Refused, refuse_invalid
 from meshtrace.parentdeath import die_with_parent
 
@@ -135,8 +136,7 @@ def decode_protobuf(body: bytes) -> tuple[Traces, Refused]:
         return Traces.from_message(request), refused
     # Only the bytes and the count travel on: the parsed message is several times the size of
     # the bytes, and batching and forwarding never read it (a processor that does re-parses).
-    count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-    return Traces.from_bytes(body, span_count=count), refused
+    return Traces.from_bytes(body, span_count=spans_in(request.resource_spans)), refused
 
 
 def decode_json(body: bytes) -> tuple[Traces, Refused]:

@@ -307,9 +307,6 @@ class OtlpReceiver:
             )
         encoding = JSON if content_type == JSON else PROTOBUF
         with self._admission.ticket() as ticket:
-            # Asked before a byte of the body is read: a refused client is held for no memory.
-            if not ticket.reserve(request.content_length or 0):
-                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
             try:
                 body = await read_body(request, config.max_request_body_size, ticket.reserve)
             except BodyRefused:

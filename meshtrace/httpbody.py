@@ -124,10 +124,13 @@ class Inflater:
 async def read_body(request: web.Request, limit: int, reserve: Callable[[int], bool] | None = None) -> bytes:
     """The decompressed body, at most `limit` bytes on the wire and after decompression.
 
-    `reserve(n)` is asked before each `n` decompressed bytes are kept (admission control on the
-    bytes in flight); when it says no, BodyRefused. What was reserved is the caller's to release
-    (meshtrace.collector.admission.Ticket does, on leaving its `with`).
+    `reserve(n)` is asked for the declared Content-Length before a byte is read (a refused client
+    is held for no memory), then before each `n` decompressed bytes are kept (admission control
+    on the bytes in flight); when it says no, BodyRefused. What was reserved is the caller's to
+    release (meshtrace.collector.admission.Ticket does, on leaving its `with`).
     """
+    if reserve is not None and not reserve(request.content_length or 0):
+        raise BodyRefused("too many request bytes in flight, retry later")
     inflater = Inflater(request.headers.get("Content-Encoding", ""), limit)
     if request.content_length is not None and request.content_length > limit:
         raise BodyError(413, f"request body over the limit of {limit} bytes")

@@ -260,17 +260,29 @@ def peak(procs: list[Proc]) -> float:
 # --- collectors ---------------------------------------------------------------------------
 
 
+# The built-in default config's listeners: (the key `--set` gives its address, its ready-line name).
+DEFAULT_LISTENERS = (
+    ("receivers.otlp.protocols.grpc.endpoint", "otlp-grpc"),
+    ("receivers.otlp.protocols.http.endpoint", "otlp-http"),
+    ("receivers.zipkin.endpoint", "zipkin"),
+    ("extensions.health_check.endpoint", "health-check"),
+    ("extensions.query.endpoint", "query"),
+    ("service.telemetry.metrics.address", "metrics"),
+)
+
+
+def default_collector_args(*sets: str) -> list[str]:
+    """`collector` with the built-in default config (no --config), every listener on a free port,
+    then `sets` (`KEY=VALUE`; a later --set wins)."""
+    args = ["collector"]
+    for item in [f"{key}=127.0.0.1:0" for key, _ in DEFAULT_LISTENERS] + list(sets):
+        args += ["--set", item]
+    return args
+
+
 def store_collector(port: int, data_dir: Path, preexec: Callable[[], None] | None = None) -> Proc:
-    """The built-in default config (no --config), OTLP/gRPC on `port`, every other listener on 0."""
-    args = ["collector", "--set", f"receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{port}"]
-    for key in (
-        "receivers.otlp.protocols.http.endpoint",
-        "receivers.zipkin.endpoint",
-        "extensions.health_check.endpoint",
-        "extensions.query.endpoint",
-        "service.telemetry.metrics.address",
-    ):
-        args += ["--set", f"{key}=127.0.0.1:0"]
+    """The built-in default config, OTLP/gRPC on `port`, every other listener on 0."""
+    args = default_collector_args(f"receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{port}")
     return Proc(args, env={"MESHTRACE_DATA_DIR": str(data_dir)}, preexec=preexec).wait_ready(
         "otlp-grpc", "query"
     )

@@ -497,7 +497,7 @@ def resolve(raw: Mapping[str, Any], upstream: bool = False) -> tuple[CollectorCo
         if (Kind.EXTENSION, ref) not in not_run:
             extensions.append(ComponentID.parse(ref))
 
-    for (_kind, _cid), component in components.items():
+    for component in components.values():
         prefix = f"{component.kind.section}.{component.id}"
         _check_extension_references(component.config, prefix, extension_section, extensions, problems)
 

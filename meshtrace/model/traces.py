@@ -13,6 +13,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 
+def spans_in(resource_spans: Iterable[ResourceSpans]) -> int:
+    """The number of spans under these ResourceSpans (of a request, or fragments of one)."""
+    return sum(len(ss.spans) for rs in resource_spans for ss in rs.scope_spans)
+
+
 class Traces:
     """An `ExportTraceServiceRequest`, held encoded, decoded, or both."""
 
@@ -68,9 +73,7 @@ class Traces:
 
     def span_count(self) -> int:
         if self._span_count is None:
-            self._span_count = sum(
-                len(ss.spans) for rs in self.message().resource_spans for ss in rs.scope_spans
-            )
+            self._span_count = spans_in(self.message().resource_spans)
         return self._span_count
 
     def __len__(self) -> int:

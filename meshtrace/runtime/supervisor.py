@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import os
 import signal
@@ -21,18 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshtrace import ready
+from meshtrace.parentdeath import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child before exec: SIGKILL it when the parent goes away."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The parent may have died before prctl ran: the signal would then never come.
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 @dataclass
@@ -82,7 +72,7 @@ class Child:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         self.started_at = time.monotonic()
         self._reader = asyncio.create_task(self._read(self.proc))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,6 @@ LIMIT_MIB = 200
 BURST_MIB = LIMIT_MIB // 5  # spike_limit_mib's default: 20% of the limit
 
 
-def refused_spans(proc: Any) -> float:
-    text = requests.get(f"http://{proc.address('metrics')}/metrics", timeout=5).text
-    found = re.findall(r'^otelcol_receiver_refused_spans\{[^}]*transport="grpc"[^}]*\} (\S+)$', text, re.M)
-    return sum(float(v) for v in found)
-
-
 def start(meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, *sets: str) -> Any:
     args = [*default_collector_args, "--set", f"processors.memory_limiter.limit_mib={LIMIT_MIB}"]
     for item in sets:
@@ -48,7 +41,7 @@ def start(meshtrace_process: Any, default_collector_args: list[str], tmp_path: P
 
 
 def test_sixty_concurrent_4mib_exports_stay_within_limit_plus_burst(
-    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path
+    meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, collector_metric: Any
 ) -> None:
     """Was 746 MiB at limit_mib 200: every message was taken and decoded at once. Every refusal
     carries RetryInfo; those made after the message was read count in the refused spans (calls
@@ -60,7 +53,7 @@ def test_sixty_concurrent_4mib_exports_stay_within_limit_plus_burst(
     assert vm_kib(proc.proc.pid, "VmHWM") <= (LIMIT_MIB + BURST_MIB) * 1024
     spans_per_request = count_spans(request_of_size(BURST_REQUEST))
     assert spans_per_request
-    refused = refused_spans(proc)
+    refused = collector_metric(proc, "otelcol_receiver_refused_spans", transport="grpc")
     assert refused % spans_per_request == 0
     assert refused <= (statuses["RESOURCE_EXHAUSTED"] + statuses["UNAVAILABLE"]) * spans_per_request
 

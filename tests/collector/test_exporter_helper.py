@@ -11,9 +11,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.collector.component import ComponentID, PermanentError, RefusedError
-from meshtrace.collector.exporters.helper import QueueConfig, QueuedSender, RetryConfig, next_delay
+from meshtrace.collector.exporters.helper import QueueConfig, QueuedSender, RetryConfig
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
+from meshtrace.model.otlp_answer import jittered
 
 
 def batch(spans: int) -> Traces:
@@ -43,8 +44,8 @@ def value(metric: str, name: str) -> float:
 
 def test_backoff_grows_and_is_randomized_within_bounds() -> None:
     config = RetryConfig()
-    assert next_delay(5.0, config, rng=lambda: 0.0) == 2.5
-    assert next_delay(5.0, config, rng=lambda: 1.0) == 7.5
+    assert jittered(5.0, config.randomization_factor, rng=lambda: 0.0) == 2.5
+    assert jittered(5.0, config.randomization_factor, rng=lambda: 1.0) == 7.5
     assert min(5.0 * 1.5**10, config.max_interval) == 30
 
 

@@ -6,7 +6,6 @@ exporters ignored the answer."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-import requests
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -96,16 +94,17 @@ def send(address: str, spans: int) -> None:
         channel.unary_unary(EXPORT)(req.SerializeToString(), timeout=10)
 
 
-def metric(proc: Any, name: str) -> float:
-    text = requests.get(f"http://{proc.address('metrics')}/metrics", timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
 @pytest.mark.parametrize(
     ("exporter", "encoding"), [("otlp_http", "proto"), ("otlp_http", "json"), ("otlp_grpc", "")]
 )
 def test_partial_success_is_logged_and_the_batch_counts_as_sent(
-    run_collector: Callable[..., Any], http_backend: int, grpc_backend: int, exporter: str, encoding: str
+    run_collector: Callable[..., Any],
+    collector_metric: Callable[..., float],
+    wait_until: Callable[..., Any],
+    http_backend: int,
+    grpc_backend: int,
+    exporter: str,
+    encoding: str,
 ) -> None:
     if exporter == "otlp_http":
         settings: dict[str, Any] = {"endpoint": f"http://127.0.0.1:{http_backend}", "encoding": encoding}
@@ -115,8 +114,6 @@ def test_partial_success_is_logged_and_the_batch_counts_as_sent(
     send(proc.address("otlp-grpc"), 3)
     line = proc.wait_for_line("partial success response")
     assert "span 0: trace_id is all zeros" in line and "dropped_spans=1" in line
-    deadline = time.monotonic() + 10
-    while metric(proc, "otelcol_exporter_sent_spans") < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert metric(proc, "otelcol_exporter_sent_spans") == 3
-    assert metric(proc, "otelcol_exporter_send_failed_spans") == 0
+    wait_until(lambda: collector_metric(proc, "otelcol_exporter_sent_spans") >= 3, "3 spans sent", timeout=10)
+    assert collector_metric(proc, "otelcol_exporter_sent_spans") == 3
+    assert collector_metric(proc, "otelcol_exporter_send_failed_spans") == 0

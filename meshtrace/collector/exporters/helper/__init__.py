@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,11 +78,6 @@ class RetryConfig:
             raise ValueError("randomization_factor must be between 0 and 1")
         if self.multiplier < 1:
             raise ValueError("multiplier must be at least 1")
-
-
-def next_delay(interval: float, config: RetryConfig, rng: Callable[[], float] = random.random) -> float:
-    """One randomized wait around `interval` (interval * (1 ± randomization_factor))."""
-    return jittered(interval, config.randomization_factor, rng)
 
 
 def warn_partial_success(id: ComponentID, answer: bytes, json: bool = False) -> None:
@@ -181,7 +175,7 @@ class QueuedSender:
                     self.metrics.send_failed_spans.add(count)
                     log.error("exporter %s: dropping %d spans (retry disabled): %s", self.id, count, exc)
                     return
-                delay = next_delay(interval, self.retry)
+                delay = jittered(interval, self.retry.randomization_factor)
                 if isinstance(exc, RefusedError) and exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 elapsed = time.monotonic() - started

@@ -99,11 +99,12 @@ class MemoryLimiter:
         clock: Callable[[], float] = time.monotonic,
         soft_gc_interval: float = 10.0,
         hard_gc_interval: float = 0.0,
+        retry_after: float = 1.0,
     ) -> None:
         self.hard, self.soft = hard, soft
         self.read_memory, self.collect, self.trim, self.clock = read_memory, collect, trim, clock
         self.soft_gc_interval, self.hard_gc_interval = soft_gc_interval, hard_gc_interval
-        self.retry_after = 1.0
+        self.retry_after = retry_after  # what a refusal tells the sender to wait (s)
         self.accepted = 0  # bytes of requests accepted since the last reading
         self._rss = 0
         self._last_gc = float("-inf")
@@ -168,8 +169,8 @@ class MemoryLimiterProcessor(TracesProcessor):
             soft,
             soft_gc_interval=float(config.min_gc_interval_when_soft_limited),
             hard_gc_interval=float(config.min_gc_interval_when_hard_limited),
+            retry_after=max(self.interval, 1.0),
         )
-        self.limiter.retry_after = max(self.interval, 1.0)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, host: Host) -> None:

@@ -31,6 +31,7 @@ from meshtrace.collector.processors.tail_sampling.policies import (
     ordered,
 )
 from meshtrace.model import Traces
+from meshtrace.model.traces import spans_in
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ def fragments_by_trace(message: ExportTraceServiceRequest) -> dict[bytes, list[R
                 fragment.scope_spans.add(scope=ss.scope, schema_url=ss.schema_url, spans=spans)
                 out.setdefault(trace_id, []).append(fragment)
     return out
-
-
-def count_spans(fragments: list[ResourceSpans]) -> int:
-    return sum(len(ss.spans) for rs in fragments for ss in rs.scope_spans)
 
 
 class TailSampler:
@@ -85,7 +82,7 @@ class TailSampler:
                         "tail_sampling: num_traces reached, dropped %d undecided spans", oldest.span_count
                     )
             trace.fragments.extend(fragments)
-            trace.span_count += count_spans(fragments)
+            trace.span_count += spans_in(fragments)
         return forward
 
     def tick(self, now: float) -> list[ResourceSpans]:

@@ -23,14 +23,10 @@ JSON body takes seconds of Python work, which would stall every other receiver m
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import ctypes.util
 import json
 import logging
 import multiprocessing
 import os
-import signal
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -60,7 +56,9 @@ from meshtrace.collector.telemetry import TELEMETRY, ReceiverMetrics
 from meshtrace.httpbody import BodyError, BodyRefused, read_body
 from meshtrace.model import Traces, otlp_json
 from meshtrace.model.otlp_wire import count_spans
+from meshtrace.model.traces import spans_in
 from meshtrace.model.validate import Refused, refuse_invalid
+from meshtrace.parentdeath import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +67,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
 NONE_REFUSED = Refused()
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with(parent: int) -> None:
-    """In the decoding process: exit when the collector does, even when it is SIGKILLed (Linux's
-    parent-death signal; elsewhere the process ends at the collector's normal exit only)."""
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the collector died before prctl took effect
-        os._exit(0)
-
 
 # One worker process, started at the first JSON body: JSON decoding of every receiver queues
 # there, one body at a time (bounded). Not a thread: json.loads and protobuf serialization hold
@@ -95,7 +80,7 @@ def _decoding_process() -> ProcessPoolExecutor:
         _decoder = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with,
+            initializer=die_with_parent,
             initargs=(os.getpid(),),
         )
     return _decoder
@@ -151,8 +136,7 @@ def decode_protobuf(body: bytes) -> tuple[Traces, Refused]:
         return Traces.from_message(request), refused
     # Only the bytes and the count travel on: the parsed message is several times the size of
     # the bytes, and batching and forwarding never read it (a processor that does re-parses).
-    count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-    return Traces.from_bytes(body, span_count=count), refused
+    return Traces.from_bytes(body, span_count=spans_in(request.resource_spans)), refused
 
 
 def decode_json(body: bytes) -> tuple[Traces, Refused]:
@@ -323,9 +307,6 @@ class OtlpReceiver:
             )
         encoding = JSON if content_type == JSON else PROTOBUF
         with self._admission.ticket() as ticket:
-            # Asked before a byte of the body is read: a refused client is held for no memory.
-            if not ticket.reserve(request.content_length or 0):
-                return _outcome_response(encoding, refusal_outcome(ticket.refusal()))
             try:
                 body = await read_body(request, config.max_request_body_size, ticket.reserve)
             except BodyRefused:

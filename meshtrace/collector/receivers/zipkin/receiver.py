@@ -93,8 +93,6 @@ class ZipkinReceiver:
         if isinstance(decoder, web.Response):
             return decoder
         with self._admission.ticket() as ticket:
-            if not ticket.reserve(request.content_length or 0):
-                return _answer(refusal_outcome(ticket.refusal()))
             try:
                 body = await read_body(request, self.config.max_request_body_size, ticket.reserve)
             except BodyRefused:

@@ -1,9 +1,9 @@
 """The zipkin receiver's HTTP shell: pick the decoder by path and content type, convert to OTLP
 (meshtrace/model/zipkin.py) and push into the pipeline. 202 on success; 400 naming what is wrong;
-a body that decodes but holds a span that cannot be stored (all-zero ids, times after 2262:
-meshtrace/model/validate.py) is refused whole with 400, since Zipkin has no partial success and a
-202 would hide the loss from the reporter: all its spans count in `otelcol_receiver_refused_spans`
-(a body that does not decode counts nothing);
+a body that parses but holds a span that cannot be converted (a bad id, kind or address) or
+stored (all-zero ids, times after 2262: meshtrace/model/validate.py) is refused whole with 400,
+since Zipkin has no partial success and a 202 would hide the loss from the reporter: all its spans
+count in `otelcol_receiver_refused_spans` (a body that does not parse counts nothing);
 413 over `max_request_body_size` (on the wire and after decompression: meshtrace.httpbody inflates
 gzip/deflate/zlib bodies with that cap); 415 for other content types (and for Thrift, not
 supported) and unsupported Content-Encodings; 503 (+ Retry-After) when the pipeline refuses,

@@ -29,6 +29,7 @@ import click
 import grpc
 
 from meshtrace.bench.collector import EXPORT, make_request
+from meshtrace.bench.faults import DEFAULT_LISTENERS, Proc, default_collector_args
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -172,48 +173,13 @@ async def canary(grpc_address: str, http_address: str, seconds: float, json_send
 @contextmanager
 def running_collector(*sets: str) -> Iterator[tuple[int, dict[str, str]]]:
     """(pid, {component: host:port}) of a default-config collector with `--set` overrides."""
-    import os
-    import subprocess
-    import sys
-
-    from meshtrace import ready
-
-    listeners = [
-        "receivers.otlp.protocols.grpc.endpoint",
-        "receivers.otlp.protocols.http.endpoint",
-        "receivers.zipkin.endpoint",
-        "extensions.health_check.endpoint",
-        "extensions.query.endpoint",
-        "service.telemetry.metrics.address",
-    ]
-    args = [sys.executable, "-m", "meshtrace", "collector"]
-    for key in listeners:
-        args += ["--set", f"{key}=127.0.0.1:0"]
-    for item in sets:
-        args += ["--set", item]
     with tempfile.TemporaryDirectory() as data:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env.update(MESHTRACE_DATA_DIR=data, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = Proc(default_collector_args(*sets), env={"MESHTRACE_DATA_DIR": data})
         try:
-            found: dict[str, str] = {}
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 60
-            while len(found) < len(listeners) and time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    raise RuntimeError("the collector exited before it was ready")
-                parsed = ready.parse(line.rstrip("\n"))
-                if parsed is not None:
-                    found[parsed[0]] = f"{parsed[1]}:{parsed[2]}"
-            yield proc.pid, found
+            proc.wait_ready(*DEFAULT_LISTENERS.values())
+            yield proc.proc.pid, {c: proc.address(c) for c in proc.listeners}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.stop(timeout=20)
 
 
 def _mib(kib: int) -> str:

@@ -260,17 +260,33 @@ def peak(procs: list[Proc]) -> float:
 # --- collectors ---------------------------------------------------------------------------
 
 
+# The listeners of the built-in default config, and the components their ready lines name.
+DEFAULT_LISTENERS = {
+    "receivers.otlp.protocols.grpc.endpoint": "otlp-grpc",
+    "receivers.otlp.protocols.http.endpoint": "otlp-http",
+    "receivers.zipkin.endpoint": "zipkin",
+    "extensions.health_check.endpoint": "health-check",
+    "extensions.query.endpoint": "query",
+    "service.telemetry.metrics.address": "metrics",
+}
+
+
+def default_collector_args(*sets: str) -> list[str]:
+    """`collector` arguments for the built-in default config (no --config) with the `--set`
+    overrides `sets` (KEY=VALUE); every listener they do not set is on a free loopback port."""
+    named = {item.split("=", 1)[0] for item in sets}
+    args = ["collector"]
+    for key in DEFAULT_LISTENERS:
+        if key not in named:
+            args += ["--set", f"{key}=127.0.0.1:0"]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
 def store_collector(port: int, data_dir: Path, preexec: Callable[[], None] | None = None) -> Proc:
     """The built-in default config (no --config), OTLP/gRPC on `port`, every other listener on 0."""
-    args = ["collector", "--set", f"receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{port}"]
-    for key in (
-        "receivers.otlp.protocols.http.endpoint",
-        "receivers.zipkin.endpoint",
-        "extensions.health_check.endpoint",
-        "extensions.query.endpoint",
-        "service.telemetry.metrics.address",
-    ):
-        args += ["--set", f"{key}=127.0.0.1:0"]
+    args = default_collector_args(f"receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{port}")
     return Proc(args, env={"MESHTRACE_DATA_DIR": str(data_dir)}, preexec=preexec).wait_ready(
         "otlp-grpc", "query"
     )

@@ -19,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshtrace import ready
+from meshtrace.bench import faults
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -151,18 +152,7 @@ def seed_manifests() -> Path:
 def default_collector_args() -> list[str]:
     """`collector` arguments that run the built-in default config (otlp + zipkin -> memory_limiter
     -> batch -> store, with query and health_check) with every listener on a free port."""
-    listeners = [
-        "receivers.otlp.protocols.grpc.endpoint",
-        "receivers.otlp.protocols.http.endpoint",
-        "receivers.zipkin.endpoint",
-        "extensions.health_check.endpoint",
-        "extensions.query.endpoint",
-        "service.telemetry.metrics.address",
-    ]
-    args = ["collector"]
-    for key in listeners:
-        args += ["--set", f"{key}=127.0.0.1:0"]
-    return args
+    return faults.default_collector_args()
 
 
 @pytest.fixture

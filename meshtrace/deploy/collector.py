@@ -94,7 +94,6 @@ class Rendered:
     ports: list[Port] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # components meshtrace cannot check
     config: dict[str, Any] = field(default_factory=dict)  # the rendered collector config
-    problems: list[Problem] = field(default_factory=list)  # the collector config's warnings, coded
     sampling_config: dict[str, Any] | None = None  # the tail-sampling tier's config, when split in two
 
 
@@ -614,7 +613,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     config, config_notes, listening = collector_config(raw)
     if limit:
         _check_limiter(config, limit, config_notes)
-    out.problems = validate_config(config, service_hosts(bundle, namespace, {name: namespace}))
+    validate_config(config)  # raises if the input's config is refused; render warns on the final one
     cm_name = cm.name if cm else f"{name}-config"
     key = "config.yaml"
     cm_notes = [

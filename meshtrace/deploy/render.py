@@ -97,11 +97,11 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
                 "",
             )
         result.warnings += _provider_checks(bundle, rendered)
-        rendered.problems = _collector_problems(bundle, rendered, chosen)
-        cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in rendered.problems]
+        problems = _collector_problems(bundle, rendered, chosen)
+        cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in problems]
         result.warnings += [
             RenderWarning(p.code, f"collector config {p.path}: {p.message}{_HINTS.get(p.code, '')}")
-            for p in rendered.problems
+            for p in problems
         ]
     if chosen is not None:
         for path, docs in chosen.files.items():

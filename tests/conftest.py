@@ -126,6 +126,21 @@ class MeshtraceProcess:
         return self.proc.returncode
 
 
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is `pid` now (read from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # the command name may hold spaces and parentheses: fields follow the last ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
 @pytest.fixture
 def meshtrace_process() -> Iterator[type[MeshtraceProcess]]:
     """Factory fixture: `p = meshtrace_process(["collector", ...])`; every process is stopped at the end."""

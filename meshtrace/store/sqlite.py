@@ -958,11 +958,15 @@ class TraceStore:
         )
         return [DependencyLink(p, c, n, e or 0) for p, c, n, e in rows]
 
+    def trace_count(self) -> int:
+        """How many traces the store holds (a read of the whole trace index)."""
+        return int(self._reader().execute("SELECT count(DISTINCT trace_id) FROM spans").fetchone()[0])
+
     def stats(self) -> StoreStats:
         conn = self._reader()
         return StoreStats(
             spans=conn.execute("SELECT count(*) FROM spans").fetchone()[0],
-            traces=conn.execute("SELECT count(DISTINCT trace_id) FROM spans").fetchone()[0],
+            traces=self.trace_count(),
             used_bytes=self._used_bytes(conn),
             file_bytes=self.path.stat().st_size if self.path.exists() else 0,
         )

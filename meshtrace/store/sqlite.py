@@ -682,12 +682,13 @@ class TraceStore:
             conn.execute("ROLLBACK TO isolate")
             conn.execute("RELEASE isolate")
             ingest.forget()
-            count = Traces.from_message(request).span_count()
+            traces = Traces.from_message(request)
+            count = traces.span_count()
             if count <= 1:
                 self.spans_dropped += count
                 log.warning("store: dropped a span it cannot hold: %s", exc)
                 return 0, count
-        head, rest = split_traces(Traces.from_message(request), count // 2)
+        head, rest = split_traces(traces, count // 2)
         first = self._write_isolating(ingest, head.message(), now_ns)
         second = self._write_isolating(ingest, rest.message(), now_ns)
         return first[0] + second[0], first[1] + second[1]

@@ -54,10 +54,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from meshtrace import ready
+from meshtrace.bench.collector import EXPORT
 from meshtrace.bench.report import markdown_table, peak_rss_mib
 from meshtrace.runtime import ports
 
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 10
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from meshtrace.collector.schema import parse_duration
-from meshtrace.model.jaeger import parse_trace_id
+from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, parse_trace_id
 from meshtrace.store import MAX_SEARCH_LIMIT, TraceQuery
 
 DEFAULT_LIMIT = 100
@@ -52,6 +52,14 @@ def parse_duration_ns(text: str, error: str) -> int:
     if not math.isfinite(seconds) or round(seconds * 1e9) > MAX_NS:
         raise ParamError(f"{error}: {_shown(text)} is longer than {MAX_NS}ns")
     return round(seconds * 1e9)
+
+
+def span_kind_filter(text: str) -> int | None:
+    """The span kind an operations listing is narrowed to: None for any (no value), -1 (matches
+    nothing) for a name that is not a kind."""
+    if not text:
+        return None
+    return SPAN_KIND_BY_NAME.get(text.strip().lower(), -1)
 
 
 def _int(text: str, name: str) -> int:

@@ -33,7 +33,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -55,17 +54,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from meshtrace import ready
 from meshtrace.bench.collector import EXPORT
-from meshtrace.bench.report import markdown_table, peak_rss_mib
+from meshtrace.bench.report import free_port, markdown_table, peak_rss_mib
 from meshtrace.runtime import ports
 
 SPANS_PER_REQUEST = 10
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now, to restart a process on the same address after killing it."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:

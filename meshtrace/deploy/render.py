@@ -280,8 +280,8 @@ def _readme(
             *[f"- {c}" for c in result.profile_changes],
             "",
         ]
-    if rendered is not None and rendered.unchecked:
-        lines += ["## Not checked by meshtrace", "", *[f"- {u}" for u in rendered.unchecked], ""]
+    if rendered is not None and rendered.not_rendered:
+        lines += ["## Not rendered", "", *[f"- {u}" for u in rendered.not_rendered], ""]
     if result.warnings:
         lines += [
             "## Warnings (docs/render.md explains each code)",

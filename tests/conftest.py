@@ -19,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshtrace import ready
+from meshtrace.bench import faults
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -125,6 +126,21 @@ class MeshtraceProcess:
         return self.proc.returncode
 
 
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is `pid` now (read from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # the command name may hold spaces and parentheses: fields follow the last ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
 @pytest.fixture
 def meshtrace_process() -> Iterator[type[MeshtraceProcess]]:
     """Factory fixture: `p = meshtrace_process(["collector", ...])`; every process is stopped at the end."""
@@ -151,18 +167,7 @@ def seed_manifests() -> Path:
 def default_collector_args() -> list[str]:
     """`collector` arguments that run the built-in default config (otlp + zipkin -> memory_limiter
     -> batch -> store, with query and health_check) with every listener on a free port."""
-    listeners = [
-        "receivers.otlp.protocols.grpc.endpoint",
-        "receivers.otlp.protocols.http.endpoint",
-        "receivers.zipkin.endpoint",
-        "extensions.health_check.endpoint",
-        "extensions.query.endpoint",
-        "service.telemetry.metrics.address",
-    ]
-    args = ["collector"]
-    for key in listeners:
-        args += ["--set", f"{key}=127.0.0.1:0"]
-    return args
+    return faults.default_collector_args()
 
 
 @pytest.fixture

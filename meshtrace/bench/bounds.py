@@ -176,8 +176,8 @@ def running_collector(*sets: str) -> Iterator[tuple[int, dict[str, str]]]:
     with tempfile.TemporaryDirectory() as data:
         proc = Proc(default_collector_args(*sets), env={"MESHTRACE_DATA_DIR": data})
         try:
-            proc.wait_ready(*(name for _, name in DEFAULT_LISTENERS))
-            yield proc.proc.pid, {name: proc.address(name) for _, name in DEFAULT_LISTENERS}
+            proc.wait_ready(*DEFAULT_LISTENERS.values())
+            yield proc.proc.pid, {c: proc.address(c) for c in proc.listeners}
         finally:
             proc.stop(timeout=20)
 

@@ -33,7 +33,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -54,18 +53,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from meshtrace import ready
-from meshtrace.bench.report import markdown_table, peak_rss_mib
+from meshtrace.bench.collector import EXPORT
+from meshtrace.bench.report import free_port, markdown_table, peak_rss_mib
 from meshtrace.runtime import ports
 
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 10
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now, to restart a process on the same address after killing it."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:
@@ -260,28 +252,32 @@ def peak(procs: list[Proc]) -> float:
 # --- collectors ---------------------------------------------------------------------------
 
 
-# The built-in default config's listeners: (the key `--set` gives its address, its ready-line name).
-DEFAULT_LISTENERS = (
-    ("receivers.otlp.protocols.grpc.endpoint", "otlp-grpc"),
-    ("receivers.otlp.protocols.http.endpoint", "otlp-http"),
-    ("receivers.zipkin.endpoint", "zipkin"),
-    ("extensions.health_check.endpoint", "health-check"),
-    ("extensions.query.endpoint", "query"),
-    ("service.telemetry.metrics.address", "metrics"),
-)
+# The listeners of the built-in default config, and the components their ready lines name.
+DEFAULT_LISTENERS = {
+    "receivers.otlp.protocols.grpc.endpoint": "otlp-grpc",
+    "receivers.otlp.protocols.http.endpoint": "otlp-http",
+    "receivers.zipkin.endpoint": "zipkin",
+    "extensions.health_check.endpoint": "health-check",
+    "extensions.query.endpoint": "query",
+    "service.telemetry.metrics.address": "metrics",
+}
 
 
 def default_collector_args(*sets: str) -> list[str]:
-    """`collector` with the built-in default config (no --config), every listener on a free port,
-    then `sets` (`KEY=VALUE`; a later --set wins)."""
+    """`collector` arguments for the built-in default config (no --config) with the `--set`
+    overrides `sets` (KEY=VALUE); every listener they do not set is on a free loopback port."""
+    named = {item.split("=", 1)[0] for item in sets}
     args = ["collector"]
-    for item in [f"{key}=127.0.0.1:0" for key, _ in DEFAULT_LISTENERS] + list(sets):
+    for key in DEFAULT_LISTENERS:
+        if key not in named:
+            args += ["--set", f"{key}=127.0.0.1:0"]
+    for item in sets:
         args += ["--set", item]
     return args
 
 
 def store_collector(port: int, data_dir: Path, preexec: Callable[[], None] | None = None) -> Proc:
-    """The built-in default config, OTLP/gRPC on `port`, every other listener on 0."""
+    """The built-in default config (no --config), OTLP/gRPC on `port`, every other listener on 0."""
     args = default_collector_args(f"receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{port}")
     return Proc(args, env={"MESHTRACE_DATA_DIR": str(data_dir)}, preexec=preexec).wait_ready(
         "otlp-grpc", "query"

@@ -37,10 +37,10 @@ from typing import Any, cast
 import click
 
 from meshtrace import ready
+from meshtrace.bench.report import cpu_seconds, free_port
 
 BODY_SIZE = 1024
 CONNECTIONS = 4
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- the minimal app (also the span sink): every request gets 200 and a 1 KB body -------------
@@ -230,12 +230,11 @@ class Proc:
         return out
 
     def cpu_seconds(self) -> float:
-        total = 0
+        total = 0.0
         for pid in self.pids():
-            with suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        return total / CLK_TCK
+            with suppress(OSError):  # a worker may have just exited
+                total += cpu_seconds(pid)
+        return total
 
     def rss_mb(self) -> float:
         kb = 0
@@ -283,12 +282,6 @@ def _start(
 
 def _py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _sidecar_config(app: str, sink: str, sampling: float, services: dict[str, Any]) -> dict[str, Any]:
@@ -460,7 +453,7 @@ def _nginx(work: Path, name: str, host: str, up: tuple[str, int]) -> Proc:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     d = work / name
     d.mkdir(exist_ok=True)
-    port = _free_port(host)
+    port = free_port(host)
     conf = d / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=d, host=host, port=port, up_host=up[0], up_port=up[1]))
     popen = subprocess.Popen(

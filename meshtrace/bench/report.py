@@ -1,10 +1,11 @@
-"""What several benchmarks share: a process's CPU time and peak RSS from /proc, and the Markdown
-table they print."""
+"""What several benchmarks share: a process's CPU time and peak RSS from /proc, a free port, and
+the Markdown table they print."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 
 
@@ -17,6 +18,13 @@ def peak_rss_mib(pid: int) -> float:
     """The process's own peak resident set (VmHWM), in MiB."""
     match = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(match[1]) / 1024 if match else 0.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, to restart a process on the same address after killing it."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -92,9 +92,8 @@ class Rendered:
     service: str = ""
     service_labels: dict[str, str] = field(default_factory=dict)
     ports: list[Port] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)  # components meshtrace cannot check
+    not_rendered: list[str] = field(default_factory=list)  # the input's collectors left out, and why
     config: dict[str, Any] = field(default_factory=dict)  # the rendered collector config
-    problems: list[Problem] = field(default_factory=list)  # the collector config's warnings, coded
     sampling_config: dict[str, Any] | None = None  # the tail-sampling tier's config, when split in two
 
 
@@ -583,7 +582,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     out = Rendered(namespace=namespace)
     if len(deps) > 1:
         extra = ", ".join(d.meta.ref for d in deps[1:])
-        out.unchecked.append(f"only {dep.meta.ref if dep else name} is rendered; not: {extra}")
+        out.not_rendered.append(f"only {dep.meta.ref if dep else name} is rendered; not: {extra}")
 
     # Deployment settings first: the memory limit bounds the collector config's memory_limiter.
     hpa = next(
@@ -614,7 +613,7 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     config, config_notes, listening = collector_config(raw)
     if limit:
         _check_limiter(config, limit, config_notes)
-    out.problems = validate_config(config, service_hosts(bundle, namespace, {name: namespace}))
+    validate_config(config)  # raises if the input's config is refused; render warns on the final one
     cm_name = cm.name if cm else f"{name}-config"
     key = "config.yaml"
     cm_notes = [

@@ -97,11 +97,11 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
                 "",
             )
         result.warnings += _provider_checks(bundle, rendered)
-        rendered.problems = _collector_problems(bundle, rendered, chosen)
-        cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in rendered.problems]
+        problems = _collector_problems(bundle, rendered, chosen)
+        cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in problems]
         result.warnings += [
             RenderWarning(p.code, f"collector config {p.path}: {p.message}{_HINTS.get(p.code, '')}")
-            for p in rendered.problems
+            for p in problems
         ]
     if chosen is not None:
         for path, docs in chosen.files.items():
@@ -280,8 +280,8 @@ def _readme(
             *[f"- {c}" for c in result.profile_changes],
             "",
         ]
-    if rendered is not None and rendered.unchecked:
-        lines += ["## Not checked by meshtrace", "", *[f"- {u}" for u in rendered.unchecked], ""]
+    if rendered is not None and rendered.not_rendered:
+        lines += ["## Not rendered", "", *[f"- {u}" for u in rendered.not_rendered], ""]
     if result.warnings:
         lines += [
             "## Warnings (docs/render.md explains each code)",

@@ -13,8 +13,8 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.model import otlp_json
-from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, SPAN_KIND_NAMES
-from meshtrace.query import uiparams
+from meshtrace.model.jaeger import SPAN_KIND_NAMES
+from meshtrace.query import params, uiparams
 from meshtrace.query.archive import stored_or_archived
 from meshtrace.query.routing import Runner, StoreSource, json_response, multi_params, v3_error
 from meshtrace.store import TraceQuery, TraceStore
@@ -73,8 +73,8 @@ class ApiV3:
 
     async def operations(self, request: web.Request) -> web.Response:
         service = request.query.get("service", "")
-        kind_text = uiparams.param(multi_params(request), uiparams.SPAN_KIND)[0].strip().lower()
-        kind = SPAN_KIND_BY_NAME.get(kind_text, -1) if kind_text else None
+        kind_text = uiparams.param(multi_params(request), uiparams.SPAN_KIND)[0]
+        kind = params.span_kind_filter(kind_text.strip())  # blank: any kind
         ops = await self._run(lambda: self._store().operations(service, kind)) if service else []
         # Jaeger names an operation of unspecified kind "internal"
         data = [{"name": o.name, "spanKind": SPAN_KIND_NAMES.get(o.kind, "internal")} for o in ops]

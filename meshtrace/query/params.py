@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from meshtrace.collector.schema import parse_duration
-from meshtrace.model.jaeger import parse_trace_id
+from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, parse_trace_id
 from meshtrace.store import MAX_SEARCH_LIMIT, TraceQuery
 
 DEFAULT_LIMIT = 100
@@ -41,14 +41,25 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:60] + "...")
 
 
-def parse_duration_ns(text: str, name: str) -> int:
+def parse_duration_ns(text: str, error: str) -> int:
+    """Nanoseconds from a Go duration (never negative: the syntax has no sign); a ParamError
+    starting with `error` (the API's wording, naming the parameter) when it is not one or does
+    not fit int64 nanoseconds."""
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
-        raise ParamError(f"unable to parse param '{name}': {exc}") from None
+        raise ParamError(f"{error}: {exc}") from None
     if not math.isfinite(seconds) or round(seconds * 1e9) > MAX_NS:
-        raise ParamError(f"unable to parse param '{name}': {_shown(text)} is longer than {MAX_NS}ns")
+        raise ParamError(f"{error}: {_shown(text)} is longer than {MAX_NS}ns")
     return round(seconds * 1e9)
+
+
+def span_kind_filter(text: str) -> int | None:
+    """The span kind an operations listing is narrowed to: None for any (no value), -1 (matches
+    nothing) for a name that is not a kind."""
+    if not text:
+        return None
+    return SPAN_KIND_BY_NAME.get(text.strip().lower(), -1)
 
 
 def _int(text: str, name: str) -> int:
@@ -123,8 +134,8 @@ def parse_search(params: Params, now_ns: int) -> SearchRequest:
     tags = parse_tags(params.get("tag") or [], params.get("tags") or [])
     limit = _limit(_first(params, "limit"), "limit")
     min_text, max_text = _first(params, "minDuration"), _first(params, "maxDuration")
-    min_ns = parse_duration_ns(min_text, "minDuration") if min_text else None
-    max_ns = parse_duration_ns(max_text, "maxDuration") if max_text else None
+    min_ns = parse_duration_ns(min_text, "unable to parse param 'minDuration'") if min_text else None
+    max_ns = parse_duration_ns(max_text, "unable to parse param 'maxDuration'") if max_text else None
     if trace_ids:
         return SearchRequest(None, trace_ids)
     service = _first(params, "service")

@@ -23,7 +23,6 @@ from meshtrace import csrf
 from meshtrace.httpbody import BodyError, read_body
 from meshtrace.model import otlp_json
 from meshtrace.model.jaeger import (
-    SPAN_KIND_BY_NAME,
     SPAN_KIND_NAMES,
     parse_trace_id,
     to_jaeger_traces,
@@ -136,16 +135,11 @@ class QueryServer:
         names = sorted({op.name for op in ops})
         return _json(envelope(names))
 
-    def _kind(self, text: str) -> int | None:
-        if not text:
-            return None
-        return SPAN_KIND_BY_NAME.get(text.strip().lower(), -1)
-
     async def operations(self, request: web.Request) -> web.Response:
         service = request.query.get("service", "")
         if not service:
             raise params.ParamError("parameter 'service' is required")
-        kind = self._kind(request.query.get("spanKind", ""))
+        kind = params.span_kind_filter(request.query.get("spanKind", ""))
         ops = await self._run(lambda: self._store().operations(service, kind))
         data = [{"name": op.name, "spanKind": SPAN_KIND_NAMES.get(op.kind, "")} for op in ops]
         return _json(envelope(data))

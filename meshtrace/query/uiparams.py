@@ -17,9 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from meshtrace.collector.schema import parse_duration
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, parse_trace_id
-from meshtrace.query.params import ParamError, parse_rfc3339_ns, parse_tags
+from meshtrace.query.params import ParamError, parse_duration_ns, parse_rfc3339_ns, parse_tags
 from meshtrace.store import MAX_SEARCH_LIMIT, TraceQuery
 
 Params = Mapping[str, Sequence[str]]
@@ -32,9 +31,7 @@ DEFAULT_METRICS_RATE_MS = 10 * 60 * 1000
 DEFAULT_METRICS_KINDS = ("server",)
 # Prometheus refuses a range query with more points per series than this; so do we.
 MAX_POINTS = 11_000
-# Times and durations are int64 nanoseconds in the store (as in Go, whose durations end at
-# about 292 years); SPM times in milliseconds stay below 2^62 ns so end - lookback - ratePer fits.
-INT64_MAX = 2**63 - 1
+# SPM times in milliseconds stay below 2^62 ns so end - lookback - ratePer fits int64 nanoseconds.
 MAX_METRICS_MS = 2**62 // 10**6
 
 # (canonical camelCase, deprecated snake_case)
@@ -72,18 +69,6 @@ def parse_go_bool(text: str, message: str) -> bool:
     if text in _GO_FALSE:
         return False
     raise ParamError(f"{message}: {text!r} is not a boolean (true or false)")
-
-
-def _duration_ns(text: str, name: str) -> int:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise ParamError(f"malformed parameter {name}: {exc}") from None
-    if seconds < 0:
-        raise ParamError(f"malformed parameter {name}: {text!r} is negative")
-    if seconds * 1e9 > INT64_MAX:
-        raise ParamError(f"malformed parameter {name}: {text!r} is longer than 292 years")
-    return round(seconds * 1e9)
 
 
 def parse_trace_id_any(text: str, name: str = "trace_id") -> bytes:
@@ -136,8 +121,8 @@ def parse_v3_search(params: Params) -> TraceQuery:
             raise ParamError(f"malformed parameter {depth_name}: must be at least 1, got {depth}")
     dmin, dmin_name = param(params, DURATION_MIN)
     dmax, dmax_name = param(params, DURATION_MAX)
-    duration_min = _duration_ns(dmin, dmin_name) if dmin else None
-    duration_max = _duration_ns(dmax, dmax_name) if dmax else None
+    duration_min = parse_duration_ns(dmin, f"malformed parameter {dmin_name}") if dmin else None
+    duration_max = parse_duration_ns(dmax, f"malformed parameter {dmax_name}") if dmax else None
     if duration_min is not None and duration_max is not None and duration_max < duration_min:
         raise ParamError(f"{dmax_name} must not be less than {dmin_name}")
     raw, raw_name = param(params, QUERY_RAW_TRACES)

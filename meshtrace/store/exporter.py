@@ -103,7 +103,7 @@ class StoreExporter:
         now = time.monotonic()
         if now - at >= TRACE_COUNT_EVERY_S:
             with contextlib.suppress(StoreError, sqlite3.Error):  # not open yet: the last count stands
-                count = float(self.store.stats().traces)
+                count = float(self.store.trace_count())
             self._traces = (count, now)
         return count
 

@@ -51,7 +51,7 @@ from meshtrace.model import Traces
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, STATUS_BY_NAME
 from meshtrace.model.otlp_wire import encoded_attributes
 from meshtrace.model.traces import split_traces
-from meshtrace.store import archive, spm, summaries
+from meshtrace.store import archive, batched, spm, summaries
 
 log = logging.getLogger(__name__)
 
@@ -420,13 +420,10 @@ class _Ingest:
         """Delete whole traces (inside the caller's transaction); returns spans deleted."""
         deleted = 0
         op_counts: collections.Counter[int] = collections.Counter()
-        for i in range(0, len(trace_ids), 500):
-            chunk = trace_ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for (oid,) in self.conn.execute(
-                f"DELETE FROM spans WHERE trace_id IN ({marks}) RETURNING op_id", chunk
-            ).fetchall():
-                op_counts[oid] += 1
+        for (oid,) in batched.rows_in(
+            self.conn, "DELETE FROM spans WHERE trace_id IN ({marks}) RETURNING op_id", trace_ids
+        ):
+            op_counts[oid] += 1
         deleted = sum(op_counts.values())
         self.conn.executemany(
             "UPDATE operations SET spans = spans - ? WHERE id = ?", [(n, oid) for oid, n in op_counts.items()]
@@ -685,12 +682,13 @@ class TraceStore:
             conn.execute("ROLLBACK TO isolate")
             conn.execute("RELEASE isolate")
             ingest.forget()
-            count = Traces.from_message(request).span_count()
+            traces = Traces.from_message(request)
+            count = traces.span_count()
             if count <= 1:
                 self.spans_dropped += count
                 log.warning("store: dropped a span it cannot hold: %s", exc)
                 return 0, count
-        head, rest = split_traces(Traces.from_message(request), count // 2)
+        head, rest = split_traces(traces, count // 2)
         first = self._write_isolating(ingest, head.message(), now_ns)
         second = self._write_isolating(ingest, rest.message(), now_ns)
         return first[0] + second[0], first[1] + second[1]
@@ -896,15 +894,14 @@ class TraceStore:
             for span in ss.spans
         }
         trace_ids = list({tid for tid, _, _ in keys})
-        conn = self._reader()
-        for i in range(0, len(trace_ids), 500):
-            chunk = trace_ids[i : i + 500]
-            rows = conn.execute(
+        keys.difference_update(
+            batched.rows_in(
+                self._reader(),
                 "SELECT s.trace_id, s.span_id, v.name FROM spans s JOIN services v ON v.id = s.service_id"
-                f" WHERE s.trace_id IN ({','.join('?' * len(chunk))})",
-                chunk,
+                " WHERE s.trace_id IN ({marks})",
+                trace_ids,
             )
-            keys.difference_update(rows)
+        )
         return len(keys)
 
     def get_traces(self, trace_ids: Iterable[bytes]) -> dict[bytes, ExportTraceServiceRequest]:
@@ -913,39 +910,37 @@ class TraceStore:
         ids = list(dict.fromkeys(trace_ids))
         out: dict[bytes, ExportTraceServiceRequest] = {}
         groups: dict[bytes, dict[bytes, tuple[ResourceSpans, dict[bytes, ScopeSpans]]]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = conn.execute(
-                "SELECT trace_id, span_id, parent_id, resource_id, data FROM spans"
-                f" WHERE trace_id IN ({','.join('?' * len(chunk))}) ORDER BY start_ns",
-                chunk,
-            ).fetchall()
-            for tid, sid, pid, rid, data in rows:
-                request = out.get(tid)
-                if request is None:
-                    request = out[tid] = ExportTraceServiceRequest()
-                    groups[tid] = {}
-                resource, resource_schema, scope, scope_schema = self._resource(conn, rid)
-                rkey = resource + b"\0" + resource_schema.encode()
-                entry = groups[tid].get(rkey)
-                if entry is None:
-                    rs = request.resource_spans.add()
-                    rs.resource.MergeFromString(resource)
-                    rs.schema_url = resource_schema
-                    entry = groups[tid][rkey] = (rs, {})
-                skey = scope + b"\0" + scope_schema.encode()
-                ss = entry[1].get(skey)
-                if ss is None:
-                    ss = entry[0].scope_spans.add()
-                    ss.scope.MergeFromString(scope)
-                    ss.schema_url = scope_schema
-                    entry[1][skey] = ss
-                span: Span = ss.spans.add()
-                span.MergeFromString(data)
-                span.trace_id = tid
-                span.span_id = sid
-                if pid:
-                    span.parent_span_id = pid
+        for tid, sid, pid, rid, data in batched.rows_in(
+            conn,
+            "SELECT trace_id, span_id, parent_id, resource_id, data FROM spans"
+            " WHERE trace_id IN ({marks}) ORDER BY start_ns",
+            ids,
+        ):
+            request = out.get(tid)
+            if request is None:
+                request = out[tid] = ExportTraceServiceRequest()
+                groups[tid] = {}
+            resource, resource_schema, scope, scope_schema = self._resource(conn, rid)
+            rkey = resource + b"\0" + resource_schema.encode()
+            entry = groups[tid].get(rkey)
+            if entry is None:
+                rs = request.resource_spans.add()
+                rs.resource.MergeFromString(resource)
+                rs.schema_url = resource_schema
+                entry = groups[tid][rkey] = (rs, {})
+            skey = scope + b"\0" + scope_schema.encode()
+            ss = entry[1].get(skey)
+            if ss is None:
+                ss = entry[0].scope_spans.add()
+                ss.scope.MergeFromString(scope)
+                ss.schema_url = scope_schema
+                entry[1][skey] = ss
+            span: Span = ss.spans.add()
+            span.MergeFromString(data)
+            span.trace_id = tid
+            span.span_id = sid
+            if pid:
+                span.parent_span_id = pid
         return out
 
     def get_trace(self, trace_id: bytes) -> ExportTraceServiceRequest | None:
@@ -964,11 +959,15 @@ class TraceStore:
         )
         return [DependencyLink(p, c, n, e or 0) for p, c, n, e in rows]
 
+    def trace_count(self) -> int:
+        """How many traces the store holds (a read of the whole trace index)."""
+        return int(self._reader().execute("SELECT count(DISTINCT trace_id) FROM spans").fetchone()[0])
+
     def stats(self) -> StoreStats:
         conn = self._reader()
         return StoreStats(
             spans=conn.execute("SELECT count(*) FROM spans").fetchone()[0],
-            traces=conn.execute("SELECT count(DISTINCT trace_id) FROM spans").fetchone()[0],
+            traces=self.trace_count(),
             used_bytes=self._used_bytes(conn),
             file_bytes=self.path.stat().st_size if self.path.exists() else 0,
         )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from meshtrace.store import batched
+
 
 @dataclass(frozen=True)
 class ServiceSummary:
@@ -77,13 +79,12 @@ def trace_summaries(conn: sqlite3.Connection, trace_ids: Sequence[bytes]) -> dic
     """The summary of each stored trace among `trace_ids` (unknown ids are left out)."""
     rows: dict[bytes, list[_Row]] = {}
     ids = list(dict.fromkeys(trace_ids))
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        for tid, *row in conn.execute(
-            "SELECT s.trace_id, s.span_id, s.parent_id, sv.name, o.name, s.start_ns, s.duration_ns, s.status"
-            " FROM spans s JOIN services sv ON sv.id = s.service_id JOIN operations o ON o.id = s.op_id"
-            f" WHERE s.trace_id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        ):
-            rows.setdefault(tid, []).append(tuple(row))
+    for tid, *row in batched.rows_in(
+        conn,
+        "SELECT s.trace_id, s.span_id, s.parent_id, sv.name, o.name, s.start_ns, s.duration_ns, s.status"
+        " FROM spans s JOIN services sv ON sv.id = s.service_id JOIN operations o ON o.id = s.op_id"
+        " WHERE s.trace_id IN ({marks})",
+        ids,
+    ):
+        rows.setdefault(tid, []).append(tuple(row))
     return {tid: summarize(tid, spans) for tid, spans in rows.items()}

@@ -26,6 +26,7 @@ from meshtrace.bench.bounds import (
 )
 from meshtrace.bench.collector import EXPORT, make_request
 from meshtrace.model.otlp_wire import count_spans
+from tests.conftest import child_pids
 
 LIMIT_MIB = 200
 BURST_MIB = LIMIT_MIB // 5  # spike_limit_mib's default: 20% of the limit
@@ -117,26 +118,13 @@ def test_a_small_grpc_export_is_not_stuck_behind_a_big_json_body(
     assert asyncio.run(main()) == ["canary", "json"]
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_the_decoding_process_dies_with_a_killed_collector(
     meshtrace_process: Any, default_collector_args: list[str], tmp_path: Path, wait_until: Any
 ) -> None:
     proc = start(meshtrace_process, default_collector_args, tmp_path)
     url = f"http://{proc.address('otlp-http')}/v1/traces"
     assert requests.post(url, data=big_json_body(10), headers=JSON_HEADERS, timeout=30).status_code == 200
-    spawned = children(proc.proc.pid)
+    spawned = child_pids(proc.proc.pid)
     assert spawned  # the decoding process (and multiprocessing's resource tracker)
     proc.stop(signal.SIGKILL)
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in spawned), "children gone")
@@ -153,7 +141,7 @@ def test_a_killed_decoding_process_costs_one_retryable_answer(
 
     assert post().status_code == 200
     (worker,) = [
-        pid for pid in children(proc.proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pid for pid in child_pids(proc.proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     os.kill(worker, signal.SIGKILL)
     wait_until(

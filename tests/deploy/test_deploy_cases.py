@@ -226,6 +226,14 @@ def test_without_a_config_map_a_minimal_config_and_two_replicas(tmp_path: Path) 
     assert [w.code for w in result.warnings] == ["COL012"]  # spans go nowhere: said once
 
 
+def test_a_second_collector_deployment_is_listed_as_not_rendered(tmp_path: Path) -> None:
+    second = COLLECTOR.replace("name: otel-collector, namespace", "name: otel-collector-b, namespace")
+    readme = render_docs(tmp_path, MESH, COLLECTOR, second).files["README.md"]
+    section = readme.split("## Not rendered\n", 1)[1]
+    assert "only Deployment istio-system/otel-collector is rendered; not: " in section
+    assert "otel-collector-b" in section.split("\n## ", 1)[0]
+
+
 def test_collector_replicas_option_sets_the_hpa(tmp_path: Path) -> None:
     result = render_docs(tmp_path, MESH, COLLECTOR, options=Options(replicas=12))
     hpa = parsed(result, "otel-collector/hpa.yaml")[0]

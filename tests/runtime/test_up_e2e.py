@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from meshtrace.runtime import ports
+from tests.conftest import child_pids
 
 UP_TIMEOUT = 180.0
 KILL_DEADLINE_S = 2.0  # children die this soon after `up` is SIGKILLed
@@ -252,20 +253,6 @@ def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path
     assert process.stop(signal.SIGINT, timeout=60) == 0
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # the command name may hold spaces and parentheses: fields follow the last ')'
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -287,7 +274,7 @@ def test_sigkill_of_up_leaves_no_child_running(meshtrace_process: Any, tmp_path:
     for _ in range(3):
         with opener.open("http://{}:{}/api/data".format(*listeners["ingress"]), timeout=10) as resp:
             assert resp.status == 200
-    children = _children(process.proc.pid)
+    children = child_pids(process.proc.pid)
     assert len(children) >= 10, children  # collector, istiod, gateway, 4 apps, 4 sidecars
 
     os.kill(process.proc.pid, signal.SIGKILL)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.store import TraceStore
+from meshtrace.store.sqlite import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -17,3 +20,42 @@ def store(tmp_path: Path) -> Iterator[TraceStore]:
     s.open()
     yield s
     s.close()
+
+
+class OlderFile:
+    """A store file made to look like an older schema's, for migration tests."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened: list[TraceStore] = []
+
+    def write(self, request: ExportTraceServiceRequest) -> None:
+        """`request` written (committed) by today's store, which is then closed."""
+        first = TraceStore(self.path)
+        first.open()
+        try:
+            first.write(request.SerializeToString()).result(10)
+        finally:
+            first.close()
+
+    def reopen_as(self, version: int, *statements: str) -> TraceStore:
+        """The file after `statements` (what schema `version` wrote) and that version number,
+        opened by today's store: migrated to SCHEMA_VERSION (checked); closed at the test's end."""
+        with sqlite3.connect(self.path) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={version}")
+        again = TraceStore(self.path)
+        again.open()
+        self.opened.append(again)
+        with sqlite3.connect(self.path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        return again
+
+
+@pytest.fixture
+def older_file(tmp_path: Path) -> Iterator[OlderFile]:
+    older = OlderFile(tmp_path / "traces.db")
+    yield older
+    for opened in older.opened:
+        opened.close()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 from pathlib import Path
 
 from meshtrace.store import TraceStore
-from meshtrace.store.sqlite import SCHEMA_VERSION
 from meshtrace.store.synthetic import mesh_trace, mesh_traces
+from tests.store.conftest import OlderFile
 
 
 def test_archive_survives_the_size_bound(tmp_path: Path) -> None:
@@ -31,25 +30,12 @@ def test_archive_survives_the_size_bound(tmp_path: Path) -> None:
         store.close()
 
 
-def test_schema_2_file_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "traces.db"
-    first = TraceStore(path)
-    first.open()
+def test_schema_2_file_is_migrated(older_file: OlderFile) -> None:
     request = mesh_trace(time.time_ns(), random.Random(6))
     trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
-    first.write(request.SerializeToString()).result(10)
-    first.close()
-    with sqlite3.connect(path) as conn:  # what schema 2 wrote: no archive
-        conn.execute("DROP TABLE archive")
-        conn.execute("PRAGMA user_version=2")
-    again = TraceStore(path)
-    again.open()
-    try:
-        with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert again.get_trace(trace_id) == request
-        assert again.get_archived_trace(trace_id) is None
-        assert again.archive_trace(trace_id)
-        assert again.get_archived_trace(trace_id) == request
-    finally:
-        again.close()
+    older_file.write(request)
+    again = older_file.reopen_as(2, "DROP TABLE archive")  # what schema 2 wrote: no archive
+    assert again.get_trace(trace_id) == request
+    assert again.get_archived_trace(trace_id) is None
+    assert again.archive_trace(trace_id)
+    assert again.get_archived_trace(trace_id) == request

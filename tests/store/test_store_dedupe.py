@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from meshtrace.store import TraceStore
 from meshtrace.store.sqlite import SCHEMA_VERSION
 from meshtrace.store.synthetic import mesh_trace
+from tests.store.conftest import OlderFile
 
 NOW = time.time_ns()
 
@@ -66,30 +67,21 @@ def test_one_span_id_in_two_services_is_two_spans(store: TraceStore) -> None:
     assert store.stats().spans == _span_count(request)
 
 
-def test_schema_3_file_with_copies_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "traces.db"
+def test_schema_3_file_with_copies_is_migrated(older_file: OlderFile) -> None:
     request = mesh_trace(NOW, random.Random(4))
     trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
-    first = TraceStore(path)
-    first.open()
-    first.write(request.SerializeToString()).result(10)
-    first.close()
-    counts = _operation_counts(path)
-    with sqlite3.connect(path) as conn:  # what schema 3 did with a resent batch: a second copy
-        conn.execute("DROP INDEX spans_trace")
-        conn.execute("CREATE INDEX spans_trace ON spans (trace_id, span_id, service_id)")
-        conn.execute("INSERT INTO spans SELECT * FROM spans")
-        conn.execute("UPDATE operations SET spans = spans * 2")
-        conn.execute("PRAGMA user_version=3")
-    again = TraceStore(path)
-    again.open()
-    try:
-        with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-        assert again.get_trace(trace_id) == request
-        assert again.stats().spans == _span_count(request)
-        assert _operation_counts(path) == counts
-        again.write(request.SerializeToString()).result(10)
-        assert again.stats().spans == _span_count(request)
-    finally:
-        again.close()
+    older_file.write(request)
+    counts = _operation_counts(older_file.path)
+    again = older_file.reopen_as(
+        3,  # what schema 3 did with a resent batch: a second copy
+        "DROP INDEX spans_trace",
+        "CREATE INDEX spans_trace ON spans (trace_id, span_id, service_id)",
+        "INSERT INTO spans SELECT * FROM spans",
+        "UPDATE operations SET spans = spans * 2",
+    )
+    assert SCHEMA_VERSION == 4
+    assert again.get_trace(trace_id) == request
+    assert again.stats().spans == _span_count(request)
+    assert _operation_counts(older_file.path) == counts
+    again.write(request.SerializeToString()).result(10)
+    assert again.stats().spans == _span_count(request)

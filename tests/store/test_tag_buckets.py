@@ -14,8 +14,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from meshtrace.store import TraceQuery, TraceStore
-from meshtrace.store.sqlite import SCHEMA_VERSION, TAG_BUCKET_NS
+from meshtrace.store.sqlite import TAG_BUCKET_NS
 from meshtrace.store.synthetic import BACKEND, mesh_trace
+from tests.store.conftest import OlderFile
 
 MINUTE = TAG_BUCKET_NS
 # The start of a whole minute, a while ago, so traces can be placed in chosen minutes.
@@ -113,30 +114,17 @@ def test_evicted_minutes_leave_the_filters(tmp_path: Path) -> None:
         store.close()
 
 
-def test_schema_1_file_is_migrated_and_old_spans_still_match(tmp_path: Path) -> None:
-    path = tmp_path / "traces.db"
-    first = TraceStore(path)
-    first.open()
+def test_schema_1_file_is_migrated_and_old_spans_still_match(older_file: OlderFile) -> None:
     old = mesh_trace(BASE + MINUTE, random.Random(3))
-    put(first, old)
-    first.close()
-    with sqlite3.connect(path) as conn:  # what schema 1 wrote: no filters
-        conn.execute("DROP TABLE tag_buckets")
-        conn.execute("DROP TABLE archive")
-        conn.execute("PRAGMA user_version=1")
-    again = TraceStore(path)
-    again.open()
-    try:
-        with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert len(bucket_rows(path)) == 2
-        assert search(again, {"component": "proxy"}) == [backend_server(old).trace_id]
-        assert search(again, {"http.response.status_code": "200"}) == [backend_server(old).trace_id]
-        newer = mesh_trace(BASE + MINUTE + 10**9, random.Random(4))
-        put(again, newer)  # adds its bits to the migrated (all-ones) minute
-        assert search(again, {"component": "proxy"}) == [
-            backend_server(newer).trace_id,
-            backend_server(old).trace_id,
-        ]
-    finally:
-        again.close()
+    older_file.write(old)
+    # what schema 1 wrote: no filters
+    again = older_file.reopen_as(1, "DROP TABLE tag_buckets", "DROP TABLE archive")
+    assert len(bucket_rows(older_file.path)) == 2
+    assert search(again, {"component": "proxy"}) == [backend_server(old).trace_id]
+    assert search(again, {"http.response.status_code": "200"}) == [backend_server(old).trace_id]
+    newer = mesh_trace(BASE + MINUTE + 10**9, random.Random(4))
+    put(again, newer)  # adds its bits to the migrated (all-ones) minute
+    assert search(again, {"component": "proxy"}) == [
+        backend_server(newer).trace_id,
+        backend_server(old).trace_id,
+    ]

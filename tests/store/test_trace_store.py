@@ -18,6 +18,7 @@ from meshtrace.store import (
     StoreFullError,
     TraceQuery,
     TraceStore,
+    batched,
     default_path,
 )
 from meshtrace.store.synthetic import BACKEND, FRONTEND, mesh_trace, mesh_traces
@@ -197,6 +198,17 @@ def test_size_bound_evicts_the_first_written_traces(tmp_path: Path) -> None:
         assert store.services() == [BACKEND, FRONTEND]
     finally:
         store.close()
+
+
+def test_reads_by_trace_id_cover_more_ids_than_one_statement_holds(store: TraceStore) -> None:
+    # More trace ids than SQLite takes as parameters of one statement: read a chunk at a time.
+    sent = mesh_traces(2 * batched.CHUNK + 7, NOW, 10**6, seed=3)
+    ids = trace_ids(sent)
+    assert store.new_span_count(sent) == len(spans_of(sent))
+    put(store, sent)
+    assert set(store.get_traces(ids)) == set(ids)
+    assert set(store.trace_summaries(ids)) == set(ids)
+    assert store.new_span_count(sent) == 0
 
 
 def test_retention_drops_traces_written_before_the_cutoff(tmp_path: Path) -> None:

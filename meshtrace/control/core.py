@@ -391,6 +391,7 @@ class ControlPlane:
         return copy.deepcopy(self._effective_shared(node))
 
     def identity(self, node: Node) -> str:
+        """The node's SPIFFE id: what its certificate names and what peers and status show."""
         return spiffe_id(self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account)
 
     def _accepts_mtls(self, node: Node) -> bool:
@@ -477,9 +478,7 @@ class ControlPlane:
                 "ip": node.reg.ip,
                 "mode": node.reg.mode,
                 "service_account": node.reg.service_account,
-                "identity": spiffe_id(
-                    self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
-                ),
+                "identity": self.identity(node),
                 "labels": node.labels,
                 "ports": node.reg.ports,
                 "healthy": node.healthy,

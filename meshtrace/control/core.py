@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshtrace.config.security import port_mode
 from meshtrace.control.identity import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Claims, spiffe_id
 
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -401,8 +402,7 @@ class ControlPlane:
         if node.reg.mode != "sidecar":
             return False
         pa = (self._effective_shared(node).get("security") or {}).get("peer_authentication") or {}
-        mode = (pa.get("ports") or {}).get(str(node.reg.ports["app"]), {}).get("mode") or pa.get("mode")
-        return mode != "DISABLE"
+        return port_mode(pa, node.reg.ports["app"]) != "DISABLE"
 
     def _resolve_provider(
         self, provider: dict[str, Any], namespace: str, root: str, services: dict[str, dict[str, Any]]

@@ -5,7 +5,6 @@ plaintext to a STRICT workload are refused, AuthorizationPolicy answers 403."""
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sidecar_helpers import get_json
 
 from meshtrace.control import identity
 from meshtrace.control.ca import CertificateAuthority
@@ -30,11 +30,6 @@ COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 GATEWAY_SA = "istio-ingressgateway-service-account"
 GATEWAY_ID = f"spiffe://cluster.local/ns/istio-system/sa/{GATEWAY_SA}"
 BACKEND_ID = "spiffe://cluster.local/ns/default/sa/backend-sa"
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 @dataclass

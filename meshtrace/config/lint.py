@@ -228,11 +228,7 @@ def _callers(bundle: Bundle) -> Iterator[tuple[Deployment, Deployment, str, str]
         pattern = re.compile(
             rf"(?<![\w.-]){re.escape(svc.name)}(\.{re.escape(svc.namespace)}(\.svc(\.cluster\.local)?)?)?(?=[:/]|$)"
         )
-        callees = [
-            d
-            for d in bundle.deployments
-            if d.namespace == svc.namespace and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())
-        ]
+        callees = bundle.selected_by(svc)
         for caller in bundle.deployments:
             for container in caller.containers:
                 for var, value in container.env.items():

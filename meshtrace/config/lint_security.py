@@ -53,16 +53,11 @@ def destination_rule_disables_mtls(bundle: Bundle) -> Iterator[Finding]:
         for host, tls in destination_tls(bundle, rule.namespace).items():
             if tls["source"] != rule.meta.ref or "DISABLE" not in (tls["mode"], *tls["ports"].values()):
                 continue
-            svc = next(
-                (s for s in bundle.services if f"{s.name}.{s.namespace}.svc.cluster.local" == host), None
-            )
-            if svc is None or not svc.selector:
+            svc = next((s for s in bundle.services if s.host == host), None)
+            if svc is None:
                 continue
-            for dep in bundle.deployments:
-                selected = dep.namespace == svc.namespace and all(
-                    dep.pod_labels.get(k) == v for k, v in svc.selector.items()
-                )
-                strict, source = _strict_ports(bundle, dep) if selected else (False, "")
+            for dep in bundle.selected_by(svc):
+                strict, source = _strict_ports(bundle, dep)
                 if strict:
                     yield _finding(
                         "destination-rule-disables-mtls",

@@ -82,6 +82,17 @@ class Bundle:
     def config_map(self, name: str, namespace: str) -> ConfigMap | None:
         return next((c for c in self.config_maps if c.name == name and c.namespace == namespace), None)
 
+    def selected_by(self, svc: Service) -> list[Deployment]:
+        """The Deployments a Service sends to: its namespace's whose pod labels match its
+        selector (a Service without a selector selects none)."""
+        if not svc.selector:
+            return []
+        return [
+            d
+            for d in self.deployments
+            if d.namespace == svc.namespace and all(d.pod_labels.get(k) == v for k, v in svc.selector.items())
+        ]
+
     def services_for_host(self, service: str) -> tuple[Service | None, Service | None]:
         """How istiod's LookupCluster sees a provider's `service` (`[namespace/]host`): the Service
         whose full host name it is, and else a Service it merely abbreviates (`name`,

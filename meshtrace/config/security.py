@@ -143,7 +143,7 @@ def destination_tls(bundle: Bundle, client_namespace: str) -> dict[str, dict[str
     rules = sorted(bundle.destination_rules, key=_age)
     out: dict[str, dict[str, Any]] = {}
     for svc in bundle.services:
-        fqdn = f"{svc.name}.{svc.namespace}.{CLUSTER_DOMAIN}"
+        fqdn = svc.host
         for ns in dict.fromkeys((client_namespace, svc.namespace, root)):
             rule = next(
                 (

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROOT_TTL = datetime.timedelta(days=3650)  # istiod's self-signed root: 10 years
-DEFAULT_WORKLOAD_TTL_S = 24 * 3600.0  # istiod's DEFAULT_WORKLOAD_CERT_TTL
 CONTROL_CERT_TTL = datetime.timedelta(days=365)
 CLOCK_SKEW = datetime.timedelta(minutes=1)  # a peer whose clock is a little behind still accepts
 PLUGGED_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")

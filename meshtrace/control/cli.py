@@ -18,6 +18,7 @@ from meshtrace.clitools import filename_option
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_CONTROL = f"http://{DEFAULT_LISTEN}"
+WORKLOAD_CERT_TTL_S = 24 * 3600.0  # istiod's DEFAULT_WORKLOAD_CERT_TTL
 CONTROL_SERVICE_ACCOUNT = "istiod"  # the identity its TLS certificate names, as istiod's
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / (
     "meshtrace/control"
@@ -79,7 +80,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     "--workload-cert-ttl",
     "cert_ttl_s",
     type=click.FloatRange(min=1),
-    default=24 * 3600.0,
+    default=WORKLOAD_CERT_TTL_S,
     show_default=True,
     help="Lifetime of workload certificates, s (istiod's DEFAULT_WORKLOAD_CERT_TTL).",
 )

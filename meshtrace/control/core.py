@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshtrace.config.security import port_mode
 from meshtrace.control.identity import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Claims, spiffe_id
 
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -391,6 +392,7 @@ class ControlPlane:
         return copy.deepcopy(self._effective_shared(node))
 
     def identity(self, node: Node) -> str:
+        """The node's SPIFFE id: what its certificate names and what peers and status show."""
         return spiffe_id(self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account)
 
     def _accepts_mtls(self, node: Node) -> bool:
@@ -400,8 +402,7 @@ class ControlPlane:
         if node.reg.mode != "sidecar":
             return False
         pa = (self._effective_shared(node).get("security") or {}).get("peer_authentication") or {}
-        mode = (pa.get("ports") or {}).get(str(node.reg.ports["app"]), {}).get("mode") or pa.get("mode")
-        return mode != "DISABLE"
+        return port_mode(pa, node.reg.ports["app"]) != "DISABLE"
 
     def _resolve_provider(
         self, provider: dict[str, Any], namespace: str, root: str, services: dict[str, dict[str, Any]]
@@ -477,9 +478,7 @@ class ControlPlane:
                 "ip": node.reg.ip,
                 "mode": node.reg.mode,
                 "service_account": node.reg.service_account,
-                "identity": spiffe_id(
-                    self.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
-                ),
+                "identity": self.identity(node),
                 "labels": node.labels,
                 "ports": node.reg.ports,
                 "healthy": node.healthy,

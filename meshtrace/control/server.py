@@ -183,9 +183,7 @@ class ControlServer:
         body = await self._json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("csr"), str):
             raise BadRequest("field 'csr' is required: a PEM certificate request")
-        spiffe = identity.spiffe_id(
-            self.plane.snapshot.trust_domain, node.reg.namespace, node.reg.service_account
-        )
+        spiffe = self.plane.identity(node)
         try:
             chain, expiry = self.ca.sign(body["csr"], spiffe, self.cert_ttl_s)
         except CsrError as exc:

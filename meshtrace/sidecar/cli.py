@@ -64,8 +64,8 @@ async def run(opts: Options) -> None:
         opts.timeouts,
         opts.access_log,
         opts.series_limit,
+        opts.span_buffer_bytes,
     )
-    proxy.exporter.buffer_bytes = opts.span_buffer_bytes
     listeners = {
         "admin": local_server(proxy, admin_page, opts.timeouts),
         "stats": local_server(proxy, stats_page, opts.timeouts),

@@ -35,26 +35,9 @@ async def request(
     timeout: float = 10.0,
     tls: ssl.SSLContext | None = None,
     check: Callable[[Wire], None] | None = None,
-) -> tuple[int, bytes]:
-    """(status, body), over TLS with `tls` (`check` vets the server).
-    Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""
-    head, answer = await exchange(pool, host, port, method, path, body, headers, timeout, tls, check)
-    return head.status, answer
-
-
-async def exchange(
-    pool: Pool,
-    host: str,
-    port: int,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    headers: dict[str, str] | None = None,
-    timeout: float = 10.0,
-    tls: ssl.SSLContext | None = None,
-    check: Callable[[Wire], None] | None = None,
 ) -> tuple[ResponseHead, bytes]:
-    """(response head, body), for callers that read the answer's headers; raises as `request`."""
+    """(response head, body), over TLS with `tls` (`check` vets the server).
+    Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""
     async with asyncio.timeout(timeout):
         up = await pool.acquire(host, port, tls, check)
         ok = False

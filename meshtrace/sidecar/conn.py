@@ -232,7 +232,6 @@ class SniffingServer:
         self._task: asyncio.Task[None] | None = None
         self._setups: set[asyncio.Task[None]] = set()
         self.handshake_errors = 0
-        self.refused = 0
 
     async def start_serving(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._accept_loop())
@@ -288,8 +287,7 @@ class SniffingServer:
                 await loop.connect_accepted_socket(
                     self._factory, conn, ssl=ctx, ssl_handshake_timeout=timeout
                 )
-        except RefuseConnection:
-            self.refused += 1
+        except RefuseConnection:  # counted by the chooser, which knows why
             conn.close()
         except (OSError, TimeoutError, ssl.SSLError, ConnectionError):
             self.handshake_errors += 1

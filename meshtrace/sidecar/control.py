@@ -88,13 +88,13 @@ class ControlSource:
         # Read each time: the token file may be replaced (Kubernetes rotates projected tokens).
         token = self.token_file.read_text().strip()
         headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
-        status, answer = await request(
+        head, answer = await request(
             self.pool, self.host, self.port, method, path, body, headers, timeout, self.tls, self.check
         )
         try:
-            return status, json.loads(answer) if answer else None
+            return head.status, json.loads(answer) if answer else None
         except json.JSONDecodeError:
-            return status, None
+            return head.status, None
 
     async def register(self) -> None:
         """Register until the control plane answers (it may start after us)."""

@@ -57,7 +57,7 @@ from meshtrace.sidecar.metrics import (
 )
 from meshtrace.sidecar.rbac import DENIED_BODY, DENIED_FLAG
 from meshtrace.sidecar.rbac import Request as RbacRequest
-from meshtrace.sidecar.tracing import SpanExporter, SpanRecord, build_span
+from meshtrace.sidecar.tracing import SPAN_BUFFER_BYTES, SpanExporter, SpanRecord, build_span
 
 log = logging.getLogger("meshtrace.sidecar")
 
@@ -226,13 +226,14 @@ class Proxy:
         timeouts: Timeouts,
         access_log: bool,
         series_limit: int = SERIES_LIMIT,
+        span_buffer_bytes: int = SPAN_BUFFER_BYTES,
     ) -> None:
         self.ident = ident
         self.timeouts = timeouts
         self.access_log = access_log
         self.pool = Pool(timeouts.connect, ident.ip)
         self.metrics = IstioMetrics(series_limit)
-        self.exporter = SpanExporter(Pool(timeouts.connect))
+        self.exporter = SpanExporter(Pool(timeouts.connect), span_buffer_bytes)
         self.counters: dict[str, int] = {}
         self.connections = 0
         self._warned: set[str] = set()

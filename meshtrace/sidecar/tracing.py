@@ -31,7 +31,7 @@ from meshtrace.model.otlp_answer import (
     retry_after,
     retry_info_delay,
 )
-from meshtrace.sidecar.client import exchange, split_url
+from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import Provider, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import Pool
 
@@ -406,7 +406,7 @@ class SpanExporter:
             body = req
             ctype = "application/x-protobuf"
         headers = {"content-type": ctype, **provider.headers}
-        head, answer = await exchange(
+        head, answer = await request(
             self.pool, host, port, "POST", provider.path, body, headers, timeout=provider.timeout_s
         )
         if 200 <= head.status < 300:

@@ -138,6 +138,28 @@ def test_services_select_healthy_sidecars_by_labels_and_namespace() -> None:
         assert node.config["services"] == services
 
 
+@pytest.mark.parametrize(
+    ("peer_authentication", "mtls"),
+    [
+        ({}, True),  # no PeerAuthentication: PERMISSIVE
+        ({"mode": "DISABLE", "ports": {}}, False),
+        ({"mode": "STRICT", "ports": {"8080": {"mode": "DISABLE"}}}, False),  # the app port's own
+        ({"mode": "DISABLE", "ports": {"8080": {"mode": "PERMISSIVE"}}}, True),
+        ({"mode": "STRICT", "ports": {"9090": {"mode": "DISABLE"}}}, True),  # another port's
+    ],
+)
+def test_auto_mtls_marks_endpoints_by_the_app_ports_peer_authentication(
+    peer_authentication: dict[str, Any], mtls: bool
+) -> None:
+    def effective(w: str, ns: str, labels: Mapping[str, str]) -> dict[str, Any]:
+        return {**_doc(w, ns, labels), "security": {"peer_authentication": peer_authentication}}
+
+    plane = ControlPlane(Snapshot(services=SERVICES, pod_labels={}, effective=effective), [])
+    plane.register(parse_registration(reg("backend", "backend-0", "127.0.1.3")), 0.0)
+    [endpoint] = plane.services()["backend.default.svc.cluster.local"]["endpoints"]
+    assert endpoint["mtls"] is mtls
+
+
 def test_deployment_pod_labels_complete_registration() -> None:
     plane = ControlPlane(
         snapshot(pod_labels={("default", "backend"): {"app": "backend", "version": "v1"}}), []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from sidecar_helpers import get_json
 
 from meshtrace.control import identity
 
@@ -23,11 +24,6 @@ COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 def bearer(key: bytes, pod: str, namespace: str = "default") -> dict[str, str]:
     token = identity.mint(key, identity.Claims(namespace, "default", pod))
     return {"Authorization": f"Bearer {token}"}
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:

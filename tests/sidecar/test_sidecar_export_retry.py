@@ -164,26 +164,18 @@ def traffic(mesh: Any, n: int = REQUESTS) -> None:
     assert time.monotonic() - started < 10  # refusals never hold requests up
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize(
     ("protocol", "status"), [("http", 503), ("http", 429), ("zipkin", 429), ("zipkin", 503)]
 )
 def test_http_refusals_are_retried_until_every_span_arrives(
-    mesh_factory: Any, harness: Any, servers: Any, protocol: str, status: int
+    mesh_factory: Any, harness: Any, servers: Any, protocol: str, status: int, wait_until: Callable[..., Any]
 ) -> None:
     ip = harness.loopback()
     script = Script(refusals=4)
     rx = servers(http_collector(harness, ip, script, status, zipkin=protocol == "zipkin"))
     mesh = mesh_factory(100.0, provider=provider(protocol, f"http://{ip}:{rx.port}"))
     traffic(mesh)
-    wait_for(lambda: script.spans >= 2 * REQUESTS)
+    wait_until(lambda: script.spans >= 2 * REQUESTS, "every span", timeout=20.0)
     time.sleep(1.2)  # nothing more arrives (no duplicates) and nothing was counted as lost
     assert script.spans == 2 * REQUESTS
     assert dropped(mesh) == {"buffer_full": 0, "export_failed": 0, "rejected": 0, "shutdown": 0}
@@ -193,21 +185,25 @@ def test_http_refusals_are_retried_until_every_span_arrives(
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
 def test_grpc_refusals_with_retry_info_are_retried(
-    mesh_factory: Any, harness: Any, grpc_collector: Any, code: grpc.StatusCode
+    mesh_factory: Any,
+    harness: Any,
+    grpc_collector: Any,
+    code: grpc.StatusCode,
+    wait_until: Callable[..., Any],
 ) -> None:
     ip = harness.loopback()
     script = Script(refusals=4)
     port = grpc_collector(ip, script, code, True)
     mesh = mesh_factory(100.0, provider=provider("grpc", f"http://{ip}:{port}"))
     traffic(mesh)
-    wait_for(lambda: script.spans >= 2 * REQUESTS)
+    wait_until(lambda: script.spans >= 2 * REQUESTS, "every span", timeout=20.0)
     time.sleep(1.2)
     assert script.spans == 2 * REQUESTS
     assert sum(dropped(mesh).values()) == 0
 
 
 def test_resource_exhausted_without_retry_info_is_final(
-    mesh_factory: Any, harness: Any, grpc_collector: Any
+    mesh_factory: Any, harness: Any, grpc_collector: Any, wait_until: Callable[..., Any]
 ) -> None:
     """OTLP: RESOURCE_EXHAUSTED is retryable only when the server says it can recover (RetryInfo):
     without it the batch is dropped at once and counted as export_failed."""
@@ -217,12 +213,14 @@ def test_resource_exhausted_without_retry_info_is_final(
     port = grpc_collector(ip, script, grpc.StatusCode.RESOURCE_EXHAUSTED, False)
     mesh = mesh_factory(100.0, provider=provider("grpc", f"http://{ip}:{port}"))
     traffic(mesh)
-    wait_for(lambda: sum(dropped(mesh).values()) >= 2 * REQUESTS)
+    wait_until(lambda: sum(dropped(mesh).values()) >= 2 * REQUESTS, "every span dropped", timeout=20.0)
     assert dropped(mesh)["export_failed"] == 2 * REQUESTS
     assert metric(mesh, "meshtrace_sidecar_span_export_retries_total") == 0
 
 
-def test_full_buffer_drops_are_counted_exactly(mesh_factory: Any, harness: Any, servers: Any) -> None:
+def test_full_buffer_drops_are_counted_exactly(
+    mesh_factory: Any, harness: Any, servers: Any, wait_until: Callable[..., Any]
+) -> None:
     """While the collector refuses, a small buffer fills: what does not fit is dropped and
     counted; once the collector accepts, the rest arrives. Sent = arrived + counted, exactly."""
     ip = harness.loopback()
@@ -237,7 +235,11 @@ def test_full_buffer_drops_are_counted_exactly(mesh_factory: Any, harness: Any, 
     assert dropped(mesh)["buffer_full"] > 0
     assert metric(mesh, "meshtrace_sidecar_span_buffer_bytes") <= 2 * 2500
     script.refuse_forever = False
-    wait_for(lambda: script.spans + dropped(mesh)["buffer_full"] >= 2 * REQUESTS)
+    wait_until(
+        lambda: script.spans + dropped(mesh)["buffer_full"] >= 2 * REQUESTS,
+        "every span sent or dropped",
+        timeout=20.0,
+    )
     time.sleep(1.2)
     counted = dropped(mesh)
     assert script.spans + counted["buffer_full"] == 2 * REQUESTS
@@ -249,14 +251,16 @@ def test_full_buffer_drops_are_counted_exactly(mesh_factory: Any, harness: Any, 
     assert "dropped" in mesh.frontend.output() and "buffer_full" in mesh.frontend.output()
 
 
-def test_partial_success_is_counted_not_retried(mesh_factory: Any, harness: Any, servers: Any) -> None:
+def test_partial_success_is_counted_not_retried(
+    mesh_factory: Any, harness: Any, servers: Any, wait_until: Callable[..., Any]
+) -> None:
     ip = harness.loopback()
     script = Script()
     script.reject_per_batch = 1
     rx = servers(http_collector(harness, ip, script, 503))
     mesh = mesh_factory(100.0, provider=provider("http", f"http://{ip}:{rx.port}"))
     traffic(mesh)
-    wait_for(lambda: script.spans + script.rejected >= 2 * REQUESTS)
+    wait_until(lambda: script.spans + script.rejected >= 2 * REQUESTS, "every span answered", timeout=20.0)
     time.sleep(1.2)
     assert script.spans + script.rejected == 2 * REQUESTS  # nothing sent twice
     assert dropped(mesh)["rejected"] == script.rejected > 0
@@ -270,6 +274,7 @@ def test_down_collector_costs_spans_not_requests_and_loses_none(
     default_collector_args: list[str],
     collector_metric: Callable[..., float],
     tmp_path: Any,
+    wait_until: Callable[..., Any],
 ) -> None:
     """No collector listening (connection refused): requests are served at once, the spans wait
     in the sidecars' buffers; a real collector then starts on that address and gets every one."""
@@ -277,7 +282,9 @@ def test_down_collector_costs_spans_not_requests_and_loses_none(
     port = harness.free_port(ip)
     mesh = mesh_factory(100.0, provider=provider("http", f"http://{ip}:{port}"))
     traffic(mesh, 20)
-    wait_for(lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 2)
+    wait_until(
+        lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 2, "2 retries", timeout=20.0
+    )
     assert metric(mesh, "meshtrace_sidecar_spans_queued") == 40
     assert sum(dropped(mesh).values()) == 0
     collector = meshtrace_process(
@@ -285,13 +292,17 @@ def test_down_collector_costs_spans_not_requests_and_loses_none(
         env={"MESHTRACE_DATA_DIR": str(tmp_path)},
     )
     collector.wait_for_listeners("otlp-http", "metrics", timeout=60)
-    wait_for(lambda: collector_metric(collector, "otelcol_receiver_accepted_spans") >= 40, timeout=40)
+    wait_until(
+        lambda: collector_metric(collector, "otelcol_receiver_accepted_spans") >= 40, "40 spans", timeout=40
+    )
     assert collector_metric(collector, "otelcol_receiver_accepted_spans") == 40
     assert metric(mesh, "meshtrace_sidecar_spans_exported_total") == 40
     assert sum(dropped(mesh).values()) == 0
 
 
-def test_shutdown_counts_what_it_could_not_send(mesh_factory: Any, harness: Any, servers: Any) -> None:
+def test_shutdown_counts_what_it_could_not_send(
+    mesh_factory: Any, harness: Any, servers: Any, wait_until: Callable[..., Any]
+) -> None:
     """SIGTERM while the collector refuses: one last try, then every span still held is logged
     as dropped (reason shutdown), none silently."""
     ip = harness.loopback()
@@ -300,7 +311,9 @@ def test_shutdown_counts_what_it_could_not_send(mesh_factory: Any, harness: Any,
     rx = servers(http_collector(harness, ip, script, 503))
     mesh = mesh_factory(100.0, provider=provider("http", f"http://{ip}:{rx.port}"))
     traffic(mesh)
-    wait_for(lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 2)
+    wait_until(
+        lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 2, "2 retries", timeout=20.0
+    )
     assert mesh.frontend.stop() == 0
     counts = re.findall(r"dropped (\d+) spans \(shutdown\)", mesh.frontend.output())
     assert sum(int(n) for n in counts) == REQUESTS  # the frontend's CLIENT spans
@@ -316,6 +329,7 @@ def test_a_real_collectors_memory_limiter_refusal_is_retried(
     collector_metric: Callable[..., float],
     tmp_path: Any,
     protocol: str,
+    wait_until: Callable[..., Any],
 ) -> None:
     """A real collector whose memory_limiter refuses everything (limit below its own RSS: 503 +
     Retry-After / UNAVAILABLE + RetryInfo), replaced on the same address by one that accepts:
@@ -336,11 +350,17 @@ def test_a_real_collectors_memory_limiter_refusal_is_retried(
     mesh = mesh_factory(100.0, provider=provider(protocol, f"http://{ip}:{port}"))
     traffic(mesh)
     # both sidecars refused at least twice (a refusal before decoding counts no spans there)
-    wait_for(lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 4)
+    wait_until(
+        lambda: metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 4, "4 retries", timeout=20.0
+    )
     assert collector_metric(refusing, "otelcol_receiver_accepted_spans") == 0
     assert "retrying in" in mesh.frontend.output()
     assert refusing.stop() == 0
     accepting = collector()
-    wait_for(lambda: collector_metric(accepting, "otelcol_receiver_accepted_spans") >= 2 * REQUESTS, 40)
+    wait_until(
+        lambda: collector_metric(accepting, "otelcol_receiver_accepted_spans") >= 2 * REQUESTS,
+        "every span",
+        40,
+    )
     assert collector_metric(accepting, "otelcol_receiver_accepted_spans") == 2 * REQUESTS
     assert sum(dropped(mesh).values()) == 0

@@ -5,8 +5,6 @@ plaintext to a STRICT workload are refused, AuthorizationPolicy answers 403."""
 
 from __future__ import annotations
 
-import datetime
-import json
 import socket
 import ssl
 import subprocess
@@ -23,19 +21,15 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from sidecar_helpers import get_json
 
 from meshtrace.control import identity
+from meshtrace.control.ca import CertificateAuthority
 
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 GATEWAY_SA = "istio-ingressgateway-service-account"
 GATEWAY_ID = f"spiffe://cluster.local/ns/istio-system/sa/{GATEWAY_SA}"
 BACKEND_ID = "spiffe://cluster.local/ns/default/sa/backend-sa"
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 @dataclass
@@ -233,27 +227,13 @@ spec:
 
 
 def _foreign_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A workload certificate (leaf and root) of another CA and trust domain, and its key."""
+    evil = CertificateAuthority.self_signed(tmp_path / "evil-ca", "evil.local")
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil root")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier("spiffe://evil.local/ns/default/sa/default")]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    spiffe = x509.UniformResourceIdentifier("spiffe://evil.local/ns/default/sa/default")
+    chain, _ = evil.issue(key.public_key(), [spiffe], ttl_s=86400.0)
     cert_path, key_path = tmp_path / "evil.pem", tmp_path / "evil-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_text("".join(chain))
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -438,7 +438,8 @@ def test_dependency_graph_and_upload(browser: Any, collector: tuple[str, str], t
     expect(page.locator("#toast")).to_contain_text(
         "Imported spans.jsonl: 0 new spans, 2 already stored in 1 trace"
     )
-    assert page.locator(".span-row").count() == 2
+    # the toast comes before the trace page is drawn again: wait for its rows
+    expect(page.locator(".span-row")).to_have_count(2)
     page = ui.goto("/dependencies")
     node = page.locator(".dep-node", has_text=caller)
     expect(node).to_have_attribute("data-service", caller)

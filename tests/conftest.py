@@ -1,8 +1,15 @@
 """Shared test fixtures: run a `meshtrace` command as a real process and find its ports from the
-ready lines it prints (README.md, Commands), never from guessed port numbers."""
+ready lines it prints (README.md, Commands), never from guessed port numbers.
+
+Every test is `unit` or `e2e` (docs/testing.md). e2e tests start processes: a `meshtrace`
+command, a browser, a tool such as promtool. A test is e2e when it is marked `e2e` or uses a
+fixture that requests `starts_processes` (as `meshtrace_process` does); every other test is unit,
+and a unit test that starts a process fails, naming the marker it lacks, so the split cannot
+drift."""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import queue
 import signal
@@ -22,6 +29,41 @@ from meshtrace import ready
 from meshtrace.bench import faults
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def starts_processes() -> None:
+    """Requested by every fixture that starts a process: the tests using them are e2e."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "starts_processes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+        elif item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.unit)
+
+
+class _ProcessStarted(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test must not start a process (its speed is `make unit`'s promise): it fails here,
+    naming the marker it needs, instead of being counted as unit."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise _ProcessStarted(
+            f"{request.node.nodeid} starts a process: mark it `pytest.mark.e2e` (or use an e2e fixture)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+
+
 SHARED = REPO.parent / "shared"
 SEED_MANIFESTS = SHARED / "seed" / "manifests"
 
@@ -142,7 +184,7 @@ def child_pids(pid: int) -> set[int]:
 
 
 @pytest.fixture
-def meshtrace_process() -> Iterator[type[MeshtraceProcess]]:
+def meshtrace_process(starts_processes: None) -> Iterator[type[MeshtraceProcess]]:
     """Factory fixture: `p = meshtrace_process(["collector", ...])`; every process is stopped at the end."""
     started: list[MeshtraceProcess] = []
 

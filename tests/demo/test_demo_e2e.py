@@ -446,6 +446,7 @@ class RecordingProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e
 def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
     start_demo: Callable[..., Any], collector: RunningCollector, backend: Any
 ) -> None:
@@ -488,6 +489,7 @@ def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
     assert frontend.stop(signal.SIGINT) == 0, frontend.output()
 
 
+@pytest.mark.e2e
 def test_http_protobuf_export_and_sigterm_flush(
     start_demo: Callable[..., Any], collector: RunningCollector, tmp_path: Path
 ) -> None:

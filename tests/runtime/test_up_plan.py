@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.plan import DEFAULT_MANIFESTS, make_plan
 
@@ -140,12 +142,14 @@ def _up(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 def test_up_refuses_a_folder_without_manifests(tmp_path: Path) -> None:
     result = _up("-f", str(tmp_path))
     assert result.returncode == 2
     assert "cannot run these manifests" in result.stdout
 
 
+@pytest.mark.e2e
 def test_up_names_the_process_holding_a_port() -> None:
     host = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.200"
     with socket.socket() as s:
@@ -231,12 +235,14 @@ def test_a_guide_folder_with_manifests_one_level_down_is_read(tmp_path: Path) ->
     assert plan.reports == [read]
 
 
+@pytest.mark.e2e
 def test_the_readmes_examples_path_exists() -> None:
     # README and docs/up.md name examples/seed: the repository's link to the built-in demo.
     root = Path(__file__).resolve().parents[2]
     assert (root / "examples" / "seed").resolve() == DEFAULT_MANIFESTS
 
 
+@pytest.mark.e2e
 def test_up_says_when_it_cannot_create_its_run_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

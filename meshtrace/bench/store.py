@@ -38,8 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from meshtrace import ready
 from meshtrace.query.spm import timestamp
-from meshtrace.store import TraceStore
-from meshtrace.store.sqlite import StoreFullError
+from meshtrace.store import StoreFullError, TraceStore
 from meshtrace.store.synthetic import BACKEND, mesh_traces
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

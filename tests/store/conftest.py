@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.store import TraceStore
-from meshtrace.store.sqlite import SCHEMA_VERSION
+from meshtrace.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture

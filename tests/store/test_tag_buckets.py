@@ -14,7 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from meshtrace.store import TraceQuery, TraceStore
-from meshtrace.store.sqlite import TAG_BUCKET_NS
+from meshtrace.store.schema import TAG_BUCKET_NS
 from meshtrace.store.synthetic import BACKEND, mesh_trace
 from tests.store.conftest import OlderFile
 

@@ -316,13 +316,13 @@ def test_a_span_the_store_cannot_hold_costs_no_other_span(store: TraceStore) -> 
 def test_a_failing_batch_fails_its_callers_and_the_writer_lives_on(
     store: TraceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshtrace.store import sqlite as engine
+    from meshtrace.store import ingest
 
     def boom(self: object, request: object, now_ns: int) -> int:
         raise RuntimeError("bug")
 
     with monkeypatch.context() as patch:
-        patch.setattr(engine._Ingest, "write", boom)
+        patch.setattr(ingest.Ingest, "write", boom)
         failed = store.write(mesh_trace(NOW, random.Random(1)).SerializeToString())
         with pytest.raises(StoreError, match="bug"):
             failed.result(10)

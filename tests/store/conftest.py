@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,25 @@ def store(tmp_path: Path) -> Iterator[TraceStore]:
     s.open()
     yield s
     s.close()
+
+
+class FakeClock:
+    """A store clock (ns since the epoch) that moves only when the test says: retention without
+    waiting for it."""
+
+    def __init__(self) -> None:
+        self.now_ns = time.time_ns()
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * 1e9)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 class OlderFile:

@@ -13,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 from meshtrace.store import archive
-from meshtrace.store.protocol import StoreError
+from meshtrace.store.protocol import SpanStore, StoreError
 from meshtrace.store.reader import Reader
 from meshtrace.store.retention import Clock, Retention
 from meshtrace.store.schema import connect, open_schema
@@ -30,8 +30,9 @@ def default_path() -> Path:
     return base / "meshtrace" / "traces.db"
 
 
-class TraceStore(Reader):
-    """Owns the database: `write()` queues encoded `ExportTraceServiceRequest` bytes for the writer
+class TraceStore(Reader, SpanStore):
+    """The `SpanStore` over one SQLite file (subclassing the protocol has mypy check that it is
+    one). Owns the database: `write()` queues encoded `ExportTraceServiceRequest` bytes for the writer
     thread (never blocking the caller) and returns a future that completes when they are
     committed; readers query from any thread.
 

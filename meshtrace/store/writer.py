@@ -32,7 +32,7 @@ _UNSTORABLE = (ValueError, OverflowError, TypeError, sqlite3.DataError, sqlite3.
 _FLUSH = object()
 _STOP = object()
 
-_Payload = tuple[bytes, "Future[int]"]
+_Payload = tuple[bytes, Future[int]]
 
 
 class Writer:

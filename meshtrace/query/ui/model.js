@@ -1,3 +1,4 @@
+// @ts-check
 // Pure functions over Jaeger JSON traces: span tree, orphans, critical path, flame layout, find,
 // formatting. No DOM here, so tests can import this module and call it directly.
 
@@ -42,6 +43,44 @@ export function parentSpanId(span) {
   return ref ? ref.spanID : null;
 }
 
+/**
+ * Jaeger's JSON, as far as the UI reads it.
+ * @typedef {{key: string, type?: string, value: any}} KeyValue
+ * @typedef {{serviceName: string, tags?: KeyValue[]}} Process
+ * @typedef {{refType?: string, traceID?: string, spanID: string}} Reference
+ * @typedef {{timestamp: number, fields?: KeyValue[]}} Log
+ * @typedef {{traceID?: string, spanID: string, operationName?: string, startTime: number, duration: number,
+ *   tags?: KeyValue[], logs?: Log[], references?: Reference[], processID?: string, process?: Process,
+ *   warnings?: string[] | null}} Span
+ * @typedef {{traceID: string, spans?: Span[], processes?: Record<string, Process>, warnings?: string[] | null}} Trace
+ */
+
+/**
+ * A span in the trace's tree (what buildTrace makes of each Jaeger span).
+ * @typedef {object} SpanNode
+ * @property {Span} span
+ * @property {string} id
+ * @property {Process} process
+ * @property {string} service
+ * @property {string} operation
+ * @property {number} start  microseconds since the epoch, as `end`
+ * @property {number} duration  microseconds
+ * @property {number} end
+ * @property {string | null} parentId  the CHILD_OF parent's span id, in this trace or not
+ * @property {SpanNode | null} parent
+ * @property {SpanNode[]} children  in start order
+ * @property {number} depth
+ * @property {boolean} orphan  its parent is not in the trace
+ * @property {boolean} error
+ * @property {string} kind  the span.kind tag
+ * @property {string} appPod  the pod of an app's span (its resource's k8s.pod.name)
+ * @property {string} pod  that, or a proxy's pod from its node id
+ */
+
+/** @typedef {ReturnType<typeof buildTrace>} TraceModel */
+/** @typedef {{id: string, start: number, end: number}} CriticalSegment  a stretch of one span on the critical path */
+
+/** @param {SpanNode} a @param {SpanNode} b */
 const byStart = (a, b) => a.start - b.start || a.end - b.end;
 
 /**
@@ -49,12 +88,15 @@ const byStart = (a, b) => a.start - b.start || a.end - b.end;
  * orphan flag (a parent reference to a span that is not in the trace). Spans whose parent chain
  * loops are treated as roots so the tree is always a forest.
  */
-export function buildTrace(trace) {
+export function buildTrace(/** @type {Trace} */ trace) {
   const processes = trace.processes || {};
+  /** @type {SpanNode[]} */
   const nodes = [];
+  /** @type {Map<string, SpanNode>} */
   const byId = new Map();
   for (const span of trace.spans || []) {
     const process = span.process || processes[span.processID] || { serviceName: "unknown", tags: [] };
+    /** @type {SpanNode} */
     const node = {
       span,
       id: span.spanID,
@@ -78,6 +120,7 @@ export function buildTrace(trace) {
     // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
     if (!byId.has(node.id)) byId.set(node.id, node);
   }
+  /** @type {SpanNode[]} */
   const roots = [];
   for (const node of nodes) {
     const parent = node.parentId && node.parentId !== node.id ? byId.get(node.parentId) : undefined;
@@ -91,7 +134,9 @@ export function buildTrace(trace) {
   }
   // Depth-first from the roots; anything not reached sits in a parent cycle and becomes a root.
   const seen = new Set();
+  /** @type {SpanNode[]} */
   const order = [];
+  /** @param {SpanNode} node @param {number} depth */
   const visit = (node, depth) => {
     seen.add(node);
     node.depth = depth;
@@ -237,7 +282,8 @@ export function operationStats(model) {
 }
 
 /** The spans shown in the waterfall, in tree order, skipping descendants of collapsed spans. */
-export function visibleNodes(model, collapsed) {
+export function visibleNodes(/** @type {TraceModel} */ model, /** @type {Set<string>} */ collapsed) {
+  /** @type {SpanNode[]} */
   const out = [];
   const walk = (node) => {
     out.push(node);
@@ -252,7 +298,8 @@ export function visibleNodes(model, collapsed) {
  * back from the root's end, the last child to finish before the cursor is on the path; the time
  * between children is the parent's own. Returns segments {id, start, end} (microseconds).
  */
-export function criticalPath(model) {
+export function criticalPath(/** @type {TraceModel} */ model) {
+  /** @type {CriticalSegment[]} */
   const segments = [];
   const walk = (node, limit) => {
     let cursor = Math.min(node.end, limit);
@@ -277,7 +324,8 @@ export function criticalPath(model) {
  * time are pushed down to free rows so no two boxes overlap; separate trees stack with a gap.
  * Returns Map node -> row.
  */
-export function flameLayout(model) {
+export function flameLayout(/** @type {TraceModel} */ model) {
+  /** @type {Map<SpanNode, number>} */
   const rows = new Map();
   // Lays out `node`'s subtree with the node on row 0; returns its placements and bounding box.
   // Child subtrees go in order of their start, each at the first offset whose rows are free from
@@ -326,8 +374,9 @@ function haystack(node) {
 }
 
 /** Spans matching a find-in-trace query: every whitespace-separated word must appear somewhere. */
-export function findSpans(model, query) {
+export function findSpans(/** @type {TraceModel} */ model, /** @type {string} */ query) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  /** @type {Set<SpanNode>} */
   const hits = new Set();
   if (!words.length) return hits;
   for (const node of model.nodes) {

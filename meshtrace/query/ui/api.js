@@ -1,3 +1,4 @@
+// @ts-check
 // The query API client: Jaeger's v1 JSON routes (envelope {data, total, limit, offset, errors})
 // plus meshtrace's import/export routes (docs/query-api.md).
 

@@ -1,3 +1,4 @@
+// @ts-check
 // Entry point: client-side routing over real URLs (/search?..., /trace/<id>, /dependencies) so
 // every view is a deep link, plus the header's trace-id lookup and import upload.
 
@@ -8,15 +9,18 @@ import { renderSearch } from "./search.js";
 import { renderTrace } from "./trace.js";
 
 const view = document.getElementById("view");
+const lookupId = /** @type {HTMLInputElement} */ (document.getElementById("lookup-id"));
+const upload = /** @type {HTMLInputElement} */ (document.getElementById("upload"));
 const toast = document.getElementById("toast");
 let current = null; // what the rendered view offers the global keys (e.g. focusFind)
 let renderSeq = 0;
+let toastTimer = 0;
 
 function notify(text, kind = "info") {
   mount(toast, h("span", { class: `toast-${kind}` }, text));
   toast.hidden = false;
-  clearTimeout(notify.timer);
-  notify.timer = setTimeout(() => { toast.hidden = true; }, 8000);
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, 8000);
 }
 
 export function navigate(url, { replace = false } = {}) {
@@ -30,6 +34,7 @@ async function render() {
   const { pathname, search } = window.location;
   const q = new URLSearchParams(search);
   for (const a of document.querySelectorAll("nav.main a")) {
+    if (!(a instanceof HTMLAnchorElement)) continue;
     a.classList.toggle("active", pathname.startsWith(a.getAttribute("href")) || (pathname === "/" && a.dataset.home === ""));
   }
   current = null;
@@ -46,7 +51,7 @@ async function render() {
 // Same-origin links marked data-nav change the route without reloading; modified clicks
 // (new tab, new window) keep the browser's behaviour.
 document.addEventListener("click", (e) => {
-  const a = e.target.closest("a[data-nav]");
+  const a = /** @type {Element} */ (e.target).closest("a[data-nav]");
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   e.preventDefault();
   navigate(a.getAttribute("href"));
@@ -55,30 +60,28 @@ document.addEventListener("click", (e) => {
 window.addEventListener("popstate", render);
 
 document.addEventListener("keydown", (e) => {
-  const typing = e.target.closest("input, textarea, select");
+  const typing = /** @type {Element} */ (e.target).closest("input, textarea, select");
   if (e.key === "/" && !typing) {
     e.preventDefault();
     if (current && current.focusFind) current.focusFind();
-    else document.getElementById("lookup-id").focus();
+    else lookupId.focus();
   }
 });
 
 document.getElementById("lookup").addEventListener("submit", (e) => {
   e.preventDefault();
-  const input = document.getElementById("lookup-id");
-  const ids = input.value.trim().toLowerCase().split(/[\s,]+/).filter(Boolean);
+  const ids = lookupId.value.trim().toLowerCase().split(/[\s,]+/).filter(Boolean);
   const bad = ids.find((id) => !/^[0-9a-f]{1,32}$/.test(id));
   if (!ids.length || bad !== undefined) {
     notify(`trace id: "${bad ?? ""}" is not 1 to 32 hex digits`, "error");
     return;
   }
-  input.value = "";
+  lookupId.value = "";
   // One id opens the trace; several list them side by side as search results.
   if (ids.length === 1) navigate(`/trace/${ids[0]}`);
   else navigate(`/search?${ids.map((id) => `traceID=${id}`).join("&")}`);
 });
 
-const upload = document.getElementById("upload");
 document.getElementById("upload-button").addEventListener("click", () => upload.click());
 upload.addEventListener("change", async () => {
   const file = upload.files[0];

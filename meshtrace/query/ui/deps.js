@@ -1,3 +1,4 @@
+// @ts-check
 // The service dependency graph (SVG) and the same links as a table.
 
 import * as api from "./api.js";
@@ -171,6 +172,6 @@ export async function renderDependencies(root, q, navigate) {
   }
   const grouped = apart ? { links, members: new Map() } : groupWorkloads(links);
   mount(content, h("div", { class: "dep-graph-wrap" }));
-  const width = content.firstChild.clientWidth;
+  const width = /** @type {HTMLElement} */ (content.firstChild).clientWidth;
   mount(content, graph(grouped.links, grouped.members, navigate, width), table(links));
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // Layered layout of the service dependency graph. Pure: links in, coordinates out.
 
 /**

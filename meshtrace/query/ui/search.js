@@ -1,3 +1,4 @@
+// @ts-check
 // The search page: the form (its state lives in the URL, so /search?service=... is a deep link),
 // the duration-over-time scatter plot and the results list.
 
@@ -7,6 +8,7 @@ import {
   fmtAgo, fmtDuration, fmtTime, isDuration, parseTags, serviceColor, summarize, ticks,
 } from "./model.js";
 
+/** @type {[string, string, number][]} */
 const LOOKBACKS = [
   ["15m", "Last 15 minutes", 15 * 60],
   ["1h", "Last hour", 3600],
@@ -14,6 +16,8 @@ const LOOKBACKS = [
   ["24h", "Last 24 hours", 24 * 3600],
   ["custom", "Custom range", 0],
 ];
+/** @typedef {ReturnType<typeof summarize>} TraceSummary */
+/** @type {[string, string, (a: TraceSummary, b: TraceSummary) => number][]} */
 const SORTS = [
   ["recent", "Most recent", (a, b) => b.start - a.start],
   ["longest", "Longest first", (a, b) => b.duration - a.duration],
@@ -142,7 +146,7 @@ function buildForm(q, onSubmit) {
     const next = new URLSearchParams();
     for (const [k, v] of new FormData(form)) {
       if (v === "" || ((k === "start" || k === "end") && lookback.value !== "custom")) continue;
-      next.set(k, v);
+      next.set(k, String(v));
     }
     if (!next.has("service")) next.set("service", "");
     onSubmit(next);
@@ -194,7 +198,7 @@ function scatter(rows, onOpen) {
     s("text", { class: "axis", x: W - M.right, y: H - 6, "text-anchor": "end" }, timeLabel(t1)),
   );
   // Big dots first so small ones stay clickable; error traces last, so they are drawn on top.
-  const order = [...rows].sort((a, b) => Boolean(a.errorCount) - Boolean(b.errorCount) || b.spanCount - a.spanCount);
+  const order = [...rows].sort((a, b) => Number(Boolean(a.errorCount)) - Number(Boolean(b.errorCount)) || b.spanCount - a.spanCount);
   for (const r of order) {
     const label = `${resultTitle(r)} — ${fmtDuration(r.duration)}, ${r.spanCount} spans` +
       (r.errorCount ? `, ${r.errorCount} errors` : "");

@@ -8,10 +8,17 @@ import { h, mount } from "./dom.js";
 import { renderSearch } from "./search.js";
 import { renderTrace } from "./trace.js";
 
-const view = document.getElementById("view");
-const lookupId = /** @type {HTMLInputElement} */ (document.getElementById("lookup-id"));
-const upload = /** @type {HTMLInputElement} */ (document.getElementById("upload"));
-const toast = document.getElementById("toast");
+/** An element of the page shell (index.html holds them all). @param {string} id */
+function shell(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`index.html has no #${id}`);
+  return el;
+}
+
+const view = shell("view");
+const lookupId = /** @type {HTMLInputElement} */ (shell("lookup-id"));
+const upload = /** @type {HTMLInputElement} */ (shell("upload"));
+const toast = shell("toast");
 let current = null; // what the rendered view offers the global keys (e.g. focusFind)
 let renderSeq = 0;
 let toastTimer = 0;
@@ -35,7 +42,7 @@ async function render() {
   const q = new URLSearchParams(search);
   for (const a of document.querySelectorAll("nav.main a")) {
     if (!(a instanceof HTMLAnchorElement)) continue;
-    a.classList.toggle("active", pathname.startsWith(a.getAttribute("href")) || (pathname === "/" && a.dataset.home === ""));
+    a.classList.toggle("active", pathname.startsWith(a.pathname) || (pathname === "/" && a.dataset.home === ""));
   }
   current = null;
   const target = h("div", { class: "view-inner" });
@@ -68,7 +75,7 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
-document.getElementById("lookup").addEventListener("submit", (e) => {
+shell("lookup").addEventListener("submit", (e) => {
   e.preventDefault();
   const ids = lookupId.value.trim().toLowerCase().split(/[\s,]+/).filter(Boolean);
   const bad = ids.find((id) => !/^[0-9a-f]{1,32}$/.test(id));
@@ -82,9 +89,9 @@ document.getElementById("lookup").addEventListener("submit", (e) => {
   else navigate(`/search?${ids.map((id) => `traceID=${id}`).join("&")}`);
 });
 
-document.getElementById("upload-button").addEventListener("click", () => upload.click());
+shell("upload-button").addEventListener("click", () => upload.click());
 upload.addEventListener("change", async () => {
-  const file = upload.files[0];
+  const file = upload.files?.[0];
   if (!file) return;
   notify(`Importing ${file.name}…`);
   try {

@@ -16,6 +16,7 @@ const LABEL_FONT = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-seri
 /** Text widths in pixels as the SVG will draw them, so nodes and label pills fit their text. */
 function measurer() {
   const ctx = document.createElement("canvas").getContext("2d");
+  if (!ctx) throw new Error("this browser has no 2D canvas to measure text with");
   return (text, font) => {
     ctx.font = font;
     return Math.ceil(ctx.measureText(text).width);

@@ -16,9 +16,9 @@ import { axisLeft, axisWidth, rowOf, timeRuler } from "./trace-state.js";
  * @param {TraceState} state @param {TraceActions} actions @param {SpanNode} node @param {Element} detailSlot
  */
 function selectFlame(state, actions, node, detailSlot) {
-  state.rowsByNode.get(state.selected)?.classList.remove("selected");
+  if (state.selected) state.rowsByNode.get(state.selected)?.classList.remove("selected");
   state.selected = node;
-  state.rowsByNode.get(node).classList.add("selected");
+  state.rowsByNode.get(node)?.classList.add("selected");
   detailSlot.replaceWith(spanDetail(node, state.model, actions));
 }
 
@@ -55,11 +55,12 @@ export function drawFlame(state, actions) {
   const graph = h("div", { class: "flame", id: "flame", role: "group", "aria-label": "Flame graph" });
   graph.style.height = `${height * 1.6}rem`;
   const wrap = h("div", { class: "flame-wrap" }, timeRuler(state.model), graph);
-  for (const node of state.model.nodes) graph.append(flameBox(state, node, rows.get(node)));
+  for (const node of state.model.nodes) graph.append(flameBox(state, node, rows.get(node) ?? 0));
   /** @param {Event} e */
   const select = (e) => {
     const hit = rowOf(state, e, ".flame-box");
-    if (hit) selectFlame(state, actions, hit[1], wrap.nextElementSibling);
+    const detailSlot = wrap.nextElementSibling;
+    if (hit && detailSlot) selectFlame(state, actions, hit[1], detailSlot);
     return Boolean(hit);
   };
   // One listener pair for every box, as in the waterfall.

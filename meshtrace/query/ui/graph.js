@@ -1,19 +1,25 @@
 // @ts-check
 // Layered layout of the service dependency graph. Pure: links in, coordinates out.
 
+/** @typedef {{parent: string, child: string, callCount: number, errorCount?: number}} DependencyLink */
+
 /**
  * Place services in columns by call depth (callers left of callees) and order each column by the
  * mean position of its callers, so edges cross less. Calls that close a cycle are drawn but do not
  * move nodes. `links` are Jaeger's {parent, child, callCount, errorCount?}.
+ * @param {DependencyLink[]} links
  */
 export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidth = 170 } = {}) {
   const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))].sort();
+  /** @type {Map<string, string[]>} */
   const out = new Map(names.map((n) => [n, []]));
+  /** @param {string} n */
+  const callees = (n) => out.get(n) ?? [];
   const indegree = new Map(names.map((n) => [n, 0]));
   for (const l of links) {
     if (l.parent === l.child) continue;
-    out.get(l.parent).push(l.child);
-    indegree.set(l.child, indegree.get(l.child) + 1);
+    callees(l.parent).push(l.child);
+    indegree.set(l.child, (indegree.get(l.child) ?? 0) + 1);
   }
   // Depth-first from the entry points (no callers; else alphabetical) marks back edges.
   const layer = new Map();
@@ -21,7 +27,7 @@ export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidt
   const back = new Set();
   const visit = (n) => {
     state.set(n, 1);
-    for (const m of out.get(n)) {
+    for (const m of callees(n)) {
       if (state.get(m) === 1) back.add(`${n}\u0000${m}`);
       else if (!state.has(m)) visit(m);
     }
@@ -34,13 +40,13 @@ export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidt
   const done = new Set();
   const topo = (n) => {
     done.add(n);
-    for (const m of out.get(n)) if (!back.has(`${n}\u0000${m}`) && !done.has(m)) topo(m);
+    for (const m of callees(n)) if (!back.has(`${n}\u0000${m}`) && !done.has(m)) topo(m);
     order.unshift(n);
   };
   for (const n of names) if (!done.has(n)) topo(n);
   for (const n of order) layer.set(n, layer.get(n) || 0);
   for (const n of order) {
-    for (const m of out.get(n)) {
+    for (const m of callees(n)) {
       if (!back.has(`${n}\u0000${m}`)) layer.set(m, Math.max(layer.get(m), layer.get(n) + 1));
     }
   }

@@ -95,7 +95,7 @@ export function buildTrace(/** @type {Trace} */ trace) {
   /** @type {Map<string, SpanNode>} */
   const byId = new Map();
   for (const span of trace.spans || []) {
-    const process = span.process || processes[span.processID] || { serviceName: "unknown", tags: [] };
+    const process = span.process || processes[span.processID ?? ""] || { serviceName: "unknown", tags: [] };
     /** @type {SpanNode} */
     const node = {
       span,
@@ -389,8 +389,11 @@ export function findSpans(/** @type {TraceModel} */ model, /** @type {string} */
 /**
  * Parse the search form's attributes field, logfmt style: `http.status_code=500 error=true
  * msg="two words"`. Returns {tags} or {error} naming the bad token.
+ * @param {string} text
+ * @returns {{tags: Record<string, string>, error?: undefined} | {tags?: undefined, error: string}}
  */
 export function parseTags(text) {
+  /** @type {Record<string, string>} */
   const tags = {};
   const re = /\s*([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))/y;
   let pos = 0;

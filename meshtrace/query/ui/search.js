@@ -43,7 +43,7 @@ function localInput(us) {
 /** The API query for the form state in `q` (URLSearchParams), or {error} naming the bad field. */
 export function apiQuery(q, nowMs = Date.now()) {
   const tags = parseTags(q.get("tags") || "");
-  if (tags.error) return { error: tags.error };
+  if (!tags.tags) return { error: tags.error };
   if (q.get("errors") === "1") tags.tags.error = "true";
   for (const name of ["minDuration", "maxDuration"]) {
     if (!isDuration(q.get(name) || "")) {
@@ -319,7 +319,7 @@ export async function renderSearch(root, q, navigate) {
   const list = h("ol", { class: "result-list", id: "result-list" });
   let rows = [];
   const fill = () => {
-    const cmp = SORTS.find(([k]) => k === sortKey.value)[2];
+    const cmp = (SORTS.find(([k]) => k === sortKey.value) ?? SORTS[0])[2];
     const maxDuration = Math.max(...rows.map((r) => r.duration), 1);
     mount(list, [...rows].sort(cmp).map((r) => resultItem(r, maxDuration)));
   };

@@ -98,7 +98,7 @@ function facts(node, model, actions) {
     ["Self time", `${fmtDuration(selfTime(node))} (not in child spans)`],
     ["Status", h("span", { class: status.cls }, status.text)],
   ];
-  return h("dl", { class: "facts" }, rows.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  return h("dl", { class: "facts" }, rows.filter((row) => row !== null).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
 /**

@@ -48,6 +48,11 @@ import { criticalPath, fmtDuration, serviceColor, ticks } from "./model.js";
  */
 export function createTraceState(model, body) {
   const criticalSegments = criticalPath(model);
+  const criticalNodes = new Set();
+  for (const seg of criticalSegments) {
+    const node = model.byId.get(seg.id);
+    if (node) criticalNodes.add(node);
+  }
   return {
     model,
     body,
@@ -57,7 +62,7 @@ export function createTraceState(model, body) {
     selected: null,
     critical: true,
     criticalSegments,
-    criticalNodes: new Set(criticalSegments.map((seg) => model.byId.get(seg.id))),
+    criticalNodes,
     query: "",
     hits: new Set(),
     hitCursor: -1,

@@ -146,8 +146,10 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   const toolbar = createToolbar(state, actions);
   mount(root, header(model, (service) => findService(toolbar, service)), toolbar.element, body);
   actions.draw();
-  if (q.get("uiFind")) toolbar.find(q.get("uiFind"));
-  const linked = q.get("span") && model.byId.get(q.get("span"));
+  const uiFind = q.get("uiFind");
+  if (uiFind) toolbar.find(uiFind);
+  const spanId = q.get("span");
+  const linked = spanId && model.byId.get(spanId);
   if (linked) actions.reveal(linked);
   return { focusFind: toolbar.focusFind };
 }

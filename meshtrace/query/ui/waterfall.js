@@ -47,7 +47,7 @@ function nameResizer(body) {
     handle.setAttribute("aria-valuenow", String(width));
     localStorage.setItem(NAME_WIDTH, String(width));
   };
-  const current = () => body.querySelector(".waterfall-head .span-name").getBoundingClientRect().width;
+  const current = () => body.querySelector(".waterfall-head .span-name")?.getBoundingClientRect().width ?? MIN_NAME_WIDTH;
   const handle = h("div", {
     class: "col-resizer", id: "name-resizer", role: "separator", tabindex: "0", "aria-orientation": "vertical",
     "aria-label": "Resize the name column (drag, or ← →)", title: "Drag to resize the name column",
@@ -180,6 +180,7 @@ function focusRow(state, node) {
   state.selected = node;
   for (const el of state.rowsByNode.values()) el.tabIndex = -1;
   const el = state.rowsByNode.get(node);
+  if (!el) return;
   el.tabIndex = 0;
   el.focus();
 }
@@ -190,6 +191,7 @@ function focusRow(state, node) {
  */
 export function toggleDetail(state, actions, node) {
   const row = state.rowsByNode.get(node);
+  if (!row) return; // not drawn: its details cannot open under it
   if (state.open.has(node)) {
     state.open.delete(node);
     state.detailsByNode.get(node)?.remove();
@@ -256,8 +258,10 @@ function criticalByNode(state) {
   if (!state.critical) return out;
   for (const seg of state.criticalSegments) {
     const node = state.model.byId.get(seg.id);
-    if (!out.has(node)) out.set(node, []);
-    out.get(node).push(seg);
+    if (!node) continue;
+    const segments = out.get(node);
+    if (segments) segments.push(seg);
+    else out.set(node, [seg]);
   }
   return out;
 }
@@ -280,7 +284,7 @@ export function drawWaterfall(state, actions) {
     }
   }
   tree.append(rows);
-  const tabStop = state.rowsByNode.get(state.selected) || state.rowsByNode.get(nodes[0]);
+  const tabStop = (state.selected && state.rowsByNode.get(state.selected)) || state.rowsByNode.get(nodes[0]);
   if (tabStop) tabStop.tabIndex = 0; // one tab stop; arrows move inside the tree
   // One listener for all rows (thousands of spans): the row under the event names the span.
   tree.addEventListener("keydown", (e) => treeKeys(state, actions, e, nodes));

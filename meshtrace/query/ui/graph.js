@@ -4,13 +4,11 @@
 /** @typedef {{parent: string, child: string, callCount: number, errorCount?: number}} DependencyLink */
 
 /**
- * Place services in columns by call depth (callers left of callees) and order each column by the
- * mean position of its callers, so edges cross less. Calls that close a cycle are drawn but do not
- * move nodes. `links` are Jaeger's {parent, child, callCount, errorCount?}.
- * @param {DependencyLink[]} links
+ * Each service's column (its longest call path from an entry point) and the calls that close a
+ * cycle (back edges, as "parent\0child"), which are drawn but do not move nodes.
+ * @param {string[]} names @param {DependencyLink[]} links
  */
-export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidth = 170 } = {}) {
-  const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))].sort();
+function layers(names, links) {
   /** @type {Map<string, string[]>} */
   const out = new Map(names.map((n) => [n, []]));
   /** @param {string} n */
@@ -50,6 +48,18 @@ export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidt
       if (!back.has(`${n}\u0000${m}`)) layer.set(m, Math.max(layer.get(m), layer.get(n) + 1));
     }
   }
+  return { layer, back };
+}
+
+/**
+ * Place services in columns by call depth (callers left of callees) and order each column by the
+ * mean position of its callers, so edges cross less. Calls that close a cycle are drawn but do not
+ * move nodes. `links` are Jaeger's {parent, child, callCount, errorCount?}.
+ * @param {DependencyLink[]} links
+ */
+export function layoutDependencies(links, { width = 0, rowHeight = 100, nodeWidth = 170 } = {}) {
+  const names = [...new Set(links.flatMap((l) => [l.parent, l.child]))].sort();
+  const { layer, back } = layers(names, links);
   const columns = [];
   for (const n of names) {
     const l = layer.get(n);

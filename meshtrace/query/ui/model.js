@@ -84,42 +84,38 @@ export function parentSpanId(span) {
 const byStart = (a, b) => a.start - b.start || a.end - b.end;
 
 /**
- * Index a Jaeger trace: every span gets its process, service, parent/children, depth, error and
- * orphan flag (a parent reference to a span that is not in the trace). Spans whose parent chain
- * loops are treated as roots so the tree is always a forest.
+ * A span's node, not linked into the tree yet.
+ * @param {Span} span @param {Record<string, Process>} processes
+ * @returns {SpanNode}
  */
-export function buildTrace(/** @type {Trace} */ trace) {
-  const processes = trace.processes || {};
-  /** @type {SpanNode[]} */
-  const nodes = [];
-  /** @type {Map<string, SpanNode>} */
-  const byId = new Map();
-  for (const span of trace.spans || []) {
-    const process = span.process || processes[span.processID ?? ""] || { serviceName: "unknown", tags: [] };
-    /** @type {SpanNode} */
-    const node = {
-      span,
-      id: span.spanID,
-      process,
-      service: process.serviceName || "unknown",
-      operation: span.operationName || "",
-      start: span.startTime,
-      duration: span.duration,
-      end: span.startTime + span.duration,
-      parentId: parentSpanId(span),
-      parent: null,
-      children: [],
-      depth: 0,
-      orphan: false,
-      error: isErrorSpan(span),
-      kind: tagValue(span.tags, "span.kind") || "",
-      appPod: podName(process),
-      pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
-    };
-    nodes.push(node);
-    // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
-    if (!byId.has(node.id)) byId.set(node.id, node);
-  }
+function spanNode(span, processes) {
+  const process = span.process || processes[span.processID ?? ""] || { serviceName: "unknown", tags: [] };
+  return {
+    span,
+    id: span.spanID,
+    process,
+    service: process.serviceName || "unknown",
+    operation: span.operationName || "",
+    start: span.startTime,
+    duration: span.duration,
+    end: span.startTime + span.duration,
+    parentId: parentSpanId(span),
+    parent: null,
+    children: [],
+    depth: 0,
+    orphan: false,
+    error: isErrorSpan(span),
+    kind: tagValue(span.tags, "span.kind") || "",
+    appPod: podName(process),
+    pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
+  };
+}
+
+/**
+ * Link every node to its parent and flag orphans; returns the nodes without a parent here.
+ * @param {SpanNode[]} nodes @param {Map<string, SpanNode>} byId
+ */
+function linkParents(nodes, byId) {
   /** @type {SpanNode[]} */
   const roots = [];
   for (const node of nodes) {
@@ -132,7 +128,15 @@ export function buildTrace(/** @type {Trace} */ trace) {
       roots.push(node);
     }
   }
-  // Depth-first from the roots; anything not reached sits in a parent cycle and becomes a root.
+  return roots;
+}
+
+/**
+ * The nodes in tree order, depth-first from the roots, setting depths and sorting children by
+ * start. A node not reached sits in a parent cycle: it is cut from its parent and added to `roots`.
+ * @param {SpanNode[]} nodes @param {SpanNode[]} roots
+ */
+function treeOrder(nodes, roots) {
   const seen = new Set();
   /** @type {SpanNode[]} */
   const order = [];
@@ -153,8 +157,27 @@ export function buildTrace(/** @type {Trace} */ trace) {
     roots.push(node);
     visit(node, 0);
   }
+  return order;
+}
+
+/**
+ * Index a Jaeger trace: every span gets its process, service, parent/children, depth, error and
+ * orphan flag (a parent reference to a span that is not in the trace). Spans whose parent chain
+ * loops are treated as roots so the tree is always a forest.
+ * @param {Trace} trace
+ */
+export function buildTrace(trace) {
+  const processes = trace.processes || {};
+  const nodes = (trace.spans || []).map((span) => spanNode(span, processes));
+  /** @type {Map<string, SpanNode>} */
+  const byId = new Map();
+  // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
+  for (const node of nodes) if (!byId.has(node.id)) byId.set(node.id, node);
+  const roots = linkParents(nodes, byId);
+  const order = treeOrder(nodes, roots);
   const start = nodes.length ? Math.min(...nodes.map((n) => n.start)) : 0;
   const end = nodes.length ? Math.max(...nodes.map((n) => n.end)) : 0;
+  /** @type {Map<string, number>} */
   const services = new Map();
   for (const node of nodes) services.set(node.service, (services.get(node.service) || 0) + 1);
   const rootSpan = roots.find((r) => !r.orphan) || roots[0] || null;

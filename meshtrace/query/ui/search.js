@@ -79,19 +79,11 @@ export function apiQuery(q, nowMs = Date.now()) {
   };
 }
 
-function buildForm(q, onSubmit) {
-  const service = h("select", { id: "service", name: "service", "aria-label": "Service" });
-  const operation = h("select", { id: "operation", name: "operation", "aria-label": "Operation" });
-  const tags = h("input", {
-    id: "tags", name: "tags", type: "text", value: q.get("tags") || "", autocomplete: "off",
-    placeholder: "http.status_code=500 error=true", spellcheck: "false",
-  });
-  const minDuration = h("input", {
-    id: "minDuration", name: "minDuration", value: q.get("minDuration") || "", placeholder: "e.g. 100ms",
-  });
-  const maxDuration = h("input", {
-    id: "maxDuration", name: "maxDuration", value: q.get("maxDuration") || "", placeholder: "e.g. 1.5s",
-  });
+/**
+ * The time range: a lookback, or a custom range whose From/To fields show only when chosen.
+ * @param {URLSearchParams} q
+ */
+function timeRange(q) {
   const lookback = h(
     "select", { id: "lookback", name: "lookback" },
     LOOKBACKS.map(([key, label]) => option(key, label, (q.get("lookback") || "1h") === key)),
@@ -103,16 +95,23 @@ function buildForm(q, onSubmit) {
   });
   const end = h("input", { id: "end", name: "end", type: "datetime-local", value: q.get("end") || localInput(nowUs) });
   const custom = h("div", { class: "custom-range" }, field("From", start), field("To", end));
-  const limit = h("input", { id: "limit", name: "limit", type: "number", min: "1", max: "1500", value: q.get("limit") || "20" });
-  const errors = h("input", { id: "errors", name: "errors", type: "checkbox", value: "1", checked: q.get("errors") === "1" || undefined });
-  const message = h("p", { class: "form-error", role: "alert", id: "form-error" });
-
   const showCustom = () => {
     custom.hidden = lookback.value !== "custom";
   };
   lookback.addEventListener("change", showCustom);
   showCustom();
+  return { lookback, custom };
+}
 
+/**
+ * The service and operation choices: the services load from the API (`ready` settles when both
+ * lists are filled), the operations follow the service; errors go to `message`.
+ * @param {URLSearchParams} q @param {HTMLElement} message
+ */
+function serviceChoice(q, message) {
+  const service = h("select", { id: "service", name: "service", "aria-label": "Service" });
+  const operation = h("select", { id: "operation", name: "operation", "aria-label": "Operation" });
+  /** @param {string} selected */
   const loadOperations = async (selected) => {
     mount(operation, option("", "All operations"));
     if (!service.value) return;
@@ -126,7 +125,39 @@ function buildForm(q, onSubmit) {
     localStorage.setItem(LAST_SERVICE, service.value);
     loadOperations("");
   });
+  const ready = (async () => {
+    let names = [];
+    try {
+      names = await api.services();
+    } catch (err) {
+      message.textContent = `services: ${err.message}`;
+    }
+    const last = localStorage.getItem(LAST_SERVICE);
+    const wanted = q.get("service") || (names.includes(last) ? last : names[0] || "");
+    // Jaeger's search needs a service; an empty store has none to offer yet.
+    mount(service, names.length ? null : option("", "No services yet"), names.map((n) => option(n, n, n === wanted)));
+    if (wanted && !names.includes(wanted)) service.append(option(wanted, wanted, true));
+    await loadOperations(q.get("operation") || "");
+  })();
+  return { service, operation, ready };
+}
 
+function buildForm(q, onSubmit) {
+  const message = h("p", { class: "form-error", role: "alert", id: "form-error" });
+  const { service, operation, ready } = serviceChoice(q, message);
+  const { lookback, custom } = timeRange(q);
+  const tags = h("input", {
+    id: "tags", name: "tags", type: "text", value: q.get("tags") || "", autocomplete: "off",
+    placeholder: "http.status_code=500 error=true", spellcheck: "false",
+  });
+  const minDuration = h("input", {
+    id: "minDuration", name: "minDuration", value: q.get("minDuration") || "", placeholder: "e.g. 100ms",
+  });
+  const maxDuration = h("input", {
+    id: "maxDuration", name: "maxDuration", value: q.get("maxDuration") || "", placeholder: "e.g. 1.5s",
+  });
+  const limit = h("input", { id: "limit", name: "limit", type: "number", min: "1", max: "1500", value: q.get("limit") || "20" });
+  const errors = h("input", { id: "errors", name: "errors", type: "checkbox", value: "1", checked: q.get("errors") === "1" || undefined });
   const form = h(
     "form", { class: "search-form", id: "search-form", "aria-label": "Search traces" },
     h("h2", {}, "Search"),
@@ -151,21 +182,6 @@ function buildForm(q, onSubmit) {
     if (!next.has("service")) next.set("service", "");
     onSubmit(next);
   });
-
-  const ready = (async () => {
-    let names = [];
-    try {
-      names = await api.services();
-    } catch (err) {
-      message.textContent = `services: ${err.message}`;
-    }
-    const last = localStorage.getItem(LAST_SERVICE);
-    const wanted = q.get("service") || (names.includes(last) ? last : names[0] || "");
-    // Jaeger's search needs a service; an empty store has none to offer yet.
-    mount(service, names.length ? null : option("", "No services yet"), names.map((n) => option(n, n, n === wanted)));
-    if (wanted && !names.includes(wanted)) service.append(option(wanted, wanted, true));
-    await loadOperations(q.get("operation") || "");
-  })();
   return { form, message, ready, service };
 }
 
@@ -285,6 +301,43 @@ function resultItem(r, maxDuration) {
 const LIVE = "meshtrace.live";
 const LIVE_SECONDS = 5;
 
+/**
+ * The landing page of an empty store: say so, and look again in a few seconds (the page is often
+ * open before the app sends anything; its traces show once they land).
+ * @param {HTMLElement} results @param {(url: string, options?: {replace?: boolean}) => void} navigate
+ */
+function waitForTraces(results, navigate) {
+  mount(results, h("p", { class: "empty", id: "no-traces" },
+    "No traces stored yet: send some spans, or upload a file. This page looks again every few seconds."));
+  setTimeout(() => {
+    if (results.isConnected) navigate("/", { replace: true });
+  }, LIVE_SECONDS * 1000);
+}
+
+/**
+ * Live search: while `live` is checked and the page is shown, `load` again every LIVE_SECONDS;
+ * the switch is remembered for the tab. Returns the function that schedules the next load.
+ * @param {HTMLElement} results @param {HTMLInputElement} live @param {() => Promise<void>} load
+ */
+function liveRefresh(results, live, load) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (live.checked) timer = setTimeout(tick, LIVE_SECONDS * 1000);
+  };
+  const tick = async () => {
+    if (!results.isConnected || !live.checked) return; // the page was left or live turned off
+    await load();
+    schedule();
+  };
+  live.addEventListener("change", () => {
+    sessionStorage.setItem(LIVE, live.checked ? "1" : "0");
+    schedule();
+  });
+  return schedule;
+}
+
 /** Render the search page into `root` for the URL query `q`; `navigate` changes the route. */
 export async function renderSearch(root, q, navigate) {
   const results = h("section", { class: "results", id: "results", "aria-live": "polite" });
@@ -295,12 +348,7 @@ export async function renderSearch(root, q, navigate) {
   if (![...q.keys()].length) {
     // The landing page shows the latest traces of the preselected service straight away.
     if (!service.value) {
-      mount(results, h("p", { class: "empty", id: "no-traces" },
-        "No traces stored yet: send some spans, or upload a file. This page looks again every few seconds."));
-      // First use: the page is open before the app sends anything; show its traces once they land.
-      setTimeout(() => {
-        if (results.isConnected) navigate("/", { replace: true });
-      }, LIVE_SECONDS * 1000);
+      waitForTraces(results, navigate);
       return;
     }
     q = new URLSearchParams({ service: service.value });
@@ -350,20 +398,7 @@ export async function renderSearch(root, q, navigate) {
       rows.length ? list : h("p", { class: "empty" }, "No traces found. Widen the time range or remove filters."));
   };
 
-  let timer = null;
-  const schedule = () => {
-    clearTimeout(timer);
-    if (live.checked) timer = setTimeout(tick, LIVE_SECONDS * 1000);
-  };
-  const tick = async () => {
-    if (!results.isConnected || !live.checked) return; // the page was left or live turned off
-    await load();
-    schedule();
-  };
-  live.addEventListener("change", () => {
-    sessionStorage.setItem(LIVE, live.checked ? "1" : "0");
-    schedule();
-  });
+  const schedule = liveRefresh(results, live, load);
   mount(results, h("p", { class: "loading" }, "Searching…"));
   await load();
   schedule();

@@ -19,10 +19,13 @@ const view = shell("view");
 const lookupId = /** @type {HTMLInputElement} */ (shell("lookup-id"));
 const upload = /** @type {HTMLInputElement} */ (shell("upload"));
 const toast = shell("toast");
+/** @type {{focusFind?: () => void} | null} */
 let current = null; // what the rendered view offers the global keys (e.g. focusFind)
 let renderSeq = 0;
-let toastTimer = 0;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let toastTimer;
 
+/** @param {string} text @param {"info" | "ok" | "error"} [kind] */
 function notify(text, kind = "info") {
   mount(toast, h("span", { class: `toast-${kind}` }, text));
   toast.hidden = false;
@@ -30,6 +33,7 @@ function notify(text, kind = "info") {
   toastTimer = setTimeout(() => { toast.hidden = true; }, 8000);
 }
 
+/** @param {string} url @param {{replace?: boolean}} [options] */
 export function navigate(url, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);
@@ -58,10 +62,10 @@ async function render() {
 // Same-origin links marked data-nav change the route without reloading; modified clicks
 // (new tab, new window) keep the browser's behaviour.
 document.addEventListener("click", (e) => {
-  const a = /** @type {Element} */ (e.target).closest("a[data-nav]");
+  const a = /** @type {Element} */ (e.target).closest("a[data-nav][href]");
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   e.preventDefault();
-  navigate(a.getAttribute("href"));
+  navigate(/** @type {string} */ (a.getAttribute("href")));
 });
 
 window.addEventListener("popstate", render);
@@ -99,14 +103,14 @@ upload.addEventListener("change", async () => {
     const ids = result.traceIDs || result.traces || [];
     const spans = result.spans ?? result.spanCount;
     const stored = result.alreadyStored || 0;  // spans of the file the store already held: skipped
-    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+    const plural = (/** @type {number} */ n, /** @type {string} */ word) => `${n} ${word}${n === 1 ? "" : "s"}`;
     notify(`Imported ${file.name}` + (spans !== undefined ? `: ${plural(spans, "new span")}` : "") +
       (stored ? `, ${stored} already stored` : "") +
       (ids.length ? ` in ${plural(ids.length, "trace")}` : ""), "ok");
     if (ids.length === 1) navigate(`/trace/${ids[0]}`);
     else render();
   } catch (err) {
-    notify(`Import of ${file.name} failed: ${err.message}`, "error");
+    notify(`Import of ${file.name} failed: ${api.errorMessage(err)}`, "error");
   } finally {
     upload.value = "";
   }

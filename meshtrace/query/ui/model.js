@@ -15,7 +15,7 @@ const PALETTE = [
  * the name alone, so a service has the same colour on every page and after every reload, however
  * many services the store holds.
  */
-export function serviceColor(name) {
+export function serviceColor(/** @type {string} */ name) {
   let hash = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) {
     hash ^= name.charCodeAt(i);
@@ -24,19 +24,20 @@ export function serviceColor(name) {
   return PALETTE[hash % PALETTE.length];
 }
 
+/** The value of the tag `key`, or undefined. @param {KeyValue[] | undefined} tags @param {string} key */
 export function tagValue(tags, key) {
   const tag = (tags || []).find((t) => t.key === key);
   return tag === undefined ? undefined : tag.value;
 }
 
 /** Error as Jaeger shows it: tag error=true, or the OTel status carried over as otel.status_code. */
-export function isErrorSpan(span) {
+export function isErrorSpan(/** @type {Span} */ span) {
   const error = tagValue(span.tags, "error");
   return error === true || error === "true" || tagValue(span.tags, "otel.status_code") === "ERROR";
 }
 
 /** The parent span id: the CHILD_OF reference in the same trace. FOLLOWS_FROM are links, not parents. */
-export function parentSpanId(span) {
+export function parentSpanId(/** @type {Span} */ span) {
   const ref = (span.references || []).find(
     (r) => (r.refType || "CHILD_OF") === "CHILD_OF" && (!r.traceID || r.traceID === span.traceID),
   );
@@ -200,7 +201,7 @@ export function buildTrace(trace) {
 }
 
 /** The pod a span ran in: `k8s.pod.name` of its resource (the process tags), else "". */
-export function podName(process) {
+export function podName(/** @type {Process} */ process) {
   const pod = tagValue(process.tags, "k8s.pod.name");
   return pod === undefined ? "" : String(pod);
 }
@@ -210,13 +211,14 @@ export function podName(process) {
  * (`sidecar~10.0.0.5~frontend-0.default~default.svc.cluster.local`: type, IP, pod.namespace,
  * DNS domain); "" for anything else.
  */
-export function proxyPod(nodeId) {
+export function proxyPod(/** @type {unknown} */ nodeId) {
   const parts = typeof nodeId === "string" ? nodeId.split("~") : [];
   if (parts.length !== 4 || !["sidecar", "router"].includes(parts[0])) return "";
   const namespace = parts[3].split(".")[0];
   return parts[2].endsWith(`.${namespace}`) ? parts[2].slice(0, -namespace.length - 1) : parts[2];
 }
 
+/** @param {KeyValue[]} tags @param {string[]} keys */
 function firstTag(tags, keys) {
   for (const key of keys) {
     const value = tagValue(tags, key);
@@ -230,7 +232,7 @@ function firstTag(tags, keys) {
  * older `http.method`), the path from `url.path`, `http.target` or the path of `http.url` (a
  * sidecar's tag); without any of those, the sidecar's `upstream_cluster` names where it went.
  */
-export function httpRequest(span) {
+export function httpRequest(/** @type {Span} */ span) {
   const tags = span.tags || [];
   const method = firstTag(tags, ["http.request.method", "http.method"]);
   let path = firstTag(tags, ["url.path", "http.target"]);
@@ -244,7 +246,7 @@ export function httpRequest(span) {
 }
 
 /** What a search result shows: name (root service: root operation), counts, services, timing. */
-export function summarize(trace) {
+export function summarize(/** @type {Trace} */ trace) {
   const model = buildTrace(trace);
   const root = model.rootSpan;
   const http = root ? httpRequest(root.span) : { method: "", path: "" };
@@ -265,9 +267,9 @@ export function summarize(trace) {
 }
 
 /** A span's own time: its duration less the union of its children's time inside it. */
-export function selfTime(node) {
+export function selfTime(/** @type {SpanNode} */ node) {
   const spans = node.children
-    .map((c) => [Math.max(c.start, node.start), Math.min(c.end, node.end)])
+    .map((c) => /** @type {[number, number]} */ ([Math.max(c.start, node.start), Math.min(c.end, node.end)]))
     .filter(([s, e]) => e > s)
     .sort((a, b) => a[0] - b[0]);
   let covered = 0;
@@ -284,7 +286,7 @@ export function selfTime(node) {
  * Per service and operation: span count, errors, total / mean / max duration and total self time,
  * most total self time first (where the trace's time went).
  */
-export function operationStats(model) {
+export function operationStats(/** @type {TraceModel} */ model) {
   const groups = new Map();
   for (const node of model.nodes) {
     const key = `${node.service}\u0000${node.operation}`;
@@ -308,6 +310,7 @@ export function operationStats(model) {
 export function visibleNodes(/** @type {TraceModel} */ model, /** @type {Set<string>} */ collapsed) {
   /** @type {SpanNode[]} */
   const out = [];
+  /** @param {SpanNode} node */
   const walk = (node) => {
     out.push(node);
     if (!collapsed.has(node.id)) for (const child of node.children) walk(child);
@@ -324,6 +327,7 @@ export function visibleNodes(/** @type {TraceModel} */ model, /** @type {Set<str
 export function criticalPath(/** @type {TraceModel} */ model) {
   /** @type {CriticalSegment[]} */
   const segments = [];
+  /** @param {SpanNode} node @param {number} limit */
   const walk = (node, limit) => {
     let cursor = Math.min(node.end, limit);
     const children = [...node.children].sort((a, b) => b.end - a.end);
@@ -353,8 +357,14 @@ export function flameLayout(/** @type {TraceModel} */ model) {
   // Lays out `node`'s subtree with the node on row 0; returns its placements and bounding box.
   // Child subtrees go in order of their start, each at the first offset whose rows are free from
   // its start on: with starts sorted, a row is free when everything in it ended by then.
+  /**
+   * @param {SpanNode} node
+   * @returns {{placed: [SpanNode, number][], height: number, t0: number, t1: number}}
+   */
   const layout = (node) => {
+    /** @type {[SpanNode, number][]} */
     const placed = [[node, 0]];
+    /** @type {number[]} */
     const rowEnd = []; // per relative row: the latest end time placed there
     let height = 1;
     let t0 = node.start;
@@ -363,6 +373,7 @@ export function flameLayout(/** @type {TraceModel} */ model) {
     for (const sub of subs) {
       // 0 when rows offset..offset+height-1 are free, else the row below the first busy one
       // (no window holding a busy row can fit, so the search jumps past it).
+      /** @param {number} offset */
       const busy = (offset) => {
         for (let r = offset; r < offset + sub.height; r++) if ((rowEnd[r] ?? -Infinity) > sub.t0) return r + 1;
         return 0;
@@ -388,7 +399,7 @@ export function flameLayout(/** @type {TraceModel} */ model) {
   return rows;
 }
 
-function haystack(node) {
+function haystack(/** @type {SpanNode} */ node) {
   const parts = [node.service, node.operation, node.id];
   const tags = [...(node.span.tags || []), ...(node.process.tags || [])];
   for (const log of node.span.logs || []) tags.push(...(log.fields || []));
@@ -436,7 +447,7 @@ export function parseTags(text) {
 }
 
 /** The inverse of parseTags: a tags map as the search form's attributes text. */
-export function formatTags(tags) {
+export function formatTags(/** @type {Record<string, string>} */ tags) {
   return Object.entries(tags)
     .map(([k, v]) => (/[\s"]/.test(v) || v === "" ? `${k}="${v.replace(/(["\\])/g, "\\$1")}"` : `${k}=${v}`))
     .join(" ");
@@ -445,12 +456,12 @@ export function formatTags(tags) {
 const DURATION_RE = /^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)$/;
 
 /** Jaeger's duration syntax (Go's time.ParseDuration units); empty is allowed. */
-export function isDuration(text) {
+export function isDuration(/** @type {string} */ text) {
   return text === "" || DURATION_RE.test(text);
 }
 
 /** Microseconds as a short human duration: 850µs, 12.3ms, 1.24s, 2m 5s. */
-export function fmtDuration(us) {
+export function fmtDuration(/** @type {number} */ us) {
   if (!Number.isFinite(us)) return "";
   if (us < 1000) return `${Math.round(us)}µs`;
   if (us < 1_000_000) return `${+(us / 1000).toPrecision(3)}ms`;
@@ -459,12 +470,13 @@ export function fmtDuration(us) {
   return `${Math.floor(s / 60)}m ${s % 60}s`;
 }
 
+/** @param {number} n */
 function pad(n, width = 2) {
   return String(n).padStart(width, "0");
 }
 
 /** Microseconds since the epoch as local `YYYY-MM-DD HH:MM:SS.mmm`. */
-export function fmtTime(us) {
+export function fmtTime(/** @type {number} */ us) {
   const d = new Date(us / 1000);
   return (
     `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
@@ -473,7 +485,7 @@ export function fmtTime(us) {
 }
 
 /** "5s ago", "3m ago", "2h ago", "4d ago" relative to `nowMs`. */
-export function fmtAgo(us, nowMs = Date.now()) {
+export function fmtAgo(/** @type {number} */ us, nowMs = Date.now()) {
   const s = Math.max(0, Math.round((nowMs - us / 1000) / 1000));
   if (s < 60) return `${s}s ago`;
   if (s < 3600) return `${Math.floor(s / 60)}m ago`;
@@ -485,7 +497,7 @@ export function fmtAgo(us, nowMs = Date.now()) {
  * Round tick positions for an axis from 0 to `max`, about `count` of them; with `cover` the last
  * tick is at or above `max` (an axis that must contain every point).
  */
-export function ticks(max, count = 5, cover = false) {
+export function ticks(/** @type {number} */ max, count = 5, cover = false) {
   if (!(max > 0)) return [0];
   const raw = max / count;
   const mag = 10 ** Math.floor(Math.log10(raw));

@@ -27,20 +27,29 @@ const SORTS = [
 ];
 const LAST_SERVICE = "meshtrace.lastService";
 
+/** @typedef {typeof import("./app.js").navigate} Navigate */
+
+/** @param {string} label @param {HTMLElement} control @param {HTMLElement} [hint] */
 function field(label, control, hint) {
   return h("label", { class: "field" }, h("span", { class: "field-label" }, label), control, hint);
 }
 
+/** @param {string} value @param {string} label @param {boolean} [selected] */
 function option(value, label, selected) {
   return h("option", { value, selected: selected || undefined }, label);
 }
 
+/** Microseconds as a datetime-local input's value. @param {number} us */
 function localInput(us) {
   const d = new Date(us / 1000 - new Date().getTimezoneOffset() * 60_000);
   return d.toISOString().slice(0, 16);
 }
 
-/** The API query for the form state in `q` (URLSearchParams), or {error} naming the bad field. */
+/**
+ * The API query for the form state in `q` (URLSearchParams), or {error} naming the bad field.
+ * @param {URLSearchParams} q
+ * @returns {{params: Record<string, string>, error?: undefined} | {params?: undefined, error: string}}
+ */
 export function apiQuery(q, nowMs = Date.now()) {
   const tags = parseTags(q.get("tags") || "");
   if (!tags.tags) return { error: tags.error };
@@ -55,7 +64,8 @@ export function apiQuery(q, nowMs = Date.now()) {
   let end;
   if (lookback === "custom") {
     start = Date.parse(q.get("start") || "");
-    end = q.get("end") ? Date.parse(q.get("end")) : nowMs;
+    const endText = q.get("end");
+    end = endText ? Date.parse(endText) : nowMs;
     if (Number.isNaN(start)) return { error: "start: pick the beginning of the custom range" };
     if (Number.isNaN(end) || end <= start) return { error: "end: must be after start" };
   } else {
@@ -118,7 +128,7 @@ function serviceChoice(q, message) {
     try {
       for (const op of await api.operations(service.value)) operation.append(option(op, op, op === selected));
     } catch (err) {
-      message.textContent = `operations: ${err.message}`;
+      message.textContent = `operations: ${api.errorMessage(err)}`;
     }
   };
   service.addEventListener("change", () => {
@@ -126,14 +136,15 @@ function serviceChoice(q, message) {
     loadOperations("");
   });
   const ready = (async () => {
+    /** @type {string[]} */
     let names = [];
     try {
       names = await api.services();
     } catch (err) {
-      message.textContent = `services: ${err.message}`;
+      message.textContent = `services: ${api.errorMessage(err)}`;
     }
     const last = localStorage.getItem(LAST_SERVICE);
-    const wanted = q.get("service") || (names.includes(last) ? last : names[0] || "");
+    const wanted = q.get("service") || (last !== null && names.includes(last) ? last : names[0] || "");
     // Jaeger's search needs a service; an empty store has none to offer yet.
     mount(service, names.length ? null : option("", "No services yet"), names.map((n) => option(n, n, n === wanted)));
     if (wanted && !names.includes(wanted)) service.append(option(wanted, wanted, true));
@@ -142,6 +153,11 @@ function serviceChoice(q, message) {
   return { service, operation, ready };
 }
 
+/**
+ * The search form; submitting hands the form's query to `onSubmit`. `ready` settles once the
+ * service and operation lists are filled.
+ * @param {URLSearchParams} q @param {(next: URLSearchParams) => void} onSubmit
+ */
 function buildForm(q, onSubmit) {
   const message = h("p", { class: "form-error", role: "alert", id: "form-error" });
   const { service, operation, ready } = serviceChoice(q, message);
@@ -185,6 +201,10 @@ function buildForm(q, onSubmit) {
   return { form, message, ready, service };
 }
 
+/**
+ * The scatter plot: a dot per trace, start time across, duration up.
+ * @param {TraceSummary[]} rows @param {(traceID: string) => void} onOpen
+ */
 function scatter(rows, onOpen) {
   const W = 900;
   const H = 180;
@@ -195,8 +215,8 @@ function scatter(rows, onOpen) {
   const maxDur = Math.max(...rows.map((r) => r.duration), 1);
   const yTicks = ticks(maxDur, 4, true);
   const yMax = yTicks[yTicks.length - 1] || maxDur;
-  const x = (t) => M.left + (rows.length === 1 ? 0.5 : (t - t0) / span) * (W - M.left - M.right);
-  const y = (d) => H - M.bottom - (d / yMax) * (H - M.top - M.bottom);
+  const x = (/** @type {number} */ t) => M.left + (rows.length === 1 ? 0.5 : (t - t0) / span) * (W - M.left - M.right);
+  const y = (/** @type {number} */ d) => H - M.bottom - (d / yMax) * (H - M.top - M.bottom);
   const maxSpans = Math.max(...rows.map((r) => r.spanCount), 1);
   const svg = s("svg", {
     class: "scatter", viewBox: `0 0 ${W} ${H}`, role: "group",
@@ -208,7 +228,7 @@ function scatter(rows, onOpen) {
       s("text", { class: "axis", x: M.left - 6, y: y(v) + 4, "text-anchor": "end" }, fmtDuration(v)),
     );
   }
-  const timeLabel = (t) => fmtTime(t).slice(11, 19);
+  const timeLabel = (/** @type {number} */ t) => fmtTime(t).slice(11, 19);
   svg.append(
     s("text", { class: "axis", x: M.left, y: H - 6 }, timeLabel(t0)),
     s("text", { class: "axis", x: W - M.right, y: H - 6, "text-anchor": "end" }, timeLabel(t1)),
@@ -225,7 +245,7 @@ function scatter(rows, onOpen) {
         r: 4 + 6 * Math.sqrt(r.spanCount / maxSpans), tabindex: "0", role: "link",
         "aria-label": label, "data-trace-id": r.traceID,
         onclick: () => onOpen(r.traceID),
-        onkeydown: (e) => {
+        onkeydown: (/** @type {KeyboardEvent} */ e) => {
           if (e.key === "Enter" || e.key === " ") {
             e.preventDefault();
             onOpen(r.traceID);
@@ -246,18 +266,18 @@ function scatter(rows, onOpen) {
 }
 
 /** Method and path add something unless the operation already names them ("GET /checkout"). */
-function showRequest(r) {
+function showRequest(/** @type {TraceSummary} */ r) {
   if (!r.method && !r.path) return false;
   return !(r.path && r.operation.includes(r.path) && (!r.method || r.operation.includes(r.method)));
 }
 
 /** The result's name as text: `service: operation`, then the request's method and path. */
-function resultTitle(r) {
+function resultTitle(/** @type {TraceSummary} */ r) {
   const request = showRequest(r) ? [r.method, r.path].filter(Boolean).join(" ") : "";
   return `${r.service}: ${r.operation}` + (request ? ` — ${request}` : "");
 }
 
-function serviceChips(services) {
+function serviceChips(/** @type {TraceSummary["services"]} */ services) {
   return h("ul", { class: "chips" }, services.map((svc) => {
     const dot = h("span", { class: "swatch" });
     dot.style.background = serviceColor(svc.name);
@@ -265,6 +285,7 @@ function serviceChips(services) {
   }));
 }
 
+/** @param {TraceSummary} r @param {number} maxDuration  the longest result's, for the bar */
 function resultItem(r, maxDuration) {
   const bar = h("span", { class: "result-bar" });
   bar.style.width = `${Math.max(1, (100 * r.duration) / maxDuration)}%`;
@@ -338,7 +359,10 @@ function liveRefresh(results, live, load) {
   return schedule;
 }
 
-/** Render the search page into `root` for the URL query `q`; `navigate` changes the route. */
+/**
+ * Render the search page into `root` for the URL query `q`; `navigate` changes the route.
+ * @param {HTMLElement} root @param {URLSearchParams} q @param {Navigate} navigate
+ */
 export async function renderSearch(root, q, navigate) {
   const results = h("section", { class: "results", id: "results", "aria-live": "polite" });
   const { form, message, ready, service } = buildForm(q, (next) => navigate(`/search?${next}`));
@@ -354,8 +378,8 @@ export async function renderSearch(root, q, navigate) {
     q = new URLSearchParams({ service: service.value });
   }
   const ids = q.getAll("traceID");
-  const first = ids.length ? {} : apiQuery(q);
-  if (first.error) {
+  const first = ids.length ? null : apiQuery(q);
+  if (first && first.error !== undefined) {
     message.textContent = first.error;
     mount(results);
     return;
@@ -365,6 +389,7 @@ export async function renderSearch(root, q, navigate) {
   const live = h("input", { id: "live", type: "checkbox", checked: sessionStorage.getItem(LIVE) === "1" || undefined });
   const liveLabel = h("label", { class: "check live", title: `Search again every ${LIVE_SECONDS} s` }, live, h("span", {}, "Live"));
   const list = h("ol", { class: "result-list", id: "result-list" });
+  /** @type {TraceSummary[]} */
   let rows = [];
   const fill = () => {
     const cmp = (SORTS.find(([k]) => k === sortKey.value) ?? SORTS[0])[2];
@@ -375,13 +400,19 @@ export async function renderSearch(root, q, navigate) {
 
   const load = async () => {
     let traces;
+    /** @type {string[]} */
     let missing = [];
     try {
-      if (ids.length) ({ traces, missing } = await api.tracesById(ids));
-      // A relative time range moves with the clock: recompute it on every refresh.
-      else traces = await api.searchTraces(apiQuery(q).params);
+      if (ids.length) {
+        ({ traces, missing } = await api.tracesById(ids));
+      } else {
+        // A relative time range moves with the clock: recompute it on every refresh.
+        const query = apiQuery(q);
+        if (query.error !== undefined) throw new Error(query.error);
+        traces = await api.searchTraces(query.params);
+      }
     } catch (err) {
-      message.textContent = err.message;
+      message.textContent = api.errorMessage(err);
       if (!rows.length) mount(results); // first load: drop "Searching…"; a refresh keeps what it had
       return;
     }

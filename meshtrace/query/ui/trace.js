@@ -131,7 +131,7 @@ export async function renderTrace(root, traceID, q = new URLSearchParams()) {
   try {
     model = buildTrace(await api.trace(traceID));
   } catch (err) {
-    mount(root, h("p", { class: "banner error", role: "alert", id: "trace-error" }, err.message));
+    mount(root, h("p", { class: "banner error", role: "alert", id: "trace-error" }, api.errorMessage(err)));
     return;
   }
   if (model.rootSpan) document.title = `${model.rootSpan.service}: ${model.rootSpan.operation} · meshtrace`;

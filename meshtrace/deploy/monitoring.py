@@ -273,7 +273,6 @@ def prometheus_rule(
         {"name": "otel-collector", "interval": "30s", "rules": collector_alerts(job, suffix)},
         {"name": "istio-mesh", "interval": "30s", "rules": istio_alerts()},
     ]
-    ours = {r["alert"] for g in groups for r in g["rules"]}
     spelling = (
         "with `_total` (a reader of the collector config turns without_type_suffix or without_units off)"
         if suffix
@@ -295,6 +294,20 @@ def prometheus_rule(
         metadata = {"name": given.meta.name, "namespace": given.meta.namespace}
         labels = {**given.meta.labels, **labels}
     metadata["labels"] = labels
+    _merge_input_rules(bundle, groups, notes)
+    data = {
+        "apiVersion": MONITORING_API,
+        "kind": "PrometheusRule",
+        "metadata": metadata,
+        "spec": {"groups": groups},
+    }
+    return Manifest(data, notes)
+
+
+def _merge_input_rules(bundle: Bundle, groups: list[dict[str, Any]], notes: list[str]) -> None:
+    """The input's rule groups after ours: an alert we define is rewritten (ours replaces it), one
+    over a metric the pinned Collector no longer emits is left out, the others are kept as written."""
+    ours = {r["alert"] for g in groups for r in g["rules"]}
     for rule in bundle.prometheus_rules:
         where = input_ref(rule.meta)
         for group in rule.groups:
@@ -322,46 +335,43 @@ def prometheus_rule(
                     }
                 )
                 notes.append(f"Group {name} from {where}: its other rules kept as written.")
-    data = {
-        "apiVersion": MONITORING_API,
-        "kind": "PrometheusRule",
-        "metadata": metadata,
-        "spec": {"groups": groups},
-    }
-    return Manifest(data, notes)
 
 
 def scrape_targets(
     collector: Rendered | None, root: str, selector: tuple[dict[str, str], str]
 ) -> list[Manifest]:
     """A ServiceMonitor for the collector's self-metrics and a PodMonitor for the sidecars'."""
-    out = []
-    labels, note = selector[0], _selector_note(*selector)
-    if collector is not None:
-        monitor = {
-            "apiVersion": MONITORING_API,
-            "kind": "ServiceMonitor",
-            "metadata": {"name": collector.service, "namespace": collector.namespace, "labels": dict(labels)},
-            "spec": {
-                "selector": {"matchLabels": dict(collector.service_labels)},
-                "namespaceSelector": {"matchNames": [collector.namespace]},
-                "endpoints": [{"port": "http-metrics", "interval": "30s"}],
-            },
-        }
-        out.append(
-            Manifest(
-                monitor,
-                [
-                    "Scrapes the collector's self-metrics (port http-metrics); the job label is "
-                    f"{collector.service!r}.",
-                    note,
-                ],
-            )
-        )
-    pods = {
+    monitors = [_service_monitor(collector, selector)] if collector is not None else []
+    return [*monitors, _pod_monitor(root, selector)]
+
+
+def _service_monitor(collector: Rendered, selector: tuple[dict[str, str], str]) -> Manifest:
+    data = {
+        "apiVersion": MONITORING_API,
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": collector.service,
+            "namespace": collector.namespace,
+            "labels": dict(selector[0]),
+        },
+        "spec": {
+            "selector": kube.match_labels(collector.service_labels),
+            "namespaceSelector": {"matchNames": [collector.namespace]},
+            "endpoints": [{"port": "http-metrics", "interval": "30s"}],
+        },
+    }
+    notes = [
+        f"Scrapes the collector's self-metrics (port http-metrics); the job label is {collector.service!r}.",
+        _selector_note(*selector),
+    ]
+    return Manifest(data, notes)
+
+
+def _pod_monitor(root: str, selector: tuple[dict[str, str], str]) -> Manifest:
+    data = {
         "apiVersion": MONITORING_API,
         "kind": "PodMonitor",
-        "metadata": {"name": "envoy-stats", "namespace": root, "labels": dict(labels)},
+        "metadata": {"name": "envoy-stats", "namespace": root, "labels": dict(selector[0])},
         "spec": {
             "selector": {},
             "namespaceSelector": {"any": True},
@@ -370,17 +380,12 @@ def scrape_targets(
             ],
         },
     }
-    out.append(
-        Manifest(
-            pods,
-            [
-                "Scrapes every sidecar's 15090 /stats/prometheus (istio_requests_total and the duration "
-                "histogram the Istio alerts and the dashboard use).",
-                note,
-            ],
-        )
-    )
-    return out
+    notes = [
+        "Scrapes every sidecar's 15090 /stats/prometheus (istio_requests_total and the duration "
+        "histogram the Istio alerts and the dashboard use).",
+        _selector_note(*selector),
+    ]
+    return Manifest(data, notes)
 
 
 # -- Grafana -----------------------------------------------------------------------------------------

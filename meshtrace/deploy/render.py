@@ -229,7 +229,7 @@ def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[Rende
     """Each Istio provider pointing at the rendered collector must use a port it serves, with the
     protocol it speaks there."""
     svc, ns = rendered.service, rendered.namespace
-    hosts = {svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"}
+    hosts = {svc} | collector_check.qualified_names(svc, ns)
     by_port = {p.port: p.name for p in rendered.ports}
     warnings: list[RenderWarning] = []
     for provider in bundle.mesh.extension_providers:

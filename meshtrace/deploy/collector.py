@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,14 @@ import yaml
 
 from meshtrace.collector.catalogue import catalogue
 from meshtrace.config.loader import Bundle
-from meshtrace.config.model import ConfigMap, Container, Deployment, HorizontalPodAutoscaler, Service
+from meshtrace.config.model import (
+    ConfigMap,
+    Container,
+    Deployment,
+    Document,
+    HorizontalPodAutoscaler,
+    Service,
+)
 from meshtrace.deploy import kube
 from meshtrace.deploy.collector_check import validate_config
 from meshtrace.deploy.collector_config import (
@@ -115,7 +123,9 @@ def render(bundle: Bundle, options: Options) -> Rendered | None:
     out.ports = service_ports(out.config, listening.metrics_port)
     container = _container(source, options, out.ports, listening, resources, dep_notes)
     pod = _pod_spec(bundle, source, container, dep_notes)
-    out.files["deployment.yaml"] = [_deployment(bundle, source, pod, config_text, replicas, dep_notes)]
+    out.files["deployment.yaml"] = [
+        _deployment(bundle, source, pod, config_text, replicas, listening, dep_notes)
+    ]
     given = _input_service(bundle, source)
     out.service = given.name if given else source.name
     out.service_labels = dict(given.meta.labels) if given and given.meta.labels else dict(source.selector)
@@ -210,15 +220,23 @@ def _replaced_settings(bundle: Bundle, cm: ConfigMap) -> list[str]:
     """Key paths set by the earlier definitions of the ConfigMap and not by the one in effect."""
     final = _leaves(cm.collector_config)
     earlier: set[str] = set()
+    for _doc, config in config_definitions(bundle, cm):
+        earlier |= _leaves(config)
+    return sorted(earlier - final)
+
+
+def config_definitions(bundle: Bundle, cm: ConfigMap) -> Iterator[tuple[Document, Any]]:
+    """Each document that defines the collector ConfigMap, with its config.yaml parsed (the
+    model keeps only the one in effect); documents whose config does not parse are skipped."""
     for doc in kube.definitions(bundle, "ConfigMap", cm.name, cm.namespace):
         data = doc.data.get("data")
         if not isinstance(data, dict):
             continue
         try:
-            earlier |= _leaves(yaml.safe_load(str(data.get(CONFIG_KEY, ""))))
+            config = yaml.safe_load(str(data.get(CONFIG_KEY, "")))
         except yaml.YAMLError:
             continue  # the loader reported it
-    return sorted(earlier - final)
+        yield doc, config
 
 
 def _input_service(bundle: Bundle, source: _Source) -> Service | None:
@@ -412,7 +430,13 @@ def _pod_spec(bundle: Bundle, source: _Source, container: dict[str, Any], notes:
 
 
 def _deployment(
-    bundle: Bundle, source: _Source, pod: dict[str, Any], config_text: str, replicas: int, notes: list[str]
+    bundle: Bundle,
+    source: _Source,
+    pod: dict[str, Any],
+    config_text: str,
+    replicas: int,
+    listening: Listening,
+    notes: list[str],
 ) -> Manifest:
     dep = source.deployment
     strategy = _raw_spec(bundle, dep, ["spec", "strategy"]) if dep else None
@@ -420,9 +444,8 @@ def _deployment(
         "No spec.replicas: the HorizontalPodAutoscaler owns the replica count (with replicas here, every "
         f"kubectl apply would reset it); it starts and stays at >= {replicas}."
     )
-    health_port = pod["containers"][0]["readinessProbe"]["httpGet"]["port"]
     notes.append(
-        f"Probes call the health_check extension on {health_port}; MY_POD_IP (downward API) is "
+        f"Probes call the health_check extension on {listening.health_port}; MY_POD_IP (downward API) is "
         "where every receiver listens."
     )
     annotations = {**(dep.annotations if dep else {}), kube.CHECKSUM: kube.checksum(config_text)}

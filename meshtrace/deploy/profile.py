@@ -25,11 +25,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import ConfigMap, Telemetry
-from meshtrace.deploy.kube import base, definitions, input_ref
+from meshtrace.deploy.collector import config_definitions
+from meshtrace.deploy.kube import base, input_ref
 
 PROFILES = ("quickstart", "production")
 SAMPLERS = ("probabilistic_sampler", "tail_sampling")
@@ -139,15 +138,8 @@ def _merge(mine: dict[str, Any], theirs: dict[str, Any], path: str, changes: lis
 def _earlier_configs(bundle: Bundle, cm: ConfigMap) -> list[tuple[str, dict[str, Any]]]:
     last = (cm.meta.patches or [cm.meta.origin])[-1].file  # the definition in effect
     found = []
-    for doc in definitions(bundle, "ConfigMap", cm.name, cm.namespace):
-        data = doc.data.get("data")
-        if not isinstance(data, dict) or doc.origin.file == last:
-            continue
-        try:
-            config = yaml.safe_load(str(data.get("config.yaml", "")))
-        except yaml.YAMLError:
-            continue  # the loader reported it
-        if isinstance(config, dict):
+    for doc, config in config_definitions(bundle, cm):
+        if doc.origin.file != last and isinstance(config, dict):
             found.append((f"{cm.meta.ref} ({base(doc.origin.file)})", config))
     return found
 

@@ -150,6 +150,27 @@ def test_input_lookups(tmp_path: Path) -> None:
     assert kube.input_ref(bundle.deployments[0].meta) == "Deployment istio-system/otel-collector (00.yaml)"
 
 
+def collector_config_map(config: str) -> str:
+    return (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: otel-collector-config, namespace: istio-system}\n"
+        f"data:\n  config.yaml: {config!r}\n"
+    )
+
+
+def test_config_definitions_parse_each_definition(tmp_path: Path) -> None:
+    bundle = bundle_of(
+        tmp_path,
+        collector_config_map("receivers: {otlp: {}}"),
+        collector_config_map("receivers: [unclosed"),  # the loader reports it; skipped here
+        collector_config_map("exporters: {debug: {}}"),
+    )
+    found = collector.config_definitions(bundle, bundle.config_maps[0])
+    assert [(Path(doc.origin.file).name, config) for doc, config in found] == [
+        ("00.yaml", {"receivers": {"otlp": {}}}),
+        ("02.yaml", {"exporters": {"debug": {}}}),
+    ]
+
+
 # -- collector config helpers ---------------------------------------------------------------------------
 
 
@@ -278,9 +299,8 @@ def test_deployment_builders(tmp_path: Path) -> None:
     notes: list[str] = []
     ports = [Port("grpc-otlp", 4317, "grpc"), Port("http-a-very-long-name", 9000)]
     resources = collector._resources(source.container, notes)
-    container = collector._container(
-        source, collector.Options(), ports, Listening("/h", 13134), resources, notes
-    )
+    listening = Listening("/h", 13134)
+    container = collector._container(source, collector.Options(), ports, listening, resources, notes)
     # A container port name is at most 15 characters: a longer one stays unnamed.
     assert container["ports"] == [
         {"name": "grpc-otlp", "containerPort": 4317, "protocol": "TCP"},
@@ -291,7 +311,7 @@ def test_deployment_builders(tmp_path: Path) -> None:
     assert container["args"] == ["--config=/conf/config.yaml"]
     pod = collector._pod_spec(bundle, source, container, notes)
     assert pod["volumes"] == [{"name": "config", "configMap": {"name": "otel-collector-config"}}]
-    dep = collector._deployment(bundle, source, pod, "a: 1\n", 2, notes)
+    dep = collector._deployment(bundle, source, pod, "a: 1\n", 2, listening, notes)
     valid(dep.data)
     assert "replicas" not in dep.data["spec"]  # the HPA owns the count
     assert dep.data["spec"]["template"]["metadata"]["annotations"] == {kube.CHECKSUM: kube.checksum("a: 1\n")}

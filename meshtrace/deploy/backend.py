@@ -189,7 +189,7 @@ def _tempo_volume_claim() -> Manifest:
 
 def _mount_tempo_data(dep: Manifest) -> None:
     """The claim at /var/tempo, writable by the user the image runs as."""
-    pod = dep.data["spec"]["template"]["spec"]
+    pod = kube.pod_of(dep.data)
     pod["securityContext"]["fsGroup"] = TEMPO_UID
     pod["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "tempo-data"}})
     pod["containers"][0]["volumeMounts"].append({"name": "data", "mountPath": "/var/tempo"})

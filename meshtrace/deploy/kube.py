@@ -95,6 +95,12 @@ def pod_security() -> dict[str, Any]:
     return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def pod_of(workload: dict[str, Any]) -> dict[str, Any]:
+    """A Deployment's pod spec (spec.template.spec), to add to."""
+    pod: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return pod
+
+
 def config_volume(config_map_name: str) -> dict[str, Any]:
     return {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name}}
 

@@ -176,6 +176,7 @@ def _namespaces(
     root: str,
     mesh_plan: injection.Plan,
 ) -> list[Manifest] | None:
+    """The Namespaces the other files use or the injection plan labels, except the system ones."""
     used = {
         str(m.data["metadata"].get("namespace"))
         for file in files.values()
@@ -183,23 +184,23 @@ def _namespaces(
         if m.data.get("metadata", {}).get("namespace")
     }
     names = sorted((used | set(mesh_plan.labels)) - SYSTEM_NAMESPACES - {root})
-    if not names:
-        return None
-    out = []
-    for name in names:
-        given = bundle.namespaces.get(name)
-        metadata: dict[str, object] = {"name": name}
-        labels = mesh_plan.labels.get(name) or (dict(given.labels) if given is not None else {})
-        if labels:
-            metadata["labels"] = labels
-        note = (
-            f"From {input_ref(given.meta)}."
-            if given is not None
-            else "Used by a rendered resource; kubectl apply fails on a namespace that does not exist."
-        )
-        notes = [note, *mesh_plan.notes.get(name, [])]
-        out.append(Manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}, notes))
-    return out
+    return [_namespace(bundle, name, mesh_plan) for name in names] if names else None
+
+
+def _namespace(bundle: Bundle, name: str, mesh_plan: injection.Plan) -> Manifest:
+    """A Namespace with the sidecar injection label the plan gives it (else the input's labels)."""
+    given = bundle.namespaces.get(name)
+    metadata: dict[str, object] = {"name": name}
+    labels = mesh_plan.labels.get(name) or (dict(given.labels) if given is not None else {})
+    if labels:
+        metadata["labels"] = labels
+    note = (
+        f"From {input_ref(given.meta)}."
+        if given is not None
+        else "Used by a rendered resource; kubectl apply fails on a namespace that does not exist."
+    )
+    notes = [note, *mesh_plan.notes.get(name, [])]
+    return Manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}, notes)
 
 
 # What render itself offers for a collector config warning.

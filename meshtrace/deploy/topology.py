@@ -46,11 +46,6 @@ def _manifest(rendered: Rendered, file: str) -> Manifest:
     return rendered.files[file][0]
 
 
-def _pod_spec(dep: Manifest) -> dict[str, Any]:
-    spec: dict[str, Any] = dep.data["spec"]["template"]["spec"]
-    return spec
-
-
 def _write_config(cm: Manifest, dep: Manifest, config: dict[str, Any]) -> None:
     """The ConfigMap's text and the pod template's checksum (pods roll on a change)."""
     text = dump(config)
@@ -86,7 +81,7 @@ def _rbac(rendered: Rendered, dep: Manifest, name: str) -> None:
         _cluster_role(name),
         _cluster_role_binding(name, rendered.namespace),
     ]
-    _pod_spec(dep)["serviceAccountName"] = name
+    kube.pod_of(dep.data)["serviceAccountName"] = name
     dep.notes.append(f"serviceAccountName {name}: the k8s_attributes processor's rights (rbac.yaml).")
 
 
@@ -130,7 +125,7 @@ def _storage_volumes(config: dict[str, Any], dep: Manifest) -> None:
         compaction = (settings.get("compaction") or {}).get("directory")
         for path in dict.fromkeys([directory, *([str(compaction)] if compaction else [])]):
             directories.append((eid, path))
-    pod = _pod_spec(dep)
+    pod = kube.pod_of(dep.data)
     container = pod["containers"][0]
     for i, (eid, path) in enumerate(directories):
         volume = f"file-storage-{i}" if i else "file-storage"

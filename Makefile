@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The web UI's type check: TypeScript from package-lock.json (a dev tool; the UI ships plain JS).
+NODE_STAMP := node_modules/.installed
 
 .PHONY: demo test unit lint typecheck pytest bench clean
 
@@ -18,14 +20,19 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $(VENV)/.runtime
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
+
 demo: $(VENV)/.runtime
 	$(BIN)/meshtrace up --traffic 5
 
 test: $(STAMP) lint typecheck pytest
 
-lint: $(STAMP)
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check meshtrace tests bench
 	$(BIN)/ruff format --check meshtrace tests bench
+	node_modules/.bin/tsc --noEmit -p tsconfig.json
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -38,4 +45,4 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -m unit -n 2 $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import itertools
 import json
 import os
@@ -38,8 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from meshtrace import ready
 from meshtrace.query.spm import timestamp
-from meshtrace.store import TraceStore
-from meshtrace.store.sqlite import StoreFullError
+from meshtrace.store import StoreFullError, TraceStore
 from meshtrace.store.synthetic import BACKEND, mesh_traces
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -246,9 +246,20 @@ def sample_trace_ids(db: Path, n: int) -> list[str]:
     return [r[0].hex() for r in rows if r]
 
 
-def compare_engines(rows_count: int) -> list[tuple[str, str, str, str, str]]:
-    """Insert rows/s, by-id p50 ms, search p50 ms, bytes/row for SQLite and DuckDB on the same rows."""
-    rng = random.Random(9)
+# The engine comparison's table (the store's indexed columns and span bytes) and its search.
+ENGINE_DDL = (
+    "CREATE TABLE spans (trace_id BLOB, span_id BLOB, parent_id BLOB, service_id INTEGER,"
+    " start_ns BIGINT, duration_ns BIGINT, status INTEGER, data BLOB)"
+)
+ENGINE_SEARCH = (
+    "SELECT trace_id FROM spans WHERE service_id = ? AND start_ns BETWEEN ? AND ?"
+    " ORDER BY start_ns DESC LIMIT 20"
+)
+EngineResult = tuple[str, str, str, str, str]
+
+
+def engine_rows(rows_count: int, rng: random.Random) -> list[tuple[Any, ...]]:
+    """About `rows_count` span rows (ids, service, start, duration, status, span bytes)."""
     template = mesh_traces(250, 0, 10**6, seed=11)
     rows: list[tuple[Any, ...]] = []
     for payload in copies(template, max(1, rows_count // 1000), rng, time.time_ns() - DAY_NS, DAY_NS):
@@ -269,68 +280,77 @@ def compare_engines(rows_count: int) -> list[tuple[str, str, str, str, str]]:
                             s.SerializeToString(),
                         )
                     )
+    return rows
+
+
+def compare_engines(rows_count: int) -> list[EngineResult]:
+    """Insert rows/s, by-id p50 ms, search p50 ms, bytes/row for SQLite and DuckDB on the same rows."""
+    rng = random.Random(9)
+    rows = engine_rows(rows_count, rng)
     ids = [r[0] for r in rng.sample(rows, min(200, len(rows)))]
     window = (time.time_ns() - 3600 * 10**9, time.time_ns())
-    ddl = (
-        "CREATE TABLE spans (trace_id BLOB, span_id BLOB, parent_id BLOB, service_id INTEGER,"
-        " start_ns BIGINT, duration_ns BIGINT, status INTEGER, data BLOB)"
-    )
-    search = (
-        "SELECT trace_id FROM spans WHERE service_id = ? AND start_ns BETWEEN ? AND ?"
-        " ORDER BY start_ns DESC LIMIT 20"
-    )
-    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        conn = sqlite3.connect(Path(tmp) / "s.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA cache_size=-65536")
-        conn.execute(ddl)
-        conn.execute("CREATE INDEX a ON spans (trace_id, span_id)")
-        conn.execute("CREATE INDEX b ON spans (service_id, start_ns)")
-        t0 = time.perf_counter()
-        for i in range(0, len(rows), 2000):
-            conn.execute("BEGIN")
-            conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[i : i + 2000])
-            conn.execute("COMMIT")
-        rate = len(rows) / (time.perf_counter() - t0)
-        by_id = _timed(
-            lambda i: conn.execute("SELECT data FROM spans WHERE trace_id = ?", (ids[i],)).fetchall(),
-            len(ids),
-        )
-        found = _timed(lambda i: conn.execute(search, (i % 2, *window)).fetchall(), 50)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        size = (Path(tmp) / "s.db").stat().st_size
-        conn.close()
-        results.append(("sqlite", f"{rate:,.0f}", f"{by_id:.3f}", f"{found:.3f}", f"{size / len(rows):.0f}"))
-        try:
-            import duckdb
-        except ImportError:
-            results.append(("duckdb", "not installed", "", "", ""))
-            return results
-        duck = duckdb.connect(str(Path(tmp) / "d.duckdb"))
-        duck.execute(ddl)
-        # DuckDB's Python executemany runs one INSERT per row (~1k rows/s): a multi-row VALUES
-        # statement is its fastest path without pandas/pyarrow.
-        chunk = 500
-        statement = "INSERT INTO spans VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * chunk)
-        t0 = time.perf_counter()
-        whole = len(rows) - len(rows) % chunk
-        for i in range(0, whole, chunk):
-            duck.execute(statement, [x for row in rows[i : i + chunk] for x in row])
-        rate = whole / (time.perf_counter() - t0)
-        by_id = _timed(
-            lambda i: duck.execute("SELECT data FROM spans WHERE trace_id = ?", (ids[i],)).fetchall(),
-            len(ids),
-        )
-        found = _timed(lambda i: duck.execute(search, (i % 2, *window)).fetchall(), 50)
-        duck.execute("CHECKPOINT")
-        duck.close()
-        size = (Path(tmp) / "d.duckdb").stat().st_size
-        results.append(
-            ("duckdb", f"{rate:,.0f}", f"{by_id:.3f}", f"{found:.3f}", f"{size / max(whole, 1):.0f}")
-        )
+        results = [sqlite_engine(Path(tmp) / "s.db", rows, ids, window)]
+        if importlib.util.find_spec("duckdb") is None:  # a test extra, not a dependency
+            return [*results, ("duckdb", "not installed", "", "", "")]
+        results.append(duckdb_engine(Path(tmp) / "d.duckdb", rows, ids, window))
     return results
+
+
+def sqlite_engine(
+    path: Path, rows: list[tuple[Any, ...]], ids: list[bytes], window: tuple[int, int]
+) -> EngineResult:
+    """The rows into SQLite as the store sets it up (WAL, 64 MiB cache, its two indexes)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute(ENGINE_DDL)
+    conn.execute("CREATE INDEX a ON spans (trace_id, span_id)")
+    conn.execute("CREATE INDEX b ON spans (service_id, start_ns)")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), 2000):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[i : i + 2000])
+        conn.execute("COMMIT")
+    rate = len(rows) / (time.perf_counter() - t0)
+    by_id = _timed(
+        lambda i: conn.execute("SELECT data FROM spans WHERE trace_id = ?", (ids[i],)).fetchall(),
+        len(ids),
+    )
+    found = _timed(lambda i: conn.execute(ENGINE_SEARCH, (i % 2, *window)).fetchall(), 50)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    conn.close()
+    return ("sqlite", f"{rate:,.0f}", f"{by_id:.3f}", f"{found:.3f}", f"{size / len(rows):.0f}")
+
+
+def duckdb_engine(
+    path: Path, rows: list[tuple[Any, ...]], ids: list[bytes], window: tuple[int, int]
+) -> EngineResult:
+    """The same rows into DuckDB (no index it could use for lookups: they scan zone maps)."""
+    import duckdb
+
+    duck = duckdb.connect(str(path))
+    duck.execute(ENGINE_DDL)
+    # DuckDB's Python executemany runs one INSERT per row (~1k rows/s): a multi-row VALUES
+    # statement is its fastest path without pandas/pyarrow.
+    chunk = 500
+    statement = "INSERT INTO spans VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * chunk)
+    t0 = time.perf_counter()
+    whole = len(rows) - len(rows) % chunk
+    for i in range(0, whole, chunk):
+        duck.execute(statement, [x for row in rows[i : i + chunk] for x in row])
+    rate = whole / (time.perf_counter() - t0)
+    by_id = _timed(
+        lambda i: duck.execute("SELECT data FROM spans WHERE trace_id = ?", (ids[i],)).fetchall(),
+        len(ids),
+    )
+    found = _timed(lambda i: duck.execute(ENGINE_SEARCH, (i % 2, *window)).fetchall(), 50)
+    duck.execute("CHECKPOINT")
+    duck.close()
+    size = path.stat().st_size
+    return ("duckdb", f"{rate:,.0f}", f"{by_id:.3f}", f"{found:.3f}", f"{size / max(whole, 1):.0f}")
 
 
 def _timed(fn: Callable[[int], object], n: int) -> float:
@@ -348,6 +368,52 @@ def table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) 
     out = [title, line.format(*header), line.format(*("-" * w for w in widths))]
     out += [line.format(*row) for row in rows]
     return "\n".join(out)
+
+
+def query_paths(ids: list[str], queries: int) -> list[tuple[str, Callable[[int], str], int]]:
+    """The measured queries over the last hour: (name, the path of request i, requests)."""
+    end_us = time.time_ns() // 1000
+    hour = f"&start={end_us - 3600 * 10**6}&end={end_us}"
+    tags = urllib.parse.quote(json.dumps({"error": "true"}))
+    rare = urllib.parse.quote(json.dumps({"http.response.status_code": "404"}))
+    op = urllib.parse.quote("SELECT items")
+    v3_hour = "&query.startTimeMin={}&query.startTimeMax={}".format(
+        *(urllib.parse.quote(timestamp(us * 1000)) for us in (end_us - 3600 * 10**6, end_us))
+    )
+    search = f"/api/traces?service={BACKEND}&limit=20{hour}"
+
+    def spm_path(i: int, lookback_s: int) -> str:
+        return (
+            f"/api/metrics/latencies?service={BACKEND}&quantile=0.95&groupByOperation=true"
+            f"&endTs={end_us // 1000 - i}&lookback={lookback_s * 1000}&step=60000&ratePer=600000"
+        )
+
+    return [
+        ("trace by id", lambda i: f"/api/traces/{ids[i % len(ids)]}", queries),
+        ("search service, limit 20, 1h", lambda i: search, queries),
+        ("search service+operation, limit 20, 1h", lambda i: f"{search}&operation={op}", queries),
+        ("search error=true, limit 20, 1h", lambda i: f"{search}&tags={tags}", queries),
+        ("search no match (tag on no span), limit 20, 1h", lambda i: f"{search}&tags={rare}", queries),
+        ("search minDuration=50ms, limit 20, 1h", lambda i: f"{search}&minDuration=50ms", queries),
+        (
+            "api_v3 trace-summaries, all services, depth 20, 1h",
+            lambda i: f"/api/v3/trace-summaries?query.searchDepth=20{v3_hour}",
+            queries,
+        ),
+        # SPM: each request a new endTs, so none is answered from the shared-scan cache
+        ("SPM latencies p95 by operation, 1h lookback, step 1m", lambda i: spm_path(i, 3600), queries),
+        (
+            "SPM latencies p95 by operation, 24h lookback, step 1m",
+            lambda i: spm_path(i, 24 * 3600),
+            max(3, queries // 10),
+        ),
+    ]
+
+
+def measure_queries(collector: Collector, db: Path, queries: int) -> list[tuple[str, tuple[float, float]]]:
+    """(name, (p50, p99) ms) of each query in `query_paths`, over HTTP, one after the other."""
+    ids = sample_trace_ids(db, queries)
+    return [(name, latency(collector, path, n)) for name, path, n in query_paths(ids, queries)]
 
 
 @click.command()
@@ -378,80 +444,11 @@ def store(spans: int, ingest_spans: int, queries: int, engine_rows: int, data_di
             click.echo(f"sending {ingest_spans:,} spans through the collector ...", err=True)
             rate, per_cpu, sent = ingest(collector, db, ingest_spans, now_ns)
             rss, peak = collector.memory_mib()
-            total = filled + sent
-            ids = sample_trace_ids(db, queries)
-            end_us = time.time_ns() // 1000
-            hour = f"&start={end_us - 3600 * 10**6}&end={end_us}"
-            tags = urllib.parse.quote(json.dumps({"error": "true"}))
-            rare = urllib.parse.quote(json.dumps({"http.response.status_code": "404"}))
-            op = urllib.parse.quote("SELECT items")
-            v3_hour = "&query.startTimeMin={}&query.startTimeMax={}".format(
-                *(urllib.parse.quote(timestamp(us * 1000)) for us in (end_us - 3600 * 10**6, end_us))
-            )
-
-            def spm_path(i: int, lookback_s: int) -> str:
-                return (
-                    f"/api/metrics/latencies?service={BACKEND}&quantile=0.95&groupByOperation=true"
-                    f"&endTs={end_us // 1000 - i}&lookback={lookback_s * 1000}&step=60000&ratePer=600000"
-                )
-
             click.echo("measuring queries ...", err=True)
-            measured = [
-                ("trace by id", latency(collector, lambda i: f"/api/traces/{ids[i % len(ids)]}", queries)),
-                (
-                    "search service, limit 20, 1h",
-                    latency(collector, lambda i: f"/api/traces?service={BACKEND}&limit=20{hour}", queries),
-                ),
-                (
-                    "search service+operation, limit 20, 1h",
-                    latency(
-                        collector,
-                        lambda i: f"/api/traces?service={BACKEND}&operation={op}&limit=20{hour}",
-                        queries,
-                    ),
-                ),
-                (
-                    "search error=true, limit 20, 1h",
-                    latency(
-                        collector,
-                        lambda i: f"/api/traces?service={BACKEND}&tags={tags}&limit=20{hour}",
-                        queries,
-                    ),
-                ),
-                (
-                    "search no match (tag on no span), limit 20, 1h",
-                    latency(
-                        collector,
-                        lambda i: f"/api/traces?service={BACKEND}&tags={rare}&limit=20{hour}",
-                        queries,
-                    ),
-                ),
-                (
-                    "search minDuration=50ms, limit 20, 1h",
-                    latency(
-                        collector,
-                        lambda i: f"/api/traces?service={BACKEND}&minDuration=50ms&limit=20{hour}",
-                        queries,
-                    ),
-                ),
-                (
-                    "api_v3 trace-summaries, all services, depth 20, 1h",
-                    latency(
-                        collector, lambda i: f"/api/v3/trace-summaries?query.searchDepth=20{v3_hour}", queries
-                    ),
-                ),
-                # SPM: each request a new endTs, so none is answered from the shared-scan cache
-                (
-                    "SPM latencies p95 by operation, 1h lookback, step 1m",
-                    latency(collector, lambda i: spm_path(i, 3600), queries),
-                ),
-                (
-                    "SPM latencies p95 by operation, 24h lookback, step 1m",
-                    latency(collector, lambda i: spm_path(i, 24 * 3600), max(3, queries // 10)),
-                ),
-            ]
+            measured = measure_queries(collector, db, queries)
         finally:
             collector.stop()
+        total = filled + sent
         disk = sum(p.stat().st_size for p in work.glob("traces.db*"))
         click.echo(f"\nmeshtrace bench store (load average {load:.1f} on {os.cpu_count()} cores at start)\n")
         click.echo(

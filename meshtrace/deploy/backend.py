@@ -19,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshtrace.deploy import kube
 from meshtrace.deploy.collector import Rendered
+from meshtrace.deploy.collector_config import component_type, pipelines
 from meshtrace.deploy.manifest import Manifest, dump
 
 NAMESPACE = "observability"
@@ -123,165 +125,150 @@ def _tempo_config() -> dict[str, Any]:
     }
 
 
-def _port(name: str, port: int, app: str | None = None) -> dict[str, Any]:
-    return {"name": name, "port": port, "targetPort": port, "protocol": "TCP"} | (
-        {"appProtocol": app} if app else {}
+def _config_map(name: str, config: dict[str, Any]) -> Manifest:
+    return Manifest(
+        kube.config_map(f"{name}-config", NAMESPACE, {"app": name}, {"config.yaml": dump(config)})
     )
 
 
-def _workload(
-    name: str, image: str, args: list[str], config: dict[str, Any], ports: list[int], probe: dict[str, Any]
-) -> list[Manifest]:
+def _deployment(name: str, image: str, args: list[str], ports: list[int], probe: dict[str, Any]) -> Manifest:
+    """One replica reading its config from `<name>-config` at /conf."""
     labels = {"app": name}
-    cm = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"{name}-config", "namespace": NAMESPACE, "labels": labels},
-        "data": {"config.yaml": dump(config)},
+    container = {
+        "name": name,
+        "image": image,
+        "args": args,
+        "ports": [{"containerPort": p, "protocol": "TCP"} for p in ports],
+        "readinessProbe": probe,
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [kube.config_mount("/conf")],
     }
-    dep = {
+    pod = {
+        "securityContext": kube.pod_security(),
+        "containers": [container],
+        "volumes": [kube.config_volume(f"{name}-config")],
+    }
+    data = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": dict(labels)},
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": dict(labels)},
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": name,
-                            "image": image,
-                            "args": args,
-                            "ports": [{"containerPort": p, "protocol": "TCP"} for p in ports],
-                            "readinessProbe": probe,
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "volumeMounts": [{"name": "config", "mountPath": "/conf", "readOnly": True}],
-                        }
-                    ],
-                    "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
-                },
-            },
+            "selector": kube.match_labels(labels),
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
         },
-    }
-    return [Manifest(cm), Manifest(dep)]
-
-
-def _service(name: str, selector: str, ports: list[dict[str, Any]]) -> Manifest:
-    data = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"selector": {"app": selector}, "ports": ports},
     }
     return Manifest(data)
 
 
+def _service(name: str, selector: str, ports: list[dict[str, Any]]) -> Manifest:
+    return Manifest(kube.service(name, NAMESPACE, {"app": selector}, ports))
+
+
 def _datasource(kind: str, url: str) -> Manifest:
     source = {"name": kind.capitalize(), "type": kind, "uid": kind, "access": "proxy", "url": url}
-    data = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": f"{kind}-datasource",
-            "namespace": NAMESPACE,
-            "labels": {"grafana_datasource": "1"},
-        },
-        "data": {f"{kind}.yaml": dump({"apiVersion": 1, "datasources": [source]})},
-    }
+    data = kube.config_map(
+        f"{kind}-datasource",
+        NAMESPACE,
+        {"grafana_datasource": "1"},
+        {f"{kind}.yaml": dump({"apiVersion": 1, "datasources": [source]})},
+    )
     return Manifest(data, ["Grafana data source (loaded by the Grafana Helm chart's datasource sidecar)."])
+
+
+def _tempo_volume_claim() -> Manifest:
+    return Manifest(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "tempo-data", "namespace": NAMESPACE},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}},
+        }
+    )
+
+
+def _mount_tempo_data(dep: Manifest) -> None:
+    """The claim at /var/tempo, writable by the user the image runs as."""
+    pod = kube.pod_of(dep.data)
+    pod["securityContext"]["fsGroup"] = TEMPO_UID
+    pod["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "tempo-data"}})
+    pod["containers"][0]["volumeMounts"].append({"name": "data", "mountPath": "/var/tempo"})
 
 
 def render(value: str, storage: str) -> Backend:
     kind, endpoint = parse(value)
-    out = Backend()
     if kind == "external":
-        out.endpoint = endpoint
-        out.warnings.append(
-            (
-                "backend-external",
-                f"traces go to {endpoint}, which this output does not define: check it accepts OTLP/gRPC "
-                "with TLS (the exporter keeps TLS on, the Collector's default)",
-            )
-        )
-        return out
+        return _external(endpoint)
     if kind == "jaeger":
-        out.config = _jaeger_config(storage)
-        out.endpoint = f"jaeger-collector.{NAMESPACE}.svc.cluster.local:{OTLP_GRPC}"
-        docs = _workload(
-            "jaeger",
-            JAEGER_IMAGE,
-            ["--config=/conf/config.yaml"],
-            out.config,
-            [OTLP_GRPC, OTLP_HTTP, JAEGER_UI, HEALTH],
-            {"httpGet": {"path": "/status", "port": HEALTH}},
+        return _jaeger(storage)
+    return _tempo()
+
+
+def _external(endpoint: str) -> Backend:
+    warning = (
+        f"traces go to {endpoint}, which this output does not define: check it accepts OTLP/gRPC "
+        "with TLS (the exporter keeps TLS on, the Collector's default)"
+    )
+    return Backend(endpoint=endpoint, warnings=[("backend-external", warning)])
+
+
+def _jaeger(storage: str) -> Backend:
+    out = Backend(config=_jaeger_config(storage))
+    out.endpoint = f"jaeger-collector.{NAMESPACE}.svc.cluster.local:{OTLP_GRPC}"
+    probe = {"httpGet": {"path": "/status", "port": HEALTH}}
+    dep = _deployment(
+        "jaeger",
+        JAEGER_IMAGE,
+        ["--config=/conf/config.yaml"],
+        [OTLP_GRPC, OTLP_HTTP, JAEGER_UI, HEALTH],
+        probe,
+    )
+    dep.notes.append(
+        f"Jaeger v2 on {storage} at {STORAGE_SERVERS[storage]} (not rendered: point it at your "
+        "cluster). One replica; the storage holds the state, so more replicas can be added."
+    )
+    otlp = [
+        kube.service_port("grpc-otlp", OTLP_GRPC, "grpc"),
+        kube.service_port("http-otlp", OTLP_HTTP, "http"),
+    ]
+    out.files["backend/jaeger.yaml"] = [
+        _config_map("jaeger", out.config),
+        dep,
+        _service("jaeger-collector", "jaeger", otlp),
+        _service("jaeger-query", "jaeger", [kube.service_port("http-query", JAEGER_UI, "http")]),
+    ]
+    out.files["backend/grafana-datasource.yaml"] = [
+        _datasource("jaeger", f"http://jaeger-query.{NAMESPACE}.svc.cluster.local:{JAEGER_UI}")
+    ]
+    out.warnings.append(
+        (
+            "backend-storage-external",
+            f"Jaeger stores traces in {storage} at {STORAGE_SERVERS[storage]}, which this output does "
+            "not deploy: run it (or change the address) before applying backend/",
         )
-        docs.append(
-            _service(
-                "jaeger-collector",
-                "jaeger",
-                [_port("grpc-otlp", OTLP_GRPC, "grpc"), _port("http-otlp", OTLP_HTTP, "http")],
-            )
-        )
-        docs.append(_service("jaeger-query", "jaeger", [_port("http-query", JAEGER_UI, "http")]))
-        docs[1].notes.append(
-            f"Jaeger v2 on {storage} at {STORAGE_SERVERS[storage]} (not rendered: point it at your "
-            "cluster). One replica; the storage holds the state, so more replicas can be added."
-        )
-        out.files["backend/jaeger.yaml"] = docs
-        out.files["backend/grafana-datasource.yaml"] = [
-            _datasource("jaeger", f"http://jaeger-query.{NAMESPACE}.svc.cluster.local:{JAEGER_UI}")
-        ]
-        out.warnings.append(
-            (
-                "backend-storage-external",
-                f"Jaeger stores traces in {storage} at {STORAGE_SERVERS[storage]}, which this output does "
-                "not deploy: run it (or change the address) before applying backend/",
-            )
-        )
-        return out
-    out.config = _tempo_config()
+    )
+    return out
+
+
+def _tempo() -> Backend:
+    out = Backend(config=_tempo_config())
     out.endpoint = f"tempo.{NAMESPACE}.svc.cluster.local:{OTLP_GRPC}"
-    docs = _workload(
-        "tempo",
-        TEMPO_IMAGE,
-        ["-config.file=/conf/config.yaml"],
-        out.config,
-        [OTLP_GRPC, OTLP_HTTP, TEMPO_HTTP],
-        {"httpGet": {"path": "/ready", "port": TEMPO_HTTP}},
+    probe = {"httpGet": {"path": "/ready", "port": TEMPO_HTTP}}
+    dep = _deployment(
+        "tempo", TEMPO_IMAGE, ["-config.file=/conf/config.yaml"], [OTLP_GRPC, OTLP_HTTP, TEMPO_HTTP], probe
     )
-    pod = docs[1].data["spec"]["template"]["spec"]
-    pod["securityContext"]["fsGroup"] = TEMPO_UID
-    pod["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "tempo-data"}})
-    pod["containers"][0]["volumeMounts"].append({"name": "data", "mountPath": "/var/tempo"})
-    docs.insert(
-        0,
-        Manifest(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "tempo-data", "namespace": NAMESPACE},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}},
-            }
-        ),
-    )
-    docs.append(
-        _service(
-            "tempo",
-            "tempo",
-            [
-                _port("grpc-otlp", OTLP_GRPC, "grpc"),
-                _port("http-otlp", OTLP_HTTP, "http"),
-                _port("http-query", TEMPO_HTTP, "http"),
-            ],
-        )
-    )
-    out.files["backend/tempo.yaml"] = docs
+    _mount_tempo_data(dep)
+    ports = [
+        kube.service_port("grpc-otlp", OTLP_GRPC, "grpc"),
+        kube.service_port("http-otlp", OTLP_HTTP, "http"),
+        kube.service_port("http-query", TEMPO_HTTP, "http"),
+    ]
+    out.files["backend/tempo.yaml"] = [
+        _tempo_volume_claim(),
+        _config_map("tempo", out.config),
+        dep,
+        _service("tempo", "tempo", ports),
+    ]
     out.files["backend/grafana-datasource.yaml"] = [
         _datasource("tempo", f"http://tempo.{NAMESPACE}.svc.cluster.local:{TEMPO_HTTP}")
     ]
@@ -316,7 +303,7 @@ def wire(rendered: Rendered, backend: Backend, notes: list[str]) -> None:
     if backend.config:  # in the cluster: plaintext OTLP (Istio's mTLS protects it where meshed)
         settings["tls"] = {"insecure": True}
     exporters[EXPORTER] = settings
-    for name, pipeline in ((config.get("service") or {}).get("pipelines") or {}).items():
-        if name.split("/", 1)[0] == "traces" and isinstance(pipeline, dict):
+    for name, pipeline in pipelines(config).items():
+        if component_type(name) == "traces" and isinstance(pipeline, dict):
             pipeline["exporters"] = [*(pipeline.get("exporters") or []), EXPORTER]
     notes.append(f"exporters.{EXPORTER} added: traces go to the backend at {backend.endpoint}.")

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from meshtrace.clitools import filename_option, load_or_exit
 from meshtrace.deploy.collector import DEFAULT_IMAGE
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _parameter(parse: Callable[[T], R], value: T) -> R:
+    """`parse(value)`, its ValueError shown as click's usage error (exit 2)."""
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
 
 def _selector(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str] | None:
     from meshtrace.deploy.monitoring import parse_selector
 
-    try:
-        return parse_selector(value) or None
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from e
+    return _parameter(parse_selector, value) or None
 
 
 def _image(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     from meshtrace.deploy.collector import check_image
 
-    try:
-        check_image(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from e
+    _parameter(check_image, value)
     return value
 
 
@@ -34,10 +41,7 @@ def _backend(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     from meshtrace.deploy.backend import parse
 
     if value is not None:
-        try:
-            parse(value)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from e
+        _parameter(parse, value)
     return value
 
 

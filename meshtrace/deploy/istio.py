@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 from meshtrace.cel import check, mixer_to_cel
@@ -15,6 +14,7 @@ from meshtrace.config import lint, schema
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import camel
 from meshtrace.config.model import Telemetry
+from meshtrace.deploy.kube import base, input_ref
 from meshtrace.deploy.manifest import Manifest
 
 TELEMETRY_API = "telemetry.istio.io/v1"
@@ -33,11 +33,6 @@ ADVICE_RULES = (
 
 class RenderError(Exception):
     """The input cannot be rendered into manifests that a cluster would accept."""
-
-
-def base(file: str) -> str:
-    """A file name without its folder, so output does not depend on where the input lives."""
-    return Path(file).name
 
 
 def mesh_config(bundle: Bundle) -> Manifest | None:
@@ -139,10 +134,6 @@ def _legacy_zipkin(config: dict[str, Any]) -> list[str]:
     ]
 
 
-def _origin(tel: Telemetry) -> str:
-    return f"{tel.meta.ref} ({base(tel.meta.origin.file)})"
-
-
 def telemetries(bundle: Bundle) -> tuple[list[Manifest], list[tuple[str, Telemetry]]]:
     """Every Telemetry that takes effect, as telemetry.istio.io/v1; and the ones left out, each
     with the reason (Istio would ignore or reject them)."""
@@ -190,7 +181,7 @@ def telemetries(bundle: Bundle) -> tuple[list[Manifest], list[tuple[str, Telemet
 
 
 def _telemetry(tel: Telemetry) -> Manifest:
-    notes = [f"From {_origin(tel)}."]
+    notes = [f"From {input_ref(tel.meta)}."]
     if not tel.meta.api_version.endswith("/v1"):
         notes.append(
             f"apiVersion {tel.meta.api_version} -> {TELEMETRY_API} (served since Istio 1.22, same schema)."

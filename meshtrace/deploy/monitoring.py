@@ -22,8 +22,10 @@ import yaml
 from meshtrace.config.lint import REMOVED_METRICS
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import ConfigMap
-from meshtrace.deploy.collector import Rendered, _dig
-from meshtrace.deploy.istio import base
+from meshtrace.deploy import kube
+from meshtrace.deploy.collector import Rendered
+from meshtrace.deploy.collector_config import dig
+from meshtrace.deploy.kube import input_ref
 from meshtrace.deploy.manifest import Manifest
 
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -45,7 +47,7 @@ def counter_suffix(collector: Rendered | None) -> str:
     otelconf (v0.24, in Collector v0.156) keeps names as they are only when both
     `without_type_suffix` and `without_units` are true; since v0.152 both default to true."""
     for reader in _readers(collector):
-        prom = _dig(reader, "pull", "exporter", "prometheus")
+        prom = dig(reader, "pull", "exporter", "prometheus")
         if isinstance(prom, dict) and False in (prom.get("without_type_suffix"), prom.get("without_units")):
             return "_total"
     return ""
@@ -57,7 +59,7 @@ def _readers(collector: Rendered | None) -> list[Any]:
             data = doc.data.get("data") if doc.data.get("kind") == "ConfigMap" else None
             if isinstance(data, dict) and "config.yaml" in data:
                 config = yaml.safe_load(str(data["config.yaml"]))
-                readers = _dig(config, "service", "telemetry", "metrics", "readers")
+                readers = dig(config, "service", "telemetry", "metrics", "readers")
                 return readers if isinstance(readers, list) else []
     return []
 
@@ -249,7 +251,7 @@ def selector_labels(bundle: Bundle, given: dict[str, str] | None) -> tuple[dict[
         return dict(given), "from --prometheus-selector"
     for rule in bundle.prometheus_rules:
         if rule.meta.labels:
-            return dict(rule.meta.labels), f"from {rule.meta.ref} ({base(rule.meta.origin.file)})"
+            return dict(rule.meta.labels), f"from {input_ref(rule.meta)}"
     return dict(DEFAULT_SELECTOR), (
         "the default: kube-prometheus-stack's Prometheus selects release=<its Helm release name>; "
         "set yours with --prometheus-selector k=v"
@@ -271,7 +273,6 @@ def prometheus_rule(
         {"name": "otel-collector", "interval": "30s", "rules": collector_alerts(job, suffix)},
         {"name": "istio-mesh", "interval": "30s", "rules": istio_alerts()},
     ]
-    ours = {r["alert"] for g in groups for r in g["rules"]}
     spelling = (
         "with `_total` (a reader of the collector config turns without_type_suffix or without_units off)"
         if suffix
@@ -293,8 +294,22 @@ def prometheus_rule(
         metadata = {"name": given.meta.name, "namespace": given.meta.namespace}
         labels = {**given.meta.labels, **labels}
     metadata["labels"] = labels
+    _merge_input_rules(bundle, groups, notes)
+    data = {
+        "apiVersion": MONITORING_API,
+        "kind": "PrometheusRule",
+        "metadata": metadata,
+        "spec": {"groups": groups},
+    }
+    return Manifest(data, notes)
+
+
+def _merge_input_rules(bundle: Bundle, groups: list[dict[str, Any]], notes: list[str]) -> None:
+    """The input's rule groups after ours: an alert we define is rewritten (ours replaces it), one
+    over a metric the pinned Collector no longer emits is left out, the others are kept as written."""
+    ours = {r["alert"] for g in groups for r in g["rules"]}
     for rule in bundle.prometheus_rules:
-        where = f"{rule.meta.ref} ({base(rule.meta.origin.file)})"
+        where = input_ref(rule.meta)
         for group in rule.groups:
             kept = []
             for item in group.get("rules") or []:
@@ -320,46 +335,43 @@ def prometheus_rule(
                     }
                 )
                 notes.append(f"Group {name} from {where}: its other rules kept as written.")
-    data = {
-        "apiVersion": MONITORING_API,
-        "kind": "PrometheusRule",
-        "metadata": metadata,
-        "spec": {"groups": groups},
-    }
-    return Manifest(data, notes)
 
 
 def scrape_targets(
     collector: Rendered | None, root: str, selector: tuple[dict[str, str], str]
 ) -> list[Manifest]:
     """A ServiceMonitor for the collector's self-metrics and a PodMonitor for the sidecars'."""
-    out = []
-    labels, note = selector[0], _selector_note(*selector)
-    if collector is not None:
-        monitor = {
-            "apiVersion": MONITORING_API,
-            "kind": "ServiceMonitor",
-            "metadata": {"name": collector.service, "namespace": collector.namespace, "labels": dict(labels)},
-            "spec": {
-                "selector": {"matchLabels": dict(collector.service_labels)},
-                "namespaceSelector": {"matchNames": [collector.namespace]},
-                "endpoints": [{"port": "http-metrics", "interval": "30s"}],
-            },
-        }
-        out.append(
-            Manifest(
-                monitor,
-                [
-                    "Scrapes the collector's self-metrics (port http-metrics); the job label is "
-                    f"{collector.service!r}.",
-                    note,
-                ],
-            )
-        )
-    pods = {
+    monitors = [_service_monitor(collector, selector)] if collector is not None else []
+    return [*monitors, _pod_monitor(root, selector)]
+
+
+def _service_monitor(collector: Rendered, selector: tuple[dict[str, str], str]) -> Manifest:
+    data = {
+        "apiVersion": MONITORING_API,
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": collector.service,
+            "namespace": collector.namespace,
+            "labels": dict(selector[0]),
+        },
+        "spec": {
+            "selector": kube.match_labels(collector.service_labels),
+            "namespaceSelector": {"matchNames": [collector.namespace]},
+            "endpoints": [{"port": "http-metrics", "interval": "30s"}],
+        },
+    }
+    notes = [
+        f"Scrapes the collector's self-metrics (port http-metrics); the job label is {collector.service!r}.",
+        _selector_note(*selector),
+    ]
+    return Manifest(data, notes)
+
+
+def _pod_monitor(root: str, selector: tuple[dict[str, str], str]) -> Manifest:
+    data = {
         "apiVersion": MONITORING_API,
         "kind": "PodMonitor",
-        "metadata": {"name": "envoy-stats", "namespace": root, "labels": dict(labels)},
+        "metadata": {"name": "envoy-stats", "namespace": root, "labels": dict(selector[0])},
         "spec": {
             "selector": {},
             "namespaceSelector": {"any": True},
@@ -368,17 +380,12 @@ def scrape_targets(
             ],
         },
     }
-    out.append(
-        Manifest(
-            pods,
-            [
-                "Scrapes every sidecar's 15090 /stats/prometheus (istio_requests_total and the duration "
-                "histogram the Istio alerts and the dashboard use).",
-                note,
-            ],
-        )
-    )
-    return out
+    notes = [
+        "Scrapes every sidecar's 15090 /stats/prometheus (istio_requests_total and the duration "
+        "histogram the Istio alerts and the dashboard use).",
+        _selector_note(*selector),
+    ]
+    return Manifest(data, notes)
 
 
 # -- Grafana -----------------------------------------------------------------------------------------
@@ -400,27 +407,20 @@ def _panel(pid: int, title: str, x: int, y: int, unit: str, targets: list[tuple[
     }
 
 
-def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
-    window = "$__rate_interval"
+WINDOW = "$__rate_interval"  # Grafana's: at least four scrape intervals
+
+
+def _istio_panels() -> list[dict[str, Any]]:
+    """Requests, errors and latency per service, each from the client and the server reporters."""
     service = "{{destination_service}}"
     by = "destination_service"
-
-    def c(name: str) -> str:
-        return name + suffix
-
-    spans = [
-        (_rate(c("otelcol_receiver_accepted_spans"), "receiver", window), "accepted {{receiver}}"),
-        (_rate(c("otelcol_receiver_refused_spans"), "receiver", window), "refused {{receiver}}"),
-        (_rate(c("otelcol_exporter_sent_spans"), "exporter", window), "sent {{exporter}}"),
-        (_rate(c("otelcol_exporter_send_failed_spans"), "exporter", window), "failed {{exporter}}"),
-    ]
     latency = [
-        (_quantile(q, reporter, by, window), f"{name} P{int(q * 100)} {service}")
+        (_quantile(q, reporter, by, WINDOW), f"{name} P{int(q * 100)} {service}")
         for reporter, name in ((CLIENT, "client"), (SERVER, "server"))
         for q in (0.5, 0.99)
     ]
     generated = requests(CLIENT, 'response_code=~"5.."', 'response_flags!="-"')
-    panels = [
+    return [
         _panel(
             1,
             "Request rate by service: client view (source|waypoint) and server view (destination)",
@@ -428,8 +428,8 @@ def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
             0,
             "reqps",
             [
-                (_rate(requests(CLIENT), by, window), f"client {service}"),
-                (_rate(requests(SERVER), by, window), f"server {service}"),
+                (_rate(requests(CLIENT), by, WINDOW), f"client {service}"),
+                (_rate(requests(SERVER), by, WINDOW), f"server {service}"),
             ],
         ),
         _panel(
@@ -439,8 +439,8 @@ def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
             0,
             "percentunit",
             [
-                (_error_ratio(CLIENT, by, window), f"client {service}"),
-                (_error_ratio(SERVER, by, window), f"server {service}"),
+                (_error_ratio(CLIENT, by, WINDOW), f"client {service}"),
+                (_error_ratio(SERVER, by, WINDOW), f"server {service}"),
             ],
         ),
         _panel(3, "Latency P50 / P99 by service: client and server view", 0, 8, "ms", latency),
@@ -450,8 +450,24 @@ def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
             12,
             8,
             "reqps",
-            [(_rate(generated, f"{by}, response_flags", window), f"{service} {{{{response_flags}}}}")],
+            [(_rate(generated, f"{by}, response_flags", WINDOW), f"{service} {{{{response_flags}}}}")],
         ),
+    ]
+
+
+def _collector_panels(suffix: str) -> list[dict[str, Any]]:
+    """The collector's span flow, its losses and its sending queue."""
+
+    def c(name: str) -> str:
+        return name + suffix
+
+    spans = [
+        (_rate(c("otelcol_receiver_accepted_spans"), "receiver", WINDOW), "accepted {{receiver}}"),
+        (_rate(c("otelcol_receiver_refused_spans"), "receiver", WINDOW), "refused {{receiver}}"),
+        (_rate(c("otelcol_exporter_sent_spans"), "exporter", WINDOW), "sent {{exporter}}"),
+        (_rate(c("otelcol_exporter_send_failed_spans"), "exporter", WINDOW), "failed {{exporter}}"),
+    ]
+    return [
         _panel(5, "Collector spans: accepted, refused, sent, failed", 0, 16, "short", spans),
         _panel(
             6,
@@ -459,7 +475,7 @@ def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
             12,
             16,
             "short",
-            [(spans_lost(suffix, "lost_by", window), "{{lost_by}}")],
+            [(spans_lost(suffix, "lost_by", WINDOW), "{{lost_by}}")],
         ),
         _panel(
             7,
@@ -473,6 +489,11 @@ def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
             ],
         ),
     ]
+
+
+def dashboard_model(title: str, uid: str, suffix: str = "") -> dict[str, Any]:
+    """The Grafana dashboard JSON model; `suffix`: the collector counters' spelling (counter_suffix)."""
+    panels = _istio_panels() + _collector_panels(suffix)
     return {
         "uid": uid,
         "title": title,
@@ -527,7 +548,7 @@ def grafana_dashboard(bundle: Bundle, collector: Rendered | None) -> Manifest:
         labels = {**cm.meta.labels, **labels}
         model = parsed.get("dashboard", parsed)
         title = str(model.get("title") or title) if isinstance(model, dict) else title
-        notes.append(f"Replaces {cm.meta.ref} ({base(cm.meta.origin.file)}).")
+        notes.append(f"Replaces {input_ref(cm.meta)}.")
         if "dashboard" in parsed:
             notes.append(
                 'The input wraps the model in {"dashboard": ...}, the HTTP API\'s envelope; file and sidecar '
@@ -540,10 +561,4 @@ def grafana_dashboard(bundle: Bundle, collector: Rendered | None) -> Manifest:
         )
     uid = re.sub(r"[^a-z0-9-]", "-", name.lower())[:40]
     text = json.dumps(dashboard_model(title, uid, counter_suffix(collector)), indent=2) + "\n"
-    data = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "data": {key: text},
-    }
-    return Manifest(data, notes)
+    return Manifest(kube.config_map(name, namespace, labels, {key: text}), notes)

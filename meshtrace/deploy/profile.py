@@ -25,11 +25,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import ConfigMap, Telemetry
-from meshtrace.deploy.istio import base
+from meshtrace.deploy.collector import config_definitions
+from meshtrace.deploy.kube import base, input_ref
 
 PROFILES = ("quickstart", "production")
 SAMPLERS = ("probabilistic_sampler", "tail_sampling")
@@ -70,9 +69,8 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
             if not isinstance(spec.get(section), list) or not spec[section]:
                 spec[section] = copy.deepcopy(entries)
                 changes.append(
-                    f"{target.meta.ref}: {section} taken from {other.meta.ref} "
-                    f"({base(other.meta.origin.file)}), which Istio would ignore (a second selector-less "
-                    f"Telemetry in {root})."
+                    f"{target.meta.ref}: {section} taken from {input_ref(other.meta)}, which Istio would "
+                    f"ignore (a second selector-less Telemetry in {root})."
                 )
                 continue
             if section != "tracing":
@@ -84,10 +82,7 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
                     tags = {**(theirs.get("customTags") or {}), **(mine.get("customTags") or {})}
                 if tags:
                     mine["customTags"] = tags
-                changes.append(
-                    f"{target.meta.ref}: tracing customTags of {other.meta.ref} "
-                    f"({base(other.meta.origin.file)}) merged in."
-                )
+                changes.append(f"{target.meta.ref}: tracing customTags of {input_ref(other.meta)} merged in.")
     if production is not None and production is not target:
         rate = _rate(production)
         for entry in spec.get("tracing") or []:
@@ -96,7 +91,7 @@ def _telemetries(bundle: Bundle, changes: list[str]) -> None:
                 entry["randomSamplingPercentage"] = rate
                 changes.append(
                     f"{target.meta.ref}: randomSamplingPercentage {old} -> {rate}, the production rate "
-                    f"of {production.meta.ref} ({base(production.meta.origin.file)})."
+                    f"of {input_ref(production.meta)}."
                 )
     target.spec = spec
     bundle.telemetries = [t for t in bundle.telemetries if t not in others]
@@ -143,18 +138,8 @@ def _merge(mine: dict[str, Any], theirs: dict[str, Any], path: str, changes: lis
 def _earlier_configs(bundle: Bundle, cm: ConfigMap) -> list[tuple[str, dict[str, Any]]]:
     last = (cm.meta.patches or [cm.meta.origin])[-1].file  # the definition in effect
     found = []
-    for doc in bundle.documents:
-        meta = doc.data.get("metadata") or {}
-        data = doc.data.get("data")
-        if doc.kind != "ConfigMap" or meta.get("name") != cm.name or not isinstance(data, dict):
-            continue
-        if (meta.get("namespace") or "default") != cm.namespace or doc.origin.file == last:
-            continue
-        try:
-            config = yaml.safe_load(str(data.get("config.yaml", "")))
-        except yaml.YAMLError:
-            continue  # the loader reported it
-        if isinstance(config, dict):
+    for doc, config in config_definitions(bundle, cm):
+        if doc.origin.file != last and isinstance(config, dict):
             found.append((f"{cm.meta.ref} ({base(doc.origin.file)})", config))
     return found
 

@@ -9,8 +9,17 @@ from dataclasses import dataclass, field
 
 from meshtrace.collector.schema import DEBUG_ONLY, Problem
 from meshtrace.config.loader import Bundle
-from meshtrace.deploy import backend, collector, injection, istio, monitoring, profile, topology
-from meshtrace.deploy.istio import base
+from meshtrace.deploy import (
+    backend,
+    collector,
+    collector_check,
+    injection,
+    istio,
+    monitoring,
+    profile,
+    topology,
+)
+from meshtrace.deploy.kube import base, input_ref
 from meshtrace.deploy.manifest import Manifest, comment, commented_yaml, file_text
 
 # Created by `istioctl install` / Kubernetes itself: never written to namespaces.yaml.
@@ -36,6 +45,15 @@ class Result:
     profile_changes: list[str] = field(default_factory=list)  # what --profile merged or overrode
 
 
+@dataclass
+class _File:
+    """One output file: its header comment, its documents, and comments after them."""
+
+    header: list[str]
+    docs: list[Manifest]
+    footer: str = ""
+
+
 def render(bundle: Bundle, options: collector.Options) -> Result:
     """Raises `RenderError` when the input cannot give manifests a cluster would accept."""
     inputs = ", ".join(base(f) for f in bundle.files) or "(no files)"
@@ -43,31 +61,53 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
     if options.profile == "production":
         applied = profile.production(bundle)
         bundle, result.profile_changes = applied.bundle, applied.changes
-    manifests: dict[str, tuple[list[str], list[Manifest], str]] = {}
+    files = _istio_files(bundle, options, result.profile_changes)
+    rendered = collector.render(bundle, options)
+    chosen = backend.render(options.backend, options.storage) if options.backend else None
+    if chosen is not None:
+        result.warnings += [RenderWarning(c, m) for c, m in chosen.warnings]
+    if rendered is not None:
+        files |= _collector_files(bundle, options, rendered, chosen, result)
+    if chosen is not None:
+        header = ["The trace backend (--backend): `kubectl apply -f backend/`."]
+        files |= {path: _File(header, docs) for path, docs in chosen.files.items()}
+    root = bundle.mesh.root_namespace
+    mesh_plan = injection.plan(bundle, root)
+    result.warnings += [RenderWarning(c, m) for c, m in mesh_plan.warnings]
+    files |= _monitoring_files(bundle, options, rendered, root)
+    namespaces = _namespaces(bundle, files, root, mesh_plan)
+    if namespaces is not None:
+        files = {"namespaces.yaml": _File(["Namespaces the other files use."], namespaces), **files}
+    for path, file in files.items():
+        header = [f"Rendered by `meshtrace render` from {inputs}.", *file.header]
+        result.files[path] = file_text(header, file.docs, file.footer)
+    result.files["README.md"] = _readme(inputs, result, options, rendered, mesh_plan)
+    return result
 
+
+def _istio_files(bundle: Bundle, options: collector.Options, profile_changes: list[str]) -> dict[str, _File]:
+    """The IstioOperator and the Telemetry resources, each noting what --profile changed in it."""
+    files: dict[str, _File] = {}
     mesh = istio.mesh_config(bundle)
     if mesh is not None:
-        manifests["istio/mesh-config.yaml"] = (
+        files["istio/mesh-config.yaml"] = _File(
             ["The mesh-wide config: apply with `istioctl install -f istio/mesh-config.yaml` (Istio 1.22+)."],
             [mesh],
-            "",
         )
     kept, left_out = istio.telemetries(bundle)
     for manifest in [*([mesh] if mesh else []), *kept]:
         meta = manifest.data["metadata"]
         ref = "meshConfig" if manifest is mesh else f"Telemetry {meta['namespace']}/{meta['name']}:"
-        manifest.notes += [
-            f"--profile {options.profile}: {c}" for c in result.profile_changes if c.startswith(ref)
-        ]
+        manifest.notes += [f"--profile {options.profile}: {c}" for c in profile_changes if c.startswith(ref)]
     if kept or left_out:
         footer = ""
         for reason, tel in left_out:
-            footer += comment(["", f"Left out: {tel.meta.ref} ({base(tel.meta.origin.file)}): {reason}."])
+            footer += comment(["", f"Left out: {input_ref(tel.meta)}: {reason}."])
             spec = dict(tel.spec)
             istio.rewrite_mixer(spec)
             footer += comment(["As it would read in telemetry.istio.io/v1 (not applied):"])
             footer += commented_yaml({"spec": spec})
-        manifests["istio/telemetry.yaml"] = (
+        files["istio/telemetry.yaml"] = _File(
             [
                 "Every Telemetry that takes effect, as telemetry.istio.io/v1, each checked against "
                 "Istio's CRD schema. Apply with `kubectl apply -f istio/telemetry.yaml`."
@@ -75,98 +115,92 @@ def render(bundle: Bundle, options: collector.Options) -> Result:
             kept,
             footer,
         )
+    return files
 
-    rendered = collector.render(bundle, options)
-    chosen = backend.render(options.backend, options.storage) if options.backend else None
+
+def _collector_files(
+    bundle: Bundle,
+    options: collector.Options,
+    rendered: collector.Rendered,
+    chosen: backend.Backend | None,
+    result: Result,
+) -> dict[str, _File]:
+    """The collector wired to the backend and laid out for the cluster (topology), its final
+    config checked; adds the warnings to `result`."""
+    cm_notes = rendered.files["configmap.yaml"][0].notes
     if chosen is not None:
-        result.warnings += [RenderWarning(c, m) for c, m in chosen.warnings]
-    if rendered is not None:
-        cm_notes = rendered.files["configmap.yaml"][0].notes
-        if chosen is not None:
-            backend.wire(rendered, chosen, cm_notes)
-        if result.profile_changes:
-            cm_notes.append("Production profile: see the README's list of merged and overridden settings.")
-        result.warnings += [RenderWarning(c, m) for c, m in topology.apply(rendered, options)]
-        for name, docs in rendered.files.items():
-            manifests[f"otel-collector/{name}"] = (
-                [
-                    f"OpenTelemetry Collector ({options.image}), highly available. "
-                    "`kubectl apply -f otel-collector/`."
-                ],
-                docs,
-                "",
-            )
-        result.warnings += _provider_checks(bundle, rendered)
-        problems = _collector_problems(bundle, rendered, chosen)
-        cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in problems]
-        result.warnings += [
-            RenderWarning(p.code, f"collector config {p.path}: {p.message}{_HINTS.get(p.code, '')}")
-            for p in problems
-        ]
-    if chosen is not None:
-        for path, docs in chosen.files.items():
-            manifests[path] = (["The trace backend (--backend): `kubectl apply -f backend/`."], docs, "")
-    root = bundle.mesh.root_namespace
-    mesh_plan = injection.plan(bundle, root)
-    result.warnings += [RenderWarning(c, m) for c, m in mesh_plan.warnings]
+        backend.wire(rendered, chosen, cm_notes)
+    if result.profile_changes:
+        cm_notes.append("Production profile: see the README's list of merged and overridden settings.")
+    result.warnings += [RenderWarning(c, m) for c, m in topology.apply(rendered, options)]
+    header = [
+        f"OpenTelemetry Collector ({options.image}), highly available. `kubectl apply -f otel-collector/`."
+    ]
+    files = {f"otel-collector/{name}": _File(header, docs) for name, docs in rendered.files.items()}
+    result.warnings += _provider_checks(bundle, rendered)
+    problems = _collector_problems(bundle, rendered, chosen)
+    cm_notes += [f"Warning {p.code} {p.path}: {p.message}." for p in problems]
+    result.warnings += [
+        RenderWarning(p.code, f"collector config {p.path}: {p.message}{_HINTS.get(p.code, '')}")
+        for p in problems
+    ]
+    return files
+
+
+def _monitoring_files(
+    bundle: Bundle, options: collector.Options, rendered: collector.Rendered | None, root: str
+) -> dict[str, _File]:
     selector = monitoring.selector_labels(bundle, options.prometheus_selector)
-    manifests["monitoring/prometheus-rules.yaml"] = (
-        ["Alerts on metrics the current Collector and Istio emit (needs the Prometheus Operator CRDs)."],
-        [monitoring.prometheus_rule(bundle, rendered, selector)],
-        "",
-    )
-    manifests["monitoring/service-monitor.yaml"] = (
-        ["What Prometheus scrapes: the collector's self-metrics and the sidecars' Istio metrics."],
-        monitoring.scrape_targets(rendered, root, selector),
-        "",
-    )
-    manifests["monitoring/grafana-dashboard.yaml"] = (
-        ["Grafana dashboard: requests, latency and errors per service; the collector's span flow and queue."],
-        [monitoring.grafana_dashboard(bundle, rendered)],
-        "",
-    )
-    namespaces = _namespaces(bundle, manifests, root, mesh_plan)
-    if namespaces is not None:
-        manifests = {"namespaces.yaml": (["Namespaces the other files use."], namespaces, ""), **manifests}
-
-    for path, (header, docs, footer) in manifests.items():
-        result.files[path] = file_text(
-            [f"Rendered by `meshtrace render` from {inputs}.", *header], docs, footer
-        )
-    result.files["README.md"] = _readme(inputs, result, options, rendered, mesh_plan)
-    return result
+    return {
+        "monitoring/prometheus-rules.yaml": _File(
+            ["Alerts on metrics the current Collector and Istio emit (needs the Prometheus Operator CRDs)."],
+            [monitoring.prometheus_rule(bundle, rendered, selector)],
+        ),
+        "monitoring/service-monitor.yaml": _File(
+            ["What Prometheus scrapes: the collector's self-metrics and the sidecars' Istio metrics."],
+            monitoring.scrape_targets(rendered, root, selector),
+        ),
+        "monitoring/grafana-dashboard.yaml": _File(
+            [
+                "Grafana dashboard: requests, latency and errors per service; the collector's span flow "
+                "and queue."
+            ],
+            [monitoring.grafana_dashboard(bundle, rendered)],
+        ),
+    }
 
 
 def _namespaces(
     bundle: Bundle,
-    manifests: dict[str, tuple[list[str], list[Manifest], str]],
+    files: dict[str, _File],
     root: str,
     mesh_plan: injection.Plan,
 ) -> list[Manifest] | None:
+    """The Namespaces the other files use or the injection plan labels, except the system ones."""
     used = {
         str(m.data["metadata"].get("namespace"))
-        for _h, docs, _f in manifests.values()
-        for m in docs
+        for file in files.values()
+        for m in file.docs
         if m.data.get("metadata", {}).get("namespace")
     }
     names = sorted((used | set(mesh_plan.labels)) - SYSTEM_NAMESPACES - {root})
-    if not names:
-        return None
-    out = []
-    for name in names:
-        given = bundle.namespaces.get(name)
-        metadata: dict[str, object] = {"name": name}
-        labels = mesh_plan.labels.get(name) or (dict(given.labels) if given is not None else {})
-        if labels:
-            metadata["labels"] = labels
-        note = (
-            f"From {given.meta.ref} ({base(given.meta.origin.file)})."
-            if given is not None
-            else "Used by a rendered resource; kubectl apply fails on a namespace that does not exist."
-        )
-        notes = [note, *mesh_plan.notes.get(name, [])]
-        out.append(Manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}, notes))
-    return out
+    return [_namespace(bundle, name, mesh_plan) for name in names] if names else None
+
+
+def _namespace(bundle: Bundle, name: str, mesh_plan: injection.Plan) -> Manifest:
+    """A Namespace with the sidecar injection label the plan gives it (else the input's labels)."""
+    given = bundle.namespaces.get(name)
+    metadata: dict[str, object] = {"name": name}
+    labels = mesh_plan.labels.get(name) or (dict(given.labels) if given is not None else {})
+    if labels:
+        metadata["labels"] = labels
+    note = (
+        f"From {input_ref(given.meta)}."
+        if given is not None
+        else "Used by a rendered resource; kubectl apply fails on a namespace that does not exist."
+    )
+    notes = [note, *mesh_plan.notes.get(name, [])]
+    return Manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}, notes)
 
 
 # What render itself offers for a collector config warning.
@@ -178,16 +212,16 @@ def _collector_problems(
 ) -> list[Problem]:
     """The final collector configs (both tiers when tail sampling splits them, with the backend's
     exporter) checked as the Collector would, with the hosts this output defines."""
-    hosts = collector.service_hosts(bundle, rendered.namespace, {rendered.service: rendered.namespace})
+    hosts = collector_check.service_hosts(bundle, rendered.namespace, {rendered.service: rendered.namespace})
     if chosen is not None:
-        host = collector.endpoint_host(chosen.endpoint)
+        host = collector_check.endpoint_host(chosen.endpoint)
         name, _, rest = host.partition(".")
         namespace = rest.partition(".")[0]
-        hosts |= collector.service_hosts(bundle, namespace, {name: namespace}) if namespace else {host}
-    problems = collector.validate_config(rendered.config, hosts)
+        hosts |= collector_check.service_hosts(bundle, namespace, {name: namespace}) if namespace else {host}
+    problems = collector_check.validate_config(rendered.config, hosts)
     if rendered.sampling_config is not None:
         seen = {(p.code, p.path) for p in problems}
-        tier = collector.validate_config(rendered.sampling_config, hosts)
+        tier = collector_check.validate_config(rendered.sampling_config, hosts)
         problems += [p for p in tier if (p.code, p.path) not in seen]
     return problems
 
@@ -196,7 +230,7 @@ def _provider_checks(bundle: Bundle, rendered: collector.Rendered) -> list[Rende
     """Each Istio provider pointing at the rendered collector must use a port it serves, with the
     protocol it speaks there."""
     svc, ns = rendered.service, rendered.namespace
-    hosts = {svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"}
+    hosts = {svc} | collector_check.qualified_names(svc, ns)
     by_port = {p.port: p.name for p in rendered.ports}
     warnings: list[RenderWarning] = []
     for provider in bundle.mesh.extension_providers:

@@ -17,16 +17,13 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from typing import Any
 
-from meshtrace.deploy.collector import (
-    POD_IP,
-    Options,
-    Rendered,
-    validate_config,
-)
+from meshtrace.deploy import kube
+from meshtrace.deploy.collector import CONFIG_KEY, Options, Rendered
+from meshtrace.deploy.collector_check import validate_config
+from meshtrace.deploy.collector_config import POD_IP, component_type, pipelines
 from meshtrace.deploy.manifest import Manifest, dump
 
 FILE_STORAGE_DIR = "/var/lib/otelcol/file_storage"
@@ -39,35 +36,22 @@ K8S_ATTRIBUTES_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["extensions"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
 ]
+RBAC_API = "rbac.authorization.k8s.io/v1"
 SAMPLING_SUFFIX = "-sampling"
 OTLP_GRPC = 4317
 _VERSION = re.compile(r":v?(\d+)\.(\d+)")
-
-
-def _type(cid: str) -> str:
-    return cid.split("/", 1)[0]
 
 
 def _manifest(rendered: Rendered, file: str) -> Manifest:
     return rendered.files[file][0]
 
 
-def _pod_spec(dep: Manifest) -> dict[str, Any]:
-    spec: dict[str, Any] = dep.data["spec"]["template"]["spec"]
-    return spec
-
-
 def _write_config(cm: Manifest, dep: Manifest, config: dict[str, Any]) -> None:
     """The ConfigMap's text and the pod template's checksum (pods roll on a change)."""
     text = dump(config)
-    cm.data["data"]["config.yaml"] = text
+    cm.data["data"][CONFIG_KEY] = text
     annotations = dep.data["spec"]["template"]["metadata"]["annotations"]
-    annotations["checksum/config"] = hashlib.sha256(text.encode()).hexdigest()
-
-
-def _pipelines(config: dict[str, Any]) -> dict[str, Any]:
-    found = (config.get("service") or {}).get("pipelines") or {}
-    return found if isinstance(found, dict) else {}
+    annotations[kube.CHECKSUM] = kube.checksum(text)
 
 
 def _rename_k8s_attributes(config: dict[str, Any], image: str, notes: list[str]) -> None:
@@ -78,12 +62,12 @@ def _rename_k8s_attributes(config: dict[str, Any], image: str, notes: list[str])
     renames = {
         cid: K8S_ATTRIBUTES + cid[len(K8S_ATTRIBUTES_OLD) :]
         for cid in processors
-        if _type(cid) == K8S_ATTRIBUTES_OLD
+        if component_type(cid) == K8S_ATTRIBUTES_OLD
     }
     if not renames:
         return
     config["processors"] = {renames.get(k, k): v for k, v in processors.items()}
-    for pipeline in _pipelines(config).values():
+    for pipeline in pipelines(config).values():
         if isinstance(pipeline, dict):
             pipeline["processors"] = [renames.get(p, p) for p in pipeline.get("processors") or []]
     for old, new in renames.items():
@@ -91,47 +75,57 @@ def _rename_k8s_attributes(config: dict[str, Any], image: str, notes: list[str])
 
 
 def _rbac(rendered: Rendered, dep: Manifest, name: str) -> None:
-    meta = {"name": name, "namespace": rendered.namespace}
+    """A ServiceAccount with read access to what k8s_attributes watches, used by the collector pods."""
+    rendered.files["rbac.yaml"] = [
+        _service_account(name, rendered.namespace),
+        _cluster_role(name),
+        _cluster_role_binding(name, rendered.namespace),
+    ]
+    kube.pod_of(dep.data)["serviceAccountName"] = name
+    dep.notes.append(f"serviceAccountName {name}: the k8s_attributes processor's rights (rbac.yaml).")
+
+
+def _service_account(name: str, namespace: str) -> Manifest:
     why = (
         "k8s_attributes reads pod, namespace and replicaset metadata from the API server; without "
         "these rights it logs errors and adds no attributes (the rules upstream's Helm chart grants)."
     )
-    rendered.files["rbac.yaml"] = [
-        Manifest({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)}, [why]),
-        Manifest(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": name},
-                "rules": copy.deepcopy(K8S_ATTRIBUTES_RULES),
-            },
-            ["Read-only: get, list and watch."],
-        ),
-        Manifest(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": rendered.namespace}],
-            }
-        ),
-    ]
-    _pod_spec(dep)["serviceAccountName"] = name
-    dep.notes.append(f"serviceAccountName {name}: the k8s_attributes processor's rights (rbac.yaml).")
+    data = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+    return Manifest(data, [why])
+
+
+def _cluster_role(name: str) -> Manifest:
+    data = {
+        "apiVersion": RBAC_API,
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": copy.deepcopy(K8S_ATTRIBUTES_RULES),
+    }
+    return Manifest(data, ["Read-only: get, list and watch."])
+
+
+def _cluster_role_binding(name: str, namespace: str) -> Manifest:
+    data = {
+        "apiVersion": RBAC_API,
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
+    return Manifest(data)
 
 
 def _storage_volumes(config: dict[str, Any], dep: Manifest) -> None:
     directories: list[tuple[str, str]] = []
     for eid, settings in (config.get("extensions") or {}).items():
-        if _type(eid) != "file_storage":
+        if component_type(eid) != "file_storage":
             continue
         settings = settings if isinstance(settings, dict) else {}
         directory = str(settings.get("directory") or FILE_STORAGE_DIR)
         compaction = (settings.get("compaction") or {}).get("directory")
         for path in dict.fromkeys([directory, *([str(compaction)] if compaction else [])]):
             directories.append((eid, path))
-    pod = _pod_spec(dep)
+    pod = kube.pod_of(dep.data)
     container = pod["containers"][0]
     for i, (eid, path) in enumerate(directories):
         volume = f"file-storage-{i}" if i else "file-storage"
@@ -146,13 +140,12 @@ def _storage_volumes(config: dict[str, Any], dep: Manifest) -> None:
 
 def _stage(pipeline: dict[str, Any]) -> int | None:
     procs = [str(p) for p in pipeline.get("processors") or []]
-    return next((i for i, p in enumerate(procs) if _type(p) == "tail_sampling"), None)
+    return next((i for i, p in enumerate(procs) if component_type(p) == "tail_sampling"), None)
 
 
 def _split(config: dict[str, Any], hostname: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(first tier, sampling tier) configs, or None when no pipeline tail-samples."""
-    pipelines = _pipelines(config)
-    sampled = {n: p for n, p in pipelines.items() if isinstance(p, dict) and _stage(p) is not None}
+    sampled = {n: p for n, p in pipelines(config).items() if isinstance(p, dict) and _stage(p) is not None}
     if not sampled:
         return None
     front, back = copy.deepcopy(config), copy.deepcopy(config)
@@ -169,7 +162,7 @@ def _split(config: dict[str, Any], hostname: str) -> tuple[dict[str, Any], dict[
     for name, pipeline in sampled.items():
         procs = [str(p) for p in pipeline.get("processors") or []]
         stage = _stage(pipeline) or 0
-        limiter = [p for p in procs[:stage] if _type(p) == "memory_limiter"]
+        limiter = [p for p in procs[:stage] if component_type(p) == "memory_limiter"]
         front["service"]["pipelines"][name] = {
             "receivers": pipeline.get("receivers"),
             "processors": procs[:stage],
@@ -183,7 +176,7 @@ def _split(config: dict[str, Any], hostname: str) -> tuple[dict[str, Any], dict[
     back["service"]["pipelines"] = back_pipelines
     for tier in (front, back):
         used: dict[str, set[str]] = {kind: set() for kind in ("receivers", "processors", "exporters")}
-        for pipeline in _pipelines(tier).values():
+        for pipeline in pipelines(tier).values():
             for kind, ids in used.items():
                 ids.update(str(c) for c in pipeline.get(kind) or [])
         for kind, ids in used.items():
@@ -193,14 +186,34 @@ def _split(config: dict[str, Any], hostname: str) -> tuple[dict[str, Any], dict[
 
 def _sampling_tier(rendered: Rendered, back: dict[str, Any], name: str, replicas: int) -> None:
     """The sampling replicas: a fixed-size Deployment behind a headless Service."""
-    front_cm = _manifest(rendered, "configmap.yaml")
-    front_dep = _manifest(rendered, "deployment.yaml")
-    labels = {"app": name}
-    cm = Manifest(copy.deepcopy(front_cm.data), ["The sampling tier's config: OTLP from the first tier in."])
+    cm = _sampling_config_map(_manifest(rendered, "configmap.yaml"), name)
+    dep = _sampling_deployment(_manifest(rendered, "deployment.yaml"), name, rendered.namespace, replicas)
+    _write_config(cm, dep, back)
+    _storage_volumes(back, dep)
+    pdb = kube.pod_disruption_budget(name, rendered.namespace, _sampling_labels(name))
+    rendered.files["sampling-configmap.yaml"] = [cm]
+    rendered.files["sampling-deployment.yaml"] = [dep]
+    rendered.files["sampling-service.yaml"] = [_sampling_service(rendered, name)]
+    rendered.files["sampling-pdb.yaml"] = [Manifest(pdb, ["One sampling replica down at a time."])]
+
+
+def _sampling_labels(name: str) -> dict[str, str]:
+    return {"app": name}
+
+
+def _sampling_config_map(front: Manifest, name: str) -> Manifest:
+    """The first tier's ConfigMap renamed (its config is written by `_write_config`)."""
+    cm = Manifest(copy.deepcopy(front.data), ["The sampling tier's config: OTLP from the first tier in."])
     cm.data["metadata"]["name"] = f"{name}-config"
-    cm.data["metadata"]["labels"] = dict(labels)
+    cm.data["metadata"]["labels"] = _sampling_labels(name)
+    return cm
+
+
+def _sampling_deployment(front: Manifest, name: str, namespace: str, replicas: int) -> Manifest:
+    """The first tier's Deployment with its own labels, a fixed replica count, and OTLP/gRPC in."""
+    labels = _sampling_labels(name)
     dep = Manifest(
-        copy.deepcopy(front_dep.data),
+        copy.deepcopy(front.data),
         [
             f"{replicas} sampling replicas, fixed (no HorizontalPodAutoscaler): the first tier's "
             "loadbalancing exporter spreads traces over the replicas it resolves, so a change of the "
@@ -208,82 +221,54 @@ def _sampling_tier(rendered: Rendered, back: dict[str, Any], name: str, replicas
             "Change the count in a quiet period."
         ],
     )
-    dep.data["metadata"] = {"name": name, "namespace": rendered.namespace, "labels": dict(labels)}
+    dep.data["metadata"] = {"name": name, "namespace": namespace, "labels": dict(labels)}
     spec = dep.data["spec"]
     spec["replicas"] = replicas
-    spec["selector"] = {"matchLabels": dict(labels)}
+    spec["selector"] = kube.match_labels(labels)
     template = spec["template"]
     template["metadata"]["labels"] = {
         **{k: v for k, v in template["metadata"]["labels"].items() if k != "app"},
         **labels,
     }
-    pod = template["spec"]
+    _sampling_pod(template["spec"], labels, f"{name}-config")
+    return dep
+
+
+def _sampling_pod(pod: dict[str, Any], labels: dict[str, str], config_map: str) -> None:
+    """The pod spec copied from the first tier, made the sampling tier's: no API rights (it runs no
+    k8s_attributes), spread by its own labels, only the config volume, OTLP/gRPC in."""
     pod.pop("serviceAccountName", None)
     for term in pod.get("affinity", {}).get("podAntiAffinity", {}).values():
         for item in term:
-            item.get("podAffinityTerm", {})["labelSelector"] = {"matchLabels": dict(labels)}
+            item.get("podAffinityTerm", {})["labelSelector"] = kube.match_labels(labels)
     for constraint in pod.get("topologySpreadConstraints", []):
-        constraint["labelSelector"] = {"matchLabels": dict(labels)}
-    pod["volumes"] = [
-        {"name": "config", "configMap": {"name": f"{name}-config"}},
-    ]
-    pod["containers"][0]["volumeMounts"] = [
-        m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config"
-    ]
-    ports = [p for p in pod["containers"][0]["ports"] if p.get("name") in ("http-metrics", "health")]
-    pod["containers"][0]["ports"] = [
-        {"name": "grpc-otlp", "containerPort": OTLP_GRPC, "protocol": "TCP"},
-        *ports,
-    ]
-    _write_config(cm, dep, back)
-    _storage_volumes(back, dep)
+        constraint["labelSelector"] = kube.match_labels(labels)
+    pod["volumes"] = [kube.config_volume(config_map)]
+    container = pod["containers"][0]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] == kube.CONFIG_VOLUME]
+    ports = [p for p in container["ports"] if p.get("name") in ("http-metrics", "health")]
+    container["ports"] = [{"name": "grpc-otlp", "containerPort": OTLP_GRPC, "protocol": "TCP"}, *ports]
+
+
+def _sampling_service(rendered: Rendered, name: str) -> Manifest:
     metrics = next(p for p in rendered.ports if p.name == "http-metrics")
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        # The first tier's Service labels: the collector ServiceMonitor scrapes this tier too.
-        "metadata": {"name": name, "namespace": rendered.namespace, "labels": dict(rendered.service_labels)},
-        "spec": {
-            # Headless: DNS answers every replica's address, which the resolver turns into its ring.
-            "clusterIP": "None",
-            "selector": dict(labels),
-            "ports": [
-                {
-                    "name": "grpc-otlp",
-                    "port": OTLP_GRPC,
-                    "targetPort": OTLP_GRPC,
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": metrics.name,
-                    "port": metrics.port,
-                    "targetPort": metrics.port,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
-            ],
-        },
-    }
-    pdb = {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": {"name": name, "namespace": rendered.namespace},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(labels)}},
-    }
-    rendered.files["sampling-configmap.yaml"] = [cm]
-    rendered.files["sampling-deployment.yaml"] = [dep]
-    rendered.files["sampling-service.yaml"] = [
-        Manifest(
-            service,
-            [
-                "Headless: the first tier's loadbalancing exporter resolves each replica.",
-                f"Labelled like the first tier's Service, so the collector ServiceMonitor scrapes its "
-                f"self-metrics too (job {name!r}).",
-            ],
-        )
+    ports = [
+        kube.service_port("grpc-otlp", OTLP_GRPC, "grpc"),
+        kube.service_port(metrics.name, metrics.port, "http"),
     ]
-    rendered.files["sampling-pdb.yaml"] = [Manifest(pdb, ["One sampling replica down at a time."])]
+    # Headless: DNS answers every replica's address, which the resolver turns into its ring.
+    # The first tier's Service labels: the collector ServiceMonitor scrapes this tier too.
+    data = kube.service(
+        name, rendered.namespace, _sampling_labels(name), ports, rendered.service_labels, headless=True
+    )
+    return Manifest(
+        data,
+        [
+            "Headless: the first tier's loadbalancing exporter resolves each replica.",
+            f"Labelled like the first tier's Service, so the collector ServiceMonitor scrapes its "
+            f"self-metrics too (job {name!r}).",
+        ],
+    )
 
 
 def apply(rendered: Rendered, options: Options) -> list[tuple[str, str]]:
@@ -298,7 +283,7 @@ def apply(rendered: Rendered, options: Options) -> list[tuple[str, str]]:
     hostname = f"{sampling}.{rendered.namespace}.svc.cluster.local"
     tiers = _split(config, hostname)
     front = tiers[0] if tiers else config
-    if any(_type(p) == K8S_ATTRIBUTES for p in front.get("processors") or {}):
+    if any(component_type(p) == K8S_ATTRIBUTES for p in front.get("processors") or {}):
         _rbac(rendered, dep, name)
     if tiers is not None:
         front, back = tiers

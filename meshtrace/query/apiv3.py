@@ -17,11 +17,11 @@ from meshtrace.model.jaeger import SPAN_KIND_NAMES
 from meshtrace.query import params, uiparams
 from meshtrace.query.archive import stored_or_archived
 from meshtrace.query.routing import Runner, StoreSource, json_response, multi_params, v3_error
-from meshtrace.store import TraceQuery, TraceStore
+from meshtrace.store import SpanStore, TraceQuery
 from meshtrace.store.summaries import TraceSummary
 
 
-def find_trace_ids(store: TraceStore, query: TraceQuery) -> list[bytes]:
+def find_trace_ids(store: SpanStore, query: TraceQuery) -> list[bytes]:
     """The store's search; with no service, every service's search merged, newest trace first."""
     if query.service:
         return store.find_trace_ids(query)

@@ -20,17 +20,17 @@ from meshtrace.model.jaeger import to_jaeger_traces
 from meshtrace.query.params import ParamError
 from meshtrace.query.routing import Runner, StoreSource, envelope, error_response, json_response
 from meshtrace.query.uiparams import parse_trace_id_any
-from meshtrace.store import TraceStore
+from meshtrace.store import SpanStore
 
 
-def stored_or_archived(store: TraceStore, trace_id: bytes) -> ExportTraceServiceRequest | None:
+def stored_or_archived(store: SpanStore, trace_id: bytes) -> ExportTraceServiceRequest | None:
     """The trace's stored spans, else its archived copy (Jaeger's query service reads the archive
     when the primary storage has no such trace)."""
     return stored_or_archived_many(store, [trace_id]).get(trace_id)
 
 
 def stored_or_archived_many(
-    store: TraceStore, trace_ids: list[bytes]
+    store: SpanStore, trace_ids: list[bytes]
 ) -> dict[bytes, ExportTraceServiceRequest]:
     found = store.get_traces(trace_ids)
     for trace_id in trace_ids:

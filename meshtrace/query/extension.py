@@ -22,7 +22,7 @@ from meshtrace.collector.httpserve import serve
 from meshtrace.collector.schema import host_port
 from meshtrace.query.jaeger_ui import check_build
 from meshtrace.query.server import QueryServer
-from meshtrace.store import StoreError, TraceStore
+from meshtrace.store import SpanStore, StoreError
 
 
 @dataclass
@@ -49,12 +49,12 @@ class QueryExtension:
         self._server = QueryServer(self._trace_store, jaeger_ui=jaeger_ui)
         self._runner: web.AppRunner | None = None
 
-    def _trace_store(self) -> TraceStore:
-        """The store exporter's TraceStore, looked up when first needed (exporters may start after
+    def _trace_store(self) -> SpanStore:
+        """The store exporter's store, looked up when first needed (exporters may start after
         extensions)."""
         exporter = self._host.get_exporter(self.store_id) if self._host is not None else None
         store = getattr(exporter, "store", None)
-        if not isinstance(store, TraceStore):
+        if not isinstance(store, SpanStore):
             raise StoreError(
                 f"query: no store exporter {str(self.store_id)!r}: add it under exporters and to a pipeline"
             )

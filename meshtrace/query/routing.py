@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from meshtrace.store import TraceStore
+from meshtrace.store import SpanStore
 
 T = TypeVar("T")
-StoreSource = Callable[[], TraceStore]
+StoreSource = Callable[[], SpanStore]
 Runner = Callable[[Callable[[], T]], Awaitable[T]]
 
 # Jaeger's query service indents a prettyPrint answer by four spaces (http_handler.go).

@@ -1,28 +1,32 @@
 """The embedded trace store (exporter `store`) and its reader API.
 
-The query extension finds the exporter with `Host.get_exporter(id)` and reads through its
-`store` attribute, a `TraceStore`: `services()`, `operations()`, `find_trace_ids()`,
-`get_traces()`, `get_trace()`, `dependencies()`, `stats()`, and `write()`/`flush()` for imports.
+The contract is `SpanStore` (`protocol.py`): what the query extension calls on the store it finds
+with `Host.get_exporter(id).store`. `TraceStore` (`sqlite.py`) implements it over one SQLite file:
+`schema.py` (tables, versions, migration), `writer.py` + `ingest.py` + `retention.py` (the writer
+thread, its rows, the bounds), `reader.py` + `search.py` (reads and search planning).
 """
 
-from meshtrace.store.sqlite import (
+from meshtrace.store.protocol import (
     MAX_SEARCH_LIMIT,
     DependencyLink,
     Operation,
-    SchemaVersionError,
+    SpanStore,
     StoreError,
     StoreFullError,
-    StoreStats,
     TraceQuery,
-    TraceStore,
-    default_path,
 )
+from meshtrace.store.reader import StoreStats
+from meshtrace.store.retention import Clock
+from meshtrace.store.schema import SchemaVersionError
+from meshtrace.store.sqlite import TraceStore, default_path
 
 __all__ = [
     "MAX_SEARCH_LIMIT",
+    "Clock",
     "DependencyLink",
     "Operation",
     "SchemaVersionError",
+    "SpanStore",
     "StoreError",
     "StoreFullError",
     "StoreStats",

@@ -11,7 +11,6 @@ writer thread's queue.
 from __future__ import annotations
 
 import sqlite3
-import time
 import zlib
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -31,13 +30,14 @@ def migrate_v2(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("COMMIT")
 
 
-def write(conn: sqlite3.Connection, trace_id: bytes, trace: ExportTraceServiceRequest) -> None:
-    """Keep `trace` (replacing an earlier archived copy, as archiving again in Jaeger does)."""
+def write(conn: sqlite3.Connection, trace_id: bytes, trace: ExportTraceServiceRequest, now_ns: int) -> None:
+    """Keep `trace`, archived at `now_ns` (replacing an earlier archived copy, as archiving again
+    in Jaeger does)."""
     data = zlib.compress(trace.SerializeToString(), 6)
     conn.execute(
         "INSERT INTO archive (trace_id, archived_ns, data) VALUES (?, ?, ?) ON CONFLICT (trace_id)"
         " DO UPDATE SET archived_ns = excluded.archived_ns, data = excluded.data",
-        (trace_id, time.time_ns(), data),
+        (trace_id, now_ns, data),
     )
 
 

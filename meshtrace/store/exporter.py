@@ -31,7 +31,8 @@ from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.schema import Duration
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
-from meshtrace.store.sqlite import StoreError, StoreFullError, TraceStore, default_path
+from meshtrace.store.protocol import StoreError, StoreFullError
+from meshtrace.store.sqlite import TraceStore, default_path
 
 TRACE_COUNT_EVERY_S = 5.0
 

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshtrace.config.loader import load
-from meshtrace.deploy.collector import Options, collector_config, memory_bytes, service_ports, validate_config
+from meshtrace.deploy.collector import Options, memory_bytes
+from meshtrace.deploy.collector_check import validate_config
+from meshtrace.deploy.collector_config import collector_config, service_ports
 from meshtrace.deploy.istio import RenderError, rewrite_mixer
 from meshtrace.deploy.render import Result, render
 

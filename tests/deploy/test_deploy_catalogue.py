@@ -13,7 +13,9 @@ from deploy_helpers import run_meshtrace
 from test_deploy_cases import COLLECTOR, MESH, config_map, render_docs, write
 
 from meshtrace.collector.catalogue import catalogue
-from meshtrace.deploy.collector import DEFAULT_IMAGE, collector_config, validate_config
+from meshtrace.deploy.collector import DEFAULT_IMAGE
+from meshtrace.deploy.collector_check import validate_config
+from meshtrace.deploy.collector_config import collector_config
 from meshtrace.deploy.istio import RenderError
 
 BASE: dict[str, Any] = {

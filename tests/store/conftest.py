@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.store import TraceStore
-from meshtrace.store.sqlite import SCHEMA_VERSION
+from meshtrace.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -20,6 +21,25 @@ def store(tmp_path: Path) -> Iterator[TraceStore]:
     s.open()
     yield s
     s.close()
+
+
+class FakeClock:
+    """A store clock (ns since the epoch) that moves only when the test says: retention without
+    waiting for it."""
+
+    def __init__(self) -> None:
+        self.now_ns = time.time_ns()
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * 1e9)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 class OlderFile:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 from meshtrace.store import TraceStore
 from meshtrace.store.synthetic import mesh_trace, mesh_traces
-from tests.store.conftest import OlderFile
+from tests.store.conftest import FakeClock, OlderFile
 
 
 def test_archive_survives_the_size_bound(tmp_path: Path) -> None:
@@ -39,3 +41,20 @@ def test_schema_2_file_is_migrated(older_file: OlderFile) -> None:
     assert again.get_archived_trace(trace_id) is None
     assert again.archive_trace(trace_id)
     assert again.get_archived_trace(trace_id) == request
+
+
+def test_archive_time_comes_from_the_store_clock(tmp_path: Path, clock: FakeClock) -> None:
+    store = TraceStore(tmp_path / "traces.db", clock=clock)
+    store.open()
+    try:
+        request = mesh_trace(time.time_ns(), random.Random(7))
+        trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id
+        store.write(request.SerializeToString()).result(10)
+        clock.advance(3600)
+        assert store.archive_trace(trace_id)
+        with closing(sqlite3.connect(store.path)) as conn:
+            written = conn.execute("SELECT written_ns FROM batches").fetchone()[0]
+            archived = conn.execute("SELECT archived_ns FROM archive").fetchone()[0]
+        assert (written, archived) == (clock() - 3600 * 10**9, clock())
+    finally:
+        store.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.store import TraceStore
-from meshtrace.store.sqlite import SCHEMA_VERSION
+from meshtrace.store.schema import SCHEMA_VERSION
 from meshtrace.store.synthetic import mesh_trace
 from tests.store.conftest import OlderFile
 

@@ -22,6 +22,7 @@ from meshtrace.store import (
     default_path,
 )
 from meshtrace.store.synthetic import BACKEND, FRONTEND, mesh_trace, mesh_traces
+from tests.store.conftest import FakeClock
 
 NOW = time.time_ns()
 HOUR = 3600 * 10**9
@@ -211,31 +212,32 @@ def test_reads_by_trace_id_cover_more_ids_than_one_statement_holds(store: TraceS
     assert store.new_span_count(sent) == 0
 
 
-def test_retention_drops_traces_written_before_the_cutoff(tmp_path: Path) -> None:
-    store = TraceStore(tmp_path / "traces.db", retention_s=0.3, maintenance_interval_s=0)
+def test_retention_drops_traces_written_before_the_cutoff(tmp_path: Path, clock: FakeClock) -> None:
+    store = TraceStore(tmp_path / "traces.db", retention_s=0.3, maintenance_interval_s=0, clock=clock)
     store.open()
     try:
         old = mesh_traces(3, NOW, 10**6, seed=1)
         put(store, old)
-        deadline = time.monotonic() + 10
-        while store.get_traces(trace_ids(old)) and time.monotonic() < deadline:
-            put(store, mesh_trace(NOW, random.Random(time.monotonic_ns())))  # each flush runs maintenance
-            time.sleep(0.05)
-        assert store.get_traces(trace_ids(old)) == {}
-        assert store.stats().traces >= 1
+        clock.advance(0.2)
+        put(store, mesh_trace(NOW, random.Random(2)))  # each flush runs maintenance
+        assert set(store.get_traces(trace_ids(old))) == set(trace_ids(old))  # 0.2 s old: kept
+        clock.advance(0.2)
+        put(store, mesh_trace(NOW, random.Random(3)))
+        assert store.get_traces(trace_ids(old)) == {}  # 0.4 s old: gone, whole traces
+        assert store.stats().traces == 2
     finally:
         store.close()
 
 
-def test_operations_of_evicted_traces_disappear(tmp_path: Path) -> None:
-    store = TraceStore(tmp_path / "traces.db", retention_s=0.2, maintenance_interval_s=0)
+def test_operations_of_evicted_traces_disappear(tmp_path: Path, clock: FakeClock) -> None:
+    store = TraceStore(tmp_path / "traces.db", retention_s=0.2, maintenance_interval_s=0, clock=clock)
     store.open()
     try:
         request = mesh_trace(NOW, random.Random(1))
         request.resource_spans[0].scope_spans[0].spans[0].name = "rare-operation"
         put(store, request)
         assert "rare-operation" in {o.name for o in store.operations(FRONTEND)}
-        time.sleep(0.3)
+        clock.advance(0.3)
         put(store, mesh_trace(NOW, random.Random(2)))
         assert "rare-operation" not in {o.name for o in store.operations(FRONTEND)}
     finally:
@@ -316,13 +318,13 @@ def test_a_span_the_store_cannot_hold_costs_no_other_span(store: TraceStore) -> 
 def test_a_failing_batch_fails_its_callers_and_the_writer_lives_on(
     store: TraceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshtrace.store import sqlite as engine
+    from meshtrace.store import ingest
 
     def boom(self: object, request: object, now_ns: int) -> int:
         raise RuntimeError("bug")
 
     with monkeypatch.context() as patch:
-        patch.setattr(engine._Ingest, "write", boom)
+        patch.setattr(ingest.Ingest, "write", boom)
         failed = store.write(mesh_trace(NOW, random.Random(1)).SerializeToString())
         with pytest.raises(StoreError, match="bug"):
             failed.result(10)

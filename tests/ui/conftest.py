@@ -23,11 +23,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test here needs the browser. Without chromium they skip on a laptop, but in CI (CI set)
-    they run and fail: a missing browser must not pass as green."""
+    """Every test here that takes the `browser` fixture needs chromium. Without it they skip on a
+    laptop, but in CI (CI set) they run and fail: a missing browser must not pass as green."""
     skip = not CHROMIUM.exists() and not os.environ.get("CI")
     for item in items:
-        if HERE in Path(str(item.path)).resolve().parents:
+        if HERE in Path(str(item.path)).resolve().parents and "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
             if skip:
                 item.add_marker(pytest.mark.skip(reason=f"needs Debian's chromium at {CHROMIUM}"))

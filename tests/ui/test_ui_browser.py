@@ -371,6 +371,15 @@ def test_search_form_deep_links_and_bad_input(browser: Any, collector: tuple[str
     page.locator("#lookup-id").press("Enter")
     page.wait_for_url("**/trace/00000000000000000000000000000abc")
     expect(page.locator("#trace-error")).to_contain_text("not found")
+
+    # A 200 that is not JSON (a proxy's or captive portal's page) is named as such, not as
+    # "Cannot read properties of null" (what the UI said before tsc's null checks).
+    page.route(
+        "**/api/services", lambda route: route.fulfill(status=200, content_type="text/html", body="<p>portal")
+    )
+    page = ui.goto("/search")
+    expect(page.locator("#form-error")).to_have_text("services: 200 OK: the answer is not JSON")
+    page.unroute("**/api/services")
     assert ui.dialogs == [] and ui.errors == []
     page.close()
 

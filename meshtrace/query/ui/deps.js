@@ -1,3 +1,4 @@
+// @ts-check
 // The service dependency graph (SVG) and the same links as a table.
 
 import * as api from "./api.js";
@@ -5,6 +6,11 @@ import { h, mount, s } from "./dom.js";
 import { groupWorkloads, layoutDependencies } from "./graph.js";
 import { serviceColor } from "./model.js";
 
+/** @typedef {import("./graph.js").DependencyLink} DependencyLink */
+/** @typedef {ReturnType<typeof layoutDependencies>["edges"][number]} Edge */
+/** @typedef {typeof import("./app.js").navigate} Navigate */
+
+/** @type {[string, number][]} */
 const LOOKBACKS = [["1h", 3600e3], ["6h", 6 * 3600e3], ["24h", 24 * 3600e3], ["7d", 7 * 24 * 3600e3]];
 const NODE_H = 44;
 // Error rates below this are shown amber, not red: one failed call in thousands is not an outage.
@@ -15,26 +21,31 @@ const LABEL_FONT = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-seri
 /** Text widths in pixels as the SVG will draw them, so nodes and label pills fit their text. */
 function measurer() {
   const ctx = document.createElement("canvas").getContext("2d");
-  return (text, font) => {
+  if (!ctx) throw new Error("this browser has no 2D canvas to measure text with");
+  return (/** @type {string} */ text, /** @type {string} */ font) => {
     ctx.font = font;
     return Math.ceil(ctx.measureText(text).width);
   };
 }
 
-function errorRate(link) {
+function errorRate(/** @type {DependencyLink} */ link) {
   return link.callCount ? (link.errorCount || 0) / link.callCount : 0;
 }
 
 /** "bad" (red) from RED_RATE on, "warn" (amber) below it, nothing without errors. */
-function errorClass(rate) {
+function errorClass(/** @type {number} */ rate) {
   if (rate >= RED_RATE) return "bad";
   return rate > 0 ? "warn" : undefined;
 }
 
-function pctText(rate) {
+function pctText(/** @type {number} */ rate) {
   return `${rate > 0 && rate < 0.001 ? "<0.1" : +(rate * 100).toFixed(1)}%`;
 }
 
+/**
+ * An edge's SVG path and where its label goes.
+ * @param {Edge} e @param {number} w  node width @param {number} bottom  the lowest node's bottom edge
+ */
 function edgePath(e, w, bottom) {
   const x1 = e.from.x + w;
   const y1 = e.from.y + NODE_H / 2;
@@ -68,8 +79,13 @@ function edgePath(e, w, bottom) {
   return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, lx: mx, ly: (y1 + y2) / 2 - 6 };
 }
 
+/**
+ * The SVG graph of `links`, `members` naming the services each node holds, `width` the room on offer.
+ * @param {DependencyLink[]} links @param {Map<string, string[]>} members @param {Navigate} navigate @param {number} width
+ */
 function graph(links, members, navigate, width) {
   const measure = measurer();
+  /** @param {string} name */
   const subLabel = (name) => {
     const held = members.get(name) || [name];
     return held.length > 1 ? `app + sidecar ${held.filter((m) => m !== name).join(", ")}` : "";
@@ -109,7 +125,7 @@ function graph(links, members, navigate, width) {
       tabindex: "0", role: "link",
       "aria-label": `${n.name}: search its traces`,
       onclick: open,
-      onkeydown: (ev) => {
+      onkeydown: (/** @type {KeyboardEvent} */ ev) => {
         if (ev.key === "Enter" || ev.key === " ") {
           ev.preventDefault();
           open();
@@ -128,7 +144,7 @@ function graph(links, members, navigate, width) {
   return svg;
 }
 
-function table(links) {
+function table(/** @type {DependencyLink[]} */ links) {
   const sorted = [...links].sort((a, b) => b.callCount - a.callCount);
   return h("table", { class: "dep-table", id: "dep-table" },
     h("thead", {}, h("tr", {}, ["Caller", "Callee", "Calls", "Errors", "Error rate"].map((c) => h("th", { scope: "col" }, c)))),
@@ -138,12 +154,15 @@ function table(links) {
       h("td", { class: ["num", errorClass(errorRate(l))] }, l.errorCount === undefined ? "—" : pctText(errorRate(l)))))));
 }
 
-/** Render the dependencies page for the URL query `q` (lookback=1h|6h|24h|7d). */
+/**
+ * Render the dependencies page for the URL query `q` (lookback=1h|6h|24h|7d).
+ * @param {HTMLElement} root @param {URLSearchParams} q @param {Navigate} navigate
+ */
 export async function renderDependencies(root, q, navigate) {
   document.title = "Dependencies · meshtrace";
   const current = q.get("lookback") || "24h";
   const apart = q.get("sidecars") === "apart";
-  const url = (lookback, split) => `/dependencies?lookback=${lookback}${split ? "&sidecars=apart" : ""}`;
+  const url = (/** @type {string} */ lookback, /** @type {boolean} */ split) => `/dependencies?lookback=${lookback}${split ? "&sidecars=apart" : ""}`;
   const toggle = h("input", { type: "checkbox", id: "dep-sidecars", checked: apart || undefined });
   toggle.addEventListener("change", () => navigate(url(current, toggle.checked)));
   const select = h("select", { id: "dep-lookback", "aria-label": "Time range" },
@@ -162,7 +181,7 @@ export async function renderDependencies(root, q, navigate) {
   try {
     links = await api.dependencies(Date.now(), lookback);
   } catch (err) {
-    mount(content, h("p", { class: "banner error", role: "alert" }, err.message));
+    mount(content, h("p", { class: "banner error", role: "alert" }, api.errorMessage(err)));
     return;
   }
   if (!links.length) {
@@ -171,6 +190,6 @@ export async function renderDependencies(root, q, navigate) {
   }
   const grouped = apart ? { links, members: new Map() } : groupWorkloads(links);
   mount(content, h("div", { class: "dep-graph-wrap" }));
-  const width = content.firstChild.clientWidth;
+  const width = /** @type {HTMLElement} */ (content.firstChild).clientWidth;
   mount(content, graph(grouped.links, grouped.members, navigate, width), table(links));
 }

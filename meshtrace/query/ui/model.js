@@ -1,3 +1,4 @@
+// @ts-check
 // Pure functions over Jaeger JSON traces: span tree, orphans, critical path, flame layout, find,
 // formatting. No DOM here, so tests can import this module and call it directly.
 
@@ -14,7 +15,7 @@ const PALETTE = [
  * the name alone, so a service has the same colour on every page and after every reload, however
  * many services the store holds.
  */
-export function serviceColor(name) {
+export function serviceColor(/** @type {string} */ name) {
   let hash = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) {
     hash ^= name.charCodeAt(i);
@@ -23,61 +24,100 @@ export function serviceColor(name) {
   return PALETTE[hash % PALETTE.length];
 }
 
+/** The value of the tag `key`, or undefined. @param {KeyValue[] | undefined} tags @param {string} key */
 export function tagValue(tags, key) {
   const tag = (tags || []).find((t) => t.key === key);
   return tag === undefined ? undefined : tag.value;
 }
 
 /** Error as Jaeger shows it: tag error=true, or the OTel status carried over as otel.status_code. */
-export function isErrorSpan(span) {
+export function isErrorSpan(/** @type {Span} */ span) {
   const error = tagValue(span.tags, "error");
   return error === true || error === "true" || tagValue(span.tags, "otel.status_code") === "ERROR";
 }
 
 /** The parent span id: the CHILD_OF reference in the same trace. FOLLOWS_FROM are links, not parents. */
-export function parentSpanId(span) {
+export function parentSpanId(/** @type {Span} */ span) {
   const ref = (span.references || []).find(
     (r) => (r.refType || "CHILD_OF") === "CHILD_OF" && (!r.traceID || r.traceID === span.traceID),
   );
   return ref ? ref.spanID : null;
 }
 
+/**
+ * Jaeger's JSON, as far as the UI reads it.
+ * @typedef {{key: string, type?: string, value: any}} KeyValue
+ * @typedef {{serviceName: string, tags?: KeyValue[]}} Process
+ * @typedef {{refType?: string, traceID?: string, spanID: string}} Reference
+ * @typedef {{timestamp: number, fields?: KeyValue[]}} Log
+ * @typedef {{traceID?: string, spanID: string, operationName?: string, startTime: number, duration: number,
+ *   tags?: KeyValue[], logs?: Log[], references?: Reference[], processID?: string, process?: Process,
+ *   warnings?: string[] | null}} Span
+ * @typedef {{traceID: string, spans?: Span[], processes?: Record<string, Process>, warnings?: string[] | null}} Trace
+ */
+
+/**
+ * A span in the trace's tree (what buildTrace makes of each Jaeger span).
+ * @typedef {object} SpanNode
+ * @property {Span} span
+ * @property {string} id
+ * @property {Process} process
+ * @property {string} service
+ * @property {string} operation
+ * @property {number} start  microseconds since the epoch, as `end`
+ * @property {number} duration  microseconds
+ * @property {number} end
+ * @property {string | null} parentId  the CHILD_OF parent's span id, in this trace or not
+ * @property {SpanNode | null} parent
+ * @property {SpanNode[]} children  in start order
+ * @property {number} depth
+ * @property {boolean} orphan  its parent is not in the trace
+ * @property {boolean} error
+ * @property {string} kind  the span.kind tag
+ * @property {string} appPod  the pod of an app's span (its resource's k8s.pod.name)
+ * @property {string} pod  that, or a proxy's pod from its node id
+ */
+
+/** @typedef {ReturnType<typeof buildTrace>} TraceModel */
+/** @typedef {{id: string, start: number, end: number}} CriticalSegment  a stretch of one span on the critical path */
+
+/** @param {SpanNode} a @param {SpanNode} b */
 const byStart = (a, b) => a.start - b.start || a.end - b.end;
 
 /**
- * Index a Jaeger trace: every span gets its process, service, parent/children, depth, error and
- * orphan flag (a parent reference to a span that is not in the trace). Spans whose parent chain
- * loops are treated as roots so the tree is always a forest.
+ * A span's node, not linked into the tree yet.
+ * @param {Span} span @param {Record<string, Process>} processes
+ * @returns {SpanNode}
  */
-export function buildTrace(trace) {
-  const processes = trace.processes || {};
-  const nodes = [];
-  const byId = new Map();
-  for (const span of trace.spans || []) {
-    const process = span.process || processes[span.processID] || { serviceName: "unknown", tags: [] };
-    const node = {
-      span,
-      id: span.spanID,
-      process,
-      service: process.serviceName || "unknown",
-      operation: span.operationName || "",
-      start: span.startTime,
-      duration: span.duration,
-      end: span.startTime + span.duration,
-      parentId: parentSpanId(span),
-      parent: null,
-      children: [],
-      depth: 0,
-      orphan: false,
-      error: isErrorSpan(span),
-      kind: tagValue(span.tags, "span.kind") || "",
-      appPod: podName(process),
-      pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
-    };
-    nodes.push(node);
-    // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
-    if (!byId.has(node.id)) byId.set(node.id, node);
-  }
+function spanNode(span, processes) {
+  const process = span.process || processes[span.processID ?? ""] || { serviceName: "unknown", tags: [] };
+  return {
+    span,
+    id: span.spanID,
+    process,
+    service: process.serviceName || "unknown",
+    operation: span.operationName || "",
+    start: span.startTime,
+    duration: span.duration,
+    end: span.startTime + span.duration,
+    parentId: parentSpanId(span),
+    parent: null,
+    children: [],
+    depth: 0,
+    orphan: false,
+    error: isErrorSpan(span),
+    kind: tagValue(span.tags, "span.kind") || "",
+    appPod: podName(process),
+    pod: podName(process) || proxyPod(tagValue(span.tags, "node_id")),
+  };
+}
+
+/**
+ * Link every node to its parent and flag orphans; returns the nodes without a parent here.
+ * @param {SpanNode[]} nodes @param {Map<string, SpanNode>} byId
+ */
+function linkParents(nodes, byId) {
+  /** @type {SpanNode[]} */
   const roots = [];
   for (const node of nodes) {
     const parent = node.parentId && node.parentId !== node.id ? byId.get(node.parentId) : undefined;
@@ -89,9 +129,19 @@ export function buildTrace(trace) {
       roots.push(node);
     }
   }
-  // Depth-first from the roots; anything not reached sits in a parent cycle and becomes a root.
+  return roots;
+}
+
+/**
+ * The nodes in tree order, depth-first from the roots, setting depths and sorting children by
+ * start. A node not reached sits in a parent cycle: it is cut from its parent and added to `roots`.
+ * @param {SpanNode[]} nodes @param {SpanNode[]} roots
+ */
+function treeOrder(nodes, roots) {
   const seen = new Set();
+  /** @type {SpanNode[]} */
   const order = [];
+  /** @param {SpanNode} node @param {number} depth */
   const visit = (node, depth) => {
     seen.add(node);
     node.depth = depth;
@@ -108,8 +158,27 @@ export function buildTrace(trace) {
     roots.push(node);
     visit(node, 0);
   }
+  return order;
+}
+
+/**
+ * Index a Jaeger trace: every span gets its process, service, parent/children, depth, error and
+ * orphan flag (a parent reference to a span that is not in the trace). Spans whose parent chain
+ * loops are treated as roots so the tree is always a forest.
+ * @param {Trace} trace
+ */
+export function buildTrace(trace) {
+  const processes = trace.processes || {};
+  const nodes = (trace.spans || []).map((span) => spanNode(span, processes));
+  /** @type {Map<string, SpanNode>} */
+  const byId = new Map();
+  // Zipkin-style shared span ids can repeat; the first one owns the id for parent lookups.
+  for (const node of nodes) if (!byId.has(node.id)) byId.set(node.id, node);
+  const roots = linkParents(nodes, byId);
+  const order = treeOrder(nodes, roots);
   const start = nodes.length ? Math.min(...nodes.map((n) => n.start)) : 0;
   const end = nodes.length ? Math.max(...nodes.map((n) => n.end)) : 0;
+  /** @type {Map<string, number>} */
   const services = new Map();
   for (const node of nodes) services.set(node.service, (services.get(node.service) || 0) + 1);
   const rootSpan = roots.find((r) => !r.orphan) || roots[0] || null;
@@ -132,7 +201,7 @@ export function buildTrace(trace) {
 }
 
 /** The pod a span ran in: `k8s.pod.name` of its resource (the process tags), else "". */
-export function podName(process) {
+export function podName(/** @type {Process} */ process) {
   const pod = tagValue(process.tags, "k8s.pod.name");
   return pod === undefined ? "" : String(pod);
 }
@@ -142,13 +211,14 @@ export function podName(process) {
  * (`sidecar~10.0.0.5~frontend-0.default~default.svc.cluster.local`: type, IP, pod.namespace,
  * DNS domain); "" for anything else.
  */
-export function proxyPod(nodeId) {
+export function proxyPod(/** @type {unknown} */ nodeId) {
   const parts = typeof nodeId === "string" ? nodeId.split("~") : [];
   if (parts.length !== 4 || !["sidecar", "router"].includes(parts[0])) return "";
   const namespace = parts[3].split(".")[0];
   return parts[2].endsWith(`.${namespace}`) ? parts[2].slice(0, -namespace.length - 1) : parts[2];
 }
 
+/** @param {KeyValue[]} tags @param {string[]} keys */
 function firstTag(tags, keys) {
   for (const key of keys) {
     const value = tagValue(tags, key);
@@ -162,7 +232,7 @@ function firstTag(tags, keys) {
  * older `http.method`), the path from `url.path`, `http.target` or the path of `http.url` (a
  * sidecar's tag); without any of those, the sidecar's `upstream_cluster` names where it went.
  */
-export function httpRequest(span) {
+export function httpRequest(/** @type {Span} */ span) {
   const tags = span.tags || [];
   const method = firstTag(tags, ["http.request.method", "http.method"]);
   let path = firstTag(tags, ["url.path", "http.target"]);
@@ -176,7 +246,7 @@ export function httpRequest(span) {
 }
 
 /** What a search result shows: name (root service: root operation), counts, services, timing. */
-export function summarize(trace) {
+export function summarize(/** @type {Trace} */ trace) {
   const model = buildTrace(trace);
   const root = model.rootSpan;
   const http = root ? httpRequest(root.span) : { method: "", path: "" };
@@ -197,9 +267,9 @@ export function summarize(trace) {
 }
 
 /** A span's own time: its duration less the union of its children's time inside it. */
-export function selfTime(node) {
+export function selfTime(/** @type {SpanNode} */ node) {
   const spans = node.children
-    .map((c) => [Math.max(c.start, node.start), Math.min(c.end, node.end)])
+    .map((c) => /** @type {[number, number]} */ ([Math.max(c.start, node.start), Math.min(c.end, node.end)]))
     .filter(([s, e]) => e > s)
     .sort((a, b) => a[0] - b[0]);
   let covered = 0;
@@ -216,7 +286,7 @@ export function selfTime(node) {
  * Per service and operation: span count, errors, total / mean / max duration and total self time,
  * most total self time first (where the trace's time went).
  */
-export function operationStats(model) {
+export function operationStats(/** @type {TraceModel} */ model) {
   const groups = new Map();
   for (const node of model.nodes) {
     const key = `${node.service}\u0000${node.operation}`;
@@ -237,8 +307,10 @@ export function operationStats(model) {
 }
 
 /** The spans shown in the waterfall, in tree order, skipping descendants of collapsed spans. */
-export function visibleNodes(model, collapsed) {
+export function visibleNodes(/** @type {TraceModel} */ model, /** @type {Set<string>} */ collapsed) {
+  /** @type {SpanNode[]} */
   const out = [];
+  /** @param {SpanNode} node */
   const walk = (node) => {
     out.push(node);
     if (!collapsed.has(node.id)) for (const child of node.children) walk(child);
@@ -252,8 +324,10 @@ export function visibleNodes(model, collapsed) {
  * back from the root's end, the last child to finish before the cursor is on the path; the time
  * between children is the parent's own. Returns segments {id, start, end} (microseconds).
  */
-export function criticalPath(model) {
+export function criticalPath(/** @type {TraceModel} */ model) {
+  /** @type {CriticalSegment[]} */
   const segments = [];
+  /** @param {SpanNode} node @param {number} limit */
   const walk = (node, limit) => {
     let cursor = Math.min(node.end, limit);
     const children = [...node.children].sort((a, b) => b.end - a.end);
@@ -277,13 +351,20 @@ export function criticalPath(model) {
  * time are pushed down to free rows so no two boxes overlap; separate trees stack with a gap.
  * Returns Map node -> row.
  */
-export function flameLayout(model) {
+export function flameLayout(/** @type {TraceModel} */ model) {
+  /** @type {Map<SpanNode, number>} */
   const rows = new Map();
   // Lays out `node`'s subtree with the node on row 0; returns its placements and bounding box.
   // Child subtrees go in order of their start, each at the first offset whose rows are free from
   // its start on: with starts sorted, a row is free when everything in it ended by then.
+  /**
+   * @param {SpanNode} node
+   * @returns {{placed: [SpanNode, number][], height: number, t0: number, t1: number}}
+   */
   const layout = (node) => {
+    /** @type {[SpanNode, number][]} */
     const placed = [[node, 0]];
+    /** @type {number[]} */
     const rowEnd = []; // per relative row: the latest end time placed there
     let height = 1;
     let t0 = node.start;
@@ -292,6 +373,7 @@ export function flameLayout(model) {
     for (const sub of subs) {
       // 0 when rows offset..offset+height-1 are free, else the row below the first busy one
       // (no window holding a busy row can fit, so the search jumps past it).
+      /** @param {number} offset */
       const busy = (offset) => {
         for (let r = offset; r < offset + sub.height; r++) if ((rowEnd[r] ?? -Infinity) > sub.t0) return r + 1;
         return 0;
@@ -317,7 +399,7 @@ export function flameLayout(model) {
   return rows;
 }
 
-function haystack(node) {
+function haystack(/** @type {SpanNode} */ node) {
   const parts = [node.service, node.operation, node.id];
   const tags = [...(node.span.tags || []), ...(node.process.tags || [])];
   for (const log of node.span.logs || []) tags.push(...(log.fields || []));
@@ -326,8 +408,9 @@ function haystack(node) {
 }
 
 /** Spans matching a find-in-trace query: every whitespace-separated word must appear somewhere. */
-export function findSpans(model, query) {
+export function findSpans(/** @type {TraceModel} */ model, /** @type {string} */ query) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  /** @type {Set<SpanNode>} */
   const hits = new Set();
   if (!words.length) return hits;
   for (const node of model.nodes) {
@@ -340,8 +423,11 @@ export function findSpans(model, query) {
 /**
  * Parse the search form's attributes field, logfmt style: `http.status_code=500 error=true
  * msg="two words"`. Returns {tags} or {error} naming the bad token.
+ * @param {string} text
+ * @returns {{tags: Record<string, string>, error?: undefined} | {tags?: undefined, error: string}}
  */
 export function parseTags(text) {
+  /** @type {Record<string, string>} */
   const tags = {};
   const re = /\s*([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))/y;
   let pos = 0;
@@ -361,7 +447,7 @@ export function parseTags(text) {
 }
 
 /** The inverse of parseTags: a tags map as the search form's attributes text. */
-export function formatTags(tags) {
+export function formatTags(/** @type {Record<string, string>} */ tags) {
   return Object.entries(tags)
     .map(([k, v]) => (/[\s"]/.test(v) || v === "" ? `${k}="${v.replace(/(["\\])/g, "\\$1")}"` : `${k}=${v}`))
     .join(" ");
@@ -370,12 +456,12 @@ export function formatTags(tags) {
 const DURATION_RE = /^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)$/;
 
 /** Jaeger's duration syntax (Go's time.ParseDuration units); empty is allowed. */
-export function isDuration(text) {
+export function isDuration(/** @type {string} */ text) {
   return text === "" || DURATION_RE.test(text);
 }
 
 /** Microseconds as a short human duration: 850µs, 12.3ms, 1.24s, 2m 5s. */
-export function fmtDuration(us) {
+export function fmtDuration(/** @type {number} */ us) {
   if (!Number.isFinite(us)) return "";
   if (us < 1000) return `${Math.round(us)}µs`;
   if (us < 1_000_000) return `${+(us / 1000).toPrecision(3)}ms`;
@@ -384,12 +470,13 @@ export function fmtDuration(us) {
   return `${Math.floor(s / 60)}m ${s % 60}s`;
 }
 
+/** @param {number} n */
 function pad(n, width = 2) {
   return String(n).padStart(width, "0");
 }
 
 /** Microseconds since the epoch as local `YYYY-MM-DD HH:MM:SS.mmm`. */
-export function fmtTime(us) {
+export function fmtTime(/** @type {number} */ us) {
   const d = new Date(us / 1000);
   return (
     `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
@@ -398,7 +485,7 @@ export function fmtTime(us) {
 }
 
 /** "5s ago", "3m ago", "2h ago", "4d ago" relative to `nowMs`. */
-export function fmtAgo(us, nowMs = Date.now()) {
+export function fmtAgo(/** @type {number} */ us, nowMs = Date.now()) {
   const s = Math.max(0, Math.round((nowMs - us / 1000) / 1000));
   if (s < 60) return `${s}s ago`;
   if (s < 3600) return `${Math.floor(s / 60)}m ago`;
@@ -410,7 +497,7 @@ export function fmtAgo(us, nowMs = Date.now()) {
  * Round tick positions for an axis from 0 to `max`, about `count` of them; with `cover` the last
  * tick is at or above `max` (an axis that must contain every point).
  */
-export function ticks(max, count = 5, cover = false) {
+export function ticks(/** @type {number} */ max, count = 5, cover = false) {
   if (!(max > 0)) return [0];
   const raw = max / count;
   const mag = 10 ** Math.floor(Math.log10(raw));

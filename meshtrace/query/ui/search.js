@@ -1,3 +1,4 @@
+// @ts-check
 // The search page: the form (its state lives in the URL, so /search?service=... is a deep link),
 // the duration-over-time scatter plot and the results list.
 
@@ -7,6 +8,7 @@ import {
   fmtAgo, fmtDuration, fmtTime, isDuration, parseTags, serviceColor, summarize, ticks,
 } from "./model.js";
 
+/** @type {[string, string, number][]} */
 const LOOKBACKS = [
   ["15m", "Last 15 minutes", 15 * 60],
   ["1h", "Last hour", 3600],
@@ -14,6 +16,8 @@ const LOOKBACKS = [
   ["24h", "Last 24 hours", 24 * 3600],
   ["custom", "Custom range", 0],
 ];
+/** @typedef {ReturnType<typeof summarize>} TraceSummary */
+/** @type {[string, string, (a: TraceSummary, b: TraceSummary) => number][]} */
 const SORTS = [
   ["recent", "Most recent", (a, b) => b.start - a.start],
   ["longest", "Longest first", (a, b) => b.duration - a.duration],
@@ -23,23 +27,32 @@ const SORTS = [
 ];
 const LAST_SERVICE = "meshtrace.lastService";
 
+/** @typedef {typeof import("./app.js").navigate} Navigate */
+
+/** @param {string} label @param {HTMLElement} control @param {HTMLElement} [hint] */
 function field(label, control, hint) {
   return h("label", { class: "field" }, h("span", { class: "field-label" }, label), control, hint);
 }
 
+/** @param {string} value @param {string} label @param {boolean} [selected] */
 function option(value, label, selected) {
   return h("option", { value, selected: selected || undefined }, label);
 }
 
+/** Microseconds as a datetime-local input's value. @param {number} us */
 function localInput(us) {
   const d = new Date(us / 1000 - new Date().getTimezoneOffset() * 60_000);
   return d.toISOString().slice(0, 16);
 }
 
-/** The API query for the form state in `q` (URLSearchParams), or {error} naming the bad field. */
+/**
+ * The API query for the form state in `q` (URLSearchParams), or {error} naming the bad field.
+ * @param {URLSearchParams} q
+ * @returns {{params: Record<string, string>, error?: undefined} | {params?: undefined, error: string}}
+ */
 export function apiQuery(q, nowMs = Date.now()) {
   const tags = parseTags(q.get("tags") || "");
-  if (tags.error) return { error: tags.error };
+  if (!tags.tags) return { error: tags.error };
   if (q.get("errors") === "1") tags.tags.error = "true";
   for (const name of ["minDuration", "maxDuration"]) {
     if (!isDuration(q.get(name) || "")) {
@@ -51,7 +64,8 @@ export function apiQuery(q, nowMs = Date.now()) {
   let end;
   if (lookback === "custom") {
     start = Date.parse(q.get("start") || "");
-    end = q.get("end") ? Date.parse(q.get("end")) : nowMs;
+    const endText = q.get("end");
+    end = endText ? Date.parse(endText) : nowMs;
     if (Number.isNaN(start)) return { error: "start: pick the beginning of the custom range" };
     if (Number.isNaN(end) || end <= start) return { error: "end: must be after start" };
   } else {
@@ -75,19 +89,11 @@ export function apiQuery(q, nowMs = Date.now()) {
   };
 }
 
-function buildForm(q, onSubmit) {
-  const service = h("select", { id: "service", name: "service", "aria-label": "Service" });
-  const operation = h("select", { id: "operation", name: "operation", "aria-label": "Operation" });
-  const tags = h("input", {
-    id: "tags", name: "tags", type: "text", value: q.get("tags") || "", autocomplete: "off",
-    placeholder: "http.status_code=500 error=true", spellcheck: "false",
-  });
-  const minDuration = h("input", {
-    id: "minDuration", name: "minDuration", value: q.get("minDuration") || "", placeholder: "e.g. 100ms",
-  });
-  const maxDuration = h("input", {
-    id: "maxDuration", name: "maxDuration", value: q.get("maxDuration") || "", placeholder: "e.g. 1.5s",
-  });
+/**
+ * The time range: a lookback, or a custom range whose From/To fields show only when chosen.
+ * @param {URLSearchParams} q
+ */
+function timeRange(q) {
   const lookback = h(
     "select", { id: "lookback", name: "lookback" },
     LOOKBACKS.map(([key, label]) => option(key, label, (q.get("lookback") || "1h") === key)),
@@ -99,30 +105,75 @@ function buildForm(q, onSubmit) {
   });
   const end = h("input", { id: "end", name: "end", type: "datetime-local", value: q.get("end") || localInput(nowUs) });
   const custom = h("div", { class: "custom-range" }, field("From", start), field("To", end));
-  const limit = h("input", { id: "limit", name: "limit", type: "number", min: "1", max: "1500", value: q.get("limit") || "20" });
-  const errors = h("input", { id: "errors", name: "errors", type: "checkbox", value: "1", checked: q.get("errors") === "1" || undefined });
-  const message = h("p", { class: "form-error", role: "alert", id: "form-error" });
-
   const showCustom = () => {
     custom.hidden = lookback.value !== "custom";
   };
   lookback.addEventListener("change", showCustom);
   showCustom();
+  return { lookback, custom };
+}
 
+/**
+ * The service and operation choices: the services load from the API (`ready` settles when both
+ * lists are filled), the operations follow the service; errors go to `message`.
+ * @param {URLSearchParams} q @param {HTMLElement} message
+ */
+function serviceChoice(q, message) {
+  const service = h("select", { id: "service", name: "service", "aria-label": "Service" });
+  const operation = h("select", { id: "operation", name: "operation", "aria-label": "Operation" });
+  /** @param {string} selected */
   const loadOperations = async (selected) => {
     mount(operation, option("", "All operations"));
     if (!service.value) return;
     try {
       for (const op of await api.operations(service.value)) operation.append(option(op, op, op === selected));
     } catch (err) {
-      message.textContent = `operations: ${err.message}`;
+      message.textContent = `operations: ${api.errorMessage(err)}`;
     }
   };
   service.addEventListener("change", () => {
     localStorage.setItem(LAST_SERVICE, service.value);
     loadOperations("");
   });
+  const ready = (async () => {
+    /** @type {string[]} */
+    let names = [];
+    try {
+      names = await api.services();
+    } catch (err) {
+      message.textContent = `services: ${api.errorMessage(err)}`;
+    }
+    const last = localStorage.getItem(LAST_SERVICE);
+    const wanted = q.get("service") || (last !== null && names.includes(last) ? last : names[0] || "");
+    // Jaeger's search needs a service; an empty store has none to offer yet.
+    mount(service, names.length ? null : option("", "No services yet"), names.map((n) => option(n, n, n === wanted)));
+    if (wanted && !names.includes(wanted)) service.append(option(wanted, wanted, true));
+    await loadOperations(q.get("operation") || "");
+  })();
+  return { service, operation, ready };
+}
 
+/**
+ * The search form; submitting hands the form's query to `onSubmit`. `ready` settles once the
+ * service and operation lists are filled.
+ * @param {URLSearchParams} q @param {(next: URLSearchParams) => void} onSubmit
+ */
+function buildForm(q, onSubmit) {
+  const message = h("p", { class: "form-error", role: "alert", id: "form-error" });
+  const { service, operation, ready } = serviceChoice(q, message);
+  const { lookback, custom } = timeRange(q);
+  const tags = h("input", {
+    id: "tags", name: "tags", type: "text", value: q.get("tags") || "", autocomplete: "off",
+    placeholder: "http.status_code=500 error=true", spellcheck: "false",
+  });
+  const minDuration = h("input", {
+    id: "minDuration", name: "minDuration", value: q.get("minDuration") || "", placeholder: "e.g. 100ms",
+  });
+  const maxDuration = h("input", {
+    id: "maxDuration", name: "maxDuration", value: q.get("maxDuration") || "", placeholder: "e.g. 1.5s",
+  });
+  const limit = h("input", { id: "limit", name: "limit", type: "number", min: "1", max: "1500", value: q.get("limit") || "20" });
+  const errors = h("input", { id: "errors", name: "errors", type: "checkbox", value: "1", checked: q.get("errors") === "1" || undefined });
   const form = h(
     "form", { class: "search-form", id: "search-form", "aria-label": "Search traces" },
     h("h2", {}, "Search"),
@@ -142,29 +193,18 @@ function buildForm(q, onSubmit) {
     const next = new URLSearchParams();
     for (const [k, v] of new FormData(form)) {
       if (v === "" || ((k === "start" || k === "end") && lookback.value !== "custom")) continue;
-      next.set(k, v);
+      next.set(k, String(v));
     }
     if (!next.has("service")) next.set("service", "");
     onSubmit(next);
   });
-
-  const ready = (async () => {
-    let names = [];
-    try {
-      names = await api.services();
-    } catch (err) {
-      message.textContent = `services: ${err.message}`;
-    }
-    const last = localStorage.getItem(LAST_SERVICE);
-    const wanted = q.get("service") || (names.includes(last) ? last : names[0] || "");
-    // Jaeger's search needs a service; an empty store has none to offer yet.
-    mount(service, names.length ? null : option("", "No services yet"), names.map((n) => option(n, n, n === wanted)));
-    if (wanted && !names.includes(wanted)) service.append(option(wanted, wanted, true));
-    await loadOperations(q.get("operation") || "");
-  })();
   return { form, message, ready, service };
 }
 
+/**
+ * The scatter plot: a dot per trace, start time across, duration up.
+ * @param {TraceSummary[]} rows @param {(traceID: string) => void} onOpen
+ */
 function scatter(rows, onOpen) {
   const W = 900;
   const H = 180;
@@ -175,8 +215,8 @@ function scatter(rows, onOpen) {
   const maxDur = Math.max(...rows.map((r) => r.duration), 1);
   const yTicks = ticks(maxDur, 4, true);
   const yMax = yTicks[yTicks.length - 1] || maxDur;
-  const x = (t) => M.left + (rows.length === 1 ? 0.5 : (t - t0) / span) * (W - M.left - M.right);
-  const y = (d) => H - M.bottom - (d / yMax) * (H - M.top - M.bottom);
+  const x = (/** @type {number} */ t) => M.left + (rows.length === 1 ? 0.5 : (t - t0) / span) * (W - M.left - M.right);
+  const y = (/** @type {number} */ d) => H - M.bottom - (d / yMax) * (H - M.top - M.bottom);
   const maxSpans = Math.max(...rows.map((r) => r.spanCount), 1);
   const svg = s("svg", {
     class: "scatter", viewBox: `0 0 ${W} ${H}`, role: "group",
@@ -188,13 +228,13 @@ function scatter(rows, onOpen) {
       s("text", { class: "axis", x: M.left - 6, y: y(v) + 4, "text-anchor": "end" }, fmtDuration(v)),
     );
   }
-  const timeLabel = (t) => fmtTime(t).slice(11, 19);
+  const timeLabel = (/** @type {number} */ t) => fmtTime(t).slice(11, 19);
   svg.append(
     s("text", { class: "axis", x: M.left, y: H - 6 }, timeLabel(t0)),
     s("text", { class: "axis", x: W - M.right, y: H - 6, "text-anchor": "end" }, timeLabel(t1)),
   );
   // Big dots first so small ones stay clickable; error traces last, so they are drawn on top.
-  const order = [...rows].sort((a, b) => Boolean(a.errorCount) - Boolean(b.errorCount) || b.spanCount - a.spanCount);
+  const order = [...rows].sort((a, b) => Number(Boolean(a.errorCount)) - Number(Boolean(b.errorCount)) || b.spanCount - a.spanCount);
   for (const r of order) {
     const label = `${resultTitle(r)} — ${fmtDuration(r.duration)}, ${r.spanCount} spans` +
       (r.errorCount ? `, ${r.errorCount} errors` : "");
@@ -205,7 +245,7 @@ function scatter(rows, onOpen) {
         r: 4 + 6 * Math.sqrt(r.spanCount / maxSpans), tabindex: "0", role: "link",
         "aria-label": label, "data-trace-id": r.traceID,
         onclick: () => onOpen(r.traceID),
-        onkeydown: (e) => {
+        onkeydown: (/** @type {KeyboardEvent} */ e) => {
           if (e.key === "Enter" || e.key === " ") {
             e.preventDefault();
             onOpen(r.traceID);
@@ -226,18 +266,18 @@ function scatter(rows, onOpen) {
 }
 
 /** Method and path add something unless the operation already names them ("GET /checkout"). */
-function showRequest(r) {
+function showRequest(/** @type {TraceSummary} */ r) {
   if (!r.method && !r.path) return false;
   return !(r.path && r.operation.includes(r.path) && (!r.method || r.operation.includes(r.method)));
 }
 
 /** The result's name as text: `service: operation`, then the request's method and path. */
-function resultTitle(r) {
+function resultTitle(/** @type {TraceSummary} */ r) {
   const request = showRequest(r) ? [r.method, r.path].filter(Boolean).join(" ") : "";
   return `${r.service}: ${r.operation}` + (request ? ` — ${request}` : "");
 }
 
-function serviceChips(services) {
+function serviceChips(/** @type {TraceSummary["services"]} */ services) {
   return h("ul", { class: "chips" }, services.map((svc) => {
     const dot = h("span", { class: "swatch" });
     dot.style.background = serviceColor(svc.name);
@@ -245,6 +285,7 @@ function serviceChips(services) {
   }));
 }
 
+/** @param {TraceSummary} r @param {number} maxDuration  the longest result's, for the bar */
 function resultItem(r, maxDuration) {
   const bar = h("span", { class: "result-bar" });
   bar.style.width = `${Math.max(1, (100 * r.duration) / maxDuration)}%`;
@@ -281,7 +322,47 @@ function resultItem(r, maxDuration) {
 const LIVE = "meshtrace.live";
 const LIVE_SECONDS = 5;
 
-/** Render the search page into `root` for the URL query `q`; `navigate` changes the route. */
+/**
+ * The landing page of an empty store: say so, and look again in a few seconds (the page is often
+ * open before the app sends anything; its traces show once they land).
+ * @param {HTMLElement} results @param {(url: string, options?: {replace?: boolean}) => void} navigate
+ */
+function waitForTraces(results, navigate) {
+  mount(results, h("p", { class: "empty", id: "no-traces" },
+    "No traces stored yet: send some spans, or upload a file. This page looks again every few seconds."));
+  setTimeout(() => {
+    if (results.isConnected) navigate("/", { replace: true });
+  }, LIVE_SECONDS * 1000);
+}
+
+/**
+ * Live search: while `live` is checked and the page is shown, `load` again every LIVE_SECONDS;
+ * the switch is remembered for the tab. Returns the function that schedules the next load.
+ * @param {HTMLElement} results @param {HTMLInputElement} live @param {() => Promise<void>} load
+ */
+function liveRefresh(results, live, load) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (live.checked) timer = setTimeout(tick, LIVE_SECONDS * 1000);
+  };
+  const tick = async () => {
+    if (!results.isConnected || !live.checked) return; // the page was left or live turned off
+    await load();
+    schedule();
+  };
+  live.addEventListener("change", () => {
+    sessionStorage.setItem(LIVE, live.checked ? "1" : "0");
+    schedule();
+  });
+  return schedule;
+}
+
+/**
+ * Render the search page into `root` for the URL query `q`; `navigate` changes the route.
+ * @param {HTMLElement} root @param {URLSearchParams} q @param {Navigate} navigate
+ */
 export async function renderSearch(root, q, navigate) {
   const results = h("section", { class: "results", id: "results", "aria-live": "polite" });
   const { form, message, ready, service } = buildForm(q, (next) => navigate(`/search?${next}`));
@@ -291,19 +372,14 @@ export async function renderSearch(root, q, navigate) {
   if (![...q.keys()].length) {
     // The landing page shows the latest traces of the preselected service straight away.
     if (!service.value) {
-      mount(results, h("p", { class: "empty", id: "no-traces" },
-        "No traces stored yet: send some spans, or upload a file. This page looks again every few seconds."));
-      // First use: the page is open before the app sends anything; show its traces once they land.
-      setTimeout(() => {
-        if (results.isConnected) navigate("/", { replace: true });
-      }, LIVE_SECONDS * 1000);
+      waitForTraces(results, navigate);
       return;
     }
     q = new URLSearchParams({ service: service.value });
   }
   const ids = q.getAll("traceID");
-  const first = ids.length ? {} : apiQuery(q);
-  if (first.error) {
+  const first = ids.length ? null : apiQuery(q);
+  if (first && first.error !== undefined) {
     message.textContent = first.error;
     mount(results);
     return;
@@ -313,9 +389,10 @@ export async function renderSearch(root, q, navigate) {
   const live = h("input", { id: "live", type: "checkbox", checked: sessionStorage.getItem(LIVE) === "1" || undefined });
   const liveLabel = h("label", { class: "check live", title: `Search again every ${LIVE_SECONDS} s` }, live, h("span", {}, "Live"));
   const list = h("ol", { class: "result-list", id: "result-list" });
+  /** @type {TraceSummary[]} */
   let rows = [];
   const fill = () => {
-    const cmp = SORTS.find(([k]) => k === sortKey.value)[2];
+    const cmp = (SORTS.find(([k]) => k === sortKey.value) ?? SORTS[0])[2];
     const maxDuration = Math.max(...rows.map((r) => r.duration), 1);
     mount(list, [...rows].sort(cmp).map((r) => resultItem(r, maxDuration)));
   };
@@ -323,13 +400,19 @@ export async function renderSearch(root, q, navigate) {
 
   const load = async () => {
     let traces;
+    /** @type {string[]} */
     let missing = [];
     try {
-      if (ids.length) ({ traces, missing } = await api.tracesById(ids));
-      // A relative time range moves with the clock: recompute it on every refresh.
-      else traces = await api.searchTraces(apiQuery(q).params);
+      if (ids.length) {
+        ({ traces, missing } = await api.tracesById(ids));
+      } else {
+        // A relative time range moves with the clock: recompute it on every refresh.
+        const query = apiQuery(q);
+        if (query.error !== undefined) throw new Error(query.error);
+        traces = await api.searchTraces(query.params);
+      }
     } catch (err) {
-      message.textContent = err.message;
+      message.textContent = api.errorMessage(err);
       if (!rows.length) mount(results); // first load: drop "Searching…"; a refresh keeps what it had
       return;
     }
@@ -346,20 +429,7 @@ export async function renderSearch(root, q, navigate) {
       rows.length ? list : h("p", { class: "empty" }, "No traces found. Widen the time range or remove filters."));
   };
 
-  let timer = null;
-  const schedule = () => {
-    clearTimeout(timer);
-    if (live.checked) timer = setTimeout(tick, LIVE_SECONDS * 1000);
-  };
-  const tick = async () => {
-    if (!results.isConnected || !live.checked) return; // the page was left or live turned off
-    await load();
-    schedule();
-  };
-  live.addEventListener("change", () => {
-    sessionStorage.setItem(LIVE, live.checked ? "1" : "0");
-    schedule();
-  });
+  const schedule = liveRefresh(results, live, load);
   mount(results, h("p", { class: "loading" }, "Searching…"));
   await load();
   schedule();

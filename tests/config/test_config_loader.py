@@ -96,7 +96,7 @@ spec:
       - name: api
         image: api:1
         command: [python]
-        env: [{name: A, value: 1}, {name: B, valueFrom: {secretKeyRef: {name: s, key: k}}}]
+        env: [{name: A, value: "1"}, {name: B, valueFrom: {secretKeyRef: {name: s, key: k}}}]
 """,
     )
     write(tmp_path, "notes.txt", "not yaml at all: [")  # not a manifest suffix: skipped
@@ -153,6 +153,42 @@ metadata: {name: x}
     assert any(p.code == "read-error" and p.file.endswith("missing.yaml") for p in bundle.problems)
     dep = bundle.deployment("web", "default")
     assert dep is not None and dep.replicas == 1  # the default, after the finding
+
+
+def test_env_values_kubernetes_refuses_are_reported_not_turned_into_strings(tmp_path: Path) -> None:
+    # Before: `on` (YAML 1.1 true) became the env value "True" and `value: null` became "None";
+    # Kubernetes refuses a non-string env value and reads null as no value.
+    write(
+        tmp_path,
+        "web.yaml",
+        """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      containers:
+      - name: web
+        env:
+        - {name: DEBUG, value: on}
+        - {name: RATIO, value: 0.5}
+        - {name: EMPTY, value: null}
+        - {name: MODE, value: "on"}
+""",
+    )
+    bundle = load([tmp_path])
+    found = {(p.path, p.message) for p in bundle.problems}
+    assert (
+        "spec.template.spec.containers[0].env[0].value",
+        "must be a string, got bool True: quote it",
+    ) in found
+    assert (
+        "spec.template.spec.containers[0].env[1].value",
+        "must be a string, got float 0.5: quote it",
+    ) in found
+    dep = bundle.deployment("web", "default")
+    assert dep is not None and dep.containers[0].env == {"EMPTY": None, "MODE": "on"}
 
 
 def test_bom_and_crlf(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import yaml
 from meshtrace.collector import registry
 from meshtrace.collector.component import ComponentID, Kind
 from meshtrace.collector.config import ConfigError, apply_set, check, expand_env, load, load_text, resolve
-from meshtrace.collector.schema import ERROR, WARNING, Problem, parse_duration
+from meshtrace.collector.schema import ERROR, WARNING, Problem
+from meshtrace.durations import collector_seconds as parse_duration
 
 
 def minimal(**exporters: Any) -> dict[str, Any]:

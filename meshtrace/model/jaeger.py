@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.attributes import jaeger_tag
 from meshtrace.model.validate import MAX_TIME_NS
 
 JsonDict = dict[str, Any]
@@ -75,44 +75,12 @@ def parse_span_id(text: str) -> bytes:
 # --- OTLP -> Jaeger ---------------------------------------------------------------------------
 
 
-def _plain(value: AnyValue) -> Any:
-    """An AnyValue as plain JSON (for arrays and maps, which Jaeger shows as JSON strings)."""
-    which = value.WhichOneof("value")
-    if which == "array_value":
-        return [_plain(v) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
-    if which == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    if which == "double_value" and not math.isfinite(value.double_value):
-        return str(value.double_value)
-    return getattr(value, which) if which else None
-
-
-def tag(key: str, value: AnyValue) -> JsonDict:
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return {"key": key, "type": "string", "value": value.string_value}
-    if which == "bool_value":
-        return {"key": key, "type": "bool", "value": value.bool_value}
-    if which == "int_value":
-        return {"key": key, "type": "int64", "value": value.int_value}
-    if which == "double_value":
-        d = value.double_value
-        return {"key": key, "type": "float64", "value": d if math.isfinite(d) else str(d)}
-    if which == "bytes_value":
-        return {"key": key, "type": "binary", "value": base64.b64encode(value.bytes_value).decode()}
-    if which is None:
-        return {"key": key, "type": "string", "value": ""}
-    return {"key": key, "type": "string", "value": json.dumps(_plain(value), separators=(",", ":"))}
-
-
 def _str_tag(key: str, value: str) -> JsonDict:
     return {"key": key, "type": "string", "value": value}
 
 
 def _tags(attributes: Iterable[KeyValue]) -> list[JsonDict]:
-    return [tag(kv.key, kv.value) for kv in attributes]
+    return [jaeger_tag(kv.key, kv.value) for kv in attributes]
 
 
 def _process(resource: Resource) -> JsonDict:
@@ -122,7 +90,7 @@ def _process(resource: Resource) -> JsonDict:
         if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value":
             service = kv.value.string_value or UNKNOWN_SERVICE
         else:
-            tags.append(tag(kv.key, kv.value))
+            tags.append(jaeger_tag(kv.key, kv.value))
     return {"serviceName": service, "tags": tags}
 
 

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.attributes import as_json, as_string
 from meshtrace.model.validate import MAX_TIME_NS
 
 ZipkinSpan = dict[str, Any]
@@ -660,30 +661,6 @@ def zipkin_v2_to_otlp(spans: Iterable[Any], parse_string_tags: bool = False) -> 
 # --- OTLP -> v2 (the OpenTelemetry specification's Zipkin exporter mapping) ---
 
 
-def any_value_to_python(value: AnyValue) -> Any:
-    which = value.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [any_value_to_python(v) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: any_value_to_python(kv.value) for kv in value.kvlist_value.values}
-    if which == "bytes_value":
-        return value.bytes_value.hex()
-    return getattr(value, which)
-
-
-def _tag_string(value: AnyValue) -> str:
-    python = any_value_to_python(value)
-    if isinstance(python, bool):
-        return "true" if python else "false"
-    if isinstance(python, str):
-        return python
-    if isinstance(python, list | dict):
-        return json.dumps(python, separators=(",", ":"))
-    return str(python)
-
-
 def _ip_endpoint_key(text: str) -> str | None:
     try:
         return "ipv4" if ipaddress.ip_address(text).version == 4 else "ipv6"
@@ -730,11 +707,11 @@ def otlp_to_zipkin_v2(request: ExportTraceServiceRequest) -> list[ZipkinSpan]:
                 z["timestamp"] = _usec(s.start_time_unix_nano)
                 z["duration"] = max(_usec(s.end_time_unix_nano) - z["timestamp"], 0)
                 z["localEndpoint"] = {"serviceName": service or "unknown_service"}
-                attrs = {kv.key: any_value_to_python(kv.value) for kv in s.attributes}
+                attrs = {kv.key: as_json(kv.value) for kv in s.attributes}
                 remote = _remote_endpoint(attrs)
                 if remote:
                     z["remoteEndpoint"] = remote
-                tags = {kv.key: _tag_string(kv.value) for kv in s.attributes}
+                tags = {kv.key: as_string(kv.value) for kv in s.attributes}
                 if ss.scope.name:
                     tags["otel.scope.name"] = ss.scope.name
                 if ss.scope.version:
@@ -757,7 +734,7 @@ def otlp_to_zipkin_v2(request: ExportTraceServiceRequest) -> list[ZipkinSpan]:
                         {
                             "timestamp": _usec(e.time_unix_nano),
                             "value": json.dumps(
-                                {e.name: {kv.key: any_value_to_python(kv.value) for kv in e.attributes}},
+                                {e.name: {kv.key: as_json(kv.value) for kv in e.attributes}},
                                 sort_keys=True,
                             )
                             if e.attributes

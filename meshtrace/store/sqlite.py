@@ -44,10 +44,11 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from meshtrace.model import Traces
+from meshtrace.model.attributes import search_values
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, STATUS_BY_NAME
 from meshtrace.model.otlp_wire import encoded_attributes
 from meshtrace.model.traces import split_traces
@@ -245,21 +246,8 @@ def _service_name(resource_spans: ResourceSpans) -> str:
 
 
 def attribute_patterns(key: str, value: str) -> list[bytes]:
-    """Every encoded `KeyValue` that a search tag `key=value` can mean (the value typed as a
-    string, and as an int, double or bool when it reads as one)."""
-    values = [AnyValue(string_value=value)]
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        values.append(AnyValue(bool_value=lowered == "true"))
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None and math.isfinite(number):
-        values.append(AnyValue(double_value=number))
-        if number.is_integer() and -(2**63) <= number < 2**63:
-            values.append(AnyValue(int_value=int(number)))
-    return [KeyValue(key=key, value=v).SerializeToString() for v in values]
+    """Every encoded `KeyValue` that a search tag `key=value` can mean."""
+    return [KeyValue(key=key, value=v).SerializeToString() for v in search_values(value)]
 
 
 class _Ingest:

@@ -62,6 +62,7 @@ UNDEFINED_REFERENCE = "COL009"  # undefined-reference: a pipeline names an undef
 TLS_BY_DEFAULT = "COL010"  # tls-by-default: a gRPC exporter to a plaintext endpoint without tls.insecure
 UNKNOWN_HOST = "COL011"  # unknown-host: an exporter's host no rendered manifest defines
 DEBUG_ONLY = "COL012"  # debug-only: a traces pipeline's only exporter is debug (spans go nowhere)
+ALL_INTERFACES = "COL013"  # all-interfaces: a listener on 0.0.0.0/:: is reachable from other hosts
 
 DURATION = "duration"
 # Seconds, written in YAML as a Go duration: "200ms", "5s", "1m30s", "1h".

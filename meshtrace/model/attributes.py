@@ -9,7 +9,8 @@ encoding each target uses (docs/upstream-behaviour.md §5b):
   Jaeger's query writes its value as base64 (Go's encoding/json again); arrays and maps become a
   `string` tag holding `as_string`; an int64 outside ±(2^53-1) is written as a decimal string, as
   Jaeger's query does, since JavaScript numbers cannot hold it.
-- OTLP/JSON: protobuf's JSON mapping (bytes base64), written by `model/otlp_json.py`.
+- OTLP/JSON (`otlp_json_value`): protobuf's JSON mapping, which the OTLP specification uses:
+  bytes base64, int64 as a decimal string, NaN and Infinity as strings.
 - The store: spans stay encoded OTLP, so values are never converted; a search tag's text is
   typed by `search_values` (bytes are not searchable: no text spelling of them is canonical).
 - Processors that compare values (tail sampling): `as_python`, bytes left as bytes.
@@ -21,8 +22,10 @@ import base64
 import json
 import math
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
+from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 JS_MAX_SAFE_INTEGER = 2**53 - 1
@@ -99,6 +102,23 @@ def jaeger_tag(key: str, value: AnyValue) -> dict[str, Any]:
     if which == "bytes_value":
         return {"key": key, "type": "binary", "value": base64.b64encode(value.bytes_value).decode()}
     return {"key": key, "type": "string", "value": as_string(value)}
+
+
+def otlp_json_value(value: AnyValue) -> str:
+    """The value's OTLP/JSON text (`{"stringValue":"x"}`); the common types written directly,
+    as the file exporter and `otlp_http` write many of them."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return '{"stringValue":' + encode_basestring(value.string_value) + "}"
+    if which == "int_value":
+        return '{"intValue":"' + str(value.int_value) + '"}'
+    if which == "bool_value":
+        return '{"boolValue":true}' if value.bool_value else '{"boolValue":false}'
+    if which is None:
+        return "{}"
+    # Doubles (NaN/Infinity), bytes (base64), arrays and kvlists: protobuf's mapping, as is.
+    mapped = json_format.MessageToDict(value, use_integers_for_enums=True)
+    return json.dumps(mapped, separators=(",", ":"))
 
 
 def search_values(text: str) -> list[AnyValue]:

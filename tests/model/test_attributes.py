@@ -8,11 +8,20 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from meshtrace.model import jaeger, zipkin
-from meshtrace.model.attributes import as_json, as_python, as_string, go_float, jaeger_tag, search_values
+from meshtrace.model.attributes import (
+    as_json,
+    as_python,
+    as_string,
+    go_float,
+    jaeger_tag,
+    otlp_json_value,
+    search_values,
+)
 
 RAW = b"\x00\xffhi"
 B64 = base64.b64encode(RAW).decode()  # "AP9oaQ=="
@@ -114,3 +123,21 @@ def test_jaeger_round_trips_bytes_and_big_ints() -> None:
         back = jaeger.from_jaeger({"data": [trace]})
         (kv,) = [kv for kv in back.resource_spans[0].scope_spans[0].spans[0].attributes if kv.key == "raw"]
         assert kv.value == value, tag
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (AnyValue(), "{}"),
+        (AnyValue(string_value='a"\n'), '{"stringValue":"a\\"\\n"}'),
+        (AnyValue(int_value=-(2**63)), '{"intValue":"-9223372036854775808"}'),
+        (AnyValue(bool_value=False), '{"boolValue":false}'),
+        (AnyValue(double_value=float("inf")), '{"doubleValue":"Infinity"}'),
+        (AnyValue(bytes_value=RAW), f'{{"bytesValue":"{B64}"}}'),
+        (_array(AnyValue(int_value=1)), '{"arrayValue":{"values":[{"intValue":"1"}]}}'),
+    ],
+)
+def test_otlp_json(value: AnyValue, text: str) -> None:
+    """OTLP/JSON is protobuf's JSON mapping: bytes base64, int64 as a string."""
+    assert otlp_json_value(value) == text
+    assert json_format.Parse(text, AnyValue()) == value

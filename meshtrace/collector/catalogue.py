@@ -27,8 +27,8 @@ from meshtrace.collector.schema import (
     UNKNOWN_FIELD,
     WARNING,
     Problem,
-    parse_duration,
 )
+from meshtrace.durations import collector_seconds
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
 
@@ -229,7 +229,7 @@ def _scalar_problem(kind: str | None, enum: list[str] | None, data: Any) -> str 
         if isinstance(data, int) and not isinstance(data, bool):
             return None  # nanoseconds
         try:
-            parse_duration(data)
+            collector_seconds(data)
         except ValueError as exc:
             return str(exc)
     return None

@@ -23,6 +23,7 @@ from meshtrace.collector import registry
 from meshtrace.collector.catalogue import catalogue, did_you_mean
 from meshtrace.collector.component import ComponentID, Kind
 from meshtrace.collector.schema import (
+    ALL_INTERFACES,
     DEPRECATED_NAME,
     ERROR,
     NOT_APPLIED_LOCALLY,
@@ -317,9 +318,8 @@ def _all_interfaces(raw: Any, path: str, out: list[Problem]) -> None:
                 and isinstance(value, str)
                 and (value.startswith(("0.0.0.0:", "[::]:", ":")) or value in ("0.0.0.0", "::"))
             ):
-                out.append(
-                    Problem(WARNING, sub, f"{value} binds all interfaces (reachable from other hosts)")
-                )
+                message = f"{value} binds all interfaces (reachable from other hosts)"
+                out.append(Problem(WARNING, sub, message, ALL_INTERFACES))
             else:
                 _all_interfaces(value, sub, out)
 
@@ -344,7 +344,8 @@ def _metrics_endpoint(telemetry: Telemetry, out: list[Problem]) -> MetricsEndpoi
         out.append(Problem(ERROR, "service.telemetry.metrics.address", str(exc)))
         return None
     if host in ("0.0.0.0", "::", ""):
-        out.append(Problem(WARNING, "service.telemetry.metrics.address", f"{address} binds all interfaces"))
+        message = f"{address} binds all interfaces"
+        out.append(Problem(WARNING, "service.telemetry.metrics.address", message, ALL_INTERFACES))
     return MetricsEndpoint(host, port, type_suffix=False)
 
 
@@ -354,43 +355,71 @@ def resolve(raw: Mapping[str, Any], upstream: bool = False) -> tuple[CollectorCo
     Components are checked against the upstream catalogue (what the real Collector accepts), then
     against what meshtrace runs. `upstream=True` checks only what the real Collector would say
     (`render`'s check): no config is built and nothing is "not run locally"."""
-    problems: list[Problem] = []
     if not isinstance(raw, Mapping):
         return None, [Problem(ERROR, "", "the config must be a mapping")]
+    problems: list[Problem] = []
+    sections = _sections(raw, upstream, problems)
+    service, found = decode(Service, sections.get("service"), "service")
+    # Upstream: meshtrace's own "accepted, not applied" warnings do not concern the real Collector.
+    problems += [p for p in found if not upstream or p.severity == ERROR]
+    # Components first: a pipeline skips those meshtrace does not run (`upstream`: none).
+    components, not_run = _components(sections, upstream, problems)
+    pipelines = [
+        pipeline
+        for name, spec in service.pipelines.items()
+        if (pipeline := _pipeline(name, spec, sections, upstream, not_run, problems)) is not None
+    ]
+    if not pipelines and not upstream and not any(p.severity == ERROR for p in problems):
+        problems.append(Problem(ERROR, "service.pipelines", "no traces pipeline: nothing to run"))
+    extensions = _service_extensions(service, sections["extensions"], not_run, problems)
+    for component in components.values():
+        prefix = f"{component.kind.section}.{component.id}"
+        _check_extension_references(component.config, prefix, sections["extensions"], extensions, problems)
+    metrics = _metrics_endpoint(service.telemetry, problems)
+    log_level = str(service.telemetry.logs.get("level", "info")).lower()
+    if upstream or any(p.severity == ERROR for p in problems):
+        return None, problems
+    return CollectorConfig(components, pipelines, extensions, metrics, log_level), problems
+
+
+def _sections(raw: Mapping[str, Any], upstream: bool, problems: list[Problem]) -> dict[str, Any]:
+    """The known top-level sections, every component section a mapping (null and wrong types
+    become {}); connectors are checked upstream and skipped locally."""
     for key in raw:
         if key not in SECTIONS:
             problems.append(
                 Problem(ERROR, str(key), f"unknown key {key!r} (known keys: {', '.join(SECTIONS)})")
             )
-    # From here on every component section is a mapping (null and wrong types become {}).
-    raw = {key: value for key, value in raw.items() if key in SECTIONS}
+    sections = {key: value for key, value in raw.items() if key in SECTIONS}
     for name in SECTIONS[:-1]:
-        value = raw.get(name)
+        value = sections.get(name)
         if value is not None and not isinstance(value, Mapping):
             problems.append(Problem(ERROR, name, f"expected a mapping of component ids, got {value!r}"))
-        raw[name] = value if isinstance(value, Mapping) else {}
-    if raw["connectors"] and not upstream:
+        sections[name] = value if isinstance(value, Mapping) else {}
+    if sections["connectors"] and not upstream:
         problems.append(
             Problem(WARNING, "connectors", "connectors are not run by meshtrace; skipped", NOT_RUN_LOCALLY)
         )
     if upstream:
-        for ref, comp_raw in raw["connectors"].items():
+        for ref, comp_raw in sections["connectors"].items():
             try:
                 type_ = ComponentID.parse(ref).type
             except ValueError as exc:
                 problems.append(Problem(ERROR, f"connectors.{ref}", str(exc)))
                 continue
             problems += catalogue().check_component("connectors", type_, comp_raw, f"connectors.{ref}")[1]
+    return sections
 
-    service, found = decode(Service, raw.get("service"), "service")
-    # Upstream: meshtrace's own "accepted, not applied" warnings do not concern the real Collector.
-    problems += [p for p in found if not upstream or p.severity == ERROR]
 
-    # Components first: a pipeline skips those meshtrace does not run (`upstream`: none).
+def _components(
+    sections: Mapping[str, Any], upstream: bool, problems: list[Problem]
+) -> tuple[dict[tuple[Kind, ComponentID], ComponentConfig], set[tuple[Kind, str]]]:
+    """Every receiver, processor, exporter and extension checked (against the catalogue when
+    `upstream`, else built); and the (kind, id) of those meshtrace does not run."""
     components: dict[tuple[Kind, ComponentID], ComponentConfig] = {}
     not_run: set[tuple[Kind, str]] = set()
     for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER, Kind.EXTENSION):
-        for ref, comp_raw in raw[kind.section].items():
+        for ref, comp_raw in sections[kind.section].items():
             path = f"{kind.section}.{ref}"
             try:
                 cid = ComponentID.parse(ref)
@@ -408,83 +437,104 @@ def resolve(raw: Mapping[str, Any], upstream: bool = False) -> tuple[CollectorCo
                 not_run.add((kind, ref))
             else:
                 components[(kind, cid)] = config
+    return components, not_run
 
-    pipelines: list[Pipeline] = []
-    for name, spec in service.pipelines.items():
-        path = f"service.pipelines.{name}"
-        signal, _, _suffix = name.partition("/")
-        if signal not in SIGNALS:
-            problems.append(Problem(ERROR, path, f"unknown signal {signal!r} (known: {', '.join(SIGNALS)})"))
-            continue
-        if signal != "traces" and not upstream:
+
+def _pipeline(
+    name: str,
+    spec: PipelineSpec,
+    sections: Mapping[str, Any],
+    upstream: bool,
+    not_run: set[tuple[Kind, str]],
+    problems: list[Problem],
+) -> Pipeline | None:
+    """One `service.pipelines` entry with the components it runs; None when it is not a traces
+    pipeline meshtrace runs."""
+    path = f"service.pipelines.{name}"
+    signal, _, _suffix = name.partition("/")
+    if signal not in SIGNALS:
+        problems.append(Problem(ERROR, path, f"unknown signal {signal!r} (known: {', '.join(SIGNALS)})"))
+        return None
+    if signal != "traces" and not upstream:
+        problems.append(
+            Problem(WARNING, path, f"{signal} pipelines are not run by meshtrace; skipped", NOT_RUN_LOCALLY)
+        )
+        return None
+    pipeline = Pipeline(name, [], [], [])
+    for kind, ids, target in (
+        (Kind.RECEIVER, spec.receivers, pipeline.receivers),
+        (Kind.PROCESSOR, spec.processors, pipeline.processors),
+        (Kind.EXPORTER, spec.exporters, pipeline.exporters),
+    ):
+        for i, ref in enumerate(ids):
+            ref_path = f"{path}.{kind.section}[{i}]"
+            cid = _pipeline_ref(kind, ref, ref_path, sections, upstream, target, problems)
+            if cid is not None and (kind, ref) not in not_run:
+                target.append(cid)
+    for kind, ids, kept in (
+        (Kind.RECEIVER, spec.receivers, pipeline.receivers),
+        (Kind.EXPORTER, spec.exporters, pipeline.exporters),
+    ):
+        if not ids:
+            problems.append(
+                Problem(ERROR, f"{path}.{kind.section}", f"a pipeline needs at least one {kind.value}")
+            )
+        elif not kept and not upstream and not any(p.severity == ERROR for p in problems):
             problems.append(
                 Problem(
-                    WARNING, path, f"{signal} pipelines are not run by meshtrace; skipped", NOT_RUN_LOCALLY
+                    ERROR,
+                    f"{path}.{kind.section}",
+                    f"none of this pipeline's {kind.section} is run by meshtrace (see the warnings)",
+                    NOT_RUN_LOCALLY,
                 )
             )
-            continue
-        pipeline = Pipeline(name, [], [], [])
-        for kind, ids, target in (
-            (Kind.RECEIVER, spec.receivers, pipeline.receivers),
-            (Kind.PROCESSOR, spec.processors, pipeline.processors),
-            (Kind.EXPORTER, spec.exporters, pipeline.exporters),
-        ):
-            section = raw[kind.section]
-            for i, ref in enumerate(ids):
-                ref_path = f"{path}.{kind.section}[{i}]"
-                connectors = raw["connectors"]
-                if ref in connectors and kind in (Kind.RECEIVER, Kind.EXPORTER):
-                    if not upstream:
-                        problems.append(
-                            Problem(WARNING, ref_path, f"connector {ref!r} is not run by meshtrace; skipped")
-                        )
-                    continue
-                if ref not in section:
-                    problems.append(
-                        Problem(
-                            ERROR,
-                            ref_path,
-                            f"{kind.value} {ref!r} is not defined in {kind.section}"
-                            + did_you_mean(ref, [str(k) for k in section]),
-                            UNDEFINED_REFERENCE,
-                        )
-                    )
-                    continue
-                try:
-                    cid = ComponentID.parse(ref)
-                except ValueError as exc:
-                    problems.append(Problem(ERROR, ref_path, str(exc)))
-                    continue
-                if cid in target:
-                    problems.append(Problem(ERROR, ref_path, f"{ref!r} is listed twice"))
-                    continue
-                if (kind, ref) not in not_run:
-                    target.append(cid)
-        for kind, ids, kept in (
-            (Kind.RECEIVER, spec.receivers, pipeline.receivers),
-            (Kind.EXPORTER, spec.exporters, pipeline.exporters),
-        ):
-            if not ids:
-                problems.append(
-                    Problem(ERROR, f"{path}.{kind.section}", f"a pipeline needs at least one {kind.value}")
-                )
-            elif not kept and not upstream and not any(p.severity == ERROR for p in problems):
-                problems.append(
-                    Problem(
-                        ERROR,
-                        f"{path}.{kind.section}",
-                        f"none of this pipeline's {kind.section} is run by meshtrace (see the warnings)",
-                        NOT_RUN_LOCALLY,
-                    )
-                )
-        pipelines.append(pipeline)
-    if not pipelines and not upstream and not any(p.severity == ERROR for p in problems):
-        problems.append(Problem(ERROR, "service.pipelines", "no traces pipeline: nothing to run"))
+    return pipeline
 
-    extension_section = raw["extensions"]
+
+def _pipeline_ref(
+    kind: Kind,
+    ref: str,
+    ref_path: str,
+    sections: Mapping[str, Any],
+    upstream: bool,
+    listed: list[ComponentID],
+    problems: list[Problem],
+) -> ComponentID | None:
+    """The component a pipeline names, or None (a connector, undefined, malformed, repeated)."""
+    section = sections[kind.section]
+    if ref in sections["connectors"] and kind in (Kind.RECEIVER, Kind.EXPORTER):
+        if not upstream:
+            problems.append(Problem(WARNING, ref_path, f"connector {ref!r} is not run by meshtrace; skipped"))
+        return None
+    if ref not in section:
+        problems.append(
+            Problem(
+                ERROR,
+                ref_path,
+                f"{kind.value} {ref!r} is not defined in {kind.section}"
+                + did_you_mean(ref, [str(k) for k in section]),
+                UNDEFINED_REFERENCE,
+            )
+        )
+        return None
+    try:
+        cid = ComponentID.parse(ref)
+    except ValueError as exc:
+        problems.append(Problem(ERROR, ref_path, str(exc)))
+        return None
+    if cid in listed:
+        problems.append(Problem(ERROR, ref_path, f"{ref!r} is listed twice"))
+        return None
+    return cid
+
+
+def _service_extensions(
+    service: Service, defined: Mapping[str, Any], not_run: set[tuple[Kind, str]], problems: list[Problem]
+) -> list[ComponentID]:
+    """The extensions `service.extensions` enables that meshtrace runs."""
     extensions: list[ComponentID] = []
     for i, ref in enumerate(service.extensions):
-        if ref not in extension_section:
+        if ref not in defined:
             problems.append(
                 Problem(
                     ERROR,
@@ -496,16 +546,7 @@ def resolve(raw: Mapping[str, Any], upstream: bool = False) -> tuple[CollectorCo
             continue
         if (Kind.EXTENSION, ref) not in not_run:
             extensions.append(ComponentID.parse(ref))
-
-    for component in components.values():
-        prefix = f"{component.kind.section}.{component.id}"
-        _check_extension_references(component.config, prefix, extension_section, extensions, problems)
-
-    metrics = _metrics_endpoint(service.telemetry, problems)
-    log_level = str(service.telemetry.logs.get("level", "info")).lower()
-    if upstream or any(p.severity == ERROR for p in problems):
-        return None, problems
-    return CollectorConfig(components, pipelines, extensions, metrics, log_level), problems
+    return extensions
 
 
 def _extension_references(config: Any, path: str) -> Iterable[tuple[str, str, str]]:

@@ -17,11 +17,12 @@ written "5s", "200ms"), `Literal[...]`, nested dataclasses, `X | None`, `list[X]
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+
+from meshtrace.durations import collector_seconds
 
 T = TypeVar("T")
 
@@ -61,35 +62,11 @@ UNDEFINED_REFERENCE = "COL009"  # undefined-reference: a pipeline names an undef
 TLS_BY_DEFAULT = "COL010"  # tls-by-default: a gRPC exporter to a plaintext endpoint without tls.insecure
 UNKNOWN_HOST = "COL011"  # unknown-host: an exporter's host no rendered manifest defines
 DEBUG_ONLY = "COL012"  # debug-only: a traces pipeline's only exporter is debug (spans go nowhere)
+ALL_INTERFACES = "COL013"  # all-interfaces: a listener on 0.0.0.0/:: is reachable from other hosts
 
 DURATION = "duration"
 # Seconds, written in YAML as a Go duration: "200ms", "5s", "1m30s", "1h".
 Duration = Annotated[float, DURATION]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a Go duration string; ValueError for anything else."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a duration like 5s, got {value!r}")
-    if isinstance(value, int | float):
-        if value == 0:
-            return 0.0
-        # The Collector reads a bare number as nanoseconds, which is never what was meant.
-        raise ValueError(f"duration {value!r} needs a unit, e.g. {value}s")
-    text = value.strip()
-    if text in ("0", ""):
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            raise ValueError(f"invalid duration {value!r}: expected e.g. 200ms, 5s, 1m30s")
-        total += float(match[1]) * _DURATION_UNIT[match[2]]
-        pos = match.end()
-    return total
 
 
 def _is_duration(tp: Any) -> bool:
@@ -152,7 +129,7 @@ class _Decoder:
             return data
         if _is_duration(tp):
             try:
-                return parse_duration(data)
+                return collector_seconds(data)
             except ValueError as exc:
                 self.error(path, str(exc))
                 return 0.0

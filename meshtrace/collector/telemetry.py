@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.utils import floatToGoString
 
 from meshtrace.collector.httpserve import serve
+from meshtrace.prometheus import CONTENT_TYPE, exposition, family_header, go_value, label_set, sample
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -159,21 +158,14 @@ class Telemetry:
         generate_latest, which would force `_total` onto counter names in HELP/TYPE lines."""
         lines = []
         for name, family in sorted(self.families.items()):
-            sample = name + "_total" if family.type == "counter" and self.type_suffix else name
+            exposed = name + "_total" if family.type == "counter" and self.type_suffix else name
             values = [(labels, count.value) for labels, count in family.series.items()]
             values += [(labels, read()) for labels, read in family.gauges.items()]
             if not values:
                 continue
-            lines.append(f"# HELP {sample} {family.help}")
-            lines.append(f"# TYPE {sample} {family.type}")
-            for labels, value in values:
-                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(
-                    f"{sample}{{{text}}} {floatToGoString(value)}"
-                    if text
-                    else f"{sample} {floatToGoString(value)}"
-                )
-        return ("\n".join(lines) + "\n").encode()
+            lines += family_header(exposed, family.type, family.help)
+            lines += [sample(exposed, label_set(labels), go_value(value)) for labels, value in values]
+        return exposition(lines)
 
     def value(self, name: str, **labels: str) -> float:
         """The sum of the series of `name` matching `labels` (for tests and the benchmark)."""
@@ -187,10 +179,6 @@ class Telemetry:
         return total
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 TELEMETRY = Telemetry()
 
 
@@ -202,7 +190,7 @@ class MetricsServer:
         self._runner: web.AppRunner | None = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self.telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self) -> None:
         app = web.Application()

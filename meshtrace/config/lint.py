@@ -18,7 +18,14 @@ from rich.markup import escape
 from rich.text import Text
 
 from meshtrace.cel import check, mixer_to_cel, unknown_attributes
-from meshtrace.config.loader import Bundle, collector_configs, line_of
+from meshtrace.config.loader import (
+    NAMESPACE_DISABLED,
+    POD_OPT_OUT,
+    Bundle,
+    Injection,
+    collector_configs,
+    line_of,
+)
 from meshtrace.config.mesh import TRACING_TYPES
 from meshtrace.config.model import Deployment, Document, Finding, Meta, Severity, Telemetry, list_at, map_at
 from meshtrace.config.resolve import MODES, effective_config
@@ -518,7 +525,7 @@ def no_sidecar(bundle: Bundle) -> Iterator[Finding]:
         if injected is False:
             yield _finding(
                 "no-sidecar-injection",
-                "info" if why.startswith("pod") else "warning",
+                "info" if why.code == POD_OPT_OUT else "warning",
                 f"no sidecar is injected ({why}): this workload produces no proxy spans or metrics and "
                 "Telemetry settings do not apply to it",
                 _injection_fix(dep, why),
@@ -527,15 +534,15 @@ def no_sidecar(bundle: Bundle) -> Iterator[Finding]:
             )
 
 
-def _injection_fix(dep: Deployment, why: str) -> str:
+def _injection_fix(dep: Deployment, why: Injection) -> str:
     """What would give the workload a sidecar, given why it has none."""
     label_namespace = (
         f"label the namespace istio-injection=enabled (kubectl label namespace {dep.namespace} "
         "istio-injection=enabled --overwrite)"
     )
-    if why.startswith("pod"):
+    if why.code == POD_OPT_OUT:
         return "if the opt-out is not on purpose, remove sidecar.istio.io/inject=false from the pod"
-    if " has istio-injection=" in why:  # any value but "enabled" turns every injection webhook off
+    if why.code == NAMESPACE_DISABLED:  # any value but "enabled" turns every injection webhook off
         return label_namespace + "; while it is set, no pod label can opt in"
     annotated = dep.annotations.get("sidecar.istio.io/inject") == "true"
     return label_namespace + (

@@ -49,6 +49,29 @@ SUFFIXES = (".yaml", ".yml", ".json")
 _SEPARATOR = re.compile(r"^---(\s.*)?$")
 _END = re.compile(r"^\.\.\.\s*$")
 INJECT = "sidecar.istio.io/inject"  # pod label (or older annotation) opting in or out
+
+# Stable codes of the injection decision's reasons (docs/lint.md, "Injection reasons"): code
+# that acts on a reason matches these, never the text.
+POD_OPT_OUT = "pod-opt-out"
+POD_OPT_IN = "pod-opt-in"
+NAMESPACE_UNKNOWN = "namespace-unknown"
+NAMESPACE_DISABLED = "namespace-injection-disabled"
+NAMESPACE_UNLABELLED = "namespace-unlabelled"
+NAMESPACE_LABELLED = "namespace-labelled"
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Why Istio would or would not inject a sidecar: a stable `code` and the text for people
+    (what `str()` and f-strings show)."""
+
+    code: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
@@ -111,7 +134,7 @@ class Bundle:
 
     def sidecar_injected(
         self, namespace: str, pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str]
-    ) -> tuple[bool | None, str]:
+    ) -> tuple[bool | None, Injection]:
         """Istio's injection decision and why; None when the namespace is not in the manifests
         and the pod does not opt out (then nothing can be said). Istio decides in two steps. Its
         webhooks select by labels only: a namespace labelled `istio-injection=enabled`, or with
@@ -123,18 +146,22 @@ class Bundle:
         label = pod_labels.get(INJECT)
         value, where = (label, "label") if label is not None else (pod_annotations.get(INJECT), "annotation")
         if value == "false":  # an opt-out on purpose is the reason to give, whatever the namespace
-            return False, f"pod {where} {INJECT}=false"
+            return False, Injection(POD_OPT_OUT, f"pod {where} {INJECT}=false")
         ns = self.namespaces.get(namespace)
         if ns is None:
-            return None, f"Namespace {namespace} is not in the manifests"
+            return None, Injection(NAMESPACE_UNKNOWN, f"Namespace {namespace} is not in the manifests")
         ns_injection = ns.labels.get("istio-injection")
         if ns_injection is not None and ns_injection != "enabled":
-            return False, f"Namespace {namespace} has istio-injection={ns_injection}"
+            return False, Injection(
+                NAMESPACE_DISABLED, f"Namespace {namespace} has istio-injection={ns_injection}"
+            )
         if ns_injection is None and "istio.io/rev" not in ns.labels:
             if label == "true" or "istio.io/rev" in pod_labels:
-                return True, f"pod label {INJECT}={label}" if label else "pod label istio.io/rev"
-            return False, f"Namespace {namespace} has neither istio-injection=enabled nor istio.io/rev"
-        return True, f"Namespace {namespace} is labelled for injection"
+                text = f"pod label {INJECT}={label}" if label else "pod label istio.io/rev"
+                return True, Injection(POD_OPT_IN, text)
+            text = f"Namespace {namespace} has neither istio-injection=enabled nor istio.io/rev"
+            return False, Injection(NAMESPACE_UNLABELLED, text)
+        return True, Injection(NAMESPACE_LABELLED, f"Namespace {namespace} is labelled for injection")
 
     @property
     def unreadable(self) -> list[Finding]:

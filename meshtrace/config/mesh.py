@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshtrace.config.model import Finding, Origin, Source, list_at
+from meshtrace.durations import mesh_seconds as parse_duration  # noqa: F401  (resolve.py reads it here)
 
 ROOT_NAMESPACE = "istio-system"
 # Providers every mesh has without configuring them (Istio's default MeshConfig adds them).
@@ -40,19 +41,6 @@ _SNAKE = re.compile(r"_([a-z0-9])")
 
 def camel(name: str) -> str:
     return _SNAKE.sub(lambda m: m.group(1).upper(), name)
-
-
-def parse_duration(value: Any) -> float | None:
-    """A protobuf/Go duration ("3s", "500ms", "1m30s", "0.5s") or a number of seconds."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)", str(value).strip())
-    if not parts or "".join(n + u for n, u in parts) != str(value).strip():
-        return None
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 @dataclass

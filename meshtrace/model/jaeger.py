@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.attributes import jaeger_tag
 from meshtrace.model.validate import MAX_TIME_NS
 
 JsonDict = dict[str, Any]
@@ -75,44 +75,12 @@ def parse_span_id(text: str) -> bytes:
 # --- OTLP -> Jaeger ---------------------------------------------------------------------------
 
 
-def _plain(value: AnyValue) -> Any:
-    """An AnyValue as plain JSON (for arrays and maps, which Jaeger shows as JSON strings)."""
-    which = value.WhichOneof("value")
-    if which == "array_value":
-        return [_plain(v) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
-    if which == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    if which == "double_value" and not math.isfinite(value.double_value):
-        return str(value.double_value)
-    return getattr(value, which) if which else None
-
-
-def tag(key: str, value: AnyValue) -> JsonDict:
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return {"key": key, "type": "string", "value": value.string_value}
-    if which == "bool_value":
-        return {"key": key, "type": "bool", "value": value.bool_value}
-    if which == "int_value":
-        return {"key": key, "type": "int64", "value": value.int_value}
-    if which == "double_value":
-        d = value.double_value
-        return {"key": key, "type": "float64", "value": d if math.isfinite(d) else str(d)}
-    if which == "bytes_value":
-        return {"key": key, "type": "binary", "value": base64.b64encode(value.bytes_value).decode()}
-    if which is None:
-        return {"key": key, "type": "string", "value": ""}
-    return {"key": key, "type": "string", "value": json.dumps(_plain(value), separators=(",", ":"))}
-
-
 def _str_tag(key: str, value: str) -> JsonDict:
     return {"key": key, "type": "string", "value": value}
 
 
 def _tags(attributes: Iterable[KeyValue]) -> list[JsonDict]:
-    return [tag(kv.key, kv.value) for kv in attributes]
+    return [jaeger_tag(kv.key, kv.value) for kv in attributes]
 
 
 def _process(resource: Resource) -> JsonDict:
@@ -122,7 +90,7 @@ def _process(resource: Resource) -> JsonDict:
         if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value":
             service = kv.value.string_value or UNKNOWN_SERVICE
         else:
-            tags.append(tag(kv.key, kv.value))
+            tags.append(jaeger_tag(kv.key, kv.value))
     return {"serviceName": service, "tags": tags}
 
 
@@ -287,81 +255,8 @@ def from_jaeger(document: Any) -> ExportTraceServiceRequest:
             sw = f"{tw}.spans[{si}]"
             if not isinstance(obj, dict):
                 raise ValueError(f"{sw}: expected a span object")
-            process = obj.get("process") or processes.get(obj.get("processID", ""), {})
-            if not isinstance(process, dict):
-                raise ValueError(f"{sw}.processID: unknown process")
-            service = str(process.get("serviceName") or UNKNOWN_SERVICE)
-            process_tags = _key_values(process.get("tags"), f"{sw}.process.tags")
-            rkey = json.dumps([service, [(k, v.SerializeToString().hex()) for k, v in process_tags]])
-            rs = resources.get(rkey)
-            if rs is None:
-                rs = resources[rkey] = request.resource_spans.add()
-                rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
-                for k, v in process_tags:
-                    rs.resource.attributes.add(key=k, value=v)
-            span = Span()
-            try:
-                span.trace_id = parse_trace_id(str(obj.get("traceID", trace.get("traceID", ""))))
-                span.span_id = parse_span_id(str(obj.get("spanID", "")))
-            except ValueError as exc:
-                raise ValueError(f"{sw}: {exc}") from None
-            span.name = str(obj.get("operationName", ""))
-            start_us = _micros(obj, "startTime", sw, 0)
-            span.start_time_unix_nano = start_us * 1000
-            span.end_time_unix_nano = (start_us + _micros(obj, "duration", sw, start_us)) * 1000
-            span.flags = _int(obj, "flags", sw) & 0xFF
-            scope_name = scope_version = ""
-            status_code: int | None = None
-            is_error = False
-            for k, v in _key_values(obj.get("tags"), f"{sw}.tags"):
-                text = v.string_value
-                if k == "span.kind":
-                    span.kind = SPAN_KIND_BY_NAME.get(text.lower(), Span.SPAN_KIND_UNSPECIFIED)  # type: ignore[assignment]
-                elif k == "otel.status_code":
-                    status_code = STATUS_BY_NAME.get(text.upper(), Status.STATUS_CODE_UNSET)
-                elif k == "error":
-                    is_error = v.bool_value or text.lower() == "true"
-                elif k == "otel.status_description":
-                    span.status.message = text
-                elif k in ("otel.scope.name", "otel.library.name"):
-                    scope_name = text
-                elif k in ("otel.scope.version", "otel.library.version"):
-                    scope_version = text
-                elif k == "w3c.tracestate":
-                    span.trace_state = text
-                else:
-                    span.attributes.add(key=k, value=v)
-            if status_code is None:
-                status_code = Status.STATUS_CODE_ERROR if is_error else Status.STATUS_CODE_UNSET
-            if status_code:
-                span.status.code = status_code  # type: ignore[assignment]
-            for ri, ref in enumerate(obj.get("references") or []):
-                rw = f"{sw}.references[{ri}]"
-                if not isinstance(ref, dict):
-                    raise ValueError(f"{rw}: expected {{refType, traceID, spanID}}")
-                try:
-                    ref_trace = parse_trace_id(str(ref.get("traceID", "")))
-                    ref_span = parse_span_id(str(ref.get("spanID", "")))
-                except ValueError as exc:
-                    raise ValueError(f"{rw}: {exc}") from None
-                if (
-                    ref.get("refType", "CHILD_OF") == "CHILD_OF"
-                    and ref_trace == span.trace_id
-                    and not span.parent_span_id
-                ):
-                    span.parent_span_id = ref_span
-                else:
-                    span.links.add(trace_id=ref_trace, span_id=ref_span)
-            for li, entry in enumerate(obj.get("logs") or []):
-                lw = f"{sw}.logs[{li}]"
-                if not isinstance(entry, dict):
-                    raise ValueError(f"{lw}: expected {{timestamp, fields}}")
-                event = span.events.add(time_unix_nano=_int(entry, "timestamp", lw) * 1000)
-                for k, v in _key_values(entry.get("fields"), f"{lw}.fields"):
-                    if k == "event" and v.WhichOneof("value") == "string_value" and not event.name:
-                        event.name = v.string_value
-                    else:
-                        event.attributes.add(key=k, value=v)
+            rkey, rs = _resource(obj, processes, sw, request, resources)
+            span, scope_name, scope_version = _span_of(obj, trace, sw)
             skey = (rkey, scope_name, scope_version)
             ss = scopes.get(skey)
             if ss is None:
@@ -370,3 +265,111 @@ def from_jaeger(document: Any) -> ExportTraceServiceRequest:
                 ss.scope.version = scope_version
             ss.spans.append(span)
     return request
+
+
+def _resource(
+    obj: Mapping[str, Any],
+    processes: Mapping[str, Any],
+    sw: str,
+    request: ExportTraceServiceRequest,
+    resources: dict[str, ResourceSpans],
+) -> tuple[str, ResourceSpans]:
+    """The span's process as a resource (one per distinct service and tags), added on first use."""
+    process = obj.get("process") or processes.get(obj.get("processID", ""), {})
+    if not isinstance(process, dict):
+        raise ValueError(f"{sw}.processID: unknown process")
+    service = str(process.get("serviceName") or UNKNOWN_SERVICE)
+    process_tags = _key_values(process.get("tags"), f"{sw}.process.tags")
+    rkey = json.dumps([service, [(k, v.SerializeToString().hex()) for k, v in process_tags]])
+    rs = resources.get(rkey)
+    if rs is None:
+        rs = resources[rkey] = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
+        for k, v in process_tags:
+            rs.resource.attributes.add(key=k, value=v)
+    return rkey, rs
+
+
+def _span_of(obj: Mapping[str, Any], trace: Mapping[str, Any], sw: str) -> tuple[Span, str, str]:
+    """One Jaeger span as an OTLP span, with its scope's name and version (from its tags)."""
+    span = Span()
+    try:
+        span.trace_id = parse_trace_id(str(obj.get("traceID", trace.get("traceID", ""))))
+        span.span_id = parse_span_id(str(obj.get("spanID", "")))
+    except ValueError as exc:
+        raise ValueError(f"{sw}: {exc}") from None
+    span.name = str(obj.get("operationName", ""))
+    start_us = _micros(obj, "startTime", sw, 0)
+    span.start_time_unix_nano = start_us * 1000
+    span.end_time_unix_nano = (start_us + _micros(obj, "duration", sw, start_us)) * 1000
+    span.flags = _int(obj, "flags", sw) & 0xFF
+    scope = _apply_tags(span, _key_values(obj.get("tags"), f"{sw}.tags"))
+    _apply_references(span, obj.get("references") or [], sw)
+    _apply_logs(span, obj.get("logs") or [], sw)
+    return span, *scope
+
+
+def _apply_tags(span: Span, tags: list[tuple[str, AnyValue]]) -> tuple[str, str]:
+    """Span tags: the ones Jaeger's translator writes for OTLP fields go back to those fields
+    (kind, status, scope, tracestate), the rest become attributes. Returns the scope."""
+    scope_name = scope_version = ""
+    status_code: int | None = None
+    is_error = False
+    for k, v in tags:
+        text = v.string_value
+        if k == "span.kind":
+            span.kind = SPAN_KIND_BY_NAME.get(text.lower(), Span.SPAN_KIND_UNSPECIFIED)  # type: ignore[assignment]
+        elif k == "otel.status_code":
+            status_code = STATUS_BY_NAME.get(text.upper(), Status.STATUS_CODE_UNSET)
+        elif k == "error":
+            is_error = v.bool_value or text.lower() == "true"
+        elif k == "otel.status_description":
+            span.status.message = text
+        elif k in ("otel.scope.name", "otel.library.name"):
+            scope_name = text
+        elif k in ("otel.scope.version", "otel.library.version"):
+            scope_version = text
+        elif k == "w3c.tracestate":
+            span.trace_state = text
+        else:
+            span.attributes.add(key=k, value=v)
+    if status_code is None:
+        status_code = Status.STATUS_CODE_ERROR if is_error else Status.STATUS_CODE_UNSET
+    if status_code:
+        span.status.code = status_code  # type: ignore[assignment]
+    return scope_name, scope_version
+
+
+def _apply_references(span: Span, references: Any, sw: str) -> None:
+    """The first CHILD_OF reference in the same trace is the parent; every other is a link."""
+    for ri, ref in enumerate(references):
+        rw = f"{sw}.references[{ri}]"
+        if not isinstance(ref, dict):
+            raise ValueError(f"{rw}: expected {{refType, traceID, spanID}}")
+        try:
+            ref_trace = parse_trace_id(str(ref.get("traceID", "")))
+            ref_span = parse_span_id(str(ref.get("spanID", "")))
+        except ValueError as exc:
+            raise ValueError(f"{rw}: {exc}") from None
+        if (
+            ref.get("refType", "CHILD_OF") == "CHILD_OF"
+            and ref_trace == span.trace_id
+            and not span.parent_span_id
+        ):
+            span.parent_span_id = ref_span
+        else:
+            span.links.add(trace_id=ref_trace, span_id=ref_span)
+
+
+def _apply_logs(span: Span, logs: Any, sw: str) -> None:
+    """Logs -> events: the `event` field is the event's name."""
+    for li, entry in enumerate(logs):
+        lw = f"{sw}.logs[{li}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{lw}: expected {{timestamp, fields}}")
+        event = span.events.add(time_unix_nano=_int(entry, "timestamp", lw) * 1000)
+        for k, v in _key_values(entry.get("fields"), f"{lw}.fields"):
+            if k == "event" and v.WhichOneof("value") == "string_value" and not event.name:
+                event.name = v.string_value
+            else:
+                event.attributes.add(key=k, value=v)

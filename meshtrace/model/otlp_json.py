@@ -29,6 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from meshtrace.model.attributes import otlp_json_value
+
 _SPAN_KINDS = dict(Span.SpanKind.items())
 _STATUS_CODES = dict(Status.StatusCode.items())
 
@@ -41,20 +43,6 @@ def _generic(message: Any) -> str:
     return _compact(json_format.MessageToDict(message, use_integers_for_enums=True))
 
 
-def _value_text(v: Any) -> str:
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return '{"stringValue":' + _quote(v.string_value) + "}"
-    if which == "int_value":
-        return '{"intValue":"' + str(v.int_value) + '"}'
-    if which == "bool_value":
-        return '{"boolValue":true}' if v.bool_value else '{"boolValue":false}'
-    if which is None:
-        return "{}"
-    # Doubles (NaN/Infinity), bytes (base64), arrays and kvlists: protobuf's mapping, as is.
-    return _generic(v)
-
-
 def _attributes_text(message: Any) -> str:
     """`,"attributes":[...]` and `,"droppedAttributesCount":n` when present."""
     out = ""
@@ -64,7 +52,7 @@ def _attributes_text(message: Any) -> str:
         items = [
             f'{{"key":{_quote(kv.key)},"value":{{"stringValue":{_quote(value.string_value)}}}}}'
             if (value := kv.value).WhichOneof("value") == "string_value"
-            else f'{{"key":{_quote(kv.key)},"value":{_value_text(value)}}}'
+            else f'{{"key":{_quote(kv.key)},"value":{otlp_json_value(value)}}}'
             for kv in message.attributes
         ]
         out = ',"attributes":[' + ",".join(items) + "]"

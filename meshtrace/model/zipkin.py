@@ -11,6 +11,7 @@ mapping. Every decoder raises `ValueError` naming the offending field, never any
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import math
@@ -24,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from meshtrace.model.attributes import as_json, as_string
 from meshtrace.model.validate import MAX_TIME_NS
 
 ZipkinSpan = dict[str, Any]
@@ -331,57 +333,22 @@ def _v1_status(tags: dict[str, str]) -> None:
         tags[_STATUS_DESCRIPTION_TAG] = message
 
 
-def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
-    where = f"spans[{i}]"
-    if not isinstance(v1, dict):
-        raise ValueError(f"{where} must be an object, got {type(v1).__name__}")
-    base: ZipkinSpan = {k: v1[k] for k in ("traceId", "id", "parentId", "name", "debug") if k in v1}
-    # The Collector's v1 reader takes only full-length ids (the v2 rules then check the digits).
-    for key, lengths in (("traceId", (16, 32)), ("id", (16,)), ("parentId", (16,))):
-        value = base.get(key)
-        if isinstance(value, str) and value and len(value) not in lengths:
-            digits = " or ".join(map(str, lengths))
-            raise ValueError(f"{where}.{key} must have {digits} hex digits, got {value!r}")
-    annotations = v1.get("annotations") or []
-    binary = v1.get("binaryAnnotations") or []
-    if not isinstance(annotations, list) or not isinstance(binary, list):
-        raise ValueError(f"{where}: annotations and binaryAnnotations must be arrays")
-    times: dict[str, int] = {}
-    endpoints: dict[str, Any] = {}
-    other: list[dict[str, Any]] = []
-    local_endpoint: Any = None
-    for j, a in enumerate(annotations):
-        if not isinstance(a, dict) or not isinstance(a.get("value"), str):
-            raise ValueError(f"{where}.annotations[{j}] must be an object with a string value")
-        value = a["value"]
-        if value in _CORE_ANNOTATIONS:
-            times[value] = a.get("timestamp", 0)
-            endpoints[value] = a.get("endpoint")
-        else:
-            other.append({"timestamp": a.get("timestamp", 0), "value": value})
-            local_endpoint = local_endpoint or a.get("endpoint")
-    tags: dict[str, str] = {}
-    remote: dict[str, Any] = {}
-    for j, b in enumerate(binary):
-        if not isinstance(b, dict) or not isinstance(b.get("key"), str):
-            raise ValueError(f"{where}.binaryAnnotations[{j}] must be an object with a string key")
-        key = b["key"]
-        if key in _REMOTE_ADDRESS_KEYS and b.get("value") in (True, "true", 1):
-            remote[key] = b.get("endpoint")
-            continue
-        try:
-            tags[key] = _v1_tag_value(b.get("value"))
-        except ValueError as exc:
-            raise ValueError(f"{where}.binaryAnnotations[{j}]: {exc}") from None
-        local_endpoint = local_endpoint or b.get("endpoint")
-    _v1_status(tags)
-    if other:
-        base["annotations"] = other
-    if tags:
-        base["tags"] = tags
+@dataclasses.dataclass
+class _V1Span:
+    """What one v1 span says, read once: the v2 fields it shares, the core annotations' times and
+    endpoints, the remote endpoints of its address annotations, and its local endpoint."""
 
-    def part(kind: str | None, start: str, end: str, peer_key: str) -> ZipkinSpan:
-        span = dict(base)
+    base: ZipkinSpan
+    times: dict[str, int] = dataclasses.field(default_factory=dict)
+    endpoints: dict[str, Any] = dataclasses.field(default_factory=dict)
+    remote: dict[str, Any] = dataclasses.field(default_factory=dict)
+    local_endpoint: Any = None
+
+    def part(self, kind: str | None, start: str, end: str, peer_key: str) -> ZipkinSpan:
+        """The v2 span of one side (`start`/`end`: its core annotations; `peer_key`: the address
+        annotation naming its peer)."""
+        span = dict(self.base)
+        times = self.times
         if kind:
             span["kind"] = kind
         if start in times:
@@ -390,33 +357,89 @@ def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
                 span["duration"] = times[end] - times[start]
         elif end in times:
             span["timestamp"] = times[end]
-        endpoint = endpoints.get(start) or endpoints.get(end) or local_endpoint
+        endpoint = self.endpoints.get(start) or self.endpoints.get(end) or self.local_endpoint
         if endpoint:
             span["localEndpoint"] = endpoint
-        if remote.get(peer_key):
-            span["remoteEndpoint"] = remote[peer_key]
+        if self.remote.get(peer_key):
+            span["remoteEndpoint"] = self.remote[peer_key]
         return span
 
+
+def _v1_base(where: str, v1: Mapping[str, Any]) -> ZipkinSpan:
+    base: ZipkinSpan = {k: v1[k] for k in ("traceId", "id", "parentId", "name", "debug") if k in v1}
+    # The Collector's v1 reader takes only full-length ids (the v2 rules then check the digits).
+    for key, lengths in (("traceId", (16, 32)), ("id", (16,)), ("parentId", (16,))):
+        value = base.get(key)
+        if isinstance(value, str) and value and len(value) not in lengths:
+            digits = " or ".join(map(str, lengths))
+            raise ValueError(f"{where}.{key} must have {digits} hex digits, got {value!r}")
+    return base
+
+
+def _v1_read(where: str, v1: Mapping[str, Any]) -> _V1Span:
+    annotations = v1.get("annotations") or []
+    binary = v1.get("binaryAnnotations") or []
+    if not isinstance(annotations, list) or not isinstance(binary, list):
+        raise ValueError(f"{where}: annotations and binaryAnnotations must be arrays")
+    read = _V1Span(_v1_base(where, v1))
+    other: list[dict[str, Any]] = []
+    for j, a in enumerate(annotations):
+        if not isinstance(a, dict) or not isinstance(a.get("value"), str):
+            raise ValueError(f"{where}.annotations[{j}] must be an object with a string value")
+        value = a["value"]
+        if value in _CORE_ANNOTATIONS:
+            read.times[value] = a.get("timestamp", 0)
+            read.endpoints[value] = a.get("endpoint")
+        else:
+            other.append({"timestamp": a.get("timestamp", 0), "value": value})
+            read.local_endpoint = read.local_endpoint or a.get("endpoint")
+    tags: dict[str, str] = {}
+    for j, b in enumerate(binary):
+        if not isinstance(b, dict) or not isinstance(b.get("key"), str):
+            raise ValueError(f"{where}.binaryAnnotations[{j}] must be an object with a string key")
+        key = b["key"]
+        if key in _REMOTE_ADDRESS_KEYS and b.get("value") in (True, "true", 1):
+            read.remote[key] = b.get("endpoint")
+            continue
+        try:
+            tags[key] = _v1_tag_value(b.get("value"))
+        except ValueError as exc:
+            raise ValueError(f"{where}.binaryAnnotations[{j}]: {exc}") from None
+        read.local_endpoint = read.local_endpoint or b.get("endpoint")
+    _v1_status(tags)
+    if other:
+        read.base["annotations"] = other
+    if tags:
+        read.base["tags"] = tags
+    return read
+
+
+def _v1_span_to_v2(i: int, v1: Any) -> list[ZipkinSpan]:
+    where = f"spans[{i}]"
+    if not isinstance(v1, dict):
+        raise ValueError(f"{where} must be an object, got {type(v1).__name__}")
+    read = _v1_read(where, v1)
+    times = read.times
     is_client = "cs" in times or "cr" in times
     is_server = "sr" in times or "ss" in times
     if is_client and is_server:
         # One v1 span shared by client and server (the same span id): two v2 spans.
-        client = part("CLIENT", "cs", "cr", "sa")
-        server = part("SERVER", "sr", "ss", "ca")
+        client = read.part("CLIENT", "cs", "cr", "sa")
+        server = read.part("SERVER", "sr", "ss", "ca")
         server["shared"] = True
         return [client, server]
     if is_client:
-        span = part("CLIENT", "cs", "cr", "sa")
+        span = read.part("CLIENT", "cs", "cr", "sa")
     elif is_server:
-        span = part("SERVER", "sr", "ss", "ca")
+        span = read.part("SERVER", "sr", "ss", "ca")
     elif "ms" in times:
-        span = part("PRODUCER", "ms", "ws", "ma")
+        span = read.part("PRODUCER", "ms", "ws", "ma")
     elif "mr" in times:
-        span = part("CONSUMER", "mr", "wr", "ma")
+        span = read.part("CONSUMER", "mr", "wr", "ma")
     else:
-        span = part(None, "", "", "")
-        if local_endpoint:
-            span["localEndpoint"] = local_endpoint
+        span = read.part(None, "", "", "")
+        if read.local_endpoint:
+            span["localEndpoint"] = read.local_endpoint
     # The span's own timestamp/duration, when present, win over the annotation-derived ones.
     for key in ("timestamp", "duration"):
         if v1.get(key) is not None:
@@ -660,30 +683,6 @@ def zipkin_v2_to_otlp(spans: Iterable[Any], parse_string_tags: bool = False) -> 
 # --- OTLP -> v2 (the OpenTelemetry specification's Zipkin exporter mapping) ---
 
 
-def any_value_to_python(value: AnyValue) -> Any:
-    which = value.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [any_value_to_python(v) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: any_value_to_python(kv.value) for kv in value.kvlist_value.values}
-    if which == "bytes_value":
-        return value.bytes_value.hex()
-    return getattr(value, which)
-
-
-def _tag_string(value: AnyValue) -> str:
-    python = any_value_to_python(value)
-    if isinstance(python, bool):
-        return "true" if python else "false"
-    if isinstance(python, str):
-        return python
-    if isinstance(python, list | dict):
-        return json.dumps(python, separators=(",", ":"))
-    return str(python)
-
-
 def _ip_endpoint_key(text: str) -> str | None:
     try:
         return "ipv4" if ipaddress.ip_address(text).version == 4 else "ipv6"
@@ -730,11 +729,11 @@ def otlp_to_zipkin_v2(request: ExportTraceServiceRequest) -> list[ZipkinSpan]:
                 z["timestamp"] = _usec(s.start_time_unix_nano)
                 z["duration"] = max(_usec(s.end_time_unix_nano) - z["timestamp"], 0)
                 z["localEndpoint"] = {"serviceName": service or "unknown_service"}
-                attrs = {kv.key: any_value_to_python(kv.value) for kv in s.attributes}
+                attrs = {kv.key: as_json(kv.value) for kv in s.attributes}
                 remote = _remote_endpoint(attrs)
                 if remote:
                     z["remoteEndpoint"] = remote
-                tags = {kv.key: _tag_string(kv.value) for kv in s.attributes}
+                tags = {kv.key: as_string(kv.value) for kv in s.attributes}
                 if ss.scope.name:
                     tags["otel.scope.name"] = ss.scope.name
                 if ss.scope.version:
@@ -757,7 +756,7 @@ def otlp_to_zipkin_v2(request: ExportTraceServiceRequest) -> list[ZipkinSpan]:
                         {
                             "timestamp": _usec(e.time_unix_nano),
                             "value": json.dumps(
-                                {e.name: {kv.key: any_value_to_python(kv.value) for kv in e.attributes}},
+                                {e.name: {kv.key: as_json(kv.value) for kv in e.attributes}},
                                 sort_keys=True,
                             )
                             if e.attributes

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from meshtrace.collector.schema import parse_duration
+from meshtrace.durations import go_duration_ns
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, parse_trace_id
 from meshtrace.store import MAX_SEARCH_LIMIT, TraceQuery
 
@@ -42,16 +41,13 @@ def _shown(text: str) -> str:
 
 
 def parse_duration_ns(text: str, error: str) -> int:
-    """Nanoseconds from a Go duration (never negative: the syntax has no sign); a ParamError
+    """Nanoseconds from a Go duration (never negative: meshtrace reads no sign); a ParamError
     starting with `error` (the API's wording, naming the parameter) when it is not one or does
     not fit int64 nanoseconds."""
     try:
-        seconds = parse_duration(text)
+        return go_duration_ns(text)
     except ValueError as exc:
         raise ParamError(f"{error}: {exc}") from None
-    if not math.isfinite(seconds) or round(seconds * 1e9) > MAX_NS:
-        raise ParamError(f"{error}: {_shown(text)} is longer than {MAX_NS}ns")
-    return round(seconds * 1e9)
 
 
 def span_kind_filter(text: str) -> int | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from meshtrace.accesslog import is_access_log_line
 from meshtrace.store.sqlite import default_path
 
 KEEP_RUNS = 10
@@ -26,8 +27,6 @@ _TROUBLE = re.compile(
     r"|exited with status|killed)\b",
     re.I,
 )
-# Envoy's default access log format starts with the request's start time in brackets.
-_ACCESS_LOG = re.compile(r'^\[\d{4}-\d\d-\d\dT[^\]]*\] "')
 
 
 def data_dir(given: Path | None) -> Path:
@@ -72,7 +71,7 @@ def pod_of(process: str) -> tuple[str, str]:
 
 def is_trouble(line: str) -> bool:
     """A line worth a newcomer's attention: a warning or an error, never an access log line."""
-    return not _ACCESS_LOG.match(line) and _TROUBLE.search(line) is not None
+    return not is_access_log_line(line) and _TROUBLE.search(line) is not None
 
 
 class PodLogs:

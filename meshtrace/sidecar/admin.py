@@ -8,12 +8,12 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from meshtrace.prometheus import CONTENT_TYPE, exposition, family_header, label_set, sample
 from meshtrace.sidecar.conn import Downstream, Timeouts, Wire
 from meshtrace.sidecar.http1 import HttpError, RequestHead, simple_response
 from meshtrace.sidecar.proxy import Proxy
 
 Page = tuple[int, bytes, str]
-PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def prometheus(proxy: Proxy) -> bytes:
@@ -34,11 +34,11 @@ def prometheus(proxy: Proxy) -> bytes:
         "envoy_server_total_connections": ("gauge", proxy.connections),
     }
     for name, (kind, value) in own.items():
-        lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+        lines += [*family_header(name, kind), sample(name, "", str(value))]
     dropped = "meshtrace_sidecar_spans_dropped_total"
-    lines.append(f"# TYPE {dropped} counter")
-    lines += [f'{dropped}{{reason="{reason}"}} {n}' for reason, n in ex.dropped.items()]
-    return ("\n".join(lines) + "\n").encode()
+    lines += family_header(dropped, "counter")
+    lines += [sample(dropped, label_set([("reason", reason)]), str(n)) for reason, n in ex.dropped.items()]
+    return exposition(lines)
 
 
 def envoy_stats(proxy: Proxy) -> bytes:
@@ -86,7 +86,7 @@ def admin_page(proxy: Proxy, head: RequestHead) -> Page:
         body = json.dumps({"version": proxy.cfg.version, "config": proxy.cfg.document}, indent=2).encode()
         return 200, body, "application/json"
     if path == "/stats/prometheus":
-        return 200, prometheus(proxy), PROM_TYPE
+        return 200, prometheus(proxy), CONTENT_TYPE
     if path == "/stats":
         return 200, envoy_stats(proxy), "text/plain"
     if path == "/clusters":
@@ -113,7 +113,7 @@ def admin_page(proxy: Proxy, head: RequestHead) -> Page:
 
 def stats_page(proxy: Proxy, head: RequestHead) -> Page:
     if head.target.split("?", 1)[0] == "/stats/prometheus":
-        return 200, prometheus(proxy), PROM_TYPE
+        return 200, prometheus(proxy), CONTENT_TYPE
     return 404, b"try /stats/prometheus\n", "text/plain"
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from meshtrace.prometheus import envoy_value, family_header, label_set, sample
 from meshtrace.sidecar.config import MetricOverride, SidecarConfig
 
 BUCKETS: Final = (
@@ -143,22 +144,14 @@ class _Counter:
 _Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None, bool]
 
 
-def _escape(v: str) -> str:
-    v = v[:MAX_LABEL_VALUE]
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
 def _overflow_labels(outbound: bool) -> str:
     labels = {k: OVERFLOW for k in LABELS}
     labels["reporter"] = "source" if outbound else "destination"
-    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    return label_set(labels.items())
 
 
 _OVERFLOW_LABELS: Final = {True: _overflow_labels(True), False: _overflow_labels(False)}
+_LE: Final = (*map(envoy_value, BUCKETS), "+Inf")  # the buckets' `le` labels, spelled once
 
 
 class IstioMetrics:
@@ -287,7 +280,7 @@ class IstioMetrics:
                 if ov.disabled:
                     continue
                 labels = _apply(base, ov, attrs)
-            series.append((metric, "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"))
+            series.append((metric, label_set((k, v[:MAX_LABEL_VALUE]) for k, v in labels.items())))
         return series
 
     def _admit(self, table: Mapping[str, object], labels: str, outbound: bool) -> tuple[str, bool]:
@@ -351,21 +344,19 @@ class IstioMetrics:
         for metric, (name, kind, help_text) in METRICS.items():
             if not (self.counters.get(metric) or self.histograms.get(metric)):
                 continue
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
+            lines += family_header(name, kind, help_text)
             if kind == "counter":
                 for labels, c in self.counters.get(metric, {}).items():
-                    lines.append(f"{name}{labels} {c.value}")
+                    lines.append(sample(name, labels, str(c.value)))
                 continue
             for labels, h in self.histograms.get(metric, {}).items():
                 cum = 0
                 inner = labels[1:-1]
-                les = [*map(_fmt, BUCKETS), "+Inf"]
-                for le, n in zip(les, h.buckets, strict=True):
+                for le, n in zip(_LE, h.buckets, strict=True):
                     cum += n
-                    lines.append(f'{name}_bucket{{{inner},le="{le}"}} {cum}')
-                lines.append(f"{name}_sum{labels} {_fmt(h.sum)}")
-                lines.append(f"{name}_count{labels} {h.count}")
+                    lines.append(sample(f"{name}_bucket", f'{{{inner},le="{le}"}}', str(cum)))
+                lines.append(sample(f"{name}_sum", labels, envoy_value(h.sum)))
+                lines.append(sample(f"{name}_count", labels, str(h.count)))
         return lines
 
 

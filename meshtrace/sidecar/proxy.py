@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from meshtrace import accesslog
 from meshtrace.propagation.context import decide, inject
 from meshtrace.sidecar.certs import PeerRejected, WorkloadCerts, peer_principal
 from meshtrace.sidecar.config import Endpoint, Service, SidecarConfig, Tracing
@@ -392,11 +393,10 @@ class Proxy:
 
     def _log_bad_request(self, err: HttpError, ds: Downstream) -> None:
         if self.access_log:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            sys.stdout.write(
-                f'[{stamp}.000Z] "- - HTTP/1.1" {err.status} - {err.detail.replace(" ", "_")} - "-" 0 0 0 - '
-                f'"-" "-" "-" "-" "-" - - {ds.local[0]}:{ds.local[1]} {ds.peer[0]}:{ds.peer[1]} - -\n'
-            )
+            details = err.detail.replace(" ", "_")
+            entry = accesslog.Entry(time.time_ns(), None, None, "HTTP/1.1", err.status, "-", details, 0, 0, 0)
+            entry.downstream_local, entry.downstream_remote = ds.local, ds.peer
+            sys.stdout.write(accesslog.istio_line(entry))
 
     # -- routing
 
@@ -862,17 +862,28 @@ class Proxy:
             self.exporter.submit(t.provider, build_span(rec, t, cfg, node))
 
     def _access_log(self, ex: Exchange, flags: str, duration_ms: float) -> None:
-        head = ex.head
-        idx = head.index
+        idx = ex.head.index
         route = ex.route
-        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ex.start_ns / 1e9))
-        ms = (ex.start_ns // 1_000_000) % 1000
-        path = route.path if route else head.target
-        sys.stdout.write(
-            f'[{start}.{ms:03d}Z] "{head.method} {path} HTTP/{head.version}" '
-            f"{ex.status} {flags} {ex.details} - "
-            f'"-" {ex.request_body} {ex.response_body} {int(duration_ms)} {ex.upstream_ms} '
-            f'"{idx.get("x-forwarded-for", "-")}" "{idx.get("user-agent", "-")}" "{ex.request_id}" '
-            f'"{idx.get("host", "-")}" "{ex.upstream_host}" {route.cluster if route else "-"} - '
-            f"{ex.local[0]}:{ex.local[1]} {ex.peer[0]}:{ex.peer[1]} - {route.route_name if route else '-'}\n"
+        entry = accesslog.Entry(
+            start_ns=ex.start_ns,
+            method=ex.head.method,
+            path=route.path if route else ex.head.target,
+            protocol=f"HTTP/{ex.head.version}",
+            status=ex.status,
+            flags=flags,
+            details=ex.details,
+            bytes_received=ex.request_body,
+            bytes_sent=ex.response_body,
+            duration_ms=int(duration_ms),
+            upstream_service_time=ex.upstream_ms,
+            x_forwarded_for=idx.get("x-forwarded-for"),
+            user_agent=idx.get("user-agent"),
+            request_id=ex.request_id,
+            authority=idx.get("host"),
+            upstream_host=ex.upstream_host,
+            upstream_cluster=route.cluster if route else None,
+            downstream_local=ex.local,
+            downstream_remote=ex.peer,
+            route_name=route.route_name if route else None,
         )
+        sys.stdout.write(accesslog.istio_line(entry))

@@ -10,14 +10,14 @@ distinct traces.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import zlib
 from contextlib import closing
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from meshtrace.model.attributes import search_values
 from meshtrace.model.jaeger import SPAN_KIND_BY_NAME, STATUS_BY_NAME
 from meshtrace.store.protocol import MAX_SEARCH_LIMIT, TraceQuery
 from meshtrace.store.schema import TAG_BUCKET_NS, bloom_bits
@@ -66,21 +66,8 @@ def find_trace_ids(conn: sqlite3.Connection, query: TraceQuery) -> list[bytes]:
 
 
 def attribute_patterns(key: str, value: str) -> list[bytes]:
-    """Every encoded `KeyValue` that a search tag `key=value` can mean (the value typed as a
-    string, and as an int, double or bool when it reads as one)."""
-    values = [AnyValue(string_value=value)]
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        values.append(AnyValue(bool_value=lowered == "true"))
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None and math.isfinite(number):
-        values.append(AnyValue(double_value=number))
-        if number.is_integer() and -(2**63) <= number < 2**63:
-            values.append(AnyValue(int_value=int(number)))
-    return [KeyValue(key=key, value=v).SerializeToString() for v in values]
+    """Every encoded `KeyValue` that a search tag `key=value` can mean."""
+    return [KeyValue(key=key, value=v).SerializeToString() for v in search_values(value)]
 
 
 def _candidate_windows(

@@ -13,7 +13,8 @@ import yaml
 from meshtrace.collector import registry
 from meshtrace.collector.component import ComponentID, Kind
 from meshtrace.collector.config import ConfigError, apply_set, check, expand_env, load, load_text, resolve
-from meshtrace.collector.schema import ERROR, WARNING, Problem, parse_duration
+from meshtrace.collector.schema import ERROR, WARNING, Problem
+from meshtrace.durations import collector_seconds as parse_duration
 
 
 def minimal(**exporters: Any) -> dict[str, Any]:
@@ -405,3 +406,26 @@ def test_validate_local_and_upstream(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert "extensions.memory_ballast" in result.stdout and "GOMEMLIMIT" in result.stdout
         assert "[COL002]" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("grpc", "http", "address", "path"),
+    [
+        ("0.0.0.0:4317", "127.0.0.1:4318", "127.0.0.1:8888", "receivers.otlp.protocols.grpc.endpoint"),
+        ("127.0.0.1:4317", ":4318", "127.0.0.1:8888", "receivers.otlp.protocols.http.endpoint"),
+        ("127.0.0.1:4317", "127.0.0.1:4318", "0.0.0.0:8888", "service.telemetry.metrics.address"),
+    ],
+)
+def test_all_interfaces_has_its_code(grpc: str, http: str, address: str, path: str) -> None:
+    """Tools recognise this warning by its code (COL013), never by its text."""
+    protocols = {"grpc": {"endpoint": grpc}, "http": {"endpoint": http}}
+    raw: dict[str, Any] = {
+        "receivers": {"otlp": {"protocols": protocols}},
+        "exporters": {"debug": {}},
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}},
+            "telemetry": {"metrics": {"address": address}},
+        },
+    }
+    _, problems = resolve(raw)
+    assert [(p.path, p.code) for p in problems if p.code == "COL013"] == [(path, "COL013")], problems

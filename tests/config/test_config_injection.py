@@ -77,3 +77,24 @@ def test_lint_explains_an_annotation_that_injects_nothing(tmp_path: Path) -> Non
     assert finding.severity == "warning"
     assert "neither istio-injection=enabled nor istio.io/rev" in finding.message
     assert "the annotation alone injects nothing here" in finding.fix
+
+
+@pytest.mark.parametrize(
+    ("namespace_labels", "pod_labels", "pod_annotations", "code"),
+    [
+        ("{istio-injection: enabled}", "", "", "namespace-labelled"),
+        ("{istio-injection: enabled}", "", "sidecar.istio.io/inject: 'false'", "pod-opt-out"),
+        ("{istio-injection: off}", ", sidecar.istio.io/inject: 'true'", "", "namespace-injection-disabled"),
+        ("{}", "", "", "namespace-unlabelled"),
+        ("{}", ", istio.io/rev: stable", "", "pod-opt-in"),
+    ],
+)
+def test_each_reason_has_a_stable_code(
+    tmp_path: Path, namespace_labels: str, pod_labels: str, pod_annotations: str, code: str
+) -> None:
+    """Lint acts on the reason's code (docs/lint.md, "Injection reasons"), never on its text."""
+    namespace = f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {namespace_labels}}}\n"
+    (tmp_path / "m.yaml").write_text(namespace + "---\n" + DEPLOYMENT % (pod_labels, pod_annotations))
+    dep = (bundle := load([tmp_path])).deployments[0]
+    _, why = bundle.sidecar_injected(dep.namespace, dep.pod_labels, dep.annotations)
+    assert why.code == code and str(why) == why.text and why.text in f"({why})"

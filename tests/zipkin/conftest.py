@@ -15,11 +15,11 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from meshtrace.model import otlp_json
-from meshtrace.model.zipkin import any_value_to_python
+from meshtrace.model.attributes import as_python
 
 
 def attrs(attributes: list[KeyValue]) -> dict[str, Any]:
-    return {kv.key: any_value_to_python(kv.value) for kv in attributes}
+    return {kv.key: as_python(kv.value) for kv in attributes}
 
 
 @dataclass

@@ -25,6 +25,7 @@ from py_zipkin.transport import SimpleHTTPTransport
 from py_zipkin.zipkin import Kind, zipkin_span
 
 from meshtrace.model import zipkin as model
+from meshtrace.model.attributes import as_python
 
 _KIND = {SpanKind.SERVER: Span.SPAN_KIND_SERVER, SpanKind.CLIENT: Span.SPAN_KIND_CLIENT}
 
@@ -77,7 +78,7 @@ def test_official_zipkin_json_exporter(zipkin_collector: Callable[..., Any]) -> 
     copied |= {"telemetry.sdk.version"}
 
     def own(span: Span) -> dict[str, Any]:
-        return {kv.key: model.any_value_to_python(kv.value) for kv in span.attributes if kv.key not in copied}
+        return {kv.key: as_python(kv.value) for kv in span.attributes if kv.key not in copied}
 
     assert own(parent) == {"http.request.method": "GET"}
     # Zipkin tags are strings. The exporter writes the status as `otel.status_code: ERROR` (a
@@ -86,7 +87,7 @@ def test_official_zipkin_json_exporter(zipkin_collector: Callable[..., Any]) -> 
     assert own(child) == {"peer.service": "payments", "retries": "3", "error": "card declined"}
     assert child.status.code == OtlpStatus.STATUS_CODE_ERROR and child.status.message == ""
     (event,) = child.events
-    assert event.name == "retry" and model.any_value_to_python(event.attributes[0].value) == 2
+    assert event.name == "retry" and as_python(event.attributes[0].value) == 2
     assert parent.status.code == OtlpStatus.STATUS_CODE_UNSET
 
 
@@ -98,7 +99,7 @@ def test_official_zipkin_json_exporter(zipkin_collector: Callable[..., Any]) -> 
 def own_attributes(span: Span) -> dict[str, Any]:
     """The span's attributes but the local endpoint's address (py_zipkin sends this host's IP,
     which the receiver maps to `net.host.ip` as the Collector does)."""
-    attrs = {kv.key: model.any_value_to_python(kv.value) for kv in span.attributes}
+    attrs = {kv.key: as_python(kv.value) for kv in span.attributes}
     ipaddress.ip_address(attrs.pop("net.host.ip", "127.0.0.1"))
     return attrs
 

@@ -10,12 +10,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from meshtrace.collector.component import ComponentID, Host, Kind
 from meshtrace.collector.factory import ComponentFactory
 from meshtrace.collector.telemetry import TELEMETRY
 from meshtrace.model import Traces
+from meshtrace.model.attributes import as_string
 
 log = logging.getLogger("meshtrace.collector.debug")
 
@@ -47,21 +46,8 @@ class DebugConfig:
             self.verbosity = verbosity
 
 
-def _value(v: AnyValue) -> str:
-    which = v.WhichOneof("value")
-    if which is None:
-        return ""
-    if which == "array_value":
-        return "[" + ", ".join(_value(x) for x in v.array_value.values) + "]"
-    if which == "kvlist_value":
-        return "{" + ", ".join(f"{kv.key}: {_value(kv.value)}" for kv in v.kvlist_value.values) + "}"
-    if which == "bytes_value":
-        return v.bytes_value.hex()
-    return str(getattr(v, which))
-
-
 def _attrs(attributes: Any) -> str:
-    return ", ".join(f"{kv.key}={_value(kv.value)}" for kv in attributes)
+    return ", ".join(f"{kv.key}={as_string(kv.value)}" for kv in attributes)
 
 
 def render(traces: Traces, verbosity: str) -> list[str]:
@@ -102,7 +88,7 @@ def _detailed(i: int, span: Any) -> list[str]:
     ]
     if span.attributes:
         lines.append("Attributes:")
-        lines.extend(f"     -> {kv.key}: {_value(kv.value)}" for kv in span.attributes)
+        lines.extend(f"     -> {kv.key}: {as_string(kv.value)}" for kv in span.attributes)
     for e, event in enumerate(span.events):
         lines.append(f"SpanEvent #{e}: {event.name} {event.time_unix_nano} {_attrs(event.attributes)}")
     for n, link in enumerate(span.links):

@@ -21,6 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from meshtrace.collector.schema import decode
+from meshtrace.model.attributes import as_python
 
 Clock = Callable[[], float]
 
@@ -113,9 +114,9 @@ def _values(attributes: Any, key: str) -> Iterator[Any]:
     kv: KeyValue
     for kv in attributes:
         if kv.key == key:
-            which = kv.value.WhichOneof("value")
-            if which is not None:
-                yield getattr(kv.value, which)
+            value = as_python(kv.value)
+            if value is not None:
+                yield value
 
 
 # --- the policies and their configs ---

@@ -13,13 +13,14 @@ import yaml
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from meshtrace.model import zipkin
+from meshtrace.model.attributes import as_python
 
 HERE = Path(__file__).parent
 DATA = yaml.safe_load((HERE / "v2_to_otlp.yaml").read_text())
 
 
 def attributes(span: Span) -> dict[str, Any]:
-    return {kv.key: zipkin.any_value_to_python(kv.value) for kv in span.attributes}
+    return {kv.key: as_python(kv.value) for kv in span.attributes}
 
 
 def cases() -> list[Any]:
@@ -76,7 +77,7 @@ def test_parse_string_tags_patterns(case: dict[str, Any]) -> None:
     (otlp,) = zipkin.zipkin_v2_to_otlp([span], parse_string_tags=True).resource_spans[0].scope_spans[0].spans
     (kv,) = [kv for kv in otlp.attributes if kv.key == "t"]
     assert kv.value.WhichOneof("value") == TYPES[case["type"]]
-    assert zipkin.any_value_to_python(kv.value) == case.get("python", case["value"])
+    assert as_python(kv.value) == case.get("python", case["value"])
 
 
 V1_STATUS = yaml.safe_load((HERE / "v1_status.yaml").read_text())

@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from meshtrace.model import zipkin
+from meshtrace.model.attributes import as_python
 
 TRACE = "5af7183fb1d4cf5f5af7183fb1d4cf5f"
 SPAN = "352bff9a74ca9ad2"
@@ -42,7 +43,7 @@ def v2_span(**over: object) -> dict[str, object]:
 
 
 def attrs(span: Span) -> dict[str, object]:
-    return {kv.key: zipkin.any_value_to_python(kv.value) for kv in span.attributes}
+    return {kv.key: as_python(kv.value) for kv in span.attributes}
 
 
 def test_v2_to_otlp_maps_every_field() -> None:
@@ -130,7 +131,7 @@ def test_event_attributes_round_trip_through_the_exporter_encoding() -> None:
     span = v2_span(annotations=[{"timestamp": 5, "value": value}])
     (event,) = zipkin.zipkin_v2_to_otlp([span]).resource_spans[0].scope_spans[0].spans[0].events
     assert event.name == "exception"
-    assert {kv.key: zipkin.any_value_to_python(kv.value) for kv in event.attributes} == {
+    assert {kv.key: as_python(kv.value) for kv in event.attributes} == {
         "exception.type": "ValueError",
         "attempt": 2,
     }

@@ -202,6 +202,62 @@ def _service_hosts(service: Service) -> set[str]:
     return {short, ns, f"{ns}.svc", f"{ns}.svc.cluster.local"}
 
 
+def _pods(
+    bundle: Bundle,
+    collectors: list[Deployment],
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    host: str,
+    otlp_target: str,
+    collector_hosts: set[str],
+    defined: set[str],
+    plan: Plan,
+) -> list[PodPlan]:
+    """One pod per replica of every Deployment that can run here (the collector runs apart), each
+    on its own address of `network`; what cannot run is said in `plan.reports`."""
+    pods: list[PodPlan] = []
+    addresses = (str(a) for a in network.hosts())
+    for dep in bundle.deployments:
+        if dep in collectors:
+            continue
+        argv = _app_command(dep)
+        if argv is None:
+            images = ", ".join(c.image for c in dep.containers) or "no image"
+            plan.reports.append(
+                f"Deployment {dep.namespace}/{dep.name} ({images}) cannot run locally: "
+                f"give its command in the annotation {COMMAND_ANNOTATION}"
+            )
+            continue
+        container = dep.containers[0]
+        app_port = container.ports[0].container_port if container.ports else 8080
+        sidecar = _injection(bundle, dep, plan.reports)
+        for i in range(dep.replicas):
+            try:
+                ip = next(addresses)
+            except StopIteration:
+                raise ValueError(f"--network {network} has too few addresses for every replica") from None
+            pod = PodIdentity(f"{dep.name}-{i}", dep.namespace, ip)
+            env = _app_env(
+                container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
+            )
+            if not sidecar:
+                _without_sidecar(bundle, dep, ip, app_port, env, plan.static_endpoints)
+            pods.append(
+                PodPlan(
+                    name=pod.name,
+                    deployment=dep.name,
+                    namespace=dep.namespace,
+                    ip=ip,
+                    labels=dict(dep.pod_labels),
+                    app_port=app_port,
+                    app_argv=argv,
+                    app_env=env,
+                    sidecar=sidecar,
+                    service_account=dep.service_account,
+                )
+            )
+    return pods
+
+
 def make_plan(
     paths: list[Path],
     host: str,
@@ -248,46 +304,7 @@ def make_plan(
             target = port.target_port if isinstance(port.target_port, int) else port.port
             plan.static_endpoints.append(f"{collector_service.host}={host}:{target}")
 
-    addresses = (str(a) for a in network.hosts())
-    for dep in bundle.deployments:
-        if dep in collectors:
-            continue
-        argv = _app_command(dep)
-        if argv is None:
-            images = ", ".join(c.image for c in dep.containers) or "no image"
-            plan.reports.append(
-                f"Deployment {dep.namespace}/{dep.name} ({images}) cannot run locally: "
-                f"give its command in the annotation {COMMAND_ANNOTATION}"
-            )
-            continue
-        container = dep.containers[0]
-        app_port = container.ports[0].container_port if container.ports else 8080
-        sidecar = _injection(bundle, dep, plan.reports)
-        for i in range(dep.replicas):
-            try:
-                ip = next(addresses)
-            except StopIteration:
-                raise ValueError(f"--network {network} has too few addresses for every replica") from None
-            pod = PodIdentity(f"{dep.name}-{i}", dep.namespace, ip)
-            env = _app_env(
-                container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
-            )
-            if not sidecar:
-                _without_sidecar(bundle, dep, ip, app_port, env, plan.static_endpoints)
-            plan.pods.append(
-                PodPlan(
-                    name=pod.name,
-                    deployment=dep.name,
-                    namespace=dep.namespace,
-                    ip=ip,
-                    labels=dict(dep.pod_labels),
-                    app_port=app_port,
-                    app_argv=argv,
-                    app_env=env,
-                    sidecar=sidecar,
-                    service_account=dep.service_account,
-                )
-            )
+    plan.pods = _pods(bundle, collectors, network, host, otlp_target, collector_hosts, defined, plan)
     # The gateway sends requests whose Host names no Service to the first Service (in manifest
     # order) that selects a running Deployment: the seed's and the demo's frontend.
     served = [d for d in bundle.deployments if any(p.deployment == d.name for p in plan.pods)]

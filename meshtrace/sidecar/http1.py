@@ -360,11 +360,12 @@ def _split_absolute(target: str) -> tuple[str, int | None, str]:
         raise HttpError(400, f"unsupported scheme in request target {target[:80]!r}")
     if url.port is not None and not 0 < url.port < 65536:
         raise HttpError(400, f"invalid port in request target {target[:80]!r}")
-    path = (url.path or b"/").decode("latin-1")
-    if url.query is not None:
-        path += "?" + url.query.decode("latin-1")
-    if url.fragment is not None:
-        path += "#" + url.fragment.decode("latin-1")  # forwarded as received, as before
+    # the path, query and fragment go on as received (not re-serialised from the parts)
+    rest = target[target.index("://") + 3 :]
+    cut = min(i for i in (rest.find("/"), rest.find("?"), rest.find("#"), len(rest)) if i >= 0)
+    path = rest[cut:]
+    if not path.startswith("/"):
+        path = "/" + path
     return (url.host or b"").decode("latin-1").lower(), url.port, path
 
 

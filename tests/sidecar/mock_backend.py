@@ -190,6 +190,7 @@ class MockBackend:
         local_addr: tuple[str, int] | None = None,
     ) -> MemoryStream:
         self.connects.append(Connect(host, port, tls is not None, local_addr))
+        await asyncio.sleep(0)  # a connect always yields to the loop, even a refused one
         plans = self.plans.get((host, port))
         if not plans:
             self.unscripted.append((host, port))

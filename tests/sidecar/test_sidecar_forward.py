@@ -158,6 +158,27 @@ def test_retried_request_carries_the_same_body() -> None:
     assert [r.body for r in backend.requests_to(A, PORT) + backend.requests_to(B, PORT)] == [b"payload"] * 2
 
 
+def test_retries_skip_endpoints_this_request_tried() -> None:
+    """Three requests at once, each refused by its first endpoint: the round-robin would send
+    each retry back to an endpoint that request already tried; the retry goes to the next one."""
+
+    async def main() -> MockBackend:
+        backend = MockBackend()
+        for ip in (A, B, C):
+            backend.script(ip, PORT, Refuse(), Serve((response(),)))
+        proxy = proxy_for(backend, (A, B, C), Timeouts(idle=0, headers=0))
+        requests = [GET.replace(b"/x", f"/{i}".encode()) for i in (1, 2, 3)]
+        got = await asyncio.gather(*(exchange(lambda s: proxy.serve(s, OUTBOUND), r) for r in requests))
+        assert [a.head.status for (a,) in got] == [200, 200, 200]
+        return backend
+
+    backend = asyncio.run(main())
+    # first attempts: /1 -> A, /2 -> B, /3 -> C, all refused; the round-robin's next picks
+    # would be A, B, C again
+    received = {ip: [r.head.target for r in backend.requests_to(ip, PORT)] for ip in (A, B, C)}
+    assert received == {A: ["/3"], B: ["/1"], C: ["/2"]}
+
+
 def test_passthrough_is_not_retried() -> None:
     case = Case({"10.9.9.9": [Refuse(), Serve((response(),))]}, request=GET.replace(b"backend", b"10.9.9.9"))
     (answer,), backend, proxy = asyncio.run(_run(case))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 from collections import deque
@@ -71,19 +72,24 @@ class Timeouts:
 Handler = Callable[[Wire], Coroutine[Any, Any, None]]
 
 
-def _accepted(handler: Handler) -> type[Wire]:
-    """A Wire class that runs `handler` as one task per accepted connection."""
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
+class _Accepted(Wire):
+    """A Wire that runs `handler` as one task per accepted connection."""
 
-    class _Accepted(Wire):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            task = loop.create_task(handler(self))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+    def __init__(self, handler: Handler, tasks: set[asyncio.Task[None]]) -> None:
+        super().__init__()
+        self._handler = handler
+        self._tasks = tasks  # the listener's, so running handlers are not garbage-collected
 
-    return _Accepted
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        task = self.loop.create_task(self._handler(self))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _accepted(handler: Handler) -> Callable[[], Wire]:
+    """The protocol factory of a listener running `handler` per connection."""
+    return functools.partial(_Accepted, handler, set())
 
 
 async def serve(handler: Handler, host: str, port: int) -> asyncio.Server:
@@ -110,7 +116,7 @@ class SniffingServer:
     PERMISSIVE mode). The peeked byte stays in the socket for the TLS or HTTP layer."""
 
     def __init__(
-        self, sock: socket.socket, factory: type[Wire], choose: TlsChoice, timeouts: Timeouts
+        self, sock: socket.socket, factory: Callable[[], Wire], choose: TlsChoice, timeouts: Timeouts
     ) -> None:
         self.sockets = [sock]
         self._factory = factory

@@ -3,6 +3,12 @@ reporter=source) and gateway (both spans) listeners. Per request: route, samplin
 (meshtrace.propagation), forward with Istio's default retries, stream the answer back, then
 record the access log line, the Istio metrics and the span(s) (queued, exported elsewhere).
 
+The per-request steps other protocols (HTTP/2, gRPC) reuse take protocol-neutral inputs:
+`_route(kind, target, host, cfg)` (target = the path, host = the authority; `routing.resolve`
+cached per config), `_authorize(principal, method, route, cfg)`, `_decide(ex, tracing)` and
+`_record(ex, cfg)`, which read the method, target and headers from the `Exchange`'s
+`RequestHead` (whatever protocol filled it).
+
 Loops: passthrough to one of the sidecar's own listeners goes to BlackHoleCluster (as Istio's
 blackhole filter chains for its capture ports), and every forwarded request carries a `Via`
 entry naming the listener that received it; a request whose Via already names the receiving

@@ -117,6 +117,9 @@ CASES = {
     "one endpoint refusing: retries go back to it": Case(
         {A: [Refuse(), Refuse(), Serve((response(),))]}, endpoints=(A,), tried=(A, A, A)
     ),
+    "a Service without endpoints: UH": Case(
+        {}, endpoints=(), status=503, flags="UH", tried=(), body=b"no healthy upstream"
+    ),
     "body over the replay limit: a 503 is not retried": Case(
         {A: [Serve((response(503),))], B: [Serve((response(),))]},
         request=post(b"x" * (REPLAY_LIMIT + 1)),

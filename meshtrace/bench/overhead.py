@@ -163,7 +163,8 @@ def run_load(spec_json: str) -> None:
     """Fixed-rate open-loop load (latency counts from when a request was due, so a stalled proxy
     cannot hide queueing); prints one JSON line with the latencies (ms) and errors."""
     from meshtrace import aio
-    from meshtrace.sidecar.conn import Upstream, connect
+    from meshtrace.sidecar.backend import AsyncioBackend
+    from meshtrace.sidecar.conn import Upstream
 
     spec = json.loads(spec_json)
     host, port, target, authority = spec["host"], spec["port"], spec["target"], spec["authority"]
@@ -171,9 +172,10 @@ def run_load(spec_json: str) -> None:
     request = f"GET {target} HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode()
     latencies: list[float] = []
     errors = [0]
+    backend = AsyncioBackend()
 
     async def connection(i: int, start: float) -> None:
-        up = Upstream(await connect(host, port), (host, port, False))
+        up = Upstream(await backend.connect(host, port), (host, port, False))
         interval = CONNECTIONS / rate
         k = 0
         # perf_counter, not loop.time(): uvloop's clock has millisecond resolution
@@ -194,7 +196,7 @@ def run_load(spec_json: str) -> None:
             except Exception:
                 ok = False
                 up.writer.close()
-                up = Upstream(await connect(host, port), (host, port, False))
+                up = Upstream(await backend.connect(host, port), (host, port, False))
             if due >= start + warmup:
                 if ok:
                     latencies.append(round((time.perf_counter() - due) * 1000.0, 4))

@@ -9,7 +9,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from meshtrace.prometheus import CONTENT_TYPE, exposition, family_header, label_set, sample
-from meshtrace.sidecar.conn import Downstream, Timeouts, Wire
+from meshtrace.sidecar.backend import Stream
+from meshtrace.sidecar.conn import Downstream, Timeouts
 from meshtrace.sidecar.http1 import HttpError, RequestHead, simple_response
 from meshtrace.sidecar.proxy import Proxy
 
@@ -125,8 +126,8 @@ def health_page(proxy: Proxy, head: RequestHead) -> Page:
 
 def local_server(
     proxy: Proxy, page: Callable[[Proxy, RequestHead], Page], timeouts: Timeouts
-) -> Callable[[Wire], Coroutine[Any, Any, None]]:
-    async def serve(writer: Wire) -> None:
+) -> Callable[[Stream], Coroutine[Any, Any, None]]:
+    async def serve(writer: Stream) -> None:
         ds = Downstream(writer, timeouts)
         try:
             while (head := await ds.next_head()) is not None:

@@ -137,7 +137,7 @@ def control_plane_tls(ca_root: str) -> tuple[ssl.SSLContext, Callable[[Any], Non
     ctx.load_verify_locations(cafile=ca_root)
 
     def check(wire: Any) -> None:
-        from meshtrace.sidecar.conn import ConnectFailure
+        from meshtrace.sidecar.backend import ConnectFailure
 
         sans = uri_sans(wire.get_extra_info("peercert"))
         if not any(s.startswith("spiffe://") and s.endswith(CONTROL_IDENTITY_SUFFIX) for s in sans):

@@ -19,7 +19,8 @@ from meshtrace.sidecar.config import ConfigError, parse
 from meshtrace.sidecar.conn import SniffingServer, Timeouts, serve, serve_sniffing
 from meshtrace.sidecar.control import ControlSource, FileSource
 from meshtrace.sidecar.metrics import EVICTION_INTERVAL_S, SERIES_LIMIT, IstioMetrics
-from meshtrace.sidecar.proxy import GATEWAY, INBOUND, OUTBOUND, Identity, Proxy
+from meshtrace.sidecar.proxy import Identity, Proxy
+from meshtrace.sidecar.routing import GATEWAY, INBOUND, OUTBOUND
 from meshtrace.sidecar.tracing import SPAN_BUFFER_BYTES
 
 log = logging.getLogger("meshtrace.sidecar")

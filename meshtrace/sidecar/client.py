@@ -9,7 +9,8 @@ import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from meshtrace.sidecar.conn import Pool, Wire
+from meshtrace.sidecar.backend import Stream
+from meshtrace.sidecar.conn import Pool
 from meshtrace.sidecar.http1 import ResponseHead, encode_head
 
 
@@ -34,7 +35,7 @@ async def request(
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
     tls: ssl.SSLContext | None = None,
-    check: Callable[[Wire], None] | None = None,
+    check: Callable[[Stream], None] | None = None,
 ) -> tuple[ResponseHead, bytes]:
     """(response head, body), over TLS with `tls` (`check` vets the server).
     Raises ConnectFailure, PeerClosed, HttpError or TimeoutError."""

@@ -1,49 +1,59 @@
-"""Connections: the thin socket shell around `http1` parsers. A downstream connection hands out
+"""Connections: `http1` parsers over a `backend.Stream`. A downstream connection hands out
 requests and their body chunks as they arrive (pull-based: no task per connection beyond the
-server's own, no body buffering); upstream connections live in a keep-alive pool per address."""
+server's own, no body buffering); upstream connections live in a keep-alive pool per address,
+opened through a `backend.NetworkBackend`. The listeners (`serve`, `SniffingServer`) accept on
+asyncio sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from meshtrace.sidecar.http1 import END, HttpError, RequestHead, RequestParser, ResponseHead, ResponseParser
+from meshtrace.sidecar.backend import AsyncioBackend, ConnectFailure, NetworkBackend, Stream, Wire
+from meshtrace.sidecar.http1 import (
+    END_OF_MESSAGE,
+    Data,
+    EndOfMessage,
+    Event,
+    HttpError,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    ResponseParser,
+)
 
 MAX_IDLE_PER_ADDRESS: Final = 64
-READ_BACKLOG: Final = 256 * 1024
 
 
 class PeerClosed(Exception):
     """The other side closed or reset the connection before the message was complete."""
 
 
-def _take_ready(events: deque[object]) -> tuple[list[bytes], bool]:
+def _take_ready(events: deque[Event]) -> tuple[list[bytes], bool]:
     """Body chunks already parsed (no waiting) and whether the body is complete: lets the proxy
     write a head and the body that came with it in one send."""
     chunks: list[bytes] = []
     while events:
         item = events[0]
-        if item is END:
+        if isinstance(item, Data):
+            chunks.append(item.data)
+        elif isinstance(item, EndOfMessage):
             events.popleft()
             return chunks, True
-        if not isinstance(item, bytes):
+        else:
             return chunks, False
-        chunks.append(item)
         events.popleft()
     return chunks, False
 
 
 class ClientGone(PeerClosed):
     """The downstream client closed or reset its connection."""
-
-
-class ConnectFailure(Exception):
-    """Connecting to the upstream failed (refused, unreachable, timeout)."""
 
 
 class Timeouts:
@@ -59,144 +69,27 @@ class Timeouts:
         self.upstream = upstream
 
 
-class Wire(asyncio.Protocol):
-    """The socket shell: received bytes go straight into the current parser (`feed`), no
-    StreamReader buffer in between; `wait()` parks the one reader until more arrives. Reading
-    pauses while the consumer has not caught up (backpressure), writing follows the transport's
-    flow control (`drain`). Its write/drain/close interface is StreamWriter's."""
-
-    def __init__(self) -> None:
-        self._pending: list[bytes] = []
-        self.feed: Callable[[bytes], None] = self._pending.append  # until a parser takes over
-        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
-        self.eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._paused_writing = False
-        self._paused_reading = False
-        self._unread = 0  # bytes fed while nobody waited
-        # kept, not looked up per wait: on Python 3.11 every asyncio.get_running_loop() is a
-        # getpid() syscall (the fork check), three per proxied request
-        self.loop = asyncio.get_running_loop()
-
-    # -- protocol callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.feed(data)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-            return
-        self._unread += len(data)
-        if self._unread > READ_BACKLOG and not self._paused_reading:
-            # the consumer is far behind (a body faster than its upstream): stop reading until
-            # it asks for more
-            self._paused_reading = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.wake_eof()
-        # half-close: the answer to what was sent can still be written; we close later. TLS has
-        # no half-close (the transport warns when asked for one).
-        return self.transport.get_extra_info("sslcontext") is None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.wake_eof()
-        self._wake_drain()
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        self._wake_drain()
-
-    # -- for the connection objects
-    def set_feed(self, feed: Callable[[bytes], None]) -> None:
-        """Hand received bytes to `feed` from now on, starting with any that came before."""
-        self.feed = feed
-        pending, self._pending = self._pending, []
-        for data in pending:
-            feed(data)
-
-    def wake_eof(self) -> None:
-        self.eof = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _wake_drain(self) -> None:
-        drain = self._drain
-        if drain is not None:
-            self._drain = None
-            if not drain.done():
-                drain.set_result(None)
-
-    async def wait(self) -> bool:
-        """Wait for more bytes (fed to the parser as they come); False once the stream has ended
-        (callers re-check their events after every wake-up)."""
-        if self.eof:
-            return False
-        self._unread = 0
-        if self._paused_reading:
-            self._paused_reading = False
-            self.transport.resume_reading()
-        self._waiter = waiter = self.loop.create_future()
-        await waiter
-        return True
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def buffered(self) -> int:
-        return self.transport.get_write_buffer_size()
-
-    async def drain(self) -> None:
-        if self.transport.is_closing():
-            raise ConnectionResetError("connection closed")
-        if self._paused_writing:
-            self._drain = self.loop.create_future()
-            await self._drain
-            if self.transport.is_closing():
-                raise ConnectionResetError("connection closed")
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.transport.close()
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.transport.abort()
-
-    def get_extra_info(self, name: str) -> Any:
-        return self.transport.get_extra_info(name)
-
-
 Handler = Callable[[Wire], Coroutine[Any, Any, None]]
 
 
-def _accepted(handler: Handler) -> type[Wire]:
-    """A Wire class that runs `handler` as one task per accepted connection."""
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
+class _Accepted(Wire):
+    """A Wire that runs `handler` as one task per accepted connection."""
 
-    class _Accepted(Wire):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            task = loop.create_task(handler(self))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+    def __init__(self, handler: Handler, tasks: set[asyncio.Task[None]]) -> None:
+        super().__init__()
+        self._handler = handler
+        self._tasks = tasks  # the listener's, so running handlers are not garbage-collected
 
-    return _Accepted
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        task = self.loop.create_task(self._handler(self))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _accepted(handler: Handler) -> Callable[[], Wire]:
+    """The protocol factory of a listener running `handler` per connection."""
+    return functools.partial(_Accepted, handler, set())
 
 
 async def serve(handler: Handler, host: str, port: int) -> asyncio.Server:
@@ -223,7 +116,7 @@ class SniffingServer:
     PERMISSIVE mode). The peeked byte stays in the socket for the TLS or HTTP layer."""
 
     def __init__(
-        self, sock: socket.socket, factory: type[Wire], choose: TlsChoice, timeouts: Timeouts
+        self, sock: socket.socket, factory: Callable[[], Wire], choose: TlsChoice, timeouts: Timeouts
     ) -> None:
         self.sockets = [sock]
         self._factory = factory
@@ -306,16 +199,6 @@ async def serve_sniffing(
     return SniffingServer(sock, _accepted(handler), choose, timeouts)
 
 
-async def connect(
-    host: str, port: int, local_addr: tuple[str, int] | None = None, tls: ssl.SSLContext | None = None
-) -> Wire:
-    # server_hostname "": no SNI and no host name check; the peer is checked by its SPIFFE id
-    _, wire = await asyncio.get_running_loop().create_connection(
-        Wire, host, port, local_addr=local_addr, ssl=tls, server_hostname="" if tls else None
-    )
-    return wire
-
-
 class Downstream:
     """One client connection. `next_head()` waits for a request head; `body_chunk()` returns
     the next de-chunked body piece, or None when the request body is complete."""
@@ -333,7 +216,7 @@ class Downstream:
         "writer",
     )
 
-    def __init__(self, wire: Wire, timeouts: Timeouts) -> None:
+    def __init__(self, wire: Stream, timeouts: Timeouts) -> None:
         self.writer = wire
         self.timeouts = timeouts
         self.parser = RequestParser()
@@ -399,7 +282,7 @@ class Downstream:
             item = events.popleft()
             if isinstance(item, RequestHead | HttpError):
                 return item
-            # END (or unread body) of the previous request
+            # the unread body (or its end) of the previous request
         return await self.next_head()
 
     async def body_chunk(self) -> bytes | None:
@@ -408,12 +291,12 @@ class Downstream:
             if not await self.writer.wait():
                 raise ClientGone("downstream closed during request body")
         item = events.popleft()
-        if item is END:
-            return None
+        if isinstance(item, Data):
+            return item.data
         if isinstance(item, HttpError):
             raise item
-        assert isinstance(item, bytes)
-        return item
+        assert isinstance(item, EndOfMessage)
+        return None
 
     def ready_body(self) -> tuple[list[bytes], bool]:
         return _take_ready(self.parser.events)
@@ -439,8 +322,7 @@ class Downstream:
         wire.set_feed(count)
         with contextlib.suppress(Exception):
             await wire.drain()
-            if wire.transport.can_write_eof():
-                wire.transport.write_eof()
+            wire.write_eof()
             async with asyncio.timeout(seconds):
                 while seen[0] < limit and await wire.wait():
                     pass
@@ -452,7 +334,7 @@ class Upstream:
 
     __slots__ = ("_fresh_parser", "_parser", "_until_close", "key", "reused", "writer")
 
-    def __init__(self, wire: Wire, key: tuple[str, int, bool]) -> None:
+    def __init__(self, wire: Stream, key: tuple[str, int, bool]) -> None:
         self.writer = wire
         self.key = key
         self.reused = False
@@ -485,27 +367,26 @@ class Upstream:
                 if head_request:
                     # a HEAD answer has no body whatever its Content-Length says
                     events.clear()
-                    events.append(END)
+                    events.append(END_OF_MESSAGE)
                 no_body = item.status in (204, 304)
                 self._until_close = not item.chunked and item.content_length is None and not no_body
                 return item
-            # END of an interim response: keep reading
+            # the end of an interim response: keep reading
 
     async def body_chunk(self) -> bytes | None:
         events = self._parser.events
         while not events:
             if not await self.writer.wait():
                 if self._until_close:
-                    events.append(END)
-                    break
+                    return None
                 raise PeerClosed("upstream closed during response body")
         item = events.popleft()
-        if item is END:
-            return None
+        if isinstance(item, Data):
+            return item.data
         if isinstance(item, HttpError):
             raise PeerClosed(item.detail)
-        assert isinstance(item, bytes)
-        return item
+        assert isinstance(item, EndOfMessage)
+        return None
 
     def ready_body(self) -> tuple[list[bytes], bool]:
         return _take_ready(self._parser.events)
@@ -516,12 +397,16 @@ class Upstream:
 
 
 class Pool:
-    """Keep-alive upstream connections by (host, port)."""
+    """Keep-alive upstream connections by (host, port, TLS), opened through `backend`; at most
+    MAX_IDLE_PER_ADDRESS idle ones kept per address (the rest are closed on release)."""
 
-    def __init__(self, connect_timeout: float, local_ip: str | None = None) -> None:
+    def __init__(
+        self, connect_timeout: float, local_ip: str | None = None, backend: NetworkBackend | None = None
+    ) -> None:
         self.connect_timeout = connect_timeout
         # connect from the pod address, as a pod's traffic does
         self.local_addr = (local_ip, 0) if local_ip else None
+        self.backend: NetworkBackend = backend or AsyncioBackend()
         self.idle: dict[tuple[str, int, bool], list[Upstream]] = {}
         self.opened = 0
 
@@ -530,10 +415,10 @@ class Pool:
         host: str,
         port: int,
         tls: ssl.SSLContext | None = None,
-        check: Callable[[Wire], None] | None = None,
+        check: Callable[[Stream], None] | None = None,
     ) -> Upstream:
         """A connection to host:port, over (m)TLS with `tls`; `check` vets a new TLS peer
-        (raising ConnectFailure refuses it)."""
+        (raising ConnectFailure refuses it). Raises ConnectFailure."""
         key = (host, port, tls is not None)
         idle = self.idle.get(key)
         while idle:
@@ -542,26 +427,19 @@ class Pool:
                 up.reused = True
                 return up
             up.writer.close()
-        try:
-            async with asyncio.timeout(self.connect_timeout or None):
-                local = self.local_addr if host.startswith("127.") else None
-                wire = await connect(host, port, local, tls)
-        except ssl.SSLError as exc:
-            raise ConnectFailure(f"{host}:{port}: TLS error: {exc.reason or exc}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise ConnectFailure(
-                f"{host}:{port}: {exc.strerror if isinstance(exc, OSError) else 'timeout'}"
-            ) from exc
+        local = self.local_addr if host.startswith("127.") else None
+        stream = await self.backend.connect(host, port, tls, self.connect_timeout or None, local)
         if check is not None:
             try:
-                check(wire)
+                check(stream)
             except ConnectFailure:
-                wire.abort()
+                stream.abort()
                 raise
         self.opened += 1
-        return Upstream(wire, key)
+        return Upstream(stream, key)
 
     def release(self, up: Upstream, reusable: bool) -> None:
+        """Back to the idle list when the exchange ended cleanly, else closed."""
         if reusable and up.usable():
             idle = self.idle.setdefault(up.key, [])
             if len(idle) < MAX_IDLE_PER_ADDRESS:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from meshtrace.sidecar.backend import ConnectFailure
 from meshtrace.sidecar.certs import WorkloadCerts, control_plane_tls
 from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import ConfigError, SidecarConfig, load_file, parse
-from meshtrace.sidecar.conn import ConnectFailure, PeerClosed, Pool
+from meshtrace.sidecar.conn import PeerClosed, Pool
 from meshtrace.sidecar.http1 import HttpError
 from meshtrace.sidecar.proxy import Identity
 

@@ -4,8 +4,9 @@ request smuggling (Content-Length with Transfer-Encoding) and a second Host -> 4
 transfer-coding other than chunked and protocol upgrades -> 501, headers over 60 KiB -> 431,
 hop-by-hop headers never forwarded.
 
-Events a parser yields, in order: a `RequestHead`/`ResponseHead`, `bytes` body chunks (already
-de-chunked), `END` when the message is complete, or an `HttpError` after which nothing follows.
+Events a parser yields, in order (h11's, typed): a `RequestHead`/`ResponseHead`, `Data` body
+chunks (already de-chunked), `EndOfMessage` when the message is complete, or an `HttpError` after
+which nothing follows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any, Final
 import httptools
 
 MAX_HEADERS_BYTES: Final = 60 * 1024  # Envoy's max_request_headers_kb default
-END: Final = b"\x00END"  # sentinel object, compared by identity
 
 # RFC 9110 7.6.1 plus the proxy-only ones clients send; never forwarded to the next hop.
 HOP_BY_HOP: Final = frozenset(
@@ -108,6 +108,23 @@ class ResponseHead(Head):
 
 
 @dataclass(slots=True)
+class Data:
+    """A piece of a message body (de-chunked)."""
+
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class EndOfMessage:
+    """The message is complete (its last body byte, or the end of a body-less head)."""
+
+
+END_OF_MESSAGE: Final = EndOfMessage()  # one shared instance: it carries nothing
+
+Event = RequestHead | ResponseHead | Data | EndOfMessage | HttpError
+
+
+@dataclass(slots=True)
 class _Building:
     url: list[bytes] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -122,7 +139,7 @@ class _Parser:
     _p: Any  # the httptools parser
 
     def __init__(self, max_header_bytes: int = MAX_HEADERS_BYTES) -> None:
-        self.events: deque[object] = deque()
+        self.events: deque[Event] = deque()
         self.max_header_bytes = max_header_bytes
         self._b = _Building()
         self._in_head = False
@@ -168,12 +185,12 @@ class _Parser:
 
     def on_body(self, body: bytes) -> None:
         if body:
-            self.events.append(body)
+            self.events.append(Data(body))
 
     def on_message_complete(self) -> None:
-        self.events.append(END)
+        self.events.append(END_OF_MESSAGE)
 
-    def _make_head(self) -> Head:
+    def _make_head(self) -> RequestHead | ResponseHead:
         raise NotImplementedError
 
     def _framing(self, index: dict[str, str]) -> tuple[bool, int | None]:
@@ -315,27 +332,41 @@ def simple_response(
 def split_target(target: str, host_header: str | None) -> tuple[str, int | None, str]:
     """(host, port or None, origin-form path) of a request target.
 
-    `http://backend:8080/x?y` -> ("backend", 8080, "/x?y"); `/x` with Host `backend:8080`
-    -> ("backend", 8080, "/x"). Raises HttpError(400) when no host can be found."""
-    if target.startswith(("http://", "HTTP://")):
-        rest = target[7:]
-        slash = rest.find("/")
-        q = rest.find("?")
-        cut = min(x for x in (slash, q, len(rest)) if x >= 0)
-        authority, path = rest[:cut], rest[cut:] or "/"
-        if path.startswith("?"):
-            path = "/" + path
-        authority = authority.rsplit("@", 1)[-1]
-    elif target.startswith("https://"):
-        raise HttpError(400, "https:// targets need CONNECT, which is not supported")
-    else:
+    `http://backend:8080/x?y` (the scheme in any case, RFC 9110 4.2.3) -> ("backend", 8080,
+    "/x?y"); `/x` with Host `backend:8080` -> ("backend", 8080, "/x"). An absolute-form target's
+    authority wins over Host (RFC 9112 3.2.2). Raises HttpError(400) when no host can be found,
+    for https:// (that needs CONNECT) and for other schemes."""
+    if target[:1] == "/" or "://" not in target:
         if not host_header:
             raise HttpError(400, "missing Host header")
-        authority, path = host_header, target
-    host, port = split_authority(authority)
+        host, port = split_authority(host_header)
+        path = target
+    else:
+        host, port, path = _split_absolute(target)
     if not host:
         raise HttpError(400, "empty host in request target")
     return host, port, path
+
+
+def _split_absolute(target: str) -> tuple[str, int | None, str]:
+    try:
+        url = httptools.parse_url(target.encode("latin-1"))
+    except httptools.HttpParserInvalidURLError:
+        raise HttpError(400, f"invalid request target {target[:80]!r}") from None
+    scheme = (url.schema or b"").lower()
+    if scheme == b"https":
+        raise HttpError(400, "https:// targets need CONNECT, which is not supported")
+    if scheme != b"http":
+        raise HttpError(400, f"unsupported scheme in request target {target[:80]!r}")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise HttpError(400, f"invalid port in request target {target[:80]!r}")
+    # the path, query and fragment go on as received (not re-serialised from the parts)
+    rest = target[target.index("://") + 3 :]
+    cut = min(i for i in (rest.find("/"), rest.find("?"), rest.find("#"), len(rest)) if i >= 0)
+    path = rest[cut:]
+    if not path.startswith("/"):
+        path = "/" + path
+    return (url.host or b"").decode("latin-1").lower(), url.port, path
 
 
 def split_authority(authority: str) -> tuple[str, int | None]:

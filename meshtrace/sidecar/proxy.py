@@ -3,6 +3,12 @@ reporter=source) and gateway (both spans) listeners. Per request: route, samplin
 (meshtrace.propagation), forward with Istio's default retries, stream the answer back, then
 record the access log line, the Istio metrics and the span(s) (queued, exported elsewhere).
 
+The per-request steps other protocols (HTTP/2, gRPC) reuse take protocol-neutral inputs:
+`_route(kind, target, host, cfg)` (target = the path, host = the authority; `routing.resolve`
+cached per config), `_authorize(principal, method, route, cfg)`, `_decide(ex, tracing)` and
+`_record(ex, cfg)`, which read the method, target and headers from the `Exchange`'s
+`RequestHead` (whatever protocol filled it).
+
 Loops: passthrough to one of the sidecar's own listeners goes to BlackHoleCluster (as Istio's
 blackhole filter chains for its capture ports), and every forwarded request carries a `Via`
 entry naming the listener that received it; a request whose Via already names the receiving
@@ -18,16 +24,16 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from meshtrace import accesslog
 from meshtrace.propagation.context import decide, inject
+from meshtrace.sidecar.backend import ConnectFailure, NetworkBackend, Stream
 from meshtrace.sidecar.certs import PeerRejected, WorkloadCerts, peer_principal
-from meshtrace.sidecar.config import Endpoint, Service, SidecarConfig, Tracing
+from meshtrace.sidecar.config import Endpoint, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import (
     ClientGone,
-    ConnectFailure,
     Downstream,
     PeerClosed,
     Pool,
@@ -35,7 +41,6 @@ from meshtrace.sidecar.conn import (
     SniffingServer,
     Timeouts,
     Upstream,
-    Wire,
 )
 from meshtrace.sidecar.http1 import (
     HOP_BY_HOP,
@@ -46,7 +51,6 @@ from meshtrace.sidecar.http1 import (
     encode_chunk,
     encode_head,
     simple_response,
-    split_target,
 )
 from meshtrace.sidecar.metrics import (
     PEER_HEADER,
@@ -58,24 +62,19 @@ from meshtrace.sidecar.metrics import (
 )
 from meshtrace.sidecar.rbac import DENIED_BODY, DENIED_FLAG
 from meshtrace.sidecar.rbac import Request as RbacRequest
+from meshtrace.sidecar.routing import GATEWAY, INBOUND, OUTBOUND, LocalInfo, LocalReply, Route, resolve
 from meshtrace.sidecar.tracing import SPAN_BUFFER_BYTES, SpanExporter, SpanRecord, build_span
 
 log = logging.getLogger("meshtrace.sidecar")
-
-INBOUND: Final = "inbound"
-OUTBOUND: Final = "outbound"
-GATEWAY: Final = "gateway"
 
 # Envoy prints response flags in this fixed order (source/common/stream_info/utility.cc).
 FLAG_ORDER: Final = (
     "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "DC", "URX", "RBAC",
 )  # fmt: skip
-RETRY_ATTEMPTS: Final = 3  # Istio's default policy: 2 retries
 REPLAY_LIMIT: Final = 64 * 1024  # bodies up to this size are kept for retries (Envoy buffers too)
 WRITE_HIGH_WATER: Final = 256 * 1024
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 RESET_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "
-BLACKHOLE: Final = "BlackHoleCluster"  # Istio's cluster without endpoints, for traffic it refuses
 LOOP_DETECTED: Final = "loop detected: this request already passed "
 # headers the proxy rewrites rather than forwards
 _REWRITTEN: Final = frozenset(
@@ -119,37 +118,6 @@ class Identity:
     def node_id(self) -> str:
         kind = "router" if self.mode == "gateway" else "sidecar"
         return f"{kind}~{self.ip}~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
-
-
-@dataclass(slots=True)
-class Route:
-    cluster: str
-    decorator: str
-    route_name: str
-    service: Service | None  # mesh service: pick endpoints, add peer metadata
-    fixed: tuple[str, int] | None  # inbound app / passthrough destination
-    attempts: int
-    svc_fqdn: str
-    svc_name: str
-    svc_namespace: str
-    port: int
-    path: str
-    authority: str
-    stat_key: str = ""  # `cluster.<cluster>.upstream_rq_total`, built once per cached route
-
-    def __post_init__(self) -> None:
-        self.stat_key = f"cluster.{self.cluster}.upstream_rq_total"
-
-
-class LocalReply(Exception):
-    """An answer the proxy makes itself, with its response flags."""
-
-    def __init__(self, status: int, body: str, *flags: str, details: str | None = None) -> None:
-        super().__init__(body)
-        self.status = status
-        self.body = body
-        self.flags = flags
-        self.details = details or body.split(":")[0].replace(" ", "_")
 
 
 @dataclass(slots=True)
@@ -228,19 +196,20 @@ class Proxy:
         access_log: bool,
         series_limit: int = SERIES_LIMIT,
         span_buffer_bytes: int = SPAN_BUFFER_BYTES,
+        backend: NetworkBackend | None = None,
     ) -> None:
         self.ident = ident
         self.timeouts = timeouts
         self.access_log = access_log
-        self.pool = Pool(timeouts.connect, ident.ip)
+        self.pool = Pool(timeouts.connect, ident.ip, backend)
         self.metrics = IstioMetrics(series_limit)
-        self.exporter = SpanExporter(Pool(timeouts.connect), span_buffer_bytes)
+        self.exporter = SpanExporter(Pool(timeouts.connect, backend=backend), span_buffer_bytes)
         self.counters: dict[str, int] = {}
         self.connections = 0
         self._warned: set[str] = set()
         self.cfg = cfg
         self._peer_meta = ""
-        self._own_service: Service | None = None
+        self._local = LocalInfo(ident.app_host, ident.app_port, ident.namespace, ident.default_service)
         # (kind, target, host) -> Route, for the config `_routes_cfg`: routing is a pure function
         # of those, so a keep-alive client asking for the same thing skips name resolution
         self._routes: dict[tuple[str, str, str | None], Route] = {}
@@ -269,6 +238,7 @@ class Proxy:
     def listening(self, addresses: dict[str, tuple[str, int]]) -> None:
         """The bound listeners by name (`inbound`, `outbound`, `gateway`, `admin`, ...)."""
         self.own_addresses = frozenset(addresses.values())
+        self._local = replace(self._local, own_addresses=self.own_addresses)
         self._via = {k: (f"{ip}:{port}", f"1.1 {ip}:{port}") for k, (ip, port) in addresses.items()}
         self._routes = {}
 
@@ -278,10 +248,11 @@ class Proxy:
         self.metrics.configure(cfg)
         self.exporter.configure(cfg)
         self._peer_meta = peer_metadata(cfg, self.ident.node_id, self.ident.pod)
-        self._own_service = next(
+        own_service = next(
             (s for s in cfg.registry.services.values() if any(e.ip == self.ident.ip for e in s.endpoints)),
             None,
         )
+        self._local = replace(self._local, own_service=own_service)
         self._mesh_ips = frozenset(e.ip for s in cfg.registry.services.values() for e in s.endpoints)
 
     def _trusted_peer(self, ds: Downstream, head: RequestHead) -> str | None:
@@ -313,7 +284,7 @@ class Proxy:
         listener = self.inbound_listener
         return listener.handshake_errors if listener is not None else 0
 
-    def _downstream_principal(self, writer: Wire) -> str | None:
+    def _downstream_principal(self, writer: Stream) -> str | None:
         """The verified SPIFFE id of an mTLS peer ("" for plaintext); None refuses the peer."""
         if writer.get_extra_info("ssl_object") is None:
             return ""
@@ -326,7 +297,7 @@ class Proxy:
 
     def _upstream_tls(
         self, route: Route, ep: Endpoint | None
-    ) -> tuple[ssl.SSLContext | None, Callable[[Wire], None] | None]:
+    ) -> tuple[ssl.SSLContext | None, Callable[[Stream], None] | None]:
         """mTLS to a mesh endpoint when the DestinationRule says ISTIO_MUTUAL, or (auto mTLS,
         no DestinationRule TLS) when the endpoint's sidecar accepts it; the server must then
         present the endpoint's SPIFFE id."""
@@ -338,7 +309,7 @@ class Proxy:
             return None, None
         trust_domain, expect = self.cfg.mesh.trust_domain, ep.identity or None
 
-        def check(wire: Wire) -> None:
+        def check(wire: Stream) -> None:
             try:
                 peer_principal(wire.get_extra_info("peercert"), trust_domain, expect)
             except PeerRejected as exc:
@@ -351,13 +322,13 @@ class Proxy:
 
     # -- listeners
 
-    def handler(self, kind: str) -> Callable[[Wire], Coroutine[Any, Any, None]]:
-        async def serve(wire: Wire) -> None:
+    def handler(self, kind: str) -> Callable[[Stream], Coroutine[Any, Any, None]]:
+        async def serve(wire: Stream) -> None:
             await self.serve(wire, kind)
 
         return serve
 
-    async def serve(self, writer: Wire, kind: str) -> None:
+    async def serve(self, writer: Stream, kind: str) -> None:
         principal = self._downstream_principal(writer)
         if principal is None:
             writer.abort()
@@ -400,97 +371,19 @@ class Proxy:
 
     # -- routing
 
-    def _route(self, kind: str, head: RequestHead, cfg: SidecarConfig) -> Route:
-        host_header = head.index.get("host")
+    def _route(self, kind: str, target: str, host: str | None, cfg: SidecarConfig) -> Route:
+        """The route for a request target and Host (HTTP/2: `:path`, `:authority`), cached per
+        config; raises LocalReply or HttpError (see `routing.resolve`)."""
         if cfg is not self._routes_cfg or len(self._routes) > ROUTE_CACHE_SIZE:
             self._routes = {}
             self._routes_cfg = cfg
-        key = (kind, head.target, host_header)
+        key = (kind, target, host)
         route = self._routes.get(key)
         if route is None:
-            route = self._resolve(kind, head.target, host_header, cfg)
-            if len(head.target) + len(host_header or "") <= ROUTE_CACHE_KEY_LIMIT:
+            route = resolve(kind, target, host, cfg.registry, self._local)
+            if len(target) + len(host or "") <= ROUTE_CACHE_KEY_LIMIT:
                 self._routes[key] = route
         return route
-
-    def _resolve(self, kind: str, target: str, host_header: str | None, cfg: SidecarConfig) -> Route:
-        """The route for a request target (raises LocalReply/HttpError when there is none)."""
-        host, port, path = split_target(target, host_header)
-        authority = host_header or (f"{host}:{port}" if port else host)
-        if kind == INBOUND:
-            svc = cfg.registry.lookup(host) or self._own_service
-            app = self.ident.app_port
-            name = f"{svc.fqdn}:{port or app}/*" if svc else f"{host}:{port or app}/*"
-            return Route(
-                cluster=f"inbound|{app}||",
-                decorator=name,
-                route_name="default",
-                service=None,
-                fixed=(self.ident.app_host, app),
-                attempts=1,
-                svc_fqdn=svc.fqdn if svc else host,
-                svc_name=svc.name if svc else host,
-                svc_namespace=svc.namespace if svc else self.ident.namespace,
-                port=port or app,
-                path=path,
-                authority=authority,
-            )
-        svc = cfg.registry.lookup(host)
-        if svc is None and kind == GATEWAY and self.ident.default_service:
-            svc = cfg.registry.lookup(self.ident.default_service)
-        if svc is not None:
-            if port is None or (kind == GATEWAY and port not in svc.ports):
-                port = svc.ports[0] if svc.ports else 80
-            if svc.ports and port not in svc.ports:
-                raise LocalReply(404, f"no route: {svc.fqdn} has no port {port}", "NR")
-            return Route(
-                cluster=f"outbound|{port}||{svc.fqdn}",
-                decorator=f"{svc.fqdn}:{port}/*",
-                route_name="default",
-                service=svc,
-                fixed=None,
-                attempts=RETRY_ATTEMPTS,
-                svc_fqdn=svc.fqdn,
-                svc_name=svc.name,
-                svc_namespace=svc.namespace,
-                port=port,
-                path=path,
-                authority=authority,
-            )
-        if kind == GATEWAY:
-            raise LocalReply(404, f"no route: no service named {host!r}", "NR")
-        # ALLOW_ANY: unknown hosts go to their original destination through PassthroughCluster
-        port = port or 80
-        if (host, port) in self.own_addresses:
-            # to itself: it would loop until connections or timeouts run out
-            return Route(
-                cluster=BLACKHOLE,
-                decorator=f"{host}:{port}/*",
-                route_name="allow_any",
-                service=None,
-                fixed=None,
-                attempts=1,
-                svc_fqdn=host,
-                svc_name=BLACKHOLE,
-                svc_namespace="unknown",
-                port=port,
-                path=path,
-                authority=authority,
-            )
-        return Route(
-            cluster="PassthroughCluster",
-            decorator=f"{host}:{port}/*",
-            route_name="allow_any",
-            service=None,
-            fixed=(host, port),
-            attempts=1,
-            svc_fqdn=host,
-            svc_name="PassthroughCluster",
-            svc_namespace="unknown",
-            port=port,
-            path=path,
-            authority=authority,
-        )
 
     # -- one request
 
@@ -538,7 +431,7 @@ class Proxy:
                 # Envoy answers 100-continue itself and does not forward Expect
                 ds.writer.write(CONTINUE)
             try:
-                ex.route = route = self._route(kind, head, cfg)
+                ex.route = route = self._route(kind, head.target, head.index.get("host"), cfg)
             except HttpError as exc:
                 raise LocalReply(exc.status, exc.detail) from exc
             me, own_via = self._via[kind]
@@ -558,7 +451,7 @@ class Proxy:
             if kind == INBOUND:
                 ex.peer_raw = self._trusted_peer(ds, head)
                 ex.peer_principal = ds.principal
-                self._authorize(ds, head, route, cfg)
+                self._authorize(ds.principal, head.method, route, cfg)
             elif kind == GATEWAY:
                 xff = head.index.get("x-forwarded-for")
                 extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
@@ -580,13 +473,14 @@ class Proxy:
             self._record(ex, cfg)
         return keep
 
-    def _authorize(self, ds: Downstream, head: RequestHead, route: Route, cfg: SidecarConfig) -> None:
-        """The AuthorizationPolicies of this workload (Envoy's RBAC filter): 403 when denied."""
+    def _authorize(self, principal: str, method: str, route: Route, cfg: SidecarConfig) -> None:
+        """The AuthorizationPolicies of this workload (Envoy's RBAC filter) for a request from
+        `principal` (the peer's SPIFFE id, "" for plaintext): raises LocalReply 403 when denied."""
         authorizer = cfg.security.authorizer
         if not authorizer.active:
             return
         path = route.path.split("?", 1)[0]
-        why = authorizer.decide(RbacRequest(ds.principal, head.method, path, self.ident.app_port))
+        why = authorizer.decide(RbacRequest(principal, method, path, self.ident.app_port))
         if why is not None:
             self.rbac_denied += 1
             raise LocalReply(

@@ -24,7 +24,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for sidecar_helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for sidecar_helpers, mock_backend
+from sidecar_helpers import spans_settled  # importable once the line above ran
 
 
 def loopback() -> str:
@@ -302,6 +303,11 @@ class Mesh:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
+
+    def settled(self) -> None:
+        """Wait until both sidecars have exported (or dropped) every span they queued: what
+        `received` holds is then all that arrives."""
+        spans_settled(self.frontend, self.backend)
 
     def metrics(self, proc: Any) -> dict[str, list[Any]]:
         with urllib.request.urlopen(f"http://{proc.address('stats')}/stats/prometheus", timeout=5) as r:

@@ -52,3 +52,23 @@ def via_proxy_direct(mesh: Mesh, path: str, headers: dict[str, str] | None = Non
     req = urllib.request.Request(f"http://{mesh.backend.address('inbound')}{path}", headers=headers or {})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, resp.read(), dict(resp.headers)
+
+
+def admin_stats(sidecar: Any) -> dict[str, str]:
+    """A sidecar's Envoy-style /stats (`name: value` lines) from its admin listener."""
+    with urllib.request.urlopen(f"http://{sidecar.address('admin')}/stats", timeout=5) as r:
+        return dict(line.split(": ", 1) for line in r.read().decode().splitlines())
+
+
+def spans_settled(*sidecars: Any, timeout: float = 20.0) -> int:
+    """Wait until no sidecar holds a span not yet exported (each span a request made is queued
+    before its answer reaches the client, and leaves the queue only once exported or dropped):
+    then nothing more will arrive at the collector. Returns the spans the sidecars exported."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = [admin_stats(p) for p in sidecars]
+        if all(int(s["tracing.spans_pending"]) == 0 for s in stats):
+            return sum(int(s["tracing.spans_exported"]) for s in stats)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"spans still pending after {timeout}s")
+        time.sleep(0.02)

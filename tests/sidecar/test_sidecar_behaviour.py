@@ -46,7 +46,7 @@ def test_sampling_by_request_id_and_forced(mesh_factory: Any) -> None:
     _, body, _ = via_proxy(mesh, url, {"x-request-id": rid(5000), "traceparent": tp})
     assert json.loads(body)["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
     spans = mesh.received.wait(8)  # 4 sampled requests x (client + server)
-    time.sleep(1.2)  # one more export interval: nothing else may arrive
+    mesh.settled()  # nothing else may arrive
     assert len(mesh.received.spans) == 8
     joined = [s for _, s in spans if s.trace_id.hex() == "0af7651916cd43dd8448eb211c80319c"]
     client = next(s for s in joined if s.kind == Span.SPAN_KIND_CLIENT)
@@ -67,7 +67,7 @@ def test_a_request_id_that_is_no_uuid_is_never_traced(mesh_factory: Any) -> None
     _, body, _ = via_proxy(mesh, "http://backend:8080/echo", {"x-request-id": "nginx-1", "traceparent": tp})
     assert json.loads(body)["traceparent"].endswith("-01")
     mesh.received.wait(2)
-    time.sleep(1.2)
+    mesh.settled()
     assert {s.trace_id.hex() for _, s in mesh.received.spans} == {"0af7651916cd43dd8448eb211c80319c"}
 
 
@@ -82,7 +82,7 @@ def test_first_proxy_decides(mesh_factory: Any) -> None:
     status, _, _ = via_proxy_direct(mesh, "/echo")
     assert status == 200
     spans = mesh.received.wait(1)
-    time.sleep(1.2)
+    mesh.settled()
     assert len(mesh.received.spans) == 1 and spans[0][0] == "backend.default"
 
 
@@ -92,7 +92,7 @@ def test_non_uuid_request_id_is_never_traced(mesh_factory: Any) -> None:
         status, body, _ = via_proxy(mesh, "http://backend:8080/echo", {"x-request-id": "nginx-abc123"})
         assert status == 200
         assert json.loads(body)["x-request-id"] == "nginx-abc123"
-    time.sleep(1.5)
+    mesh.settled()
     assert mesh.received.spans == []
     warned = [line for line in mesh.frontend.output().splitlines() if "not a 36-character UUID" in line]
     assert len(warned) == 1
@@ -225,7 +225,7 @@ def test_disable_span_reporting_still_propagates(mesh_factory: Any) -> None:
     mesh = mesh_factory(100.0, disable_span_reporting=True)
     _, body, _ = via_proxy(mesh, "http://backend:8080/echo")
     assert json.loads(body)["traceparent"].endswith("-01")
-    time.sleep(1.5)
+    mesh.settled()
     assert mesh.received.spans == []
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from sidecar_helpers import get_json
+from sidecar_helpers import get_json, spans_settled
 
 from meshtrace.control import identity
 
@@ -133,9 +132,11 @@ def test_gateway_and_sidecar_with_control_plane_and_collector(
     status = get_json(f"{control_url}/v1/status")
     assert status
     before = len(spans_in(out))
+    exported = spans_settled(gateway, backend)
     with urllib.request.urlopen(req, timeout=10) as r:
         assert json.loads(r.read())["traceparent"].endswith("-00")
-    time.sleep(1.5)
+    # neither sidecar queued a span for it, so none can reach the collector
+    assert spans_settled(gateway, backend) == exported
     assert len(spans_in(out)) == before
 
     # Issue 12, the hijack: a local process registers as backend-0 at its own address, then

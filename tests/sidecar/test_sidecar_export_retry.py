@@ -176,7 +176,7 @@ def test_http_refusals_are_retried_until_every_span_arrives(
     mesh = mesh_factory(100.0, provider=provider(protocol, f"http://{ip}:{rx.port}"))
     traffic(mesh)
     wait_until(lambda: script.spans >= 2 * REQUESTS, "every span", timeout=20.0)
-    time.sleep(1.2)  # nothing more arrives (no duplicates) and nothing was counted as lost
+    mesh.settled()  # nothing more arrives (no duplicates) and nothing was counted as lost
     assert script.spans == 2 * REQUESTS
     assert dropped(mesh) == {"buffer_full": 0, "export_failed": 0, "rejected": 0, "shutdown": 0}
     assert metric(mesh, "meshtrace_sidecar_span_export_retries_total") >= 4
@@ -197,7 +197,7 @@ def test_grpc_refusals_with_retry_info_are_retried(
     mesh = mesh_factory(100.0, provider=provider("grpc", f"http://{ip}:{port}"))
     traffic(mesh)
     wait_until(lambda: script.spans >= 2 * REQUESTS, "every span", timeout=20.0)
-    time.sleep(1.2)
+    mesh.settled()
     assert script.spans == 2 * REQUESTS
     assert sum(dropped(mesh).values()) == 0
 
@@ -240,7 +240,7 @@ def test_full_buffer_drops_are_counted_exactly(
         "every span sent or dropped",
         timeout=20.0,
     )
-    time.sleep(1.2)
+    mesh.settled()
     counted = dropped(mesh)
     assert script.spans + counted["buffer_full"] == 2 * REQUESTS
     assert counted["export_failed"] == counted["rejected"] == counted["shutdown"] == 0
@@ -261,7 +261,7 @@ def test_partial_success_is_counted_not_retried(
     mesh = mesh_factory(100.0, provider=provider("http", f"http://{ip}:{rx.port}"))
     traffic(mesh)
     wait_until(lambda: script.spans + script.rejected >= 2 * REQUESTS, "every span answered", timeout=20.0)
-    time.sleep(1.2)
+    mesh.settled()
     assert script.spans + script.rejected == 2 * REQUESTS  # nothing sent twice
     assert dropped(mesh)["rejected"] == script.rejected > 0
     assert metric(mesh, "meshtrace_sidecar_spans_exported_total") == script.spans

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshtrace.sidecar.config import ConfigError, parse
 from meshtrace.sidecar.http1 import (
-    END,
+    Data,
+    EndOfMessage,
     HttpError,
     RequestHead,
     RequestParser,
@@ -40,7 +41,7 @@ def test_request_head_and_chunked_body() -> None:
     head = ev[0]
     assert isinstance(head, RequestHead)
     assert head.method == "POST" and head.target == "/x" and head.chunked and head.keep_alive
-    assert ev[1:] == [b"abc", END]
+    assert ev[1:] == [Data(b"abc"), EndOfMessage()]
 
 
 def test_pipelined_requests_keep_order() -> None:
@@ -81,7 +82,7 @@ def test_forwardable_drops_hop_by_hop_and_connection_named() -> None:
 def test_response_parser_skips_nothing_itself() -> None:
     p = ResponseParser()
     p.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    statuses = [getattr(e, "status", None) for e in p.events if not isinstance(e, bytes)]
+    statuses = [getattr(e, "status", None) for e in p.events if not isinstance(e, Data)]
     assert statuses[0] == 100 and 200 in statuses
 
 
@@ -113,7 +114,7 @@ def test_fuzz_request_parser_never_raises(data: bytes, cut: int) -> None:
     for i in range(0, len(data), cut):
         p.feed(data[i : i + cut])
     for e in p.events:
-        assert isinstance(e, RequestHead | HttpError | bytes)
+        assert isinstance(e, RequestHead | HttpError | Data | EndOfMessage)
 
 
 _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
@@ -396,7 +397,7 @@ def test_transfer_coding_other_than_chunked_is_501(coding: bytes) -> None:
 
 def test_chunked_in_any_case_is_still_chunked() -> None:
     ev = events(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
-    assert isinstance(ev[0], RequestHead) and ev[0].chunked and ev[1:] == [b"abc", END]
+    assert isinstance(ev[0], RequestHead) and ev[0].chunked and ev[1:] == [Data(b"abc"), EndOfMessage()]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,249 @@
+"""The config document's types read from JSON, written back and described as a JSON schema,
+all driven by the contract's dataclass type hints (the one place those hints are interpreted).
+Sans-IO, stdlib only."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+# field metadata keys
+_MIN, _MAX, _OMIT, _FROM = "minimum", "maximum", "omit_none", "default_from"
+
+
+class DocumentError(ValueError):
+    """A document that breaks the contract; `path` is the key path of the field at fault
+    (`tracing.client.provider.port`), `message` what is wrong with it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path, self.message = path, message
+
+
+def number(default: Any, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A numeric field with its default and allowed range."""
+    return dataclasses.field(default=default, metadata={_MIN: minimum, _MAX: maximum})
+
+
+def required(minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A field every document must carry (no default), with an optional range."""
+    return dataclasses.field(metadata={_MIN: minimum, _MAX: maximum})
+
+
+def omitted_when_none() -> Any:
+    """An optional key: absent from the JSON when None, and never required."""
+    return dataclasses.field(default=None, metadata={_OMIT: True})
+
+
+def default_from(default: Any, compute: Callable[[Mapping[str, Any]], Any]) -> Any:
+    """A field whose value, when the key is missing, depends on its siblings (`compute(object)`);
+    `default` is the dataclass's own default."""
+    return dataclasses.field(default=default, metadata={_FROM: compute})
+
+
+class Record:
+    """Base of the contract's dataclasses: JSON in (validated) and out."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_json(cls: type[T], obj: Any, *, strict: bool = False) -> T:
+        """Validate and build. Lenient (the sidecar's reading): a missing key takes its default
+        and unknown keys are ignored, so older and newer documents still load. `strict` (the
+        producers' check): every key present, no unknown key."""
+        return _decode(cls, obj, "", strict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = _encode(self)
+        return out
+
+    def problem(self) -> tuple[str, str] | None:
+        """Cross-field validation, like the Collector's `Validate()`: (field or "", message)."""
+        return None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path and key else path or key
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _decode(cls: type[T], obj: Any, path: str, strict: bool) -> T:
+    if not isinstance(obj, Mapping):
+        raise DocumentError(path, f"must be an object, got {_kind(obj)}")
+    values: dict[str, Any] = {}
+    hints = _hints(cls)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    for f in fields:
+        where = _join(path, f.name)
+        if f.name in obj:
+            values[f.name] = _value(hints[f.name], obj[f.name], where, strict)
+            _check_range(f, values[f.name], where)
+        elif _FROM in f.metadata and not strict:
+            values[f.name] = f.metadata[_FROM](obj)
+        elif (strict and not f.metadata.get(_OMIT)) or _no_default(f):
+            raise DocumentError(where, "is required")
+    if strict:
+        unknown = sorted(str(k) for k in obj if k not in {f.name for f in fields})
+        if unknown:
+            raise DocumentError(_join(path, unknown[0]), "is not a field of the config document")
+    record = cls(**values)
+    found = record.problem() if isinstance(record, Record) else None
+    if found is not None:
+        raise DocumentError(_join(path, found[0]), found[1])
+    return record
+
+
+def _no_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+    lo, hi = f.metadata.get(_MIN), f.metadata.get(_MAX)
+    if value is None or (lo is None and hi is None):
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"{lo}..{hi}" if lo is not None and hi is not None else f">= {lo}" if hi is None else f"<= {hi}"
+        raise DocumentError(where, f"must be {bounds}, got {value!r}")
+
+
+def _optional_arm(tp: Any) -> Any | None:
+    """X for `X | None`, else None."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return args[0]
+    return None
+
+
+def _value(tp: Any, value: Any, where: str, strict: bool) -> Any:
+    arm = _optional_arm(tp)
+    if arm is not None:
+        return None if value is None else _value(arm, value, where, strict)
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = get_args(tp)
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise DocumentError(where, f"must be one of {', '.join(json.dumps(a) for a in allowed)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise DocumentError(where, f"must be a list, got {_kind(value)}")
+        item = get_args(tp)[0]
+        return tuple(_value(item, v, f"{where}[{i}]", strict) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise DocumentError(where, f"must be an object, got {_kind(value)}")
+        item = get_args(tp)[1]
+        # YAML files may write numeric keys (ports); JSON keys are always strings
+        return {str(k): _value(item, v, f"{where}.{k}", strict) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _decode(tp, value, where, strict)  # type: ignore[arg-type]
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise DocumentError(where, f"must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise DocumentError(where, f"must be a string, got {_kind(value)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DocumentError(where, f"must be a number, got {value!r}")
+    if tp is int:
+        if not isinstance(value, int):
+            raise DocumentError(where, f"must be a whole number, got {value!r}")
+        return value
+    if not math.isfinite(value):
+        raise DocumentError(where, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        out = {}
+        for f in dataclasses.fields(value):  # type: ignore[arg-type]
+            v = getattr(value, f.name)
+            if v is None and f.metadata.get(_OMIT):
+                continue
+            out[f.name] = _encode(v)
+        return out
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+# -- JSON schema -------------------------------------------------------------------------------
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON schema (draft 2020-12) of `cls` as a producer must write it (strict: every key
+    but the optional ones required, no unknown key); each dataclass is one entry of `$defs`."""
+    defs: dict[str, Any] = {}
+    root = _type_schema(cls, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root, "$defs": dict(sorted(defs.items()))}
+
+
+def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
+    hints = _hints(cls)
+    properties: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        prop = _type_schema(hints[f.name], defs)
+        for key in (_MIN, _MAX):
+            if f.metadata.get(key) is not None:
+                prop[key] = f.metadata[key]
+        if f.default is not dataclasses.MISSING and f.default is not None and _FROM not in f.metadata:
+            prop["default"] = _encode(f.default)
+        properties[f.name] = prop
+    return {
+        "type": "object",
+        "description": " ".join((cls.__doc__ or "").split()),
+        "properties": properties,
+        "required": [f.name for f in dataclasses.fields(cls) if not f.metadata.get(_OMIT)],  # type: ignore[arg-type]
+        "additionalProperties": False,
+    }
+
+
+_PRIMITIVES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    arm = _optional_arm(tp)
+    if arm is not None:
+        return {"anyOf": [_type_schema(arm, defs), {"type": "null"}]}
+    origin = get_origin(tp)
+    if tp is Any:
+        return {}
+    if origin is Literal:
+        return {"enum": list(get_args(tp))}
+    if origin is tuple:
+        return {"type": "array", "items": _type_schema(get_args(tp)[0], defs)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _type_schema(get_args(tp)[1], defs)}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # placeholder: a recursive reference finds it
+            defs[name] = _object_schema(tp, defs)  # type: ignore[arg-type]
+        return {"$ref": f"#/$defs/{name}"}
+    return {"type": _PRIMITIVES[tp]}

@@ -10,7 +10,7 @@ import json
 import math
 import types
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 # field metadata keys
@@ -36,9 +36,9 @@ def required(minimum: float | None = None, maximum: float | None = None) -> Any:
     return dataclasses.field(metadata={_MIN: minimum, _MAX: maximum})
 
 
-def omitted_when_none() -> Any:
-    """An optional key: absent from the JSON when None, and never required."""
-    return dataclasses.field(default=None, metadata={_OMIT: True})
+# `field(default=None, metadata=OMIT_NONE)`: an optional key, absent from the JSON when None
+# and never required.
+OMIT_NONE: Mapping[str, Any] = {_OMIT: True}
 
 
 def default_from(default: Any, compute: Callable[[Mapping[str, Any]], Any]) -> Any:
@@ -69,7 +69,7 @@ class Record:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
@@ -85,8 +85,8 @@ def _decode(cls: type[T], obj: Any, path: str, strict: bool) -> T:
     if not isinstance(obj, Mapping):
         raise DocumentError(path, f"must be an object, got {_kind(obj)}")
     values: dict[str, Any] = {}
-    hints = _hints(cls)
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    hints = _hints(cast(Any, cls))
+    fields = dataclasses.fields(cast(Any, cls))
     for f in fields:
         where = _join(path, f.name)
         if f.name in obj:
@@ -116,7 +116,9 @@ def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
     if value is None or (lo is None and hi is None):
         return
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = f"{lo}..{hi}" if lo is not None and hi is not None else f">= {lo}" if hi is None else f"<= {hi}"
+        bounds = (
+            f"{lo}..{hi}" if lo is not None and hi is not None else f">= {lo}" if hi is None else f"<= {hi}"
+        )
         raise DocumentError(where, f"must be {bounds}, got {value!r}")
 
 
@@ -139,7 +141,9 @@ def _value(tp: Any, value: Any, where: str, strict: bool) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if not any(value == a and type(value) is type(a) for a in allowed):
-            raise DocumentError(where, f"must be one of {', '.join(json.dumps(a) for a in allowed)}, got {value!r}")
+            raise DocumentError(
+                where, f"must be one of {', '.join(json.dumps(a) for a in allowed)}, got {value!r}"
+            )
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
@@ -201,13 +205,17 @@ def json_schema(cls: type) -> dict[str, Any]:
     but the optional ones required, no unknown key); each dataclass is one entry of `$defs`."""
     defs: dict[str, Any] = {}
     root = _type_schema(cls, defs)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root, "$defs": dict(sorted(defs.items()))}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **root,
+        "$defs": dict(sorted(defs.items())),
+    }
 
 
 def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     hints = _hints(cls)
     properties: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         prop = _type_schema(hints[f.name], defs)
         for key in (_MIN, _MAX):
             if f.metadata.get(key) is not None:
@@ -219,7 +227,7 @@ def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "description": " ".join((cls.__doc__ or "").split()),
         "properties": properties,
-        "required": [f.name for f in dataclasses.fields(cls) if not f.metadata.get(_OMIT)],  # type: ignore[arg-type]
+        "required": [f.name for f in dataclasses.fields(cls) if not f.metadata.get(_OMIT)],
         "additionalProperties": False,
     }
 
@@ -240,10 +248,10 @@ def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"type": "array", "items": _type_schema(get_args(tp)[0], defs)}
     if origin is dict:
         return {"type": "object", "additionalProperties": _type_schema(get_args(tp)[1], defs)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder: a recursive reference finds it
-            defs[name] = _object_schema(tp, defs)  # type: ignore[arg-type]
+            defs[name] = _object_schema(tp, defs)
         return {"$ref": f"#/$defs/{name}"}
     return {"type": _PRIMITIVES[tp]}

@@ -7,11 +7,11 @@ adding a key is adding one field with its default."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from meshtrace.document.codec import Record, default_from, number, omitted_when_none, required
+from meshtrace.document.codec import OMIT_NONE, Record, default_from, number, required
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 DIRECTIONS = ("client", "server")
 Format = Literal["w3c", "b3"]
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
@@ -104,10 +104,12 @@ class CustomTag(Record):
     """One span tag, exactly one of Istio's kinds; bodies keep Istio's keys in snake_case
     (`value`, `name`, `default_value`)."""
 
-    literal: dict[str, str] | None = omitted_when_none()
-    environment: dict[str, str] | None = omitted_when_none()
-    header: dict[str, str] | None = omitted_when_none()
-    formatter: dict[str, str] | None = omitted_when_none()  # an Envoy format string in `value`
+    literal: dict[str, str] | None = field(default=None, metadata=OMIT_NONE)
+    environment: dict[str, str] | None = field(default=None, metadata=OMIT_NONE)
+    header: dict[str, str] | None = field(default=None, metadata=OMIT_NONE)
+    formatter: dict[str, str] | None = field(
+        default=None, metadata=OMIT_NONE
+    )  # an Envoy format string in `value`
 
     def problem(self) -> tuple[str, str] | None:
         if sum(getattr(self, k) is not None for k in CUSTOM_TAG_KINDS) != 1:
@@ -151,7 +153,7 @@ class TagOverride(Record):
     """A metric label set to a CEL expression (UPSERT) or removed (REMOVE)."""
 
     operation: Literal["UPSERT", "REMOVE"] = "UPSERT"
-    value: str | None = omitted_when_none()
+    value: str | None = field(default=None, metadata=OMIT_NONE)
 
     def problem(self) -> tuple[str, str] | None:
         if self.operation == "UPSERT" and self.value is None:
@@ -182,7 +184,7 @@ class Metrics(Record):
 class PortMtls(Record):
     """The inbound mTLS mode of one port (portLevelMtls)."""
 
-    mode: MtlsMode = required()
+    mode: MtlsMode
     source: str = ""
 
 
@@ -245,12 +247,14 @@ class Endpoint(Record):
     """A healthy sidecar (or a static host) behind a Service: `port` is what a caller connects to
     (the sidecar's inbound listener), `app_port` the app's containerPort."""
 
-    ip: str = required()
+    ip: str
     port: int = required(1, 65535)
     app_port: int | None = None
     pod: str | None = None  # None: a static host, no sidecar in front
-    identity: str | None = omitted_when_none()  # the SPIFFE id its certificate must carry
-    mtls: bool | None = omitted_when_none()  # its sidecar accepts mTLS (auto mTLS uses it)
+    identity: str | None = field(default=None, metadata=OMIT_NONE)  # the SPIFFE id its certificate must carry
+    mtls: bool | None = field(
+        default=None, metadata=OMIT_NONE
+    )  # its sidecar accepts mTLS (auto mTLS uses it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,7 +265,7 @@ class Service(Record):
     namespace: str = ""
     ports: tuple[ServicePort, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
-    static: bool | None = omitted_when_none()  # from `--endpoint`, not from the files
+    static: bool | None = field(default=None, metadata=OMIT_NONE)  # from `--endpoint`, not from the files
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,7 +273,7 @@ class Source(Record):
     """Where a value came from: `resource` ("Kind namespace/name", "Istio default", ...), the
     file as loaded and the key path inside the resource."""
 
-    resource: str = required()
+    resource: str
     file: str | None = None
     field: str | None = None
 
@@ -288,4 +292,6 @@ class Document(Record):
     security: Security = field(default_factory=Security)
     sources: dict[str, Source] = field(default_factory=dict)  # key path -> provenance, for people
     warnings: tuple[str, ...] = ()  # resolution notes, in plain sentences
-    services: dict[str, Service] | None = omitted_when_none()  # the registry (control plane only)
+    services: dict[str, Service] | None = field(
+        default=None, metadata=OMIT_NONE
+    )  # the registry (control plane only)

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshtrace.config import effective_config, load
-from meshtrace.document import Document
 from meshtrace.config.lint import lint
 from meshtrace.config.schema import crd_schema, validate
+from meshtrace.document import Document
 
 
 def test_seed_loads_every_file(seed_manifests: Path) -> None:

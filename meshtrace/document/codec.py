@@ -122,19 +122,26 @@ def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
         raise DocumentError(where, f"must be {bounds}, got {value!r}")
 
 
-def _optional_arm(tp: Any) -> Any | None:
-    """X for `X | None`, else None."""
-    if get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(get_args(tp)) == 2:
-            return args[0]
-    return None
+def _arms(tp: Any) -> tuple[Any, ...]:
+    """The types of a union (`int | str | None`), else ()."""
+    return get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
 
 
 def _value(tp: Any, value: Any, where: str, strict: bool) -> Any:
-    arm = _optional_arm(tp)
-    if arm is not None:
-        return None if value is None else _value(arm, value, where, strict)
+    arms = _arms(tp)
+    if arms:
+        if value is None and type(None) in arms:
+            return None
+        problems = []
+        for arm in (a for a in arms if a is not type(None)):
+            try:
+                return _value(arm, value, where, strict)
+            except DocumentError as e:
+                problems.append(e)
+        if len(problems) == 1:
+            raise problems[0]
+        names = " or ".join(_PRIMITIVES.get(a, getattr(a, "__name__", str(a))) for a in arms)
+        raise DocumentError(where, f"must be {names.replace('NoneType', 'null')}, got {value!r}")
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -236,9 +243,9 @@ _PRIMITIVES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
 def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
-    arm = _optional_arm(tp)
-    if arm is not None:
-        return {"anyOf": [_type_schema(arm, defs), {"type": "null"}]}
+    arms = _arms(tp)
+    if arms:
+        return {"anyOf": [_type_schema(a, defs) if a is not type(None) else {"type": "null"} for a in arms]}
     origin = get_origin(tp)
     if tp is Any:
         return {}

@@ -238,7 +238,7 @@ class ServicePort(Record):
 
     name: str = ""
     port: int = required(1, 65535)
-    target_port: int | None = None
+    target_port: int | str | None = None  # a name: the pod's port of that name
     app_protocol: str | None = None
 
 

@@ -190,6 +190,7 @@ CASES: list[tuple[str, str, Any, str, str | None]] = [
     ("endpoint ip", f"{EP}.ip", DELETE, "required", None),
     ("endpoint port", f"{EP}.port", 0, "1..65535", None),
     ("service port", f"{PORTS}.port", DELETE, "required", None),
+    ("target port", f"{PORTS}.target_port", 8080.5, "integer or string or null", None),
     ("scope", "telemetry.applied[0].scope", "cluster", "one of", None),
     ("schema", "schema", 2, "one of", None),
     ("section", "tracing", None, "object", None),
@@ -262,8 +263,7 @@ def _strategy(tp: Any, meta: Any = None) -> st.SearchStrategy[Any]:
     meta = meta or {}
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        (arm,) = [a for a in get_args(tp) if a is not type(None)]
-        return st.none() | _strategy(arm, meta)
+        return st.one_of(*(st.none() if a is type(None) else _strategy(a, meta) for a in get_args(tp)))
     if tp is Any:
         return _JSON
     if origin is Literal:

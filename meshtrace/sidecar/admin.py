@@ -83,9 +83,7 @@ def clusters(proxy: Proxy) -> bytes:
 def admin_page(proxy: Proxy, head: RequestHead) -> Page:
     path = head.target.split("?", 1)[0]
     if path == "/config_dump":
-        body = json.dumps(
-            {"version": proxy.cfg.version, "config": proxy.cfg.document.to_json()}, indent=2
-        ).encode()
+        body = json.dumps({"version": proxy.cfg.version, "config": proxy.cfg.document}, indent=2).encode()
         return 200, body, "application/json"
     if path == "/stats/prometheus":
         return 200, prometheus(proxy), PROM_TYPE

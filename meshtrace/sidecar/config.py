@@ -151,7 +151,8 @@ class Security:
 @dataclass(slots=True)
 class SidecarConfig:
     version: str
-    document: Document
+    document: dict[str, Any]  # as received: the admin's config_dump shows it
+    spec: Document
     workload: Workload
     mesh: Mesh
     client: Tracing
@@ -240,7 +241,8 @@ def parse(
     me = spec.metrics
     return SidecarConfig(
         version=version,
-        document=spec,
+        document=doc,
+        spec=spec,
         workload=wl,
         mesh=spec.mesh,
         client=Tracing.of(spec.tracing.client),

@@ -49,4 +49,4 @@ def test_resolved_document_runs_as_resolved(tmp_path: Path) -> None:
     assert cfg.client.provider.endpoint == "http://127.0.0.1:4317"
     assert cfg.client.spec.custom_tags["env"].literal == {"value": "prod"}
     assert cfg.workload.service_name == "web.shop"
-    assert cfg.document.to_json()["tracing"]["client"]["propagation"] == {"read": ["w3c", "b3"], "write": []}
+    assert cfg.spec.to_json()["tracing"]["client"]["propagation"] == {"read": ["w3c", "b3"], "write": []}

@@ -5,6 +5,7 @@ overriding field by field, the sampling precedence, and the provider's document.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +197,7 @@ def _opentelemetry(
         fields: dict[str, Any] = {
             "protocol": "http",
             "path": path or "/v1/traces",
-            "timeout_s": parse_duration(http.get("timeout")) or DEFAULT_TIMEOUT_S,
+            "timeout_s": _timeout(r, key, http.get("timeout"), DEFAULT_TIMEOUT_S),
             "headers": headers(r, http.get("headers"), key),
         }
     else:
@@ -204,7 +205,7 @@ def _opentelemetry(
         fields = {
             "protocol": "grpc",
             "path": None,
-            "timeout_s": parse_duration(grpc.get("timeout")) or DEFAULT_TIMEOUT_S,
+            "timeout_s": _timeout(r, key, grpc.get("timeout"), DEFAULT_TIMEOUT_S),
             "headers": headers(r, grpc.get("initialMetadata"), key),
         }
     fields["trace_context"] = "w3c"
@@ -226,10 +227,20 @@ def _zipkin(r: Resolution, key: str, body: dict[str, Any]) -> dict[str, Any]:
     return {
         "protocol": "zipkin",
         "path": str(body.get("path") or "/api/v2/spans"),
-        "timeout_s": parse_duration(body.get("timeout")) or ZIPKIN_DEFAULT_TIMEOUT_S,
+        "timeout_s": _timeout(r, key, body.get("timeout"), ZIPKIN_DEFAULT_TIMEOUT_S),
         "headers": headers(r, body.get("headers"), key),
         "trace_context": "b3+w3c" if option == "USE_B3_WITH_W3C_PROPAGATION" else "b3",
     }
+
+
+def _timeout(r: Resolution, key: str, value: Any, default_s: float) -> float:
+    """A provider timeout in seconds; unset or zero is the default. A negative or infinite number
+    (YAML allows both) is no duration: the default, with a note."""
+    seconds = parse_duration(value)
+    if seconds is not None and not 0 <= seconds < math.inf:
+        r.note(f"{key}: provider timeout {value!r} is not a duration: meshtrace uses {default_s:g}s")
+        return default_s
+    return seconds or default_s
 
 
 def headers(r: Resolution, items: Any, key: str) -> dict[str, str]:

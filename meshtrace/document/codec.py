@@ -81,29 +81,139 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+# A decoder takes (value, its key path, strict) and returns the typed value or raises
+# DocumentError. One is built per type and cached: a push is decoded on the sidecar's event loop.
+Decoder = Callable[[Any, str, bool], Any]
+
+
 def _decode(cls: type[T], obj: Any, path: str, strict: bool) -> T:
-    if not isinstance(obj, Mapping):
-        raise DocumentError(path, f"must be an object, got {_kind(obj)}")
-    values: dict[str, Any] = {}
-    hints = _hints(cast(Any, cls))
-    fields = dataclasses.fields(cast(Any, cls))
-    for f in fields:
-        where = _join(path, f.name)
-        if f.name in obj:
-            values[f.name] = _value(hints[f.name], obj[f.name], where, strict)
-            _check_range(f, values[f.name], where)
-        elif _FROM in f.metadata and not strict:
-            values[f.name] = f.metadata[_FROM](obj)
-        elif (strict and not f.metadata.get(_OMIT)) or _no_default(f):
-            raise DocumentError(where, "is required")
-    if strict:
-        unknown = sorted(str(k) for k in obj if k not in {f.name for f in fields})
-        if unknown:
-            raise DocumentError(_join(path, unknown[0]), "is not a field of the config document")
-    record = cls(**values)
-    found = record.problem() if isinstance(record, Record) else None
-    if found is not None:
-        raise DocumentError(_join(path, found[0]), found[1])
+    out: T = _decoder(cast(Any, cls))(obj, path, strict)
+    return out
+
+
+def _arms(tp: Any) -> tuple[Any, ...]:
+    """The types of a union (`int | str | None`), else ()."""
+    return get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
+
+
+@functools.cache
+def _decoder(tp: Any) -> Decoder:
+    arms = _arms(tp)
+    if arms:
+        return _union_decoder(arms)
+    origin = get_origin(tp)
+    if tp is Any:
+        return lambda value, where, strict: value
+    if origin is Literal:
+        return _literal_decoder(get_args(tp))
+    if origin is tuple:
+        item = _decoder(get_args(tp)[0])
+
+        def tuple_of(value: Any, where: str, strict: bool) -> Any:
+            if not isinstance(value, list | tuple):
+                raise DocumentError(where, f"must be a list, got {_kind(value)}")
+            return tuple(item(v, f"{where}[{i}]", strict) for i, v in enumerate(value))
+
+        return tuple_of
+    if origin is dict:
+        entry = _decoder(get_args(tp)[1])
+
+        def dict_of(value: Any, where: str, strict: bool) -> Any:
+            if not isinstance(value, Mapping):
+                raise DocumentError(where, f"must be an object, got {_kind(value)}")
+            # YAML files may write numeric keys (ports); JSON keys are always strings
+            return {str(k): entry(v, f"{where}.{k}", strict) for k, v in value.items()}
+
+        return dict_of
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _record_decoder(tp)
+    return _SCALARS[tp]
+
+
+def _union_decoder(arms: tuple[Any, ...]) -> Decoder:
+    nullable = type(None) in arms
+    decoders = [_decoder(a) for a in arms if a is not type(None)]
+    names = " or ".join(
+        _PRIMITIVES.get(a, "null" if a is type(None) else getattr(a, "__name__", "?")) for a in arms
+    )
+
+    def union(value: Any, where: str, strict: bool) -> Any:
+        if value is None and nullable:
+            return None
+        if len(decoders) == 1:
+            return decoders[0](value, where, strict)
+        for decode in decoders:
+            try:
+                return decode(value, where, strict)
+            except DocumentError:
+                continue
+        raise DocumentError(where, f"must be {names}, got {value!r}")
+
+    return union
+
+
+def _literal_decoder(allowed: tuple[Any, ...]) -> Decoder:
+    text = ", ".join(json.dumps(a) for a in allowed)
+
+    def literal(value: Any, where: str, strict: bool) -> Any:
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise DocumentError(where, f"must be one of {text}, got {value!r}")
+        return value
+
+    return literal
+
+
+@dataclasses.dataclass(frozen=True)
+class _FieldPlan:
+    name: str
+    decode: Decoder
+    minimum: float | None
+    maximum: float | None
+    compute: Callable[[Mapping[str, Any]], Any] | None  # default_from
+    omit: bool
+    has_default: bool
+
+
+def _record_decoder(cls: type) -> Decoder:
+    hints = _hints(cls)
+    plans = [
+        _FieldPlan(
+            f.name,
+            _decoder(hints[f.name]),
+            f.metadata.get(_MIN),
+            f.metadata.get(_MAX),
+            f.metadata.get(_FROM),
+            bool(f.metadata.get(_OMIT)),
+            not _no_default(f),
+        )
+        for f in dataclasses.fields(cls)
+    ]
+    names = {p.name for p in plans}
+
+    def record(obj: Any, path: str, strict: bool) -> Any:
+        if not isinstance(obj, Mapping):
+            raise DocumentError(path, f"must be an object, got {_kind(obj)}")
+        values: dict[str, Any] = {}
+        for p in plans:
+            if p.name in obj:
+                where = _join(path, p.name)
+                value = values[p.name] = p.decode(obj[p.name], where, strict)
+                if p.minimum is not None or p.maximum is not None:
+                    _check_range(p.minimum, p.maximum, value, where)
+            elif p.compute is not None and not strict:
+                values[p.name] = p.compute(obj)
+            elif (strict and not p.omit) or not p.has_default:
+                raise DocumentError(_join(path, p.name), "is required")
+        if strict:
+            unknown = sorted(str(k) for k in obj if k not in names)
+            if unknown:
+                raise DocumentError(_join(path, unknown[0]), "is not a field of the config document")
+        built = cls(**values)
+        found = built.problem() if isinstance(built, Record) else None
+        if found is not None:
+            raise DocumentError(_join(path, found[0]), found[1])
+        return built
+
     return record
 
 
@@ -111,9 +221,8 @@ def _no_default(f: dataclasses.Field[Any]) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
-    lo, hi = f.metadata.get(_MIN), f.metadata.get(_MAX)
-    if value is None or (lo is None and hi is None):
+def _check_range(lo: float | None, hi: float | None, value: Any, where: str) -> None:
+    if value is None:
         return
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = (
@@ -122,70 +231,35 @@ def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
         raise DocumentError(where, f"must be {bounds}, got {value!r}")
 
 
-def _arms(tp: Any) -> tuple[Any, ...]:
-    """The types of a union (`int | str | None`), else ()."""
-    return get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
+def _boolean(value: Any, where: str, strict: bool) -> bool:
+    if not isinstance(value, bool):
+        raise DocumentError(where, f"must be true or false, got {value!r}")
+    return value
 
 
-def _value(tp: Any, value: Any, where: str, strict: bool) -> Any:
-    arms = _arms(tp)
-    if arms:
-        if value is None and type(None) in arms:
-            return None
-        problems = []
-        for arm in (a for a in arms if a is not type(None)):
-            try:
-                return _value(arm, value, where, strict)
-            except DocumentError as e:
-                problems.append(e)
-        if len(problems) == 1:
-            raise problems[0]
-        names = " or ".join(_PRIMITIVES.get(a, getattr(a, "__name__", str(a))) for a in arms)
-        raise DocumentError(where, f"must be {names.replace('NoneType', 'null')}, got {value!r}")
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        allowed = get_args(tp)
-        if not any(value == a and type(value) is type(a) for a in allowed):
-            raise DocumentError(
-                where, f"must be one of {', '.join(json.dumps(a) for a in allowed)}, got {value!r}"
-            )
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise DocumentError(where, f"must be a list, got {_kind(value)}")
-        item = get_args(tp)[0]
-        return tuple(_value(item, v, f"{where}[{i}]", strict) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise DocumentError(where, f"must be an object, got {_kind(value)}")
-        item = get_args(tp)[1]
-        # YAML files may write numeric keys (ports); JSON keys are always strings
-        return {str(k): _value(item, v, f"{where}.{k}", strict) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _decode(tp, value, where, strict)  # type: ignore[arg-type]
-    return _scalar(tp, value, where)
+def _string(value: Any, where: str, strict: bool) -> str:
+    if not isinstance(value, str):
+        raise DocumentError(where, f"must be a string, got {_kind(value)}")
+    return value
 
 
-def _scalar(tp: Any, value: Any, where: str) -> Any:
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise DocumentError(where, f"must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise DocumentError(where, f"must be a string, got {_kind(value)}")
-        return value
+def _integer(value: Any, where: str, strict: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DocumentError(where, f"must be a number, got {value!r}")
-    if tp is int:
-        if not isinstance(value, int):
-            raise DocumentError(where, f"must be a whole number, got {value!r}")
-        return value
+    if not isinstance(value, int):
+        raise DocumentError(where, f"must be a whole number, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DocumentError(where, f"must be a number, got {value!r}")
     if not math.isfinite(value):
         raise DocumentError(where, f"must be a finite number, got {value!r}")
     return float(value)
+
+
+_SCALARS: dict[Any, Decoder] = {bool: _boolean, str: _string, int: _integer, float: _number}
 
 
 def _encode(value: Any) -> Any:

@@ -240,6 +240,27 @@ def test_opentelemetry_http_provider_shape(manifests: Manifests) -> None:
     assert doc["tracing"]["client"]["max_path_tag_length"] == 99
 
 
+@pytest.mark.parametrize(
+    ("timeout", "kind", "expected"), [("-1", "grpc", 3.0), (".inf", "http", 3.0), ("-2", "zipkin", 5.0)]
+)
+def test_provider_timeout_that_is_no_duration_is_the_default(
+    manifests: Manifests, timeout: str, kind: str, expected: float
+) -> None:
+    # A negative or infinite number was copied into timeout_s, a document the contract refuses
+    # (hypothesis found `timeout: -1.0`).
+    body = (
+        f"zipkin: {{service: z.obs, port: 9411, timeout: {timeout}}}"
+        if kind == "zipkin"
+        else (
+            f"opentelemetry: {{service: o.obs, port: 4317, {kind}: {{path: /v1/traces, timeout: {timeout}}}}}"
+        )
+    )
+    extra = mesh_config(f"{{extensionProviders: [{{name: p, {body}}}]}}")
+    doc = resolve(manifests(telemetry("mesh", "istio-system", "tracing: [{providers: [{name: p}]}]"), extra))
+    assert doc["tracing"]["client"]["provider"]["timeout_s"] == expected
+    assert any("is not a duration" in w for w in doc["warnings"])
+
+
 def test_grpc_provider_endpoint_left_to_the_control_plane(manifests: Manifests) -> None:
     provider = resolve(manifests(ROOT_OTEL))["tracing"]["client"]["provider"]
     assert (provider["protocol"], provider["endpoint"], provider["trace_context"]) == ("grpc", None, "w3c")

@@ -39,7 +39,6 @@ from meshtrace.document import (
     Document,
     IgnoredTelemetry,
     Mesh,
-    Source,
     Workload,
 )
 from meshtrace.document import (
@@ -142,9 +141,7 @@ def document(r: Resolution) -> Document:
         tracing=tracing,
         metrics=metrics,
         security=security,
-        sources={
-            k: Source(resource=v.resource, file=v.file, field=v.field) for k, v in sorted(r.sources.items())
-        },
+        sources=dict(sorted(r.sources.items())),
         warnings=tuple(r.warnings),
     )
 

@@ -268,7 +268,7 @@ class Service(Record):
     static: bool | None = field(default=None, metadata=OMIT_NONE)  # from `--endpoint`, not from the files
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)  # positional too: resolution writes Source(resource, file, field)
 class Source(Record):
     """Where a value came from: `resource` ("Kind namespace/name", "Istio default", ...), the
     file as loaded and the key path inside the resource."""

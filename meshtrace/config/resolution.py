@@ -11,8 +11,8 @@ from typing import Any
 from meshtrace.config.loader import Bundle
 from meshtrace.config.mesh import MeshConfig
 from meshtrace.config.model import Source, Telemetry
+from meshtrace.document import DIRECTIONS
 
-DIRECTIONS = ("client", "server")
 MODES = {"CLIENT": ("client",), "SERVER": ("server",), "CLIENT_AND_SERVER": DIRECTIONS}
 
 

@@ -324,3 +324,30 @@ def test_schema_refuses_what_the_contract_refuses() -> None:
 def test_committed_schema_is_the_generated_one() -> None:
     """docs/config-document.schema.json is regenerated with `python -m meshtrace.document`."""
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(Document)
+
+
+def _paths(node: Any, path: str = "") -> list[str]:
+    """Every key path of a JSON value, as errors name them."""
+    out = [path] if path else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, f"{path}.{k}" if path else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, f"{path}[{i}]")
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_paths(full())), _JSON | st.floats() | st.dictionaries(st.integers(), _JSON, max_size=2)
+)
+def test_any_value_anywhere_is_a_document_or_a_named_error(where: str, value: Any) -> None:
+    doc = full()
+    _set(where, value)(doc)
+    try:
+        parsed = Document.from_json(doc)
+    except DocumentError as e:
+        assert e.path  # every refusal names a field
+    else:
+        assert Document.from_json(parsed.to_json()) == parsed

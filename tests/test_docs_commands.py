@@ -47,6 +47,8 @@ MESH = {
 SKIP = {
     "make demo": "builds a fresh .venv and runs until Ctrl-C; the mesh it starts is tested below",
     "make test": "is the test run itself",
+    "python -m meshtrace.document > docs/config-document.schema.json": "rewrites a committed file; "
+    "tests/document checks that the committed copy is what it prints",
     "python tools/collector_catalogue.py --core core.git --releases releases.git [--contrib contrib] "
     "--version v0.156.0": "needs git mirrors of the upstream Collector repositories, which tests do not have",
     ".venv/bin/meshtrace up -f path/to/the/guide --traffic 5": "a path of the reader's; "

@@ -19,7 +19,7 @@ from meshtrace.config.model import (
     Source,
     Telemetry,
 )
-from meshtrace.config.resolve import effective_config
+from meshtrace.config.resolve import effective_config, effective_document
 
 __all__ = [
     "Bundle",
@@ -39,5 +39,6 @@ __all__ = [
     "Source",
     "Telemetry",
     "effective_config",
+    "effective_document",
     "load",
 ]

@@ -70,6 +70,19 @@ def _value(key: str, value: Any) -> str:
 def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
     """Values are printed as plain text: `[...]` in key paths and names is not rich markup."""
     console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, soft_wrap=True)
+    _render_workload(doc, console)
+    console.print(_tracing_table(doc))
+    _render_metrics(doc, console)
+    if "security" in doc:
+        render_security(doc["security"], console)
+    if doc["warnings"]:
+        console.print("[bold]Notes[/bold]")
+        for warning in doc["warnings"]:
+            console.print(Text(f"  - {warning}"), highlight=False)
+
+
+def _render_workload(doc: dict[str, Any], console: Console) -> None:
+    """The workload, its mesh and the Telemetry resources applied and ignored."""
     w, sources = doc["workload"], doc["sources"]
     labels = escape(",".join(f"{k}={v}" for k, v in w["labels"].items()))
     console.print(
@@ -88,6 +101,10 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
     for item in doc.get("telemetry", {}).get("ignored", []):
         console.print(f"  [yellow]ignored[/yellow] {escape(item['resource'])}: {escape(item['reason'])}")
 
+
+def _tracing_table(doc: dict[str, Any]) -> Table:
+    """One row per setting; client and server on one line when they agree."""
+    sources = doc["sources"]
     table = Table(
         title="Tracing (client = outbound, server = inbound)", title_justify="left", show_lines=True
     )
@@ -110,9 +127,12 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
                 Text(f"client: {values['client']}\nserver: {values['server']}"),
                 Text(f"client: {srcs['client']}\nserver: {srcs['server']}"),
             )
-    console.print(table)
+    return table
 
-    metrics = doc["metrics"]
+
+def _render_metrics(doc: dict[str, Any], console: Console) -> None:
+    """The metric overrides per direction, or one line when there are none."""
+    metrics, sources = doc["metrics"], doc["sources"]
     mt = Table(
         title=f"Metrics (prometheus {'on' if metrics['enabled'] else 'off'}, "
         f"{escape(source_text(sources.get('metrics.enabled')))})",
@@ -120,44 +140,26 @@ def render_text(doc: dict[str, Any], console: Console | None = None) -> None:
     )
     for col in ("direction", "metric", "override", "source"):
         mt.add_column(col, overflow="fold")
-    rows = 0
     for direction in ("client", "server"):
         if metrics["enabled"] and not metrics.get(f"{direction}_enabled", True):
             # ALL_METRICS disabled for this direction only: its per-metric overrides do nothing.
             source = sources.get(f"metrics.{direction}_enabled")
             mt.add_row(direction, "ALL_METRICS", "disabled", Text(source_text(source)))
-            rows += 1
             continue
         for metric, cfg in metrics[direction].items():
+            where = f"metrics.{direction}.{metric}"
             if cfg["disabled"]:
-                mt.add_row(
-                    direction,
-                    metric,
-                    "disabled",
-                    Text(source_text(sources.get(f"metrics.{direction}.{metric}.disabled"))),
-                )
-                rows += 1
+                mt.add_row(direction, metric, "disabled", Text(source_text(sources.get(f"{where}.disabled"))))
             for tag, override in cfg["tag_overrides"].items():
                 text = (
                     f"{tag}: REMOVE" if override["operation"] == "REMOVE" else f"{tag} = {override['value']}"
                 )
-                mt.add_row(
-                    direction,
-                    metric,
-                    Text(text),
-                    Text(source_text(sources.get(f"metrics.{direction}.{metric}.tag_overrides.{tag}"))),
-                )
-                rows += 1
-    if rows:
+                source = sources.get(f"{where}.tag_overrides.{tag}")
+                mt.add_row(direction, metric, Text(text), Text(source_text(source)))
+    if mt.row_count:
         console.print(mt)
     else:
         console.print(f"Metrics: prometheus {'on' if metrics['enabled'] else 'off'}, no overrides")
-    if "security" in doc:
-        render_security(doc["security"], console)
-    if doc["warnings"]:
-        console.print("[bold]Notes[/bold]")
-        for warning in doc["warnings"]:
-            console.print(Text(f"  - {warning}"), highlight=False)
 
 
 def render_security(sec: dict[str, Any], console: Console) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meshtrace.document import Source as Source  # provenance, as the config document carries it
+
 Severity = Literal["error", "warning", "info"]
 
 
@@ -61,18 +63,6 @@ class Finding:
             "document": self.document,
             "line": self.line,
         }
-
-
-@dataclass(frozen=True)
-class Source:
-    """Provenance of one resolved value (the `sources` map of the config document)."""
-
-    resource: str  # "Telemetry default/frontend-tracing", "MeshConfig", "default", ...
-    file: str | None = None
-    field: str | None = None  # key path inside that resource
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"resource": self.resource, "file": self.file, "field": self.field}
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 
 from meshtrace.config.loader import Bundle
 from meshtrace.config.model import SecurityResource
+from meshtrace.document import Security
 
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
@@ -174,13 +175,15 @@ def destination_tls(bundle: Bundle, client_namespace: str) -> dict[str, dict[str
 
 def security_document(
     bundle: Bundle, namespace: str, labels: Mapping[str, str], service_account: str, warnings: list[str]
-) -> dict[str, Any]:
-    """The `security` section of a workload's config document."""
+) -> Security:
+    """The `security` section of a workload's config document (the resolvers above write the
+    document's JSON shape, which lint and tests read; the contract checks it here)."""
     trust_domain = str(bundle.mesh.get("trustDomain") or "cluster.local")
-    return {
+    section = {
         "identity": f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}",
         "service_account": service_account,
         "peer_authentication": peer_authentication(bundle, namespace, labels),
         "authorization": authorization(bundle, namespace, labels, warnings),
         "destinations": destination_tls(bundle, namespace),
     }
+    return Security.from_json(section, strict=True)

@@ -23,6 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from meshtrace.document import DEFAULT_PATHS, CustomTag
 from meshtrace.model.otlp_answer import (
     RETRYABLE_HTTP,
     grpc_retryable,
@@ -125,27 +126,27 @@ def format_value(template: str, headers: Mapping[str, str]) -> str:
 
 
 def custom_tag_values(
-    tags: Mapping[str, Mapping[str, Any]], headers: Mapping[str, str], url: str = "", method: str = ""
+    tags: Mapping[str, CustomTag], headers: Mapping[str, str], url: str = "", method: str = ""
 ) -> list[tuple[str, str]]:
     """Telemetry customTags: literal, environment (this process's env), request header and
     formatter values; a tag with no value and no default is left out, as Envoy does."""
     out: list[tuple[str, str]] = []
-    for name, spec in tags.items():
+    for name, tag in tags.items():
         value: Any = None
-        if "literal" in spec:
-            value = (spec["literal"] or {}).get("value")
-        elif "environment" in spec:
-            env = spec["environment"] or {}
-            value = os.environ.get(str(env.get("name", "")), env.get("default_value"))
-        elif "header" in spec:
-            hdr = spec["header"] or {}
-            value = headers.get(str(hdr.get("name", "")).lower(), hdr.get("default_value"))
-        elif "formatter" in spec:
+        if tag.literal is not None:
+            value = tag.literal.get("value")
+        elif tag.environment is not None:
+            env = tag.environment
+            value = os.environ.get(env.get("name", ""), env.get("default_value"))
+        elif tag.header is not None:
+            hdr = tag.header
+            value = headers.get(hdr.get("name", "").lower(), hdr.get("default_value"))
+        elif tag.formatter is not None:
             # Envoy's %REQ()% also reads the HTTP/2 pseudo-headers; HTTP/1.1 has them in the
             # request line, which `url` (http://authority/path) and `method` carry.
             authority, _, path = url.removeprefix("http://").partition("/")
             request = {**headers, ":method": method, ":authority": authority, ":path": "/" + path}
-            value = format_value(str((spec["formatter"] or {}).get("value", "")), request)
+            value = format_value(tag.formatter.get("value", ""), request)
         if value is not None:
             out.append((name, str(value)))
     return out
@@ -157,7 +158,7 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
     status = rec.status
     tags = [
         ("guid:x-request-id", rec.request_id),
-        ("http.url", rec.url[: t.max_path_tag_length]),
+        ("http.url", rec.url[: t.spec.max_path_tag_length]),
         ("http.method", rec.method),
         ("http.protocol", "HTTP/1.1"),
         ("http.status_code", str(status)),
@@ -173,8 +174,8 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
     error = status == 0 or status >= 500
     if error:
         tags.append(("error", "true"))
-    if t.custom_tags:
-        tags += custom_tag_values(t.custom_tags, rec.headers, rec.url, rec.method)
+    if t.spec.custom_tags:
+        tags += custom_tag_values(t.spec.custom_tags, rec.headers, rec.url, rec.method)
     parts = [
         _ld(b"\x0a", rec.trace_id),
         _ld(b"\x12", rec.span_id),
@@ -199,11 +200,11 @@ def _static_tags(t: Tracing, cfg: SidecarConfig, node_id: str, limit: int) -> by
     """The tags that are the same on every span of this config, encoded once per value set."""
     w = cfg.workload
     istio = (w.canonical_service, w.canonical_revision, cfg.mesh.mesh_id, w.namespace, cfg.mesh.cluster_id)
-    key = (node_id, str(limit), *(istio if t.enable_istio_tags else ()))
+    key = (node_id, str(limit), *(istio if t.spec.enable_istio_tags else ()))
     encoded = _static_cache.get(key)
     if encoded is None:
         tags = [("component", "proxy"), ("node_id", node_id), ("zone", "")]
-        if t.enable_istio_tags:
+        if t.spec.enable_istio_tags:
             names = ("canonical_service", "canonical_revision", "mesh_id", "namespace", "cluster_id")
             tags += [(f"istio.{n}", v) for n, v in zip(names, istio, strict=True)]
         if len(_static_cache) > 64:
@@ -406,8 +407,9 @@ class SpanExporter:
             body = req
             ctype = "application/x-protobuf"
         headers = {"content-type": ctype, **provider.headers}
+        path = provider.path or DEFAULT_PATHS[provider.protocol]  # the contract sets it; mypy cannot know
         head, answer = await request(
-            self.pool, host, port, "POST", provider.path, body, headers, timeout=provider.timeout_s
+            self.pool, host, port, "POST", path, body, headers, timeout=provider.timeout_s
         )
         if 200 <= head.status < 300:
             return (0, "") if provider.protocol == "zipkin" else partial_success(answer)

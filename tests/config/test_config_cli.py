@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from config_helpers import MESH, telemetry
 
-from meshtrace.config.document_schema import check_document
+from meshtrace.document import Document
 from meshtrace.runtime.plan import DEFAULT_MANIFESTS
 
 
@@ -28,7 +28,7 @@ def explain_json(*args: str, env: dict[str, str] | None = None) -> dict[str, Any
     proc = run("explain", *args, "-o", "json", env=env)
     assert proc.returncode == 0, proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)
-    assert [str(e) for e in check_document(doc)] == []
+    assert Document.from_json(doc, strict=True).to_json() == doc
     return doc
 
 

@@ -11,7 +11,7 @@ from config_helpers import MESH, telemetry
 
 from meshtrace.cel import mixer_to_cel
 from meshtrace.config import Bundle, effective_config
-from meshtrace.config.document_schema import check_document
+from meshtrace.document import Document, DocumentError
 
 Manifests = Callable[..., Bundle]
 
@@ -45,10 +45,10 @@ def mesh_config(body: str) -> str:
 
 
 def resolve(bundle: Bundle, workload: str = "web", namespace: str = "shop", **kw: Any) -> dict[str, Any]:
-    """effective_config, and every document it returns must follow the contract's schema."""
+    """effective_config, and every document it returns must follow the contract exactly."""
     labels = kw.pop("labels", {"app": workload})
     doc = effective_config(bundle, workload, namespace, labels=labels, **kw)
-    assert [str(e) for e in check_document(doc)] == []
+    assert Document.from_json(doc, strict=True).to_json() == doc
     return doc
 
 
@@ -238,6 +238,27 @@ def test_opentelemetry_http_provider_shape(manifests: Manifests) -> None:
     assert provider["endpoint"] == "http://127.0.0.1:4318"  # an IP resolves without the registry
     assert provider["max_tag_length"] == 99
     assert doc["tracing"]["client"]["max_path_tag_length"] == 99
+
+
+@pytest.mark.parametrize(
+    ("timeout", "kind", "expected"), [("-1", "grpc", 3.0), (".inf", "http", 3.0), ("-2", "zipkin", 5.0)]
+)
+def test_provider_timeout_that_is_no_duration_is_the_default(
+    manifests: Manifests, timeout: str, kind: str, expected: float
+) -> None:
+    # A negative or infinite number was copied into timeout_s, a document the contract refuses
+    # (hypothesis found `timeout: -1.0`).
+    body = (
+        f"zipkin: {{service: z.obs, port: 9411, timeout: {timeout}}}"
+        if kind == "zipkin"
+        else (
+            f"opentelemetry: {{service: o.obs, port: 4317, {kind}: {{path: /v1/traces, timeout: {timeout}}}}}"
+        )
+    )
+    extra = mesh_config(f"{{extensionProviders: [{{name: p, {body}}}]}}")
+    doc = resolve(manifests(telemetry("mesh", "istio-system", "tracing: [{providers: [{name: p}]}]"), extra))
+    assert doc["tracing"]["client"]["provider"]["timeout_s"] == expected
+    assert any("is not a duration" in w for w in doc["warnings"])
 
 
 def test_grpc_provider_endpoint_left_to_the_control_plane(manifests: Manifests) -> None:
@@ -622,17 +643,22 @@ def test_operator_overlay_and_istio_configmap(manifests: Manifests) -> None:
     assert mesh.source("extensionProviders[0].zipkin").field == "spec.meshConfig.extensionProviders[0].zipkin"
 
 
-def test_contract_schema_catches_drift(manifests: Manifests) -> None:
+@pytest.mark.parametrize(
+    ("drift", "path"),
+    [
+        (lambda d: d["tracing"]["client"]["provider"].update(port="4317"), "tracing.client.provider.port"),
+        (lambda d: d["tracing"]["server"].update(sampling=5), "tracing.server.sampling"),
+        (lambda d: d["workload"].pop("service_name"), "workload.service_name"),
+    ],
+)
+def test_contract_catches_drift(
+    manifests: Manifests, drift: Callable[[dict[str, Any]], Any], path: str
+) -> None:
     doc = resolve(manifests(ROOT_OTEL))
-    doc["tracing"]["client"]["provider"]["port"] = "4317"
-    doc["tracing"]["server"]["sampling"] = 5
-    del doc["workload"]["service_name"]
-    problems = {(e.path, e.unknown_field) for e in check_document(doc)}
-    assert problems == {
-        ("tracing.client.provider.port", False),
-        ("tracing.server.sampling", True),
-        ("workload.service_name", False),
-    }
+    drift(doc)
+    with pytest.raises(DocumentError) as err:
+        Document.from_json(doc, strict=True)
+    assert err.value.path == path
 
 
 def test_document_shape_is_json_and_complete(manifests: Manifests) -> None:

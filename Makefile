@@ -42,7 +42,7 @@ pytest: $(STAMP)
 
 # The unit tests alone (no processes, no browser): the quick loop while editing.
 unit: $(STAMP)
-	$(BIN)/pytest -q -m unit -n 2 $(PYTEST_ARGS)
+	MESHTRACE_QUICK_FUZZ=1 $(BIN)/pytest -q -m unit -n 2 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

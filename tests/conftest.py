@@ -29,6 +29,8 @@ from meshtrace import ready
 from meshtrace.bench import faults
 
 REPO = Path(__file__).resolve().parent.parent
+# Test modules import tests/fuzzing.py (pytest runs with --import-mode=importlib).
+sys.path.insert(0, str(REPO / "tests"))
 
 
 @pytest.fixture(scope="session")

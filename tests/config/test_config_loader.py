@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -285,7 +286,9 @@ _tree = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=_tree, mesh=_tree, text=st.text(max_size=60))
 def test_fuzz_load_resolve_lint_never_crash(tmp_path: Path, spec: Any, mesh: Any, text: str) -> None:
     docs = [
@@ -355,7 +358,9 @@ _entry = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     mesh=_mesh, root=st.lists(_entry, max_size=3), ns=st.lists(_entry, max_size=3), env=st.text(max_size=5)
 )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -330,7 +331,7 @@ bodies = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.one_of(json_values, bodies))
 def test_request_parsers_only_raise_bad_request(body: Any) -> None:
     for parser in (parse_registration, parse_ack):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from deploy_helpers import documents, one, run_meshtrace
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -513,7 +514,7 @@ _CONFIGS = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(_CONFIGS)
 def test_any_collector_config_renders_or_is_refused(raw: dict[str, Any]) -> None:
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -291,7 +292,9 @@ def _records(cls: Any) -> st.SearchStrategy[Any]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(_records(Document))
 def test_round_trip(doc: Document) -> None:
@@ -301,7 +304,9 @@ def test_round_trip(doc: Document) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(_records(Document))
 def test_generated_documents_follow_the_json_schema(doc: Document) -> None:
@@ -338,7 +343,7 @@ def _paths(node: Any, path: str = "") -> list[str]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.sampled_from(_paths(full())), _JSON | st.floats() | st.dictionaries(st.integers(), _JSON, max_size=2)
 )

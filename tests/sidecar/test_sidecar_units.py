@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -107,7 +108,7 @@ def test_split_target_errors(target: str, host: str | None) -> None:
     assert err.value.status == 400
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=2048), st.integers(min_value=1, max_value=64))
 def test_fuzz_request_parser_never_raises(data: bytes, cut: int) -> None:
     p = RequestParser()
@@ -121,7 +122,7 @@ _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12
 _value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(_token, _value), max_size=20), st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
 def test_fuzz_valid_heads_roundtrip(headers: list[tuple[str, str]], method: str) -> None:
     raw = f"{method} /p HTTP/1.1\r\nHost: h\r\n".encode()
@@ -280,7 +281,7 @@ def test_metrics_labels_peer_and_overrides() -> None:
     assert durations[5.0] == 1 and durations[1000.0] == 2 and durations[float("inf")] == 2
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.text(alphabet="%REQ():?-ab:0123456789 ", max_size=60),
     st.dictionaries(st.sampled_from(["a", "b", "-", ":path"]), st.text(max_size=20), max_size=3),
@@ -476,7 +477,7 @@ def test_label_values_are_cut_so_a_huge_host_cannot_swell_the_page() -> None:
     assert max(map(len, values)) == 256 and len(values) == 6 and m.overflowed == 45
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=200), st.sampled_from(["1.1", "1.0", "HTTP/1.1"]))
 def test_fuzz_via_names_finds_an_appended_entry(via: str, protocol: str) -> None:
     me = "127.0.0.5:15001"

@@ -123,6 +123,11 @@ class Wire(asyncio.Protocol):
         for data in pending:
             feed(data)
 
+    def put_back(self, data: bytes) -> None:
+        """Keep `data` (read while sniffing the protocol) for the next `set_feed`."""
+        self._pending = [data] if data else []
+        self.feed = self._pending.append
+
     def wake_eof(self) -> None:
         self.eof = True
         waiter = self._waiter

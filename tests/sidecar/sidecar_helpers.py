@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 Mesh = Any
@@ -52,3 +53,30 @@ def via_proxy_direct(mesh: Mesh, path: str, headers: dict[str, str] | None = Non
     req = urllib.request.Request(f"http://{mesh.backend.address('inbound')}{path}", headers=headers or {})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, resp.read(), dict(resp.headers)
+
+
+def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if out.exists():
+        for line in out.read_text().splitlines():
+            for rs in json.loads(line).get("resourceSpans", []) if line.strip() else []:
+                svc = next(
+                    a["value"]["stringValue"]
+                    for a in rs["resource"]["attributes"]
+                    if a["key"] == "service.name"
+                )
+                for ss in rs.get("scopeSpans", []):
+                    found.extend((svc, s) for s in ss.get("spans", []))
+    return found
+
+
+def scrape(proc: Any) -> dict[str, list[Any]]:
+    """A sidecar's :15090 page, samples by metric family."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{proc.address('stats')}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, list[Any]] = {}
+    for fam in text_string_to_metric_families(text):
+        out.setdefault(fam.name, []).extend(fam.samples)
+    return out

@@ -242,6 +242,8 @@ class H2Conn:
         self.on_request: Callable[[Stream], None] | None = None
         self.on_idle: Callable[[H2Conn], None] | None = None  # a stream slot freed (pools)
         self.error: str | None = None
+        # the peer's first SETTINGS arrived (its MAX_CONCURRENT_STREAMS is known), or it closed
+        self.settled = asyncio.Event()
 
     # -- h2 calls and writing
     def start(self) -> None:
@@ -420,6 +422,7 @@ class H2Conn:
                     stream._wake_window()
             return
         if isinstance(event, h2.events.RemoteSettingsChanged):
+            self.settled.set()
             for stream in self.streams.values():  # the initial window may have grown
                 stream._wake_window()
             if self.on_idle is not None:  # MAX_CONCURRENT_STREAMS may have grown
@@ -465,6 +468,7 @@ class H2Conn:
         if self.closed:
             return
         self.closed = True
+        self.settled.set()
         for stream in self.streams.values():
             stream._fail(StreamGone(why, ErrorCodes.CANCEL))
         room = self._room

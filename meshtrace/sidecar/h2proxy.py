@@ -143,7 +143,12 @@ class H2Pool:
     ) -> H2Conn:
         key = (host, port, tls is not None)
         conns = self.conns.setdefault(key, [])
-        for conn in conns:
+        for conn in list(conns):
+            if not conn.settled.is_set():
+                # a new connection: its stream limit is known once its SETTINGS arrive
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.connect_timeout or None):
+                        await conn.settled.wait()
             if conn.capacity() > 0:
                 return conn
         try:
@@ -169,6 +174,12 @@ class H2Pool:
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
         self.opened += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.connect_timeout or None):
+                await conn.settled.wait()
+        if conn.closed:
+            why = conn.error or "not an HTTP/2 server"
+            raise ConnectFailure(f"{host}:{port}: closed before its HTTP/2 SETTINGS ({why})")
         return conn
 
     def _tidy(self, key: tuple[str, int, bool], conn: H2Conn) -> None:

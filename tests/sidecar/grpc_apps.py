@@ -17,6 +17,7 @@ import grpc
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 SERVICE = "mesh.Echo"
 MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -143,9 +144,13 @@ def method(ch: grpc.Channel, kind: str, name: str) -> Any:
 
 class H2EchoApp:
     """An HTTP/2 (h2c prior knowledge) server on `h2` in its own thread: answers every request
-    with its headers as JSON plus the request body's length, and a trailer."""
+    with its headers as JSON plus the request body's length, and a trailer. `/slow` answers after
+    0.5 s; `/goaway` answers, then sends GOAWAY. It allows `max_streams` concurrent streams per
+    connection and counts the connections it accepted."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, max_streams: int = 100) -> None:
+        self.max_streams = max_streams
+        self.connections = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -154,13 +159,30 @@ class H2EchoApp:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.connections += 1
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        conn = h2.connection.H2Connection(config)
+        conn.local_settings = h2.settings.Settings(
+            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams}
         )
         conn.initiate_connection()
         writer.write(conn.data_to_send())
         heads: dict[int, dict[str, str]] = {}
         sizes: dict[int, int] = {}
+
+        async def answer(sid: int) -> None:
+            head = heads.pop(sid)
+            if head[":path"] == "/slow":
+                await asyncio.sleep(0.5)
+            body = json.dumps({"headers": head, "size": sizes.pop(sid)}).encode()
+            conn.send_headers(sid, [(":status", "200"), ("content-type", "application/json")])
+            conn.send_data(sid, body)
+            conn.send_headers(sid, [("x-trailer", "done")], end_stream=True)
+            if head[":path"] == "/goaway":
+                conn.close_connection()
+            writer.write(conn.data_to_send())
+
+        tasks = set()
         while data := await reader.read(65536):
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
@@ -170,11 +192,9 @@ class H2EchoApp:
                     sizes[event.stream_id] += len(event.data)
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.StreamEnded):
-                    sid = event.stream_id
-                    body = json.dumps({"headers": heads.pop(sid), "size": sizes.pop(sid)}).encode()
-                    conn.send_headers(sid, [(":status", "200"), ("content-type", "application/json")])
-                    conn.send_data(sid, body)
-                    conn.send_headers(sid, [("x-trailer", "done")], end_stream=True)
+                    task = asyncio.ensure_future(answer(event.stream_id))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
             writer.write(conn.data_to_send())
             await writer.drain()
         writer.close()

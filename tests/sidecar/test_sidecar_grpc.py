@@ -4,6 +4,7 @@ the real collector (OTLP/HTTP receiver, file exporter); metrics are read from :1
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -218,3 +219,33 @@ def test_httpx_http2_through_two_sidecars(meshtrace_process: Any, tmp_path: Path
         assert src[0].labels["request_protocol"] == "http"
         assert src[0].labels["response_code"] == "200"
         assert sum(s.value for s in src) == 2
+
+
+def test_upstream_stream_limit(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
+    """The app allows one stream per connection: concurrent requests open more connections
+    instead of overrunning it."""
+
+    def app(host: str) -> H2EchoApp:
+        return H2EchoApp(host, max_streams=1)
+
+    for m in build_grpc_mesh(meshtrace_process, tmp_path, harness, app):
+        url = f"http://{m.frontend.address('outbound')}/slow"
+
+        async def concurrent(url: str = url) -> list[int]:
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+                calls = [client.get(url, headers={"host": "backend:8080"}) for _ in range(3)]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(concurrent()) == [200, 200, 200]
+        assert m.app.connections == 3
+
+
+def test_upstream_goaway_then_new_connection(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
+    """An app's GOAWAY lets its stream finish; the next request goes to a new connection."""
+    for m in build_grpc_mesh(meshtrace_process, tmp_path, harness, H2EchoApp):
+        url = f"http://{m.frontend.address('outbound')}"
+        with httpx.Client(http1=False, http2=True, timeout=10) as client:
+            assert client.get(f"{url}/goaway", headers={"host": "backend:8080"}).status_code == 200
+            assert m.app.connections == 1
+            assert client.get(f"{url}/after", headers={"host": "backend:8080"}).status_code == 200
+            assert m.app.connections == 2

@@ -225,6 +225,7 @@ class H2Proxy:
 
         conn.on_request = on_request
         conn.start()
+        self.proxy.count(f"{kind}.downstream_cx_http2_total")  # Envoy's per-listener stat
         self.proxy.connections += 1
         try:
             await conn.run()

@@ -244,6 +244,7 @@ class H2Conn:
         self.error: str | None = None
         # the peer's first SETTINGS arrived (its MAX_CONCURRENT_STREAMS is known), or it closed
         self.settled = asyncio.Event()
+        self.last_active = 0.0  # loop time a stream last ended (for close_when_idle)
 
     # -- h2 calls and writing
     def start(self) -> None:
@@ -302,7 +303,31 @@ class H2Conn:
                 self.h2.reset_stream(stream_id, code)
             self.flush()
 
+    def close_when_idle(self, seconds: float) -> None:
+        """GOAWAY and close once no stream has been open for `seconds` (Envoy's idle_timeout for
+        HTTP/2 connections; 0 = never). One timer, re-armed for the remainder when it fires
+        early, as the HTTP/1.1 side's."""
+        if seconds <= 0:
+            return
+        loop = self.wire.loop
+
+        def check() -> None:
+            if self.closed:
+                return
+            if self.streams:  # busy: look again a period later
+                loop.call_later(seconds, check)
+                return
+            due = self.last_active + seconds
+            if loop.time() < due:
+                loop.call_at(due, check)
+                return
+            self.close()
+
+        self.last_active = loop.time()
+        loop.call_at(self.last_active + seconds, check)
+
     def forget(self, stream_id: int) -> None:
+        self.last_active = self.wire.loop.time()
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             # events never read still hold connection window: give it back

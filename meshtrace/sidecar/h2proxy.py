@@ -131,8 +131,11 @@ class H2Pool:
     stream slot (the peer's MAX_CONCURRENT_STREAMS), else opens another. A connection that got
     GOAWAY takes no new streams and leaves the pool once its streams are done."""
 
-    def __init__(self, connect_timeout: float, local_ip: str | None = None) -> None:
+    def __init__(
+        self, connect_timeout: float, local_ip: str | None = None, idle_timeout: float = 0.0
+    ) -> None:
         self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
         self.local_addr = (local_ip, 0) if local_ip else None
         self.conns: dict[tuple[str, int, bool], list[H2Conn]] = {}
         self._readers: set[asyncio.Task[None]] = set()
@@ -168,6 +171,7 @@ class H2Pool:
                 raise
         conn = H2Conn(wire, client_side=True)
         conn.start()
+        conn.close_when_idle(self.idle_timeout)
         conn.on_idle = lambda c: self._tidy(key, c)
         conns.append(conn)
         task = asyncio.get_running_loop().create_task(conn.run())
@@ -203,7 +207,7 @@ class H2Proxy:
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
-        self.pool = H2Pool(proxy.timeouts.connect, proxy.ident.ip)
+        self.pool = H2Pool(proxy.timeouts.connect, proxy.ident.ip, proxy.timeouts.idle)
         self._tasks: set[asyncio.Task[None]] = set()
         self.streams = 0  # streams served, for /stats
 
@@ -225,6 +229,7 @@ class H2Proxy:
 
         conn.on_request = on_request
         conn.start()
+        conn.close_when_idle(self.proxy.timeouts.idle)
         self.proxy.count(f"{kind}.downstream_cx_http2_total")  # Envoy's per-listener stat
         self.proxy.connections += 1
         try:

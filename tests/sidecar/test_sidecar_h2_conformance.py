@@ -272,3 +272,19 @@ def test_fuzz_random_bytes_after_preface(h2_sidecar: Any, data: bytes) -> None:
 def test_fuzz_random_frame_sequences(h2_sidecar: Any, frames: list[bytes], with_request: bool) -> None:
     head = SETTINGS + (request(1, end=False) if with_request else b"")
     _poke(h2_sidecar, head + b"".join(frames))
+
+
+def test_idle_connection_gets_goaway(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
+    """--idle-timeout applies to HTTP/2 connections too: no stream for that long, GOAWAY
+    (NO_ERROR) and close."""
+    ip = harness.loopback()
+    doc = harness.config_doc("solo", "http://127.0.0.1:9", 0.0)
+    proc = harness.start_sidecar(
+        meshtrace_process, tmp_path, "solo", ip, harness.free_port(ip), doc, "--idle-timeout", "1"
+    )
+    with connect(proc.address("outbound")) as sock:
+        sock.sendall(PREFACE + SETTINGS)
+        started = time.monotonic()
+        got = read_frames(sock, is_goaway, timeout=5)
+        assert isinstance(got[-1], GoAwayFrame) and got[-1].error_code == E.NO_ERROR
+        assert time.monotonic() - started > 0.8

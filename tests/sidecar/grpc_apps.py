@@ -144,7 +144,8 @@ def method(ch: grpc.Channel, kind: str, name: str) -> Any:
 
 class H2EchoApp:
     """An HTTP/2 (h2c prior knowledge) server on `h2` in its own thread: answers every request
-    with its headers as JSON plus the request body's length, and a trailer. `/slow` answers after
+    with its headers (and request trailers, as `trailers`) as JSON plus the request body's length,
+    and a trailer. `/slow` answers after
     0.5 s; `/goaway` answers, then sends GOAWAY. It allows `max_streams` concurrent streams per
     connection and counts the connections it accepted."""
 
@@ -191,6 +192,8 @@ class H2EchoApp:
                 elif isinstance(event, h2.events.DataReceived):
                     sizes[event.stream_id] += len(event.data)
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    heads[event.stream_id]["trailers"] = json.dumps(dict(event.headers))
                 elif isinstance(event, h2.events.StreamEnded):
                     task = asyncio.ensure_future(answer(event.stream_id))
                     tasks.add(task)

@@ -221,6 +221,57 @@ def test_httpx_http2_through_two_sidecars(meshtrace_process: Any, tmp_path: Path
         assert sum(s.value for s in src) == 2
 
 
+def h2_exchange(
+    address: str, request: list[tuple[str, str]], body: bytes, trailers: list[tuple[str, str]]
+) -> Any:
+    """One stream with request trailers, sent with python-hyper's h2 as a client: (response
+    headers, body, response trailers)."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = address.rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    conn.send_headers(1, request)
+    conn.send_data(1, body)
+    conn.send_headers(1, trailers, end_stream=True)
+    head: dict[str, str] = {}
+    tail: dict[str, str] = {}
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        ended = False
+        while not ended and (chunk := sock.recv(65536)):
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    head = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    tail = dict(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(conn.data_to_send())
+    return head, data, tail
+
+
+def test_trailers_both_ways(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
+    for m in build_grpc_mesh(meshtrace_process, tmp_path, harness, H2EchoApp):
+        request = [(":method", "POST"), (":scheme", "http"), (":authority", "backend:8080"), (":path", "/t")]
+        head, body, tail = h2_exchange(
+            m.frontend.address("outbound"), request, b"abc", [("x-checksum", "42")]
+        )
+        assert head[":status"] == "200"
+        seen = json.loads(body)
+        assert seen["size"] == 3
+        assert json.loads(seen["headers"]["trailers"]) == {"x-checksum": "42"}
+        assert tail == {"x-trailer": "done"}
+
+
 def test_upstream_stream_limit(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
     """The app allows one stream per connection: concurrent requests open more connections
     instead of overrunning it."""

@@ -404,11 +404,8 @@ class H2Proxy:
                 can_retry = attempt < policy.attempts and (pump is None or replay.replayable)
                 target, ep = proxy._pick(route, tried)
                 ex.upstream_host = f"{target[0]}:{target[1]}"
-                tls, check = proxy._upstream_tls(route, ep, h2=True)
                 try:
-                    conn = await self.pool.acquire(*target, tls, check)
-                    bodiless = replay.ended and not replay.chunks and not replay.trailers
-                    up = conn.open_stream(up_headers, end=bodiless)
+                    up = await self._open(ex, route, target, ep, up_headers, replay)
                 except (ConnectFailure, StreamGone) as exc:
                     if ep is not None:
                         tried.add(ep)
@@ -417,8 +414,6 @@ class H2Proxy:
                     ex.details = "upstream_reset_before_response_started{connection_failure}"
                     flags = ("UF", "URX") if attempt > 1 else ("UF",)
                     raise LocalReply(503, RESET_BEFORE_HEADERS + "connection failure", *flags) from exc
-                if ep is not None:
-                    ex.peer_principal = ep.identity if tls is not None else ""
                 holder[:] = [up]
                 ds.linked = up  # a client reset cancels the upstream stream
                 sent = time.perf_counter()
@@ -454,12 +449,36 @@ class H2Proxy:
                 await self._respond(ds, up, resp, ex, call)
                 return
         finally:
-            if pump is not None and not pump.done():
-                pump.cancel()
-                with contextlib.suppress(BaseException):
-                    await pump
-            if holder and holder[0].gone is None and holder[0].id in holder[0].conn.streams:
-                holder[0].reset(ErrorCodes.CANCEL)  # timed out or abandoned mid-exchange
+            await self._abandon(pump, holder)
+
+    async def _open(
+        self,
+        ex: Exchange,
+        route: Route,
+        target: tuple[str, int],
+        ep: Endpoint | None,
+        up_headers: Headers,
+        replay: Replay,
+    ) -> Stream:
+        """An upstream stream for one attempt (mTLS to a mesh endpoint when the hop is)."""
+        tls, check = self.proxy._upstream_tls(route, ep, h2=True)
+        conn = await self.pool.acquire(*target, tls, check)
+        bodiless = replay.ended and not replay.chunks and not replay.trailers
+        up = conn.open_stream(up_headers, end=bodiless)
+        if ep is not None:  # a mesh endpoint: its principal when the hop is mTLS
+            ex.peer_principal = ep.identity if tls is not None else ""
+        return up
+
+    @staticmethod
+    async def _abandon(pump: asyncio.Task[None] | None, holder: list[Stream]) -> None:
+        """After the exchange, however it ended: stop the request pump and reset an upstream
+        stream left open (a timeout, an error)."""
+        if pump is not None and not pump.done():
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+        if holder and holder[0].gone is None and holder[0].id in holder[0].conn.streams:
+            holder[0].reset(ErrorCodes.CANCEL)
 
     @staticmethod
     async def _response_head(up: Stream) -> Head:

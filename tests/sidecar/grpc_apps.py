@@ -34,6 +34,7 @@ class EchoApp:
         self.flaky_left: dict[str, int] = {}  # key -> failures still to give (UNAVAILABLE)
         self.calls: dict[str, int] = {}
         self.cancelled = threading.Event()
+        self.produced = 0  # server-stream messages the transport took
         self.lock = threading.Lock()
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(self.unary, _ident, _ident),
@@ -108,6 +109,7 @@ class EchoApp:
         count, size = (int(x) for x in request.decode().split(":"))
         for i in range(count):
             yield bytes([i % 256]) * size
+            self.produced += 1
 
     def bidi(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         for r in requests:

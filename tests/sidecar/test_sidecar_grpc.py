@@ -300,3 +300,41 @@ def test_upstream_goaway_then_new_connection(meshtrace_process: Any, tmp_path: P
             assert m.app.connections == 1
             assert client.get(f"{url}/after", headers={"host": "backend:8080"}).status_code == 200
             assert m.app.connections == 2
+
+
+def test_backpressure_from_a_stalled_reader(gmesh: GrpcMesh) -> None:
+    """A client that never opens its window: the sidecars forward what the windows allow and
+    acknowledge upstream only what they forwarded, so the app stops producing instead of the
+    proxies buffering the whole 64 MiB answer."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = gmesh.frontend.address("outbound").rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()  # HTTP/2's default 65535-octet windows, never acknowledged below
+    request = [(":method", "POST"), (":scheme", "http"), (":authority", "backend:8080"),
+               (":path", "/mesh.Echo/ServerStream"), ("content-type", "application/grpc"),
+               ("te", "trailers")]  # fmt: skip
+    conn.send_headers(1, request)
+    message = b"64:1048576"
+    conn.send_data(1, b"\x00" + len(message).to_bytes(4, "big") + message, end_stream=True)
+    received = 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.DataReceived):
+                    received += len(event.data)
+            sock.sendall(conn.data_to_send())
+        produced = gmesh.app.produced
+    assert received <= 65535
+    assert produced < 40, f"the app produced {produced} MiB for a reader that took 64 KiB"

@@ -518,19 +518,21 @@ def rfc_error_code(exc: h2.exceptions.ProtocolError) -> int:
     return int(exc.error_code)
 
 
-async def sniff_preface(wire: Wire, timeout: float) -> bool:
+async def sniff_preface(wire: Wire, idle: float, headers: float) -> bool:
     """Whether the connection starts with the HTTP/2 client preface (h2c prior knowledge), read
     without consuming: the bytes seen stay for whichever parser takes the connection. A prefix
-    that stops matching decides HTTP/1.1 at once; the full preface, HTTP/2."""
+    that stops matching decides HTTP/1.1 at once; the full preface, HTTP/2. The first bytes may
+    take `idle` seconds, the rest of a begun preface `headers` (the slowloris bound); a
+    connection that sends nothing for that long is ended as idle."""
     seen = bytearray()
     wire.set_feed(seen.extend)
     try:
-        async with asyncio.timeout(timeout or None):
-            while len(seen) < len(PREFACE) and PREFACE.startswith(bytes(seen)):
+        while len(seen) < len(PREFACE) and PREFACE.startswith(bytes(seen)):
+            async with asyncio.timeout((headers if seen else idle) or None):
                 if not await wire.wait():
                     break
     except TimeoutError:
-        pass
+        wire.wake_eof()
     wire.put_back(bytes(seen))
     return bytes(seen[: len(PREFACE)]) == PREFACE
 

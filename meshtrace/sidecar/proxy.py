@@ -377,7 +377,8 @@ class Proxy:
         if principal is None:
             writer.abort()
             return
-        if negotiated_h2(writer) or await sniff_preface(writer, self.timeouts.idle):
+        t = self.timeouts
+        if negotiated_h2(writer) or await sniff_preface(writer, t.idle, t.headers):
             await self.h2.serve(writer, kind, principal)
             return
         ds = Downstream(writer, self.timeouts)

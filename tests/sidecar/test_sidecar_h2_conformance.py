@@ -276,12 +276,17 @@ def test_fuzz_random_frame_sequences(h2_sidecar: Any, frames: list[bytes], with_
 
 def test_idle_connection_gets_goaway(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
     """--idle-timeout applies to HTTP/2 connections too: no stream for that long, GOAWAY
-    (NO_ERROR) and close."""
+    (NO_ERROR) and close. A preface begun and not finished is closed after --header-timeout."""
     ip = harness.loopback()
     doc = harness.config_doc("solo", "http://127.0.0.1:9", 0.0)
     proc = harness.start_sidecar(
-        meshtrace_process, tmp_path, "solo", ip, harness.free_port(ip), doc, "--idle-timeout", "1"
-    )
+        meshtrace_process, tmp_path, "solo", ip, harness.free_port(ip), doc,
+        "--idle-timeout", "1", "--header-timeout", "1",
+    )  # fmt: skip
+    with connect(proc.address("outbound")) as sock:
+        sock.sendall(PREFACE[:10])
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # closed, nothing answered
     with connect(proc.address("outbound")) as sock:
         sock.sendall(PREFACE + SETTINGS)
         started = time.monotonic()

@@ -101,13 +101,13 @@ def http_to_grpc(status: int) -> int:
     return UNKNOWN
 
 
-def local_reply_headers(status: int, message: str) -> list[tuple[str, str]]:
-    """A trailers-only gRPC answer for a reply the proxy makes itself: HTTP 200 with the mapped
-    status (Envoy's local replies to gRPC requests)."""
+def local_reply_headers(grpc_status: int, message: str) -> list[tuple[str, str]]:
+    """A trailers-only gRPC answer for a reply the proxy makes itself (Envoy's local replies to
+    gRPC requests): HTTP 200, the status (`http_to_grpc` of the reply's HTTP status, as a rule)."""
     return [
         (":status", "200"),
         ("content-type", "application/grpc"),
-        ("grpc-status", str(http_to_grpc(status))),
+        ("grpc-status", str(grpc_status)),
         ("grpc-message", percent_encode(message)),
     ]
 

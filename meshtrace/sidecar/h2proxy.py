@@ -63,6 +63,10 @@ _REWRITTEN_UP: Final = frozenset(
 _NOT_FORWARDED_UP: Final = _CONNECTION_SPECIFIC | _REWRITTEN_UP
 _NOT_FORWARDED_DOWN: Final = _CONNECTION_SPECIFIC | {PEER_HEADER, PEER_ID_HEADER}
 TE_OK: Final = "trailers"
+# a grpc-timeout that passed: Envoy's HTTP connection manager ends the stream at the route's max
+# stream duration, which Istio's routes take from grpc-timeout (grpc_timeout_header_max: 0)
+DURATION_TIMEOUT: Final = "downstream duration timeout"
+MAX_DURATION: Final = "max_duration_timeout"
 RESET_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
@@ -138,22 +142,39 @@ class H2Pool:
         self.idle_timeout = idle_timeout
         self.local_addr = (local_ip, 0) if local_ip else None
         self.conns: dict[tuple[str, int, bool], list[H2Conn]] = {}
+        self._connecting: dict[tuple[str, int, bool], asyncio.Task[H2Conn]] = {}
         self._readers: set[asyncio.Task[None]] = set()
         self.opened = 0
 
     async def acquire(
         self, host: str, port: int, tls: ssl.SSLContext | None, check: Callable[[Wire], None] | None
     ) -> H2Conn:
+        """A connection with a free stream slot. While one is being opened for the address,
+        other requests wait for it rather than each opening their own (Envoy queues them on
+        the pending connection too)."""
         key = (host, port, tls is not None)
-        conns = self.conns.setdefault(key, [])
-        for conn in list(conns):
-            if not conn.settled.is_set():
-                # a new connection: its stream limit is known once its SETTINGS arrive
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.connect_timeout or None):
-                        await conn.settled.wait()
-            if conn.capacity() > 0:
-                return conn
+        while True:
+            for conn in list(self.conns.get(key, ())):
+                if conn.capacity() > 0:
+                    return conn
+            pending = self._connecting.get(key)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_task(self._connect(key, tls, check))
+                self._connecting[key] = pending
+                pending.add_done_callback(lambda t: self._forget_pending(key, t))
+            # its failure (ConnectFailure) is every waiting request's; once it is up, look again
+            # for a slot: the requests that waited share it as its limit allows
+            await asyncio.shield(pending)
+
+    def _forget_pending(self, key: tuple[str, int, bool], task: asyncio.Task[H2Conn]) -> None:
+        if self._connecting.get(key) is task:
+            del self._connecting[key]
+
+    async def _connect(
+        self, key: tuple[str, int, bool], tls: ssl.SSLContext | None, check: Callable[[Wire], None] | None
+    ) -> H2Conn:
+        """A new connection, returned once the peer's SETTINGS arrived (its stream limit)."""
+        host, port, _ = key
         try:
             async with asyncio.timeout(self.connect_timeout or None):
                 local = self.local_addr if host.startswith("127.") else None
@@ -173,7 +194,6 @@ class H2Pool:
         conn.start()
         conn.close_when_idle(self.idle_timeout)
         conn.on_idle = lambda c: self._tidy(key, c)
-        conns.append(conn)
         task = asyncio.get_running_loop().create_task(conn.run())
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
@@ -181,9 +201,11 @@ class H2Pool:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.connect_timeout or None):
                 await conn.settled.wait()
-        if conn.closed:
+        if conn.closed or not conn.settled.is_set():
+            conn.close()
             why = conn.error or "not an HTTP/2 server"
-            raise ConnectFailure(f"{host}:{port}: closed before its HTTP/2 SETTINGS ({why})")
+            raise ConnectFailure(f"{host}:{port}: no HTTP/2 SETTINGS ({why})")
+        self.conns.setdefault(key, []).append(conn)
         return conn
 
     def _tidy(self, key: tuple[str, int, bool], conn: H2Conn) -> None:
@@ -265,7 +287,9 @@ class H2Proxy:
         except LocalReply as reply:
             ex.flags.update(reply.flags)
             ex.status, ex.details = reply.status, reply.details
-            await self._local_reply(ds, ex, reply.status, reply.body, call)
+            # a passed grpc-timeout is DEADLINE_EXCEEDED, whatever its HTTP status maps to
+            deadline = grpc.DEADLINE_EXCEEDED if reply.details == MAX_DURATION else None
+            await self._local_reply(ds, ex, reply.status, reply.body, call, deadline)
         except StreamGone:
             ex.flags.add("DC")
             with contextlib.suppress(Exception):
@@ -280,23 +304,33 @@ class H2Proxy:
             proxy._record(ex, cfg)
 
     async def _local_reply(
-        self, ds: Stream, ex: Exchange, status: int, body: str, call: grpc.GrpcCall | None
+        self,
+        ds: Stream,
+        ex: Exchange,
+        status: int,
+        body: str,
+        call: grpc.GrpcCall | None,
+        grpc_status: int | None = None,
     ) -> None:
         """Answer on the stream: a trailers-only gRPC answer for gRPC requests (the HTTP status
-        mapped as Envoy maps it), else the status and a text body."""
+        mapped as Envoy maps it, unless `grpc_status` says), else the status and a text body."""
         try:
             if call is not None:
-                call.status = grpc.http_to_grpc(status)
+                call.status = grpc.http_to_grpc(status) if grpc_status is None else grpc_status
                 call.message = body
                 ex.status = 200
-                ds.send_headers(grpc.local_reply_headers(status, body), end=True)
-                return
-            data = body.encode()
-            ds.send_headers(
-                [(":status", str(status)), ("content-type", "text/plain"), ("content-length", str(len(data)))]
-            )
-            await ds.send_data(data, end=True)
-            ex.response_body = len(data)
+                ds.send_headers(grpc.local_reply_headers(call.status, body), end=True)
+            else:
+                data = body.encode()
+                ds.send_headers(
+                    [
+                        (":status", str(status)),
+                        ("content-type", "text/plain"),
+                        ("content-length", str(len(data))),
+                    ]
+                )
+                await ds.send_data(data, end=True)
+                ex.response_body = len(data)
         except StreamGone:
             ex.flags.add("DC")
         # the rest of the request is not wanted: RST_STREAM(NO_ERROR) per RFC 9113 8.1
@@ -355,27 +389,25 @@ class H2Proxy:
             *((k, v) for k, v in head.headers if k not in _NOT_FORWARDED_UP and (k != "te" or v == TE_OK)),
             *extra,
         ]
-        timeout = self._timeout(head)
-        if timeout is None:
+        deadline = grpc.parse_timeout(head.index.get("grpc-timeout"))
+        upstream = self.proxy.timeouts.upstream or None
+        bound = min(b for b in (deadline, upstream, float("inf")) if b is not None)
+        if bound == float("inf"):
             await self._forward(ds, first, ex, route, up_headers, call)
             return
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(bound):
                 await self._forward(ds, first, ex, route, up_headers, call)
         except TimeoutError:
-            ex.flags.add("UT")
+            by_deadline = bound == deadline
+            if not by_deadline:
+                ex.flags.add("UT")
             if ex.status:  # the answer had begun: the stream can only be reset
                 ds.reset(ErrorCodes.CANCEL)
                 return
+            if by_deadline:
+                raise LocalReply(408, DURATION_TIMEOUT, details=MAX_DURATION) from None
             raise LocalReply(504, "upstream request timeout", "UT") from None
-
-    def _timeout(self, head: RequestHead) -> float | None:
-        """The request's bound: `grpc-timeout` (Istio's routes honour it without a cap) or the
-        sidecar's `--upstream-timeout`, the shorter."""
-        bounds = [b for b in (grpc.parse_timeout(head.index.get("grpc-timeout")),) if b is not None]
-        if self.proxy.timeouts.upstream:
-            bounds.append(self.proxy.timeouts.upstream)
-        return min(bounds) if bounds else None
 
     async def _forward(
         self,

@@ -222,10 +222,10 @@ def test_httpx_http2_through_two_sidecars(meshtrace_process: Any, tmp_path: Path
 
 
 def h2_exchange(
-    address: str, request: list[tuple[str, str]], body: bytes, trailers: list[tuple[str, str]]
+    address: str, request: list[tuple[str, str]], body: bytes, trailers: list[tuple[str, str]] | None
 ) -> Any:
-    """One stream with request trailers, sent with python-hyper's h2 as a client: (response
-    headers, body, response trailers)."""
+    """One stream (with request trailers unless None), sent with python-hyper's h2 as a client:
+    (response headers, body, response trailers)."""
     import socket
 
     import h2.config
@@ -236,8 +236,9 @@ def h2_exchange(
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     conn.send_headers(1, request)
-    conn.send_data(1, body)
-    conn.send_headers(1, trailers, end_stream=True)
+    conn.send_data(1, body, end_stream=trailers is None)
+    if trailers is not None:
+        conn.send_headers(1, trailers, end_stream=True)
     head: dict[str, str] = {}
     tail: dict[str, str] = {}
     data = b""
@@ -257,6 +258,24 @@ def h2_exchange(
                     ended = True
             sock.sendall(conn.data_to_send())
     return head, data, tail
+
+
+def test_grpc_timeout_passed_is_deadline_exceeded(gmesh: GrpcMesh) -> None:
+    """A grpc-timeout that passes before the answer: the sidecar ends the stream as Envoy's
+    connection manager does at the route's max stream duration (Istio takes it from
+    grpc-timeout): a trailers-only DEADLINE_EXCEEDED, `downstream duration timeout`."""
+    request = [(":method", "POST"), (":scheme", "http"), (":authority", "backend:8080"),
+               (":path", "/mesh.Echo/Slow"), ("content-type", "application/grpc"), ("te", "trailers"),
+               ("grpc-timeout", "300m")]  # fmt: skip
+    message = b"5"
+    framed = b"\x00" + len(message).to_bytes(4, "big") + message
+    head, body, tail = h2_exchange(gmesh.frontend.address("outbound"), request, framed, None)
+    assert head[":status"] == "200" and body == b"" and tail == {}
+    assert head["grpc-status"] == "4"
+    assert head["grpc-message"] == "downstream duration timeout"
+    assert gmesh.app.cancelled.wait(5)  # the app's call was cancelled too
+    src = gmesh.samples(gmesh.frontend, "istio_requests", reporter="source")
+    assert src[0].labels["grpc_response_status"] == "4"
 
 
 def test_trailers_both_ways(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:

@@ -54,7 +54,7 @@ def test_http_to_grpc(http: int, code: int) -> None:
 
 
 def test_local_reply_is_trailers_only() -> None:
-    headers = dict(grpc.local_reply_headers(503, "no healthy upstream"))
+    headers = dict(grpc.local_reply_headers(grpc.http_to_grpc(503), "no healthy upstream"))
     assert headers == {
         ":status": "200",
         "content-type": "application/grpc",

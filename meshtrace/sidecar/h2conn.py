@@ -407,6 +407,11 @@ class H2Conn:
             self._lost(self.error)
             self.wire.close()
             return
+        except Exception as exc:  # h2 failed on input it should have refused: end this connection only
+            log.exception("h2 connection: unexpected error on input")
+            self.error = f"internal error: {exc!r}"
+            self.close(ErrorCodes.INTERNAL_ERROR)
+            return
         for event in events:
             self._dispatch(event)
         self.flush()

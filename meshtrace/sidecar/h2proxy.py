@@ -158,6 +158,11 @@ class H2Pool:
                 if conn.capacity() > 0:
                     return conn
             pending = self._connecting.get(key)
+            if pending is not None and pending.done():
+                # finished, its done callback not yet run: awaiting it would not yield, and this
+                # loop would spin without ever letting that callback (or anything else) run
+                self._forget_pending(key, pending)
+                pending = None
             if pending is None:
                 pending = asyncio.get_running_loop().create_task(self._connect(key, tls, check))
                 self._connecting[key] = pending

@@ -236,7 +236,6 @@ class H2Proxy:
         self.proxy = proxy
         self.pool = H2Pool(proxy.timeouts.connect, proxy.ident.ip, proxy.timeouts.idle)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.streams = 0  # streams served, for /stats
 
     async def serve(self, wire: Wire, kind: str, principal: str) -> None:
         """One downstream h2 connection until it ends; each request stream runs as its task."""
@@ -275,7 +274,6 @@ class H2Proxy:
 
         proxy = self.proxy
         cfg = proxy.cfg
-        self.streams += 1
         try:
             first = await ds.next_event()
         except StreamGone:

@@ -21,6 +21,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError
@@ -335,6 +336,8 @@ class H2Conn:
                 if isinstance(event, Data):
                     self.acknowledge(stream_id, event.flow)
             stream._events.clear()
+            if self.goaway and not self.streams:  # the last stream a GOAWAY let finish
+                self.close()
             if self.on_idle is not None:
                 self.on_idle(self)
 
@@ -364,13 +367,6 @@ class H2Conn:
                 self.flush()
         self._lost("connection closed")
         self.wire.close()
-
-    def graceful_close(self) -> None:
-        """GOAWAY: streams already open finish, no new ones are accepted."""
-        if not self.closed:
-            with contextlib.suppress(Exception):
-                self.h2.close_connection(ErrorCodes.NO_ERROR)
-                self.flush()
 
     # -- reading
     async def run(self) -> None:
@@ -482,15 +478,26 @@ class H2Conn:
             target._fail(StreamGone(f"stream reset by peer ({code!r})", code, refused))
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        """In-flight streams up to `last_stream_id` finish; later ones were never processed."""
+        """RFC 9113 6.8: streams this side opened up to `last_stream_id` may still complete, later
+        ones were never processed (refused: safe to retry); the peer's own streams (a client's
+        requests, when the client sends GOAWAY) continue. No new stream is opened here."""
         self.goaway = True
-        last = event.last_stream_id if event.last_stream_id is not None else 2**31
         code = event.error_code if event.error_code is not None else ErrorCodes.NO_ERROR
-        for sid, stream in list(self.streams.items()):
-            if sid > last:
-                stream._fail(StreamGone("refused by GOAWAY", code, refused=True))
+        if self.client_side:
+            last = event.last_stream_id if event.last_stream_id is not None else 2**31
+            for sid, stream in list(self.streams.items()):
+                if sid > last:
+                    stream._fail(StreamGone("refused by GOAWAY", code, refused=True))
         if code != ErrorCodes.NO_ERROR:
             self.error = f"GOAWAY {code!r}"
+        if self.streams:
+            # h2 4.4.1 takes a received GOAWAY as the end of the connection and would refuse
+            # the frames of the streams still allowed to finish: reopen its state machine
+            self.h2.state_machine.state = (
+                ConnectionState.CLIENT_OPEN if self.client_side else ConnectionState.SERVER_OPEN
+            )
+        else:
+            self.close()
         if self.on_idle is not None:
             self.on_idle(self)
 

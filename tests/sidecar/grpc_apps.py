@@ -18,6 +18,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 SERVICE = "mesh.Echo"
 MESSAGE_LIMITS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -181,9 +182,12 @@ class H2EchoApp:
             conn.send_headers(sid, [(":status", "200"), ("content-type", "application/json")])
             conn.send_data(sid, body)
             conn.send_headers(sid, [("x-trailer", "done")], end_stream=True)
-            if head[":path"] == "/goaway":
-                conn.close_connection()
             writer.write(conn.data_to_send())
+            if head[":path"] == "/goaway":
+                # written by hand: h2's close_connection() would also refuse to finish the
+                # streams still in flight, which a GOAWAY lets complete (RFC 9113 6.8)
+                last = conn.highest_inbound_stream_id
+                writer.write(GoAwayFrame(0, last_stream_id=last, error_code=0).serialize())
 
         tasks = set()
         while data := await reader.read(65536):

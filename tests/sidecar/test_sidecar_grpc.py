@@ -311,14 +311,23 @@ def test_upstream_stream_limit(meshtrace_process: Any, tmp_path: Path, harness: 
 
 
 def test_upstream_goaway_then_new_connection(meshtrace_process: Any, tmp_path: Path, harness: Any) -> None:
-    """An app's GOAWAY lets its stream finish; the next request goes to a new connection."""
+    """An app's GOAWAY: the stream in flight on that connection still finishes; the next
+    request goes to a new connection."""
     for m in build_grpc_mesh(meshtrace_process, tmp_path, harness, H2EchoApp):
         url = f"http://{m.frontend.address('outbound')}"
+
+        async def slow_then_goaway(url: str = url) -> list[int]:
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+                slow = asyncio.ensure_future(client.get(f"{url}/slow", headers={"host": "backend:8080"}))
+                await asyncio.sleep(0.2)  # /slow is in flight when the app sends GOAWAY
+                goaway = await client.get(f"{url}/goaway", headers={"host": "backend:8080"})
+                return [(await slow).status_code, goaway.status_code]
+
+        assert asyncio.run(slow_then_goaway()) == [200, 200]
+        assert m.app.connections == 1
         with httpx.Client(http1=False, http2=True, timeout=10) as client:
-            assert client.get(f"{url}/goaway", headers={"host": "backend:8080"}).status_code == 200
-            assert m.app.connections == 1
             assert client.get(f"{url}/after", headers={"host": "backend:8080"}).status_code == 200
-            assert m.app.connections == 2
+        assert m.app.connections == 2
 
 
 def test_backpressure_from_a_stalled_reader(gmesh: GrpcMesh) -> None:

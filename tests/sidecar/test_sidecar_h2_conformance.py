@@ -301,3 +301,21 @@ def test_idle_connection_gets_goaway(meshtrace_process: Any, tmp_path: Path, har
         got = read_frames(sock, is_goaway, timeout=5)
         assert isinstance(got[-1], GoAwayFrame) and got[-1].error_code == E.NO_ERROR
         assert time.monotonic() - started > 0.8
+
+
+def test_rapid_reset_does_not_stop_the_listener(h2_sidecar: Any) -> None:
+    """Streams opened and reset at once, a thousand on one connection (the "rapid reset"
+    pattern): each is answered or dropped, the connection still answers PING and nothing fails
+    inside the sidecar."""
+    address = h2_sidecar.address("outbound")
+    own = [(":method", "GET"), (":scheme", "http"), (":authority", address), (":path", "/")]
+    burst = b"".join(
+        headers(sid, own, end=True) + RstStreamFrame(sid, E.CANCEL).serialize() for sid in range(1, 2001, 2)
+    )
+    with connect(address) as sock:
+        sock.sendall(PREFACE + SETTINGS + burst + PingFrame(0, PING_DATA).serialize())
+        got = read_frames(sock, lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, timeout=20)
+        assert isinstance(got[-1], PingFrame)
+        assert not any(isinstance(f, GoAwayFrame) for f in got)
+    alive(address)
+    assert "Traceback" not in h2_sidecar.output()

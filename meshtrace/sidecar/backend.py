@@ -33,6 +33,9 @@ class Stream(Protocol):
     def set_feed(self, feed: Callable[[bytes], None]) -> None:
         """Hand received bytes to `feed` from now on, starting with any that came before."""
 
+    def put_back(self, data: bytes) -> None:
+        """Keep `data` (read while sniffing the protocol) for the next `set_feed`."""
+
     async def wait(self) -> bool:
         """Wait for more bytes (fed as they come); False once the stream has ended."""
 
@@ -136,6 +139,10 @@ class Wire(asyncio.Protocol):
         pending, self._pending = self._pending, []
         for data in pending:
             feed(data)
+
+    def put_back(self, data: bytes) -> None:
+        self._pending = [data] if data else []
+        self.feed = self._pending.append
 
     def wake_eof(self) -> None:
         self.eof = True

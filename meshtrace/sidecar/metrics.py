@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from meshtrace.prometheus import envoy_value, family_header, label_set, sample
 from meshtrace.sidecar.config import MetricOverride, SidecarConfig
+from meshtrace.sidecar.grpc import GrpcCall
 
 BUCKETS: Final = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
@@ -57,7 +58,11 @@ METRICS: Final = {
     "REQUEST_DURATION": ("istio_request_duration_milliseconds", "histogram", "Request duration (ms)."),
     "REQUEST_SIZE": ("istio_request_bytes", "histogram", "Request size (bytes)."),
     "RESPONSE_SIZE": ("istio_response_bytes", "histogram", "Response size (bytes)."),
+    # gRPC streams only (Istio's stats filter counts the messages its gRPC stats filter saw)
+    "GRPC_REQUEST_MESSAGES": ("istio_request_messages_total", "counter", "gRPC request messages."),
+    "GRPC_RESPONSE_MESSAGES": ("istio_response_messages_total", "counter", "gRPC response messages."),
 }
+_MESSAGE_METRICS: Final = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")
 PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
@@ -116,6 +121,8 @@ class Observation:
     duration_ms: float
     request_bytes: int
     response_bytes: int
+    protocol: str = "HTTP/1.1"
+    grpc: GrpcCall | None = None  # a gRPC stream: its status label and message counts
 
 
 class _Histogram:
@@ -139,9 +146,18 @@ class _Counter:
         self.value = 0
 
 
-# what one cached label set records into: the count cell and the three histograms (None where the
-# metric is disabled by a Telemetry override), and whether any of them is an overflow series
-_Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None, bool]
+# what one cached label set records into: the count cell, the three histograms and the two gRPC
+# message counters (None where the metric is disabled by a Telemetry override, or for a request
+# that is not gRPC), and whether any of them is an overflow series
+_Cells = tuple[
+    _Counter | None,
+    _Histogram | None,
+    _Histogram | None,
+    _Histogram | None,
+    _Counter | None,
+    _Counter | None,
+    bool,
+]
 
 
 def _overflow_labels(outbound: bool) -> str:
@@ -175,7 +191,7 @@ class IstioMetrics:
 
     def _drop_cache(self) -> None:
         for cells in self._cache.values():
-            self._marked.update(id(c) for c in cells[:4] if c is not None)
+            self._marked.update(id(c) for c in cells[:6] if c is not None)
         self._cache.clear()
 
     @property
@@ -241,9 +257,11 @@ class IstioMetrics:
         labels["destination_service_name"] = o.service_name
         labels["destination_service_namespace"] = o.service_namespace
         labels["destination_cluster"] = dst["cluster"]
-        labels["request_protocol"] = "http"
+        grpc = o.grpc
+        labels["request_protocol"] = "grpc" if grpc is not None else "http"
         labels["response_code"] = str(o.status)
-        labels["grpc_response_status"] = ""
+        status = grpc.status if grpc is not None else None
+        labels["grpc_response_status"] = str(status) if status is not None else ""
         labels["response_flags"] = o.flags
         # Istio's: the destination reports what its listener saw; the source never knows
         labels["connection_security_policy"] = (
@@ -251,7 +269,7 @@ class IstioMetrics:
         )
         ordered = {k: labels[k] for k in LABELS}
         attrs = {
-            "request.protocol": "HTTP/1.1",
+            "request.protocol": o.protocol,
             "request.host": o.host,
             "response.code": o.status,
             "destination.port": o.port,
@@ -274,6 +292,8 @@ class IstioMetrics:
         overrides = cfg.metrics["client" if o.outbound else "server"]
         series = []
         for metric in METRICS:
+            if o.grpc is None and metric in _MESSAGE_METRICS:
+                continue
             ov: MetricOverride | None = overrides.get(metric) or overrides.get("ALL_METRICS")
             labels = base
             if ov is not None:
@@ -292,24 +312,26 @@ class IstioMetrics:
     def _cells(self, o: Observation, cfg: SidecarConfig) -> _Cells:
         """The series cells one request records into, resolved once per label set; a label set
         that would exceed the metric's limit records into the overflow series instead."""
-        count: _Counter | None = None
+        counts: dict[str, _Counter] = {}
         hists: dict[str, _Histogram] = {}
         overflow = False
         for metric, labels in self._series(o, cfg):
-            if metric == "REQUEST_COUNT":
+            if METRICS[metric][1] == "counter":
                 counters = self.counters.setdefault(metric, {})
                 labels, over = self._admit(counters, labels, o.outbound)
-                count = counters.setdefault(labels, _Counter())
+                counts[metric] = counters.setdefault(labels, _Counter())
             else:
                 table = self.histograms.setdefault(metric, {})
                 labels, over = self._admit(table, labels, o.outbound)
                 hists[metric] = table.setdefault(labels, _Histogram())
             overflow = overflow or over
         return (
-            count,
+            counts.get("REQUEST_COUNT"),
             hists.get("REQUEST_DURATION"),
             hists.get("REQUEST_SIZE"),
             hists.get("RESPONSE_SIZE"),
+            counts.get("GRPC_REQUEST_MESSAGES"),
+            counts.get("GRPC_RESPONSE_MESSAGES"),
             overflow,
         )
 
@@ -317,7 +339,11 @@ class IstioMetrics:
         cfg = self._cfg
         if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
             return
-        key = (o.outbound, o.peer_raw, o.peer_principal, o.service_fqdn, o.port, o.host, o.status, o.flags)
+        grpc = o.grpc
+        key = (
+            o.outbound, o.peer_raw, o.peer_principal, o.service_fqdn, o.port, o.host, o.status, o.flags,
+            o.protocol, grpc is not None, grpc.status if grpc is not None else None,
+        )  # fmt: skip
         cells = self._cache.get(key)
         if cells is None:
             cells = self._cells(o, cfg)
@@ -326,8 +352,8 @@ class IstioMetrics:
                     self._drop_cache()
                 self._cache[key] = cells
             else:
-                self._marked.update(id(c) for c in cells[:4] if c is not None)
-        count, duration, request, response, overflow = cells
+                self._marked.update(id(c) for c in cells[:6] if c is not None)
+        count, duration, request, response, request_messages, response_messages, overflow = cells
         if overflow:
             self.overflowed += 1
         if count is not None:
@@ -338,6 +364,11 @@ class IstioMetrics:
             request.observe(o.request_bytes)
         if response is not None:
             response.observe(o.response_bytes)
+        if grpc is not None:
+            if request_messages is not None:
+                request_messages.value += grpc.requests.count
+            if response_messages is not None:
+                response_messages.value += grpc.responses.count
 
     def exposition(self) -> list[str]:
         lines: list[str] = []

@@ -95,7 +95,7 @@ class Mesh:
 def start_mesh(
     meshtrace_process: Any, tmp_path: Path, harness: Any, servers: Any, mesh_yaml: Callable[..., str]
 ) -> Iterator[Callable[..., Mesh]]:
-    def start(ttl: float = 86400.0, extra: str = "") -> Mesh:
+    def start(ttl: float = 86400.0, extra: str = "", app_factory: Callable[[str], Any] | None = None) -> Mesh:
         data = tmp_path / "control-data"
         key = identity.load_or_create_key(data)
         tokens = {}
@@ -118,7 +118,7 @@ def start_mesh(
         tls_url = f"https://{control.address('control-tls')}"
         trust = ["--ca-root", str(data / "ca" / "root-cert.pem")]
         be_ip, gw_ip = harness.loopback(), harness.loopback()
-        app = servers(harness.backend_app(be_ip))
+        app = servers((app_factory or harness.backend_app)(be_ip))
         ports = ["--admin-port", "0", "--stats-port", "0", "--health-port", "0"]
         backend = meshtrace_process(
             ["sidecar", "--workload", "backend", "--pod", "backend-0", "--ip", be_ip, "--service-account",
@@ -333,3 +333,33 @@ spec:
         if line.startswith("istio_requests_total{") and 'response_flags="RBAC"' in line
     ]  # fmt: skip
     assert len(denied_lines) == 2 and all('response_code="403"' in line for line in denied_lines)
+
+
+def test_grpc_between_sidecars_is_h2_over_mutual_tls(
+    start_mesh: Callable[..., Mesh], wait_until: Callable[..., Any]
+) -> None:
+    """gRPC into the gateway (h2c), then h2 over mTLS (ALPN istio-h2) to the backend's sidecar,
+    then h2c to a grpcio app."""
+    from grpc_apps import EchoApp, channel, method
+
+    mesh = start_mesh(app_factory=EchoApp)
+    ch = channel(mesh.gateway.address("gateway"), "backend.default:8080")
+    unary = method(ch, "unary", "Unary")
+
+    def answered() -> bool:
+        try:
+            return bool(unary(b"over mtls", timeout=5) == b"over mtls")
+        except Exception:
+            return False
+
+    wait_until(answered, "a gRPC answer through the gateway", timeout=20.0)
+    got = list(method(ch, "bidi", "Bidi")(iter([b"a", b"b"]), timeout=10))
+    assert got == [b"echo:a", b"echo:b"]
+    ch.close()
+    server = [
+        line
+        for line in mesh.stats(mesh.backend).splitlines()
+        if line.startswith("istio_requests_total{") and 'request_protocol="grpc"' in line
+    ]
+    assert any('connection_security_policy="mutual_tls"' in line and 'grpc_response_status="0"' in line
+               and f'source_principal="{GATEWAY_ID}"' in line for line in server), server  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshtrace.config.protocol import DOCUMENT_VALUES
 from meshtrace.config.schema import SchemaError, validate
 
 _STR: dict[str, Any] = {"type": "string"}
@@ -91,7 +92,15 @@ _SERVICE: dict[str, Any] = {
     "properties": {
         "name": _STR,
         "namespace": _STR,
-        "ports": {"type": "array", "items": {"type": "object", "required": ["port"]}},
+        "ports": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["port"],
+                "properties": {"protocol": {"type": "string", "enum": list(DOCUMENT_VALUES)}},
+                "additionalProperties": True,
+            },
+        },
         "endpoints": {"type": "array", "items": _ENDPOINT},
     },
 }

@@ -16,6 +16,7 @@ import yaml
 
 from meshtrace.cel import Label, check, compile_expr
 from meshtrace.propagation.context import Format
+from meshtrace.sidecar.protocols import AUTO, PORT_PROTOCOLS
 from meshtrace.sidecar.rbac import Authorizer
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,15 @@ class Endpoint:
     mtls: bool = False  # its sidecar accepts mTLS (auto mTLS uses it)
 
 
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """One Service port: its protocol (docs/config-document.md) and the app port it targets
+    (None when the target port is a name or absent)."""
+
+    protocol: str = AUTO
+    target_port: int | None = None
+
+
 @dataclass(slots=True)
 class Service:
     fqdn: str
@@ -84,6 +94,10 @@ class Service:
     ports: tuple[int, ...]
     endpoints: tuple[Endpoint, ...]
     _rr: itertools.count[int] = field(default_factory=itertools.count)
+    port_specs: dict[int, PortSpec] = field(default_factory=dict)
+
+    def port_spec(self, port: int) -> PortSpec:
+        return self.port_specs.get(port) or PortSpec()
 
     def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
         """Round-robin over the endpoints, skipping `exclude` (retries go elsewhere) when possible."""
@@ -327,6 +341,7 @@ def _services(raw: Any) -> dict[str, Service]:
         name = str(s.get("name") or fqdn.split(".")[0])
         namespace = str(s.get("namespace") or (fqdn.split(".")[1] if "." in fqdn else "default"))
         ports = tuple(int(p["port"]) for p in s.get("ports") or [] if isinstance(p, dict) and "port" in p)
+        specs = _port_specs(s.get("ports") or [], f"services.{fqdn}.ports")
         eps = []
         for i, e in enumerate(s.get("endpoints") or []):
             e = _obj(e, f"services.{fqdn}.endpoints[{i}]")
@@ -341,8 +356,24 @@ def _services(raw: Any) -> dict[str, Service]:
                     e.get("mtls") is True,
                 )
             )
-        out[fqdn] = Service(fqdn, name, namespace, ports, tuple(eps))
+        out[fqdn] = Service(fqdn, name, namespace, ports, tuple(eps), port_specs=specs)
     return out
+
+
+def _port_specs(raw: list[Any], where: str) -> dict[int, PortSpec]:
+    specs: dict[int, PortSpec] = {}
+    for i, p in enumerate(raw):
+        if not isinstance(p, dict) or "port" not in p:
+            continue
+        protocol = p.get("protocol") or AUTO
+        if protocol not in PORT_PROTOCOLS:
+            known = ", ".join(sorted(PORT_PROTOCOLS))
+            raise ConfigError(f"{where}[{i}].protocol: unknown protocol {protocol!r} ({known})")
+        target = p.get("target_port")
+        specs[int(p["port"])] = PortSpec(
+            str(protocol), target if isinstance(target, int) and not isinstance(target, bool) else None
+        )
+    return specs
 
 
 def parse(

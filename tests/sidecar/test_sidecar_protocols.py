@@ -1,0 +1,66 @@
+"""Protocol selection in the sidecar: the document's per-port `protocol` checked and classed, and
+the first-bytes detection for `auto` ports (units and hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshtrace.config.protocol import DOCUMENT_VALUES
+from meshtrace.sidecar.config import ConfigError, parse
+from meshtrace.sidecar.protocols import H2_PREFACE, PORT_PROTOCOLS, handling, looks_like_http
+
+FQDN = "db.default.svc.cluster.local"
+
+
+def _service(ports: list[dict[str, object]]) -> dict[str, object]:
+    return {"services": {FQDN: {"ports": ports, "endpoints": []}}}
+
+
+def test_the_sidecar_knows_every_protocol_the_control_plane_sends() -> None:
+    assert set(DOCUMENT_VALUES) == PORT_PROTOCOLS
+
+
+@pytest.mark.parametrize(
+    ("protocol", "expect"),
+    [("http", "http"), ("grpc", "http"), ("grpc-web", "http"), ("http2", "http"), ("tcp", "tcp"),
+     ("tls", "tcp"), ("https", "tcp"), ("mysql", "tcp"), ("auto", "detect"), ("udp", "none")],
+)  # fmt: skip
+def test_handling_by_protocol(protocol: str, expect: str) -> None:
+    assert handling(protocol) == expect
+
+
+def test_port_specs_parsed_with_target_ports() -> None:
+    cfg = parse(
+        _service([{"name": "tcp-db", "port": 5432, "target_port": 15432, "protocol": "tcp"}, {"port": 80}]),
+        "1", "w", "default", {},
+    )  # fmt: skip
+    svc = cfg.registry.services[FQDN]
+    assert (svc.port_spec(5432).protocol, svc.port_spec(5432).target_port) == ("tcp", 15432)
+    assert svc.port_spec(80).protocol == "auto"  # an older document without the key: detect
+    assert svc.port_spec(81).protocol == "auto"
+
+
+def test_an_unknown_protocol_is_refused_naming_the_field() -> None:
+    with pytest.raises(
+        ConfigError, match=r"services\.db\.default\.svc\.cluster\.local\.ports\[0\]\.protocol"
+    ):
+        parse(_service([{"port": 25, "protocol": "smtp"}]), "1", "w", "default", {})
+
+
+@pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\n", b"POST", b"G", b"PRI * HTTP/2", H2_PREFACE + b"\0"])
+def test_http_is_detected(first: bytes) -> None:
+    assert looks_like_http(first)
+
+
+@pytest.mark.parametrize(
+    "first", [b"", b"\x16\x03\x01", b"*1\r\n$4\r\nPING\r\n", b"get / HTTP/1.1", b"\x00\x00"]
+)
+def test_other_bytes_are_tcp(first: bytes) -> None:
+    assert not looks_like_http(first)
+
+
+@given(st.binary(max_size=64))
+def test_detection_never_raises(first: bytes) -> None:
+    assert looks_like_http(first) in (True, False)

@@ -75,6 +75,7 @@ class Endpoint:
     pod: str
     identity: str = ""  # the SPIFFE id its certificate must carry
     mtls: bool = False  # its sidecar accepts mTLS (auto mTLS uses it)
+    sidecar: bool = True  # a pod's sidecar (inbound listener); False: a static host, reached direct
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,14 @@ class Service:
 
     def port_spec(self, port: int) -> PortSpec:
         return self.port_specs.get(port) or PortSpec()
+
+    def app_port(self, port: int, main: int) -> int:
+        """Where this workload's inbound sends a request for Service port `port`: the first
+        Service port goes to the app's main port (`--app-port`: the pod's first containerPort
+        under `up`), a further port (gRPC beside HTTP) to its numeric targetPort."""
+        if not self.ports or port == self.ports[0] or port not in self.ports:
+            return main
+        return self.port_spec(port).target_port or main
 
     def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
         """Round-robin over the endpoints, skipping `exclude` (retries go elsewhere) when possible."""
@@ -354,6 +363,7 @@ def _services(raw: Any) -> dict[str, Service]:
                     str(e.get("pod", "")),
                     str(e.get("identity") or ""),
                     e.get("mtls") is True,
+                    e.get("pod") is not None,
                 )
             )
         out[fqdn] = Service(fqdn, name, namespace, ports, tuple(eps), port_specs=specs)

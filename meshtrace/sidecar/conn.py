@@ -123,6 +123,11 @@ class Wire(asyncio.Protocol):
         for data in pending:
             feed(data)
 
+    def put_back(self, data: bytes) -> None:
+        """Keep `data` (read while sniffing the protocol) for the next `set_feed`."""
+        self._pending = [data] if data else []
+        self.feed = self._pending.append
+
     def wake_eof(self) -> None:
         self.eof = True
         waiter = self._waiter
@@ -513,6 +518,11 @@ class Upstream:
     @property
     def until_close(self) -> bool:
         return self._until_close
+
+    @property
+    def upgraded_rest(self) -> list[bytes]:
+        """After a 101 answer: the bytes that followed it (the tunnel's first)."""
+        return self._parser.rest
 
 
 class Pool:

@@ -57,6 +57,18 @@ METRICS: Final = {
     "REQUEST_SIZE": ("istio_request_bytes", "histogram", "Request size (bytes)."),
     "RESPONSE_SIZE": ("istio_response_bytes", "histogram", "Response size (bytes)."),
 }
+# Istio's TCP metrics: counters, same labels as the request metrics but response_code and
+# grpc_response_status, with request_protocol="tcp"
+TCP_METRICS: Final = {
+    "TCP_OPENED_CONNECTIONS": ("istio_tcp_connections_opened_total", "Total TCP connections opened."),
+    "TCP_CLOSED_CONNECTIONS": ("istio_tcp_connections_closed_total", "Total TCP connections closed."),
+    "TCP_SENT_BYTES": ("istio_tcp_sent_bytes_total", "Bytes sent to the client (response direction)."),
+    "TCP_RECEIVED_BYTES": (
+        "istio_tcp_received_bytes_total",
+        "Bytes received from the client (request direction).",
+    ),
+}
+_NOT_TCP_LABELS: Final = ("response_code", "grpc_response_status")
 PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
@@ -138,6 +150,9 @@ class _Counter:
         self.value = 0
 
 
+Counter = _Counter  # what callers that count into a series themselves (TCP tunnels) hold
+
+
 # what one cached label set records into: the count cell and the three histograms (None where the
 # metric is disabled by a Telemetry override), and whether any of them is an overflow series
 _Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None, bool]
@@ -174,6 +189,8 @@ class IstioMetrics:
         self._marked: set[int] = set()
         self._cfg: SidecarConfig | None = None
         self._peer_cache: dict[str, dict[str, Any]] = {}
+        # TCP metric key -> label string -> counter; not swept (an open connection keeps adding)
+        self.tcp: dict[str, dict[str, _Counter]] = {k: {} for k in TCP_METRICS}
 
     def configure(self, cfg: SidecarConfig) -> None:
         """New config: label series computed under the old overrides are not reused."""
@@ -290,6 +307,31 @@ class IstioMetrics:
             series.append((metric, "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"))
         return series
 
+    def tcp_cells(self, o: Observation) -> dict[str, _Counter]:
+        """The counters one TCP connection adds to, by TCP metric key (disabled ones left out,
+        all of them when the direction reports no metrics); a full metric gives overflow."""
+        cfg = self._cfg
+        if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
+            return {}
+        base, attrs = self._base(o, cfg)
+        base["request_protocol"] = "tcp"
+        attrs["request.protocol"] = "tcp"
+        for name in _NOT_TCP_LABELS:
+            del base[name]
+        overrides = cfg.metrics["client" if o.outbound else "server"]
+        cells: dict[str, _Counter] = {}
+        for metric in TCP_METRICS:
+            ov: MetricOverride | None = overrides.get(metric) or overrides.get("ALL_METRICS")
+            if ov is not None and ov.disabled:
+                continue
+            labels = _apply(base, ov, attrs) if ov is not None else base
+            text = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+            table = self.tcp[metric]
+            text, over = self._admit(table, text, o.outbound)
+            self.overflowed += over
+            cells[metric] = table.setdefault(text, _Counter())
+        return cells
+
     def _admit(self, table: Mapping[str, object], labels: str, outbound: bool) -> tuple[str, bool]:
         """`labels`, or the overflow label set when `table` is full (and whether it was)."""
         if labels in table or len(table) < self.series_limit:
@@ -366,6 +408,10 @@ class IstioMetrics:
                     lines.append(f'{name}_bucket{{{inner},le="{le}"}} {cum}')
                 lines.append(f"{name}_sum{labels} {_fmt(h.sum)}")
                 lines.append(f"{name}_count{labels} {h.count}")
+        for metric, (name, help_text) in TCP_METRICS.items():
+            if self.tcp[metric]:
+                lines += (f"# HELP {name} {help_text}", f"# TYPE {name} counter")
+                lines += (f"{name}{labels} {c.value}" for labels, c in self.tcp[metric].items())
         return lines
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from meshtrace.propagation.context import decide, inject
+from meshtrace.sidecar import tcpproxy, upgrade
 from meshtrace.sidecar.certs import PeerRejected, WorkloadCerts, peer_principal
 from meshtrace.sidecar.config import Endpoint, Service, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import (
@@ -99,6 +100,7 @@ _REWRITTEN: Final = frozenset(
 _NOT_FORWARDED_UP: Final = HOP_BY_HOP | _REWRITTEN
 # an answer from a mesh upstream: its peer metadata is for this sidecar, not for the app
 _NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"content-length", PEER_HEADER, PEER_ID_HEADER}
+NOT_FORWARDED_UP, NOT_FORWARDED_DOWN = _NOT_FORWARDED_UP, _NOT_FORWARDED_DOWN  # for `upgrade`
 
 
 @dataclass(slots=True)
@@ -375,6 +377,9 @@ class Proxy:
                     self._log_bad_request(head, ds)
                     await ds.linger_close()
                     break
+                if tcpproxy.is_tunnel(kind, head):  # CONNECT, or a peer sidecar's TCP tunnel
+                    await tcpproxy.serve_tunnel(self, ds, head, kind)
+                    break
                 if not await self._exchange(ds, head, kind):
                     break
                 if writer.buffered() > WRITE_HIGH_WATER:
@@ -420,6 +425,8 @@ class Proxy:
         if kind == INBOUND:
             svc = cfg.registry.lookup(host) or self._own_service
             app = self.ident.app_port
+            if svc is not None and svc is self._own_service and port is not None:
+                app = svc.app_port(port, app)  # a second Service port (gRPC beside HTTP)
             name = f"{svc.fqdn}:{port or app}/*" if svc else f"{host}:{port or app}/*"
             return Route(
                 cluster=f"inbound|{app}||",
@@ -563,7 +570,11 @@ class Proxy:
                 xff = head.index.get("x-forwarded-for")
                 extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
                 extra.append(("x-forwarded-proto", "http"))
-            keep = await self._forward(ds, ex, route, extra) and keep
+            if ds.parser.upgraded:  # WebSocket: after the 101 the connection is a tunnel
+                keep = False
+                await upgrade.forward_upgrade(self, ds, ex, route, extra)
+            else:
+                keep = await self._forward(ds, ex, route, extra) and keep
         except LocalReply as reply:
             ex.flags.update(reply.flags)
             ex.status = reply.status

@@ -64,3 +64,16 @@ def test_other_bytes_are_tcp(first: bytes) -> None:
 @given(st.binary(max_size=64))
 def test_detection_never_raises(first: bytes) -> None:
     assert looks_like_http(first) in (True, False)
+
+
+def test_the_first_service_port_goes_to_the_main_app_port_further_ports_to_their_target() -> None:
+    cfg = parse(
+        _service([{"port": 8080, "target_port": 8080}, {"port": 9090, "target_port": 19090},
+                  {"port": 9091, "target_port": "grpc"}]),
+        "1", "w", "default", {},
+    )  # fmt: skip
+    svc = cfg.registry.services[FQDN]
+    assert svc.app_port(8080, 31000) == 31000  # the sidecar's --app-port, whatever targetPort says
+    assert svc.app_port(9090, 31000) == 19090
+    assert svc.app_port(9091, 31000) == 31000  # a named targetPort: not known to the sidecar
+    assert svc.app_port(1, 31000) == 31000

@@ -11,13 +11,13 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,29 +258,12 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
         assert ports.is_free(mesh.host, port), port
 
 
-def sidecar_speaks_h2(meshtrace_process: Any, tmp_path: Path) -> bool:
-    """Feature probe: a sidecar answers the HTTP/2 client preface with a SETTINGS frame (an
-    HTTP/2 listener) rather than an HTTP/1.1 error."""
-    config = tmp_path / "probe.json"
-    config.write_text(json.dumps({"schema": 1}))
-    ip = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.1"
-    ports = [f"--{n}-port" for n in ("inbound", "outbound", "admin", "stats", "health")]
-    proxy = meshtrace_process(
-        ["sidecar", "--workload", "probe", "--ip", ip, "--config", str(config), "--no-access-log",
-         *[arg for flag in ports for arg in (flag, "0")]]
-    )  # fmt: skip
-    host, port = proxy.wait_for_listeners("outbound")["outbound"]
-    with socket.create_connection((host, port), timeout=5) as conn:
-        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        first = conn.recv(9)
-    proxy.stop()
-    return len(first) == 9 and first[3] == 0x04  # a frame header whose type is SETTINGS
-
-
-def test_the_grpc_hop_goes_through_the_sidecars_as_http2(meshtrace_process: Any, tmp_path: Path) -> None:
+def test_the_grpc_hop_goes_through_the_sidecars_as_http2(
+    meshtrace_process: Any, tmp_path: Path, sidecar_speaks_h2: Callable[[], bool]
+) -> None:
     """With HTTP/2 in the sidecar, the demo's gRPC call is a proxied gRPC stream: both sidecars
     record a span for it (Envoy's gRPC tags) between the apps' gRPC spans."""
-    if not sidecar_speaks_h2(meshtrace_process, tmp_path):
+    if not sidecar_speaks_h2():
         pytest.skip("needs h2 merge: this sidecar does not speak HTTP/2 (the gRPC hop passes as TCP)")
     host, network, args = up_args(tmp_path)
     mesh = Mesh(meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")}), host, network)

@@ -365,17 +365,23 @@ spec:
 apiVersion: v1
 kind: Service
 metadata: {{name: server, namespace: default}}
-spec: {{selector: {{app: server}}, ports: [{{name: http, port: 8080}}]}}
+spec: {{selector: {{app: server}}, ports: [{{name: http, port: 8080}}{extra_ports}]}}
 """
 
 
 @contextmanager
 def mtls_pair(
-    work: Path, app: tuple[str, int], sink: tuple[str, int], sampling: float, index: int = 0
+    work: Path,
+    app: tuple[str, int],
+    sink: tuple[str, int],
+    sampling: float,
+    index: int = 0,
+    extra_ports: str = "",
 ) -> Iterator[tuple[Proc, Proc]]:
     """The same pair, configured by a control plane that signs their certificates: the
     client -> server hop is mutual TLS (auto mTLS, PERMISSIVE), as under `meshtrace up`.
-    `index` keeps several pairs' addresses and files apart, as sidecar_pair's."""
+    `index` keeps several pairs' addresses and files apart, as sidecar_pair's; `extra_ports`:
+    more Service ports (YAML flow items, each starting with a comma)."""
     from meshtrace.control import identity
 
     client_ip, server_ip = f"127.0.9.{20 + 2 * index}", f"127.0.9.{21 + 2 * index}"
@@ -383,7 +389,7 @@ def mtls_pair(
     data = folder / "control-data"
     folder.mkdir()
     (folder / "mesh.yaml").write_text(
-        MTLS_MESH.format(sink_host=sink[0], sink_port=sink[1], sampling=sampling)
+        MTLS_MESH.format(sink_host=sink[0], sink_port=sink[1], sampling=sampling, extra_ports=extra_ports)
     )
     key = identity.load_or_create_key(data)
     started: list[Proc] = []

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from meshtrace.config.protocol import DOCUMENT_VALUES
 from meshtrace.sidecar.config import ConfigError, parse
+from meshtrace.sidecar.http1 import RequestParser
 from meshtrace.sidecar.protocols import H2_PREFACE, PORT_PROTOCOLS, handling, looks_like_http
 
 FQDN = "db.default.svc.cluster.local"
@@ -77,3 +78,22 @@ def test_the_first_service_port_goes_to_the_main_app_port_further_ports_to_their
     assert svc.app_port(9090, 31000) == 19090
     assert svc.app_port(9091, 31000) == 31000  # a named targetPort: not known to the sidecar
     assert svc.app_port(1, 31000) == 31000
+
+
+@given(st.binary(max_size=512), st.integers(min_value=1, max_value=64), st.sampled_from([b"CONNECT", b"WS"]))
+def test_after_an_upgrade_head_every_byte_reaches_the_tunnel_unparsed(
+    tail: bytes, piece: int, kind: bytes
+) -> None:
+    """Whatever follows a CONNECT or WebSocket head, in whatever pieces it arrives, is kept as is
+    for the tunnel, and the parser queues no error or second request."""
+    head = (
+        b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n"
+        if kind == b"CONNECT"
+        else b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    data = head + tail
+    p = RequestParser()
+    for i in range(0, len(data), piece):
+        p.feed(data[i : i + piece])
+    assert p.upgraded and b"".join(p.rest) == tail
+    assert [type(e).__name__ for e in p.events] == ["RequestHead", "bytes"]  # the head, then END

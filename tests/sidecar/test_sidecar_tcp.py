@@ -116,7 +116,11 @@ def read_all(s: socket.socket) -> bytes:
 
 def samples(proc: Any, name: str) -> list[Any]:
     """The samples named `name` on a sidecar's :15090 page."""
-    with urllib.request.urlopen(f"http://{proc.address('stats')}/stats/prometheus", timeout=5) as r:
+    return samples_at(proc.address("stats"), name)
+
+
+def samples_at(stats: str, name: str) -> list[Any]:
+    with urllib.request.urlopen(f"http://{stats}/stats/prometheus", timeout=5) as r:
         text = r.read().decode()
     return [s for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
 
@@ -192,3 +196,23 @@ def test_connect_refusals(tcp_mesh: Callable[[str], tuple[Any, Any]], harness: A
     s, head = connect_via(be.address("inbound"), "backend:5432")
     with s:
         assert head.startswith(b"HTTP/1.1 501 "), head
+
+
+def test_tcp_through_a_mutual_tls_pair_keeps_the_half_close(tcp_app: tuple[str, int], tmp_path: Path) -> None:
+    """The pair of `meshtrace bench overhead` (control plane, signed certificates, auto mTLS)
+    with a TCP Service port: the tunnel crosses mutual TLS, which has no half-close of its own,
+    yet the app still sees the client's end of input (the tunnel's last chunk carries it)."""
+    from meshtrace.bench.overhead import mtls_pair
+
+    ip, port = tcp_app
+    extra = f", {{name: tcp-db, port: 5432, targetPort: {port}}}"
+    with mtls_pair(tmp_path, (ip, port), (ip, 9), 0.0, extra_ports=extra) as (client, server):
+        s, head = connect_via("{}:{}".format(*client.listeners["outbound"]), "server:5432")
+        with s:
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            s.sendall(PAYLOAD)
+            s.shutdown(socket.SHUT_WR)
+            assert read_all(s) == PAYLOAD[::-1] + b"|bye"
+        opened = samples_at("{}:{}".format(*server.listeners["stats"]), "istio_tcp_connections_opened_total")
+        assert [(s.labels["connection_security_policy"], s.value) for s in opened] == [("mutual_tls", 1)]
+        assert opened[0].labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/default"

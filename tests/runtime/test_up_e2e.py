@@ -418,3 +418,29 @@ def test_on_a_terminal_the_status_table_is_redrawn_in_place(meshtrace_process: A
     assert out.count("ingress gateway") >= 2, out  # drawn, then redrawn ...
     assert "\x1b[2K" in out  # ... over itself (erase line), not scrolled
     assert "status: 0 requests through the gateway" in out
+
+
+def test_apps_export_otlp_through_their_sidecars(meshtrace_process: Any, tmp_path: Path) -> None:
+    """`up --otlp-via-sidecar`: the apps' spans reach the collector through their sidecars (a
+    CONNECT for the collector Service; TCP until the sidecar speaks HTTP/2, a gRPC request
+    after), and those sidecars count the exports to the collector Service."""
+    host, network, args = up_args(tmp_path, "--otlp-via-sidecar")
+    mesh = Mesh(meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")}), host, network)
+    trace_id = os.urandom(16).hex()
+    headers = {"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"}
+    status, body = _get(mesh.ingress + "/api/data", headers=headers)
+    assert status == 200, body
+    spans = mesh.trace(trace_id, min_spans=8)
+    assert {"handleData", "queryDatabase"} <= {s["operationName"] for s in spans}  # the apps' own spans
+    collector = 'destination_service="otel-collector.istio-system.svc.cluster.local"'
+    network_prefix = mesh.network.rsplit(".", 1)[0]
+    exports = []
+    for i in range(1, 5):
+        _, text = _get(f"http://{network_prefix}.{i}:15090/stats/prometheus")
+        exports += [
+            line
+            for line in text.decode().splitlines()
+            if collector in line and 'reporter="source"' in line
+            and line.startswith(("istio_tcp_connections_opened_total{", "istio_requests_total{"))
+        ]  # fmt: skip
+    assert exports, "no sidecar carried an export to the collector"

@@ -20,7 +20,6 @@ Handling = Literal["http", "tcp", "detect", "none"]
 H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # an HTTP/1.x request line as far as it has arrived: a method token, a space, then the target
 _HTTP1_START: Final = re.compile(rb"^[A-Z]{1,16}( |$)")
-DETECT_BYTES: Final = len(H2_PREFACE)
 
 
 def handling(protocol: str) -> Handling:
@@ -32,6 +31,12 @@ def handling(protocol: str) -> Handling:
     if protocol == UDP:
         return "none"
     return "detect"
+
+
+def detected(first: bytes) -> bool:
+    """Whether the first bytes decide the protocol: the whole HTTP/2 preface, or bytes that have
+    already left it (a short HTTP/1.0 request need not wait for more)."""
+    return len(first) >= len(H2_PREFACE) or not H2_PREFACE.startswith(first)
 
 
 def is_h2(first: bytes) -> bool:

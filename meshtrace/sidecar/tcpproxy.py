@@ -21,7 +21,7 @@ from meshtrace.sidecar.config import SidecarConfig
 from meshtrace.sidecar.conn import ConnectFailure, Downstream, PeerClosed, connect
 from meshtrace.sidecar.http1 import HttpError, RequestHead, encode_head, simple_response, split_authority
 from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER, Counter, Observation
-from meshtrace.sidecar.protocols import AUTO, DETECT_BYTES, handling, is_h2, looks_like_http
+from meshtrace.sidecar.protocols import AUTO, detected, handling, is_h2, looks_like_http
 from meshtrace.sidecar.rbac import DENIED_BODY
 from meshtrace.sidecar.rbac import Request as RbacRequest
 from meshtrace.sidecar.tunnel import ChunkedEnd, End, RawEnd, splice
@@ -76,7 +76,7 @@ async def _outbound(proxy: Proxy, ds: Downstream, head: RequestHead) -> None:
         return
     ds.writer.write(ESTABLISHED)
     client = RawEnd(ds.writer, ds.parser.rest)
-    first = await client.peek(DETECT_BYTES, proxy.timeouts.headers)
+    first = await client.peek(detected, proxy.timeouts.headers)
     if (mode == "detect" and not looks_like_http(first)) or (is_h2(first) and not speaks_h2(proxy)):
         try:
             server, peer = await _open_upstream(proxy, route, cfg)

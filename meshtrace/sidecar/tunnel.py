@@ -48,13 +48,13 @@ class RawEnd:
         chunks.clear()
         return data
 
-    async def peek(self, size: int, timeout: float) -> bytes:
-        """At least `size` bytes, fewer if the input ends or `timeout` passes first; kept for
-        `receive` (protocol detection reads the first bytes without taking them)."""
+    async def peek(self, enough: Callable[[bytes], bool], timeout: float) -> bytes:
+        """The first bytes, once `enough` says so (or the input ends, or `timeout` passes); kept
+        for `receive` (protocol detection reads them without taking them)."""
         chunks = self._chunks
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout or None):
-                while sum(map(len, chunks)) < size and await self.wire.wait():
+                while not enough(b"".join(chunks)) and await self.wire.wait():
                     pass
         return b"".join(chunks)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from meshtrace.config.protocol import DOCUMENT_VALUES
 from meshtrace.sidecar.config import ConfigError, parse
 from meshtrace.sidecar.http1 import RequestParser
-from meshtrace.sidecar.protocols import H2_PREFACE, PORT_PROTOCOLS, handling, looks_like_http
+from meshtrace.sidecar.protocols import H2_PREFACE, PORT_PROTOCOLS, detected, handling, looks_like_http
 
 FQDN = "db.default.svc.cluster.local"
 
@@ -97,3 +97,14 @@ def test_after_an_upgrade_head_every_byte_reaches_the_tunnel_unparsed(
         p.feed(data[i : i + piece])
     assert p.upgraded and b"".join(p.rest) == tail
     assert [type(e).__name__ for e in p.events] == ["RequestHead", "bytes"]  # the head, then END
+
+
+@pytest.mark.parametrize(
+    ("first", "decided"),
+    [(b"", False), (b"PRI * HTTP/2", False), (H2_PREFACE, True), (b"GET / HTTP/1.0\r\n\r\n", True),
+     (b"P", False), (b"\x16", True)],
+)  # fmt: skip
+def test_detection_waits_only_while_the_bytes_could_still_be_the_h2_preface(
+    first: bytes, decided: bool
+) -> None:
+    assert detected(first) is decided

@@ -68,11 +68,11 @@ def _tcp_service(ip: str, inbound: int, port: int, target: int, protocol: str) -
 @pytest.fixture
 def tcp_mesh(
     meshtrace_process: Any, tmp_path: Path, harness: Any, tcp_app: tuple[str, int]
-) -> Callable[[str], tuple[Any, Any]]:
-    """tcp_mesh(protocol) -> (frontend sidecar, backend sidecar) with the backend's port 5432
-    targeting the TCP app, declared with `protocol`."""
+) -> Callable[..., tuple[Any, Any]]:
+    """tcp_mesh(protocol, *sidecar_flags) -> (frontend sidecar, backend sidecar) with the
+    backend's port 5432 targeting the TCP app, declared with `protocol`."""
 
-    def start(protocol: str) -> tuple[Any, Any]:
+    def start(protocol: str, *flags: str) -> tuple[Any, Any]:
         be_ip, app_port = tcp_app
         fe_ip = harness.loopback()
         rx_endpoint = f"http://{be_ip}:9"  # no spans are asserted here
@@ -80,14 +80,12 @@ def tcp_mesh(
         # the backend's registry holds its own Service (as the control plane's does)
         own = _tcp_service(be_ip, 15006, 5432, app_port, protocol)
         be_doc = harness.config_doc("backend", rx_endpoint, 0.0, {**fe_reg, **own})
-        be = harness.start_sidecar(
-            meshtrace_process, tmp_path, "backend", be_ip, harness.free_port(be_ip), be_doc
-        )
+        be_port = harness.free_port(be_ip)
+        be = harness.start_sidecar(meshtrace_process, tmp_path, "backend", be_ip, be_port, be_doc, *flags)
         own[BACKEND]["endpoints"][0]["port"] = be.listeners["inbound"][1]
         fe_doc = harness.config_doc("frontend", rx_endpoint, 0.0, own)
-        fe = harness.start_sidecar(
-            meshtrace_process, tmp_path, "frontend", fe_ip, harness.free_port(fe_ip), fe_doc
-        )
+        fe_port = harness.free_port(fe_ip)
+        fe = harness.start_sidecar(meshtrace_process, tmp_path, "frontend", fe_ip, fe_port, fe_doc, *flags)
         return fe, be
 
     return start
@@ -184,6 +182,20 @@ def test_an_http_port_is_served_as_http_inside_the_tunnel(
     assert b'"x-envoy-peer-metadata-id"' not in answer  # the app never sees the peer metadata
     assert b"traceparent" in answer  # the sidecar proxied it as a request
     assert any(s.labels["destination_service"] == BACKEND for s in samples(fe, "istio_requests_total"))
+
+
+def test_a_short_http_request_on_an_auto_port_is_detected_without_waiting(
+    tcp_mesh: Callable[..., tuple[Any, Any]],
+) -> None:
+    """18 bytes of HTTP/1.0 have left the HTTP/2 preface already: detection decides at once (the
+    sidecars wait 30 s for more bytes, the client 5 s for its answer)."""
+    fe, _ = tcp_mesh("auto", "--header-timeout", "30")
+    s, head = connect_via(fe.address("outbound"), "backend:5432")
+    with s:
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        s.settimeout(5)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert read_all(s).startswith(b"HTTP/1.1 400 "), "served as HTTP (no Host: 400)"
 
 
 def test_connect_refusals(tcp_mesh: Callable[[str], tuple[Any, Any]], harness: Any) -> None:

@@ -100,6 +100,18 @@ class Service:
     def port_spec(self, port: int) -> PortSpec:
         return self.port_specs.get(port) or PortSpec()
 
+    def static_port(self, port: int, ep: Endpoint) -> int:
+        """Where a static endpoint (no sidecar) is reached for Service port `port`: the port's
+        numeric targetPort when the Service has a static endpoint on it at that address (the
+        collector's: one per port) or `port` is a further Service port; else the endpoint's port."""
+        target = self.port_spec(port).target_port
+        if target is None or target == ep.port:
+            return ep.port
+        further = bool(self.ports) and port != self.ports[0]
+        if further or any(e.ip == ep.ip and e.port == target for e in self.endpoints):
+            return target
+        return ep.port
+
     def app_port(self, port: int, main: int) -> int:
         """Where this workload's inbound sends a request for Service port `port`: the first
         Service port goes to the app's main port (`--app-port`: the pod's first containerPort

@@ -611,6 +611,8 @@ class Proxy:
         ep = route.service.pick(tried) if route.service is not None else None
         if ep is None:
             raise LocalReply(503, "no healthy upstream", "UH")
+        if not ep.sidecar and route.service is not None:  # reached direct: the port it targets
+            return (ep.ip, route.service.static_port(route.port, ep)), ep
         return (ep.ip, ep.port), ep
 
     async def _forward(

@@ -108,3 +108,25 @@ def test_detection_waits_only_while_the_bytes_could_still_be_the_h2_preface(
     first: bytes, decided: bool
 ) -> None:
     assert detected(first) is decided
+
+
+def test_a_static_endpoint_is_reached_on_the_port_its_service_port_targets() -> None:
+    doc = {
+        "services": {
+            FQDN: {  # a workload without a sidecar: one static endpoint, at its first port
+                "ports": [{"port": 8080, "target_port": 8080}, {"port": 9090, "target_port": 9090}],
+                "endpoints": [{"ip": "127.0.0.9", "port": 8080, "pod": None}],
+            },
+            "otel.default.svc.cluster.local": {  # the collector: a static endpoint per port
+                "ports": [{"port": 4317, "target_port": 4317}, {"port": 4318, "target_port": 4318}],
+                "endpoints": [{"ip": "127.0.0.1", "port": p, "pod": None} for p in (4318, 4317)],
+            },
+        }
+    }  # fmt: skip
+    reg = parse(doc, "1", "w", "default", {}).registry.services
+    db, otel = reg[FQDN], reg["otel.default.svc.cluster.local"]
+    assert not db.endpoints[0].sidecar
+    assert db.static_port(8080, db.endpoints[0]) == 8080
+    assert db.static_port(9090, db.endpoints[0]) == 9090  # was 8080: gRPC sent to the HTTP port
+    for ep in otel.endpoints:  # whichever endpoint round robin picks
+        assert otel.static_port(4317, ep) == 4317 and otel.static_port(4318, ep) == 4318

@@ -88,8 +88,16 @@ async def call_backend_grpc(request: web.Request, channel: grpc.aio.Channel) -> 
     """`meshtrace.demo.Users/Count` on the backend's gRPC API (the CLIENT span is the SDK's)."""
     metadata = tuple(forwarded_headers(request.headers).items())
     try:
+        # wait_for_ready: while the channel reconnects (a restarted sidecar), wait within the
+        # timeout as the HTTP client's connect would, instead of failing at once
         answer = await unary_call(
-            channel, users_api.SERVICE, users_api.COUNT, users_api.encode({}), BACKEND_TIMEOUT_S, metadata
+            channel,
+            users_api.SERVICE,
+            users_api.COUNT,
+            users_api.encode({}),
+            BACKEND_TIMEOUT_S,
+            metadata,
+            True,
         )
         return users_api.decode(answer)
     except grpc.aio.AioRpcError as err:
@@ -133,7 +141,10 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
 
 async def grpc_channel(app: web.Application) -> AsyncIterator[None]:
     # grpcio reads http_proxy / no_grpc_proxy itself: through the sidecar, as a CONNECT
-    async with grpc.aio.insecure_channel(os.environ[users_api.BACKEND_GRPC_ENV].strip()) as channel:
+    target = os.environ[users_api.BACKEND_GRPC_ENV].strip()
+    # reconnect within a second, not grpcio's default backoff of up to two minutes
+    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
         app[GRPC_CHANNEL] = channel
         yield
 

@@ -58,8 +58,11 @@ async def unary_call(
     request: bytes,
     timeout: float,
     metadata: Sequence[tuple[str, str]] = (),
+    wait_for_ready: bool | None = None,
 ) -> bytes:
-    """Call a unary method with a CLIENT span; raises grpc.aio.AioRpcError as grpcio does."""
+    """Call a unary method with a CLIENT span; raises grpc.aio.AioRpcError as grpcio does.
+    `wait_for_ready`: grpcio's (wait for a connection within `timeout` rather than fail at once
+    while the channel reconnects)."""
     with tracer.start_as_current_span(
         f"{service}/{method}",
         kind=SpanKind.CLIENT,
@@ -71,7 +74,12 @@ async def unary_call(
         propagate.inject(carrier)
         call = channel.unary_unary(full_method(service, method))  # bytes in, bytes out
         try:
-            answer: bytes = await call(request, timeout=timeout, metadata=(*metadata, *carrier.items()))
+            answer: bytes = await call(
+                request,
+                timeout=timeout,
+                metadata=(*metadata, *carrier.items()),
+                wait_for_ready=wait_for_ready,
+            )
         except grpc.aio.AioRpcError as err:
             _finish(span, err.code(), err.details(), server=False)
             raise

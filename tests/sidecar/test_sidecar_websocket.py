@@ -8,6 +8,7 @@ Before: every Upgrade was refused with 501."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def test_websocket_through_two_sidecars(
     servers(rx)
     endpoint = f"http://{rx_ip}:{rx.port}"
 
+    procs: dict[str, Any] = {}
+
     async def main() -> None:
         app = web.Application()
         app.router.add_get("/ws", _echo)
@@ -60,6 +63,7 @@ def test_websocket_through_two_sidecars(
                 meshtrace_process, tmp_path, "frontend", fe_ip, harness.free_port(fe_ip),
                 harness.config_doc("frontend", endpoint, 100.0, reg),
             )  # fmt: skip
+            procs.update(fe=fe, be=be)
             proxy = f"http://{fe.address('outbound')}"
             async with (
                 aiohttp.ClientSession() as session,
@@ -93,3 +97,7 @@ def test_websocket_through_two_sidecars(
         assert attrs["http.status_code"] == "101"
         assert attrs["upstream_cluster"]  # a routed request, not a local reply
     assert len({s.trace_id for _, s in upgrade}) == 1  # one trace across both sidecars
+    for proc, reporter in ((procs["fe"], "source"), (procs["be"], "destination")):
+        with urllib.request.urlopen(f"http://{proc.address('stats')}/stats/prometheus", timeout=5) as r:
+            lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("istio_requests_total{")]
+        assert any(f'reporter="{reporter}"' in ln and 'response_code="101"' in ln for ln in lines), lines

@@ -186,7 +186,7 @@ class Wire(asyncio.Protocol):
                 raise ConnectionResetError("connection closed")
 
     def write_eof(self) -> None:
-        if self.transport.can_write_eof():
+        if not self.transport.is_closing() and self.transport.can_write_eof():
             self.transport.write_eof()
 
     def is_closing(self) -> bool:

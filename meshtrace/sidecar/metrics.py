@@ -63,6 +63,18 @@ METRICS: Final = {
     "GRPC_RESPONSE_MESSAGES": ("istio_response_messages_total", "counter", "gRPC response messages."),
 }
 _MESSAGE_METRICS: Final = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")
+# Istio's TCP metrics: counters, same labels as the request metrics but response_code and
+# grpc_response_status, with request_protocol="tcp"
+TCP_METRICS: Final = {
+    "TCP_OPENED_CONNECTIONS": ("istio_tcp_connections_opened_total", "Total TCP connections opened."),
+    "TCP_CLOSED_CONNECTIONS": ("istio_tcp_connections_closed_total", "Total TCP connections closed."),
+    "TCP_SENT_BYTES": ("istio_tcp_sent_bytes_total", "Bytes sent to the client (response direction)."),
+    "TCP_RECEIVED_BYTES": (
+        "istio_tcp_received_bytes_total",
+        "Bytes received from the client (request direction).",
+    ),
+}
+_NOT_TCP_LABELS: Final = ("response_code", "grpc_response_status")
 PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
@@ -146,6 +158,9 @@ class _Counter:
         self.value = 0
 
 
+Counter = _Counter  # what callers that count into a series themselves (TCP tunnels) hold
+
+
 # what one cached label set records into: the count cell, the three histograms and the two gRPC
 # message counters (None where the metric is disabled by a Telemetry override, or for a request
 # that is not gRPC), and whether any of them is an overflow series
@@ -183,6 +198,8 @@ class IstioMetrics:
         self._marked: set[int] = set()
         self._cfg: SidecarConfig | None = None
         self._peer_cache: dict[str, dict[str, Any]] = {}
+        # TCP metric key -> label string -> counter; not swept (an open connection keeps adding)
+        self.tcp: dict[str, dict[str, _Counter]] = {k: {} for k in TCP_METRICS}
 
     def configure(self, cfg: SidecarConfig) -> None:
         """New config: label series computed under the old overrides are not reused."""
@@ -303,6 +320,31 @@ class IstioMetrics:
             series.append((metric, label_set((k, v[:MAX_LABEL_VALUE]) for k, v in labels.items())))
         return series
 
+    def tcp_cells(self, o: Observation) -> dict[str, _Counter]:
+        """The counters one TCP connection adds to, by TCP metric key (disabled ones left out,
+        all of them when the direction reports no metrics); a full metric gives overflow."""
+        cfg = self._cfg
+        if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
+            return {}
+        base, attrs = self._base(o, cfg)
+        base["request_protocol"] = "tcp"
+        attrs["request.protocol"] = "tcp"
+        for name in _NOT_TCP_LABELS:
+            del base[name]
+        overrides = cfg.metrics["client" if o.outbound else "server"]
+        cells: dict[str, _Counter] = {}
+        for metric in TCP_METRICS:
+            ov: MetricOverride | None = overrides.get(metric) or overrides.get("ALL_METRICS")
+            if ov is not None and ov.disabled:
+                continue
+            labels = _apply(base, ov, attrs) if ov is not None else base
+            text = label_set((k, v[:MAX_LABEL_VALUE]) for k, v in labels.items())
+            table = self.tcp[metric]
+            text, over = self._admit(table, text, o.outbound)
+            self.overflowed += over
+            cells[metric] = table.setdefault(text, _Counter())
+        return cells
+
     def _admit(self, table: Mapping[str, object], labels: str, outbound: bool) -> tuple[str, bool]:
         """`labels`, or the overflow label set when `table` is full (and whether it was)."""
         if labels in table or len(table) < self.series_limit:
@@ -388,6 +430,10 @@ class IstioMetrics:
                     lines.append(sample(f"{name}_bucket", f'{{{inner},le="{le}"}}', str(cum)))
                 lines.append(sample(f"{name}_sum", labels, envoy_value(h.sum)))
                 lines.append(sample(f"{name}_count", labels, str(h.count)))
+        for metric, (name, help_text) in TCP_METRICS.items():
+            if self.tcp[metric]:
+                lines += family_header(name, "counter", help_text)
+                lines += (sample(name, labels, str(c.value)) for labels, c in self.tcp[metric].items())
         return lines
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from meshtrace import accesslog
 from meshtrace.propagation.context import decide, inject
+from meshtrace.sidecar import tcpproxy, upgrade
 from meshtrace.sidecar.backend import ConnectFailure, NetworkBackend, Stream
 from meshtrace.sidecar.certs import PeerRejected, WorkloadCerts, peer_principal
 from meshtrace.sidecar.config import Endpoint, SidecarConfig, Tracing
@@ -103,6 +104,7 @@ _REWRITTEN: Final = frozenset(
 _NOT_FORWARDED_UP: Final = HOP_BY_HOP | _REWRITTEN
 # an answer from a mesh upstream: its peer metadata is for this sidecar, not for the app
 _NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"content-length", PEER_HEADER, PEER_ID_HEADER}
+NOT_FORWARDED_UP, NOT_FORWARDED_DOWN = _NOT_FORWARDED_UP, _NOT_FORWARDED_DOWN  # for `upgrade`
 
 
 @dataclass(slots=True)
@@ -367,6 +369,9 @@ class Proxy:
                     self._log_bad_request(head, ds)
                     await ds.linger_close()
                     break
+                if tcpproxy.is_tunnel(kind, head):  # CONNECT, or a peer sidecar's TCP tunnel
+                    await tcpproxy.serve_tunnel(self, ds, head, kind)
+                    break
                 if not await self._exchange(ds, head, kind):
                     break
                 if writer.buffered() > WRITE_HIGH_WATER:
@@ -476,7 +481,11 @@ class Proxy:
                 xff = head.index.get("x-forwarded-for")
                 extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
                 extra.append(("x-forwarded-proto", "http"))
-            keep = await self._forward(ds, ex, route, extra) and keep
+            if ds.parser.upgraded:  # WebSocket: after the 101 the connection is a tunnel
+                keep = False
+                await upgrade.forward_upgrade(self, ds, ex, route, extra)
+            else:
+                keep = await self._forward(ds, ex, route, extra) and keep
         except LocalReply as reply:
             ex.flags.update(reply.flags)
             ex.status = reply.status
@@ -514,6 +523,8 @@ class Proxy:
         ep = route.service.pick(tried) if route.service is not None else None
         if ep is None:
             raise LocalReply(503, "no healthy upstream", "UH")
+        if not ep.sidecar and route.service is not None:  # reached direct: the port it targets
+            return (ep.ip, route.service.static_port(route.port, ep)), ep
         return (ep.ip, ep.port), ep
 
     async def _forward(

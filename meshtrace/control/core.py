@@ -50,6 +50,7 @@ class ServicePort:
     port: int
     target_port: int | str | None  # None: same as port; a name: the pod's port of that name
     app_protocol: str | None
+    protocol: str = "auto"  # resolved as istiod does (meshtrace.config.protocol)
 
 
 @dataclass(frozen=True)
@@ -344,6 +345,7 @@ class ControlPlane:
                         "port": p.port,
                         "target_port": p.port if p.target_port is None else p.target_port,
                         "app_protocol": p.app_protocol,
+                        "protocol": p.protocol,
                     }
                     for p in svc.ports
                 ],
@@ -367,7 +369,13 @@ class ControlPlane:
                     "name": entry.host.split(".")[0],
                     "namespace": entry.host.split(".")[1] if entry.host.count(".") >= 1 else "",
                     "ports": [
-                        {"name": "", "port": entry.port, "target_port": entry.port, "app_protocol": None}
+                        {
+                            "name": "",
+                            "port": entry.port,
+                            "target_port": entry.port,
+                            "app_protocol": None,
+                            "protocol": "auto",
+                        }
                     ],
                     "endpoints": [],
                 },

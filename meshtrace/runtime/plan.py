@@ -19,6 +19,7 @@ from typing import Any
 from meshtrace.config import Bundle, load
 from meshtrace.config.lint import lint
 from meshtrace.config.model import Deployment, Service
+from meshtrace.config.protocol import port_protocol
 from meshtrace.control import identity
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.supervisor import ProcessSpec, meshtrace_argv
@@ -208,12 +209,14 @@ def _pods(
     network: ipaddress.IPv4Network | ipaddress.IPv6Network,
     host: str,
     otlp_target: str,
+    app_otlp: str | None,
     collector_hosts: set[str],
     defined: set[str],
     plan: Plan,
 ) -> list[PodPlan]:
     """One pod per replica of every Deployment that can run here (the collector runs apart), each
-    on its own address of `network`; what cannot run is said in `plan.reports`."""
+    on its own address of `network`; what cannot run is said in `plan.reports`. `app_otlp`: where
+    apps with a sidecar send OTLP when it goes through their sidecar (`--otlp-via-sidecar`)."""
     pods: list[PodPlan] = []
     addresses = (str(a) for a in network.hosts())
     for dep in bundle.deployments:
@@ -239,6 +242,9 @@ def _pods(
             env = _app_env(
                 container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
             )
+            if sidecar and app_otlp is not None:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = app_otlp
+                env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
             if not sidecar:
                 _without_sidecar(bundle, dep, ip, app_port, env, plan.static_endpoints)
             pods.append(
@@ -265,7 +271,10 @@ def make_plan(
     ingress: tuple[str, int],
     ui: tuple[str, int],
     data_dir: Path | None,
+    otlp_via_sidecar: bool = False,
 ) -> Plan:
+    """The plan; `otlp_via_sidecar`: apps export OTLP/gRPC to the collector Service through their
+    sidecar (as in Istio) instead of straight to the local collector."""
     bundle = load(paths)
     if bundle.unreadable:
         raise ValueError("; ".join(f"{p.file}: {p.message}" for p in bundle.unreadable))
@@ -303,8 +312,11 @@ def make_plan(
         for port in collector_service.ports:
             target = port.target_port if isinstance(port.target_port, int) else port.port
             plan.static_endpoints.append(f"{collector_service.host}={host}:{target}")
+    app_otlp = _app_otlp_target(collector_service, otlp_target, plan.reports) if otlp_via_sidecar else None
 
-    plan.pods = _pods(bundle, collectors, network, host, otlp_target, collector_hosts, defined, plan)
+    plan.pods = _pods(
+        bundle, collectors, network, host, otlp_target, app_otlp, collector_hosts, defined, plan
+    )
     # The gateway sends requests whose Host names no Service to the first Service (in manifest
     # order) that selects a running Deployment: the seed's and the demo's frontend.
     served = [d for d in bundle.deployments if any(p.deployment == d.name for p in plan.pods)]
@@ -318,6 +330,20 @@ def make_plan(
     )
     plan.alert_rule_groups = [rule.groups for rule in bundle.prometheus_rules]
     return plan
+
+
+def _app_otlp_target(service: Service | None, direct: str, reports: list[str]) -> str | None:
+    """The collector Service's OTLP/gRPC address for apps that export through their sidecar: the
+    port Istio takes for gRPC (by appProtocol or name), else 4317; None (and a report) without
+    a collector Service, where apps keep exporting to `direct`."""
+    if service is None:
+        reports.append(f"--otlp-via-sidecar: no collector Service in the manifests; apps export to {direct}")
+        return None
+    grpc_ports = [
+        p.port for p in service.ports if port_protocol(p.port, p.name, p.protocol, p.app_protocol) == "grpc"
+    ]
+    port = next(iter(grpc_ports), 4317)
+    return f"http://{service.host}:{port}"
 
 
 def _injection(bundle: Bundle, dep: Deployment, reports: list[str]) -> bool:

@@ -43,6 +43,7 @@ class Options:
     data_dir: Path | None
     access_log: bool = False  # every child's output on the terminal too, not only in its log file
     fresh: bool = False  # a new, empty store in the run folder instead of the shared traces.db
+    otlp_via_sidecar: bool = False  # apps export OTLP/gRPC through their sidecar, as in Istio
 
 
 class Output:
@@ -104,7 +105,15 @@ def _prepare(options: Options, out: Output) -> tuple[Plan, Path] | int:
         return 2
     store_dir = rundir / "data" if options.fresh else options.data_dir
     try:
-        plan = make_plan(options.paths, options.host, options.network, options.ingress, options.ui, store_dir)
+        plan = make_plan(
+            options.paths,
+            options.host,
+            options.network,
+            options.ingress,
+            options.ui,
+            store_dir,
+            options.otlp_via_sidecar,
+        )
     except ValueError as e:
         out.say(f"cannot run these manifests: {e}")
         shutil.rmtree(rundir, ignore_errors=True)

@@ -103,7 +103,15 @@ def full() -> dict[str, Any]:
             "api.shop.svc.cluster.local": {
                 "name": "api",
                 "namespace": "shop",
-                "ports": [{"name": "http", "port": 80, "target_port": 8080, "app_protocol": None}],
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": 80,
+                        "target_port": 8080,
+                        "app_protocol": None,
+                        "protocol": "http",
+                    }
+                ],
                 "endpoints": [
                     {
                         "ip": "127.0.1.3",
@@ -118,7 +126,9 @@ def full() -> dict[str, Any]:
             "db.example": {
                 "name": "db",
                 "namespace": "example",
-                "ports": [{"name": "", "port": 5432, "target_port": 5432, "app_protocol": None}],
+                "ports": [
+                    {"name": "", "port": 5432, "target_port": 5432, "app_protocol": None, "protocol": "auto"}
+                ],
                 "endpoints": [{"ip": "127.0.0.9", "port": 5432, "app_port": 5432, "pod": None}],
                 "static": True,
             },

@@ -402,11 +402,34 @@ def test_chunked_in_any_case_is_still_chunked() -> None:
 
 
 @pytest.mark.parametrize(
-    "connection", [b"Connection: Upgrade\r\n", b"Connection: keep-alive, upgrade\r\n", b""]
+    ("connection", "upgrade"),
+    [
+        (b"Connection: Upgrade\r\n", b"h2c"),
+        (b"Connection: keep-alive, upgrade\r\n", b"spdy/3"),
+        (b"", b"websocket"),  # no `Connection: upgrade`: not an upgrade, yet not a plain GET either
+    ],
 )
-def test_upgrade_is_501_and_no_head_is_queued(connection: bytes) -> None:
-    ev = events(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: websocket\r\n\r\n")
+def test_upgrade_is_501_and_no_head_is_queued(connection: bytes, upgrade: bytes) -> None:
+    ev = events(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: " + upgrade + b"\r\n\r\n")
     assert len(ev) == 1 and isinstance(ev[0], HttpError) and ev[0].status == 501
+
+
+@pytest.mark.parametrize("connection", [b"Connection: Upgrade\r\n", b"Connection: keep-alive, upgrade\r\n"])
+def test_websocket_upgrade_stops_the_parser_and_keeps_the_tunnel_bytes(connection: bytes) -> None:
+    p = RequestParser()
+    p.feed(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: WebSocket\r\n\r\n\x81\x05hello")
+    p.feed(b"GET / HTTP/1.1\r\n\r\n")  # tunnel bytes now, never parsed as a request
+    assert isinstance(p.events[0], RequestHead) and p.upgraded
+    assert p.rest == [b"\x81\x05hello", b"GET / HTTP/1.1\r\n\r\n"]
+    assert not any(isinstance(e, HttpError) for e in p.events)
+
+
+def test_connect_stops_the_parser() -> None:
+    p = RequestParser()
+    p.feed(b"CONNECT backend:5432 HTTP/1.1\r\nHost: backend:5432\r\n\r\n\x00\x01")
+    head = p.events[0]
+    assert isinstance(head, RequestHead) and head.method == "CONNECT" and head.target == "backend:5432"
+    assert p.upgraded and p.rest == [b"\x00\x01"]
 
 
 # -- bounded metrics (finding 7)

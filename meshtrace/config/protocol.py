@@ -5,7 +5,9 @@ config document as each port's `protocol` (docs/config-document.md)."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
+
+from meshtrace.document import PortProtocol
 
 # Istio's protocol.Instance names, by the lowercase word `Parse` accepts.
 INSTANCES: Final = {
@@ -66,6 +68,10 @@ def document_value(instance: str) -> str:
     return AUTO if instance == UNSUPPORTED else instance.lower()
 
 
-def port_protocol(port: int, name: str, k8s_protocol: str = "TCP", app_protocol: str | None = None) -> str:
+def port_protocol(
+    port: int, name: str, k8s_protocol: str = "TCP", app_protocol: str | None = None
+) -> PortProtocol:
     """The document's `protocol` of one Service port."""
-    return document_value(convert(port, name, k8s_protocol, app_protocol))
+    # every Instance's word is a PortProtocol (tests/sidecar/test_sidecar_protocols.py holds
+    # DOCUMENT_VALUES and the contract equal)
+    return cast(PortProtocol, document_value(convert(port, name, k8s_protocol, app_protocol)))

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The web UI's type check: TypeScript from package-lock.json (a dev tool; the UI ships plain JS).
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test unit lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The unit tests alone (no processes, no browser): the quick loop while editing.
+unit: $(STAMP)
+	MESHTRACE_QUICK_FUZZ=1 $(BIN)/pytest -q -m unit -n 2 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -1,11 +1,20 @@
 """Shared test fixtures: run a `meshtrace` command as a real process and find its ports from the
-ready lines it prints (README.md, Commands), never from guessed port numbers."""
+ready lines it prints (README.md, Commands), never from guessed port numbers.
+
+Every test is `unit` or `e2e` (docs/testing.md). e2e tests start processes: a `meshtrace`
+command, a browser, a tool such as promtool. A test is e2e when it is marked `e2e` or uses a
+fixture that requests `starts_processes` (as `meshtrace_process` does); every other test is unit,
+and a unit test that starts a process fails, naming the marker it lacks, so the split cannot
+drift."""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import queue
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +31,43 @@ from meshtrace import ready
 from meshtrace.bench import faults
 
 REPO = Path(__file__).resolve().parent.parent
+# Test modules import tests/fuzzing.py (pytest runs with --import-mode=importlib).
+sys.path.insert(0, str(REPO / "tests"))
+
+
+@pytest.fixture(scope="session")
+def starts_processes() -> None:
+    """Requested by every fixture that starts a process: the tests using them are e2e."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "starts_processes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+        elif item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.unit)
+
+
+class _ProcessStarted(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test must not start a process (its speed is `make unit`'s promise): it fails here,
+    naming the marker it needs, instead of being counted as unit."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise _ProcessStarted(
+            f"{request.node.nodeid} starts a process: mark it `pytest.mark.e2e` (or use an e2e fixture)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+
+
 SHARED = REPO.parent / "shared"
 SEED_MANIFESTS = SHARED / "seed" / "manifests"
 
@@ -142,7 +188,7 @@ def child_pids(pid: int) -> set[int]:
 
 
 @pytest.fixture
-def meshtrace_process() -> Iterator[type[MeshtraceProcess]]:
+def meshtrace_process(starts_processes: None) -> Iterator[type[MeshtraceProcess]]:
     """Factory fixture: `p = meshtrace_process(["collector", ...])`; every process is stopped at the end."""
     started: list[MeshtraceProcess] = []
 
@@ -312,3 +358,28 @@ def demo_without_backend_sidecar(tmp_path: Path) -> Path:
             text = text.replace(labels, labels + "      annotations: {sidecar.istio.io/inject: 'false'}\n", 1)
         (folder / manifest.name).write_text(text)
     return folder
+
+
+@pytest.fixture
+def sidecar_speaks_h2(meshtrace_process: Any, tmp_path: Path) -> Callable[[], bool]:
+    """Feature probe for tests that need HTTP/2 in the sidecar: a sidecar answers the HTTP/2
+    client preface with a SETTINGS frame (an HTTP/2 listener) rather than an HTTP/1.1 error."""
+
+    def probe() -> bool:
+        config = tmp_path / "h2-probe.json"
+        config.write_text('{"schema": 1}')
+        ip = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.1"
+        ports = [
+            arg for n in ("inbound", "outbound", "admin", "stats", "health") for arg in (f"--{n}-port", "0")
+        ]
+        proxy = meshtrace_process(
+            ["sidecar", "--workload", "probe", "--ip", ip, "--config", str(config), "--no-access-log", *ports]
+        )
+        host, port = proxy.wait_for_listeners("outbound")["outbound"]
+        with socket.create_connection((host, port), timeout=5) as conn:
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            first = conn.recv(9)
+        proxy.stop()
+        return len(first) == 9 and first[3] == 0x04  # a frame header whose type is SETTINGS
+
+    return probe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,7 @@ def test_refusal(
     assert (refused and refused[0]) == status
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     origin=st.text(max_size=60) | st.builds(lambda h: f"http://{h}", st.text(max_size=30)),
     host=st.text(max_size=30),

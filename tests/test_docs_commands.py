@@ -151,6 +151,7 @@ def _shared() -> None:
         pytest.skip("../shared/seed/manifests not present")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("text", sorted(OFFLINE))
 def test_an_offline_example_runs(text: str) -> None:
     if "../shared" in text:

@@ -30,6 +30,7 @@ def tracked_files() -> list[Path]:
     return [ROOT / name for name in out.decode().split("\0") if name]
 
 
+@pytest.mark.e2e
 def test_no_tracked_file_cites_the_steering_documents() -> None:
     offenders = []
     for path in tracked_files():
@@ -67,6 +68,7 @@ def test_relative_link_check_sees_a_broken_link(tmp_path: Path) -> None:
     assert [t for t in relative_links(page) if not (tmp_path / t).exists()] == ["gone.md"]
 
 
+@pytest.mark.e2e
 def test_cited_upstream_sections_exist() -> None:
     sections = set(_SECTION_HEAD.findall(UPSTREAM.read_text()))
     assert {"§1", "§2", "§2b", "§3", "§4", "§5", "§6"} <= sections

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace import ready
@@ -51,6 +52,7 @@ def test_traces_changed_drops_stale_encoding() -> None:
     )
 
 
+@pytest.mark.e2e
 def test_cli_help_lists_only_built_commands() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "meshtrace", "--help"], capture_output=True, text=True, check=True

@@ -146,7 +146,7 @@ def python_load(target: Target, rate: int, duration: float, warmup: float) -> tu
     spec = {"host": target.host, "port": target.port, "target": target.target,
             "authority": target.authority, "rate": rate, "duration": duration, "warmup": warmup}  # fmt: skip
     code = f"from meshtrace.bench.overhead import run_load; run_load({json.dumps(json.dumps(spec))})"
-    out = _output(_py(code), warmup + duration + 60)
+    out = _output(python_args(code), warmup + duration + 60)
     data = json.loads(out.strip().splitlines()[-1])
     return data["latencies"], data["errors"]
 
@@ -212,7 +212,14 @@ def run_load(spec_json: str) -> None:
     sys.stdout.write(json.dumps({"latencies": latencies, "errors": errors[0]}) + "\n")
 
 
-CLIENTS = {"hey": (hey_load, HEY_RESOLUTION_MS), "python": (python_load, 0.0)}
+def h2load_load(target: Target, rate: int, duration: float, warmup: float) -> tuple[list[float], int]:
+    """Debian's h2load, for `--protocol grpc` (overhead_grpc.py)."""
+    from meshtrace.bench.overhead_grpc import h2load_load as load
+
+    return load(target, rate, duration, warmup)
+
+
+CLIENTS = {"hey": (hey_load, HEY_RESOLUTION_MS), "python": (python_load, 0.0), "h2load": (h2load_load, 0.0)}
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -257,7 +264,7 @@ class Proc:
                 self.popen.wait()
 
 
-def _start(
+def start_process(
     args: list[str], components: tuple[str, ...], log: Path, timeout: float = 30.0, code: Path | None = None
 ) -> Proc:
     """Start a process and wait for its ready lines; `code`: a directory whose `meshtrace` package
@@ -282,7 +289,7 @@ def _start(
     return proc
 
 
-def _py(code: str) -> list[str]:
+def python_args(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
@@ -314,7 +321,7 @@ def sidecar_pair(
     try:
         server_cfg = work / f"server-{index}.json"
         server_cfg.write_text(json.dumps(_sidecar_config("server", sink, sampling, {})))
-        server = _start(
+        server = start_process(
             [sys.executable, "-m", "meshtrace", "sidecar", "--workload", "server", "--ip", server_ip,
              "--labels", "app=server", "--app-host", app[0], "--app-port", str(app[1]),
              "--config", str(server_cfg), *common],
@@ -329,7 +336,7 @@ def sidecar_pair(
         }  # fmt: skip
         client_cfg = work / f"client-{index}.json"
         client_cfg.write_text(json.dumps(_sidecar_config("client", sink, sampling, services)))
-        client = _start(
+        client = start_process(
             [sys.executable, "-m", "meshtrace", "sidecar", "--workload", "client", "--ip", client_ip,
              "--labels", "app=client", "--app-port", "8080", "--config", str(client_cfg), *common],
             ("outbound",), work / f"client-{index}.log", code=code,
@@ -360,17 +367,23 @@ spec:
 apiVersion: v1
 kind: Service
 metadata: {{name: server, namespace: default}}
-spec: {{selector: {{app: server}}, ports: [{{name: http, port: 8080}}]}}
+spec: {{selector: {{app: server}}, ports: [{{name: http, port: 8080}}{extra_ports}]}}
 """
 
 
 @contextmanager
 def mtls_pair(
-    work: Path, app: tuple[str, int], sink: tuple[str, int], sampling: float, index: int = 0
+    work: Path,
+    app: tuple[str, int],
+    sink: tuple[str, int],
+    sampling: float,
+    index: int = 0,
+    extra_ports: str = "",
 ) -> Iterator[tuple[Proc, Proc]]:
     """The same pair, configured by a control plane that signs their certificates: the
     client -> server hop is mutual TLS (auto mTLS, PERMISSIVE), as under `meshtrace up`.
-    `index` keeps several pairs' addresses and files apart, as sidecar_pair's."""
+    `index` keeps several pairs' addresses and files apart, as sidecar_pair's; `extra_ports`:
+    more Service ports (YAML flow items, each starting with a comma)."""
     from meshtrace.control import identity
 
     client_ip, server_ip = f"127.0.9.{20 + 2 * index}", f"127.0.9.{21 + 2 * index}"
@@ -378,12 +391,12 @@ def mtls_pair(
     data = folder / "control-data"
     folder.mkdir()
     (folder / "mesh.yaml").write_text(
-        MTLS_MESH.format(sink_host=sink[0], sink_port=sink[1], sampling=sampling)
+        MTLS_MESH.format(sink_host=sink[0], sink_port=sink[1], sampling=sampling, extra_ports=extra_ports)
     )
     key = identity.load_or_create_key(data)
     started: list[Proc] = []
     try:
-        control = _start(
+        control = start_process(
             [sys.executable, "-m", "meshtrace", "control", "-f", str(folder / "mesh.yaml"),
              "--listen", "127.0.0.1:0", "--data-dir", str(data)],
             ("control",), folder / "control.log",
@@ -402,7 +415,7 @@ def mtls_pair(
             identity.write_token(
                 token, identity.mint(key, identity.Claims("default", "default", f"{name}-0"))
             )
-            proc = _start(
+            proc = start_process(
                 [sys.executable, "-m", "meshtrace", "sidecar", "--workload", name, "--pod", f"{name}-0",
                  "--ip", ip, "--labels", f"app={name}", "--token-file", str(token), *extra, *common],
                 ("inbound", "outbound"), folder / f"{name}.log",
@@ -451,13 +464,23 @@ http {{
 """
 
 
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
 def _nginx(work: Path, name: str, host: str, up: tuple[str, int]) -> Proc:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port(host)
+    conf = NGINX_CONF.format(dir=work / name, host=host, port=port, up_host=up[0], up_port=up[1])
+    return start_nginx(work, name, host, port, conf)
+
+
+def start_nginx(work: Path, name: str, host: str, port: int, config: str) -> Proc:
+    """nginx with `config` (listening on host:port), ready once it accepts a connection."""
+    nginx = nginx_binary() or "/usr/sbin/nginx"
     d = work / name
     d.mkdir(exist_ok=True)
-    port = free_port(host)
     conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=d, host=host, port=port, up_host=up[0], up_port=up[1]))
+    conf.write_text(config)
     popen = subprocess.Popen(
         [nginx, "-c", str(conf), "-p", str(d), "-e", str(d / "error.log")],
         stdout=subprocess.DEVNULL, stderr=(d / "stderr.log").open("w"), start_new_session=True, text=True,
@@ -565,7 +588,9 @@ def median_result(runs: list[Result]) -> Result:
 
 
 def _ratio(value: float, nginx: float | None) -> str:
-    return "-" if nginx is None or nginx <= 0.005 else f"{value / nginx:.1f}x"
+    if nginx is None or nginx <= 0.005 or value != value:  # no yardstick, or no figure (NaN)
+        return "-"
+    return f"{value / nginx:.1f}x"
 
 
 def table(results: list[Result]) -> str:
@@ -617,9 +642,45 @@ def seed_table(results: list[Result], rate: int, client: str) -> str:
     ])  # fmt: skip
 
 
-def _app(work: Path, host: str, delay_ms: float = 0.0) -> Proc:
+def app_process(work: Path, host: str, delay_ms: float = 0.0) -> Proc:
     code = f"from meshtrace.bench.overhead import serve_app; serve_app({host!r}, {delay_ms!r})"
-    return _start(_py(code), ("app",), work / f"app-{host}.log")
+    return start_process(python_args(code), ("app",), work / f"app-{host}.log")
+
+
+def measure_paths(
+    paths: list[tuple[str, str, Target, list[Proc]]], rate_list: list[int], client_list: list[str],
+    duration: float, warmup: float, rounds: int,
+) -> list[Result]:  # fmt: skip
+    """Each rate through every path in turn, `rounds` times; one median row per path and rate."""
+    results: list[Result] = []
+    for rate in rate_list:
+        for load in client_list:
+            runs: dict[int, list[Result]] = {}
+            for _ in range(rounds):
+                for i, (name, pct_label, target, proxies) in enumerate(paths):
+                    runs.setdefault(i, []).append(
+                        measure(name, pct_label, rate, target, proxies, duration, warmup, load)
+                    )
+                    _progress(runs[i][-1])
+            results += [median_result(r) for r in runs.values()]
+    return results
+
+
+def report(results: list[Result], rate_list: list[int], client_list: list[str]) -> None:
+    """The table, baseline and mTLS rows under the mesh rows of the same sampling, then the
+    seed's table per rate and client."""
+    group = {DIRECT: 0, CALIBRATION: 1, "mesh": 2, "baseline": 2, MTLS: 2, NGINX: 3}
+    order = {"mesh": 0, "baseline": 1, MTLS: 2}
+    results.sort(key=lambda r: (r.rate, r.client, group[r.path], r.sampling, order.get(r.path, 0)))
+    click.echo("\n" + table(results))
+    for rate in rate_list:
+        for load in client_list:
+            seed = seed_table(results, rate, load)
+            if seed:
+                click.echo("\n" + seed)
+    unanswered = sorted({f"{r.path} {r.sampling}" for r in results if r.path != NGINX and not r.count})
+    if unanswered:
+        click.echo(f"\nno request answered on: {', '.join(unanswered)} (see the lines above)", err=True)
 
 
 @click.command()
@@ -641,6 +702,13 @@ def _app(work: Path, host: str, delay_ms: float = 0.0) -> Proc:
     show_default=True,
     help="Times each rate goes through all paths; each figure is the median over the rounds.",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    default="http",
+    show_default=True,
+    help="http: GETs over HTTP/1.1; grpc: unary gRPC calls over h2c, driven by h2load (nghttp2-client).",
+)
 @click.option("--no-nginx", is_flag=True, help="Skip the nginx yardstick.")
 @click.option("--no-mtls", is_flag=True, help="Skip the mutual TLS pair (path `mesh mTLS`).")
 @click.option(
@@ -656,28 +724,43 @@ def overhead(
     warmup: float,
     clients: str,
     rounds: int,
+    protocol: str,
     no_nginx: bool,
     no_mtls: bool,
     baseline: Path | None,
 ) -> None:
     """Latency, CPU and memory a client+server sidecar pair adds (the seed's 性能指标 table)."""
+    rate_list = [int(r) for r in rates.split(",") if r]
+    samplings = [float(s) for s in sampling.split(",") if s]
+    if protocol == "grpc":
+        if clients not in ("", "h2load") or baseline is not None:
+            raise click.UsageError("--protocol grpc runs h2load only, without --baseline")
+        from meshtrace.bench import overhead_grpc
+
+        with tempfile.TemporaryDirectory(prefix="meshtrace-overhead-grpc-") as tmp:
+            results = overhead_grpc.run(
+                Path(tmp), rate_list, samplings, duration, warmup, rounds, no_nginx, no_mtls
+            )
+        report(results, rate_list, ["h2load"])
+        return
     if baseline is not None and not (baseline / "meshtrace" / "sidecar").is_dir():
         raise click.BadParameter(f"{baseline} has no meshtrace/sidecar package", param_hint="--baseline")
     client_list = [c for c in clients.split(",") if c] or ["hey" if shutil.which("hey") else "python"]
     for c in client_list:
-        if c not in CLIENTS:
+        if c not in ("hey", "python"):  # h2load is the gRPC client
             raise click.BadParameter(f"unknown client {c!r} (hey, python)", param_hint="--client")
     if "hey" in client_list and not shutil.which("hey"):
         raise click.ClickException("hey is not installed (Debian: apt-get install hey)")
-    nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    nginx_bin = nginx_binary()
     if not no_nginx and nginx_bin is None:
         click.echo("nginx not found (Debian: apt-get install nginx-light): no yardstick", err=True)
-    rate_list = [int(r) for r in rates.split(",") if r]
-    samplings = [float(s) for s in sampling.split(",") if s]
-    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="meshtrace-overhead-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        procs = [_app(work, "127.0.9.10"), _app(work, "127.0.9.11"), _app(work, "127.0.9.12", CALIBRATION_MS)]
+        procs = [
+            app_process(work, "127.0.9.10"),
+            app_process(work, "127.0.9.11"),
+            app_process(work, "127.0.9.12", CALIBRATION_MS),
+        ]
         for proc in procs:
             stack.callback(proc.stop)
         app, sink, slow_app = (p.listeners["app"] for p in procs)
@@ -703,26 +786,8 @@ def overhead(
         if not no_nginx and nginx_bin is not None:
             nc, ns = stack.enter_context(nginx_pair(work, app))
             paths.append((NGINX, "-", Target(*nc.listeners["proxy"], "/", "server:8080"), [nc, ns]))
-        for rate in rate_list:
-            for load in client_list:
-                runs: dict[int, list[Result]] = {}
-                for _ in range(rounds):
-                    for i, (name, pct_label, target, proxies) in enumerate(paths):
-                        runs.setdefault(i, []).append(
-                            measure(name, pct_label, rate, target, proxies, duration, warmup, load)
-                        )
-                        _progress(runs[i][-1])
-                results += [median_result(r) for r in runs.values()]
-    # baseline and mTLS rows under the mesh rows of the same sampling
-    group = {DIRECT: 0, CALIBRATION: 1, "mesh": 2, "baseline": 2, MTLS: 2, NGINX: 3}
-    order = {"mesh": 0, "baseline": 1, MTLS: 2}
-    results.sort(key=lambda r: (r.rate, r.client, group[r.path], r.sampling, order.get(r.path, 0)))
-    click.echo("\n" + table(results))
-    for rate in rate_list:
-        for load in client_list:
-            seed = seed_table(results, rate, load)
-            if seed:
-                click.echo("\n" + seed)
+        results = measure_paths(paths, rate_list, client_list, duration, warmup, rounds)
+    report(results, rate_list, client_list)
 
 
 def _progress(r: Result) -> None:

@@ -95,6 +95,7 @@ class TracesComponent(Component, TracesConsumer, Protocol):
     """What processors and exporters are: a component that consumes traces."""
 
 
+@runtime_checkable
 class PipelineWatcher(Protocol):
     """Optional for extensions (health_check): told when every pipeline has started / is stopping."""
 

@@ -21,6 +21,7 @@ from meshtrace.collector.component import (
     Component,
     ComponentID,
     Kind,
+    PipelineWatcher,
     RefusedError,
     TracesComponent,
     TracesConsumer,
@@ -115,17 +116,15 @@ class Service:
             await component.start(self)
             self._started.append(component)
         for extension in self.extensions.values():
-            ready = getattr(extension, "ready", None)
-            if ready is not None:
-                ready()
+            if isinstance(extension, PipelineWatcher):
+                extension.ready()
         log.info("everything is ready: %d pipeline(s)", len(self.config.pipelines))
 
     async def shutdown(self, drain_timeout: float) -> None:
         """Stop receivers, flush processors, drain exporters for up to `drain_timeout` s."""
         for extension in self.extensions.values():
-            not_ready = getattr(extension, "not_ready", None)
-            if not_ready is not None:
-                not_ready()
+            if isinstance(extension, PipelineWatcher):
+                extension.not_ready()
         started = set(map(id, self._started))
         for receiver in self.receivers.values():
             if id(receiver) in started:

@@ -458,9 +458,18 @@ def _deployment(bundle: Bundle, r: _Reader, meta: Meta, data: dict[str, Any]) ->
             r.problem(f"spec.template.spec.containers[{i}]", "container must be a mapping")
             continue
         env: dict[str, str | None] = {}
-        for e in r.get(c, "env", list, []):
+        for j, e in enumerate(r.get(c, "env", list, [])):
             if isinstance(e, dict) and "name" in e:
-                env[str(e["name"])] = None if "value" not in e else str(e["value"])
+                value = e.get("value")
+                if value is not None and not isinstance(value, str):
+                    # Kubernetes reads YAML 1.1 too (`on`, `yes`, 1.0 are not strings) and refuses a
+                    # non-string env value; passing str(True) on would run what kubectl refuses.
+                    r.problem(
+                        f"spec.template.spec.containers[{i}].env[{j}].value",
+                        f"must be a string, got {type(value).__name__} {value!r}: quote it",
+                    )
+                    continue
+                env[str(e["name"])] = value
         ports = [
             ContainerPort(int(p["containerPort"]), str(p.get("name", "")), str(p.get("protocol", "TCP")))
             for p in r.get(c, "ports", list, [])

@@ -13,9 +13,10 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from meshtrace import document
 from meshtrace.config.security import port_mode
 from meshtrace.control.identity import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Claims, spiffe_id
 
@@ -50,6 +51,7 @@ class ServicePort:
     port: int
     target_port: int | str | None  # None: same as port; a name: the pod's port of that name
     app_protocol: str | None
+    protocol: document.PortProtocol = "auto"  # resolved as istiod does (meshtrace.config.protocol)
 
 
 @dataclass(frozen=True)
@@ -320,10 +322,10 @@ class ControlPlane:
 
     # rendering
 
-    def services(self) -> dict[str, dict[str, Any]]:
-        """The `services` document: every Service with its healthy selected sidecars, plus the
-        static endpoints (merged into a Service of the same host)."""
-        out: dict[str, dict[str, Any]] = {}
+    def registry(self) -> dict[str, document.Service]:
+        """Every Service with its healthy selected sidecars, plus the static endpoints (merged
+        into a Service of the same host), as the document's contract types them."""
+        out: dict[str, document.Service] = {}
         healthy = sorted(
             (n for n in self.nodes.values() if n.healthy), key=lambda n: (n.reg.namespace, n.reg.pod)
         )
@@ -335,49 +337,48 @@ class ControlPlane:
                 and n.reg.namespace == svc.namespace
                 and all(n.labels.get(k) == v for k, v in svc.selector.items())
             ]
-            out[svc.host] = {
-                "name": svc.name,
-                "namespace": svc.namespace,
-                "ports": [
-                    {
-                        "name": p.name,
-                        "port": p.port,
-                        "target_port": p.port if p.target_port is None else p.target_port,
-                        "app_protocol": p.app_protocol,
-                    }
+            out[svc.host] = document.Service(
+                name=svc.name,
+                namespace=svc.namespace,
+                ports=tuple(
+                    document.ServicePort(
+                        name=p.name,
+                        port=p.port,
+                        target_port=p.port if p.target_port is None else p.target_port,
+                        app_protocol=p.app_protocol,
+                        protocol=p.protocol,
+                    )
                     for p in svc.ports
-                ],
-                "endpoints": [
-                    {
-                        "ip": n.reg.ip,
-                        "port": n.reg.ports["inbound"],
-                        "app_port": n.reg.ports["app"],
-                        "pod": n.reg.pod,
-                        "identity": self.identity(n),
-                        "mtls": self._accepts_mtls(n),
-                    }
-                    for n in selected
-                ],
-            }
+                ),
+                endpoints=tuple(self._endpoint(n) for n in selected),
+            )
         for entry in self.static:
             key = next((h for h in normalize_host(entry.host, "default") if h in out), entry.host)
-            service = out.setdefault(
-                key,
-                {
-                    "name": entry.host.split(".")[0],
-                    "namespace": entry.host.split(".")[1] if entry.host.count(".") >= 1 else "",
-                    "ports": [
-                        {"name": "", "port": entry.port, "target_port": entry.port, "app_protocol": None}
-                    ],
-                    "endpoints": [],
-                },
+            service = out.get(key) or document.Service(
+                name=entry.host.split(".")[0],
+                namespace=entry.host.split(".")[1] if entry.host.count(".") >= 1 else "",
+                ports=(document.ServicePort(name="", port=entry.port, target_port=entry.port),),
             )
             # No sidecar in front of a static host: callers connect to it directly.
-            service["endpoints"].append(
-                {"ip": entry.ip, "port": entry.port, "app_port": entry.port, "pod": None}
-            )
-            service["static"] = True
+            static = document.Endpoint(ip=entry.ip, port=entry.port, app_port=entry.port, pod=None)
+            out[key] = replace(service, endpoints=(*service.endpoints, static), static=True)
         return out
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The document's `services`: `registry()` as JSON."""
+        return {host: service.to_json() for host, service in self.registry().items()}
+
+    def _endpoint(self, node: Node) -> document.Endpoint:
+        inbound = node.reg.ports["inbound"]
+        assert inbound is not None  # parse_registration requires it
+        return document.Endpoint(
+            ip=node.reg.ip,
+            port=inbound,
+            app_port=node.reg.ports["app"],
+            pod=node.reg.pod,
+            identity=self.identity(node),
+            mtls=self._accepts_mtls(node),
+        )
 
     def _effective_shared(self, node: Node) -> dict[str, Any]:
         """The cached document: read it, never change it (`_effective` gives a copy)."""
@@ -405,7 +406,7 @@ class ControlPlane:
         return port_mode(pa, node.reg.ports["app"]) != "DISABLE"
 
     def _resolve_provider(
-        self, provider: dict[str, Any], namespace: str, root: str, services: dict[str, dict[str, Any]]
+        self, provider: dict[str, Any], namespace: str, root: str, registry: dict[str, document.Service]
     ) -> str | None:
         host, port = str(provider.get("service") or ""), provider.get("port")
         candidates = normalize_host(host, namespace, root)
@@ -416,20 +417,24 @@ class ControlPlane:
             entry = next((e for e in matching if e.port == port), matching[0])
             return f"http://{entry.ip}:{entry.port}"
         for candidate in candidates:
-            service = services.get(candidate)
-            if not service or not service["endpoints"]:
+            service = registry.get(candidate)
+            if service is None or not service.endpoints:
                 continue
-            endpoint = service["endpoints"][0]
-            if endpoint["pod"] is None:
-                return f"http://{endpoint['ip']}:{endpoint['port']}"
+            endpoint = service.endpoints[0]
+            if endpoint.pod is None:
+                return f"http://{endpoint.ip}:{endpoint.port}"
             # Telemetry goes to the collector's app port directly, not through its inbound
             # sidecar, so the proxy does not trace its own span exports.
-            target = next((p["target_port"] for p in service["ports"] if p["port"] == port), None)
-            app_port = target if isinstance(target, int) else endpoint["app_port"] or port
-            return f"http://{endpoint['ip']}:{app_port}"
+            target = next((p.target_port for p in service.ports if p.port == port), None)
+            app_port = target if isinstance(target, int) else endpoint.app_port or port
+            return f"http://{endpoint.ip}:{app_port}"
         return None
 
-    def render(self, node: Node, services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def render(
+        self, node: Node, registry: dict[str, document.Service], services: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The node's document: its effective config with provider endpoints resolved against
+        `registry`, and `services` (the registry as JSON, shared by every node)."""
         config = self._effective(node)
         warnings: list[str] = list(config.get("warnings") or [])
         root = str((config.get("mesh") or {}).get("root_namespace") or ROOT_NAMESPACE)
@@ -437,7 +442,7 @@ class ControlPlane:
             provider = ((config.get("tracing") or {}).get(direction) or {}).get("provider")
             if not isinstance(provider, dict):
                 continue
-            resolved = self._resolve_provider(provider, node.reg.namespace, root, services)
+            resolved = self._resolve_provider(provider, node.reg.namespace, root, registry)
             # An IP or localhost `service` was already made an endpoint by resolution.
             provider["endpoint"] = resolved or provider.get("endpoint")
             if provider["endpoint"] is None:
@@ -458,8 +463,9 @@ class ControlPlane:
     def render_all(self) -> set[str]:
         """Render every node's config; all are computed before any is stored, so a failure
         leaves every node on its previous version."""
-        services = self.services()
-        rendered = {node_id: self.render(node, services) for node_id, node in self.nodes.items()}
+        registry = self.registry()
+        services = {host: service.to_json() for host, service in registry.items()}
+        rendered = {node_id: self.render(node, registry, services) for node_id, node in self.nodes.items()}
         changed = set()
         for node_id, config in rendered.items():
             node, version = self.nodes[node_id], config_version(config)

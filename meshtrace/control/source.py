@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from meshtrace import config
+from meshtrace.config.protocol import port_protocol
 from meshtrace.control.core import ServicePort, ServiceSpec, Snapshot
 
 
@@ -26,7 +27,16 @@ def load_snapshot(paths: list[Path]) -> Snapshot:
                 name=s.name,
                 namespace=s.namespace,
                 selector=dict(s.selector),
-                ports=tuple(ServicePort(p.name, p.port, p.target_port, p.app_protocol) for p in s.ports),
+                ports=tuple(
+                    ServicePort(
+                        p.name,
+                        p.port,
+                        p.target_port,
+                        p.app_protocol,
+                        port_protocol(p.port, p.name, p.protocol, p.app_protocol),
+                    )
+                    for p in s.ports
+                ),
             )
             for s in bundle.services
         ],

@@ -6,7 +6,8 @@ semantic-convention names.
 
 Outbound requests honour HTTP_PROXY/NO_PROXY (`meshtrace up` points HTTP_PROXY at the pod's
 sidecar, which resolves `backend`), carry the trace context (instrumentation + propagators) and
-forward the inbound request's x-request-id (Istio requires apps to).
+forward the inbound request's x-request-id (Istio requires apps to). With BACKEND_GRPC set
+(`host:port`), `/api/data` also calls the backend's gRPC API (`users_api`), traced the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import grpc
 from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
@@ -25,12 +27,14 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import Status, StatusCode
 from yarl import URL
 
-from meshtrace.demo import faults, service
+from meshtrace.demo import faults, service, users_api
 from meshtrace.sdk import forwarded_headers, http_client_attributes, record_error
+from meshtrace.sdk.grpc import unary_call
 
 tracer = trace.get_tracer("frontend")
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 BACKEND = web.AppKey("backend", URL)
+GRPC_CHANNEL = web.AppKey("grpc_channel", grpc.aio.Channel)
 DEFAULT_BACKEND_URL = "http://backend:8080"
 BACKEND_TIMEOUT_S = 10.0
 # The seed keeps the whole response in an attribute; cap it so a large answer cannot bloat spans.
@@ -80,6 +84,28 @@ async def call_backend(request: web.Request, url: URL) -> Any:
         return data
 
 
+async def call_backend_grpc(request: web.Request, channel: grpc.aio.Channel) -> dict[str, object]:
+    """`meshtrace.demo.Users/Count` on the backend's gRPC API (the CLIENT span is the SDK's)."""
+    metadata = tuple(forwarded_headers(request.headers).items())
+    try:
+        # wait_for_ready: while the channel reconnects (a restarted sidecar), wait within the
+        # timeout as the HTTP client's connect would, instead of failing at once
+        answer = await unary_call(
+            channel,
+            users_api.SERVICE,
+            users_api.COUNT,
+            users_api.encode({}),
+            BACKEND_TIMEOUT_S,
+            metadata,
+            True,
+        )
+        return users_api.decode(answer)
+    except grpc.aio.AioRpcError as err:
+        raise BackendError(f"gRPC {err.code().name}: {err.details()}") from err
+    except ValueError as err:
+        raise BackendError(f"gRPC answer: {err}") from err
+
+
 async def handle_data(request: web.Request) -> web.Response:
     with tracer.start_as_current_span("handleData") as span:
         span.set_attributes({HTTP_REQUEST_METHOD: request.method, URL_FULL: str(request.url)})
@@ -91,14 +117,18 @@ async def handle_data(request: web.Request) -> web.Response:
             return web.json_response({"error": str(err)}, status=400)
         # The seed's `backendURL + "/api/users"`: a path prefix in BACKEND_URL is kept.
         url = URL(str(request.app[BACKEND]).rstrip("/") + "/api/users").update_query(wanted)
+        answer: dict[str, Any] = {"service": "frontend"}
+        channel = request.app.get(GRPC_CHANNEL)
         try:
-            data = await call_backend(request, url)
+            data = answer["backend"] = await call_backend(request, url)
+            if channel is not None:
+                answer["backend_grpc"] = await call_backend_grpc(request, channel)
         except BackendError as err:
             record_error(span, err)
             return web.json_response({"error": str(err)}, status=500)
         span.set_attribute("backend.response", json.dumps(data)[:MAX_RESPONSE_ATTRIBUTE])
         span.set_status(Status(StatusCode.OK))
-        return web.json_response({"service": "frontend", "backend": data})
+        return web.json_response(answer)
 
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:
@@ -109,10 +139,22 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def grpc_channel(app: web.Application) -> AsyncIterator[None]:
+    # grpcio reads http_proxy / no_grpc_proxy itself: through the sidecar, as a CONNECT
+    target = os.environ[users_api.BACKEND_GRPC_ENV].strip()
+    # reconnect within a second, not grpcio's default backoff of up to two minutes
+    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        app[GRPC_CHANNEL] = channel
+        yield
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app[BACKEND] = backend_url(os.environ)
     app.cleanup_ctx.append(client_session)
+    if os.environ.get(users_api.BACKEND_GRPC_ENV, "").strip():
+        app.cleanup_ctx.append(grpc_channel)
     app.router.add_get("/", handle_root)
     app.router.add_get("/api/data", handle_data)
     return app

@@ -16,6 +16,13 @@ DIRECTIONS = ("client", "server")
 Format = Literal["w3c", "b3"]
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 TlsMode = Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
+# A Service port's protocol as istiod selects it (appProtocol, else the name's prefix, else a
+# well-known TCP port), in the lowercase words Istio's protocol.Parse reads; `auto`: the sidecar
+# detects it per connection.
+PortProtocol = Literal[
+    "tcp", "udp", "grpc", "grpc-web", "http", "http_proxy", "http2", "https", "tls", "mongo", "redis",
+    "mysql", "auto",
+]  # fmt: skip
 CUSTOM_TAG_KINDS = ("literal", "environment", "header", "formatter")
 # Where spans are posted when a provider names no path (opentelemetry http, zipkin); grpc has none.
 DEFAULT_PATHS = {"http": "/v1/traces", "zipkin": "/api/v2/spans"}
@@ -240,6 +247,7 @@ class ServicePort(Record):
     port: int = required(1, 65535)
     target_port: int | str | None = None  # a name: the pod's port of that name
     app_protocol: str | None = None
+    protocol: PortProtocol = "auto"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,6 +65,12 @@ def _address(value: str) -> tuple[str, int]:
     is_flag=True,
     help="Show every line the children print (access logs, debug exporter) here, not only in log files.",
 )
+@click.option(
+    "--otlp-via-sidecar",
+    is_flag=True,
+    help="Apps export OTLP/gRPC to the collector Service through their sidecar (as in Istio), "
+    "not straight to the local collector.",
+)
 def up(
     paths: tuple[Path, ...],
     rps: float | None,
@@ -77,6 +83,7 @@ def up(
     data_dir: Path | None,
     fresh: bool,
     access_log: bool,
+    otlp_via_sidecar: bool,
 ) -> None:
     """Run the mesh locally: control plane, collector with store and UI, ingress gateway, and
     every replica of every Deployment as an app + sidecar on its own loopback address."""
@@ -101,6 +108,7 @@ def up(
         data_dir=data_dir,
         access_log=access_log,
         fresh=fresh,
+        otlp_via_sidecar=otlp_via_sidecar,
     )
     raise SystemExit(aio.run(run(options)))
 

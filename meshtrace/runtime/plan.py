@@ -19,6 +19,7 @@ from typing import Any
 from meshtrace.config import Bundle, load
 from meshtrace.config.lint import lint
 from meshtrace.config.model import Deployment, Service
+from meshtrace.config.protocol import port_protocol
 from meshtrace.control import identity
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.supervisor import ProcessSpec, meshtrace_argv
@@ -202,6 +203,67 @@ def _service_hosts(service: Service) -> set[str]:
     return {short, ns, f"{ns}.svc", f"{ns}.svc.cluster.local"}
 
 
+def _pods(
+    bundle: Bundle,
+    collectors: list[Deployment],
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    host: str,
+    otlp_target: str,
+    app_otlp: str | None,
+    collector_hosts: set[str],
+    defined: set[str],
+    plan: Plan,
+) -> list[PodPlan]:
+    """One pod per replica of every Deployment that can run here (the collector runs apart), each
+    on its own address of `network`; what cannot run is said in `plan.reports`. `app_otlp`: where
+    apps with a sidecar send OTLP when it goes through their sidecar (`--otlp-via-sidecar`)."""
+    pods: list[PodPlan] = []
+    addresses = (str(a) for a in network.hosts())
+    for dep in bundle.deployments:
+        if dep in collectors:
+            continue
+        argv = _app_command(dep)
+        if argv is None:
+            images = ", ".join(c.image for c in dep.containers) or "no image"
+            plan.reports.append(
+                f"Deployment {dep.namespace}/{dep.name} ({images}) cannot run locally: "
+                f"give its command in the annotation {COMMAND_ANNOTATION}"
+            )
+            continue
+        container = dep.containers[0]
+        app_port = container.ports[0].container_port if container.ports else 8080
+        sidecar = _injection(bundle, dep, plan.reports)
+        for i in range(dep.replicas):
+            try:
+                ip = next(addresses)
+            except StopIteration:
+                raise ValueError(f"--network {network} has too few addresses for every replica") from None
+            pod = PodIdentity(f"{dep.name}-{i}", dep.namespace, ip)
+            env = _app_env(
+                container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
+            )
+            if sidecar and app_otlp is not None:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = app_otlp
+                env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+            if not sidecar:
+                _without_sidecar(bundle, dep, ip, app_port, env, plan.static_endpoints)
+            pods.append(
+                PodPlan(
+                    name=pod.name,
+                    deployment=dep.name,
+                    namespace=dep.namespace,
+                    ip=ip,
+                    labels=dict(dep.pod_labels),
+                    app_port=app_port,
+                    app_argv=argv,
+                    app_env=env,
+                    sidecar=sidecar,
+                    service_account=dep.service_account,
+                )
+            )
+    return pods
+
+
 def make_plan(
     paths: list[Path],
     host: str,
@@ -209,7 +271,10 @@ def make_plan(
     ingress: tuple[str, int],
     ui: tuple[str, int],
     data_dir: Path | None,
+    otlp_via_sidecar: bool = False,
 ) -> Plan:
+    """The plan; `otlp_via_sidecar`: apps export OTLP/gRPC to the collector Service through their
+    sidecar (as in Istio) instead of straight to the local collector."""
     bundle = load(paths)
     if bundle.unreadable:
         raise ValueError("; ".join(f"{p.file}: {p.message}" for p in bundle.unreadable))
@@ -247,47 +312,11 @@ def make_plan(
         for port in collector_service.ports:
             target = port.target_port if isinstance(port.target_port, int) else port.port
             plan.static_endpoints.append(f"{collector_service.host}={host}:{target}")
+    app_otlp = _app_otlp_target(collector_service, otlp_target, plan.reports) if otlp_via_sidecar else None
 
-    addresses = (str(a) for a in network.hosts())
-    for dep in bundle.deployments:
-        if dep in collectors:
-            continue
-        argv = _app_command(dep)
-        if argv is None:
-            images = ", ".join(c.image for c in dep.containers) or "no image"
-            plan.reports.append(
-                f"Deployment {dep.namespace}/{dep.name} ({images}) cannot run locally: "
-                f"give its command in the annotation {COMMAND_ANNOTATION}"
-            )
-            continue
-        container = dep.containers[0]
-        app_port = container.ports[0].container_port if container.ports else 8080
-        sidecar = _injection(bundle, dep, plan.reports)
-        for i in range(dep.replicas):
-            try:
-                ip = next(addresses)
-            except StopIteration:
-                raise ValueError(f"--network {network} has too few addresses for every replica") from None
-            pod = PodIdentity(f"{dep.name}-{i}", dep.namespace, ip)
-            env = _app_env(
-                container.env, pod, app_port, host, otlp_target, collector_hosts, defined, plan.reports
-            )
-            if not sidecar:
-                _without_sidecar(bundle, dep, ip, app_port, env, plan.static_endpoints)
-            plan.pods.append(
-                PodPlan(
-                    name=pod.name,
-                    deployment=dep.name,
-                    namespace=dep.namespace,
-                    ip=ip,
-                    labels=dict(dep.pod_labels),
-                    app_port=app_port,
-                    app_argv=argv,
-                    app_env=env,
-                    sidecar=sidecar,
-                    service_account=dep.service_account,
-                )
-            )
+    plan.pods = _pods(
+        bundle, collectors, network, host, otlp_target, app_otlp, collector_hosts, defined, plan
+    )
     # The gateway sends requests whose Host names no Service to the first Service (in manifest
     # order) that selects a running Deployment: the seed's and the demo's frontend.
     served = [d for d in bundle.deployments if any(p.deployment == d.name for p in plan.pods)]
@@ -301,6 +330,20 @@ def make_plan(
     )
     plan.alert_rule_groups = [rule.groups for rule in bundle.prometheus_rules]
     return plan
+
+
+def _app_otlp_target(service: Service | None, direct: str, reports: list[str]) -> str | None:
+    """The collector Service's OTLP/gRPC address for apps that export through their sidecar: the
+    port Istio takes for gRPC (by appProtocol or name), else 4317; None (and a report) without
+    a collector Service, where apps keep exporting to `direct`."""
+    if service is None:
+        reports.append(f"--otlp-via-sidecar: no collector Service in the manifests; apps export to {direct}")
+        return None
+    grpc_ports = [
+        p.port for p in service.ports if port_protocol(p.port, p.name, p.protocol, p.app_protocol) == "grpc"
+    ]
+    port = next(iter(grpc_ports), 4317)
+    return f"http://{service.host}:{port}"
 
 
 def _injection(bundle: Bundle, dep: Deployment, reports: list[str]) -> bool:

@@ -43,6 +43,7 @@ class Options:
     data_dir: Path | None
     access_log: bool = False  # every child's output on the terminal too, not only in its log file
     fresh: bool = False  # a new, empty store in the run folder instead of the shared traces.db
+    otlp_via_sidecar: bool = False  # apps export OTLP/gRPC through their sidecar, as in Istio
 
 
 class Output:
@@ -95,8 +96,8 @@ def _busy_addresses(plan: Plan, prometheus: bool) -> list[str]:
     return problems
 
 
-async def run(options: Options) -> int:
-    out = Output(options.access_log)
+def _prepare(options: Options, out: Output) -> tuple[Plan, Path] | int:
+    """The plan and this run's folder, or the exit code after saying why `up` cannot start."""
     try:
         rundir = new_run(options.data_dir)
     except OSError as e:
@@ -104,7 +105,15 @@ async def run(options: Options) -> int:
         return 2
     store_dir = rundir / "data" if options.fresh else options.data_dir
     try:
-        plan = make_plan(options.paths, options.host, options.network, options.ingress, options.ui, store_dir)
+        plan = make_plan(
+            options.paths,
+            options.host,
+            options.network,
+            options.ingress,
+            options.ui,
+            store_dir,
+            options.otlp_via_sidecar,
+        )
     except ValueError as e:
         out.say(f"cannot run these manifests: {e}")
         shutil.rmtree(rundir, ignore_errors=True)
@@ -118,12 +127,59 @@ async def run(options: Options) -> int:
         out.say("stop those processes or pick other addresses (--host, --network, --ingress, --ui)")
         shutil.rmtree(rundir, ignore_errors=True)
         return 2
-
     out.logs = PodLogs(rundir)
     out.say(f"logs: {out.logs.folder} (one file per pod; --access-log shows every line here too)")
     out.say(
         f"traces: {data_dir(store_dir) / 'traces.db'}" + ("" if options.fresh else " (--fresh: start empty)")
     )
+    return plan, rundir
+
+
+async def _start_or_stop(
+    plan: Plan, options: Options, supervisor: Supervisor, rundir: Path, out: Output, stop: asyncio.Event
+) -> Status | int:
+    """Start every part, unless a signal comes first: the status, or the exit code."""
+    started = asyncio.create_task(_start(plan, options, supervisor, rundir, out))
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({started, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if started not in done:
+        started.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await started
+        return 130
+    waiter.cancel()
+    try:
+        return started.result()
+    except (RuntimeError, TimeoutError) as e:
+        out.recent()
+        out.say(f"failed to start: {e}")
+        return 1
+
+
+def _traffic(
+    rps: float, options: Options, status: Status, out: Output, live: Live | None
+) -> asyncio.Task[object]:
+    """`--traffic`: requests to the gateway, progress shown in the status table (or as lines)."""
+    ingress_host, ingress_port = status.gateway.listeners["gateway"]
+    url = f"http://{ingress_host}:{ingress_port}"
+    out.say(f"traffic: {rps:g} req/s to {url} for at most {options.traffic_duration:g}s")
+
+    def progress(line: str) -> None:
+        status.traffic = line
+        if live is None:
+            out.say(line)
+
+    requests = int(rps * options.traffic_duration)
+    return asyncio.create_task(run_traffic(url, rps, options.traffic_duration, requests, progress))
+
+
+async def run(options: Options) -> int:
+    out = Output(options.access_log)
+    prepared = _prepare(options, out)
+    if isinstance(prepared, int):
+        return prepared
+    plan, rundir = prepared
+    assert out.logs is not None
     supervisor = Supervisor(out.log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,44 +189,13 @@ async def run(options: Options) -> int:
     background: list[asyncio.Task[object]] = []
     live: Live | None = None
     try:
-        started = asyncio.create_task(_start(plan, options, supervisor, rundir, out))
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({started, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if started not in done:
-            started.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await started
-            return 130
-        waiter.cancel()
-        try:
-            status = started.result()
-        except (RuntimeError, TimeoutError) as e:
-            out.recent()
-            out.say(f"failed to start: {e}")
-            return 1
+        status = await _start_or_stop(plan, options, supervisor, rundir, out, stop)
+        if isinstance(status, int):
+            return status
         status.logs = str(out.logs.folder)
         live = _show(status, out, background)
         if options.rps:
-            ingress_host, ingress_port = status.gateway.listeners["gateway"]
-            url = f"http://{ingress_host}:{ingress_port}"
-            out.say(f"traffic: {options.rps:g} req/s to {url} for at most {options.traffic_duration:g}s")
-
-            def progress(line: str) -> None:
-                status.traffic = line
-                if live is None:
-                    out.say(line)
-
-            background.append(
-                asyncio.create_task(
-                    run_traffic(
-                        url,
-                        options.rps,
-                        options.traffic_duration,
-                        int(options.rps * options.traffic_duration),
-                        progress,
-                    )
-                )
-            )
+            background.append(_traffic(options.rps, options, status, out, live))
         await stop.wait()
         if live is not None:
             live.stop()

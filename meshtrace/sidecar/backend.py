@@ -33,6 +33,9 @@ class Stream(Protocol):
     def set_feed(self, feed: Callable[[bytes], None]) -> None:
         """Hand received bytes to `feed` from now on, starting with any that came before."""
 
+    def put_back(self, data: bytes) -> None:
+        """Keep `data` (read while sniffing the protocol) for the next `set_feed`."""
+
     async def wait(self) -> bool:
         """Wait for more bytes (fed as they come); False once the stream has ended."""
 
@@ -137,6 +140,10 @@ class Wire(asyncio.Protocol):
         for data in pending:
             feed(data)
 
+    def put_back(self, data: bytes) -> None:
+        self._pending = [data] if data else []
+        self.feed = self._pending.append
+
     def wake_eof(self) -> None:
         self.eof = True
         waiter = self._waiter
@@ -179,7 +186,7 @@ class Wire(asyncio.Protocol):
                 raise ConnectionResetError("connection closed")
 
     def write_eof(self) -> None:
-        if self.transport.can_write_eof():
+        if not self.transport.is_closing() and self.transport.can_write_eof():
             self.transport.write_eof()
 
     def is_closing(self) -> bool:

@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 
 # Istio's SECRET_GRACE_PERIOD_RATIO: a certificate is renewed once half its lifetime is gone.
 GRACE_RATIO = 0.5
-# Istio's sidecars speak TLS 1.2+ with these ALPN ids between each other.
+# Istio's sidecars speak TLS 1.2+ with these ALPN ids between each other: a client offers the
+# HTTP/1.1 list or, for a request that came as HTTP/2, the h2 list (Istio's ALPNInMeshH2); the
+# server prefers h2 when offered and takes either.
 ALPN = ["istio-http/1.1", "istio", "http/1.1"]
+ALPN_H2 = ["istio-h2", "istio", "h2"]
+ALPN_SERVER = ["istio-h2", "h2", *ALPN]
 
 
 class PeerRejected(Exception):
@@ -57,12 +61,13 @@ class WorkloadCerts:
     def __init__(self) -> None:
         self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        for ctx in (self.server, self.client):
+        self.client_h2 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        for ctx, alpn in ((self.server, ALPN_SERVER), (self.client, ALPN), (self.client_h2, ALPN_H2)):
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.verify_mode = ssl.CERT_REQUIRED  # mutual: both sides present a certificate
-            ctx.set_alpn_protocols(ALPN)
-        # peers are checked by SPIFFE id (peer_principal), not by host name
-        self.client.check_hostname = False
+            ctx.set_alpn_protocols(alpn)
+            # peers are checked by SPIFFE id (peer_principal), not by host name
+            ctx.check_hostname = False
         self.identity = ""
         self.trust_domain = ""
         self.issued_at = 0.0
@@ -106,10 +111,10 @@ class WorkloadCerts:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as file:
                 file.write(presented.encode() + key_pem)
-            for ctx in (self.server, self.client):
+            for ctx in (self.server, self.client, self.client_h2):
                 ctx.load_cert_chain(path)
         if root not in self._roots:  # a new root (a plugged-in CA) is trusted beside the old one
-            for ctx in (self.server, self.client):
+            for ctx in (self.server, self.client, self.client_h2):
                 ctx.load_verify_locations(cadata=root)
             self._roots.add(root)
         self.identity = str(answer.get("identity") or "")

@@ -132,6 +132,7 @@ async def run(opts: Options) -> None:
         task.cancel()
     await proxy.exporter.close()
     proxy.pool.close_all()
+    proxy.h2.close()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

@@ -22,6 +22,7 @@ from meshtrace.document import (
     DocumentError,
     Format,
     Mesh,
+    PortProtocol,
     Provider,
     TracingDirection,
     Workload,
@@ -79,6 +80,16 @@ class Endpoint:
     pod: str
     identity: str = ""  # the SPIFFE id its certificate must carry
     mtls: bool = False  # its sidecar accepts mTLS (auto mTLS uses it)
+    sidecar: bool = True  # a pod's sidecar (inbound listener); False: a static host, reached direct
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """One Service port: its protocol (docs/config-document.md) and the app port it targets
+    (None when the target port is a name or absent)."""
+
+    protocol: PortProtocol = "auto"
+    target_port: int | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +102,30 @@ class Service:
     ports: tuple[int, ...]
     endpoints: tuple[Endpoint, ...]
     _rr: itertools.count[int] = field(default_factory=itertools.count)
+    port_specs: dict[int, PortSpec] = field(default_factory=dict)
+
+    def port_spec(self, port: int) -> PortSpec:
+        return self.port_specs.get(port) or PortSpec()
+
+    def static_port(self, port: int, ep: Endpoint) -> int:
+        """Where a static endpoint (no sidecar) is reached for Service port `port`: the port's
+        numeric targetPort when the Service has a static endpoint on it at that address (the
+        collector's: one per port) or `port` is a further Service port; else the endpoint's port."""
+        target = self.port_spec(port).target_port
+        if target is None or target == ep.port:
+            return ep.port
+        further = bool(self.ports) and port != self.ports[0]
+        if further or any(e.ip == ep.ip and e.port == target for e in self.endpoints):
+            return target
+        return ep.port
+
+    def app_port(self, port: int, main: int) -> int:
+        """Where this workload's inbound sends a request for Service port `port`: the first
+        Service port goes to the app's main port (`--app-port`: the pod's first containerPort
+        under `up`), a further port (gRPC beside HTTP) to its numeric targetPort."""
+        if not self.ports or port == self.ports[0] or port not in self.ports:
+            return main
+        return self.port_spec(port).target_port or main
 
     def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
         """Round-robin over the endpoints, skipping `exclude` (retries go elsewhere) when possible."""
@@ -202,7 +237,8 @@ def _metrics(spec: dict[str, MetricSpec], where: str) -> dict[str, MetricOverrid
 
 def _service(fqdn: str, s: ServiceSpec) -> Service:
     endpoints = tuple(
-        Endpoint(e.ip, e.port, e.pod or "", e.identity or "", e.mtls is True) for e in s.endpoints
+        Endpoint(e.ip, e.port, e.pod or "", e.identity or "", e.mtls is True, e.pod is not None)
+        for e in s.endpoints
     )
     return Service(
         fqdn,
@@ -210,6 +246,10 @@ def _service(fqdn: str, s: ServiceSpec) -> Service:
         s.namespace or (fqdn.split(".")[1] if "." in fqdn else "default"),
         tuple(p.port for p in s.ports),
         endpoints,
+        port_specs={
+            p.port: PortSpec(p.protocol, p.target_port if isinstance(p.target_port, int) else None)
+            for p in s.ports
+        },
     )
 
 

@@ -395,6 +395,11 @@ class Upstream:
     def until_close(self) -> bool:
         return self._until_close
 
+    @property
+    def upgraded_rest(self) -> list[bytes]:
+        """After a 101 answer: the bytes that followed it (the tunnel's first)."""
+        return self._parser.rest
+
 
 class Pool:
     """Keep-alive upstream connections by (host, port, TLS), opened through `backend`; at most

@@ -1,8 +1,9 @@
 """HTTP/1.1 message parsing and framing (sans-IO): httptools (llhttp) does the byte parsing, this
 module turns its callbacks into events and applies a proxy's rules (Envoy's answers):
 request smuggling (Content-Length with Transfer-Encoding) and a second Host -> 400, a
-transfer-coding other than chunked and protocol upgrades -> 501, headers over 60 KiB -> 431,
-hop-by-hop headers never forwarded.
+transfer-coding other than chunked and protocol upgrades but WebSocket -> 501, headers over
+60 KiB -> 431, hop-by-hop headers never forwarded. After a CONNECT or WebSocket upgrade head (or a
+101 answer) the parser stops: `upgraded` is set and later bytes wait in `rest` for the tunnel.
 
 Events a parser yields, in order (h11's, typed): a `RequestHead`/`ResponseHead`, `Data` body
 chunks (already de-chunked), `EndOfMessage` when the message is complete, or an `HttpError` after
@@ -146,6 +147,8 @@ class _Parser:
         self._head_fed = 0
         self._error: HttpError | None = None
         self.failed = False
+        self.upgraded = False  # CONNECT or Upgrade: what follows the head is the tunnel's
+        self.rest: list[bytes] = []  # bytes after the upgrade, for the tunnel to take
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -207,12 +210,17 @@ class _Parser:
     def feed(self, data: bytes) -> None:
         """Parse `data`; events land in `self.events`. After an error, one `HttpError` event is
         queued and later data is ignored."""
+        if self.upgraded:
+            self.rest.append(data)
+            return
         if self.failed:
             return
         try:
             self._p.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(HttpError(501, "protocol upgrade is not supported"))
+        except httptools.HttpParserUpgrade as exc:
+            # only heads `_make_head` let through get here (CONNECT, WebSocket, a 101 answer)
+            self.upgraded = True
+            self.rest.append(data[exc.args[0] :] if exc.args else b"")
             return
         except httptools.HttpParserError as exc:
             self._fail(self._error or HttpError(400, _parser_reason(exc)))
@@ -251,9 +259,10 @@ class RequestParser(_Parser):
             # 501 (RFC 9112 6.1); forwarding it would drop or mis-frame the body
             self._error = HttpError(501, f"transfer-coding {te[:40]!r} is not implemented")
             raise self._error
-        if "upgrade" in b.index:
+        if "upgrade" in b.index and not is_websocket_upgrade(b.index):
             # raised here, before the head is queued, so an upgrade is never forwarded as a plain
-            # request (WebSocket and h2c alike: no tunnelling yet)
+            # request: Envoy refuses upgrade types its route does not enable (Istio enables
+            # websocket only)
             self._error = HttpError(501, "protocol upgrade is not supported")
             raise self._error
         return RequestHead(
@@ -296,6 +305,13 @@ class ResponseParser(_Parser):
         )
         self._reason = b""
         return head
+
+
+def is_websocket_upgrade(index: dict[str, str]) -> bool:
+    """`Upgrade: websocket` with `Connection: upgrade` (RFC 6455 4.1): the one upgrade proxied."""
+    if index.get("upgrade", "").strip().lower() != "websocket":
+        return False
+    return "upgrade" in {t.strip().lower() for t in index.get("connection", "").split(",")}
 
 
 def encode_head(first_line: str, headers: list[tuple[str, str]]) -> bytes:

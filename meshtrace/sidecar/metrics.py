@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from meshtrace.prometheus import envoy_value, family_header, label_set, sample
 from meshtrace.sidecar.config import MetricOverride, SidecarConfig
+from meshtrace.sidecar.grpc import GrpcCall
 
 BUCKETS: Final = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
@@ -57,7 +58,23 @@ METRICS: Final = {
     "REQUEST_DURATION": ("istio_request_duration_milliseconds", "histogram", "Request duration (ms)."),
     "REQUEST_SIZE": ("istio_request_bytes", "histogram", "Request size (bytes)."),
     "RESPONSE_SIZE": ("istio_response_bytes", "histogram", "Response size (bytes)."),
+    # gRPC streams only (Istio's stats filter counts the messages its gRPC stats filter saw)
+    "GRPC_REQUEST_MESSAGES": ("istio_request_messages_total", "counter", "gRPC request messages."),
+    "GRPC_RESPONSE_MESSAGES": ("istio_response_messages_total", "counter", "gRPC response messages."),
 }
+_MESSAGE_METRICS: Final = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")
+# Istio's TCP metrics: counters, same labels as the request metrics but response_code and
+# grpc_response_status, with request_protocol="tcp"
+TCP_METRICS: Final = {
+    "TCP_OPENED_CONNECTIONS": ("istio_tcp_connections_opened_total", "Total TCP connections opened."),
+    "TCP_CLOSED_CONNECTIONS": ("istio_tcp_connections_closed_total", "Total TCP connections closed."),
+    "TCP_SENT_BYTES": ("istio_tcp_sent_bytes_total", "Bytes sent to the client (response direction)."),
+    "TCP_RECEIVED_BYTES": (
+        "istio_tcp_received_bytes_total",
+        "Bytes received from the client (request direction).",
+    ),
+}
+_NOT_TCP_LABELS: Final = ("response_code", "grpc_response_status")
 PEER_HEADER: Final = "x-envoy-peer-metadata"
 PEER_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 UNKNOWN: Final = "unknown"
@@ -116,6 +133,8 @@ class Observation:
     duration_ms: float
     request_bytes: int
     response_bytes: int
+    protocol: str = "HTTP/1.1"
+    grpc: GrpcCall | None = None  # a gRPC stream: its status label and message counts
 
 
 class _Histogram:
@@ -139,9 +158,21 @@ class _Counter:
         self.value = 0
 
 
-# what one cached label set records into: the count cell and the three histograms (None where the
-# metric is disabled by a Telemetry override), and whether any of them is an overflow series
-_Cells = tuple[_Counter | None, _Histogram | None, _Histogram | None, _Histogram | None, bool]
+Counter = _Counter  # what callers that count into a series themselves (TCP tunnels) hold
+
+
+# what one cached label set records into: the count cell, the three histograms and the two gRPC
+# message counters (None where the metric is disabled by a Telemetry override, or for a request
+# that is not gRPC), and whether any of them is an overflow series
+_Cells = tuple[
+    _Counter | None,
+    _Histogram | None,
+    _Histogram | None,
+    _Histogram | None,
+    _Counter | None,
+    _Counter | None,
+    bool,
+]
 
 
 def _overflow_labels(outbound: bool) -> str:
@@ -167,6 +198,8 @@ class IstioMetrics:
         self._marked: set[int] = set()
         self._cfg: SidecarConfig | None = None
         self._peer_cache: dict[str, dict[str, Any]] = {}
+        # TCP metric key -> label string -> counter; not swept (an open connection keeps adding)
+        self.tcp: dict[str, dict[str, _Counter]] = {k: {} for k in TCP_METRICS}
 
     def configure(self, cfg: SidecarConfig) -> None:
         """New config: label series computed under the old overrides are not reused."""
@@ -175,7 +208,7 @@ class IstioMetrics:
 
     def _drop_cache(self) -> None:
         for cells in self._cache.values():
-            self._marked.update(id(c) for c in cells[:4] if c is not None)
+            self._marked.update(id(c) for c in cells[:6] if c is not None)
         self._cache.clear()
 
     @property
@@ -241,9 +274,11 @@ class IstioMetrics:
         labels["destination_service_name"] = o.service_name
         labels["destination_service_namespace"] = o.service_namespace
         labels["destination_cluster"] = dst["cluster"]
-        labels["request_protocol"] = "http"
+        grpc = o.grpc
+        labels["request_protocol"] = "grpc" if grpc is not None else "http"
         labels["response_code"] = str(o.status)
-        labels["grpc_response_status"] = ""
+        status = grpc.status if grpc is not None else None
+        labels["grpc_response_status"] = str(status) if status is not None else ""
         labels["response_flags"] = o.flags
         # Istio's: the destination reports what its listener saw; the source never knows
         labels["connection_security_policy"] = (
@@ -251,7 +286,7 @@ class IstioMetrics:
         )
         ordered = {k: labels[k] for k in LABELS}
         attrs = {
-            "request.protocol": "HTTP/1.1",
+            "request.protocol": o.protocol,
             "request.host": o.host,
             "response.code": o.status,
             "destination.port": o.port,
@@ -274,6 +309,8 @@ class IstioMetrics:
         overrides = cfg.metrics["client" if o.outbound else "server"]
         series = []
         for metric in METRICS:
+            if o.grpc is None and metric in _MESSAGE_METRICS:
+                continue
             ov: MetricOverride | None = overrides.get(metric) or overrides.get("ALL_METRICS")
             labels = base
             if ov is not None:
@@ -282,6 +319,31 @@ class IstioMetrics:
                 labels = _apply(base, ov, attrs)
             series.append((metric, label_set((k, v[:MAX_LABEL_VALUE]) for k, v in labels.items())))
         return series
+
+    def tcp_cells(self, o: Observation) -> dict[str, _Counter]:
+        """The counters one TCP connection adds to, by TCP metric key (disabled ones left out,
+        all of them when the direction reports no metrics); a full metric gives overflow."""
+        cfg = self._cfg
+        if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
+            return {}
+        base, attrs = self._base(o, cfg)
+        base["request_protocol"] = "tcp"
+        attrs["request.protocol"] = "tcp"
+        for name in _NOT_TCP_LABELS:
+            del base[name]
+        overrides = cfg.metrics["client" if o.outbound else "server"]
+        cells: dict[str, _Counter] = {}
+        for metric in TCP_METRICS:
+            ov: MetricOverride | None = overrides.get(metric) or overrides.get("ALL_METRICS")
+            if ov is not None and ov.disabled:
+                continue
+            labels = _apply(base, ov, attrs) if ov is not None else base
+            text = label_set((k, v[:MAX_LABEL_VALUE]) for k, v in labels.items())
+            table = self.tcp[metric]
+            text, over = self._admit(table, text, o.outbound)
+            self.overflowed += over
+            cells[metric] = table.setdefault(text, _Counter())
+        return cells
 
     def _admit(self, table: Mapping[str, object], labels: str, outbound: bool) -> tuple[str, bool]:
         """`labels`, or the overflow label set when `table` is full (and whether it was)."""
@@ -292,24 +354,26 @@ class IstioMetrics:
     def _cells(self, o: Observation, cfg: SidecarConfig) -> _Cells:
         """The series cells one request records into, resolved once per label set; a label set
         that would exceed the metric's limit records into the overflow series instead."""
-        count: _Counter | None = None
+        counts: dict[str, _Counter] = {}
         hists: dict[str, _Histogram] = {}
         overflow = False
         for metric, labels in self._series(o, cfg):
-            if metric == "REQUEST_COUNT":
+            if METRICS[metric][1] == "counter":
                 counters = self.counters.setdefault(metric, {})
                 labels, over = self._admit(counters, labels, o.outbound)
-                count = counters.setdefault(labels, _Counter())
+                counts[metric] = counters.setdefault(labels, _Counter())
             else:
                 table = self.histograms.setdefault(metric, {})
                 labels, over = self._admit(table, labels, o.outbound)
                 hists[metric] = table.setdefault(labels, _Histogram())
             overflow = overflow or over
         return (
-            count,
+            counts.get("REQUEST_COUNT"),
             hists.get("REQUEST_DURATION"),
             hists.get("REQUEST_SIZE"),
             hists.get("RESPONSE_SIZE"),
+            counts.get("GRPC_REQUEST_MESSAGES"),
+            counts.get("GRPC_RESPONSE_MESSAGES"),
             overflow,
         )
 
@@ -317,7 +381,11 @@ class IstioMetrics:
         cfg = self._cfg
         if cfg is None or not cfg.metrics_enabled["client" if o.outbound else "server"]:
             return
-        key = (o.outbound, o.peer_raw, o.peer_principal, o.service_fqdn, o.port, o.host, o.status, o.flags)
+        grpc = o.grpc
+        key = (
+            o.outbound, o.peer_raw, o.peer_principal, o.service_fqdn, o.port, o.host, o.status, o.flags,
+            o.protocol, grpc is not None, grpc.status if grpc is not None else None,
+        )  # fmt: skip
         cells = self._cache.get(key)
         if cells is None:
             cells = self._cells(o, cfg)
@@ -326,8 +394,8 @@ class IstioMetrics:
                     self._drop_cache()
                 self._cache[key] = cells
             else:
-                self._marked.update(id(c) for c in cells[:4] if c is not None)
-        count, duration, request, response, overflow = cells
+                self._marked.update(id(c) for c in cells[:6] if c is not None)
+        count, duration, request, response, request_messages, response_messages, overflow = cells
         if overflow:
             self.overflowed += 1
         if count is not None:
@@ -338,6 +406,11 @@ class IstioMetrics:
             request.observe(o.request_bytes)
         if response is not None:
             response.observe(o.response_bytes)
+        if grpc is not None:
+            if request_messages is not None:
+                request_messages.value += grpc.requests.count
+            if response_messages is not None:
+                response_messages.value += grpc.responses.count
 
     def exposition(self) -> list[str]:
         lines: list[str] = []
@@ -357,6 +430,10 @@ class IstioMetrics:
                     lines.append(sample(f"{name}_bucket", f'{{{inner},le="{le}"}}', str(cum)))
                 lines.append(sample(f"{name}_sum", labels, envoy_value(h.sum)))
                 lines.append(sample(f"{name}_count", labels, str(h.count)))
+        for metric, (name, help_text) in TCP_METRICS.items():
+            if self.tcp[metric]:
+                lines += family_header(name, "counter", help_text)
+                lines += (sample(name, labels, str(c.value)) for labels, c in self.tcp[metric].items())
         return lines
 
 

@@ -25,10 +25,11 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from meshtrace import accesslog
 from meshtrace.propagation.context import decide, inject
+from meshtrace.sidecar import tcpproxy, upgrade
 from meshtrace.sidecar.backend import ConnectFailure, NetworkBackend, Stream
 from meshtrace.sidecar.certs import PeerRejected, WorkloadCerts, peer_principal
 from meshtrace.sidecar.config import Endpoint, SidecarConfig, Tracing
@@ -42,6 +43,7 @@ from meshtrace.sidecar.conn import (
     Timeouts,
     Upstream,
 )
+from meshtrace.sidecar.h2conn import negotiated_h2, sniff_preface
 from meshtrace.sidecar.http1 import (
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -64,6 +66,9 @@ from meshtrace.sidecar.rbac import DENIED_BODY, DENIED_FLAG
 from meshtrace.sidecar.rbac import Request as RbacRequest
 from meshtrace.sidecar.routing import GATEWAY, INBOUND, OUTBOUND, LocalInfo, LocalReply, Route, resolve
 from meshtrace.sidecar.tracing import SPAN_BUFFER_BYTES, SpanExporter, SpanRecord, build_span
+
+if TYPE_CHECKING:
+    from meshtrace.sidecar.grpc import GrpcCall
 
 log = logging.getLogger("meshtrace.sidecar")
 
@@ -99,6 +104,7 @@ _REWRITTEN: Final = frozenset(
 _NOT_FORWARDED_UP: Final = HOP_BY_HOP | _REWRITTEN
 # an answer from a mesh upstream: its peer metadata is for this sidecar, not for the app
 _NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"content-length", PEER_HEADER, PEER_ID_HEADER}
+NOT_FORWARDED_UP, NOT_FORWARDED_DOWN = _NOT_FORWARDED_UP, _NOT_FORWARDED_DOWN  # for `upgrade`
 
 
 @dataclass(slots=True)
@@ -145,6 +151,15 @@ class Exchange:
     span_id: bytes = b""
     parent_id: bytes | None = None
     client_span_id: bytes = b""
+    protocol: str = "HTTP/1.1"
+    grpc: GrpcCall | None = None  # an HTTP/2 gRPC stream's status and message counts
+
+
+class DownstreamPeer(Protocol):
+    """Who sent a request (an HTTP/1.1 connection or an HTTP/2 stream's), as checks read it."""
+
+    principal: str
+    peer: tuple[str, int]
 
 
 def via_names(via: str, received_by: str) -> bool:
@@ -233,6 +248,9 @@ class Proxy:
         self.peers_rejected = 0
         self.plaintext_refused = 0
         self.inbound_listener: SniffingServer | None = None  # set once bound, for its counters
+        from meshtrace.sidecar.h2proxy import H2Proxy  # it imports this module's types
+
+        self.h2 = H2Proxy(self)
         self.apply(cfg)
 
     def listening(self, addresses: dict[str, tuple[str, int]]) -> None:
@@ -255,7 +273,7 @@ class Proxy:
         self._local = replace(self._local, own_service=own_service)
         self._mesh_ips = frozenset(e.ip for s in cfg.registry.services.values() for e in s.endpoints)
 
-    def _trusted_peer(self, ds: Downstream, head: RequestHead) -> str | None:
+    def _trusted_peer(self, ds: DownstreamPeer, head: RequestHead) -> str | None:
         """The caller's peer metadata, if the caller is a mesh workload: an mTLS peer (its
         certificate proved it), or on a plaintext connection an address that is an endpoint of
         the registry the control plane pushed. Anyone else (a client calling the inbound port
@@ -296,7 +314,7 @@ class Proxy:
             return None
 
     def _upstream_tls(
-        self, route: Route, ep: Endpoint | None
+        self, route: Route, ep: Endpoint | None, h2: bool = False
     ) -> tuple[ssl.SSLContext | None, Callable[[Stream], None] | None]:
         """mTLS to a mesh endpoint when the DestinationRule says ISTIO_MUTUAL, or (auto mTLS,
         no DestinationRule TLS) when the endpoint's sidecar accepts it; the server must then
@@ -315,7 +333,7 @@ class Proxy:
             except PeerRejected as exc:
                 raise ConnectFailure(f"{ep.ip}:{ep.port}: TLS error: {exc}") from None
 
-        return certs.client, check
+        return (certs.client_h2 if h2 else certs.client), check
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -333,6 +351,10 @@ class Proxy:
         if principal is None:
             writer.abort()
             return
+        t = self.timeouts
+        if negotiated_h2(writer) or await sniff_preface(writer, t.idle, t.headers):
+            await self.h2.serve(writer, kind, principal)
+            return
         ds = Downstream(writer, self.timeouts)
         ds.principal = principal
         self.connections += 1
@@ -346,6 +368,9 @@ class Proxy:
                     writer.write(simple_response(head.status, head.detail.encode() + b"\n", keep_alive=False))
                     self._log_bad_request(head, ds)
                     await ds.linger_close()
+                    break
+                if tcpproxy.is_tunnel(kind, head):  # CONNECT, or a peer sidecar's TCP tunnel
+                    await tcpproxy.serve_tunnel(self, ds, head, kind)
                     break
                 if not await self._exchange(ds, head, kind):
                     break
@@ -456,7 +481,11 @@ class Proxy:
                 xff = head.index.get("x-forwarded-for")
                 extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
                 extra.append(("x-forwarded-proto", "http"))
-            keep = await self._forward(ds, ex, route, extra) and keep
+            if ds.parser.upgraded:  # WebSocket: after the 101 the connection is a tunnel
+                keep = False
+                await upgrade.forward_upgrade(self, ds, ex, route, extra)
+            else:
+                keep = await self._forward(ds, ex, route, extra) and keep
         except LocalReply as reply:
             ex.flags.update(reply.flags)
             ex.status = reply.status
@@ -494,6 +523,8 @@ class Proxy:
         ep = route.service.pick(tried) if route.service is not None else None
         if ep is None:
             raise LocalReply(503, "no healthy upstream", "UH")
+        if not ep.sidecar and route.service is not None:  # reached direct: the port it targets
+            return (ep.ip, route.service.static_port(route.port, ep)), ep
         return (ep.ip, ep.port), ep
 
     async def _forward(
@@ -720,6 +751,8 @@ class Proxy:
                     duration_ms=duration_ms,
                     request_bytes=request_bytes,
                     response_bytes=response_bytes,
+                    protocol=ex.protocol,
+                    grpc=ex.grpc,
                 )
             )
         t = cfg.server if kind == INBOUND else cfg.client
@@ -747,6 +780,8 @@ class Proxy:
             response_size=ex.response_body,
             flags=flags,
             headers=head.index,
+            protocol=ex.protocol,
+            grpc=ex.grpc,
         )
         node = self.ident.node_id
         self.exporter.submit(t.provider, build_span(rec, t, cfg, node))

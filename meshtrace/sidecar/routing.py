@@ -102,8 +102,11 @@ def _inbound(
     host: str, port: int | None, path: str, authority: str, svc: Service | None, local: LocalInfo
 ) -> Route:
     """Inbound requests all go to the app; the Service (the one named, else the workload's own)
-    only names the span and the metric labels."""
+    names the span and the metric labels, and a further port of the workload's own Service (gRPC
+    beside HTTP) goes to that port's targetPort."""
     app = local.app_port
+    if svc is not None and svc is local.own_service and port is not None:
+        app = svc.app_port(port, app)
     return Route(
         cluster=f"inbound|{app}||",
         decorator=f"{svc.fqdn if svc else host}:{port or app}/*",

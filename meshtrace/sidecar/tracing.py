@@ -35,6 +35,7 @@ from meshtrace.model.otlp_answer import (
 from meshtrace.sidecar.client import request, split_url
 from meshtrace.sidecar.config import Provider, SidecarConfig, Tracing
 from meshtrace.sidecar.conn import Pool
+from meshtrace.sidecar.grpc import GrpcCall
 
 log = logging.getLogger("meshtrace.sidecar")
 
@@ -62,6 +63,8 @@ class SpanRecord:
     response_size: int
     flags: str
     headers: Mapping[str, str]
+    protocol: str = "HTTP/1.1"
+    grpc: GrpcCall | None = None
 
 
 def _kv(key: str, value: str) -> KeyValue:
@@ -160,7 +163,7 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
         ("guid:x-request-id", rec.request_id),
         ("http.url", rec.url[: t.spec.max_path_tag_length]),
         ("http.method", rec.method),
-        ("http.protocol", "HTTP/1.1"),
+        ("http.protocol", rec.protocol),
         ("http.status_code", str(status)),
         ("user_agent", rec.user_agent),
         ("peer.address", rec.peer_address),
@@ -172,6 +175,9 @@ def build_span(rec: SpanRecord, t: Tracing, cfg: SidecarConfig, node_id: str) ->
         ("response_flags", rec.flags),
     ]
     error = status == 0 or status >= 500
+    if rec.grpc is not None:
+        tags += rec.grpc.tags()
+        error = error or rec.grpc.server_error
     if error:
         tags.append(("error", "true"))
     if t.spec.custom_tags:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -162,7 +163,7 @@ MIXER_TERMS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(MIXER_TERMS, min_size=2, max_size=4))
 def test_every_mixer_rewrite_parses(terms: list[str]) -> None:
     cel = mixer_to_cel(" | ".join(terms))
@@ -221,7 +222,7 @@ ATTR_MAPS = st.dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(EXPRESSIONS, ATTR_MAPS)
 def test_what_lint_accepts_the_sidecar_compiles_and_evaluation_never_raises(
     text: str, attrs: dict[str, Any]
@@ -239,7 +240,7 @@ def test_what_lint_accepts_the_sidecar_compiles_and_evaluation_never_raises(
     assert isinstance(compile_expr(text)(attrs), str)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(EXPRESSIONS)
 def test_unparse_round_trips(text: str) -> None:
     try:
@@ -249,7 +250,7 @@ def test_unparse_round_trips(text: str) -> None:
     assert parse(unparse(tree)) == tree
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.text(alphabet="ab.()[]'\"|&!=<>?:,{}+-*/% 0123456789u\\", max_size=40))
 def test_any_text_is_an_expression_or_a_cel_error(text: str) -> None:
     problem = check(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from meshtrace.bench.collector import Row, make_request, table
@@ -28,6 +29,7 @@ def test_request_shape_and_table() -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_bench_collector_runs() -> None:
     result = subprocess.run(
         [

@@ -219,6 +219,7 @@ def _validate(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 def test_validate_exit_codes(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(minimal()))
@@ -300,6 +301,7 @@ def test_the_built_in_default_config_is_valid() -> None:
     )
 
 
+@pytest.mark.e2e
 def test_several_configs_merge_in_order(tmp_path: Path) -> None:
     base, override = tmp_path / "base.yaml", tmp_path / "override.yaml"
     base.write_text(yaml.safe_dump(minimal(debug={"verbosity": "basic"})))
@@ -326,6 +328,7 @@ def test_go_debugging_extensions_are_skipped_with_a_warning() -> None:
     assert codes([p for p in problems if p.severity == WARNING])["extensions.zpages"] == "COL006"
 
 
+@pytest.mark.e2e
 def test_sending_queue_storage_must_name_an_enabled_storage_extension(tmp_path: Path) -> None:
     def queue_config(storage: str, extensions: dict[str, Any], enabled: list[str]) -> dict[str, Any]:
         raw = minimal(otlp_grpc={"endpoint": "backend:4317", "sending_queue": {"storage": storage}})
@@ -379,6 +382,7 @@ def test_file_storage_keys_and_defaults_are_the_collector_contribs() -> None:
     assert "ignored" in warnings(problems)["extensions.file_storage.compaction.directory"]
 
 
+@pytest.mark.e2e
 def test_validate_local_and_upstream(tmp_path: Path) -> None:
     # Issue 11: a component upstream has but meshtrace does not run is a coded warning locally
     # and nothing to say for the real Collector; a removed one is an error with the migration.

@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import yaml
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +80,7 @@ configs = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(st.sampled_from(WORDS), configs, max_size=6))
 def test_check_never_raises(raw: dict[str, Any]) -> None:
     problems = check(raw)
@@ -113,7 +114,7 @@ def paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
 PATHS = paths(BASE)[1:]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(PATHS), configs), min_size=1, max_size=3))
 def test_check_never_raises_on_a_valid_config_with_values_replaced(
     changes: list[tuple[tuple[str, ...], Any]],
@@ -130,7 +131,7 @@ def test_check_never_raises_on_a_valid_config_with_values_replaced(
     assert all(isinstance(p, Problem) for p in check(raw))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.text(max_size=200)
     | st.sampled_from(["receivers: 2001-13-45", "x: !!binary abc", "a: [", "- 1", "kind: ConfigMap\ndata: 5"])

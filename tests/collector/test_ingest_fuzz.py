@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import requests
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -239,7 +240,7 @@ def test_every_span_is_stored_or_counted_as_refused(
             assert sorted(s["spanID"] for s in got.json()["data"][0]["spans"]) == sorted(span_ids)
 
     @settings(
-        max_examples=30,
+        max_examples=examples(30),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )

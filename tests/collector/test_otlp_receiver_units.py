@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,7 +26,7 @@ def valid_request(spans: int) -> bytes:
     return req.SerializeToString()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.one_of(
         st.binary(max_size=300),
@@ -45,7 +46,7 @@ def test_fuzz_protobuf_bodies(body: bytes) -> None:
         assert traces.encoded() == body  # forwarded as sent, never re-encoded
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_json_bodies(body: bytes) -> None:
     with contextlib.suppress(PermanentError):

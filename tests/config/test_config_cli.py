@@ -32,6 +32,7 @@ def explain_json(*args: str, env: dict[str, str] | None = None) -> dict[str, Any
     return doc
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("workload", "namespace", "labels", "sampling"),
     [
@@ -58,6 +59,7 @@ def test_explain_seed_json(
         assert doc["sources"]["workload.labels"]["resource"] == "given labels"
 
 
+@pytest.mark.e2e
 def test_explain_seed_text_shows_provenance(seed_manifests: Path) -> None:
     proc = run("explain", "-f", str(seed_manifests), "--workload", "frontend")
     assert proc.returncode == 0, proc.stderr
@@ -70,6 +72,7 @@ def test_explain_seed_text_shows_provenance(seed_manifests: Path) -> None:
     assert "otel-collector.istio-system.svc.cluster.local:4317" in out
 
 
+@pytest.mark.e2e
 def test_explain_reads_pilot_trace_sampling(tmp_path: Path) -> None:
     (tmp_path / "mesh.yaml").write_text(
         MESH + "---\n" + telemetry("mesh", "istio-system", "tracing: [{providers: [{name: otel}]}]")
@@ -80,6 +83,7 @@ def test_explain_reads_pilot_trace_sampling(tmp_path: Path) -> None:
     assert doc["tracing"]["client"]["random_sampling_percentage"] == 2.5
 
 
+@pytest.mark.e2e
 def test_explain_text_names_every_workload_telemetry_and_a_disabled_direction(tmp_path: Path) -> None:
     docs = [
         MESH,
@@ -105,6 +109,7 @@ def test_explain_text_names_every_workload_telemetry_and_a_disabled_direction(tm
     assert "server ALL_METRICS disabled" in out.replace("│", "").replace("  ", " ")
 
 
+@pytest.mark.e2e
 def test_explain_bad_input(tmp_path: Path) -> None:
     missing = run("explain", "-f", str(tmp_path / "nope.yaml"), "--workload", "w")
     assert missing.returncode == 2
@@ -115,6 +120,7 @@ def test_explain_bad_input(tmp_path: Path) -> None:
     assert run("explain", "--workload", "w").returncode == 2  # -f is required
 
 
+@pytest.mark.e2e
 def test_explain_an_unknown_workload_is_an_error_with_did_you_mean() -> None:
     seed = str(DEFAULT_MANIFESTS)
     typo = run("explain", "-f", seed, "--workload", "frontnd")
@@ -128,6 +134,7 @@ def test_explain_an_unknown_workload_is_an_error_with_did_you_mean() -> None:
     assert run("explain", "-f", seed, "--workload", "frontnd", "--labels", "app=frontnd").returncode == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "command",
     [["explain", "--workload", "w"], ["lint"], ["render", "-o", "out"], ["control"], ["up"]],
@@ -142,6 +149,7 @@ def test_a_missing_path_is_exit_2_with_one_message_in_every_command(
     assert proc.stdout == ""
 
 
+@pytest.mark.e2e
 def test_lint_seed_json(seed_manifests: Path) -> None:
     proc = run("lint", "-f", str(seed_manifests), "-o", "json")
     assert proc.returncode == 1, proc.stderr  # the seed has errors
@@ -177,6 +185,7 @@ def test_lint_seed_json(seed_manifests: Path) -> None:
     assert (port["resource"], port["path"]) == ("Service istio-system/otel-collector", "spec.ports[0]")
 
 
+@pytest.mark.e2e
 def test_lint_seed_text(seed_manifests: Path) -> None:
     proc = run("lint", "-f", str(seed_manifests))
     assert proc.returncode == 1
@@ -187,6 +196,7 @@ def test_lint_seed_text(seed_manifests: Path) -> None:
     assert proc.stdout.rstrip().splitlines()[-1].startswith("6 errors, ")
 
 
+@pytest.mark.e2e
 def test_lint_clean_exits_zero(tmp_path: Path) -> None:
     (tmp_path / "mesh.yaml").write_text(
         MESH + "---\n" + telemetry("mesh", "istio-system", "tracing: [{providers: [{name: otel}]}]")
@@ -199,6 +209,7 @@ def test_lint_clean_exits_zero(tmp_path: Path) -> None:
     assert "no problems found" in text.stdout
 
 
+@pytest.mark.e2e
 def test_lint_warnings_only_exit_zero_and_text(tmp_path: Path) -> None:
     (tmp_path / "t.yaml").write_text(
         MESH
@@ -214,6 +225,7 @@ def test_lint_warnings_only_exit_zero_and_text(tmp_path: Path) -> None:
     assert "1 warning" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_lint_broken_yaml_is_a_finding_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("kind: Telemetry\nspec: [unclosed\n")
     proc = run("lint", "-f", str(tmp_path), "-o", "json")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,7 +97,7 @@ spec:
       - name: api
         image: api:1
         command: [python]
-        env: [{name: A, value: 1}, {name: B, valueFrom: {secretKeyRef: {name: s, key: k}}}]
+        env: [{name: A, value: "1"}, {name: B, valueFrom: {secretKeyRef: {name: s, key: k}}}]
 """,
     )
     write(tmp_path, "notes.txt", "not yaml at all: [")  # not a manifest suffix: skipped
@@ -153,6 +154,42 @@ metadata: {name: x}
     assert any(p.code == "read-error" and p.file.endswith("missing.yaml") for p in bundle.problems)
     dep = bundle.deployment("web", "default")
     assert dep is not None and dep.replicas == 1  # the default, after the finding
+
+
+def test_env_values_kubernetes_refuses_are_reported_not_turned_into_strings(tmp_path: Path) -> None:
+    # Before: `on` (YAML 1.1 true) became the env value "True" and `value: null` became "None";
+    # Kubernetes refuses a non-string env value and reads null as no value.
+    write(
+        tmp_path,
+        "web.yaml",
+        """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      containers:
+      - name: web
+        env:
+        - {name: DEBUG, value: on}
+        - {name: RATIO, value: 0.5}
+        - {name: EMPTY, value: null}
+        - {name: MODE, value: "on"}
+""",
+    )
+    bundle = load([tmp_path])
+    found = {(p.path, p.message) for p in bundle.problems}
+    assert (
+        "spec.template.spec.containers[0].env[0].value",
+        "must be a string, got bool True: quote it",
+    ) in found
+    assert (
+        "spec.template.spec.containers[0].env[1].value",
+        "must be a string, got float 0.5: quote it",
+    ) in found
+    dep = bundle.deployment("web", "default")
+    assert dep is not None and dep.containers[0].env == {"EMPTY": None, "MODE": "on"}
 
 
 def test_bom_and_crlf(tmp_path: Path) -> None:
@@ -249,7 +286,9 @@ _tree = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=_tree, mesh=_tree, text=st.text(max_size=60))
 def test_fuzz_load_resolve_lint_never_crash(tmp_path: Path, spec: Any, mesh: Any, text: str) -> None:
     docs = [
@@ -319,7 +358,9 @@ _entry = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     mesh=_mesh, root=st.lists(_entry, max_size=3), ns=st.lists(_entry, max_size=3), env=st.text(max_size=5)
 )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +45,7 @@ def _doc(workload: str, namespace: str, labels: Mapping[str, str], sampling: flo
 
 
 SERVICES = [
-    ServiceSpec("backend", "default", {"app": "backend"}, (ServicePort("http", 8080, 8080, "http"),)),
+    ServiceSpec("backend", "default", {"app": "backend"}, (ServicePort("http", 8080, 8080, "http", "http"),)),
     ServiceSpec("frontend", "default", {"app": "frontend"}, (ServicePort("http", 80, "http", None),)),
     ServiceSpec(
         "otel-collector", "istio-system", {"app": "otel"}, (ServicePort("grpc-otlp", 4317, 14317, "grpc"),)
@@ -130,7 +131,9 @@ def test_services_select_healthy_sidecars_by_labels_and_namespace() -> None:
         {"ip": "127.0.1.3", "port": 15006, "app_port": 8080, "pod": "backend-0", **SIDECAR_DEFAULTS},
         {"ip": "127.0.1.4", "port": 15006, "app_port": 8080, "pod": "backend-1", **SIDECAR_DEFAULTS},
     ]
-    assert backend["ports"] == [{"name": "http", "port": 8080, "target_port": 8080, "app_protocol": "http"}]
+    assert backend["ports"] == [
+        {"name": "http", "port": 8080, "target_port": 8080, "app_protocol": "http", "protocol": "http"}
+    ]
     assert [e["pod"] for e in services["frontend.default.svc.cluster.local"]["endpoints"]] == ["frontend-0"]
     assert services["frontend.default.svc.cluster.local"]["ports"][0]["target_port"] == "http"
     # every node's config carries the registry
@@ -330,7 +333,7 @@ bodies = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.one_of(json_values, bodies))
 def test_request_parsers_only_raise_bad_request(body: Any) -> None:
     for parser in (parse_registration, parse_ack):

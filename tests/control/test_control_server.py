@@ -362,6 +362,7 @@ def test_status_command(sidecars: tuple[str, FakeSidecar, FakeSidecar]) -> None:
     assert "NACKED" in back and "bad config" in back
 
 
+@pytest.mark.e2e
 def test_status_unreachable_control_plane() -> None:
     result = _status("--control", "http://127.0.0.1:9")
     assert result.returncode != 0

@@ -446,6 +446,7 @@ class RecordingProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e
 def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
     start_demo: Callable[..., Any], collector: RunningCollector, backend: Any
 ) -> None:
@@ -488,6 +489,7 @@ def test_outbound_goes_through_http_proxy_and_scheme_less_endpoint_works(
     assert frontend.stop(signal.SIGINT) == 0, frontend.output()
 
 
+@pytest.mark.e2e
 def test_http_protobuf_export_and_sigterm_flush(
     start_demo: Callable[..., Any], collector: RunningCollector, tmp_path: Path
 ) -> None:
@@ -520,3 +522,44 @@ def test_http_protobuf_export_and_sigterm_flush(
         "handleUsers",
         "queryDatabase",
     }
+
+
+# ---------------------------------------------------------------- the gRPC hop (no sidecars)
+
+GRPC_NAME = "meshtrace.demo.Users/Count"
+
+
+@pytest.fixture(scope="module")
+def grpc_demo(start_demo: Callable[..., Any], collector: RunningCollector) -> Demo:
+    """A backend serving the gRPC API too, and a frontend that calls it on every /api/data."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint}
+    backend = start_demo("backend", {**env, "GRPC_PORT": "0"})
+    grpc_host, grpc_port = backend.listeners["backend-grpc"]
+    frontend = start_demo(
+        "frontend",
+        {**env, "BACKEND_URL": address(backend, "backend"), "BACKEND_GRPC": f"{grpc_host}:{grpc_port}"},
+    )
+    return Demo(collector.store, address(frontend, "frontend"), address(backend, "backend"))
+
+
+def test_the_grpc_hop_joins_the_trace_with_rpc_spans(grpc_demo: Demo) -> None:
+    """Before: the demo had no gRPC service; the SDK had no gRPC instrumentation."""
+    request_id = str(uuid.uuid4())
+    status, body = grpc_demo.get("/api/data", {"x-request-id": request_id})
+    assert status == 200, body
+    assert '"backend_grpc": {"count": 3}' in body
+    spans = grpc_demo.trace_with_request_id(request_id, len(SEED_SPANS) + 2)
+    grpc_spans = [s for s in spans if s.name == GRPC_NAME]
+    client = next(s for s in grpc_spans if s.kind == CLIENT)
+    server = next(s for s in grpc_spans if s.kind == SERVER)
+    assert (client.service, server.service) == ("frontend", "backend")
+    seed = by_name([s for s in spans if s.name != GRPC_NAME])
+    assert set(seed) == set(SEED_SPANS)  # the seed's trace, plus the gRPC pair
+    assert client.parent_id == seed["handleData"].span_id
+    assert server.parent_id == client.span_id  # the context crossed in the gRPC metadata
+    for span in (client, server):
+        assert span.attributes["rpc.system"] == "grpc"
+        assert span.attributes["rpc.service"] == "meshtrace.demo.Users"
+        assert span.attributes["rpc.method"] == "Count"
+        assert span.attributes["rpc.grpc.status_code"] == 0
+        assert span.status == UNSET

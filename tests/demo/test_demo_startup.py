@@ -21,6 +21,7 @@ def run_demo(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("name", "env", "field"),
     [
@@ -37,6 +38,7 @@ def test_bad_setting_exits_2_naming_it(name: str, env: dict[str, str], field: st
     assert field in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_port_in_use_exits_1() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

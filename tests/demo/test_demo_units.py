@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +50,7 @@ def test_bad_fault_values_name_the_field(query: dict[str, str], env: dict[str, s
         decide(query, env, 0.0)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.dictionaries(st.sampled_from(["fail", "slow_ms", "other"]), st.text(max_size=12)),
     st.dictionaries(st.sampled_from(["FAIL_RATE", "SLOW_QUERY_MS"]), st.text(max_size=12)),

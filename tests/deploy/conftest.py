@@ -22,19 +22,19 @@ def _once(name: str, src: Path, factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def seed_out(seed_manifests: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def seed_out(seed_manifests: Path, tmp_path_factory: pytest.TempPathFactory, starts_processes: None) -> Path:
     """The seed's manifests rendered (the folder `meshtrace up -f` reads)."""
     return _once("seed", seed_manifests, tmp_path_factory)
 
 
 @pytest.fixture
-def examples_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def examples_out(tmp_path_factory: pytest.TempPathFactory, starts_processes: None) -> Path:
     """meshtrace/examples/seed rendered."""
     return _once("examples", EXAMPLES, tmp_path_factory)
 
 
 @pytest.fixture(params=["seed", "examples"])
-def out(request: pytest.FixtureRequest) -> Path:
+def out(request: pytest.FixtureRequest, starts_processes: None) -> Path:
     """Each input rendered: tests using it run for both."""
     path: Path = request.getfixturevalue(f"{request.param}_out")
     return path

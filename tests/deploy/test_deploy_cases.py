@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from deploy_helpers import documents, one, run_meshtrace
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -354,6 +355,7 @@ def test_alerts_from_the_input_kept_unless_they_use_removed_metrics(tmp_path: Pa
 # -- the command -----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_cli_missing_input_exits_2(tmp_path: Path) -> None:
     proc = run_meshtrace("render", "-f", str(tmp_path / "nope"), "-o", str(tmp_path / "out"))
     assert proc.returncode == 2
@@ -361,6 +363,7 @@ def test_cli_missing_input_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_cli_rejects_an_image_too_old_for_the_config(tmp_path: Path) -> None:
     folder = write(tmp_path, MESH, COLLECTOR)
     proc = run_meshtrace(
@@ -371,6 +374,7 @@ def test_cli_rejects_an_image_too_old_for_the_config(tmp_path: Path) -> None:
     assert "--collector-image" in proc.stderr and "v0.144.0" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_cli_invalid_collector_config_exits_1(tmp_path: Path) -> None:
     bad = config_map("receivers: {}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}")
     folder = write(tmp_path, COLLECTOR, bad)
@@ -379,6 +383,7 @@ def test_cli_invalid_collector_config_exits_1(tmp_path: Path) -> None:
     assert "refused by the Collector it deploys" in proc.stderr and "'otlp' is not defined" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_cli_options_and_warnings(tmp_path: Path) -> None:
     folder = write(tmp_path, MESH.replace("port: 4317", "port: 9411"), COLLECTOR)
     out = tmp_path / "out"
@@ -509,7 +514,7 @@ _CONFIGS = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(_CONFIGS)
 def test_any_collector_config_renders_or_is_refused(raw: dict[str, Any]) -> None:
     try:

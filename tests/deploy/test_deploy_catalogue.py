@@ -110,6 +110,7 @@ def test_configs_the_collector_refuses_fail_with_a_code(path: str, value: Any, c
     assert code in str(caught.value) and hint in str(caught.value)
 
 
+@pytest.mark.e2e
 def test_render_refuses_a_removed_extension_with_exit_1(tmp_path: Path) -> None:
     bad = config_map(
         "extensions: {memory_ballast: {size_mib: 512}}\n"
@@ -141,6 +142,7 @@ def test_the_demo_says_its_only_exporter_is_debug(examples_out: Path) -> None:
     assert "`COL012`: collector config service.pipelines.traces.exporters" in readme
 
 
+@pytest.mark.e2e
 def test_the_cli_prints_the_warnings(tmp_path: Path) -> None:
     folder = write(tmp_path, MESH, COLLECTOR)
     proc = run_meshtrace("render", "-f", str(folder), "-o", str(tmp_path / "out"))

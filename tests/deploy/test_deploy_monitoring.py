@@ -169,6 +169,7 @@ def render_input(tmp_path: Path, text: str, options: Options | None = None) -> d
     return render_bundle(load([tmp_path / "in"]), options or Options()).files
 
 
+@pytest.mark.e2e
 def test_a_reader_that_adds_total_gets_rules_and_panels_with_total(tmp_path: Path) -> None:
     files = render_input(tmp_path, COLLECTOR)
     (rule,) = [d for d in yaml.safe_load_all(files["monitoring/prometheus-rules.yaml"]) if d]
@@ -207,6 +208,7 @@ def test_monitors_and_rules_carry_the_kube_prometheus_stack_release_label(exampl
         )
 
 
+@pytest.mark.e2e
 def test_prometheus_selector_option(tmp_path: Path) -> None:
     out = render(
         EXAMPLES,
@@ -221,6 +223,7 @@ def test_prometheus_selector_option(tmp_path: Path) -> None:
     assert "release: prom, team: sre" in (out / "monitoring" / "service-monitor.yaml").read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -346,6 +349,7 @@ def test_demo_alerts_are_the_rendered_ones(examples_out: Path) -> None:
         assert (rule["for"], rule["labels"]) == (rendered[name]["for"], rendered[name]["labels"]), name
 
 
+@pytest.mark.e2e
 def test_demo_alerts_fire_in_promtool(tmp_path: Path) -> None:
     """The checked-in cases for the demo's alerts, run against the demo file itself."""
     groups = one(EXAMPLES / "50-alerts.yaml", "PrometheusRule")["spec"]["groups"]

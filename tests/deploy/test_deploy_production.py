@@ -42,6 +42,7 @@ def namespaces(out: Path) -> dict[str, dict[str, str]]:
 # -- finding 4: sidecar injection ------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_every_namespace_with_workloads_is_labelled_for_injection(
     seed_manifests: Path, tmp_path: Path
 ) -> None:
@@ -57,11 +58,13 @@ def test_every_namespace_with_workloads_is_labelled_for_injection(
     assert label < readme.index("kubectl rollout restart deployment -n default")
 
 
+@pytest.mark.e2e
 def test_the_demo_keeps_its_default_namespace_label(tmp_path: Path) -> None:
     readme = (rendered(EXAMPLES, tmp_path) / "README.md").read_text()
     assert "kubectl label namespace default istio-injection=enabled --overwrite" in readme
 
 
+@pytest.mark.e2e
 def test_opted_out_workloads_do_not_label_their_namespace(tmp_path: Path) -> None:
     out = rendered(INPUTS / "tail-sampling.yaml", tmp_path)
     ns = namespaces(out)
@@ -74,6 +77,7 @@ def test_opted_out_workloads_do_not_label_their_namespace(tmp_path: Path) -> Non
 # -- finding 5: topology, volumes, RBAC, debug extensions -------------------------------------------
 
 
+@pytest.mark.e2e
 def test_tail_sampling_gets_a_trace_id_routing_tier_in_front_of_fixed_replicas(tmp_path: Path) -> None:
     out = rendered(INPUTS / "tail-sampling.yaml", tmp_path) / "otel-collector"
     front = config_of(out / "configmap.yaml")
@@ -102,6 +106,7 @@ def test_tail_sampling_gets_a_trace_id_routing_tier_in_front_of_fixed_replicas(t
     assert hpas == ["otel-collector"]  # the sampling tier does not autoscale
 
 
+@pytest.mark.e2e
 def test_file_storage_gets_a_writable_volume(tmp_path: Path) -> None:
     out = rendered(INPUTS / "tail-sampling.yaml", tmp_path) / "otel-collector"
     for file in ("deployment.yaml", "sampling-deployment.yaml"):
@@ -113,6 +118,7 @@ def test_file_storage_gets_a_writable_volume(tmp_path: Path) -> None:
         assert {"name": volume, "emptyDir": {}} in pod["volumes"]
 
 
+@pytest.mark.e2e
 def test_k8s_attributes_gets_its_name_and_the_rights_to_read_pods(tmp_path: Path) -> None:
     out = rendered(INPUTS / "tail-sampling.yaml", tmp_path) / "otel-collector"
     assert "k8s_attributes" in config_of(out / "configmap.yaml")["processors"]
@@ -128,6 +134,7 @@ def test_k8s_attributes_gets_its_name_and_the_rights_to_read_pods(tmp_path: Path
     assert pod["serviceAccountName"] == account["metadata"]["name"]
 
 
+@pytest.mark.e2e
 def test_debug_extensions_stay_on_localhost(tmp_path: Path) -> None:
     out = rendered(INPUTS / "tail-sampling.yaml", tmp_path) / "otel-collector"
     extensions = config_of(out / "configmap.yaml")["extensions"]
@@ -138,6 +145,7 @@ def test_debug_extensions_stay_on_localhost(tmp_path: Path) -> None:
 # -- finding 8: the production profile -------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_production_profile_applies_the_guides_production_intent(
     seed_manifests: Path, tmp_path: Path
 ) -> None:
@@ -163,6 +171,7 @@ def test_production_profile_applies_the_guides_production_intent(
     assert "Telemetry istio-system/sampling-policy" in readme
 
 
+@pytest.mark.e2e
 def test_without_a_profile_the_quick_start_rate_stays(seed_manifests: Path, tmp_path: Path) -> None:
     out = rendered(seed_manifests, tmp_path)
     telemetry = {d["metadata"]["name"]: d for d in documents(out / "istio" / "telemetry.yaml")}
@@ -172,6 +181,7 @@ def test_without_a_profile_the_quick_start_rate_stays(seed_manifests: Path, tmp_
 # -- backends ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_jaeger_backend_defines_the_host_the_guides_exporter_uses(
     seed_manifests: Path, tmp_path: Path
 ) -> None:
@@ -189,6 +199,7 @@ def test_jaeger_backend_defines_the_host_the_guides_exporter_uses(
     assert "jaeger-query.observability" in source["data"]["jaeger.yaml"]
 
 
+@pytest.mark.e2e
 def test_tempo_backend_is_wired_to_the_collector(tmp_path: Path) -> None:
     out = rendered(EXAMPLES, tmp_path, "--backend", "tempo")
     config = config_of(out / "otel-collector" / "configmap.yaml")
@@ -200,6 +211,7 @@ def test_tempo_backend_is_wired_to_the_collector(tmp_path: Path) -> None:
     assert yaml.safe_load(tempo["data"]["config.yaml"])["distributor"]["receivers"]["otlp"]
 
 
+@pytest.mark.e2e
 def test_bad_backend_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_meshtrace("render", "-f", str(EXAMPLES), "-o", str(tmp_path), "--backend", "external=nohost")
     assert proc.returncode == 2
@@ -209,6 +221,7 @@ def test_bad_backend_is_a_usage_error(tmp_path: Path) -> None:
 # -- warnings and --strict ---------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_warnings_are_printed_written_and_fatal_with_strict(tmp_path: Path) -> None:
     proc = run_meshtrace("render", "-f", str(EXAMPLES), "-o", str(tmp_path / "a"))
     assert proc.returncode == 0
@@ -262,6 +275,7 @@ def _files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.e2e
 def test_output_matches_the_reviewed_golden_files(case: tuple[str, Path]) -> None:
     name, out = case
     golden = GOLDEN / name
@@ -280,6 +294,7 @@ def test_output_matches_the_reviewed_golden_files(case: tuple[str, Path]) -> Non
         )
 
 
+@pytest.mark.e2e
 def test_every_kubernetes_object_passes_strict_validation(case: tuple[str, Path]) -> None:
     _name, out = case
     checked = 0
@@ -312,6 +327,7 @@ def _backend_config(out: Path, file: str) -> dict[str, Any]:
     return config
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("storage", ["elasticsearch", "opensearch", "cassandra"])
 def test_jaeger_config_references_resolve(storage: str, tmp_path: Path) -> None:
     out = rendered(EXAMPLES, tmp_path, "--backend", "jaeger", "--backend-storage", storage)
@@ -336,6 +352,7 @@ def test_jaeger_config_references_resolve(storage: str, tmp_path: Path) -> None:
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= listening
 
 
+@pytest.mark.e2e
 def test_tempo_config_names_a_storage_backend(tmp_path: Path) -> None:
     config = _backend_config(rendered(EXAMPLES, tmp_path, "--backend", "tempo"), "tempo.yaml")
     assert set(config) <= {"server", "distributor", "ingester", "compactor", "storage", "querier"}
@@ -360,6 +377,7 @@ def _closed(schema: Any) -> Any:
     return schema
 
 
+@pytest.mark.e2e
 def test_istio_resources_pass_istios_crd_schemas(case: tuple[str, Path]) -> None:
     import jsonschema
 
@@ -388,6 +406,7 @@ def test_istio_resources_pass_istios_crd_schemas(case: tuple[str, Path]) -> None
     assert checked >= 1 or not (out / "istio" / "telemetry.yaml").exists()
 
 
+@pytest.mark.e2e
 def test_production_profile_when_the_applied_telemetry_has_no_tracing(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,7 +103,15 @@ def full() -> dict[str, Any]:
             "api.shop.svc.cluster.local": {
                 "name": "api",
                 "namespace": "shop",
-                "ports": [{"name": "http", "port": 80, "target_port": 8080, "app_protocol": None}],
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": 80,
+                        "target_port": 8080,
+                        "app_protocol": None,
+                        "protocol": "http",
+                    }
+                ],
                 "endpoints": [
                     {
                         "ip": "127.0.1.3",
@@ -117,7 +126,9 @@ def full() -> dict[str, Any]:
             "db.example": {
                 "name": "db",
                 "namespace": "example",
-                "ports": [{"name": "", "port": 5432, "target_port": 5432, "app_protocol": None}],
+                "ports": [
+                    {"name": "", "port": 5432, "target_port": 5432, "app_protocol": None, "protocol": "auto"}
+                ],
                 "endpoints": [{"ip": "127.0.0.9", "port": 5432, "app_port": 5432, "pod": None}],
                 "static": True,
             },
@@ -291,7 +302,9 @@ def _records(cls: Any) -> st.SearchStrategy[Any]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(_records(Document))
 def test_round_trip(doc: Document) -> None:
@@ -301,7 +314,9 @@ def test_round_trip(doc: Document) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(_records(Document))
 def test_generated_documents_follow_the_json_schema(doc: Document) -> None:
@@ -338,7 +353,7 @@ def _paths(node: Any, path: str = "") -> list[str]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.sampled_from(_paths(full())), _JSON | st.floats() | st.dictionaries(st.integers(), _JSON, max_size=2)
 )

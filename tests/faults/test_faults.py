@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from meshtrace.bench import faults
+
+pytestmark = pytest.mark.e2e
 
 RATE = 40.0  # export requests/s of 10 spans
 

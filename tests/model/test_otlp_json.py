@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -165,7 +166,7 @@ otlp_like = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.one_of(json_values, otlp_like))
 def test_fuzz_decoder_returns_a_request_or_a_value_error(obj: Any) -> None:
     try:
@@ -179,7 +180,7 @@ def test_fuzz_decoder_returns_a_request_or_a_value_error(obj: Any) -> None:
 ids = st.binary(min_size=16, max_size=16)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     st.lists(
         st.tuples(

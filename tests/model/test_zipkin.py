@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -245,7 +246,7 @@ span_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(span_like | json_values, max_size=4))
 def test_fuzz_v2_json_never_crashes(body: list[object]) -> None:
     raw = json.dumps(body).encode()
@@ -255,7 +256,7 @@ def test_fuzz_v2_json_never_crashes(body: list[object]) -> None:
         assert str(exc)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(json_values, max_size=4))
 def test_fuzz_v1_json_never_crashes(body: list[object]) -> None:
     try:
@@ -264,7 +265,7 @@ def test_fuzz_v1_json_never_crashes(body: list[object]) -> None:
         assert str(exc)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_protobuf_never_crashes(body: bytes) -> None:
     try:
@@ -273,7 +274,7 @@ def test_fuzz_protobuf_never_crashes(body: bytes) -> None:
         assert str(exc)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.binary(max_size=40))
 def test_fuzz_mutated_protobuf_never_crashes(noise: bytes) -> None:
     valid = zipkin.encode_list_of_spans([v2_span()])
@@ -305,7 +306,7 @@ otlp_spans = st.tuples(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(otlp_spans, min_size=1, max_size=4), st.text(min_size=1, max_size=10))
 def test_otlp_zipkin_round_trip_through_protobuf(spans: list[tuple[Any, ...]], service: str) -> None:
     req = ExportTraceServiceRequest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,7 +108,7 @@ def test_b3_debug_does_not_also_send_sampled() -> None:
         format_b3_single(B3Context(None, None))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(
@@ -182,7 +183,7 @@ def test_random_sample_rate_matches_percentage() -> None:
     assert 2700 < hits < 3300
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=60), st.floats(min_value=-10, max_value=200))
 def test_request_id_functions_never_raise(rid: str, percentage: float) -> None:
     random_sample(rid, percentage)

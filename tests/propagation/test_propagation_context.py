@@ -4,6 +4,7 @@ OpenTelemetry SDK's own propagators (what they inject we parse identically, and 
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -174,7 +175,7 @@ def test_decide_writes_a_reason_only_when_it_picks_one() -> None:
     assert decide({"x-request-id": ""}, 0.0).request_id != ""  # an empty id is replaced
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(
@@ -224,7 +225,7 @@ states = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(ids, span_ids, st.booleans(), states)
 def test_we_parse_what_otel_injects(
     tid: bytes, sid: bytes, sampled: bool, state: list[tuple[str, str]]
@@ -239,7 +240,7 @@ def test_we_parse_what_otel_injects(
         assert extract(b3, read=("b3",)) == SpanContext(tid, sid, sampled, [], "b3")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(ids, span_ids, st.booleans(), states)
 def test_otel_parses_what_we_inject(
     tid: bytes, sid: bytes, sampled: bool, state: list[tuple[str, str]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,7 +131,7 @@ def test_baggage_limits(header: str, ok: bool) -> None:
     assert baggage_ok(header) is ok
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=120))
 def test_w3c_parsers_never_raise(value: str) -> None:
     parse_traceparent(value)
@@ -138,7 +139,7 @@ def test_w3c_parsers_never_raise(value: str) -> None:
     baggage_ok(value)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(min_size=16, max_size=16), st.binary(min_size=8, max_size=8), st.booleans())
 def test_traceparent_round_trip_fuzz(tid: bytes, sid: bytes, sampled: bool) -> None:
     parsed = parse_traceparent(format_traceparent(tid, sid, sampled))

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,7 +19,7 @@ from meshtrace.model.jaeger import from_jaeger, parse_trace_id, to_jaeger_traces
 from meshtrace.query import params
 from meshtrace.query.importer import parse_import
 
-FUZZ = settings(max_examples=200, deadline=None)
+FUZZ = settings(max_examples=examples(200), deadline=None)
 
 
 def test_trace_id_spelling() -> None:
@@ -137,7 +138,7 @@ def _normal(request: ExportTraceServiceRequest) -> dict[bytes, tuple[str, bytes]
     return out
 
 
-@settings(max_examples=60, deadline=None)  # each example is a whole trace: keep the suite fast
+@settings(max_examples=examples(60), deadline=None)  # each example is a whole trace: keep the suite fast
 @given(requests_())
 def test_otlp_jaeger_otlp_round_trip(request: ExportTraceServiceRequest) -> None:
     (trace,) = to_jaeger_traces(request)

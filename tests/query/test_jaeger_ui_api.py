@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -260,7 +261,7 @@ _wire = st.dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_wire)
 def test_ui_parameter_parsers_answer_param_errors_only(params: dict[str, list[str]]) -> None:
     for parse in (parse_v3_search, parse_metrics):
@@ -268,7 +269,7 @@ def test_ui_parameter_parsers_answer_param_errors_only(params: dict[str, list[st
             parse(params)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=40))
 def test_trace_id_parser_answers_param_errors_only(text: str) -> None:
     with contextlib.suppress(ParamError):
@@ -336,7 +337,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.one_of(st.binary(max_size=60), _json_values.map(lambda v: json.dumps({"resourceSpans": [v]}).encode()))
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -209,7 +210,9 @@ quoted = st.one_of(numbers, floats, durations, dates, hex_ids).map(lambda v: url
 
 
 @pytest.mark.parametrize("route", ROUTES)
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     path_value=st.one_of(quoted, raw_bytes, texts),
     data=st.data(),

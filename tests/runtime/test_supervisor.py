@@ -20,6 +20,7 @@ def _spec(name: str, code: str, **kw: object) -> ProcessSpec:
     return ProcessSpec(name=name, argv=[PY, "-c", code], **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.e2e
 def test_ready_line_and_ordered_stop(tmp_path: Path) -> None:
     order = tmp_path / "order"
     code = (
@@ -46,6 +47,7 @@ def test_ready_line_and_ordered_stop(tmp_path: Path) -> None:
     assert ("first", "meshtrace: thing listening on 127.0.0.1:1234") in lines
 
 
+@pytest.mark.e2e
 def test_exit_before_ready_is_an_error_with_the_reason() -> None:
     lines: list[tuple[str, str]] = []
 
@@ -59,6 +61,7 @@ def test_exit_before_ready_is_an_error_with_the_reason() -> None:
     assert ("bad", "port taken") in lines
 
 
+@pytest.mark.e2e
 def test_crashed_child_is_restarted_and_said_so(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     code = f"open({str(runs)!r}, 'a').write('x'); print('meshtrace: c listening on 127.0.0.1:1', flush=True)"
@@ -78,6 +81,7 @@ def test_crashed_child_is_restarted_and_said_so(tmp_path: Path) -> None:
     assert any("restarting in 0.5s (restart #1)" in line for _, line in lines)
 
 
+@pytest.mark.e2e
 def test_tcp_readiness_for_apps_without_ready_lines() -> None:
     # The app prints nothing, so the test picks its port: a free one, released just before.
     with socket.socket() as probe:

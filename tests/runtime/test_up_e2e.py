@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from meshtrace.runtime import ports
 from tests.conftest import child_pids
 
 UP_TIMEOUT = 180.0
+GRPC_OPERATION = "meshtrace.demo.Users/Count"  # the demo's gRPC method (meshtrace/demo/users_api.py)
 KILL_DEADLINE_S = 2.0  # children die this soon after `up` is SIGKILLed
 
 
@@ -152,6 +154,10 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     # No span points at a parent that is not in the trace (except the caller's).
     ids = {s["spanID"] for s in spans} | {caller_span}
     assert all(r["spanID"] in ids for s in spans for r in s["references"])
+    # The gRPC hop (the frontend calls the backend's gRPC API through the sidecars, a CONNECT
+    # on its outbound listener): the apps' CLIENT and SERVER spans joined this trace.
+    grpc_app = {(services[s["processID"]], _kind(s)) for s in spans if s["operationName"] == GRPC_OPERATION}
+    assert grpc_app >= {("frontend", "client"), ("backend", "server")}, grpc_app
 
     # B3 from the caller is continued the same way.
     b3_trace = os.urandom(16).hex()
@@ -174,13 +180,27 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
     network_prefix = mesh.network.rsplit(".", 1)[0]
     reporters: set[str] = set()
     inbound: list[str] = []
+    tcp_opened: list[str] = []
     for i in range(1, 5):
         status, text = _get(f"http://{network_prefix}.{i}:15090/stats/prometheus")
         assert status == 200
+        tcp_opened += [
+            line
+            for line in text.decode().splitlines()
+            if line.startswith("istio_tcp_connections_opened_total{")
+        ]
         lines = [line for line in text.decode().splitlines() if line.startswith("istio_requests_total{")]
         reporters |= {line.split('reporter="', 1)[1].split('"', 1)[0] for line in lines}
         inbound += [line for line in lines if 'reporter="destination"' in line]
     assert reporters == {"source", "destination"}
+    if not any('grpc_response_status="0"' in line for line in inbound):
+        # a sidecar without HTTP/2 carries the gRPC hop as TCP, between sidecars over mTLS too
+        assert any(
+            'reporter="destination"' in line
+            and 'connection_security_policy="mutual_tls"' in line
+            and 'destination_service="backend.default.svc.cluster.local"' in line
+            for line in tcp_opened
+        ), tcp_opened
     # Istio's defaults (PERMISSIVE + auto mTLS): every sidecar-to-sidecar hop is mutual TLS,
     # and the metrics name both principals
     assert inbound and all('connection_security_policy="mutual_tls"' in line for line in inbound), inbound
@@ -236,6 +256,34 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
             assert ports.is_free(f"{network_prefix}.{i}", port), (i, port)
     for port in (4317, 4318, 8080, 9090, 15010, 15012, 16686):
         assert ports.is_free(mesh.host, port), port
+
+
+def test_the_grpc_hop_goes_through_the_sidecars_as_http2(
+    meshtrace_process: Any, tmp_path: Path, sidecar_speaks_h2: Callable[[], bool]
+) -> None:
+    """With HTTP/2 in the sidecar, the demo's gRPC call is a proxied gRPC stream: both sidecars
+    record a span for it (Envoy's gRPC tags) between the apps' gRPC spans."""
+    if not sidecar_speaks_h2():
+        pytest.skip("needs h2 merge: this sidecar does not speak HTTP/2 (the gRPC hop passes as TCP)")
+    host, network, args = up_args(tmp_path)
+    mesh = Mesh(meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")}), host, network)
+    trace_id = os.urandom(16).hex()
+    status, body = _get(
+        mesh.ingress + "/api/data", headers={"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"}
+    )
+    assert status == 200, body
+    spans = mesh.trace(trace_id, min_spans=12)
+    _, raw = _get(f"{mesh.ui}/api/traces/{trace_id}")
+    services = mesh.processes(json.loads(raw)["data"][0])
+    server = next(
+        s for s in spans if s["operationName"] == GRPC_OPERATION and services[s["processID"]] == "backend"
+    )
+    chain = [services[s["processID"]] for s in _chain(spans, server)]
+    # backend app <- backend sidecar <- frontend sidecar <- frontend app
+    assert chain[:4] == ["backend", "backend.default", "frontend.default", "frontend"], chain
+    for hop in _chain(spans, server)[1:3]:
+        assert _tag(hop, "grpc.path") == "/" + GRPC_OPERATION, hop
+        assert str(_tag(hop, "grpc.status_code")) == "0", hop
 
 
 def test_up_runs_the_seed_manifests(meshtrace_process: Any, seed_manifests: Path, tmp_path: Path) -> None:
@@ -370,3 +418,29 @@ def test_on_a_terminal_the_status_table_is_redrawn_in_place(meshtrace_process: A
     assert out.count("ingress gateway") >= 2, out  # drawn, then redrawn ...
     assert "\x1b[2K" in out  # ... over itself (erase line), not scrolled
     assert "status: 0 requests through the gateway" in out
+
+
+def test_apps_export_otlp_through_their_sidecars(meshtrace_process: Any, tmp_path: Path) -> None:
+    """`up --otlp-via-sidecar`: the apps' spans reach the collector through their sidecars (a
+    CONNECT for the collector Service; TCP until the sidecar speaks HTTP/2, a gRPC request
+    after), and those sidecars count the exports to the collector Service."""
+    host, network, args = up_args(tmp_path, "--otlp-via-sidecar")
+    mesh = Mesh(meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")}), host, network)
+    trace_id = os.urandom(16).hex()
+    headers = {"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"}
+    status, body = _get(mesh.ingress + "/api/data", headers=headers)
+    assert status == 200, body
+    spans = mesh.trace(trace_id, min_spans=8)
+    assert {"handleData", "queryDatabase"} <= {s["operationName"] for s in spans}  # the apps' own spans
+    collector = 'destination_service="otel-collector.istio-system.svc.cluster.local"'
+    network_prefix = mesh.network.rsplit(".", 1)[0]
+    exports = []
+    for i in range(1, 5):
+        _, text = _get(f"http://{network_prefix}.{i}:15090/stats/prometheus")
+        exports += [
+            line
+            for line in text.decode().splitlines()
+            if collector in line and 'reporter="source"' in line
+            and line.startswith(("istio_tcp_connections_opened_total{", "istio_requests_total{"))
+        ]  # fmt: skip
+    assert exports, "no sidecar carried an export to the collector"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meshtrace.runtime.collector_config import localize
 from meshtrace.runtime.plan import DEFAULT_MANIFESTS, make_plan
 
@@ -140,12 +142,14 @@ def _up(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 def test_up_refuses_a_folder_without_manifests(tmp_path: Path) -> None:
     result = _up("-f", str(tmp_path))
     assert result.returncode == 2
     assert "cannot run these manifests" in result.stdout
 
 
+@pytest.mark.e2e
 def test_up_names_the_process_holding_a_port() -> None:
     host = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.200"
     with socket.socket() as s:
@@ -231,12 +235,14 @@ def test_a_guide_folder_with_manifests_one_level_down_is_read(tmp_path: Path) ->
     assert plan.reports == [read]
 
 
+@pytest.mark.e2e
 def test_the_readmes_examples_path_exists() -> None:
     # README and docs/up.md name examples/seed: the repository's link to the built-in demo.
     root = Path(__file__).resolve().parents[2]
     assert (root / "examples" / "seed").resolve() == DEFAULT_MANIFESTS
 
 
+@pytest.mark.e2e
 def test_up_says_when_it_cannot_create_its_run_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -274,3 +280,27 @@ data:
     reports = [r for r in _plan([tmp_path]).reports if r.startswith("collector: ")]
     assert len(reports) == 1
     assert "processors.k8s_attributes" in reports[0] and reports[0].endswith("[COL006]")
+
+
+def test_otlp_via_sidecar_points_apps_at_the_collector_service() -> None:
+    """`up --otlp-via-sidecar`: apps export to the collector Service's gRPC port by name, so
+    grpcio reaches it through HTTP_PROXY (the sidecar); by default they export to it directly."""
+    args = ("127.0.0.1", NET, ("127.0.0.1", 8080), ("127.0.0.1", 16686), None)
+    direct = make_plan([DEFAULT_MANIFESTS], *args)
+    via = make_plan([DEFAULT_MANIFESTS], *args, otlp_via_sidecar=True)
+    for plain, meshed in zip(direct.pods, via.pods, strict=True):
+        assert plain.app_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
+        assert (
+            meshed.app_env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            == "http://otel-collector.istio-system.svc.cluster.local:4317"
+        )
+        host = "otel-collector.istio-system.svc.cluster.local"
+        assert host not in meshed.app_env["no_grpc_proxy"] and meshed.app_env["HTTP_PROXY"].endswith(":15001")
+
+
+def test_the_demo_backend_serves_grpc_on_its_second_port() -> None:
+    plan = _plan([DEFAULT_MANIFESTS])
+    backend = next(p for p in plan.pods if p.deployment == "backend")
+    frontend = next(p for p in plan.pods if p.deployment == "frontend")
+    assert backend.app_port == 8080 and backend.app_env["GRPC_PORT"] == "9090"
+    assert frontend.app_env["BACKEND_GRPC"] == "backend:9090"

@@ -66,6 +66,7 @@ def _logs(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 def test_meshtrace_logs_lists_and_prints_the_newest_runs_pods(tmp_path: Path) -> None:
     assert _logs("--data-dir", str(tmp_path)).returncode == 2  # no run yet: said, not a crash
     new_run(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +44,7 @@ def test_detector_reads_proc_files(tmp_path: Path) -> None:
     assert ContainerResourceDetector(tmp_path / "missing").detect().attributes == {}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=300))
 def test_cgroup_parsers_never_crash(text: str) -> None:
     for found in (container_id_from_cgroup(text), container_id_from_mountinfo(text)):

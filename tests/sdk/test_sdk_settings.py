@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Mapping
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
@@ -144,7 +145,7 @@ def test_batch_defaults_are_the_seeds() -> None:
     assert batch_settings({"OTEL_BSP_SCHEDULE_DELAY": "200"}).schedule_delay_ms == 200
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(

@@ -5,6 +5,7 @@ tests/sidecar/test_sidecar_w3c_suite.py."""
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -104,7 +105,7 @@ def test_trace_state_changes_keep_the_grammar_and_the_type() -> None:
     assert len(W3CTraceState([("@bad", "1")])) == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=80), st.text(max_size=200))
 def test_extract_never_raises(traceparent: str, tracestate: str) -> None:
     W3CTraceContextPropagator().extract({"traceparent": traceparent, "tracestate": tracestate})

@@ -89,6 +89,7 @@ def test_scheme_less_endpoint_builds_a_plaintext_grpc_exporter(caplog: pytest.Lo
     assert any("has no scheme" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.e2e
 def test_global_setup_installs_provider_and_propagator() -> None:
     # A fresh interpreter: the global provider can be set once per process.
     code = (

@@ -22,10 +22,9 @@ from opentelemetry.propagators.b3 import B3MultiFormat
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for sidecar_helpers, mock_backend
-from sidecar_helpers import spans_settled  # importable once the line above ran
+from sidecar_helpers import scrape, spans_settled  # importable once the line above ran
 
 
 def loopback() -> str:
@@ -310,12 +309,7 @@ class Mesh:
         spans_settled(self.frontend, self.backend)
 
     def metrics(self, proc: Any) -> dict[str, list[Any]]:
-        with urllib.request.urlopen(f"http://{proc.address('stats')}/stats/prometheus", timeout=5) as r:
-            text = r.read().decode()
-        out: dict[str, list[Any]] = {}
-        for fam in text_string_to_metric_families(text):
-            out.setdefault(fam.name, []).extend(fam.samples)
-        return out
+        return scrape(proc)
 
 
 def build_mesh(

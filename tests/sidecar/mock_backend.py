@@ -60,6 +60,10 @@ class MemoryStream:
         for data in pending:
             feed(data)
 
+    def put_back(self, data: bytes) -> None:
+        self._pending = [data] if data else []
+        self._feed = self._pending.append
+
     async def wait(self) -> bool:
         if self.eof:
             return False

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 Mesh = Any
@@ -72,3 +73,30 @@ def spans_settled(*sidecars: Any, timeout: float = 20.0) -> int:
         if time.monotonic() > deadline:
             raise TimeoutError(f"spans still pending after {timeout}s")
         time.sleep(0.02)
+
+
+def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if out.exists():
+        for line in out.read_text().splitlines():
+            for rs in json.loads(line).get("resourceSpans", []) if line.strip() else []:
+                svc = next(
+                    a["value"]["stringValue"]
+                    for a in rs["resource"]["attributes"]
+                    if a["key"] == "service.name"
+                )
+                for ss in rs.get("scopeSpans", []):
+                    found.extend((svc, s) for s in ss.get("spans", []))
+    return found
+
+
+def scrape(proc: Any) -> dict[str, list[Any]]:
+    """A sidecar's :15090 page, samples by metric family."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{proc.address('stats')}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, list[Any]] = {}
+    for fam in text_string_to_metric_families(text):
+        out.setdefault(fam.name, []).extend(fam.samples)
+    return out

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from typing import Any
 
+from fuzzing import examples
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from sidecar_helpers import raw, via_proxy, via_proxy_direct
 
@@ -275,7 +276,7 @@ def test_fuzzed_requests_against_a_running_listener(mesh_factory: Any) -> None:
         lambda kv: kv[0] + b": " + kv[1]
     )
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
     @given(line, st.lists(header, max_size=6), st.binary(max_size=64))
     def probe(first: bytes, headers: list[bytes], tail: bytes) -> None:
         data = first + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + tail

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from sidecar_helpers import get_json, spans_settled
+from sidecar_helpers import get_json, spans_in, spans_settled
 
 from meshtrace.control import identity
 
@@ -23,21 +23,6 @@ COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 def bearer(key: bytes, pod: str, namespace: str = "default") -> dict[str, str]:
     token = identity.mint(key, identity.Claims(namespace, "default", pod))
     return {"Authorization": f"Bearer {token}"}
-
-
-def spans_in(out: Path) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    if out.exists():
-        for line in out.read_text().splitlines():
-            for rs in json.loads(line).get("resourceSpans", []) if line.strip() else []:
-                svc = next(
-                    a["value"]["stringValue"]
-                    for a in rs["resource"]["attributes"]
-                    if a["key"] == "service.name"
-                )
-                for ss in rs.get("scopeSpans", []):
-                    found.extend((svc, s) for s in ss.get("spans", []))
-    return found
 
 
 def test_gateway_and_sidecar_with_control_plane_and_collector(

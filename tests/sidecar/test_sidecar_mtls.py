@@ -91,11 +91,21 @@ class Mesh:
         return "".join(doc["cert_chain"][:-1]), key_pem, doc["root_cert"]
 
 
+def probe_files(mesh: Mesh, tmp_path: Path) -> dict[str, Path]:
+    """A certificate the mesh issued to a probe pod, as files: chain, key, root."""
+    chain, key, root = mesh.certificate("probe-0")
+    files = {}
+    for name, text in (("chain", chain), ("key", key), ("root", root)):
+        files[name] = tmp_path / f"probe-{name}.pem"
+        files[name].write_text(text)
+    return files
+
+
 @pytest.fixture
 def start_mesh(
     meshtrace_process: Any, tmp_path: Path, harness: Any, servers: Any, mesh_yaml: Callable[..., str]
 ) -> Iterator[Callable[..., Mesh]]:
-    def start(ttl: float = 86400.0, extra: str = "") -> Mesh:
+    def start(ttl: float = 86400.0, extra: str = "", app_factory: Callable[[str], Any] | None = None) -> Mesh:
         data = tmp_path / "control-data"
         key = identity.load_or_create_key(data)
         tokens = {}
@@ -118,7 +128,7 @@ def start_mesh(
         tls_url = f"https://{control.address('control-tls')}"
         trust = ["--ca-root", str(data / "ca" / "root-cert.pem")]
         be_ip, gw_ip = harness.loopback(), harness.loopback()
-        app = servers(harness.backend_app(be_ip))
+        app = servers((app_factory or harness.backend_app)(be_ip))
         ports = ["--admin-port", "0", "--stats-port", "0", "--health-port", "0"]
         backend = meshtrace_process(
             ["sidecar", "--workload", "backend", "--pod", "backend-0", "--ip", be_ip, "--service-account",
@@ -267,11 +277,7 @@ def test_rotation_under_traffic_and_expired_or_foreign_certificates_refused(
     mesh = start_mesh(ttl=3.0)
     wait_until(lambda: mesh.via_gateway() == 200, "the gateway to reach the backend", timeout=20.0)
     # a certificate the mesh issued: accepted (the positive control of the refusals below)
-    chain, key, root = mesh.certificate("probe-0")
-    files = {}
-    for name, text in (("chain", chain), ("key", key), ("root", root)):
-        files[name] = tmp_path / f"probe-{name}.pem"
-        files[name].write_text(text)
+    files = probe_files(mesh, tmp_path)
     assert mtls_get(mesh.inbound(), files["chain"], files["key"], files["root"]) == 200
     # certificates last 3 s and are renewed at half life: 8 s of traffic sees several rotations
     status = f"{mesh.control_url}/v1/status"
@@ -333,3 +339,51 @@ spec:
         if line.startswith("istio_requests_total{") and 'response_flags="RBAC"' in line
     ]  # fmt: skip
     assert len(denied_lines) == 2 and all('response_code="403"' in line for line in denied_lines)
+
+
+def test_grpc_between_sidecars_is_h2_over_mutual_tls(
+    start_mesh: Callable[..., Mesh], wait_until: Callable[..., Any], tmp_path: Path
+) -> None:
+    """gRPC into the gateway (h2c), then h2 over mTLS (ALPN istio-h2) to the backend's sidecar,
+    then h2c to a grpcio app."""
+    from grpc_apps import EchoApp, channel, method
+
+    mesh = start_mesh(app_factory=EchoApp)
+    ch = channel(mesh.gateway.address("gateway"), "backend.default:8080")
+    unary = method(ch, "unary", "Unary")
+
+    def answered() -> bool:
+        try:
+            return bool(unary(b"over mtls", timeout=5) == b"over mtls")
+        except Exception:
+            return False
+
+    wait_until(answered, "a gRPC answer through the gateway", timeout=20.0)
+    # the backend's listener offers h2 by ALPN and prefers it; HTTP/1.1 clients still get theirs
+    files = probe_files(mesh, tmp_path)
+    h2_list, http11_list = ["istio-h2", "istio", "h2"], ["istio-http/1.1", "istio", "http/1.1"]
+    for offered, chosen in (
+        (h2_list, "istio-h2"),
+        (http11_list, "istio-http/1.1"),
+        (["h2", "http/1.1"], "h2"),
+    ):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(files["chain"], files["key"])
+        ctx.load_verify_locations(files["root"])
+        ctx.set_alpn_protocols(offered)
+        with (
+            socket.create_connection(mesh.inbound(), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="backend") as tls,
+        ):
+            assert tls.selected_alpn_protocol() == chosen
+    got = list(method(ch, "bidi", "Bidi")(iter([b"a", b"b"]), timeout=10))
+    assert got == [b"echo:a", b"echo:b"]
+    ch.close()
+    server = [
+        line
+        for line in mesh.stats(mesh.backend).splitlines()
+        if line.startswith("istio_requests_total{") and 'request_protocol="grpc"' in line
+    ]
+    assert any('connection_security_policy="mutual_tls"' in line and 'grpc_response_status="0"' in line
+               and f'source_principal="{GATEWAY_ID}"' in line for line in server), server  # fmt: skip

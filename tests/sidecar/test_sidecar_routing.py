@@ -5,6 +5,7 @@ functions: no sockets."""
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -216,7 +217,7 @@ _path = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_scheme, _host, st.one_of(st.none(), st.integers(1, 65535)), _path)
 def test_fuzz_absolute_targets_route_by_their_authority(
     scheme: str, host: str, port: int | None, path: str
@@ -227,7 +228,7 @@ def test_fuzz_absolute_targets_route_by_their_authority(
     assert got == (host, port, want_path)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=200), st.one_of(st.none(), st.text(max_size=60)))
 def test_fuzz_split_target_answers_400_or_a_route(target: str, host: str | None) -> None:
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -107,7 +108,7 @@ def test_split_target_errors(target: str, host: str | None) -> None:
     assert err.value.status == 400
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=2048), st.integers(min_value=1, max_value=64))
 def test_fuzz_request_parser_never_raises(data: bytes, cut: int) -> None:
     p = RequestParser()
@@ -121,7 +122,7 @@ _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12
 _value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(_token, _value), max_size=20), st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
 def test_fuzz_valid_heads_roundtrip(headers: list[tuple[str, str]], method: str) -> None:
     raw = f"{method} /p HTTP/1.1\r\nHost: h\r\n".encode()
@@ -280,7 +281,7 @@ def test_metrics_labels_peer_and_overrides() -> None:
     assert durations[5.0] == 1 and durations[1000.0] == 2 and durations[float("inf")] == 2
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.text(alphabet="%REQ():?-ab:0123456789 ", max_size=60),
     st.dictionaries(st.sampled_from(["a", "b", "-", ":path"]), st.text(max_size=20), max_size=3),
@@ -401,11 +402,34 @@ def test_chunked_in_any_case_is_still_chunked() -> None:
 
 
 @pytest.mark.parametrize(
-    "connection", [b"Connection: Upgrade\r\n", b"Connection: keep-alive, upgrade\r\n", b""]
+    ("connection", "upgrade"),
+    [
+        (b"Connection: Upgrade\r\n", b"h2c"),
+        (b"Connection: keep-alive, upgrade\r\n", b"spdy/3"),
+        (b"", b"websocket"),  # no `Connection: upgrade`: not an upgrade, yet not a plain GET either
+    ],
 )
-def test_upgrade_is_501_and_no_head_is_queued(connection: bytes) -> None:
-    ev = events(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: websocket\r\n\r\n")
+def test_upgrade_is_501_and_no_head_is_queued(connection: bytes, upgrade: bytes) -> None:
+    ev = events(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: " + upgrade + b"\r\n\r\n")
     assert len(ev) == 1 and isinstance(ev[0], HttpError) and ev[0].status == 501
+
+
+@pytest.mark.parametrize("connection", [b"Connection: Upgrade\r\n", b"Connection: keep-alive, upgrade\r\n"])
+def test_websocket_upgrade_stops_the_parser_and_keeps_the_tunnel_bytes(connection: bytes) -> None:
+    p = RequestParser()
+    p.feed(b"GET /ws HTTP/1.1\r\nHost: a\r\n" + connection + b"Upgrade: WebSocket\r\n\r\n\x81\x05hello")
+    p.feed(b"GET / HTTP/1.1\r\n\r\n")  # tunnel bytes now, never parsed as a request
+    assert isinstance(p.events[0], RequestHead) and p.upgraded
+    assert p.rest == [b"\x81\x05hello", b"GET / HTTP/1.1\r\n\r\n"]
+    assert not any(isinstance(e, HttpError) for e in p.events)
+
+
+def test_connect_stops_the_parser() -> None:
+    p = RequestParser()
+    p.feed(b"CONNECT backend:5432 HTTP/1.1\r\nHost: backend:5432\r\n\r\n\x00\x01")
+    head = p.events[0]
+    assert isinstance(head, RequestHead) and head.method == "CONNECT" and head.target == "backend:5432"
+    assert p.upgraded and p.rest == [b"\x00\x01"]
 
 
 # -- bounded metrics (finding 7)
@@ -476,7 +500,7 @@ def test_label_values_are_cut_so_a_huge_host_cannot_swell_the_page() -> None:
     assert max(map(len, values)) == 256 and len(values) == 6 and m.overflowed == 45
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=200), st.sampled_from(["1.1", "1.0", "HTTP/1.1"]))
 def test_fuzz_via_names_finds_an_appended_entry(via: str, protocol: str) -> None:
     me = "127.0.0.5:15001"

@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(starts_processes: None) -> Iterator[Any]:
     from playwright.sync_api import expect, sync_playwright
 
     # CI shares 2 cores with everything else: generous waits, each still bounded.

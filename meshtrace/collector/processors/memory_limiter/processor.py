@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import logging
 import time
@@ -50,10 +49,10 @@ def total_memory() -> int:
 
 
 def _load_malloc_trim() -> Callable[[], None]:
-    name = ctypes.util.find_library("c")
+    # The process's own symbols include libc's; ctypes.util.find_library would run ldconfig (a
+    # process) at import.
     try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = libc.malloc_trim if libc is not None else None
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         trim = None
     if trim is None:

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import asyncio, json, grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -53,6 +55,7 @@ print(json.dumps({"answers": answers, "spans": spans}))
 """
 
 
+@pytest.mark.e2e
 def test_grpc_client_and_server_spans() -> None:
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True

@@ -99,7 +99,7 @@ def test_after_an_upgrade_head_every_byte_reaches_the_tunnel_unparsed(
     for i in range(0, len(data), piece):
         p.feed(data[i : i + piece])
     assert p.upgraded and b"".join(p.rest) == tail
-    assert [type(e).__name__ for e in p.events] == ["RequestHead", "bytes"]  # the head, then END
+    assert [type(e).__name__ for e in p.events] == ["RequestHead", "EndOfMessage"]
 
 
 @pytest.mark.parametrize(

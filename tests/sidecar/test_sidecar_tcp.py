@@ -210,6 +210,7 @@ def test_connect_refusals(tcp_mesh: Callable[[str], tuple[Any, Any]], harness: A
         assert head.startswith(b"HTTP/1.1 501 "), head
 
 
+@pytest.mark.e2e
 def test_tcp_through_a_mutual_tls_pair_keeps_the_half_close(tcp_app: tuple[str, int], tmp_path: Path) -> None:
     """The pair of `meshtrace bench overhead` (control plane, signed certificates, auto mTLS)
     with a TCP Service port: the tunnel crosses mutual TLS, which has no half-close of its own,

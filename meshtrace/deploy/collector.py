@@ -56,7 +56,8 @@ DEFAULT_HPA_METRICS: list[dict[str, Any]] = [
     for name, u in (("cpu", 70), ("memory", 80))
 ]
 DEFAULT_MAX_REPLICAS = 10
-_VERSION = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?(?:[-@].*)?$")
+# An image tag's release: `:0.150.0`, `:v0.150`, `:0.150.0-amd64`, `:0.150.0@sha256:...`.
+_RELEASE = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?(?:[-@].*)?$")
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
 _UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "K": 10**3}
 _UNITS |= {"M": 10**6, "G": 10**9, "T": 10**12}
@@ -87,10 +88,17 @@ class Rendered:
     sampling_config: dict[str, Any] | None = None  # the tail-sampling tier's config, when split in two
 
 
+def image_release(image: str) -> tuple[int, int] | None:
+    """(major, minor) of the release an image's tag names; None for `latest`, a bare digest or
+    any tag that is no release."""
+    found = _RELEASE.search(image)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
 def check_image(image: str) -> None:
     """Reject an image whose tag is a release older than the config names need."""
-    found = _VERSION.search(image)
-    if found and (int(found.group(1)), int(found.group(2))) < MIN_VERSION:
+    release = image_release(image)
+    if release is not None and release < MIN_VERSION:
         raise ValueError(
             f"{image}: the rendered config uses exporter names (otlp_grpc, otlp_http) that Collector "
             f"releases before v{MIN_VERSION[0]}.{MIN_VERSION[1]}.0 reject; use {DEFAULT_IMAGE} or newer"

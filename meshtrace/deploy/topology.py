@@ -17,11 +17,10 @@
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 from meshtrace.deploy import kube
-from meshtrace.deploy.collector import CONFIG_KEY, Options, Rendered
+from meshtrace.deploy.collector import CONFIG_KEY, Options, Rendered, image_release
 from meshtrace.deploy.collector_check import validate_config
 from meshtrace.deploy.collector_config import POD_IP, component_type, pipelines
 from meshtrace.deploy.manifest import Manifest, dump
@@ -39,7 +38,6 @@ K8S_ATTRIBUTES_RULES: list[dict[str, Any]] = [
 RBAC_API = "rbac.authorization.k8s.io/v1"
 SAMPLING_SUFFIX = "-sampling"
 OTLP_GRPC = 4317
-_VERSION = re.compile(r":v?(\d+)\.(\d+)")
 
 
 def _manifest(rendered: Rendered, file: str) -> Manifest:
@@ -55,8 +53,8 @@ def _write_config(cm: Manifest, dep: Manifest, config: dict[str, Any]) -> None:
 
 
 def _rename_k8s_attributes(config: dict[str, Any], image: str, notes: list[str]) -> None:
-    found = _VERSION.search(image)
-    if found is None or (int(found.group(1)), int(found.group(2))) < K8S_ATTRIBUTES_SINCE:
+    release = image_release(image)
+    if release is None or release < K8S_ATTRIBUTES_SINCE:
         return
     processors = config.get("processors") or {}
     renames = {

@@ -447,3 +447,23 @@ def test_manifest_notes_are_lists_of_their_own() -> None:
     first, second = backend._service("a", "a", []), backend._service("b", "b", [])
     first.notes.append("x")
     assert second.notes == [] and isinstance(first, Manifest)
+
+
+@pytest.mark.parametrize(
+    ("image", "release"),
+    [
+        ("otel/opentelemetry-collector-contrib:0.156.0", (0, 156)),
+        ("otel/opentelemetry-collector-contrib:v0.146", (0, 146)),
+        ("registry.example:5000/otel/collector:0.150.0-amd64", (0, 150)),
+        ("otel/opentelemetry-collector-contrib:0.150.0@sha256:abc", (0, 150)),
+        ("otel/opentelemetry-collector-contrib:latest", None),
+        ("otel/opentelemetry-collector-contrib@sha256:abc", None),
+        ("otel/opentelemetry-collector-contrib:0.150.0rc1", None),  # no release: not judged
+    ],
+)
+def test_one_reading_of_an_image_tag_for_every_version_check(
+    image: str, release: tuple[int, int] | None
+) -> None:
+    # Before: topology read `:0.150.0rc1` as 0.150 and renamed k8sattributes, while the image
+    # check read it as no release; both now ask image_release.
+    assert collector.image_release(image) == release

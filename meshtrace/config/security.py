@@ -76,14 +76,6 @@ def peer_authentication(bundle: Bundle, namespace: str, labels: Mapping[str, str
     return {"mode": mode, "source": source, "ports": ports}
 
 
-def port_mode(pa: Mapping[str, Any], port: int | None) -> str:
-    """The effective mode of one inbound port of a resolved `peer_authentication`."""
-    by_port = pa.get("ports") or {}
-    if port is not None and str(port) in by_port:
-        return str(by_port[str(port)]["mode"])
-    return str(pa.get("mode") or "PERMISSIVE")
-
-
 def authorization(
     bundle: Bundle, namespace: str, labels: Mapping[str, str], warnings: list[str]
 ) -> list[dict[str, Any]]:

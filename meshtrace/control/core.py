@@ -9,7 +9,6 @@ and resolves provider endpoints (docs/control-api.md).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from meshtrace import document
-from meshtrace.config.security import port_mode
 from meshtrace.control.identity import DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN, Claims, spiffe_id
 
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -68,7 +66,7 @@ class ServiceSpec:
         return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
 
 
-EffectiveConfig = Callable[[str, str, Mapping[str, str]], dict[str, Any]]
+EffectiveConfig = Callable[[str, str, Mapping[str, str]], document.Document]
 
 
 @dataclass
@@ -77,7 +75,7 @@ class Snapshot:
 
     services: list[ServiceSpec]
     pod_labels: dict[tuple[str, str], dict[str, str]]  # (namespace, deployment) -> pod labels
-    effective: EffectiveConfig  # (workload, namespace, labels) -> the document without services
+    effective: EffectiveConfig  # (workload, namespace, labels) -> the resolved document, no services
     # error findings of the load: (code, file, resource, path) -> message
     errors: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
     trust_domain: str = DEFAULT_TRUST_DOMAIN  # MeshConfig trustDomain
@@ -251,7 +249,7 @@ class ControlPlane:
         self.static = static
         self.heartbeat_s = heartbeat_s
         self.nodes: dict[str, Node] = {}
-        self._effective_cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
+        self._effective_cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], document.Document] = {}
 
     # registry
 
@@ -380,17 +378,15 @@ class ControlPlane:
             mtls=self._accepts_mtls(node),
         )
 
-    def _effective_shared(self, node: Node) -> dict[str, Any]:
-        """The cached document: read it, never change it (`_effective` gives a copy)."""
+    def _effective(self, node: Node) -> document.Document:
+        """The node's resolved document, cached per (workload, namespace, labels); frozen, so
+        shared safely."""
         key = (node.reg.workload, node.reg.namespace, tuple(sorted(node.labels.items())))
         if key not in self._effective_cache:
             self._effective_cache[key] = self.snapshot.effective(
                 node.reg.workload, node.reg.namespace, node.labels
             )
         return self._effective_cache[key]
-
-    def _effective(self, node: Node) -> dict[str, Any]:
-        return copy.deepcopy(self._effective_shared(node))
 
     def identity(self, node: Node) -> str:
         """The node's SPIFFE id: what its certificate names and what peers and status show."""
@@ -402,13 +398,13 @@ class ControlPlane:
         `security.istio.io/tlsMode: istio`). A gateway is not a sidecar endpoint."""
         if node.reg.mode != "sidecar":
             return False
-        pa = (self._effective_shared(node).get("security") or {}).get("peer_authentication") or {}
-        return port_mode(pa, node.reg.ports["app"]) != "DISABLE"
+        pa = self._effective(node).security.peer_authentication
+        return pa.port_mode(node.reg.ports["app"]) != "DISABLE"
 
     def _resolve_provider(
-        self, provider: dict[str, Any], namespace: str, root: str, registry: dict[str, document.Service]
+        self, provider: document.Provider, namespace: str, root: str, registry: dict[str, document.Service]
     ) -> str | None:
-        host, port = str(provider.get("service") or ""), provider.get("port")
+        host, port = provider.service, provider.port
         candidates = normalize_host(host, namespace, root)
         # An explicit --endpoint wins, as a ServiceEntry would; of several for the host, the one
         # whose port is the provider's (a collector serves OTLP gRPC, HTTP and Zipkin apart).
@@ -435,29 +431,38 @@ class ControlPlane:
     ) -> dict[str, Any]:
         """The node's document: its effective config with provider endpoints resolved against
         `registry`, and `services` (the registry as JSON, shared by every node)."""
-        config = self._effective(node)
-        warnings: list[str] = list(config.get("warnings") or [])
-        root = str((config.get("mesh") or {}).get("root_namespace") or ROOT_NAMESPACE)
-        for direction in ("client", "server"):
-            provider = ((config.get("tracing") or {}).get(direction) or {}).get("provider")
-            if not isinstance(provider, dict):
+        doc = self._effective(node)
+        warnings = list(doc.warnings)
+        root = doc.mesh.root_namespace or ROOT_NAMESPACE
+        directions: dict[str, document.TracingDirection] = {}
+        for name in ("client", "server"):
+            direction: document.TracingDirection = getattr(doc.tracing, name)
+            provider = direction.provider
+            if provider is None:
                 continue
-            resolved = self._resolve_provider(provider, node.reg.namespace, root, registry)
             # An IP or localhost `service` was already made an endpoint by resolution.
-            provider["endpoint"] = resolved or provider.get("endpoint")
-            if provider["endpoint"] is None:
+            endpoint = (
+                self._resolve_provider(provider, node.reg.namespace, root, registry) or provider.endpoint
+            )
+            if endpoint is None:
                 message = (
-                    f"provider {provider.get('name')!r}: no registered endpoint or --endpoint for "
-                    f"{provider.get('service')!r}; {direction} spans are not sent"
+                    f"provider {provider.name!r}: no registered endpoint or --endpoint for "
+                    f"{provider.service!r}; {name} spans are not sent"
                 )
                 if message not in warnings:
                     warnings.append(message)
-        config["warnings"] = warnings
-        config["services"] = services
-        if isinstance(config.get("security"), dict):
+            directions[name] = replace(direction, provider=replace(provider, endpoint=endpoint))
+        doc = replace(
+            doc,
+            tracing=replace(doc.tracing, **directions),
+            warnings=tuple(warnings),
             # the registered, authenticated service account names the workload, not the files
-            config["security"]["identity"] = self.identity(node)
-            config["security"]["service_account"] = node.reg.service_account
+            security=replace(
+                doc.security, identity=self.identity(node), service_account=node.reg.service_account
+            ),
+        )
+        config = doc.to_json()
+        config["services"] = services
         return config
 
     def render_all(self) -> set[str]:

@@ -1,16 +1,16 @@
 """Builds the control plane's `Snapshot` from the -f files with `meshtrace.config` (load and
-effective_config): the one place the control plane touches configuration resolution."""
+effective_document): the one place the control plane touches configuration resolution."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from meshtrace import config
 from meshtrace.config.protocol import port_protocol
 from meshtrace.control.core import ServicePort, ServiceSpec, Snapshot
+from meshtrace.document import Document
 
 
 def load_snapshot(paths: list[Path]) -> Snapshot:
@@ -18,8 +18,8 @@ def load_snapshot(paths: list[Path]) -> Snapshot:
     # istiod reads PILOT_TRACE_SAMPLING and friends from its own environment.
     env = dict(os.environ)
 
-    def effective(workload: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
-        return config.effective_config(bundle, workload, namespace, dict(labels), env)
+    def effective(workload: str, namespace: str, labels: Mapping[str, str]) -> Document:
+        return config.effective_document(bundle, workload, namespace, dict(labels), env)
 
     return Snapshot(
         services=[

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from meshtrace.config import Bundle
-from meshtrace.config.security import authorization, destination_tls, peer_authentication, port_mode
+from meshtrace.config.security import authorization, destination_tls, peer_authentication
+from meshtrace.document import PeerAuthentication
 
 Manifests = Callable[..., Bundle]
 WEB = {"app": "web"}
@@ -70,12 +71,10 @@ def test_port_level_mtls_from_the_workload_policy_only(manifests: Manifests) -> 
         pa("w", "shop", None, WEB, ports={9090: "PERMISSIVE", 9091: "UNSET"}),
     )
     resolved = peer_authentication(bundle, "shop", WEB)
-    assert port_mode(resolved, 8080) == "STRICT"
-    assert (
-        port_mode(resolved, 9090) == "PERMISSIVE"
-        and "portLevelMtls 9090" in resolved["ports"]["9090"]["source"]
-    )
-    assert port_mode(resolved, 9091) == "STRICT"  # UNSET inherits the workload's mode
+    typed = PeerAuthentication.from_json(resolved)  # as the document carries it
+    assert typed.port_mode(8080) == "STRICT"
+    assert typed.port_mode(9090) == "PERMISSIVE" and "portLevelMtls 9090" in typed.ports["9090"].source
+    assert typed.port_mode(9091) == "STRICT"  # UNSET inherits the workload's mode
 
 
 AP = """apiVersion: security.istio.io/v1

@@ -26,6 +26,7 @@ from meshtrace.control.core import (
     parse_registration,
     parse_static_endpoint,
 )
+from meshtrace.document import Document
 
 COLLECTOR = "otel-collector.istio-system.svc.cluster.local"
 
@@ -60,7 +61,7 @@ def snapshot(
     return Snapshot(
         services=SERVICES,
         pod_labels=pod_labels or {},
-        effective=lambda w, ns, labels: _doc(w, ns, labels, rates.get(w, 1.0)),
+        effective=lambda w, ns, labels: Document.from_json(_doc(w, ns, labels, rates.get(w, 1.0))),
     )
 
 
@@ -154,8 +155,10 @@ def test_services_select_healthy_sidecars_by_labels_and_namespace() -> None:
 def test_auto_mtls_marks_endpoints_by_the_app_ports_peer_authentication(
     peer_authentication: dict[str, Any], mtls: bool
 ) -> None:
-    def effective(w: str, ns: str, labels: Mapping[str, str]) -> dict[str, Any]:
-        return {**_doc(w, ns, labels), "security": {"peer_authentication": peer_authentication}}
+    def effective(w: str, ns: str, labels: Mapping[str, str]) -> Document:
+        return Document.from_json(
+            {**_doc(w, ns, labels), "security": {"peer_authentication": peer_authentication}}
+        )
 
     plane = ControlPlane(Snapshot(services=SERVICES, pod_labels={}, effective=effective), [])
     plane.register(parse_registration(reg("backend", "backend-0", "127.0.1.3")), 0.0)

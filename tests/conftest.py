@@ -12,9 +12,7 @@ from __future__ import annotations
 import multiprocessing.process
 import os
 import queue
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -358,28 +356,3 @@ def demo_without_backend_sidecar(tmp_path: Path) -> Path:
             text = text.replace(labels, labels + "      annotations: {sidecar.istio.io/inject: 'false'}\n", 1)
         (folder / manifest.name).write_text(text)
     return folder
-
-
-@pytest.fixture
-def sidecar_speaks_h2(meshtrace_process: Any, tmp_path: Path) -> Callable[[], bool]:
-    """Feature probe for tests that need HTTP/2 in the sidecar: a sidecar answers the HTTP/2
-    client preface with a SETTINGS frame (an HTTP/2 listener) rather than an HTTP/1.1 error."""
-
-    def probe() -> bool:
-        config = tmp_path / "h2-probe.json"
-        config.write_text('{"schema": 1}')
-        ip = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.1"
-        ports = [
-            arg for n in ("inbound", "outbound", "admin", "stats", "health") for arg in (f"--{n}-port", "0")
-        ]
-        proxy = meshtrace_process(
-            ["sidecar", "--workload", "probe", "--ip", ip, "--config", str(config), "--no-access-log", *ports]
-        )
-        host, port = proxy.wait_for_listeners("outbound")["outbound"]
-        with socket.create_connection((host, port), timeout=5) as conn:
-            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            first = conn.recv(9)
-        proxy.stop()
-        return len(first) == 9 and first[3] == 0x04  # a frame header whose type is SETTINGS
-
-    return probe

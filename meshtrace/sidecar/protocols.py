@@ -38,11 +38,6 @@ def detected(first: bytes) -> bool:
     return len(first) >= len(H2_PREFACE) or not H2_PREFACE.startswith(first)
 
 
-def is_h2(first: bytes) -> bool:
-    """The connection starts with the HTTP/2 client preface (h2c with prior knowledge)."""
-    return first.startswith(H2_PREFACE)
-
-
 def looks_like_http(first: bytes) -> bool:
     """Envoy's HTTP inspector on the first bytes a client sent: the HTTP/2 preface (or its
     start), or an HTTP/1.x request line's method; anything else is TCP."""

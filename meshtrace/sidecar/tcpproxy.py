@@ -22,7 +22,7 @@ from meshtrace.sidecar.config import SidecarConfig
 from meshtrace.sidecar.conn import Downstream, PeerClosed
 from meshtrace.sidecar.http1 import HttpError, RequestHead, encode_head, simple_response, split_authority
 from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER, Counter, Observation
-from meshtrace.sidecar.protocols import AUTO, detected, handling, is_h2, looks_like_http
+from meshtrace.sidecar.protocols import AUTO, detected, handling, looks_like_http
 from meshtrace.sidecar.rbac import DENIED_BODY
 from meshtrace.sidecar.rbac import Request as RbacRequest
 from meshtrace.sidecar.routing import BLACKHOLE
@@ -79,7 +79,7 @@ async def _outbound(proxy: Proxy, ds: Downstream, head: RequestHead) -> None:
     ds.writer.write(ESTABLISHED)
     client = RawEnd(ds.writer, ds.parser.rest)
     first = await client.peek(detected, proxy.timeouts.headers)
-    if (mode == "detect" and not looks_like_http(first)) or (is_h2(first) and not speaks_h2(proxy)):
+    if mode == "detect" and not looks_like_http(first):
         try:
             server, peer = await _open_upstream(proxy, route, cfg)
         except px.LocalReply:
@@ -90,12 +90,6 @@ async def _outbound(proxy: Proxy, ds: Downstream, head: RequestHead) -> None:
     # HTTP inside the tunnel: the listener serves it as a connection of its own
     client.take_back()
     await proxy.serve(ds.writer, px.OUTBOUND)
-
-
-def speaks_h2(proxy: Proxy) -> bool:
-    """Whether this sidecar's HTTP listeners take HTTP/2 (its h2 path, when built in). Without
-    it an h2 connection (a gRPC client's) still reaches its Service, as opaque TCP."""
-    return getattr(proxy, "h2", None) is not None
 
 
 async def _open_upstream(

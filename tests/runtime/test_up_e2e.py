@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,13 +257,9 @@ def test_demo_mesh_end_to_end(mesh: Mesh) -> None:
         assert ports.is_free(mesh.host, port), port
 
 
-def test_the_grpc_hop_goes_through_the_sidecars_as_http2(
-    meshtrace_process: Any, tmp_path: Path, sidecar_speaks_h2: Callable[[], bool]
-) -> None:
-    """With HTTP/2 in the sidecar, the demo's gRPC call is a proxied gRPC stream: both sidecars
-    record a span for it (Envoy's gRPC tags) between the apps' gRPC spans."""
-    if not sidecar_speaks_h2():
-        pytest.skip("needs h2 merge: this sidecar does not speak HTTP/2 (the gRPC hop passes as TCP)")
+def test_the_grpc_hop_goes_through_the_sidecars_as_http2(meshtrace_process: Any, tmp_path: Path) -> None:
+    """The demo's gRPC call is a proxied gRPC stream: both sidecars record a span for it (Envoy's
+    gRPC tags) between the apps' gRPC spans."""
     host, network, args = up_args(tmp_path)
     mesh = Mesh(meshtrace_process(args, env={"MESHTRACE_DATA_DIR": str(tmp_path / "data")}), host, network)
     trace_id = os.urandom(16).hex()

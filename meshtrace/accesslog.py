@@ -53,6 +53,23 @@ class Entry:
     route_name: str | None = None
 
 
+def tcp_entry(start_ns: int, bytes_received: int, bytes_sent: int, duration_ms: int) -> Entry:
+    """A TCP connection's entry: no request, so method, path and protocol are `-` and the
+    response code 0 (`"- - -" 0 - - -`, as Envoy's TCP proxy logs with Istio's format)."""
+    return Entry(
+        start_ns=start_ns,
+        method=None,
+        path=None,
+        protocol=NONE,
+        status=0,
+        flags=NONE,
+        details=NONE,
+        bytes_received=bytes_received,
+        bytes_sent=bytes_sent,
+        duration_ms=duration_ms,
+    )
+
+
 def start_time(ns: int) -> str:
     """%START_TIME%: `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))

@@ -62,3 +62,16 @@ def test_start_time(ns: int, text: str) -> None:
 )  # fmt: skip
 def test_recognised(line: str, is_log: bool) -> None:
     assert accesslog.is_access_log_line(line) is is_log
+
+
+def test_a_tcp_connection_has_no_request() -> None:
+    entry = accesslog.tcp_entry(0, 512, 516, 7)
+    entry.upstream_host, entry.upstream_cluster = (
+        "10.0.0.2:5432",
+        "outbound|5432||db.default.svc.cluster.local",
+    )
+    line = accesslog.istio_line(entry)
+    assert line.startswith(
+        '[1970-01-01T00:00:00.000Z] "- - -" 0 - - - "-" 512 516 7 - "-" "-" "-" "-" "10.0.0.2:5432" '
+    )
+    assert accesslog.is_access_log_line(line)

@@ -392,7 +392,7 @@ class Proxy:
             details = err.detail.replace(" ", "_")
             entry = accesslog.Entry(time.time_ns(), None, None, "HTTP/1.1", err.status, "-", details, 0, 0, 0)
             entry.downstream_local, entry.downstream_remote = ds.local, ds.peer
-            sys.stdout.write(accesslog.istio_line(entry))
+            self.write_access_log(entry)
 
     # -- routing
 
@@ -815,4 +815,8 @@ class Proxy:
             downstream_remote=ex.peer,
             route_name=route.route_name if route else None,
         )
+        self.write_access_log(entry)
+
+    def write_access_log(self, entry: accesslog.Entry) -> None:
+        """One line in Istio's default format on stdout (Envoy's `/dev/stdout` access log)."""
         sys.stdout.write(accesslog.istio_line(entry))

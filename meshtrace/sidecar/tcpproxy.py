@@ -13,9 +13,11 @@ Both report Istio's `istio_tcp_*` metrics."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
+from meshtrace import accesslog
 from meshtrace.sidecar import proxy as px
 from meshtrace.sidecar.backend import ConnectFailure
 from meshtrace.sidecar.config import SidecarConfig
@@ -201,16 +203,41 @@ async def _relay(
     cells = proxy.metrics.tcp_cells(observation)
     _add(cells, "TCP_OPENED_CONNECTIONS")(1)
     proxy.count("tcp.downstream_cx_total")
+    start_ns, began = time.time_ns(), time.monotonic()
+    received, sent = _Tally(_add(cells, "TCP_RECEIVED_BYTES")), _Tally(_add(cells, "TCP_SENT_BYTES"))
+    # read before the splice closes both connections
+    upstream = _address(server.wire.get_extra_info("peername"))
+    local, remote = (_address(client.wire.get_extra_info(k)) for k in ("sockname", "peername"))
     try:
-        await splice(
-            client,
-            server,
-            TCP_IDLE_TIMEOUT_S,
-            _add(cells, "TCP_RECEIVED_BYTES"),
-            _add(cells, "TCP_SENT_BYTES"),
-        )
+        await splice(client, server, TCP_IDLE_TIMEOUT_S, received, sent)
     finally:
         _add(cells, "TCP_CLOSED_CONNECTIONS")(1)
+        if proxy.access_log:
+            duration_ms = int((time.monotonic() - began) * 1000)
+            entry = accesslog.tcp_entry(start_ns, received.total, sent.total, duration_ms)
+            entry.upstream_host = f"{upstream[0]}:{upstream[1]}" if upstream else None
+            entry.upstream_cluster = route.cluster
+            entry.downstream_local, entry.downstream_remote = local, remote
+            proxy.write_access_log(entry)
+
+
+def _address(info: object) -> tuple[str, int] | None:
+    """(host, port) of a socket address as asyncio reports it (IPv6 adds flow info and scope)."""
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return None
+
+
+class _Tally:
+    """A byte counter that also keeps the connection's total (for its access-log line)."""
+
+    def __init__(self, add: Callable[[int], None]) -> None:
+        self.add = add
+        self.total = 0
+
+    def __call__(self, n: int) -> None:
+        self.total += n
+        self.add(n)
 
 
 def _add(cells: Mapping[str, Counter], key: str) -> Callable[[int], None]:

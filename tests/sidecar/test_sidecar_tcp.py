@@ -8,6 +8,7 @@ TCP metrics."""
 
 from __future__ import annotations
 
+import re
 import socket
 import socketserver
 import threading
@@ -155,6 +156,12 @@ def test_tcp_passthrough_with_half_close_and_istio_tcp_metrics(
         assert [s.value for s in received] == [len(PAYLOAD)]
         assert [s.value for s in sent] == [len(PAYLOAD) + 4]
         assert [s.value for s in closed(proc)] == [1]
+    # one access-log line per connection, Envoy's TCP proxy in Istio's format: no request
+    # (`"- - -" 0`), the bytes each way, the cluster
+    for proc, cluster in ((fe, f"outbound|5432||{BACKEND}"), (be, "inbound|")):
+        line = next(x for x in proc.output().splitlines() if '"- - -"' in x)
+        assert re.search(rf'"- - -" 0 - - - "-" {len(PAYLOAD)} {len(PAYLOAD) + 4} \d+ - ', line), line
+        assert f" {cluster}" in line, line
 
 
 def test_an_http_port_is_served_as_http_inside_the_tunnel(

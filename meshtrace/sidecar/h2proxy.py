@@ -32,7 +32,7 @@ from meshtrace.sidecar.h2conn import (
     Trailers,
     header_list_size,
 )
-from meshtrace.sidecar.http1 import HOP_BY_HOP, HttpError, RequestHead
+from meshtrace.sidecar.http1 import HOP_BY_HOP, RequestHead
 from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER
 
 if TYPE_CHECKING:
@@ -352,39 +352,15 @@ class H2Proxy:
         cfg: SidecarConfig,
         call: grpc.GrpcCall | None,
     ) -> None:
-        from meshtrace.sidecar.proxy import GATEWAY, INBOUND, LOOP_DETECTED, LocalReply, via_names
+        from meshtrace.sidecar.proxy import LocalReply
 
         proxy = self.proxy
-        head, kind = ex.head, ex.kind
+        head = ex.head
         if head.raw_size > MAX_HEADER_LIST_SIZE:
             raise LocalReply(431, "request headers too large")
         if head.method == "CONNECT":
             raise LocalReply(501, "CONNECT is not supported")
-        try:
-            ex.route = route = proxy._route(kind, head.target, head.index.get("host"), cfg)
-        except HttpError as exc:
-            raise LocalReply(exc.status, exc.detail) from exc
-        me, own_via = proxy._via[kind]
-        via = head.index.get("via")
-        if via is not None and via_names(via, me):
-            proxy.loops_detected += 1
-            raise LocalReply(502, LOOP_DETECTED + me)
-        t = cfg.server if kind == INBOUND else cfg.client
-        extra = proxy._decide(ex, t)
-        own_via = f"2 {me}"
-        extra.append(("via", f"{via}, {own_via}" if via else own_via))
-        if kind != INBOUND:
-            extra.append(("x-envoy-decorator-operation", route.decorator))
-        if route.service is not None:
-            extra += ((PEER_ID_HEADER, proxy.ident.node_id), (PEER_HEADER, proxy._peer_meta))
-        if kind == INBOUND:
-            ex.peer_raw = proxy._trusted_peer(caller, head)
-            ex.peer_principal = caller.principal
-            proxy._authorize(caller.principal, head.method, route, cfg)
-        elif kind == GATEWAY:
-            xff = head.index.get("x-forwarded-for")
-            extra.append(("x-forwarded-for", f"{xff}, {caller.peer[0]}" if xff else caller.peer[0]))
-            extra.append(("x-forwarded-proto", "http"))
+        route, extra = proxy._admit(ex, caller, "2", cfg)
         up_headers = [
             (":method", head.method),
             (":scheme", "http"),

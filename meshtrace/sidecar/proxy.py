@@ -447,6 +447,41 @@ class Proxy:
             self._warned.add(key)
             log.warning("%s", message)
 
+    def _admit(
+        self, ex: Exchange, caller: DownstreamPeer, version: str, cfg: SidecarConfig
+    ) -> tuple[Route, list[tuple[str, str]]]:
+        """What every request goes through before it is forwarded, whatever its HTTP version:
+        route (set on `ex`), loop guard, tracing decision, authorization (inbound), and the
+        headers to add upstream (trace context, Via, decorator, peer metadata, XFF)."""
+        head, kind = ex.head, ex.kind
+        try:
+            ex.route = route = self._route(kind, head.target, head.index.get("host"), cfg)
+        except HttpError as exc:
+            raise LocalReply(exc.status, exc.detail) from exc
+        me, own_via = self._via[kind]
+        via = head.index.get("via")
+        if via is not None and via_names(via, me):
+            self.loops_detected += 1
+            raise LocalReply(502, LOOP_DETECTED + me)
+        t = cfg.server if kind == INBOUND else cfg.client
+        extra = self._decide(ex, t)
+        if version != "1.1":
+            own_via = f"{version} {me}"
+        extra.append(("via", f"{via}, {own_via}" if via else own_via))
+        if kind != INBOUND:
+            extra.append(("x-envoy-decorator-operation", route.decorator))
+        if route.service is not None:
+            extra += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
+        if kind == INBOUND:
+            ex.peer_raw = self._trusted_peer(caller, head)
+            ex.peer_principal = caller.principal
+            self._authorize(caller.principal, head.method, route, cfg)
+        elif kind == GATEWAY:
+            xff = head.index.get("x-forwarded-for")
+            extra.append(("x-forwarded-for", f"{xff}, {caller.peer[0]}" if xff else caller.peer[0]))
+            extra.append(("x-forwarded-proto", "http"))
+        return route, extra
+
     async def _exchange(self, ds: Downstream, head: RequestHead, kind: str) -> bool:
         cfg = self.cfg
         ex = Exchange(kind, head, time.time_ns(), time.perf_counter(), ds.peer, ds.local)
@@ -455,32 +490,7 @@ class Proxy:
             if head.has_body and head.index.get("expect", "").lower() == "100-continue":
                 # Envoy answers 100-continue itself and does not forward Expect
                 ds.writer.write(CONTINUE)
-            try:
-                ex.route = route = self._route(kind, head.target, head.index.get("host"), cfg)
-            except HttpError as exc:
-                raise LocalReply(exc.status, exc.detail) from exc
-            me, own_via = self._via[kind]
-            via = head.index.get("via")
-            if via is not None and via_names(via, me):
-                self.loops_detected += 1
-                raise LocalReply(502, LOOP_DETECTED + me)
-            t = cfg.server if kind == INBOUND else cfg.client
-            extra = self._decide(ex, t)
-            if head.version != "1.1":
-                own_via = f"{head.version} {me}"
-            extra.append(("via", f"{via}, {own_via}" if via else own_via))
-            if kind != INBOUND:
-                extra.append(("x-envoy-decorator-operation", route.decorator))
-            if route.service is not None:
-                extra += ((PEER_ID_HEADER, self.ident.node_id), (PEER_HEADER, self._peer_meta))
-            if kind == INBOUND:
-                ex.peer_raw = self._trusted_peer(ds, head)
-                ex.peer_principal = ds.principal
-                self._authorize(ds.principal, head.method, route, cfg)
-            elif kind == GATEWAY:
-                xff = head.index.get("x-forwarded-for")
-                extra.append(("x-forwarded-for", f"{xff}, {ds.peer[0]}" if xff else ds.peer[0]))
-                extra.append(("x-forwarded-proto", "http"))
+            route, extra = self._admit(ex, ds, head.version, cfg)
             if ds.parser.upgraded:  # WebSocket: after the 101 the connection is a tunnel
                 keep = False
                 await upgrade.forward_upgrade(self, ds, ex, route, extra)

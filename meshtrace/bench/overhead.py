@@ -452,25 +452,41 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
+  access_log off;{http_options}
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
   uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
   upstream next {{ server {up_host}:{up_port}; keepalive 16; }}
   server {{
-    listen {host}:{port};
-    location / {{ proxy_pass http://next; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    listen {host}:{port}{listen_options};
+    location / {{ {location} }}
   }}
 }}
 """
+
+
+@dataclass(frozen=True)
+class NginxProxy:
+    """How each nginx of the yardstick pair proxies: the parts of NGINX_CONF that differ."""
+
+    location: str
+    listen_options: str = ""
+    http_options: str = ""
+
+
+# HTTP/1.1 to a keep-alive upstream
+NGINX_HTTP = NginxProxy('proxy_pass http://next; proxy_http_version 1.1; proxy_set_header Connection "";')
 
 
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
-def _nginx(work: Path, name: str, host: str, up: tuple[str, int]) -> Proc:
+def _nginx(work: Path, name: str, host: str, up: tuple[str, int], proxy: NginxProxy) -> Proc:
     port = free_port(host)
-    conf = NGINX_CONF.format(dir=work / name, host=host, port=port, up_host=up[0], up_port=up[1])
+    conf = NGINX_CONF.format(
+        dir=work / name, host=host, port=port, up_host=up[0], up_port=up[1],
+        location=proxy.location, listen_options=proxy.listen_options, http_options=proxy.http_options,
+    )  # fmt: skip
     return start_nginx(work, name, host, port, conf)
 
 
@@ -498,10 +514,13 @@ def start_nginx(work: Path, name: str, host: str, port: int, config: str) -> Pro
 
 
 @contextmanager
-def nginx_pair(work: Path, app: tuple[str, int]) -> Iterator[tuple[Proc, Proc]]:
-    server = _nginx(work, "nginx-server", "127.0.9.4", app)
+def nginx_pair(
+    work: Path, app: tuple[str, int], proxy: NginxProxy = NGINX_HTTP, name: str = "nginx"
+) -> Iterator[tuple[Proc, Proc]]:
+    """The yardstick: two nginx between the load and the app, as the two sidecars are."""
+    server = _nginx(work, f"{name}-server", "127.0.9.4", app, proxy)
     try:
-        client = _nginx(work, "nginx-client", "127.0.9.3", server.listeners["proxy"])
+        client = _nginx(work, f"{name}-client", "127.0.9.3", server.listeners["proxy"], proxy)
         try:
             yield client, server
         finally:

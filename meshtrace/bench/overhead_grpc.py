@@ -17,8 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Final
 
@@ -26,7 +25,6 @@ import click
 
 from meshtrace import ready
 from meshtrace.bench import overhead as http
-from meshtrace.bench.report import free_port
 
 SERVICE: Final = "bench.Echo"
 METHOD: Final = "Call"
@@ -100,41 +98,9 @@ def h2load_load(target: http.Target, rate: int, duration: float, warmup: float) 
         return [], max(issued, round(rate * duration))
 
 
-NGINX_GRPC_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;  # nginx ends an HTTP/2 connection after 1000 requests by default
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
-  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-  upstream next {{ server {up_host}:{up_port}; keepalive 16; }}
-  server {{
-    listen {host}:{port} http2;
-    location / {{ grpc_pass grpc://next; }}
-  }}
-}}
-"""
-
-
-@contextmanager
-def nginx_grpc_pair(work: Path, app: tuple[str, int]) -> Iterator[tuple[http.Proc, http.Proc]]:
-    """Two nginx with HTTP/2 listeners and `grpc_pass`: the yardstick for gRPC."""
-    with ExitStack() as stack:
-        server = _nginx_grpc(work, "nginx-grpc-server", "127.0.9.4", app)
-        stack.callback(server.stop)
-        client = _nginx_grpc(work, "nginx-grpc-client", "127.0.9.3", server.listeners["proxy"])
-        stack.callback(client.stop)
-        yield client, server
-
-
-def _nginx_grpc(work: Path, name: str, host: str, up: tuple[str, int]) -> http.Proc:
-    port = free_port(host)
-    conf = NGINX_GRPC_CONF.format(dir=work / name, host=host, port=port, up_host=up[0], up_port=up[1])
-    return http.start_nginx(work, name, host, port, conf)
+# HTTP/2 listeners and grpc_pass; nginx ends an HTTP/2 connection after 1000 requests by default,
+# which h2load does not reopen
+NGINX_GRPC = http.NginxProxy("grpc_pass grpc://next;", " http2", "\n  keepalive_requests 1000000;")
 
 
 def run(
@@ -176,7 +142,7 @@ def run(
                     stack.enter_context(http.mtls_pair(work, app, sink, pct, index=len(paths))),
                 )
         if not no_nginx and http.nginx_binary() is not None:
-            nc, ns = stack.enter_context(nginx_grpc_pair(work, app))
+            nc, ns = stack.enter_context(http.nginx_pair(work, app, NGINX_GRPC, "nginx-grpc"))
             paths.append(
                 (http.NGINX, "-", http.Target(*nc.listeners["proxy"], PATH, "server:8080"), [nc, ns])
             )

@@ -34,6 +34,7 @@ from meshtrace.sidecar.h2conn import (
 )
 from meshtrace.sidecar.http1 import HOP_BY_HOP, RequestHead
 from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER
+from meshtrace.sidecar.proxy import REWRITTEN
 
 if TYPE_CHECKING:
     from meshtrace.sidecar.config import Endpoint, SidecarConfig
@@ -42,26 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshtrace.sidecar")
 
 REPLAY_LIMIT: Final = 64 * 1024  # as HTTP/1.1: request bodies up to this are kept for retries
-# connection-specific fields RFC 9113 8.2.2 forbids in HTTP/2, and those the proxy rewrites
+# connection-specific fields RFC 9113 8.2.2 forbids in HTTP/2; REWRITTEN: those the proxy writes
 _CONNECTION_SPECIFIC: Final = (HOP_BY_HOP - {"te"}) | {"host"}
-_REWRITTEN_UP: Final = frozenset(
-    {
-        "x-request-id",
-        "traceparent",
-        "tracestate",
-        "b3",
-        "x-b3-traceid",
-        "x-b3-spanid",
-        "x-b3-parentspanid",
-        "x-b3-sampled",
-        "x-b3-flags",
-        "x-envoy-decorator-operation",
-        PEER_HEADER,
-        PEER_ID_HEADER,
-        "via",
-    }
-)
-_NOT_FORWARDED_UP: Final = _CONNECTION_SPECIFIC | _REWRITTEN_UP
+_NOT_FORWARDED_UP: Final = _CONNECTION_SPECIFIC | REWRITTEN
 _NOT_FORWARDED_DOWN: Final = _CONNECTION_SPECIFIC | {PEER_HEADER, PEER_ID_HEADER}
 TE_OK: Final = "trailers"
 # a grpc-timeout that passed: Envoy's HTTP connection manager ends the stream at the route's max

@@ -81,8 +81,9 @@ WRITE_HIGH_WATER: Final = 256 * 1024
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 RESET_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "
 LOOP_DETECTED: Final = "loop detected: this request already passed "
-# headers the proxy rewrites rather than forwards
-_REWRITTEN: Final = frozenset(
+# the headers `_admit` writes for every request (trace context, Via, decorator, peer metadata): a
+# caller's own values are dropped, whatever the HTTP version
+REWRITTEN: Final = frozenset(
     {
         "x-request-id",
         "traceparent",
@@ -96,12 +97,11 @@ _REWRITTEN: Final = frozenset(
         "x-envoy-decorator-operation",
         PEER_HEADER,
         PEER_ID_HEADER,
-        "expect",
-        "content-length",
         "via",
     }
 )
-_NOT_FORWARDED_UP: Final = HOP_BY_HOP | _REWRITTEN
+# HTTP/1.1 also answers Expect itself and frames the body anew
+_NOT_FORWARDED_UP: Final = HOP_BY_HOP | REWRITTEN | {"expect", "content-length"}
 # an answer from a mesh upstream: its peer metadata is for this sidecar, not for the app
 _NOT_FORWARDED_DOWN: Final = HOP_BY_HOP | {"content-length", PEER_HEADER, PEER_ID_HEADER}
 NOT_FORWARDED_UP, NOT_FORWARDED_DOWN = _NOT_FORWARDED_UP, _NOT_FORWARDED_DOWN  # for `upgrade`

@@ -78,14 +78,32 @@ class NetworkBackend(Protocol):
         checked by SPIFFE id). Raises ConnectFailure."""
 
 
-class Wire(asyncio.Protocol):
+class Feeding:
+    """The feed half every `Stream` shares: received bytes go to the current parser (`feed`);
+    until one takes over, and after a sniffer puts bytes back, they wait in order."""
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self.feed: Callable[[bytes], None] = self._pending.append
+
+    def set_feed(self, feed: Callable[[bytes], None]) -> None:
+        self.feed = feed
+        pending, self._pending = self._pending, []
+        for data in pending:
+            feed(data)
+
+    def put_back(self, data: bytes) -> None:
+        self._pending = [data] if data else []
+        self.feed = self._pending.append
+
+
+class Wire(Feeding, asyncio.Protocol):
     """The asyncio `Stream`: received bytes go straight into the current parser (`feed`), no
     StreamReader buffer in between. Reading pauses while the consumer has not caught up
     (backpressure), writing follows the transport's flow control (`drain`)."""
 
     def __init__(self) -> None:
-        self._pending: list[bytes] = []
-        self.feed: Callable[[bytes], None] = self._pending.append  # until a parser takes over
+        super().__init__()
         self.transport: asyncio.Transport = cast(asyncio.Transport, None)
         self.eof = False
         self._waiter: asyncio.Future[None] | None = None
@@ -133,17 +151,7 @@ class Wire(asyncio.Protocol):
         self._paused_writing = False
         self._wake_drain()
 
-    # -- the Stream interface
-    def set_feed(self, feed: Callable[[bytes], None]) -> None:
-        self.feed = feed
-        pending, self._pending = self._pending, []
-        for data in pending:
-            feed(data)
-
-    def put_back(self, data: bytes) -> None:
-        self._pending = [data] if data else []
-        self.feed = self._pending.append
-
+    # -- the Stream interface (set_feed and put_back: Feeding)
     def wake_eof(self) -> None:
         self.eof = True
         waiter = self._waiter

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshtrace.sidecar.backend import ConnectFailure
+from meshtrace.sidecar.backend import ConnectFailure, Feeding
 from meshtrace.sidecar.http1 import (
     Data,
     EndOfMessage,
@@ -25,11 +25,12 @@ from meshtrace.sidecar.http1 import (
 )
 
 
-class MemoryStream:
+class MemoryStream(Feeding):
     """One side of an in-memory connection, with `backend.Stream`'s interface. What the code
     under test writes goes to `on_write`; `deliver` and `end` play the other side."""
 
     def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        super().__init__()
         self.loop = asyncio.get_running_loop()
         self.eof = False
         self.closed = False
@@ -38,32 +39,20 @@ class MemoryStream:
         self.written = bytearray()
         self.on_write: Callable[[bytes], None] = self.written.extend
         self.extra = extra or {}
-        self._pending: list[bytes] = []
-        self._feed: Callable[[bytes], None] = self._pending.append
         self._waiter: asyncio.Future[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()  # the other side's, ended by close()
 
     # -- the other side
     def deliver(self, data: bytes) -> None:
         if not self.eof:
-            self._feed(data)
+            self.feed(data)
             self._wake()
 
     def end(self) -> None:
         """The other side closes (or resets): the reader sees the end of the stream."""
         self.wake_eof()
 
-    # -- backend.Stream
-    def set_feed(self, feed: Callable[[bytes], None]) -> None:
-        self._feed = feed
-        pending, self._pending = self._pending, []
-        for data in pending:
-            feed(data)
-
-    def put_back(self, data: bytes) -> None:
-        self._pending = [data] if data else []
-        self._feed = self._pending.append
-
+    # -- backend.Stream (set_feed and put_back: Feeding, as the real Wire)
     async def wait(self) -> bool:
         if self.eof:
             return False

@@ -34,11 +34,12 @@ from meshtrace.sidecar.h2conn import (
 )
 from meshtrace.sidecar.http1 import HOP_BY_HOP, RequestHead
 from meshtrace.sidecar.metrics import PEER_HEADER, PEER_ID_HEADER
-from meshtrace.sidecar.proxy import REWRITTEN
+from meshtrace.sidecar.proxy import REWRITTEN, Exchange
+from meshtrace.sidecar.routing import INBOUND, LocalReply
 
 if TYPE_CHECKING:
     from meshtrace.sidecar.config import Endpoint, SidecarConfig
-    from meshtrace.sidecar.proxy import Exchange, Proxy, Route
+    from meshtrace.sidecar.proxy import Proxy, Route
 
 log = logging.getLogger("meshtrace.sidecar")
 
@@ -256,8 +257,6 @@ class H2Proxy:
 
     async def stream(self, ds: Stream, kind: str, caller: Caller) -> None:
         """One request stream: route, decide, forward, record (the h2 `_exchange`)."""
-        from meshtrace.sidecar.proxy import Exchange, LocalReply
-
         proxy = self.proxy
         cfg = proxy.cfg
         try:
@@ -336,8 +335,6 @@ class H2Proxy:
         cfg: SidecarConfig,
         call: grpc.GrpcCall | None,
     ) -> None:
-        from meshtrace.sidecar.proxy import LocalReply
-
         proxy = self.proxy
         head = ex.head
         if head.raw_size > MAX_HEADER_LIST_SIZE:
@@ -384,8 +381,6 @@ class H2Proxy:
         call: grpc.GrpcCall | None,
     ) -> None:
         """Attempts (Istio's retry policy) until an answer to forward, then stream it back."""
-        from meshtrace.sidecar.proxy import LocalReply
-
         proxy = self.proxy
         policy = grpc.RetryPolicy(attempts=route.attempts)
         replay = Replay()
@@ -531,8 +526,6 @@ class H2Proxy:
     ) -> None:
         """Stream the answer back: head, DATA (acknowledged upstream as written downstream),
         trailers; gRPC status from the trailers or a trailers-only head."""
-        from meshtrace.sidecar.proxy import INBOUND
-
         proxy = self.proxy
         index = dict(resp.headers)
         headers = [(k, v) for k, v in resp.headers if k not in _NOT_FORWARDED_DOWN]
